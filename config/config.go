@@ -1,0 +1,180 @@
+// Package config reads, validates and watches duebridge's YAML configuration.
+//
+// A *Config is immutable once returned by Load: reload builds a new one and the
+// caller swaps it in atomically, so a request never sees half of two configs.
+package config
+
+import (
+	"net/url"
+	"time"
+)
+
+// Config is the validated, typed configuration.
+type Config struct {
+	DataDir     string
+	Store       string // "sqlite" or "postgres"
+	PostgresURL string
+
+	HTTP          HTTP
+	IMAP          IMAP
+	Submission    Submission
+	TLS           TLS
+	Users         []User
+	Sources       []Source
+	Mail          Mail
+	Notifications Notifications
+	Limits        Limits
+	Setup         Setup
+
+	// Path is the file the config came from ("" for the demo or env-only).
+	Path string
+	// Demo is true for the built-in demo set-up (no config file).
+	Demo bool
+}
+
+type HTTP struct {
+	Listen    string
+	PublicURL *url.URL
+}
+
+type IMAP struct {
+	Listen    string // plain (STARTTLS when TLS is configured)
+	TLSListen string // implicit TLS; "" = off
+}
+
+// Submission is the minimal SMTP submission listener iOS insists on for a
+// mail account. It authenticates and refuses to relay.
+type Submission struct {
+	Listen    string // plain + STARTTLS; "" = off
+	TLSListen string // implicit TLS; "" = off
+}
+
+type TLS struct {
+	CertFile string
+	KeyFile  string
+	// CAFile is a self-made CA (duebridge dev-cert) that the setup profile carries.
+	CAFile string
+	// ACMEHosts turns on certificates from Let's Encrypt for these names.
+	ACMEHosts []string
+	ACMEEmail string
+}
+
+// Enabled reports whether the listeners speak TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" || len(t.ACMEHosts) > 0 }
+
+// Notify selects which channel carries due-soon and overdue alerts.
+type Notify string
+
+const (
+	NotifyAlarms Notify = "alarms" // VALARMs only (mail still records assignment and changes)
+	NotifyMail   Notify = "mail"   // mail only, no VALARMs
+	NotifyBoth   Notify = "both"
+)
+
+type User struct {
+	Name         string
+	Email        string
+	PasswordHash string
+	// AppPasswords are extra hashes a user may revoke one by one (a lost phone).
+	AppPasswords []AppPassword
+	Notify       Notify
+	Location     *time.Location // time zone for all-day alarms, quiet hours, digest
+	QuietHours   *QuietHours    // nil = none
+	Digest       bool           // daily digest mail
+	DigestAt     time.Duration  // offset from local midnight
+	// LeadTimes overrides notifications.lead_times for this user when non-nil.
+	LeadTimes []time.Duration
+	// Identities maps a tracker kind ("github", "jira", ...) to the user's login there.
+	Identities map[string]string
+}
+
+type AppPassword struct {
+	Name string
+	Hash string
+}
+
+// QuietHours is a daily window in the user's zone during which mail waits.
+type QuietHours struct {
+	Start, End  time.Duration // offsets from local midnight; End < Start wraps midnight
+	AllowUrgent bool
+}
+
+type Source struct {
+	Name        string
+	Kind        string // generic | github | gitlab | jira | linear
+	Secret      string
+	CallbackURL *url.URL // nil = no callback
+	// APIToken lets an adapter close the issue in the tracker itself.
+	APIToken string
+	APIURL   string
+	// LabelProjects maps a tracker label to a project name.
+	LabelProjects map[string]string
+	// LeadTimes overrides notifications.lead_times for this source's tasks.
+	LeadTimes []time.Duration
+}
+
+type Mail struct {
+	From string
+}
+
+type Notifications struct {
+	LeadTimes []time.Duration
+}
+
+type Limits struct {
+	WebhookBodyBytes  int64
+	ICalObjectBytes   int64
+	IMAPLiteralBytes  int64
+	IMAPConnsPerUser  int
+	LoginFailureDelay time.Duration
+	LockoutFailures   int
+	LockoutWindow     time.Duration
+}
+
+type Setup struct {
+	// ProfilePasswords puts the password into the .mobileconfig (off by default:
+	// the phone then asks for it once).
+	ProfilePasswords bool
+	// SignProfiles signs the profile with the server certificate.
+	SignProfiles bool
+}
+
+// User returns the user with that name, or nil.
+func (c *Config) User(name string) *User {
+	for i := range c.Users {
+		if c.Users[i].Name == name {
+			return &c.Users[i]
+		}
+	}
+	return nil
+}
+
+// Source returns the source with that name, or nil.
+func (c *Config) Source(name string) *Source {
+	for i := range c.Sources {
+		if c.Sources[i].Name == name {
+			return &c.Sources[i]
+		}
+	}
+	return nil
+}
+
+// LeadTimesFor returns the lead times that apply to a user's task from a source:
+// the user's own, else the source's, else the global ones.
+func (c *Config) LeadTimesFor(u *User, s *Source) []time.Duration {
+	if u != nil && u.LeadTimes != nil {
+		return u.LeadTimes
+	}
+	if s != nil && s.LeadTimes != nil {
+		return s.LeadTimes
+	}
+	return c.Notifications.LeadTimes
+}
+
+// StoreSource is the data source string for store.Open.
+func (c *Config) StoreSource() string {
+	if c.Store == "postgres" {
+		return c.PostgresURL
+	}
+	return c.DataDir
+}

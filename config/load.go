@@ -1,0 +1,531 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// raw mirrors the YAML exactly; UnmarshalExact refuses anything else.
+type raw struct {
+	DataDir     string `mapstructure:"data_dir"`
+	Store       string `mapstructure:"store"`
+	PostgresURL string `mapstructure:"postgres_url"`
+	HTTP        struct {
+		Listen    string `mapstructure:"listen"`
+		PublicURL string `mapstructure:"public_url"`
+	} `mapstructure:"http"`
+	IMAP struct {
+		Listen    string `mapstructure:"listen"`
+		TLSListen string `mapstructure:"tls_listen"`
+	} `mapstructure:"imap"`
+	Submission struct {
+		Listen    string `mapstructure:"listen"`
+		TLSListen string `mapstructure:"tls_listen"`
+	} `mapstructure:"submission"`
+	TLS struct {
+		CertFile  string   `mapstructure:"cert_file"`
+		KeyFile   string   `mapstructure:"key_file"`
+		CAFile    string   `mapstructure:"ca_file"`
+		ACMEHosts []string `mapstructure:"acme_hosts"`
+		ACMEEmail string   `mapstructure:"acme_email"`
+	} `mapstructure:"tls"`
+	Users   []rawUser   `mapstructure:"users"`
+	Sources []rawSource `mapstructure:"sources"`
+	Mail    struct {
+		From string `mapstructure:"from"`
+	} `mapstructure:"mail"`
+	Notifications struct {
+		LeadTimes []string `mapstructure:"lead_times"`
+	} `mapstructure:"notifications"`
+	Limits struct {
+		WebhookBodyBytes  int64  `mapstructure:"webhook_body_bytes"`
+		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
+		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
+		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
+		LoginFailureDelay string `mapstructure:"login_failure_delay"`
+		LockoutFailures   int    `mapstructure:"lockout_failures"`
+		LockoutWindow     string `mapstructure:"lockout_window"`
+	} `mapstructure:"limits"`
+	Setup struct {
+		ProfilePasswords bool `mapstructure:"profile_passwords"`
+		SignProfiles     bool `mapstructure:"sign_profiles"`
+	} `mapstructure:"setup"`
+}
+
+type rawUser struct {
+	Name         string            `mapstructure:"name"`
+	Email        string            `mapstructure:"email"`
+	PasswordHash string            `mapstructure:"password_hash"`
+	Password     string            `mapstructure:"password"` // refused: only here to name the mistake
+	AppPasswords []rawAppPassword  `mapstructure:"app_passwords"`
+	Notify       string            `mapstructure:"notify"`
+	TimeZone     string            `mapstructure:"timezone"`
+	QuietHours   *rawQuietHours    `mapstructure:"quiet_hours"`
+	Digest       bool              `mapstructure:"digest"`
+	DigestAt     string            `mapstructure:"digest_at"`
+	LeadTimes    []string          `mapstructure:"lead_times"`
+	Identities   map[string]string `mapstructure:"identities"`
+}
+
+type rawAppPassword struct {
+	Name string `mapstructure:"name"`
+	Hash string `mapstructure:"hash"`
+}
+
+type rawQuietHours struct {
+	Start       string `mapstructure:"start"`
+	End         string `mapstructure:"end"`
+	AllowUrgent bool   `mapstructure:"allow_urgent"`
+}
+
+type rawSource struct {
+	Name          string            `mapstructure:"name"`
+	Kind          string            `mapstructure:"kind"`
+	Secret        string            `mapstructure:"secret"`
+	SecretFile    string            `mapstructure:"secret_file"`
+	CallbackURL   string            `mapstructure:"callback_url"`
+	APIToken      string            `mapstructure:"api_token"`
+	APIURL        string            `mapstructure:"api_url"`
+	LabelProjects map[string]string `mapstructure:"label_projects"`
+	LeadTimes     []string          `mapstructure:"lead_times"`
+}
+
+// defaults registers every leaf key, which is also what lets DUEBRIDGE_* env
+// variables reach keys absent from the file (viper only overrides keys it knows).
+var defaults = map[string]any{
+	"data_dir":                   "./data",
+	"store":                      "sqlite",
+	"postgres_url":               "",
+	"http.listen":                "127.0.0.1:8080",
+	"http.public_url":            "",
+	"imap.listen":                "127.0.0.1:1143",
+	"imap.tls_listen":            "",
+	"submission.listen":          "",
+	"submission.tls_listen":      "",
+	"tls.cert_file":              "",
+	"tls.key_file":               "",
+	"tls.ca_file":                "",
+	"tls.acme_hosts":             []string{},
+	"tls.acme_email":             "",
+	"mail.from":                  "duebridge <tasks@duebridge.invalid>",
+	"notifications.lead_times":   []string{"24h", "1h"},
+	"limits.webhook_body_bytes":  int64(8 << 20),
+	"limits.ical_object_bytes":   int64(256 << 10),
+	"limits.imap_literal_bytes":  int64(1 << 20),
+	"limits.imap_conns_per_user": 20,
+	"limits.login_failure_delay": "1s",
+	"limits.lockout_failures":    10,
+	"limits.lockout_window":      "15m",
+	"setup.profile_passwords":    false,
+	"setup.sign_profiles":        false,
+}
+
+// Load reads path (YAML) with environment overrides and validates the result.
+// path "" reads only defaults and the environment. Every error names the key.
+func Load(path string) (*Config, error) {
+	v := viper.New() // never the global instance: reloads must not share state
+	v.SetConfigType("yaml")
+	v.SetEnvPrefix("DUEBRIDGE")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		err = v.ReadConfig(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	var r raw
+	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToSliceHookFunc(","))
+	if err := v.UnmarshalExact(&r, viper.DecodeHook(hook)); err != nil {
+		return nil, fmt.Errorf("config %s: %w", displayPath(path), cleanDecodeError(err))
+	}
+	c, err := r.validate()
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "(environment)"
+	}
+	return p
+}
+
+// cleanDecodeError turns mapstructure's "” has invalid keys: htpp" into "unknown key htpp".
+func cleanDecodeError(err error) error {
+	msg := err.Error()
+	msg = strings.ReplaceAll(msg, "decoding failed due to the following error(s):\n\n", "")
+	re := regexp.MustCompile(`'([^']*)' has invalid keys: ([^\n]+)`)
+	msg = re.ReplaceAllStringFunc(msg, func(m string) string {
+		s := re.FindStringSubmatch(m)
+		keys := strings.Split(s[2], ", ")
+		for i, k := range keys {
+			if s[1] != "" {
+				keys[i] = s[1] + "." + k
+			}
+		}
+		return "unknown key " + strings.Join(keys, ", ")
+	})
+	return errors.New(msg)
+}
+
+// errs collects "key: message" problems so an admin sees all of them at once.
+type errs []string
+
+func (e *errs) add(key, format string, a ...any) {
+	*e = append(*e, key+": "+fmt.Sprintf(format, a...))
+}
+
+func (e errs) err() error {
+	if len(e) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(e, "; "))
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+	sourceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	hhmmRE   = regexp.MustCompile(`^([01]\d|2[0-3]):([0-5]\d)$`)
+)
+
+func (r *raw) validate() (*Config, error) {
+	var e errs
+	c := &Config{
+		DataDir:     r.DataDir,
+		Store:       r.Store,
+		PostgresURL: r.PostgresURL,
+		HTTP:        HTTP{Listen: r.HTTP.Listen},
+		IMAP:        IMAP{Listen: r.IMAP.Listen, TLSListen: r.IMAP.TLSListen},
+		Submission:  Submission{Listen: r.Submission.Listen, TLSListen: r.Submission.TLSListen},
+		TLS: TLS{CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile, CAFile: r.TLS.CAFile,
+			ACMEHosts: r.TLS.ACMEHosts, ACMEEmail: r.TLS.ACMEEmail},
+		Mail:  Mail{From: r.Mail.From},
+		Setup: Setup{ProfilePasswords: r.Setup.ProfilePasswords, SignProfiles: r.Setup.SignProfiles},
+	}
+	switch r.Store {
+	case "sqlite":
+		if r.DataDir == "" {
+			e.add("data_dir", "must not be empty with store: sqlite")
+		}
+	case "postgres":
+		if r.PostgresURL == "" {
+			e.add("postgres_url", "required with store: postgres")
+		}
+	default:
+		e.add("store", "unknown store %q (want sqlite or postgres)", r.Store)
+	}
+
+	checkAddr(&e, "http.listen", r.HTTP.Listen, true)
+	checkAddr(&e, "imap.listen", r.IMAP.Listen, false)
+	checkAddr(&e, "imap.tls_listen", r.IMAP.TLSListen, false)
+	checkAddr(&e, "submission.listen", r.Submission.Listen, false)
+	checkAddr(&e, "submission.tls_listen", r.Submission.TLSListen, false)
+
+	pub := r.HTTP.PublicURL
+	if pub == "" {
+		scheme := "http"
+		if c.TLS.Enabled() {
+			scheme = "https"
+		}
+		pub = scheme + "://" + r.HTTP.Listen
+	}
+	if u, err := url.Parse(pub); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.add("http.public_url", "not an absolute http(s) URL: %q", pub)
+	} else {
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		c.HTTP.PublicURL = u
+	}
+
+	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+		e.add("tls", "cert_file and key_file must be set together")
+	}
+	for k, f := range map[string]string{"tls.cert_file": r.TLS.CertFile, "tls.key_file": r.TLS.KeyFile, "tls.ca_file": r.TLS.CAFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				e.add(k, "%v", err)
+			}
+		}
+	}
+	if (r.IMAP.TLSListen != "" || r.Submission.TLSListen != "") && !c.TLS.Enabled() {
+		e.add("tls", "imap.tls_listen and submission.tls_listen need tls.cert_file/key_file or tls.acme_hosts")
+	}
+
+	if _, err := mail.ParseAddress(r.Mail.From); err != nil {
+		e.add("mail.from", "not a mail address: %q", r.Mail.From)
+	}
+	c.Notifications.LeadTimes = durations(&e, "notifications.lead_times", r.Notifications.LeadTimes)
+
+	c.Limits = Limits{
+		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
+		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
+		LockoutFailures: r.Limits.LockoutFailures,
+	}
+	for k, n := range map[string]int64{
+		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
+		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
+		"limits.lockout_failures": int64(r.Limits.LockoutFailures),
+	} {
+		if n <= 0 {
+			e.add(k, "must be positive, got %d", n)
+		}
+	}
+	c.Limits.LoginFailureDelay = duration(&e, "limits.login_failure_delay", r.Limits.LoginFailureDelay)
+	c.Limits.LockoutWindow = duration(&e, "limits.lockout_window", r.Limits.LockoutWindow)
+
+	seenUser := map[string]int{}
+	seenEmail := map[string]int{}
+	for i, ru := range r.Users {
+		key := fmt.Sprintf("users[%d]", i)
+		u := User{Name: ru.Name, Email: ru.Email, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities}
+		switch {
+		case ru.Name == "":
+			e.add(key+".name", "required")
+		case !nameRE.MatchString(ru.Name):
+			e.add(key+".name", "%q: use letters, digits and . _ @ + - (at most 64)", ru.Name)
+		default:
+			if j, dup := seenUser[strings.ToLower(ru.Name)]; dup {
+				e.add(key+".name", "duplicate user %q (also users[%d])", ru.Name, j)
+			}
+			seenUser[strings.ToLower(ru.Name)] = i
+		}
+		if ru.Email != "" {
+			if _, err := mail.ParseAddress(ru.Email); err != nil {
+				e.add(key+".email", "not a mail address: %q", ru.Email)
+			} else if j, dup := seenEmail[strings.ToLower(ru.Email)]; dup {
+				e.add(key+".email", "duplicate email %q (also users[%d])", ru.Email, j)
+			} else {
+				seenEmail[strings.ToLower(ru.Email)] = i
+			}
+		}
+		if ru.Password != "" {
+			e.add(key+".password", "plain passwords are not accepted; put the output of `duebridge hash-password` in password_hash")
+		}
+		switch {
+		case ru.PasswordHash == "":
+			e.add(key+".password_hash", "required (make one with `duebridge hash-password`)")
+		case !IsPasswordHash(ru.PasswordHash):
+			e.add(key+".password_hash", "not a bcrypt or argon2id hash; a plain password does not belong here (use `duebridge hash-password`)")
+		}
+		seenApp := map[string]bool{}
+		for j, ap := range ru.AppPasswords {
+			ak := fmt.Sprintf("%s.app_passwords[%d]", key, j)
+			if ap.Name == "" {
+				e.add(ak+".name", "required")
+			} else if seenApp[ap.Name] {
+				e.add(ak+".name", "duplicate app password %q", ap.Name)
+			}
+			seenApp[ap.Name] = true
+			if !IsPasswordHash(ap.Hash) {
+				e.add(ak+".hash", "not a bcrypt or argon2id hash")
+			}
+			u.AppPasswords = append(u.AppPasswords, AppPassword{Name: ap.Name, Hash: ap.Hash})
+		}
+		switch Notify(ru.Notify) {
+		case "":
+			u.Notify = NotifyAlarms
+		case NotifyAlarms, NotifyMail, NotifyBoth:
+			u.Notify = Notify(ru.Notify)
+		default:
+			e.add(key+".notify", "unknown value %q (want alarms, mail or both)", ru.Notify)
+		}
+		u.Location = time.UTC
+		if ru.TimeZone != "" {
+			loc, err := time.LoadLocation(ru.TimeZone)
+			if err != nil {
+				e.add(key+".timezone", "unknown time zone %q", ru.TimeZone)
+			} else {
+				u.Location = loc
+			}
+		}
+		if ru.QuietHours != nil {
+			s, okS := clock(&e, key+".quiet_hours.start", ru.QuietHours.Start)
+			en, okE := clock(&e, key+".quiet_hours.end", ru.QuietHours.End)
+			if okS && okE {
+				if s == en {
+					e.add(key+".quiet_hours", "start and end are equal")
+				}
+				u.QuietHours = &QuietHours{Start: s, End: en, AllowUrgent: ru.QuietHours.AllowUrgent}
+			}
+		}
+		u.DigestAt = 8 * time.Hour
+		if ru.DigestAt != "" {
+			if d, ok := clock(&e, key+".digest_at", ru.DigestAt); ok {
+				u.DigestAt = d
+			}
+		}
+		if ru.LeadTimes != nil {
+			u.LeadTimes = durations(&e, key+".lead_times", ru.LeadTimes)
+		}
+		for kind := range ru.Identities {
+			if !validKind(kind) || kind == "generic" {
+				e.add(key+".identities."+kind, "unknown tracker kind (want github, gitlab, jira or linear)")
+			}
+		}
+		c.Users = append(c.Users, u)
+	}
+
+	seenSource := map[string]int{}
+	for i, rs := range r.Sources {
+		key := fmt.Sprintf("sources[%d]", i)
+		s := Source{Name: rs.Name, Kind: rs.Kind, Secret: rs.Secret, APIToken: rs.APIToken, APIURL: rs.APIURL, LabelProjects: rs.LabelProjects}
+		switch {
+		case rs.Name == "":
+			e.add(key+".name", "required")
+		case !sourceRE.MatchString(rs.Name):
+			e.add(key+".name", "%q: use lower-case letters, digits, _ and - (it is part of the URL /hooks/NAME)", rs.Name)
+		default:
+			if j, dup := seenSource[rs.Name]; dup {
+				e.add(key+".name", "duplicate source %q (also sources[%d])", rs.Name, j)
+			}
+			seenSource[rs.Name] = i
+		}
+		if s.Kind == "" {
+			s.Kind = "generic"
+		}
+		if !validKind(s.Kind) {
+			e.add(key+".kind", "unknown kind %q (want generic, github, gitlab, jira or linear)", rs.Kind)
+		}
+		if rs.SecretFile != "" {
+			if rs.Secret != "" {
+				e.add(key+".secret_file", "set either secret or secret_file, not both")
+			}
+			b, err := os.ReadFile(rs.SecretFile)
+			if err != nil {
+				e.add(key+".secret_file", "%v", err)
+			}
+			s.Secret = strings.TrimSpace(string(b))
+		}
+		if s.Secret == "" && rs.SecretFile == "" {
+			e.add(key+".secret", "required: every source must sign its requests")
+		} else if s.Secret == "" {
+			e.add(key+".secret_file", "file is empty")
+		} else if len(s.Secret) < 8 {
+			e.add(key+".secret", "too short (at least 8 characters)")
+		}
+		if rs.CallbackURL != "" {
+			u, err := url.Parse(rs.CallbackURL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				e.add(key+".callback_url", "not an absolute http(s) URL: %q", rs.CallbackURL)
+			} else {
+				s.CallbackURL = u
+			}
+		}
+		if rs.LeadTimes != nil {
+			s.LeadTimes = durations(&e, key+".lead_times", rs.LeadTimes)
+		}
+		c.Sources = append(c.Sources, s)
+	}
+	if err := e.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func validKind(k string) bool {
+	switch k {
+	case "generic", "github", "gitlab", "jira", "linear":
+		return true
+	}
+	return false
+}
+
+func checkAddr(e *errs, key, addr string, required bool) {
+	if addr == "" {
+		if required {
+			e.add(key, "required")
+		}
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		e.add(key, "bad listen address %q: want host:port", addr)
+		return
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		e.add(key, "bad listen address %q: host must be an IP address or empty", addr)
+	}
+	var p int
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil || p < 0 || p > 65535 || fmt.Sprint(p) != port {
+		e.add(key, "bad listen address %q: port must be 0-65535", addr)
+	}
+}
+
+func duration(e *errs, key, s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		e.add(key, "bad duration %q (examples: 90s, 15m, 24h)", s)
+		return 0
+	}
+	if d < 0 {
+		e.add(key, "must not be negative: %q", s)
+	}
+	return d
+}
+
+func durations(e *errs, key string, ss []string) []time.Duration {
+	out := make([]time.Duration, 0, len(ss))
+	seen := map[time.Duration]bool{}
+	for i, s := range ss {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		switch {
+		case err != nil:
+			e.add(k, "bad duration %q (examples: 15m, 1h, 24h)", s)
+		case d <= 0:
+			e.add(k, "must be positive: %q", s)
+		case d > 30*24*time.Hour:
+			e.add(k, "at most 720h: %q", s)
+		case seen[d]:
+			e.add(k, "duplicate lead time %q", s)
+		default:
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func clock(e *errs, key, s string) (time.Duration, bool) {
+	m := hhmmRE.FindStringSubmatch(s)
+	if m == nil {
+		e.add(key, "bad time of day %q (want HH:MM)", s)
+		return 0, false
+	}
+	var h, min int
+	fmt.Sscanf(m[1], "%d", &h)
+	fmt.Sscanf(m[2], "%d", &min)
+	return time.Duration(h)*time.Hour + time.Duration(min)*time.Minute, true
+}
+
+// IsPasswordHash reports whether s looks like a bcrypt or argon2id PHC hash.
+func IsPasswordHash(s string) bool {
+	switch {
+	case strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"), strings.HasPrefix(s, "$2y$"):
+		return len(s) == 60
+	case strings.HasPrefix(s, "$argon2id$"):
+		return strings.Count(s, "$") == 5
+	}
+	return false
+}

@@ -1,0 +1,132 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// WatchOptions tunes Watch. Zero values are fine.
+type WatchOptions struct {
+	// Debounce collapses the several events one save produces. Default 200ms.
+	Debounce time.Duration
+	// Poll re-checks the file's content this often as a backstop for lost
+	// events (remove + re-create, network file systems). Default 5s.
+	Poll time.Duration
+}
+
+// Watch re-reads path whenever it changes and calls onChange with a freshly
+// loaded and validated *Config, or onError when the new file is refused (the
+// caller keeps its old config). It returns when ctx is done.
+//
+// We do not use viper.WatchConfig: it re-reads into the live instance (so a
+// truncated file becomes an empty config), stops for good after a remove and
+// calls os.Exit when inotify is exhausted (see shared/LIBRARIES.md §5.4).
+// Instead we watch the directory ourselves and call Load, which uses a new
+// viper instance every time.
+func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Config), onError func(error)) error {
+	if o.Debounce <= 0 {
+		o.Debounce = 200 * time.Millisecond
+	}
+	if o.Poll <= 0 {
+		o.Poll = 5 * time.Second
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	last := fileHash(abs)
+
+	var events <-chan fsnotify.Event
+	var werrs <-chan error
+	if w, err := fsnotify.NewWatcher(); err == nil {
+		defer w.Close()
+		// The directory, not the file: editors replace files by rename, and
+		// Kubernetes swaps a symlink, both of which drop a watch on the file.
+		if err := w.Add(filepath.Dir(abs)); err == nil {
+			events, werrs = w.Events, w.Errors
+		} else {
+			onError(err)
+		}
+	} else {
+		onError(err) // fall back to polling only
+	}
+
+	poll := time.NewTicker(o.Poll)
+	defer poll.Stop()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if filepath.Clean(ev.Name) == abs || filepath.Base(ev.Name) == "..data" {
+				debounce.Reset(o.Debounce)
+			}
+		case err, ok := <-werrs:
+			if !ok {
+				werrs = nil
+				continue
+			}
+			onError(err)
+		case <-poll.C:
+			if h := fileHash(abs); !bytes.Equal(h, last) {
+				debounce.Reset(o.Debounce)
+			}
+		case <-debounce.C:
+			h := fileHash(abs)
+			if h == nil || bytes.Equal(h, last) {
+				// Missing file (mid-replace) or unchanged content: nothing to do.
+				continue
+			}
+			last = h
+			c, err := Load(path)
+			if err != nil {
+				onError(err)
+				continue
+			}
+			onChange(c)
+		}
+	}
+}
+
+func fileHash(path string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	h := sha256.Sum256(b)
+	return h[:]
+}
+
+// RestartRequired lists the keys that differ between old and new but only take
+// effect on restart (listeners, store), so a reload can report them.
+func RestartRequired(old, new *Config) []string {
+	var keys []string
+	add := func(k string, changed bool) {
+		if changed {
+			keys = append(keys, k)
+		}
+	}
+	add("data_dir", old.DataDir != new.DataDir)
+	add("store", old.Store != new.Store)
+	add("postgres_url", old.PostgresURL != new.PostgresURL)
+	add("http.listen", old.HTTP.Listen != new.HTTP.Listen)
+	add("imap.listen", old.IMAP.Listen != new.IMAP.Listen)
+	add("imap.tls_listen", old.IMAP.TLSListen != new.IMAP.TLSListen)
+	add("submission.listen", old.Submission.Listen != new.Submission.Listen)
+	add("submission.tls_listen", old.Submission.TLSListen != new.Submission.TLSListen)
+	add("tls.cert_file", old.TLS.CertFile != new.TLS.CertFile)
+	add("tls.key_file", old.TLS.KeyFile != new.TLS.KeyFile)
+	return keys
+}

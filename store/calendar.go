@@ -1,0 +1,280 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Collection kinds.
+const (
+	KindEvents = "events" // VEVENT deadlines, read-only for the user
+	KindTodos  = "todos"  // VTODO tasks, shown in Reminders
+)
+
+// Collection is one CalDAV collection of one user.
+type Collection struct {
+	User        string
+	Name        string // URL segment, unique per user
+	Project     string
+	Kind        string // KindEvents or KindTodos
+	DisplayName string
+	Color       string // #RRGGBB or #RRGGBBAA; "" = client's choice
+	Order       int
+	Seq         int64 // revision of the last change inside it: the ctag
+	// MinSeq: sync tokens below it are no longer answerable (tombstones pruned).
+	MinSeq int64
+}
+
+// Object is one calendar object resource of one user. Data is the exact
+// iCalendar bytes served; ETag is derived from them.
+type Object struct {
+	User       string
+	Collection string
+	Name       string // URL segment, e.g. "T-123.ics"
+	UID        string
+	Source     string // "" for a reminder the user created on the phone
+	TaskID     string
+	ETag       string
+	Data       []byte // nil in listings that do not ask for data
+	Seq        int64
+	Deleted    bool // a tombstone kept for sync-collection
+	Modified   time.Time
+}
+
+// CalendarTx reads and writes collections and objects.
+type CalendarTx interface {
+	// EnsureCollection creates c if the user has no collection of that name;
+	// an existing one keeps its properties. It reports whether it was created.
+	EnsureCollection(c *Collection) (bool, error)
+	Collection(user, name string) (*Collection, error)
+	Collections(user string) ([]Collection, error)
+	// SetCollectionProps changes display name, colour and order (PROPPATCH).
+	SetCollectionProps(user, name, displayName, color string, order int) error
+
+	// PutObject writes o (o.Seq, o.Modified set) and advances its collection.
+	PutObject(o *Object) error
+	// DeleteObject turns the object into a tombstone; ErrNotFound if absent.
+	DeleteObject(user, collection, name string) error
+	// Object returns a live object with its data; ErrNotFound if none.
+	Object(user, collection, name string) (*Object, error)
+	// ObjectByUID finds a live object of the user by UID in any collection.
+	ObjectByUID(user, uid string) (*Object, error)
+	// Objects lists the live objects of a collection, with data if asked.
+	Objects(user, collection string, withData bool) ([]Object, error)
+	// ObjectsForTask lists every live object made from a task, all users.
+	ObjectsForTask(source, id string) ([]Object, error)
+	// ObjectsOfUser lists all live objects of a user (for re-rendering).
+	ObjectsOfUser(user string) ([]Object, error)
+	// Changes lists objects (tombstones included, no data) of a collection
+	// changed after revision since, in revision order.
+	Changes(user, collection string, since int64) ([]Object, error)
+}
+
+func (tx *sqlTx) EnsureCollection(c *Collection) (bool, error) {
+	seq, err := tx.Seq()
+	if err != nil {
+		return false, err
+	}
+	res, err := tx.exec(`INSERT INTO collections (username, name, project, kind, display_name, color, sort_order, seq, min_seq)
+		VALUES (?,?,?,?,?,?,?,?,0) ON CONFLICT (username, name) DO NOTHING`,
+		c.User, c.Name, c.Project, c.Kind, c.DisplayName, c.Color, c.Order, seq)
+	if err != nil {
+		return false, fmt.Errorf("ensure collection %s/%s: %w", c.User, c.Name, err)
+	}
+	n, _ := res.RowsAffected()
+	if n > 0 {
+		c.Seq = seq
+		tx.Emit(Event{Seq: seq, Kind: EventCalendar, User: c.User, Name: c.Name})
+	}
+	return n > 0, nil
+}
+
+const collCols = `username, name, project, kind, display_name, color, sort_order, seq, min_seq`
+
+func scanCollection(s scanner) (*Collection, error) {
+	var c Collection
+	err := s.Scan(&c.User, &c.Name, &c.Project, &c.Kind, &c.DisplayName, &c.Color, &c.Order, &c.Seq, &c.MinSeq)
+	return &c, err
+}
+
+func (tx *sqlTx) Collection(user, name string) (*Collection, error) {
+	c, err := scanCollection(tx.queryRow(`SELECT `+collCols+` FROM collections WHERE username = ? AND name = ?`, user, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return c, err
+}
+
+func (tx *sqlTx) Collections(user string) ([]Collection, error) {
+	rows, err := tx.query(`SELECT `+collCols+` FROM collections WHERE username = ? ORDER BY sort_order, name`, user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Collection
+	for rows.Next() {
+		c, err := scanCollection(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *c)
+	}
+	return out, rows.Err()
+}
+
+func (tx *sqlTx) SetCollectionProps(user, name, displayName, color string, order int) error {
+	seq, err := tx.Seq()
+	if err != nil {
+		return err
+	}
+	res, err := tx.exec(`UPDATE collections SET display_name = ?, color = ?, sort_order = ?, seq = ? WHERE username = ? AND name = ?`,
+		displayName, color, order, seq, user, name)
+	if err != nil {
+		return fmt.Errorf("set collection props: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	tx.Emit(Event{Seq: seq, Kind: EventCalendar, User: user, Name: name})
+	return nil
+}
+
+func (tx *sqlTx) touchCollection(user, name string, seq int64) error {
+	_, err := tx.exec(`UPDATE collections SET seq = ? WHERE username = ? AND name = ? AND seq < ?`, seq, user, name, seq)
+	if err != nil {
+		return fmt.Errorf("advance collection %s/%s: %w", user, name, err)
+	}
+	tx.Emit(Event{Seq: seq, Kind: EventCalendar, User: user, Name: name})
+	return nil
+}
+
+func (tx *sqlTx) PutObject(o *Object) error {
+	seq, err := tx.Seq()
+	if err != nil {
+		return err
+	}
+	o.Seq, o.Modified, o.Deleted = seq, tx.now, false
+	_, err = tx.exec(`INSERT INTO objects (username, collection, name, uid, source, task_id, etag, data, seq, deleted, modified)
+		VALUES (?,?,?,?,?,?,?,?,?,0,?) ON CONFLICT (username, collection, name) DO UPDATE SET uid = excluded.uid,
+		source = excluded.source, task_id = excluded.task_id, etag = excluded.etag, data = excluded.data,
+		seq = excluded.seq, deleted = 0, modified = excluded.modified`,
+		o.User, o.Collection, o.Name, o.UID, o.Source, o.TaskID, o.ETag, o.Data, seq, nanos(o.Modified))
+	if err != nil {
+		return fmt.Errorf("put object %s/%s/%s: %w", o.User, o.Collection, o.Name, err)
+	}
+	return tx.touchCollection(o.User, o.Collection, seq)
+}
+
+func (tx *sqlTx) DeleteObject(user, collection, name string) error {
+	seq, err := tx.Seq()
+	if err != nil {
+		return err
+	}
+	res, err := tx.exec(`UPDATE objects SET deleted = 1, data = NULL, seq = ?, modified = ? WHERE username = ? AND collection = ? AND name = ? AND deleted = 0`,
+		seq, nanos(tx.now), user, collection, name)
+	if err != nil {
+		return fmt.Errorf("delete object: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return tx.touchCollection(user, collection, seq)
+}
+
+const objCols = `username, collection, name, uid, source, task_id, etag, seq, deleted, modified`
+
+func scanObject(s scanner, withData bool) (*Object, error) {
+	var o Object
+	var deleted int
+	var modified int64
+	dest := []any{&o.User, &o.Collection, &o.Name, &o.UID, &o.Source, &o.TaskID, &o.ETag, &o.Seq, &deleted, &modified}
+	if withData {
+		dest = append(dest, &o.Data)
+	}
+	if err := s.Scan(dest...); err != nil {
+		return nil, err
+	}
+	o.Deleted = deleted != 0
+	o.Modified = fromNanos(modified)
+	return &o, nil
+}
+
+func (tx *sqlTx) Object(user, collection, name string) (*Object, error) {
+	o, err := scanObject(tx.queryRow(`SELECT `+objCols+`, data FROM objects WHERE username = ? AND collection = ? AND name = ? AND deleted = 0`,
+		user, collection, name), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return o, err
+}
+
+func (tx *sqlTx) ObjectByUID(user, uid string) (*Object, error) {
+	o, err := scanObject(tx.queryRow(`SELECT `+objCols+`, data FROM objects WHERE username = ? AND uid = ? AND deleted = 0 LIMIT 1`,
+		user, uid), true)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return o, err
+}
+
+func (tx *sqlTx) listObjects(withData bool, where string, args ...any) ([]Object, error) {
+	cols := objCols
+	if withData {
+		cols += ", data"
+	}
+	rows, err := tx.query(`SELECT `+cols+` FROM objects WHERE `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Object
+	for rows.Next() {
+		o, err := scanObject(rows, withData)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *o)
+	}
+	return out, rows.Err()
+}
+
+func (tx *sqlTx) Objects(user, collection string, withData bool) ([]Object, error) {
+	return tx.listObjects(withData, `username = ? AND collection = ? AND deleted = 0 ORDER BY name`, user, collection)
+}
+
+func (tx *sqlTx) ObjectsForTask(source, id string) ([]Object, error) {
+	return tx.listObjects(false, `source = ? AND task_id = ? AND deleted = 0`, source, id)
+}
+
+func (tx *sqlTx) ObjectsOfUser(user string) ([]Object, error) {
+	return tx.listObjects(false, `username = ? AND deleted = 0`, user)
+}
+
+func (tx *sqlTx) Changes(user, collection string, since int64) ([]Object, error) {
+	return tx.listObjects(false, `username = ? AND collection = ? AND seq > ? ORDER BY seq, name`, user, collection, since)
+}
+
+// Slug makes a URL segment from a project name: lower-case ASCII letters,
+// digits and dashes.
+func Slug(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+			dash = false
+		case !dash && b.Len() > 0:
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	out := strings.TrimSuffix(b.String(), "-")
+	if len(out) > 48 {
+		out = strings.TrimSuffix(out[:48], "-")
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// migration is one schema step. Versions are applied in ascending order, each
+// in its own transaction together with the version bump. Versions may leave
+// gaps (parts of the product own ranges); a version, once released, never
+// changes.
+type migration struct {
+	version int
+	sql     string // {{blob}}, {{autoid}} are replaced per dialect
+}
+
+// migrations, ordered by version. Ranges: 1-9 core, 10-19 calendar, 20-29
+// mail, 30-39 deadline engine and outbox, 40-49 adapters, 50-59 security.
+var migrations = []migration{
+	{1, `
+CREATE TABLE revision (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL);
+INSERT INTO revision (id, seq) VALUES (1, 0);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+	source     TEXT NOT NULL,
+	id         TEXT NOT NULL,
+	data       {{blob}} NOT NULL,
+	version    BIGINT,
+	updated_at BIGINT NOT NULL,
+	due_at     BIGINT,
+	status     TEXT NOT NULL,
+	deleted    INTEGER NOT NULL DEFAULT 0,
+	seq        BIGINT NOT NULL,
+	modified   BIGINT NOT NULL,
+	PRIMARY KEY (source, id)
+);
+CREATE INDEX tasks_due ON tasks (due_at);
+CREATE TABLE user_tasks (
+	username TEXT NOT NULL,
+	source   TEXT NOT NULL,
+	task_id  TEXT NOT NULL,
+	hidden   INTEGER NOT NULL DEFAULT 0,
+	extra    TEXT NOT NULL DEFAULT '',
+	seq      BIGINT NOT NULL,
+	PRIMARY KEY (username, source, task_id)
+);
+CREATE TABLE collections (
+	username     TEXT NOT NULL,
+	name         TEXT NOT NULL,
+	project      TEXT NOT NULL,
+	kind         TEXT NOT NULL,
+	display_name TEXT NOT NULL,
+	color        TEXT NOT NULL DEFAULT '',
+	sort_order   INTEGER NOT NULL DEFAULT 0,
+	seq          BIGINT NOT NULL,
+	min_seq      BIGINT NOT NULL DEFAULT 0,
+	PRIMARY KEY (username, name)
+);
+CREATE TABLE objects (
+	username   TEXT NOT NULL,
+	collection TEXT NOT NULL,
+	name       TEXT NOT NULL,
+	uid        TEXT NOT NULL,
+	source     TEXT NOT NULL DEFAULT '',
+	task_id    TEXT NOT NULL DEFAULT '',
+	etag       TEXT NOT NULL,
+	data       {{blob}},
+	seq        BIGINT NOT NULL,
+	deleted    INTEGER NOT NULL DEFAULT 0,
+	modified   BIGINT NOT NULL,
+	PRIMARY KEY (username, collection, name)
+);
+CREATE INDEX objects_sync ON objects (username, collection, seq);
+CREATE INDEX objects_uid ON objects (username, uid);
+CREATE INDEX objects_task ON objects (source, task_id);
+CREATE TABLE mailboxes (
+	username     TEXT NOT NULL,
+	name         TEXT NOT NULL,
+	special_use  TEXT NOT NULL DEFAULT '',
+	uid_validity BIGINT NOT NULL,
+	uid_next     BIGINT NOT NULL,
+	modseq       BIGINT NOT NULL,
+	PRIMARY KEY (username, name)
+);
+CREATE TABLE messages (
+	username      TEXT NOT NULL,
+	mailbox       TEXT NOT NULL,
+	uid           BIGINT NOT NULL,
+	flags         TEXT NOT NULL DEFAULT '',
+	internal_date BIGINT NOT NULL,
+	size          BIGINT NOT NULL,
+	data          {{blob}} NOT NULL,
+	message_id    TEXT NOT NULL DEFAULT '',
+	source        TEXT NOT NULL DEFAULT '',
+	task_id       TEXT NOT NULL DEFAULT '',
+	modseq        BIGINT NOT NULL,
+	PRIMARY KEY (username, mailbox, uid)
+);
+CREATE INDEX messages_task ON messages (source, task_id);
+`},
+}
+
+func ddl(dialect, s string) string {
+	blob, autoid := "BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"
+	if dialect == Postgres {
+		blob, autoid = "BYTEA", "BIGSERIAL PRIMARY KEY"
+	}
+	return strings.NewReplacer("{{blob}}", blob, "{{autoid}}", autoid).Replace(s)
+}
+
+// SchemaVersion is the newest schema this binary knows.
+func SchemaVersion() int {
+	return migrations[len(migrations)-1].version
+}
+
+func migrate(ctx context.Context, db *sql.DB, dialect string) error {
+	sort.Slice(migrations, func(i, j int) bool { return migrations[i].version < migrations[j].version })
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&current)
+	switch {
+	case err == sql.ErrNoRows:
+		if _, err := db.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > SchemaVersion() {
+		return fmt.Errorf("the database has schema version %d, newer than this binary's %d: upgrade duebridge", current, SchemaVersion())
+	}
+	for _, m := range migrations {
+		if m.version <= current {
+			continue
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate to %d: %w", m.version, err)
+		}
+		for _, stmt := range splitSQL(ddl(dialect, m.sql)) {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("migrate to %d: %q: %w", m.version, firstLine(stmt), err)
+			}
+		}
+		q := `UPDATE schema_version SET version = ?`
+		if dialect == Postgres {
+			q = rebindDollar(q)
+		}
+		if _, err := tx.ExecContext(ctx, q, m.version); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", m.version, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to %d: %w", m.version, err)
+		}
+	}
+	return nil
+}
+
+func splitSQL(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ";\n") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, strings.TrimSuffix(p, ";"))
+		}
+	}
+	return out
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

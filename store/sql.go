@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
+	_ "modernc.org/sqlite"             // pure-Go SQLite driver "sqlite"
+)
+
+// Dialect names accepted by Open.
+const (
+	SQLite   = "sqlite"
+	Postgres = "postgres"
+)
+
+type sqlStore struct {
+	db      *sql.DB
+	dialect string
+	opts    Options
+	// commitMu keeps OnCommit calls in commit order: SQLite serialises writers
+	// anyway; on PostgreSQL the revision row lock does, and this lock makes
+	// the hand-off of events follow the same order.
+	commitMu sync.Mutex
+}
+
+// Open opens (and migrates) a store. For SQLite, source is the data
+// directory (the file is duebridge.db inside it) or a path ending in .db;
+// for PostgreSQL it is a connection URL.
+func Open(ctx context.Context, dialect, source string, o Options) (Store, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &sqlStore{dialect: dialect, opts: o}
+	var err error
+	switch dialect {
+	case SQLite:
+		path := source
+		if !strings.HasSuffix(path, ".db") {
+			if err := os.MkdirAll(source, 0o700); err != nil {
+				return nil, fmt.Errorf("create data dir: %w", err)
+			}
+			path = filepath.Join(source, "duebridge.db")
+		}
+		// WAL + synchronous=FULL: a commit has been fsynced when it returns,
+		// which is what "durable before acknowledged" needs. _txlock=immediate
+		// takes the write lock at BEGIN so writers queue on busy_timeout
+		// instead of failing with SQLITE_BUSY on upgrade.
+		dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+		s.db, err = sql.Open("sqlite", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		// One writer at a time is SQLite's model; readers use WAL snapshots.
+		s.db.SetMaxOpenConns(8)
+	case Postgres:
+		s.db, err = sql.Open("pgx", source)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		s.db.SetMaxOpenConns(16)
+	default:
+		return nil, fmt.Errorf("unknown store %q", dialect)
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("connect to %s store: %w", dialect, err)
+	}
+	if err := migrate(ctx, s.db, dialect); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *sqlStore) Close() error { return s.db.Close() }
+
+func (s *sqlStore) Ping(ctx context.Context) error {
+	var one int
+	return s.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
+}
+
+func (s *sqlStore) Update(ctx context.Context, fn func(Tx) error) error {
+	return s.run(ctx, false, fn)
+}
+
+func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
+	return s.run(ctx, true, fn)
+}
+
+func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (err error) {
+	var sqlTxn *sql.Tx
+	if readOnly && s.dialect == SQLite {
+		// A deferred read transaction: _txlock=immediate would take the write lock.
+		sqlTxn, err = s.beginDeferred(ctx)
+	} else {
+		sqlTxn, err = s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly && s.dialect == Postgres})
+	}
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	tx := &sqlTx{ctx: ctx, tx: sqlTxn, dialect: s.dialect, now: s.opts.Now().UTC(), readOnly: readOnly}
+	defer func() {
+		if p := recover(); p != nil {
+			sqlTxn.Rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(tx); err != nil {
+		sqlTxn.Rollback()
+		return err
+	}
+	if readOnly {
+		return sqlTxn.Rollback()
+	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if err := sqlTxn.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if s.opts.OnCommit != nil && len(tx.events) > 0 {
+		s.opts.OnCommit(tx.events)
+	}
+	return nil
+}
+
+// beginDeferred starts a read transaction on SQLite without the immediate
+// write lock, on a dedicated connection.
+func (s *sqlStore) beginDeferred(ctx context.Context) (*sql.Tx, error) {
+	// database/sql cannot choose BEGIN DEFERRED per transaction with the
+	// _txlock DSN parameter, but a read-only TxOptions makes modernc issue
+	// a plain BEGIN (deferred).
+	return s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+}
+
+type sqlTx struct {
+	ctx      context.Context
+	tx       *sql.Tx
+	dialect  string
+	now      time.Time
+	readOnly bool
+	seq      int64
+	events   []Event
+}
+
+func (tx *sqlTx) Now() time.Time { return tx.now }
+
+func (tx *sqlTx) Emit(e Event) {
+	if e.Seq == 0 {
+		e.Seq = tx.seq
+	}
+	tx.events = append(tx.events, e)
+}
+
+var errReadOnly = errors.New("store: write in a read-only transaction")
+
+func (tx *sqlTx) Seq() (int64, error) {
+	if tx.seq != 0 {
+		return tx.seq, nil
+	}
+	if tx.readOnly {
+		return 0, errReadOnly
+	}
+	// One row, updated by every write transaction: the row lock orders the
+	// revisions of concurrent PostgreSQL transactions in commit order.
+	if err := tx.queryRow(`UPDATE revision SET seq = seq + 1 WHERE id = 1 RETURNING seq`).Scan(&tx.seq); err != nil {
+		return 0, fmt.Errorf("allocate revision: %w", err)
+	}
+	return tx.seq, nil
+}
+
+// rebind turns ? placeholders into $1, $2... for PostgreSQL.
+func (tx *sqlTx) rebind(q string) string {
+	if tx.dialect != Postgres {
+		return q
+	}
+	return rebindDollar(q)
+}
+
+func rebindDollar(q string) string {
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+func (tx *sqlTx) exec(q string, args ...any) (sql.Result, error) {
+	if tx.readOnly {
+		return nil, errReadOnly
+	}
+	return tx.tx.ExecContext(tx.ctx, tx.rebind(q), args...)
+}
+
+func (tx *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
+	return tx.tx.QueryContext(tx.ctx, tx.rebind(q), args...)
+}
+
+func (tx *sqlTx) queryRow(q string, args ...any) *sql.Row {
+	return tx.tx.QueryRowContext(tx.ctx, tx.rebind(q), args...)
+}

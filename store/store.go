@@ -1,0 +1,84 @@
+// Package store keeps duebridge's durable state: tasks, each user's view of
+// them as CalDAV objects, IMAP mailboxes and messages, and the outboxes.
+//
+// One implementation over database/sql serves SQLite (modernc.org/sqlite, pure
+// Go, the embedded default) and PostgreSQL (pgx); the dialects differ only in
+// placeholders and a few DDL words. Every write happens in one transaction
+// (Store.Update) that allocates one store-wide revision number, Seq; Seq is
+// what CalDAV sync tokens, ctags and IMAP MODSEQs are made of. After a commit
+// the events a transaction emitted are handed to Options.OnCommit, which is how
+// IMAP IDLE and CalDAV learn of changes the moment they are durable.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a looked-up record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is the database. All methods are safe for concurrent use.
+type Store interface {
+	// Update runs fn in one write transaction. When Update returns nil the
+	// transaction is durable (fsynced) and its events have been published.
+	// If fn returns an error nothing of it is stored.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction (a consistent snapshot).
+	View(ctx context.Context, fn func(Tx) error) error
+	// Ping checks that the database is reachable (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Tx is what a transaction can do. Methods are grouped by the part of the
+// product that needs them; each group lives in its own file.
+type Tx interface {
+	// Seq returns this transaction's revision, allocating it on first use.
+	// All writes of one transaction share it; it only grows across commits.
+	Seq() (int64, error)
+	// Emit queues an event to publish after a successful commit.
+	Emit(Event)
+	// Now is the transaction's clock reading, shared by all its writes.
+	Now() time.Time
+
+	TaskTx
+	CalendarTx
+	MailTx
+	KVTx
+}
+
+// EventKind says what changed.
+type EventKind string
+
+const (
+	EventTask     EventKind = "task"     // a task row changed (Source, TaskID)
+	EventCalendar EventKind = "calendar" // a collection of User changed (Name = collection)
+	EventMail     EventKind = "mail"     // a mailbox of User changed (Name = mailbox)
+	EventOutbox   EventKind = "outbox"   // a callback is waiting for delivery
+	EventAlert    EventKind = "alert"    // the alert schedule changed
+)
+
+// Event is published after commit. It says where to look, not what is there:
+// readers re-read the store.
+type Event struct {
+	Seq    int64
+	Kind   EventKind
+	User   string
+	Name   string
+	Source string
+	TaskID string
+	// Origin identifies the writer (e.g. an IMAP session) so it can skip its
+	// own echo. Empty for most writers.
+	Origin string
+}
+
+// Options configure Open.
+type Options struct {
+	// OnCommit, if set, receives the events of every committed transaction, in
+	// commit order. It runs on the committing goroutine and must not block.
+	OnCommit func([]Event)
+	// Now is the clock. If nil, time.Now is used.
+	Now func() time.Time
+}
