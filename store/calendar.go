@@ -66,6 +66,8 @@ type CalendarTx interface {
 	Objects(user, collection string, withData bool) ([]Object, error)
 	// ObjectsForTask lists every live object made from a task, all users.
 	ObjectsForTask(source, id string) ([]Object, error)
+	// ObjectsForTaskUser lists the live objects one user has of a task.
+	ObjectsForTaskUser(source, id, user string) ([]Object, error)
 	// ObjectsOfUser lists all live objects of a user (for re-rendering).
 	ObjectsOfUser(user string) ([]Object, error)
 	// Changes lists objects (tombstones included, no data) of a collection
@@ -247,6 +249,10 @@ func (tx *sqlTx) Objects(user, collection string, withData bool) ([]Object, erro
 
 func (tx *sqlTx) ObjectsForTask(source, id string) ([]Object, error) {
 	return tx.listObjects(false, `source = ? AND task_id = ? AND deleted = 0`, source, id)
+}
+
+func (tx *sqlTx) ObjectsForTaskUser(source, id, user string) ([]Object, error) {
+	return tx.listObjects(false, `source = ? AND task_id = ? AND username = ? AND deleted = 0`, source, id, user)
 }
 
 func (tx *sqlTx) ObjectsOfUser(user string) ([]Object, error) {

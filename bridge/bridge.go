@@ -1,0 +1,87 @@
+// Package bridge is duebridge's core: the rules that hold whatever the
+// protocol — ingesting task updates, rendering tasks to iCalendar and mail,
+// completions from phones, authentication, the change hub and the deadline
+// scheduler. Protocol adapters (calendar, imapserver, webhook) import it;
+// it imports none of them.
+package bridge
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// Options for New. Zero values are fine.
+type Options struct {
+	// Logger; if nil, slog.Default() is used.
+	Logger *slog.Logger
+	// Now is the clock; if nil, time.Now is used. Tests inject a fake one.
+	Now func() time.Time
+	// Metrics; if nil, metrics are collected but not registered anywhere.
+	Metrics *Metrics
+}
+
+// Service is the core shared by all adapters.
+type Service struct {
+	st      store.Store
+	hub     *Hub
+	cfg     atomic.Pointer[config.Config]
+	log     *slog.Logger
+	now     func() time.Time
+	auth    *authenticator
+	metrics *Metrics
+}
+
+// New builds the service; it starts nothing. The store must have been opened
+// with OnCommit wired to the returned service's Hub().Publish (see
+// OpenStore), so that writers publish after commit.
+func New(st store.Store, hub *Hub, cfg *config.Config, o Options) *Service {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	s := &Service{st: st, hub: hub, log: o.Logger, now: o.Now, metrics: o.Metrics}
+	s.cfg.Store(cfg)
+	s.auth = newAuthenticator(s)
+	return s
+}
+
+// Store returns the store.
+func (s *Service) Store() store.Store { return s.st }
+
+// Hub returns the change hub.
+func (s *Service) Hub() *Hub { return s.hub }
+
+// Logger returns the service's logger.
+func (s *Service) Logger() *slog.Logger { return s.log }
+
+// Metrics returns the service's metrics.
+func (s *Service) Metrics() *Metrics { return s.metrics }
+
+// Now reads the service clock.
+func (s *Service) Now() time.Time { return s.now() }
+
+// Config returns the current configuration snapshot. Read it once per request
+// and use that snapshot throughout.
+func (s *Service) Config() *config.Config { return s.cfg.Load() }
+
+// SetConfig swaps in a new, already validated configuration. Cached logins
+// are dropped, and objects are re-rendered if what they depend on changed.
+func (s *Service) SetConfig(ctx context.Context, c *config.Config) {
+	old := s.cfg.Swap(c)
+	s.auth.reset()
+	if old != nil {
+		if err := s.rerenderChanged(ctx, old, c); err != nil {
+			s.log.Error("re-render after config change", "err", err)
+		}
+	}
+}

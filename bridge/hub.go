@@ -1,0 +1,100 @@
+package bridge
+
+import (
+	"sync"
+
+	"github.com/duebridge/duebridge/store"
+)
+
+// Hub fans committed store events out to in-process subscribers (IMAP IDLE
+// sessions, CalDAV sync waiters, the scheduler). Delivery never blocks the
+// committing writer: each subscriber has a small buffer, and a subscriber
+// that falls behind gets a Lagged mark instead of events, after which it must
+// re-read the store. Events only say where to look.
+type Hub struct {
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
+}
+
+// Subscription receives events for one user ("" = all users).
+type Subscription struct {
+	hub  *Hub
+	user string
+	kind store.EventKind // "" = all kinds
+	C    chan store.Event
+	// lagged is set when events were dropped because C was full.
+	lagMu  sync.Mutex
+	lagged bool
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub { return &Hub{subs: map[*Subscription]struct{}{}} }
+
+// Subscribe returns a subscription to events of user (all users if "") and
+// kind (all kinds if ""). Call Close when done.
+func (h *Hub) Subscribe(user string, kind store.EventKind) *Subscription {
+	s := &Subscription{hub: h, user: user, kind: kind, C: make(chan store.Event, 64)}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// Close ends the subscription. C is not closed (a publisher may race).
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	delete(s.hub.subs, s)
+	s.hub.mu.Unlock()
+}
+
+// Lagged reports (and clears) whether events were dropped since the last call.
+func (s *Subscription) Lagged() bool {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	l := s.lagged
+	s.lagged = false
+	return l
+}
+
+// Publish delivers events, de-duplicated, to matching subscribers.
+func (h *Hub) Publish(events []store.Event) {
+	events = dedupe(events)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		for _, e := range events {
+			if (s.user != "" && s.user != e.User) || (s.kind != "" && s.kind != e.Kind) {
+				continue
+			}
+			select {
+			case s.C <- e:
+			default:
+				s.lagMu.Lock()
+				s.lagged = true
+				s.lagMu.Unlock()
+			}
+		}
+	}
+}
+
+func dedupe(events []store.Event) []store.Event {
+	if len(events) < 2 {
+		return events
+	}
+	type key struct {
+		kind         store.EventKind
+		user, name   string
+		source, task string
+	}
+	seen := make(map[key]bool, len(events))
+	out := events[:0:0]
+	for _, e := range events {
+		k := key{e.Kind, e.User, e.Name, e.Source, e.TaskID}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, e)
+	}
+	return out
+}

@@ -1,0 +1,449 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// TaskInput is one task record from a task system, decoded and typed.
+type TaskInput struct {
+	ID          string
+	Title       string
+	Description string
+	URL         string
+	Project     string
+	Assignees   []string // duebridge user names
+	Labels      []string
+	Start       store.When
+	Due         store.When
+	Status      string
+	Priority    string
+	UpdatedAt   time.Time
+	Version     int64
+	Deleted     bool
+}
+
+// FieldError names the field of a task record that is wrong.
+type FieldError struct {
+	Index  int // position in a batch; -1 for a single object
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	if e.Index >= 0 {
+		return fmt.Sprintf("[%d].%s: %s", e.Index, e.Field, e.Reason)
+	}
+	return e.Field + ": " + e.Reason
+}
+
+// Limits on a task record's fields.
+const (
+	MaxIDLen          = 256
+	MaxTitleLen       = 1024
+	MaxDescriptionLen = 64 << 10
+	MaxURLLen         = 2048
+	MaxProjectLen     = 256
+	MaxAssignees      = 100
+	MaxLabels         = 100
+)
+
+// Validate checks a record and fills defaults (status open, priority normal).
+func (in *TaskInput) Validate() *FieldError {
+	fe := func(field, format string, a ...any) *FieldError {
+		return &FieldError{Index: -1, Field: field, Reason: fmt.Sprintf(format, a...)}
+	}
+	switch {
+	case strings.TrimSpace(in.ID) == "":
+		return fe("id", "required")
+	case len(in.ID) > MaxIDLen:
+		return fe("id", "longer than %d bytes", MaxIDLen)
+	case !utf8.ValidString(in.ID) || strings.ContainsAny(in.ID, "\x00\r\n"):
+		return fe("id", "must be UTF-8 without control characters")
+	}
+	if !in.Deleted && strings.TrimSpace(in.Title) == "" {
+		return fe("title", "required")
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"title", in.Title, MaxTitleLen}, {"description", in.Description, MaxDescriptionLen}, {"url", in.URL, MaxURLLen}, {"project", in.Project, MaxProjectLen}} {
+		if len(f.v) > f.max {
+			return fe(f.name, "longer than %d bytes", f.max)
+		}
+		if !utf8.ValidString(f.v) {
+			return fe(f.name, "not valid UTF-8")
+		}
+	}
+	if in.URL != "" {
+		u, err := url.Parse(in.URL)
+		if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") {
+			return fe("url", "not an absolute http(s) URL")
+		}
+	}
+	if len(in.Assignees) > MaxAssignees {
+		return fe("assignees", "more than %d", MaxAssignees)
+	}
+	for i, a := range in.Assignees {
+		if a == "" || len(a) > 256 {
+			return fe(fmt.Sprintf("assignees[%d]", i), "empty or too long")
+		}
+	}
+	if len(in.Labels) > MaxLabels {
+		return fe("labels", "more than %d", MaxLabels)
+	}
+	switch in.Status {
+	case "":
+		in.Status = "open"
+	case "open", "in_progress", "done", "cancelled":
+	default:
+		return fe("status", "unknown status %q (want open, in_progress, done or cancelled)", in.Status)
+	}
+	switch in.Priority {
+	case "":
+		in.Priority = "normal"
+	case "low", "normal", "high", "urgent":
+	default:
+		return fe("priority", "unknown priority %q (want low, normal, high or urgent)", in.Priority)
+	}
+	if !in.Start.IsZero() && !in.Due.IsZero() && in.Start.Time.After(in.Due.Time) {
+		return fe("start", "after due")
+	}
+	if in.Version < 0 {
+		return fe("version", "must not be negative")
+	}
+	return nil
+}
+
+// Result counts what an ingest did.
+type Result struct {
+	Accepted int `json:"accepted"`
+	Ignored  int `json:"ignored"`
+}
+
+// Ingest applies task records from a source in one transaction: all of them
+// or, on error, none. Records older than the stored state (lower version,
+// else earlier updated_at) and exact repeats are ignored. When Ingest returns
+// nil, the result is durable.
+func (s *Service) Ingest(ctx context.Context, source string, inputs []TaskInput) (Result, error) {
+	cfg := s.Config()
+	if cfg.Source(source) == nil {
+		return Result{}, fmt.Errorf("unknown source %q", source)
+	}
+	for i := range inputs {
+		if fe := inputs[i].Validate(); fe != nil {
+			fe.Index = i
+			if len(inputs) == 1 {
+				fe.Index = -1
+			}
+			return Result{}, fe
+		}
+	}
+	var res Result
+	start := time.Now()
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		res = Result{}
+		w := s.newWriter(tx, cfg)
+		for i := range inputs {
+			applied, err := w.apply(source, &inputs[i])
+			if err != nil {
+				return err
+			}
+			if applied {
+				res.Accepted++
+			} else {
+				res.Ignored++
+			}
+		}
+		return nil
+	})
+	s.metrics.StoreLatency.WithLabelValues("ingest").Observe(time.Since(start).Seconds())
+	if err != nil {
+		return Result{}, fmt.Errorf("store tasks from %s: %w", source, err)
+	}
+	s.metrics.WebhookTasks.WithLabelValues(source, "accepted").Add(float64(res.Accepted))
+	s.metrics.WebhookTasks.WithLabelValues(source, "ignored").Add(float64(res.Ignored))
+	return res, nil
+}
+
+// newer decides whether an incoming record replaces the stored task.
+func newer(in *TaskInput, old *store.Task) bool {
+	if in.Version != 0 && old.Version != 0 && in.Version != old.Version {
+		return in.Version > old.Version
+	}
+	if !in.UpdatedAt.IsZero() && !old.UpdatedAt.IsZero() && !in.UpdatedAt.Equal(old.UpdatedAt) {
+		if in.Version != 0 && old.Version != 0 {
+			// Same version, different timestamps: the version says it is the same state.
+			return false
+		}
+		return in.UpdatedAt.After(old.UpdatedAt)
+	}
+	// No ordering information (or a tie): apply only what differs.
+	return !sameContent(in, old)
+}
+
+func sameContent(in *TaskInput, t *store.Task) bool {
+	return in.Deleted == t.Deleted && in.Title == t.Title && in.Description == t.Description &&
+		in.URL == t.URL && in.Project == t.Project && slices.Equal(in.Assignees, t.Assignees) &&
+		slices.Equal(in.Labels, t.Labels) && in.Start == t.Start && in.Due == t.Due &&
+		in.Status == t.Status && in.Priority == t.Priority
+}
+
+// writer applies changes inside one transaction, caching what it ensured.
+type writer struct {
+	s     *Service
+	tx    store.Tx
+	cfg   *config.Config
+	colls map[[2]string]bool
+	inbox map[string]bool
+}
+
+func (s *Service) newWriter(tx store.Tx, cfg *config.Config) *writer {
+	return &writer{s: s, tx: tx, cfg: cfg, colls: map[[2]string]bool{}, inbox: map[string]bool{}}
+}
+
+func (w *writer) apply(source string, in *TaskInput) (bool, error) {
+	old, err := w.tx.Task(source, in.ID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	if old != nil && !newer(in, old) {
+		return false, nil
+	}
+	if old == nil && in.Deleted {
+		// A delete of something never seen: remember it so an older update
+		// arriving later does not create the task.
+		t := &store.Task{Source: source, ID: in.ID, Title: in.Title, Status: "cancelled", Priority: "normal",
+			UpdatedAt: in.UpdatedAt, Version: in.Version, Deleted: true}
+		return true, w.tx.PutTask(t)
+	}
+	t := &store.Task{Source: source, ID: in.ID}
+	if old != nil {
+		cp := *old
+		t = &cp
+	}
+	t.Title, t.Description, t.URL, t.Project = in.Title, in.Description, in.URL, in.Project
+	t.Assignees, t.Labels = in.Assignees, in.Labels
+	t.Start, t.Due, t.Priority = in.Start, in.Due, in.Priority
+	t.UpdatedAt, t.Version, t.Deleted = in.UpdatedAt, in.Version, in.Deleted
+	if in.Deleted && old != nil {
+		t.Title = old.Title // a delete may carry no title
+	}
+	if t.Status != in.Status {
+		t.CompletedBy = "" // the tracker now owns the status again
+		t.CompletedAt = time.Time{}
+		if in.Status == "done" {
+			t.CompletedAt = w.tx.Now()
+		}
+	}
+	t.Status = in.Status
+	if old != nil {
+		t.Sequence = old.Sequence + 1
+	}
+	if err := w.tx.PutTask(t); err != nil {
+		return false, err
+	}
+	w.tx.Emit(store.Event{Kind: store.EventTask, Source: source, TaskID: t.ID})
+	return true, w.syncTask(old, t, "")
+}
+
+// syncTask brings every affected user's objects and mail up to date after a
+// task changed from old (nil if new) to t. actor is the user who made the
+// change on a phone ("" for the task system); they get no mail about it.
+func (w *writer) syncTask(old, t *store.Task, actor string) error {
+	users := map[string]bool{}
+	if old != nil && !old.Deleted {
+		for _, a := range old.Assignees {
+			users[a] = true
+		}
+	}
+	for _, a := range t.Assignees {
+		users[a] = true
+	}
+	for name := range users {
+		u := w.cfg.User(name)
+		if u == nil {
+			continue // not one of ours: nothing to show, nothing to mail
+		}
+		wasAssigned := old != nil && !old.Deleted && slices.Contains(old.Assignees, name)
+		isAssigned := !t.Deleted && slices.Contains(t.Assignees, name)
+		if err := w.syncObjects(u, t, isAssigned, !wasAssigned); err != nil {
+			return err
+		}
+		if name == actor {
+			continue
+		}
+		if ev, ok := mailEventFor(old, t, wasAssigned, isAssigned); ok {
+			if err := w.notify(u, ev, t, old); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// mailEventFor picks the one notification a change deserves for a user.
+func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (MailEvent, bool) {
+	switch {
+	case isAssigned && !wasAssigned:
+		if t.Open() {
+			return MailAssigned, true
+		}
+	case wasAssigned && t.Deleted:
+		return MailDeleted, true
+	case wasAssigned && !isAssigned:
+		return MailUnassigned, true
+	case isAssigned && old != nil && old.Status != t.Status:
+		switch {
+		case t.Status == "done":
+			return MailDone, true
+		case t.Status == "cancelled":
+			return MailCancelled, true
+		case !old.Open() && t.Open():
+			return MailReopened, true
+		}
+	}
+	if isAssigned && wasAssigned && old != nil && old.Due != t.Due && t.Open() {
+		return MailDueChanged, true
+	}
+	return "", false
+}
+
+// syncObjects writes (or removes) a user's VTODO and VEVENT of a task.
+// assigned: the user should see it; fresh: the assignment is new, which
+// un-hides a task the user had deleted on the phone.
+func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool) error {
+	todoColl, eventColl := CollectionNames(t.Project)
+	name := ObjectName(t.Source, t.ID)
+	ut, err := w.tx.UserTask(u.Name, t.Source, t.ID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if ut != nil && ut.Hidden && assigned && fresh {
+		ut.Hidden = false
+		if err := w.tx.PutUserTask(ut); err != nil {
+			return err
+		}
+	}
+	visible := assigned && t.Status != "cancelled" && (ut == nil || !ut.Hidden)
+
+	// Objects in other collections (the project was renamed) go away first.
+	existing, err := w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name)
+	if err != nil {
+		return err
+	}
+	for _, o := range existing {
+		keep := visible && ((o.Collection == todoColl) || (o.Collection == eventColl && !t.Due.IsZero()))
+		if !keep {
+			if err := w.tx.DeleteObject(u.Name, o.Collection, o.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+	}
+	if !visible {
+		return nil
+	}
+	var phone PhoneState
+	if ut != nil {
+		if phone, err = ParsePhoneState(ut.Extra); err != nil {
+			w.s.log.Warn("ignoring unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
+		}
+	}
+	src := w.cfg.Source(t.Source)
+	in := RenderInput{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
+	todo, err := RenderTodo(in)
+	if err != nil {
+		return err
+	}
+	if err := w.putObject(u.Name, todoColl, store.KindTodos, t, name, TodoUID(t.Source, t.ID), todo); err != nil {
+		return err
+	}
+	if t.Due.IsZero() {
+		return nil
+	}
+	in.Phone = PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
+	event, err := RenderEvent(in)
+	if err != nil {
+		return err
+	}
+	return w.putObject(u.Name, eventColl, store.KindEvents, t, name, EventUID(t.Source, t.ID), event)
+}
+
+func (w *writer) putObject(user, coll, kind string, t *store.Task, name, uid string, data []byte) error {
+	if err := w.ensureCollection(user, coll, kind, t.Project); err != nil {
+		return err
+	}
+	etag := ETag(data)
+	if cur, err := w.tx.Object(user, coll, name); err == nil && cur.ETag == etag {
+		return nil // unchanged bytes: keep ETag, ctag and sync token still
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return w.tx.PutObject(&store.Object{User: user, Collection: coll, Name: name, UID: uid,
+		Source: t.Source, TaskID: t.ID, ETag: etag, Data: data})
+}
+
+func (w *writer) ensureCollection(user, coll, kind, project string) error {
+	k := [2]string{user, coll}
+	if w.colls[k] {
+		return nil
+	}
+	todoName, eventName := CollectionDisplayNames(project)
+	display := todoName
+	color := "#1BADF8FF"
+	if kind == store.KindEvents {
+		display, color = eventName, "#FF2968FF"
+	}
+	if _, err := w.tx.EnsureCollection(&store.Collection{User: user, Name: coll, Project: project, Kind: kind,
+		DisplayName: display, Color: color}); err != nil {
+		return err
+	}
+	w.colls[k] = true
+	return nil
+}
+
+// Inbox is the name of the mailbox notifications go to.
+const Inbox = "INBOX"
+
+// notify stores one notification mail for a user.
+func (w *writer) notify(u *config.User, ev MailEvent, t, old *store.Task) error {
+	if !w.inbox[u.Name] {
+		if _, err := w.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
+			return err
+		}
+		w.inbox[u.Name] = true
+	}
+	seq, err := w.tx.Seq()
+	if err != nil {
+		return err
+	}
+	in := MailInput{Event: ev, Task: t, User: u, From: w.cfg.Mail.From, Host: w.cfg.HTTP.PublicURL.Hostname(),
+		Date: w.tx.Now(), Seq: seq, Urgent: t.Priority == "urgent"}
+	if old != nil {
+		in.OldDue = old.Due
+	}
+	data, err := NotificationMail(in)
+	if err != nil {
+		return fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
+	}
+	var flags []string
+	if in.Urgent {
+		flags = append(flags, `\Flagged`)
+	}
+	msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
+		MessageID: MessageID(in), Source: t.Source, TaskID: t.ID}
+	if err := w.tx.AppendMessage(msg); err != nil {
+		return err
+	}
+	w.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
+	return nil
+}

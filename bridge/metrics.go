@@ -1,0 +1,45 @@
+package bridge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the core's Prometheus collectors. Adapters register their own
+// collectors on Registry. A fresh registry per Service keeps tests independent.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	WebhookTasks  *prometheus.CounterVec   // source, result: accepted|ignored|rejected
+	StoreLatency  *prometheus.HistogramVec // op
+	LoginFailures *prometheus.CounterVec   // protocol
+	LoginCache    *prometheus.CounterVec   // result: hit|miss
+	Mails         *prometheus.CounterVec   // event
+}
+
+// NewMetrics creates the collectors on a new registry, with Go and process
+// collectors.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		WebhookTasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_webhook_tasks_total", Help: "Task records received over webhooks, by source and result.",
+		}, []string{"source", "result"}),
+		StoreLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "duebridge_store_seconds", Help: "Store transaction latency, commit included, by operation.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"op"}),
+		LoginFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_login_failures_total", Help: "Failed logins, by protocol.",
+		}, []string{"protocol"}),
+		LoginCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_login_cache_total", Help: "Password verifications answered from the cache (hit) or by hashing (miss).",
+		}, []string{"result"}),
+		Mails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_notification_mails_total", Help: "Notification mails stored, by event.",
+		}, []string{"event"}),
+	}
+	m.Registry.MustRegister(m.WebhookTasks, m.StoreLatency, m.LoginFailures, m.LoginCache, m.Mails,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,163 @@
+// Command duebridge puts the tasks and deadlines of task systems onto iPhones
+// through CalDAV (Calendar, Reminders) and IMAP (Mail).
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "duebridge",
+		Short:         "Tasks and deadlines from task systems on iPhones, through CalDAV and IMAP",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd())
+	return root
+}
+
+func serveCmd() *cobra.Command {
+	var cfgPath, dataDir string
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the CalDAV, IMAP and webhook servers",
+		Long: `Run the CalDAV, IMAP and webhook servers.
+
+Without --config, a demo set-up starts on loopback with two users and a demo
+webhook source; the credentials are printed at start-up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := newLogger(os.Stderr, debug)
+			var cfg *config.Config
+			var err error
+			if cfgPath != "" {
+				cfg, err = config.Load(cfgPath)
+			} else {
+				cfg, err = config.Demo(dataDir)
+			}
+			if err != nil {
+				return err
+			}
+			if dataDir != "" {
+				cfg.DataDir = dataDir
+			}
+			return serve(cmd.Context(), cfg, serveOptions{Logger: logger, Ready: printReady(os.Stdout, cfg)})
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file (default: demo set-up)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "override data_dir")
+	cmd.Flags().BoolVar(&debug, "debug", false, "debug logging")
+	return cmd
+}
+
+func checkConfigCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "check-config",
+		Short: "Validate a config file and exit non-zero if it is refused",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (%d users, %d sources, store %s)\n", cfgPath, len(cfg.Users), len(cfg.Sources), cfg.Store)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")
+	return cmd
+}
+
+func hashPasswordCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "hash-password",
+		Short: "Read a password on stdin and print its argon2id hash for the config",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pw, err := readPassword(cmd.InOrStdin(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if len(pw) < 8 {
+				return errors.New("password too short (at least 8 characters)")
+			}
+			h, err := bridge.HashPassword(pw)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), h)
+			return nil
+		},
+	}
+}
+
+// readPassword reads one line; from a terminal, without echo.
+func readPassword(in io.Reader, prompt io.Writer) (string, error) {
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(prompt, "Password: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(prompt)
+		return string(b), err
+	}
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", fmt.Errorf("read password from stdin: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v := version
+			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+				v = bi.Main.Version
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "duebridge %s\n", v)
+		},
+	}
+}
+
+// newLogger logs JSON unless stderr is a terminal.
+func newLogger(w *os.File, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if term.IsTerminal(int(w.Fd())) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

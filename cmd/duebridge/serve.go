@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// Addrs are the addresses the listeners got (real ports when :0 was asked).
+type Addrs struct {
+	HTTP net.Addr
+	IMAP net.Addr
+}
+
+type serveOptions struct {
+	// Logger; if nil, slog.Default().
+	Logger *slog.Logger
+	// Ready is called once every listener is bound and serving.
+	Ready func(Addrs, *bridge.Service)
+	// Now is the clock for the service; nil = time.Now.
+	Now func() time.Time
+}
+
+// serve runs duebridge until ctx is done or SIGINT/SIGTERM arrives. It is the
+// only place that wires packages together. Shutdown runs in reverse order:
+// HTTP drains in-flight requests (webhook 200s come after their commit), IMAP
+// closes, background loops leave on ctx, and the store closes last.
+func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	log := o.Logger
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	hub := bridge.NewHub()
+	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Now: o.Now})
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: log, Now: o.Now})
+	if cfg.Demo {
+		if err := seedDemo(ctx, svc); err != nil {
+			return fmt.Errorf("seed demo tasks: %w", err)
+		}
+	}
+
+	// Listen first: the printed URLs and tests use the real ports.
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
+	}
+	defer httpLn.Close()
+
+	httpSrv := &http.Server{
+		Handler:           routes(svc, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      120 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	goRun("http", func() error {
+		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	if cfg.Path != "" {
+		goRun("config watch", func() error {
+			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
+				if keys := config.RestartRequired(svc.Config(), c); len(keys) > 0 {
+					log.Warn("config changed keys that need a restart; they keep their old values until then", "keys", keys)
+					c = keepRestartKeys(svc.Config(), c)
+				}
+				svc.SetConfig(runCtx, c)
+				log.Info("config reloaded", "path", c.Path, "users", len(c.Users), "sources", len(c.Sources))
+			}, func(err error) {
+				log.Error("config reload refused; the running config stays", "err", err)
+			})
+		})
+	}
+
+	addrs := Addrs{HTTP: httpLn.Addr()}
+	log.Info("duebridge serving", "http", addrs.HTTP.String(), "store", cfg.Store, "demo", cfg.Demo)
+	if o.Ready != nil {
+		o.Ready(addrs, svc)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("a listener failed; shutting down", "err", err)
+	}
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	cancelRun()
+	wg.Wait()
+	return err
+}
+
+// keepRestartKeys returns c with the keys that need a restart set back to
+// the running values, so the swapped-in config matches what actually runs.
+func keepRestartKeys(running, c *config.Config) *config.Config {
+	cp := *c
+	cp.DataDir, cp.Store, cp.PostgresURL = running.DataDir, running.Store, running.PostgresURL
+	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission
+	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
+	return &cp
+}
+
+// printReady prints where everything is; for the demo also the credentials.
+func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
+	return func(a Addrs, svc *bridge.Service) {
+		base := svc.Config().HTTP.PublicURL.String()
+		if cfg.Demo || cfg.HTTP.Listen != a.HTTP.String() {
+			scheme := "http"
+			if cfg.TLS.Enabled() {
+				scheme = "https"
+			}
+			base = scheme + "://" + a.HTTP.String()
+		}
+		fmt.Fprintf(w, "duebridge is running\n")
+		fmt.Fprintf(w, "  CalDAV:   %s/.well-known/caldav  (principal %s/dav/<user>/)\n", base, base)
+		if a.IMAP != nil {
+			fmt.Fprintf(w, "  IMAP:     %s\n", a.IMAP)
+		}
+		fmt.Fprintf(w, "  Webhooks: %s/hooks/<source>\n", base)
+		fmt.Fprintf(w, "  Setup:    %s/setup\n", base)
+		fmt.Fprintf(w, "  Health:   %s/healthz  %s/readyz  %s/metrics\n", base, base, base)
+		if cfg.Demo {
+			fmt.Fprintf(w, "\n*** DEMO SET-UP (no --config): loopback only, throwaway data in %s ***\n", cfg.DataDir)
+			for _, u := range config.DemoUsers {
+				fmt.Fprintf(w, "  demo user:      %-6s password %s\n", u[0], u[1])
+			}
+			fmt.Fprintf(w, "  webhook source: %s (POST %s/hooks/%s), secret %s\n", config.DemoSource, base, config.DemoSource, config.DemoSecret)
+		}
+	}
+}

@@ -1,0 +1,164 @@
+// Package webhook receives task records from task systems: POST
+// /hooks/{source}, signed with HMAC-SHA256, one task or a batch, stored in one
+// transaction before the 200 is sent.
+package webhook
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+)
+
+// SignatureHeader carries "sha256=<hex HMAC-SHA256 of the raw body>".
+const SignatureHeader = "X-Duebridge-Signature"
+
+// Handler serves POST /hooks/{source}.
+type Handler struct {
+	svc *bridge.Service
+	log *slog.Logger
+}
+
+// Options for NewHandler. Zero values are fine.
+type Options struct {
+	// Logger; if nil, the service's logger is used.
+	Logger *slog.Logger
+}
+
+// NewHandler returns the webhook handler. It expects the {source} path
+// value set by the mux pattern "POST /hooks/{source}".
+func NewHandler(svc *bridge.Service, o Options) *Handler {
+	if o.Logger == nil {
+		o.Logger = svc.Logger()
+	}
+	return &Handler{svc: svc, log: o.Logger}
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	Index *int   `json:"index,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, source string, status int, body errorBody) {
+	h.svc.Metrics().WebhookTasks.WithLabelValues(metricSource(h.svc.Config(), source), "rejected").Inc()
+	h.log.Info("webhook refused", "source", source, "status", status, "error", body.Error, "field", body.Field, "remote", r.RemoteAddr)
+	writeJSON(w, status, body)
+}
+
+// metricSource keeps label cardinality bounded: unknown names are folded.
+func metricSource(cfg *config.Config, name string) string {
+	if cfg.Source(name) == nil {
+		return "unknown"
+	}
+	return name
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cfg := h.svc.Config() // one snapshot for the whole request
+	name := r.PathValue("source")
+	src := cfg.Source(name)
+	if src == nil {
+		h.fail(w, r, name, http.StatusNotFound, errorBody{Error: fmt.Sprintf("unknown source %q", name)})
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			h.fail(w, r, name, http.StatusUnsupportedMediaType, errorBody{Error: fmt.Sprintf("Content-Type must be application/json, not %q", ct)})
+			return
+		}
+	}
+	limit := cfg.Limits.WebhookBodyBytes
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			h.fail(w, r, name, http.StatusRequestEntityTooLarge, errorBody{Error: fmt.Sprintf("body larger than %d bytes (limits.webhook_body_bytes)", limit)})
+			return
+		}
+		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: "reading body: " + err.Error()})
+		return
+	}
+	if msg := verify(src.Secret, r.Header.Get(SignatureHeader), body); msg != "" {
+		h.fail(w, r, name, http.StatusUnauthorized, errorBody{Error: msg})
+		return
+	}
+	tasks, err := Decode(body)
+	if err != nil {
+		var fe *bridge.FieldError
+		if errors.As(err, &fe) {
+			eb := errorBody{Error: fe.Error(), Field: fe.Field}
+			if fe.Index >= 0 {
+				i := fe.Index
+				eb.Index = &i
+			}
+			h.fail(w, r, name, http.StatusBadRequest, eb)
+			return
+		}
+		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: err.Error()})
+		return
+	}
+	// The client going away must not abort a commit half-way through the
+	// response path: detach from the request's cancellation.
+	res, err := h.svc.Ingest(context.WithoutCancel(r.Context()), name, tasks)
+	if err != nil {
+		var fe *bridge.FieldError
+		if errors.As(err, &fe) {
+			h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.Field})
+			return
+		}
+		h.log.Error("webhook store failed", "source", name, "err", err)
+		h.fail(w, r, name, http.StatusServiceUnavailable, errorBody{Error: "could not store the update; retry later"})
+		return
+	}
+	h.log.Debug("webhook stored", "source", name, "accepted", res.Accepted, "ignored", res.Ignored)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// verify checks "sha256=<hex>" against the body in constant time. It returns
+// "" when the signature is good, else what is wrong.
+func verify(secret, header string, body []byte) string {
+	if header == "" {
+		return "missing " + SignatureHeader + " header"
+	}
+	hexSig, ok := strings.CutPrefix(header, "sha256=")
+	if !ok {
+		return SignatureHeader + " must be sha256=<hex HMAC-SHA256 of the body>"
+	}
+	got, err := hex.DecodeString(strings.TrimSpace(hexSig))
+	if err != nil || len(got) != sha256.Size {
+		return SignatureHeader + " is not 64 hex digits"
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	if !hmac.Equal(got, m.Sum(nil)) {
+		return "signature does not match the body and the source's secret"
+	}
+	return ""
+}
+
+// Sign returns the header value for body under secret (for clients and tests).
+func Sign(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
