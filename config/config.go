@@ -107,7 +107,9 @@ type Source struct {
 	// APIToken lets an adapter close the issue in the tracker itself.
 	APIToken string
 	APIURL   string
-	// LabelProjects maps a tracker label to a project name.
+	// LabelProjects maps a tracker label to a project name. The keys are
+	// lower-case whatever the YAML says (viper folds every map key), so look
+	// labels up with strings.ToLower.
 	LabelProjects map[string]string
 	// LeadTimes overrides notifications.lead_times for this source's tasks.
 	LeadTimes []time.Duration

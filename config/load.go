@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/mail"
 	"net/url"
@@ -133,6 +134,20 @@ var defaults = map[string]any{
 // Load reads path (YAML) with environment overrides and validates the result.
 // path "" reads only defaults and the environment. Every error names the key.
 func Load(path string) (*Config, error) {
+	if path == "" {
+		return load("", nil)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	return load(path, f)
+}
+
+// load is Load on content already at hand (r nil: defaults and environment only);
+// path is only used in messages and Config.Path.
+func load(path string, r io.Reader) (*Config, error) {
 	v := viper.New() // never the global instance: reloads must not share state
 	v.SetConfigType("yaml")
 	v.SetEnvPrefix("DUEBRIDGE")
@@ -141,23 +156,17 @@ func Load(path string) (*Config, error) {
 	for k, d := range defaults {
 		v.SetDefault(k, d)
 	}
-	if path != "" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("read config: %w", err)
-		}
-		err = v.ReadConfig(f)
-		f.Close()
-		if err != nil {
+	if r != nil {
+		if err := v.ReadConfig(r); err != nil {
 			return nil, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}
-	var r raw
+	var rc raw
 	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToSliceHookFunc(","))
-	if err := v.UnmarshalExact(&r, viper.DecodeHook(hook)); err != nil {
+	if err := v.UnmarshalExact(&rc, viper.DecodeHook(hook)); err != nil {
 		return nil, fmt.Errorf("config %s: %w", displayPath(path), cleanDecodeError(err))
 	}
-	c, err := r.validate()
+	c, err := rc.validate()
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
 	}

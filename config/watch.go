@@ -57,6 +57,10 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 		onError(err) // fall back to polling only
 	}
 
+	if ready, ok := ctx.Value(watchReadyKey{}).(func()); ok {
+		ready() // tests: the initial hash is taken and the watch is armed
+	}
+
 	poll := time.NewTicker(o.Poll)
 	defer poll.Stop()
 	debounce := time.NewTimer(time.Hour)
@@ -84,13 +88,22 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 				debounce.Reset(o.Debounce)
 			}
 		case <-debounce.C:
-			h := fileHash(abs)
-			if h == nil || bytes.Equal(h, last) {
-				// Missing file (mid-replace) or unchanged content: nothing to do.
+			b, err := os.ReadFile(abs)
+			if err != nil || len(bytes.TrimSpace(b)) == 0 {
+				// Missing (mid-replace) or empty (mid-write: an in-place save
+				// truncates first, and an empty file would load as a valid
+				// config with no users). The next event or poll brings the
+				// real content.
 				continue
 			}
+			h := sum(b)
+			if bytes.Equal(h, last) {
+				continue // unchanged content
+			}
 			last = h
-			c, err := Load(path)
+			// Load exactly the bytes we hashed, so last always describes
+			// what the caller was told about.
+			c, err := load(path, bytes.NewReader(b))
 			if err != nil {
 				onError(err)
 				continue
@@ -100,11 +113,19 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 	}
 }
 
+// watchReadyKey carries a func() that Watch calls once it is watching; only
+// this package's tests set it, to avoid racing the initial read.
+type watchReadyKey struct{}
+
 func fileHash(path string) []byte {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
+	return sum(b)
+}
+
+func sum(b []byte) []byte {
 	h := sha256.Sum256(b)
 	return h[:]
 }
