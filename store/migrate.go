@@ -101,6 +101,21 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_task ON messages (source, task_id);
 `},
+	{30, `
+CREATE TABLE outbox (
+	id           {{autoid}},
+	event_id     TEXT NOT NULL UNIQUE,
+	source       TEXT NOT NULL,
+	task_id      TEXT NOT NULL,
+	body         {{blob}} NOT NULL,
+	created      BIGINT NOT NULL,
+	next_attempt BIGINT NOT NULL,
+	attempts     INTEGER NOT NULL DEFAULT 0,
+	last_error   TEXT NOT NULL DEFAULT '',
+	delivered    BIGINT
+);
+CREATE INDEX outbox_pending ON outbox (next_attempt) WHERE delivered IS NULL;
+`},
 }
 
 func ddl(dialect, s string) string {

@@ -46,6 +46,7 @@ type Tx interface {
 	TaskTx
 	CalendarTx
 	MailTx
+	OutboxTx
 	KVTx
 }
 

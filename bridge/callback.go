@@ -1,0 +1,201 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/store"
+)
+
+// CallbackWorker delivers queued completion callbacks: POST with the
+// source's signature, any 2xx ends a delivery, anything else is retried with
+// exponential backoff (capped), across restarts since the queue is in the
+// store. A crash between a 2xx and its bookkeeping re-sends the same
+// event_id, which receivers de-duplicate on.
+type CallbackWorker struct {
+	s       *Service
+	client  *http.Client
+	pending prometheus.GaugeFunc
+	sent    *prometheus.CounterVec
+}
+
+// CallbackOptions for NewCallbackWorker.
+type CallbackOptions struct {
+	// Client; if nil, one with a 15s timeout is used.
+	Client *http.Client
+}
+
+// Backoff bounds for failed deliveries.
+const (
+	callbackFirstRetry = 10 * time.Second
+	callbackMaxRetry   = time.Hour
+)
+
+// NewCallbackWorker builds the worker and registers its metrics.
+func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: 15 * time.Second}
+	}
+	w := &CallbackWorker{s: s, client: o.Client}
+	w.sent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duebridge_callbacks_total", Help: "Completion callback attempts, by result (delivered|failed).",
+	}, []string{"result"})
+	gauge := func(failing bool) func() float64 {
+		return func() float64 {
+			var p, f int
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			s.st.View(ctx, func(tx store.Tx) error {
+				var err error
+				p, f, err = tx.OutboxCounts()
+				return err
+			})
+			if failing {
+				return float64(f)
+			}
+			return float64(p)
+		}
+	}
+	s.metrics.Registry.MustRegister(w.sent,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duebridge_callbacks_pending", Help: "Completion callbacks waiting for delivery."}, gauge(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duebridge_callbacks_failing", Help: "Pending completion callbacks that failed at least once."}, gauge(true)))
+	return w
+}
+
+// Run delivers until ctx is done.
+func (w *CallbackWorker) Run(ctx context.Context) error {
+	sub := w.s.hub.Subscribe("", store.EventOutbox)
+	defer sub.Close()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	lastPrune := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.C:
+		case <-timer.C:
+		}
+		next, err := w.deliverDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.s.log.Error("callback delivery", "err", err)
+			next = w.s.now().Add(callbackFirstRetry)
+		}
+		if now := w.s.now(); now.Sub(lastPrune) > time.Hour {
+			lastPrune = now
+			w.s.st.Update(ctx, func(tx store.Tx) error { return tx.PruneDelivered(now.Add(-30 * 24 * time.Hour)) })
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(w.s.now()), 0)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// deliverDue sends every due callback and returns when the next is due
+// (zero if none is pending).
+func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
+	for {
+		var due []store.Callback
+		err := w.s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			due, err = tx.DueCallbacks(w.s.now(), 50)
+			return err
+		})
+		if err != nil {
+			return time.Time{}, err
+		}
+		if len(due) == 0 {
+			break
+		}
+		for _, c := range due {
+			if ctx.Err() != nil {
+				return time.Time{}, nil
+			}
+			sendErr := w.send(ctx, c)
+			now := w.s.now()
+			err := w.s.st.Update(ctx, func(tx store.Tx) error {
+				if sendErr == nil {
+					return tx.MarkDelivered(c.ID, now)
+				}
+				attempts := c.Attempts + 1
+				return tx.MarkFailed(c.ID, attempts, now.Add(backoff(attempts)), sendErr.Error())
+			})
+			if err != nil {
+				return time.Time{}, err
+			}
+			if sendErr == nil {
+				w.sent.WithLabelValues("delivered").Inc()
+				w.s.log.Info("callback delivered", "source", c.Source, "task", c.TaskID, "event_id", c.EventID)
+			} else {
+				w.sent.WithLabelValues("failed").Inc()
+				w.s.log.Warn("callback failed; will retry", "source", c.Source, "task", c.TaskID, "attempt", c.Attempts+1, "err", sendErr)
+			}
+		}
+	}
+	var next time.Time
+	err := w.s.st.View(ctx, func(tx store.Tx) error {
+		t, ok, err := tx.NextCallback()
+		if ok {
+			next = t
+		}
+		return err
+	})
+	return next, err
+}
+
+// backoff after n failed attempts: 10s, 20s, 40s ... capped at an hour.
+func backoff(n int) time.Duration {
+	d := callbackFirstRetry
+	for i := 1; i < n && d < callbackMaxRetry; i++ {
+		d *= 2
+	}
+	return min(d, callbackMaxRetry)
+}
+
+func (w *CallbackWorker) send(ctx context.Context, c store.Callback) error {
+	src := w.s.Config().Source(c.Source)
+	if src == nil {
+		return fmt.Errorf("source %q is no longer configured", c.Source)
+	}
+	if src.CallbackURL == nil {
+		return errNoCallbackURL
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, src.CallbackURL.String(), bytes.NewReader(c.Body))
+	if err != nil {
+		return err
+	}
+	m := hmac.New(sha256.New, []byte(src.Secret))
+	m.Write(c.Body)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Duebridge-Signature", "sha256="+hex.EncodeToString(m.Sum(nil)))
+	req.Header.Set("X-Duebridge-Event-Id", c.EventID)
+	req.Header.Set("User-Agent", "duebridge-callback/1")
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return errors.New("callback answered " + resp.Status)
+	}
+	return nil
+}

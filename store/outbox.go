@@ -1,0 +1,107 @@
+package store
+
+import (
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// Callback is one queued completion report to a task system. Body is the
+// exact JSON to POST (signed at send time with the source's current secret).
+type Callback struct {
+	ID          int64
+	EventID     string // unique per change; receivers de-duplicate on it
+	Source      string
+	TaskID      string
+	Body        []byte
+	Created     time.Time
+	NextAttempt time.Time
+	Attempts    int
+	LastError   string
+	Delivered   time.Time // zero while pending
+}
+
+// OutboxTx is the durable queue of completion callbacks.
+type OutboxTx interface {
+	EnqueueCallback(c *Callback) error
+	// DueCallbacks lists pending callbacks whose next attempt is not after now.
+	DueCallbacks(now time.Time, limit int) ([]Callback, error)
+	// NextCallback returns the earliest next attempt of a pending callback.
+	NextCallback() (time.Time, bool, error)
+	MarkDelivered(id int64, at time.Time) error
+	MarkFailed(id int64, attempts int, next time.Time, reason string) error
+	// OutboxCounts returns pending callbacks and those of them that failed at least once.
+	OutboxCounts() (pending, failing int, err error)
+	// PruneDelivered deletes delivered callbacks older than before.
+	PruneDelivered(before time.Time) error
+}
+
+func (tx *sqlTx) EnqueueCallback(c *Callback) error {
+	if c.Created.IsZero() {
+		c.Created = tx.now
+	}
+	if c.NextAttempt.IsZero() {
+		c.NextAttempt = tx.now
+	}
+	err := tx.queryRow(`INSERT INTO outbox (event_id, source, task_id, body, created, next_attempt, attempts, last_error)
+		VALUES (?,?,?,?,?,?,0,'') RETURNING id`, c.EventID, c.Source, c.TaskID, c.Body, nanos(c.Created), nanos(c.NextAttempt)).Scan(&c.ID)
+	if err != nil {
+		return fmt.Errorf("enqueue callback: %w", err)
+	}
+	tx.Emit(Event{Kind: EventOutbox, Source: c.Source, TaskID: c.TaskID})
+	return nil
+}
+
+func (tx *sqlTx) DueCallbacks(now time.Time, limit int) ([]Callback, error) {
+	rows, err := tx.query(`SELECT id, event_id, source, task_id, body, created, next_attempt, attempts, last_error
+		FROM outbox WHERE delivered IS NULL AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?`, nanos(now), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Callback
+	for rows.Next() {
+		var c Callback
+		var created, next int64
+		if err := rows.Scan(&c.ID, &c.EventID, &c.Source, &c.TaskID, &c.Body, &created, &next, &c.Attempts, &c.LastError); err != nil {
+			return nil, err
+		}
+		c.Created, c.NextAttempt = fromNanos(created), fromNanos(next)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+func (tx *sqlTx) NextCallback() (time.Time, bool, error) {
+	var next sql.NullInt64
+	if err := tx.queryRow(`SELECT MIN(next_attempt) FROM outbox WHERE delivered IS NULL`).Scan(&next); err != nil {
+		return time.Time{}, false, err
+	}
+	if !next.Valid {
+		return time.Time{}, false, nil
+	}
+	return fromNanos(next.Int64), true, nil
+}
+
+func (tx *sqlTx) MarkDelivered(id int64, at time.Time) error {
+	_, err := tx.exec(`UPDATE outbox SET delivered = ?, attempts = attempts + 1, last_error = '' WHERE id = ?`, nanos(at), id)
+	return err
+}
+
+func (tx *sqlTx) MarkFailed(id int64, attempts int, next time.Time, reason string) error {
+	if len(reason) > 500 {
+		reason = reason[:500]
+	}
+	_, err := tx.exec(`UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?`, attempts, nanos(next), reason, id)
+	return err
+}
+
+func (tx *sqlTx) OutboxCounts() (pending, failing int, err error) {
+	err = tx.queryRow(`SELECT COUNT(*), COUNT(CASE WHEN attempts > 0 THEN 1 END) FROM outbox WHERE delivered IS NULL`).Scan(&pending, &failing)
+	return
+}
+
+func (tx *sqlTx) PruneDelivered(before time.Time) error {
+	_, err := tx.exec(`DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?`, nanos(before))
+	return err
+}
