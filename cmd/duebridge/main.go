@@ -35,7 +35,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd())
+	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd())
 	return root
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
+	"github.com/duebridge/duebridge/tlsutil"
 )
 
 // Addrs are the addresses the listeners got (real ports when :0 was asked).
@@ -70,6 +72,22 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 	defer httpLn.Close()
 
+	// TLS: certificates are re-read when their files change (renewal without
+	// restart); every listener shares the same source.
+	var tlsConf *tls.Config
+	if cfg.TLS.CertFile != "" {
+		certs, err := tlsutil.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsutil.WithLogger(log))
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		tlsConf = certs.TLSConfig()
+	}
+	if tlsConf != nil {
+		c := tlsConf.Clone()
+		c.NextProtos = []string{"h2", "http/1.1"}
+		httpLn = tls.NewListener(httpLn, c)
+	}
+
 	httpSrv := &http.Server{
 		Handler:           routes(svc, log),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -100,6 +118,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		}
 		return nil
 	})
+	callbacks := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
+	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
