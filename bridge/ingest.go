@@ -231,13 +231,21 @@ func (w *writer) apply(source string, in *TaskInput) (bool, error) {
 		cp := *old
 		t = &cp
 	}
+	if in.Deleted && old != nil {
+		// A delete may carry only the id: keep the last known content as
+		// the tombstone that orders later deliveries.
+		t.Deleted, t.Version, t.UpdatedAt = true, in.Version, in.UpdatedAt
+		t.Sequence = old.Sequence + 1
+		if err := w.tx.PutTask(t); err != nil {
+			return false, err
+		}
+		w.tx.Emit(store.Event{Kind: store.EventTask, Source: source, TaskID: t.ID})
+		return true, w.syncTask(old, t, "")
+	}
 	t.Title, t.Description, t.URL, t.Project = in.Title, in.Description, in.URL, in.Project
 	t.Assignees, t.Labels = in.Assignees, in.Labels
 	t.Start, t.Due, t.Priority = in.Start, in.Due, in.Priority
 	t.UpdatedAt, t.Version, t.Deleted = in.UpdatedAt, in.Version, in.Deleted
-	if in.Deleted && old != nil {
-		t.Title = old.Title // a delete may carry no title
-	}
 	if t.Status != in.Status {
 		t.CompletedBy = "" // the tracker now owns the status again
 		t.CompletedAt = time.Time{}
