@@ -118,6 +118,12 @@ CREATE INDEX outbox_pending ON outbox (next_attempt) WHERE delivered IS NULL;
 `},
 }
 
+func init() {
+	// Sorted once, before any Open (sorting in migrate raced when several
+	// stores were opened at once).
+	sort.Slice(migrations, func(i, j int) bool { return migrations[i].version < migrations[j].version })
+}
+
 func ddl(dialect, s string) string {
 	blob, autoid := "BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"
 	if dialect == Postgres {
@@ -131,51 +137,80 @@ func SchemaVersion() int {
 	return migrations[len(migrations)-1].version
 }
 
+// migrateLock is the key of the PostgreSQL advisory lock that serialises
+// migrations ("dueb"); the second key is the schema's hash, so databases in
+// different schemas migrate independently.
+const migrateLock = 0x64756562
+
+// migrate brings the schema to SchemaVersion. Several processes may start on
+// one database at once (replicas, or a server and a CLI command): each step
+// runs in its own transaction that first takes a lock (SQLite: BEGIN
+// IMMEDIATE, via _txlock; PostgreSQL: an advisory transaction lock) and only
+// then reads the version, so exactly one process applies each step and the
+// others find it done.
 func migrate(ctx context.Context, db *sql.DB, dialect string) error {
-	sort.Slice(migrations, func(i, j int) bool { return migrations[i].version < migrations[j].version })
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	for {
+		done, err := migrateStep(ctx, db, dialect)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// migrateStep applies the next migration, if any; done reports that the
+// schema is current.
+func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("migrate: %w", err)
+	}
+	defer func() {
+		if err != nil || done {
+			tx.Rollback()
+		}
+	}()
+	if dialect == Postgres {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, migrateLock); err != nil {
+			return false, fmt.Errorf("migrate: lock: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return false, fmt.Errorf("migrate: %w", err)
 	}
 	var current int
-	err := db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&current)
+	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&current)
 	switch {
 	case err == sql.ErrNoRows:
-		if _, err := db.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
-			return fmt.Errorf("migrate: %w", err)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return false, fmt.Errorf("migrate: %w", err)
 		}
 	case err != nil:
-		return fmt.Errorf("read schema version: %w", err)
+		return false, fmt.Errorf("read schema version: %w", err)
 	}
 	if current > SchemaVersion() {
-		return fmt.Errorf("the database has schema version %d, newer than this binary's %d: upgrade duebridge", current, SchemaVersion())
+		return false, fmt.Errorf("the database has schema version %d, newer than this binary's %d: upgrade duebridge", current, SchemaVersion())
 	}
-	for _, m := range migrations {
-		if m.version <= current {
-			continue
-		}
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("migrate to %d: %w", m.version, err)
-		}
-		for _, stmt := range splitSQL(ddl(dialect, m.sql)) {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("migrate to %d: %q: %w", m.version, firstLine(stmt), err)
-			}
-		}
-		q := `UPDATE schema_version SET version = ?`
-		if dialect == Postgres {
-			q = rebindDollar(q)
-		}
-		if _, err := tx.ExecContext(ctx, q, m.version); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migrate to %d: %w", m.version, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migrate to %d: %w", m.version, err)
+	i := sort.Search(len(migrations), func(i int) bool { return migrations[i].version > current })
+	if i == len(migrations) {
+		return true, nil
+	}
+	m := migrations[i]
+	for _, stmt := range splitSQL(ddl(dialect, m.sql)) {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return false, fmt.Errorf("migrate to %d: %q: %w", m.version, firstLine(stmt), err)
 		}
 	}
-	return nil
+	q := `UPDATE schema_version SET version = ?`
+	if dialect == Postgres {
+		q = rebindDollar(q)
+	}
+	if _, err := tx.ExecContext(ctx, q, m.version); err != nil {
+		return false, fmt.Errorf("migrate to %d: %w", m.version, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("migrate to %d: %w", m.version, err)
+	}
+	return false, nil
 }
 
 func splitSQL(s string) []string {

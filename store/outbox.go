@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -37,6 +38,9 @@ type OutboxTx interface {
 }
 
 func (tx *sqlTx) EnqueueCallback(c *Callback) error {
+	if tx.readOnly { // an INSERT through queryRow passes exec's guard
+		return errReadOnly
+	}
 	if c.Created.IsZero() {
 		c.Created = tx.now
 	}
@@ -89,8 +93,11 @@ func (tx *sqlTx) MarkDelivered(id int64, at time.Time) error {
 }
 
 func (tx *sqlTx) MarkFailed(id int64, attempts int, next time.Time, reason string) error {
+	// PostgreSQL refuses invalid UTF-8 in TEXT, and an error may quote
+	// anything a server sent: repair it, and cut on a character boundary.
+	reason = strings.ToValidUTF8(reason, "\uFFFD")
 	if len(reason) > 500 {
-		reason = reason[:500]
+		reason = strings.ToValidUTF8(reason[:500], "")
 	}
 	_, err := tx.exec(`UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE id = ?`, attempts, nanos(next), reason, id)
 	return err

@@ -27,8 +27,9 @@ type sqlStore struct {
 	dialect string
 	opts    Options
 	// commitMu keeps OnCommit calls in commit order: SQLite serialises writers
-	// anyway; on PostgreSQL the revision row lock does, and this lock makes
-	// the hand-off of events follow the same order.
+	// (BEGIN IMMEDIATE); on PostgreSQL the revision row lock, taken at the
+	// start of every write transaction, does; this lock makes the hand-off of
+	// events follow the same order.
 	commitMu sync.Mutex
 }
 
@@ -99,16 +100,36 @@ func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
 
 func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (err error) {
 	var sqlTxn *sql.Tx
-	if readOnly && s.dialect == SQLite {
+	switch {
+	case readOnly && s.dialect == SQLite:
 		// A deferred read transaction: _txlock=immediate would take the write lock.
 		sqlTxn, err = s.beginDeferred(ctx)
-	} else {
-		sqlTxn, err = s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly && s.dialect == Postgres})
+	case readOnly:
+		// PostgreSQL's default READ COMMITTED takes a new snapshot per
+		// statement; a View promises one snapshot. A read-only REPEATABLE
+		// READ transaction never fails with a serialisation error.
+		sqlTxn, err = s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
+	default:
+		sqlTxn, err = s.db.BeginTx(ctx, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	if !readOnly && s.dialect == Postgres {
+		// Serialise writers as SQLite's BEGIN IMMEDIATE does: without this,
+		// two READ COMMITTED transactions could both read a row, then both
+		// write it, and the later commit would undo the earlier (a task
+		// moved back by an older webhook, a lost flag). The revision row's
+		// lock is held until commit; statements after it see every commit
+		// before it. It also makes commit order equal revision order.
+		var seq int64
+		if err := sqlTxn.QueryRowContext(ctx, `SELECT seq FROM revision WHERE id = 1 FOR UPDATE`).Scan(&seq); err != nil {
+			sqlTxn.Rollback()
+			return fmt.Errorf("begin transaction: lock revision: %w", err)
+		}
+	}
 	tx := &sqlTx{ctx: ctx, tx: sqlTxn, dialect: s.dialect, now: s.opts.Now().UTC(), readOnly: readOnly}
+	defer tx.closeStmts()
 	defer func() {
 		if p := recover(); p != nil {
 			sqlTxn.Rollback()
@@ -128,6 +149,11 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 		return fmt.Errorf("commit: %w", err)
 	}
 	if s.opts.OnCommit != nil && len(tx.events) > 0 {
+		for i := range tx.events {
+			if tx.events[i].Seq == 0 { // emitted before the revision was allocated
+				tx.events[i].Seq = tx.seq
+			}
+		}
 		s.opts.OnCommit(tx.events)
 	}
 	return nil
@@ -150,6 +176,7 @@ type sqlTx struct {
 	readOnly bool
 	seq      int64
 	events   []Event
+	stmts    map[string]*sql.Stmt
 }
 
 func (tx *sqlTx) Now() time.Time { return tx.now }
@@ -170,8 +197,8 @@ func (tx *sqlTx) Seq() (int64, error) {
 	if tx.readOnly {
 		return 0, errReadOnly
 	}
-	// One row, updated by every write transaction: the row lock orders the
-	// revisions of concurrent PostgreSQL transactions in commit order.
+	// One row, updated by every transaction that writes: on PostgreSQL its
+	// lock, taken when the transaction began, orders writers (see run).
 	if err := tx.queryRow(`UPDATE revision SET seq = seq + 1 WHERE id = 1 RETURNING seq`).Scan(&tx.seq); err != nil {
 		return 0, fmt.Errorf("allocate revision: %w", err)
 	}
@@ -201,17 +228,55 @@ func rebindDollar(q string) string {
 	return b.String()
 }
 
+// stmt returns a statement prepared once per transaction: parsing SQL
+// dominated batch ingest (each of 1,000 tasks runs the same dozen
+// statements), and a transaction stays on one connection.
+func (tx *sqlTx) stmt(q string) (*sql.Stmt, error) {
+	if st, ok := tx.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := tx.tx.PrepareContext(tx.ctx, tx.rebind(q))
+	if err != nil {
+		return nil, err
+	}
+	if tx.stmts == nil {
+		tx.stmts = map[string]*sql.Stmt{}
+	}
+	tx.stmts[q] = st
+	return st, nil
+}
+
+func (tx *sqlTx) closeStmts() {
+	for _, st := range tx.stmts {
+		st.Close()
+	}
+}
+
 func (tx *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	if tx.readOnly {
 		return nil, errReadOnly
 	}
-	return tx.tx.ExecContext(tx.ctx, tx.rebind(q), args...)
+	st, err := tx.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(tx.ctx, args...)
 }
 
 func (tx *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
-	return tx.tx.QueryContext(tx.ctx, tx.rebind(q), args...)
+	st, err := tx.stmt(q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(tx.ctx, args...)
 }
 
 func (tx *sqlTx) queryRow(q string, args ...any) *sql.Row {
-	return tx.tx.QueryRowContext(tx.ctx, tx.rebind(q), args...)
+	st, err := tx.stmt(q)
+	if err != nil {
+		// A *sql.Row cannot be built with an error outside database/sql;
+		// the unprepared path reports the same error on Scan.
+		return tx.tx.QueryRowContext(tx.ctx, tx.rebind(q), args...)
+	}
+	return st.QueryRowContext(tx.ctx, args...)
 }

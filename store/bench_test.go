@@ -1,0 +1,144 @@
+package store_test
+
+// Benchmarks, each on SQLite and (when TEST_DUEBRIDGE_POSTGRES is set) on
+// PostgreSQL:
+//
+//	go test -run '^$' -bench . ./store/
+//
+// BenchmarkPutTaskBatch: one Update upserting 1,000 tasks (a large webhook
+// batch), durable on return. BenchmarkChanges: a sync-collection query for
+// the last 10 (or 1,000) changes in a collection of 1,000 or 100,000 objects;
+// its cost should follow the number of changes, not the collection's size.
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/duebridge/duebridge/store"
+)
+
+// benchBackends runs fn once per database; PostgreSQL is skipped (with the
+// instruction) unless TEST_DUEBRIDGE_POSTGRES is set.
+func benchBackends(b *testing.B, fn func(b *testing.B, be backend)) {
+	b.Run(store.SQLite, func(b *testing.B) { fn(b, sqliteBackend()) })
+	b.Run(store.Postgres, func(b *testing.B) { fn(b, postgresBackend(b)) })
+}
+
+func openBench(b *testing.B, be backend) store.Store {
+	b.Helper()
+	s, err := store.Open(b.Context(), be.dialect, be.newSource(b), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func BenchmarkPutTaskBatch(b *testing.B) {
+	const batch = 1000
+	benchBackends(b, func(b *testing.B, be backend) {
+		s := openBench(b, be)
+		tasks := make([]store.Task, batch)
+		for i := range tasks {
+			tasks[i] = sampleTask(fmt.Sprintf("T-%04d", i))
+			tasks[i].Description = "A task as a tracker sends it, with a paragraph of description text that makes the row a realistic size."
+			tasks[i].URL = "https://tracker.example.com/" + tasks[i].ID
+			tasks[i].Labels = []string{"backend", "release"}
+			tasks[i].Due = store.When{Time: t0.AddDate(0, 0, i%30)}
+		}
+		round := 0
+		for b.Loop() {
+			round++
+			err := s.Update(b.Context(), func(tx store.Tx) error {
+				for i := range tasks {
+					t := tasks[i]
+					t.Version = int64(round)
+					if err := tx.PutTask(&t); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(batch*b.N)/b.Elapsed().Seconds(), "tasks/s")
+	})
+}
+
+func BenchmarkChanges(b *testing.B) {
+	benchBackends(b, func(b *testing.B, be backend) {
+		for _, size := range []int{1000, 100_000} {
+			s, since := populateCollection(b, be, size)
+			for _, changes := range []int{10, 1000} {
+				if changes == 1000 && size != 100_000 {
+					continue
+				}
+				b.Run(fmt.Sprintf("objects=%d/changes=%d", size, changes), func(b *testing.B) {
+					var got []store.Object
+					for b.Loop() {
+						err := s.View(b.Context(), func(tx store.Tx) (err error) {
+							got, err = tx.Changes("alice", "todos", since[changes])
+							return err
+						})
+						if err != nil {
+							b.Fatal(err)
+						}
+					}
+					if len(got) != changes {
+						b.Fatalf("Changes: got %d objects, want %d", len(got), changes)
+					}
+				})
+			}
+		}
+	})
+}
+
+// populateCollection fills alice's "todos" with size objects, then changes
+// 1,000 of them one transaction at a time. since[n] is the sync token that
+// the last n changes come after (n = 10, 1000).
+func populateCollection(b *testing.B, be backend, size int) (store.Store, map[int]int64) {
+	b.Helper()
+	s := openBench(b, be)
+	const perTx = 5000
+	for start := 0; start < size; start += perTx {
+		err := s.Update(b.Context(), func(tx store.Tx) error {
+			if start == 0 {
+				if _, err := tx.EnsureCollection(&store.Collection{User: "alice", Name: "todos", Kind: store.KindTodos}); err != nil {
+					return err
+				}
+			}
+			for i := start; i < min(start+perTx, size); i++ {
+				o := sampleObject("alice", "todos", fmt.Sprintf("T-%06d", i))
+				if err := tx.PutObject(&o); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	const changes = 1000
+	since := map[int]int64{}
+	for i := range changes {
+		err := s.Update(b.Context(), func(tx store.Tx) error {
+			seq, err := tx.Seq()
+			if err != nil {
+				return err
+			}
+			if left := changes - i; left == 10 || left == 1000 {
+				since[left] = seq - 1
+			}
+			o := sampleObject("alice", "todos", fmt.Sprintf("T-%06d", (i*7919)%size))
+			o.ETag = fmt.Sprintf(`"changed-%d"`, i)
+			return tx.PutObject(&o)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s, since
+}
