@@ -205,10 +205,12 @@ type writer struct {
 	cfg   *config.Config
 	colls map[[2]string]bool
 	inbox map[string]bool
+	// created: tasks first stored by this transaction.
+	created map[[2]string]bool
 }
 
 func (s *Service) newWriter(tx store.Tx, cfg *config.Config) *writer {
-	return &writer{s: s, tx: tx, cfg: cfg, colls: map[[2]string]bool{}, inbox: map[string]bool{}}
+	return &writer{s: s, tx: tx, cfg: cfg, colls: map[[2]string]bool{}, inbox: map[string]bool{}, created: map[[2]string]bool{}}
 }
 
 func (w *writer) apply(source string, in *TaskInput) (bool, error) {
@@ -256,6 +258,9 @@ func (w *writer) apply(source string, in *TaskInput) (bool, error) {
 	t.Status = in.Status
 	if old != nil {
 		t.Sequence = old.Sequence + 1
+		delete(w.created, [2]string{source, t.ID}) // seen twice in one batch
+	} else {
+		w.created[[2]string{source, t.ID}] = true
 	}
 	if err := w.tx.PutTask(t); err != nil {
 		return false, err
@@ -332,9 +337,16 @@ func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (MailEvent, 
 func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool) error {
 	todoColl, eventColl := CollectionNames(t.Project)
 	name := ObjectName(t.Source, t.ID)
-	ut, err := w.tx.UserTask(u.Name, t.Source, t.ID)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
+	// A task first seen in this transaction has no per-user state and no
+	// objects yet: skip the lookups (they dominated batch ingest).
+	isNew := w.created[[2]string{t.Source, t.ID}]
+	var ut *store.UserTask
+	var err error
+	if !isNew {
+		ut, err = w.tx.UserTask(u.Name, t.Source, t.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 	}
 	if ut != nil && ut.Hidden && assigned && fresh {
 		ut.Hidden = false
@@ -345,11 +357,15 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	visible := assigned && t.Status != "cancelled" && (ut == nil || !ut.Hidden)
 
 	// Objects in other collections (the project was renamed) go away first.
-	existing, err := w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name)
-	if err != nil {
-		return err
+	var existing []store.Object
+	if !isNew {
+		if existing, err = w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name); err != nil {
+			return err
+		}
 	}
+	etags := map[string]string{}
 	for _, o := range existing {
+		etags[o.Collection] = o.ETag
 		keep := visible && ((o.Collection == todoColl) || (o.Collection == eventColl && !t.Due.IsZero()))
 		if !keep {
 			if err := w.tx.DeleteObject(u.Name, o.Collection, o.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -372,7 +388,7 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	if err != nil {
 		return err
 	}
-	if err := w.putObject(u.Name, todoColl, store.KindTodos, t, name, TodoUID(t.Source, t.ID), todo); err != nil {
+	if err := w.putObject(u.Name, todoColl, store.KindTodos, t, name, TodoUID(t.Source, t.ID), todo, etags[todoColl]); err != nil {
 		return err
 	}
 	if t.Due.IsZero() {
@@ -383,18 +399,18 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	if err != nil {
 		return err
 	}
-	return w.putObject(u.Name, eventColl, store.KindEvents, t, name, EventUID(t.Source, t.ID), event)
+	return w.putObject(u.Name, eventColl, store.KindEvents, t, name, EventUID(t.Source, t.ID), event, etags[eventColl])
 }
 
-func (w *writer) putObject(user, coll, kind string, t *store.Task, name, uid string, data []byte) error {
+// putObject stores an object unless its bytes are unchanged (curETag is the
+// stored one, "" if none), so ETag, ctag and sync token stay still.
+func (w *writer) putObject(user, coll, kind string, t *store.Task, name, uid string, data []byte, curETag string) error {
 	if err := w.ensureCollection(user, coll, kind, t.Project); err != nil {
 		return err
 	}
 	etag := ETag(data)
-	if cur, err := w.tx.Object(user, coll, name); err == nil && cur.ETag == etag {
-		return nil // unchanged bytes: keep ETag, ctag and sync token still
-	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
+	if etag == curETag {
+		return nil
 	}
 	return w.tx.PutObject(&store.Object{User: user, Collection: coll, Name: name, UID: uid,
 		Source: t.Source, TaskID: t.ID, ETag: etag, Data: data})
