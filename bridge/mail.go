@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	htmltemplate "html/template"
 	"net/mail"
@@ -9,6 +11,7 @@ import (
 	texttemplate "text/template"
 	"time"
 
+	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
 
 	"github.com/duebridge/duebridge/config"
@@ -209,12 +212,19 @@ func NotificationMail(in MailInput) ([]byte, error) {
 		h.Set("Importance", "high")
 	}
 
+	// Boundaries derive from the Message-ID so the same input gives the same
+	// bytes. "=_" cannot occur in quoted-printable or base64 output.
+	sum := sha256.Sum256([]byte(MessageID(in)))
+	boundary := "=_db" + hex.EncodeToString(sum[:12])
+	h.SetContentType("multipart/mixed", map[string]string{"boundary": boundary + "m"})
 	var buf bytes.Buffer
-	mw, err := gomail.CreateWriter(&buf, h)
+	mw, err := message.CreateWriter(&buf, h.Header)
 	if err != nil {
 		return nil, err
 	}
-	alt, err := mw.CreateInline()
+	var ah message.Header
+	ah.SetContentType("multipart/alternative", map[string]string{"boundary": boundary + "a"})
+	alt, err := mw.CreatePart(ah)
 	if err != nil {
 		return nil, err
 	}
@@ -225,9 +235,10 @@ func NotificationMail(in MailInput) ([]byte, error) {
 		{"text/plain", func(b *bytes.Buffer) error { return textTmpl.Execute(b, v) }},
 		{"text/html", func(b *bytes.Buffer) error { return htmlTmpl.Execute(b, v) }},
 	} {
-		var ih gomail.InlineHeader
-		ih.SetContentType(part.ctype, map[string]string{"charset": "utf-8"})
-		w, err := alt.CreatePart(ih)
+		var ph message.Header
+		ph.SetContentType(part.ctype, map[string]string{"charset": "utf-8"})
+		ph.Set("Content-Transfer-Encoding", "quoted-printable")
+		w, err := alt.CreatePart(ph)
 		if err != nil {
 			return nil, err
 		}
@@ -244,10 +255,11 @@ func NotificationMail(in MailInput) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ah gomail.AttachmentHeader
-	ah.SetContentType("text/calendar", map[string]string{"charset": "utf-8", "method": "PUBLISH"})
-	ah.SetFilename("task.ics")
-	aw, err := mw.CreateAttachment(ah)
+	var ch message.Header
+	ch.SetContentType("text/calendar", map[string]string{"charset": "utf-8", "method": "PUBLISH", "name": "task.ics"})
+	ch.SetContentDisposition("attachment", map[string]string{"filename": "task.ics"})
+	ch.Set("Content-Transfer-Encoding", "base64")
+	aw, err := mw.CreatePart(ch)
 	if err != nil {
 		return nil, err
 	}
