@@ -355,6 +355,11 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 		}
 	}
 	visible := assigned && t.Status != "cancelled" && (ut == nil || !ut.Hidden)
+	// The deadline engine's schedule follows visibility in this same
+	// transaction (scheduler.go).
+	if err := w.syncAlert(u, t, visible); err != nil {
+		return err
+	}
 
 	// Objects in other collections (the project was renamed) go away first.
 	var existing []store.Object
@@ -451,7 +456,7 @@ func (w *writer) notify(u *config.User, ev MailEvent, t, old *store.Task) error 
 		return err
 	}
 	in := MailInput{Event: ev, Task: t, User: u, From: w.cfg.Mail.From, Host: w.cfg.HTTP.PublicURL.Hostname(),
-		Date: w.tx.Now(), Seq: seq, Urgent: t.Priority == "urgent"}
+		Date: w.tx.Now(), Seq: seq, Urgent: IsUrgent(t, userLocation(u), w.tx.Now())} // urgency.go
 	if old != nil {
 		in.OldDue = old.Due
 	}

@@ -116,6 +116,24 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_pending ON outbox (next_attempt) WHERE delivered IS NULL;
 `},
+	// Deadline engine: one alert schedule per user and task (store/alerts.go).
+	// Times are Unix nanoseconds. alerts_fire lets each scheduler tick read
+	// only the rows that are due; alerts_user_due serves the daily digest.
+	{31, `
+CREATE TABLE alerts (
+	username TEXT NOT NULL,
+	source   TEXT NOT NULL,
+	task_id  TEXT NOT NULL,
+	due_at   BIGINT NOT NULL,
+	all_day  INTEGER NOT NULL DEFAULT 0,
+	covered  BIGINT NOT NULL,
+	alert_at BIGINT,
+	fire_at  BIGINT,
+	PRIMARY KEY (username, source, task_id)
+);
+CREATE INDEX alerts_fire ON alerts (fire_at) WHERE fire_at IS NOT NULL;
+CREATE INDEX alerts_user_due ON alerts (username, due_at);
+`},
 }
 
 func init() {

@@ -48,6 +48,7 @@ type Tx interface {
 	MailTx
 	OutboxTx
 	KVTx
+	AlertTx
 }
 
 // EventKind says what changed.

@@ -1,0 +1,506 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// Scheduler is the deadline engine: it writes the "due soon" mail at each
+// lead time before a task's due instant and the "overdue" mail at the due
+// instant, for users whose notify setting asks for mail (for the others the
+// VALARMs on the CalDAV objects carry the same lead times and DueInstant),
+// and the opt-in daily digest.
+//
+// State lives in the store, one store.Alert per user and task, armed and
+// disarmed by ingest and completion in the transaction that changes the
+// task (writer.syncAlert). Each alert instant is covered at most once: the
+// mail and the new Covered mark are written in one transaction, so a
+// restart, a crash or a config reload neither repeats nor skips one. After
+// downtime, or at the end of quiet hours, every instant that has passed is
+// collapsed into one mail per task, about the latest of them.
+//
+// A tick reads only the schedules whose FireAt has come (an index), so its
+// cost follows the work due, not the number of tasks waiting. Between ticks
+// Run sleeps on a timer until the earliest FireAt, and wakes early on an
+// EventAlert (a task was armed) or after MaxSleep (to see config reloads).
+type Scheduler struct {
+	s        *Service
+	clock    Clock
+	batch    int
+	maxSleep time.Duration
+
+	// Owned by the goroutine that calls Tick (Run's).
+	lastCfg    *config.Config
+	backfilled bool
+
+	held    prometheus.Counter
+	tickDur prometheus.Histogram
+}
+
+// SchedulerOptions for NewScheduler. Zero values are fine.
+type SchedulerOptions struct {
+	// Clock; if nil, the service clock with real timers. Tests pass a
+	// FakeClock whose Now is also the service's and the store's clock.
+	Clock Clock
+	// BatchSize is how many schedules one transaction handles; 0 means 256.
+	BatchSize int
+	// MaxSleep bounds how long Run waits between ticks, which is how soon a
+	// config reload takes effect; 0 means one minute.
+	MaxSleep time.Duration
+}
+
+// Keys in the store's kv table.
+const (
+	kvAlertBackfill = "alerts.backfill"    // "done" once pre-existing tasks are armed
+	kvAlertPlan     = "alerts.plan."       // + user: fingerprint of the settings alerts derive from
+	kvDigestSent    = "alerts.digest.day." // + user: local date of the last digest slot handled
+)
+
+const (
+	// catchUpGrace: a due-soon mail written later than this after its
+	// instant (downtime, quiet hours) states the time actually left instead
+	// of the configured lead time.
+	catchUpGrace = time.Minute
+	// retryDelay after a failed tick (store unreachable).
+	retryDelay = 30 * time.Second
+	// digestLimit caps the tasks listed in one digest.
+	digestLimit = 100
+	// digestScan caps the schedules read to build one digest.
+	digestScan = 5000
+)
+
+// NewScheduler builds the scheduler and registers its metrics; it starts
+// nothing.
+func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
+	if o.Clock == nil {
+		o.Clock = SystemClock(s.now)
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 256
+	}
+	if o.MaxSleep <= 0 {
+		o.MaxSleep = time.Minute
+	}
+	sc := &Scheduler{s: s, clock: o.Clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
+	sc.held = register(s, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "duebridge_alerts_held_total", Help: "Alert mails postponed to the end of a user's quiet hours.",
+	}))
+	sc.tickDur = register(s, prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "duebridge_scheduler_tick_seconds", Help: "Duration of one scheduler pass over the due alerts.",
+		Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 30},
+	}))
+	count := func(armed bool) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			var total, n int64
+			s.st.View(ctx, func(tx store.Tx) error {
+				var err error
+				total, n, err = tx.CountAlerts()
+				return err
+			})
+			if armed {
+				return float64(n)
+			}
+			return float64(total)
+		}
+	}
+	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "duebridge_alerts", Help: "Alert schedules: open tasks with a due time, per assigned user.",
+	}, count(false)))
+	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "duebridge_alerts_armed", Help: "Alert schedules with an alert mail still to come.",
+	}, count(true)))
+	return sc
+}
+
+// register adds c to the service's registry, or returns the collector a
+// previous scheduler of the same service registered (a restart in-process).
+func register[C prometheus.Collector](s *Service, c C) C {
+	if err := s.metrics.Registry.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		s.log.Error("register scheduler metric", "err", err)
+	}
+	return c
+}
+
+// Run ticks until ctx is done.
+func (sc *Scheduler) Run(ctx context.Context) error {
+	sub := sc.s.hub.Subscribe("", store.EventAlert)
+	defer sub.Close()
+	timer := sc.clock.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.C:
+		case <-timer.C():
+		}
+		// Events only say "look again"; a lag mark says the same.
+		sub.Lagged()
+		next, err := sc.Tick(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := sc.maxSleep
+		if err != nil {
+			sc.s.log.Error("scheduler tick", "err", err)
+			wait = retryDelay
+		} else if !next.IsZero() {
+			wait = min(max(next.Sub(sc.clock.Now()), 0), sc.maxSleep)
+		}
+		timer.Reset(wait)
+	}
+}
+
+// Tick makes one pass: it arms tasks stored before the deadline engine
+// existed (once), hands schedules back for planning when the settings they
+// derive from changed, writes every alert and digest mail that is due now,
+// and returns when the next one is (zero if none is planned). Run calls it;
+// tests that drive virtual time call it directly. It must not be called
+// concurrently.
+func (sc *Scheduler) Tick(ctx context.Context) (time.Time, error) {
+	start := time.Now()
+	defer func() { sc.tickDur.Observe(time.Since(start).Seconds()) }()
+	cfg := sc.s.Config()
+	if !sc.backfilled {
+		if err := sc.backfill(ctx, cfg); err != nil {
+			return time.Time{}, err
+		}
+		sc.backfilled = true
+	}
+	now := sc.clock.Now()
+	if cfg != sc.lastCfg {
+		if err := sc.replan(ctx, cfg, now); err != nil {
+			return time.Time{}, err
+		}
+		sc.lastCfg = cfg
+	}
+	for {
+		n, err := sc.fireBatch(ctx, cfg, now)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if n < sc.batch {
+			break
+		}
+	}
+	next, err := sc.digests(ctx, cfg, now)
+	if err != nil {
+		return time.Time{}, err
+	}
+	err = sc.s.st.View(ctx, func(tx store.Tx) error {
+		at, ok, err := tx.NextAlert()
+		if ok && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+		return err
+	})
+	return next, err
+}
+
+// backfill arms schedules for open tasks that were stored before this
+// version, in batches; instants before now count as covered, so an upgrade
+// sends no stale reminders.
+func (sc *Scheduler) backfill(ctx context.Context, cfg *config.Config) error {
+	var done bool
+	if err := sc.s.st.View(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(kvAlertBackfill)
+		done = v == "done"
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("read alert backfill mark: %w", err)
+	}
+	if done {
+		return nil
+	}
+	var afterSource, afterID string
+	for {
+		var n int
+		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+			tasks, err := tx.OpenTasksWithDue(afterSource, afterID, 1000)
+			if err != nil {
+				return err
+			}
+			n = len(tasks)
+			w := sc.s.newWriter(tx, cfg)
+			for i := range tasks {
+				t := &tasks[i]
+				afterSource, afterID = t.Source, t.ID
+				for _, name := range t.Assignees {
+					u := cfg.User(name)
+					if u == nil {
+						continue
+					}
+					hidden, err := hiddenFor(tx, name, t)
+					if err != nil {
+						return err
+					}
+					if err := w.syncAlert(u, t, !hidden && t.Status != "cancelled"); err != nil {
+						return err
+					}
+				}
+			}
+			if n == 0 {
+				return tx.Set(kvAlertBackfill, "done")
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("arm alerts of stored tasks: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+func hiddenFor(tx store.Tx, user string, t *store.Task) (bool, error) {
+	ut, err := tx.UserTask(user, t.Source, t.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return ut.Hidden, nil
+}
+
+// alertFingerprint is everything a user's alert instants and their hold
+// depend on. When it differs from the one stored, the user's schedules are
+// re-planned (after a reload, or a config edited while duebridge was down).
+func alertFingerprint(cfg *config.Config, u *config.User) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "notify=%s;tz=%s;default=%v", u.Notify, userLocation(u), cfg.LeadTimesFor(u, nil))
+	for i := range cfg.Sources {
+		fmt.Fprintf(&b, ";%s=%v", cfg.Sources[i].Name, cfg.LeadTimesFor(u, &cfg.Sources[i]))
+	}
+	if q := u.QuietHours; q != nil {
+		fmt.Fprintf(&b, ";quiet=%v-%v,%t", q.Start, q.End, q.AllowUrgent)
+	}
+	return b.String()
+}
+
+// replan hands the schedules of users whose alert settings changed back to
+// the fire pass, and drops the schedules of users no longer configured.
+func (sc *Scheduler) replan(ctx context.Context, cfg *config.Config, now time.Time) error {
+	names := make([]string, 0, len(cfg.Users))
+	for i := range cfg.Users {
+		u := &cfg.Users[i]
+		names = append(names, u.Name)
+		fp := alertFingerprint(cfg, u)
+		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+			old, err := tx.Get(kvAlertPlan + u.Name)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if old == fp {
+				return nil
+			}
+			n, err := tx.ReplanAlerts(u.Name, now)
+			if err != nil {
+				return err
+			}
+			if err == nil && old != "" {
+				sc.s.log.Info("alert settings changed; re-planning", "user", u.Name, "schedules", n)
+			}
+			return tx.Set(kvAlertPlan+u.Name, fp)
+		})
+		if err != nil {
+			return fmt.Errorf("re-plan alerts of %s: %w", u.Name, err)
+		}
+	}
+	return sc.s.st.Update(ctx, func(tx store.Tx) error { return tx.PruneAlerts(names) })
+}
+
+// fireBatch handles up to one batch of due schedules in one transaction and
+// returns how many it read.
+func (sc *Scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time.Time) (int, error) {
+	var n int
+	err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+		due, err := tx.DueAlerts(now, sc.batch)
+		if err != nil {
+			return err
+		}
+		n = len(due)
+		p := &firePass{sc: sc, tx: tx, cfg: cfg, now: now, inbox: map[string]bool{}}
+		for i := range due {
+			if err := p.fire(&due[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("fire alerts: %w", err)
+	}
+	return n, nil
+}
+
+// firePass is one transaction of the fire pass.
+type firePass struct {
+	sc    *Scheduler
+	tx    store.Tx
+	cfg   *config.Config
+	now   time.Time
+	inbox map[string]bool
+}
+
+// fire brings one due schedule up to date: it checks that the alert still
+// applies, writes at most one mail (about the latest instant that has
+// passed) unless quiet hours hold it, and plans the next FireAt.
+func (p *firePass) fire(a *store.Alert) error {
+	tx, now := p.tx, p.now
+	u := p.cfg.User(a.User)
+	t, err := tx.Task(a.Source, a.TaskID)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && u == nil) {
+		return tx.DisarmAlert(a.User, a.Source, a.TaskID)
+	}
+	if err != nil {
+		return err
+	}
+	// Ingest disarms in the transaction that closes or moves the task; this
+	// re-check covers writers that change a task without going through it.
+	hidden, err := hiddenFor(tx, u.Name, t)
+	if err != nil {
+		return err
+	}
+	if !t.Open() || t.Due.IsZero() || hidden || !slices.Contains(t.Assignees, u.Name) {
+		return tx.DisarmAlert(a.User, a.Source, a.TaskID)
+	}
+	if t.Due != a.Due {
+		_, err := tx.ArmAlert(a.User, a.Source, a.TaskID, t.Due)
+		return err
+	}
+
+	loc := userLocation(u)
+	due := DueInstant(t.Due, loc)
+	instants := alertInstants(p.cfg, u, p.cfg.Source(t.Source), due)
+	var first, latest time.Time
+	for _, at := range instants {
+		if at.After(a.Covered) && !at.After(now) {
+			if first.IsZero() {
+				first = at
+			}
+			latest = at
+		}
+	}
+	if !latest.IsZero() {
+		urgent := Urgency(t, due, now) >= UrgentScore
+		if end, quiet := QuietUntil(u, now); quiet && !(urgent && u.QuietHours.AllowUrgent) {
+			a.AlertAt, a.FireAt = first, end
+			p.sc.held.Inc()
+			return tx.UpdateAlert(a)
+		}
+		if err := p.alertMail(u, t, due, latest, urgent); err != nil {
+			return err
+		}
+		a.Covered = now
+	}
+	a.AlertAt, a.FireAt = time.Time{}, time.Time{}
+	for _, at := range instants {
+		if at.After(a.Covered) {
+			a.AlertAt, a.FireAt = at, at
+			break
+		}
+	}
+	return tx.UpdateAlert(a)
+}
+
+// alertInstants returns the instants at which a user is mailed about a task
+// due at due: one per lead time (the same list the VALARMs use) and the due
+// instant itself, ascending. None for users whose alerts are VALARMs only.
+func alertInstants(cfg *config.Config, u *config.User, src *config.Source, due time.Time) []time.Time {
+	if u.Notify != config.NotifyMail && u.Notify != config.NotifyBoth {
+		return nil
+	}
+	leads := cfg.LeadTimesFor(u, src)
+	out := make([]time.Time, 0, len(leads)+1)
+	for _, lead := range leads {
+		out = append(out, due.Add(-lead))
+	}
+	out = append(out, due)
+	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	return slices.CompactFunc(out, func(a, b time.Time) bool { return a.Equal(b) })
+}
+
+// alertMail writes the due-soon or overdue mail for the instant at.
+func (p *firePass) alertMail(u *config.User, t *store.Task, due, at time.Time, urgent bool) error {
+	ev, lead := MailOverdue, time.Duration(0)
+	if at.Before(due) {
+		ev, lead = MailDueSoon, due.Sub(at)
+		if p.now.Sub(at) > catchUpGrace {
+			// Late (downtime, quiet hours): say how long is actually left.
+			lead = max(due.Sub(p.now).Truncate(time.Minute), time.Minute)
+		}
+	}
+	in := MailInput{Event: ev, Task: t, User: u, Lead: lead, Urgent: urgent}
+	if err := p.fill(&in); err != nil {
+		return err
+	}
+	data, err := NotificationMail(in)
+	if err != nil {
+		return fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
+	}
+	return p.append(u, t.Source, t.ID, MessageID(in), data, urgent, ev)
+}
+
+// fill sets the parts of a MailInput every scheduler mail shares.
+func (p *firePass) fill(in *MailInput) error {
+	seq, err := p.tx.Seq()
+	if err != nil {
+		return err
+	}
+	in.From, in.Host, in.Date, in.Seq = p.cfg.Mail.From, p.cfg.HTTP.PublicURL.Hostname(), p.now, seq
+	return nil
+}
+
+func (p *firePass) append(u *config.User, source, taskID, msgID string, data []byte, urgent bool, ev MailEvent) error {
+	if !p.inbox[u.Name] {
+		if _, err := p.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
+			return err
+		}
+		p.inbox[u.Name] = true
+	}
+	var flags []string
+	if urgent {
+		flags = []string{`\Flagged`}
+	}
+	msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: p.now,
+		MessageID: msgID, Source: source, TaskID: taskID}
+	if err := p.tx.AppendMessage(msg); err != nil {
+		return err
+	}
+	p.sc.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
+	return nil
+}
+
+// syncAlert keeps a user's alert schedule of t in step with the task, in the
+// writer's transaction: armed while the task is open, has a due time and is
+// visible to the user; a moved due time re-arms it; anything else disarms.
+func (w *writer) syncAlert(u *config.User, t *store.Task, visible bool) error {
+	if !visible || !t.Open() || t.Due.IsZero() {
+		return w.tx.DisarmAlert(u.Name, t.Source, t.ID)
+	}
+	_, err := w.tx.ArmAlert(u.Name, t.Source, t.ID, t.Due)
+	return err
+}
