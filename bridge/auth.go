@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -19,8 +21,39 @@ import (
 )
 
 // ErrBadCredentials is returned for an unknown user or a wrong password; the
-// two are not told apart.
+// two are not told apart. A refusal because of a lock-out matches it too
+// (errors.Is), so callers that only know this error still refuse the login.
 var ErrBadCredentials = errors.New("invalid user name or password")
+
+// ErrLockedOut matches (errors.Is) the error AuthenticateFrom returns while
+// the user name or the client address is locked out; errors.As with a
+// *LockoutError gives the time the lock ends.
+var ErrLockedOut = errors.New("too many failed logins; try again later")
+
+// LockoutError is the refusal while a lock-out is in force. The password was
+// not checked. It does not say whether the user or the address is locked,
+// which would tell an attacker which of the two to change.
+type LockoutError struct {
+	// Until is when the lock ends (by the service clock).
+	Until time.Time
+}
+
+func (e *LockoutError) Error() string { return ErrLockedOut.Error() }
+
+// Is makes a lock-out match both ErrLockedOut and ErrBadCredentials.
+func (e *LockoutError) Is(target error) bool {
+	return target == ErrLockedOut || target == ErrBadCredentials
+}
+
+// RetryAfter is how long from now the lock lasts, rounded up to a second and
+// at least one (for an HTTP Retry-After header).
+func (e *LockoutError) RetryAfter(now time.Time) time.Duration {
+	d := e.Until.Sub(now)
+	if d < time.Second {
+		return time.Second
+	}
+	return (d + time.Second - 1).Truncate(time.Second)
+}
 
 // argon2id parameters for new hashes (RFC 9106's second recommended option).
 const (
@@ -34,7 +67,7 @@ const (
 func HashPassword(pw string) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
-		return "", err
+		return "", fmt.Errorf("read salt: %w", err)
 	}
 	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
 	b64 := base64.RawStdEncoding
@@ -53,27 +86,41 @@ func VerifyPassword(hash, pw string) bool {
 	return false
 }
 
-func verifyArgon2id(hash, pw string) bool {
+type argonParams struct {
+	m, t uint32
+	p    uint8
+}
+
+// parseArgon2id splits a PHC string into parameters, salt and key.
+func parseArgon2id(hash string) (argonParams, []byte, []byte, bool) {
+	var ap argonParams
 	parts := strings.Split(hash, "$") // "", argon2id, v=19, m=..,t=..,p=.., salt, key
 	if len(parts) != 6 {
-		return false
+		return ap, nil, nil, false
 	}
 	var version int
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false
+		return ap, nil, nil, false
 	}
-	var m, t uint32
-	var p uint8
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || m == 0 || t == 0 || p == 0 || m > 1<<22 {
-		return false
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &ap.m, &ap.t, &ap.p); err != nil ||
+		ap.m == 0 || ap.t == 0 || ap.p == 0 || ap.m > 1<<22 {
+		return ap, nil, nil, false
 	}
 	b64 := base64.RawStdEncoding
 	salt, err1 := b64.DecodeString(parts[4])
-	want, err2 := b64.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(want) == 0 || len(want) > 128 {
+	key, err2 := b64.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(key) == 0 || len(key) > 128 {
+		return ap, nil, nil, false
+	}
+	return ap, salt, key, true
+}
+
+func verifyArgon2id(hash, pw string) bool {
+	ap, salt, want, ok := parseArgon2id(hash)
+	if !ok {
 		return false
 	}
-	got := argon2.IDKey([]byte(pw), salt, t, m, p, uint32(len(want)))
+	got := argon2.IDKey([]byte(pw), salt, ap.t, ap.m, ap.p, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
@@ -81,13 +128,23 @@ func verifyArgon2id(hash, pw string) bool {
 // sends Basic credentials with every CalDAV request and logs in to IMAP on
 // every poll, and a bcrypt/argon2id check costs 50-150 ms. The cache key is an
 // HMAC of user and password under a per-process random key, so the cache
-// never holds a password or an offline-crackable hash of one.
+// never holds a password or an offline-crackable hash of one, and looking a
+// key up in the map leaks nothing an attacker could use through timing.
+//
+// It also keeps the login protection (guard) and bounds how many hash
+// verifications run at once: an argon2id check takes 64 MiB, so a burst of
+// wrong passwords could otherwise exhaust memory. Cache hits bypass that
+// bound, so phones that already logged in keep working during an attack.
 type authenticator struct {
-	s   *Service
-	key []byte
+	s     *Service
+	key   []byte
+	hashq chan struct{} // semaphore for hash verifications
+	guard *guard
+	m     *authMetrics
 
-	mu    sync.Mutex
-	cache map[[32]byte]cacheEntry
+	mu      sync.Mutex
+	cache   map[[32]byte]cacheEntry
+	dummies map[string]string // hash "shape" → dummy hash of that shape
 }
 
 type cacheEntry struct {
@@ -95,14 +152,42 @@ type cacheEntry struct {
 	expires time.Time
 }
 
-const authCacheTTL = 10 * time.Minute
+const (
+	authCacheTTL = 10 * time.Minute
+	// maxFailureDelay caps the growing delay on failures (unless
+	// limits.login_failure_delay alone is longer), so a client that
+	// mistyped a few times is slowed, not timed out.
+	maxFailureDelay = 10 * time.Second
+	// trustTTL is how long a successful login from an address exempts that
+	// address from a lock on the same user name: the user's own phone keeps
+	// working while someone elsewhere guesses at the account.
+	trustTTL = 7 * 24 * time.Hour
+	// maxPasswordBytes: longer "passwords" are refused before hashing;
+	// bcrypt ignores bytes past 72 anyway.
+	maxPasswordBytes = 1024
+)
 
 func newAuthenticator(s *Service) *authenticator {
 	key := make([]byte, 32)
-	rand.Read(key)
-	return &authenticator{s: s, key: key, cache: map[[32]byte]cacheEntry{}}
+	if _, err := rand.Read(key); err != nil {
+		// crypto/rand does not fail on supported platforms; a zero key
+		// would make cache keys guessable, so do not go on.
+		panic(fmt.Sprintf("bridge: read random cache key: %v", err))
+	}
+	return &authenticator{
+		s:       s,
+		key:     key,
+		hashq:   make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		guard:   newGuard(),
+		m:       newAuthMetrics(s.metrics),
+		cache:   map[[32]byte]cacheEntry{},
+		dummies: map[string]string{},
+	}
 }
 
+// reset drops cached verifications (on a config change: a removed user or
+// revoked app password must stop working at once). Lock-outs stay: editing
+// the config must not set an attacker free.
 func (a *authenticator) reset() {
 	a.mu.Lock()
 	a.cache = map[[32]byte]cacheEntry{}
@@ -119,40 +204,75 @@ func (a *authenticator) cacheKey(name, pw string) [32]byte {
 	return k
 }
 
-// Authenticate checks a user name and password (the main password or one of
-// the user's app passwords) against the current config. protocol labels the
-// failure metric ("caldav", "imap", ...).
+// Authenticate is AuthenticateFrom without a client address (and without a
+// context): only the per-user protection applies. Prefer AuthenticateFrom.
 func (s *Service) Authenticate(protocol, name, pw string) (*config.User, error) {
+	return s.AuthenticateFrom(context.Background(), protocol, name, pw, "")
+}
+
+// AuthenticateFrom checks a user name and password (the main password or one
+// of the user's app passwords) against the current config, with the login
+// protection every protocol shares:
+//
+//   - A failed attempt is answered only after a delay that grows with the
+//     recent failures of that user name and of that client address
+//     (limits.login_failure_delay per failure, at most 10 s unless the
+//     configured delay is longer).
+//   - limits.lockout_failures failures of one user name, or from one client
+//     address, within limits.lockout_window lock it for lockout_window.
+//     While locked, attempts are refused with a *LockoutError without
+//     checking the password, so guessing makes no progress. A user lock does
+//     not apply to addresses the user logged in from successfully in the
+//     last 7 days, so the user's own devices keep working.
+//
+// protocol labels logs and metrics ("caldav", "imap", "smtp", "setup").
+// remoteAddr is the client's address as net.Conn.RemoteAddr().String() or
+// http.Request.RemoteAddr give it ("ip:port"); IPv6 clients are grouped by
+// /64, which is what one attacker typically controls. "" skips the
+// per-address protection. The password is never logged. ctx only cuts a
+// delay short (the client went away); the attempt has been counted by then.
+//
+// Errors: ErrBadCredentials, or a *LockoutError (which matches
+// ErrBadCredentials and ErrLockedOut), or ctx's error.
+func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remoteAddr string) (*config.User, error) {
 	cfg := s.Config()
-	u := cfg.User(name)
 	a := s.auth
-	key := a.cacheKey(name, pw)
+	lim := limitsOf(cfg)
+	client := clientKey(remoteAddr)
 	now := s.now()
+
+	if until, locked := a.guard.locked(name, client, now); locked {
+		a.m.refused.WithLabelValues(protocol).Inc()
+		s.log.Debug("login refused: locked out", "protocol", protocol, "user", logName(name), "client", client,
+			"until", until.UTC().Format(time.RFC3339))
+		// The base delay slows clients that retry in a tight loop.
+		if err := sleepCtx(ctx, lim.delay); err != nil {
+			return nil, err
+		}
+		return nil, &LockoutError{Until: until}
+	}
+
+	u := cfg.User(name)
+	key := a.cacheKey(name, pw)
 	a.mu.Lock()
 	e, ok := a.cache[key]
 	a.mu.Unlock()
 	if ok && now.Before(e.expires) && u != nil {
 		s.metrics.LoginCache.WithLabelValues("hit").Inc()
+		a.guard.success(name, client, now)
 		return u, nil
 	}
 	s.metrics.LoginCache.WithLabelValues("miss").Inc()
-	if u == nil || len(pw) == 0 || len(pw) > 1024 {
-		// Burn comparable time so unknown users are not told apart by timing.
-		VerifyPassword(dummyHash, pw)
-		s.metrics.LoginFailures.WithLabelValues(protocol).Inc()
-		return nil, ErrBadCredentials
+
+	ok, err := a.verify(ctx, cfg, u, pw)
+	if err != nil {
+		return nil, err
 	}
-	ok = VerifyPassword(u.PasswordHash, pw)
-	for _, ap := range u.AppPasswords {
-		if ok {
-			break
-		}
-		ok = VerifyPassword(ap.Hash, pw)
-	}
+	now = s.now() // hashing and queueing took time
 	if !ok {
-		s.metrics.LoginFailures.WithLabelValues(protocol).Inc()
-		return nil, ErrBadCredentials
+		return nil, a.failed(ctx, protocol, name, client, lim, now)
 	}
+	a.guard.success(name, client, now)
 	a.mu.Lock()
 	if len(a.cache) > 100_000 { // bound memory; a full cache just costs hashing
 		a.cache = map[[32]byte]cacheEntry{}
@@ -162,11 +282,124 @@ func (s *Service) Authenticate(protocol, name, pw string) (*config.User, error) 
 	return u, nil
 }
 
-// dummyHash is a bcrypt hash of a random string, used to spend the same time
-// on unknown users as on known ones.
-var dummyHash = func() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	h, _ := bcrypt.GenerateFromPassword(b, bcrypt.DefaultCost)
+// verify checks pw against u's main and app passwords, at most len(hashq)
+// verifications at a time. An unknown user costs one check against a dummy
+// hash like the configured ones, so timing does not tell which names exist.
+func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *config.User, pw string) (bool, error) {
+	select {
+	case a.hashq <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-a.hashq }()
+	if u == nil || len(pw) == 0 || len(pw) > maxPasswordBytes {
+		VerifyPassword(a.dummyHash(cfg), pw)
+		return false, nil
+	}
+	if VerifyPassword(u.PasswordHash, pw) {
+		return true, nil
+	}
+	for _, ap := range u.AppPasswords {
+		if VerifyPassword(ap.Hash, pw) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// failed records a failed attempt, logs and counts it, and waits the delay.
+func (a *authenticator) failed(ctx context.Context, protocol, name, client string, lim limits, now time.Time) error {
+	s := a.s
+	r := a.guard.failure(name, client, now, lim)
+	s.metrics.LoginFailures.WithLabelValues(protocol).Inc()
+	delay := lim.delay * time.Duration(max(r.userFailures, r.clientFailures))
+	if ceiling := max(lim.delay, maxFailureDelay); delay > ceiling {
+		delay = ceiling
+	}
+	s.log.Warn("login failed", "protocol", protocol, "user", logName(name), "client", client,
+		"user_failures", r.userFailures, "client_failures", r.clientFailures, "delay", delay)
+	for _, l := range r.locks {
+		a.m.lockouts.WithLabelValues(l.scope).Inc()
+		s.log.Warn("login locked out after repeated failures", "scope", l.scope, "key", logName(l.key),
+			"failures", lim.failures, "window", lim.window, "until", l.until.UTC().Format(time.RFC3339))
+	}
+	if err := sleepCtx(ctx, delay); err != nil {
+		return err
+	}
+	return ErrBadCredentials
+}
+
+// dummyHash returns a hash of a random password with the same algorithm
+// and cost as the first configured user's, made once per shape.
+func (a *authenticator) dummyHash(cfg *config.Config) string {
+	shape := "$2a$10$" // bcrypt at the default cost when nobody is configured
+	if len(cfg.Users) > 0 {
+		shape = hashShape(cfg.Users[0].PasswordHash)
+	}
+	a.mu.Lock()
+	h, ok := a.dummies[shape]
+	a.mu.Unlock()
+	if ok {
+		return h
+	}
+	h = makeDummy(shape)
+	a.mu.Lock()
+	a.dummies[shape] = h
+	a.mu.Unlock()
+	return h
+}
+
+// hashShape is the algorithm and cost part of a hash: "$2a$12$" or
+// "$argon2id$v=19$m=65536,t=3,p=4$".
+func hashShape(hash string) string {
+	if strings.HasPrefix(hash, "$2") {
+		if c, err := bcrypt.Cost([]byte(hash)); err == nil {
+			return fmt.Sprintf("$2a$%02d$", c)
+		}
+	}
+	if ap, _, _, ok := parseArgon2id(hash); ok {
+		return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$", argon2.Version, ap.m, ap.t, ap.p)
+	}
+	return "$2a$10$"
+}
+
+func makeDummy(shape string) string {
+	pw := make([]byte, 16)
+	rand.Read(pw)
+	if ap, _, _, ok := parseArgon2id(shape + "AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); ok {
+		salt := make([]byte, 16)
+		rand.Read(salt)
+		key := argon2.IDKey(pw, salt, ap.t, ap.m, ap.p, argonKeyLen)
+		b64 := base64.RawStdEncoding
+		return shape + b64.EncodeToString(salt) + "$" + b64.EncodeToString(key)
+	}
+	cost := bcrypt.DefaultCost
+	fmt.Sscanf(strings.TrimPrefix(shape, "$2a$"), "%d", &cost)
+	h, err := bcrypt.GenerateFromPassword(pw, cost)
+	if err != nil {
+		h, _ = bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
+	}
 	return string(h)
-}()
+}
+
+// logName keeps attacker-chosen user names short in logs.
+func logName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

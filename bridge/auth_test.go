@@ -1,0 +1,296 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
+)
+
+// fakeClock is a settable clock for bridge.Options.Now.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// authWorld is a service with lock-outs after 3 failures in 15 minutes and
+// no failure delay, on a fake clock, logging into a buffer.
+func authWorld(t *testing.T) (*bridge.Service, *fakeClock, *syncBuffer) {
+	t.Helper()
+	cfg := testsvc.Config(t)
+	cfg.Limits.LoginFailureDelay = 0
+	cfg.Limits.LockoutFailures = 3
+	cfg.Limits.LockoutWindow = 15 * time.Minute
+	clock := &fakeClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now, Logger: log})
+	return svc, clock, logs
+}
+
+func login(svc *bridge.Service, name, pw, addr string) error {
+	_, err := svc.AuthenticateFrom(context.Background(), "test", name, pw, addr)
+	return err
+}
+
+func mustLogin(t *testing.T, svc *bridge.Service, name, pw, addr string) {
+	t.Helper()
+	if err := login(svc, name, pw, addr); err != nil {
+		t.Fatalf("login %s from %s: %v, want success", name, addr, err)
+	}
+}
+
+func mustFail(t *testing.T, svc *bridge.Service, name, pw, addr string, want error) {
+	t.Helper()
+	err := login(svc, name, pw, addr)
+	if !errors.Is(err, want) {
+		t.Fatalf("login %s from %s: %v, want %v", name, addr, err, want)
+	}
+	if !errors.Is(err, bridge.ErrBadCredentials) {
+		t.Fatalf("login %s from %s: %v does not match ErrBadCredentials", name, addr, err)
+	}
+}
+
+func counter(t *testing.T, svc *bridge.Service, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := svc.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func TestAppPasswordsAndRevocation(t *testing.T) {
+	svc, _, _ := authWorld(t)
+	cfg := *svc.Config()
+	h, err := bridge.HashPassword("phone-app-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := bcrypt.GenerateFromPassword([]byte("laptop-app-pw"), bcrypt.MinCost)
+	cfg.Users = append([]config.User(nil), cfg.Users...)
+	cfg.Users[0].AppPasswords = []config.AppPassword{{Name: "phone", Hash: h}, {Name: "laptop", Hash: string(b)}}
+	svc.SetConfig(context.Background(), &cfg)
+
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), "192.0.2.1:1000")
+	mustLogin(t, svc, "alice", "phone-app-pw", "192.0.2.1:1000")
+	mustLogin(t, svc, "alice", "laptop-app-pw", "192.0.2.1:1000")
+	mustLogin(t, svc, "alice", "phone-app-pw", "192.0.2.1:1000") // from the cache now
+	mustFail(t, svc, "bob", "phone-app-pw", "192.0.2.1:1000", bridge.ErrBadCredentials)
+
+	// Revoke the phone's app password: it stops working at once, although
+	// it sits in the verification cache; the other one keeps working.
+	revoked := cfg
+	revoked.Users = append([]config.User(nil), cfg.Users...)
+	revoked.Users[0].AppPasswords = []config.AppPassword{{Name: "laptop", Hash: string(b)}}
+	svc.SetConfig(context.Background(), &revoked)
+	mustFail(t, svc, "alice", "phone-app-pw", "192.0.2.1:1000", bridge.ErrBadCredentials)
+	mustLogin(t, svc, "alice", "laptop-app-pw", "192.0.2.1:1000")
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), "192.0.2.1:1000")
+
+	// The wrapper without an address still works.
+	if _, err := svc.Authenticate("imap", "alice", testsvc.Password("alice")); err != nil {
+		t.Fatalf("Authenticate: %v", err)
+	}
+}
+
+func TestUserLockoutTriggersAndReleases(t *testing.T) {
+	svc, clock, logs := authWorld(t)
+	const (
+		attacker = "198.51.100.7:4000"
+		stranger = "203.0.113.9:5000"
+		phone    = "192.0.2.50:6000"
+	)
+	// alice's phone logged in before the attack.
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), phone)
+
+	// Three wrong passwords from varying ports of one address, one of them
+	// from another address: the third failure on "alice" locks her name.
+	mustFail(t, svc, "alice", "guess-1", attacker, bridge.ErrBadCredentials)
+	mustFail(t, svc, "alice", "guess-2", "198.51.100.7:4001", bridge.ErrBadCredentials)
+	mustFail(t, svc, "alice", "guess-3", stranger, bridge.ErrBadCredentials)
+
+	// Locked: even the right password is refused, without a check, from
+	// any address that has not logged in as alice before...
+	err := login(svc, "alice", testsvc.Password("alice"), stranger)
+	var le *bridge.LockoutError
+	if !errors.As(err, &le) || !errors.Is(err, bridge.ErrLockedOut) {
+		t.Fatalf("locked login: %v, want a *LockoutError", err)
+	}
+	if want := clock.Now().Add(15 * time.Minute); !le.Until.Equal(want) {
+		t.Errorf("lock until %v, want %v", le.Until, want)
+	}
+	if got := le.RetryAfter(clock.Now()); got != 15*time.Minute {
+		t.Errorf("RetryAfter = %v, want 15m", got)
+	}
+	mustFail(t, svc, "alice", testsvc.Password("alice"), "", bridge.ErrLockedOut)
+	// ...but her phone keeps working, and other users are not affected.
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), "192.0.2.50:6001")
+	mustLogin(t, svc, "bob", testsvc.Password("bob"), stranger)
+
+	// Attempts during the lock do not extend it.
+	clock.Advance(10 * time.Minute)
+	mustFail(t, svc, "alice", "guess-4", stranger, bridge.ErrLockedOut)
+	clock.Advance(5*time.Minute - time.Second)
+	mustFail(t, svc, "alice", testsvc.Password("alice"), stranger, bridge.ErrLockedOut)
+	clock.Advance(time.Second)
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), stranger)
+
+	// Failures count within the window only: two now and one after the
+	// window has passed do not lock.
+	mustFail(t, svc, "alice", "guess-5", stranger, bridge.ErrBadCredentials)
+	mustFail(t, svc, "alice", "guess-6", stranger, bridge.ErrBadCredentials)
+	clock.Advance(16 * time.Minute)
+	mustFail(t, svc, "alice", "guess-7", stranger, bridge.ErrBadCredentials)
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), stranger)
+
+	if got := counter(t, svc, "duebridge_login_lockouts_total", map[string]string{"scope": "user"}); got != 1 {
+		t.Errorf("user lock-outs = %v, want 1", got)
+	}
+	if got := counter(t, svc, "duebridge_login_refused_total", map[string]string{"protocol": "test"}); got != 4 {
+		t.Errorf("refused = %v, want 4", got)
+	}
+	if got := counter(t, svc, "duebridge_login_failures_total", map[string]string{"protocol": "test"}); got != 6 {
+		t.Errorf("failures = %v, want 6", got)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "login locked out after repeated failures") || !strings.Contains(out, "scope=user") {
+		t.Errorf("lock-out not logged:\n%s", out)
+	}
+	for _, pw := range []string{"guess-1", "guess-4", testsvc.Password("alice")} {
+		if strings.Contains(out, pw) {
+			t.Errorf("a password (%q) appears in the log:\n%s", pw, out)
+		}
+	}
+}
+
+func TestClientLockout(t *testing.T) {
+	svc, clock, _ := authWorld(t)
+	const attacker = "[2001:db8:1:2:3::99]:993"
+	// Spraying one guess over many names locks the address, whoever the
+	// names are (unknown ones count the same).
+	mustFail(t, svc, "alice", "spring2026", attacker, bridge.ErrBadCredentials)
+	mustFail(t, svc, "bob", "spring2026", attacker, bridge.ErrBadCredentials)
+	mustFail(t, svc, "nobody", "spring2026", attacker, bridge.ErrBadCredentials)
+	// The whole /64 is locked, for every user.
+	mustFail(t, svc, "carol", testsvc.Password("carol"), "[2001:db8:1:2:ffff::1]:1", bridge.ErrLockedOut)
+	// Another address is not, and no single user name reached the limit.
+	mustLogin(t, svc, "carol", testsvc.Password("carol"), "[2001:db8:1:3::1]:1")
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), "192.0.2.1:1")
+	clock.Advance(15 * time.Minute)
+	mustLogin(t, svc, "carol", testsvc.Password("carol"), attacker)
+	if got := counter(t, svc, "duebridge_login_lockouts_total", map[string]string{"scope": "client"}); got != 1 {
+		t.Errorf("client lock-outs = %v, want 1", got)
+	}
+}
+
+func TestFailureDelayGrowsAndStopsWithTheClient(t *testing.T) {
+	svc, _, _ := authWorld(t)
+	cfg := *svc.Config()
+	cfg.Limits.LoginFailureDelay = 40 * time.Millisecond
+	cfg.Limits.LockoutFailures = 100
+	svc.SetConfig(context.Background(), &cfg)
+
+	for i, want := range []time.Duration{40 * time.Millisecond, 80 * time.Millisecond, 120 * time.Millisecond} {
+		start := time.Now()
+		mustFail(t, svc, "alice", "wrong", "192.0.2.9:1", bridge.ErrBadCredentials)
+		if got := time.Since(start); got < want {
+			t.Errorf("failure %d answered after %v, want at least %v", i+1, got, want)
+		}
+	}
+	// A success is never delayed by the failures.
+	start := time.Now()
+	mustLogin(t, svc, "bob", testsvc.Password("bob"), "192.0.2.10:1")
+	mustLogin(t, svc, "bob", testsvc.Password("bob"), "192.0.2.10:1")
+	if got := time.Since(start); got > 2*time.Second {
+		t.Errorf("successful logins took %v", got)
+	}
+	// A client that goes away ends its wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := svc.AuthenticateFrom(ctx, "test", "alice", "wrong", "192.0.2.9:1"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("cancelled attempt: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestUnknownUserAndOversizedPassword(t *testing.T) {
+	svc, _, _ := authWorld(t)
+	mustFail(t, svc, "nobody", "x", "192.0.2.1:1", bridge.ErrBadCredentials)
+	mustFail(t, svc, "alice", "", "192.0.2.2:1", bridge.ErrBadCredentials)
+	mustFail(t, svc, "alice", strings.Repeat("a", 2000), "192.0.2.3:1", bridge.ErrBadCredentials)
+}
+
+func TestHashPasswordVerifies(t *testing.T) {
+	h, err := bridge.HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=65536,t=3,p=4$") {
+		t.Fatalf("hash %q", h)
+	}
+	if !bridge.VerifyPassword(h, "correct horse") || bridge.VerifyPassword(h, "correct horse!") {
+		t.Fatal("argon2id verification wrong")
+	}
+	for _, bad := range []string{"", "$argon2id$v=19$m=0,t=1,p=1$AAAA$AAAA", "$argon2id$v=18$m=8,t=1,p=1$AAAA$AAAA", "plain"} {
+		if bridge.VerifyPassword(bad, "") {
+			t.Errorf("VerifyPassword(%q) accepted", bad)
+		}
+	}
+}
