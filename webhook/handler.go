@@ -26,8 +26,9 @@ const SignatureHeader = "X-Duebridge-Signature"
 
 // Handler serves POST /hooks/{source}.
 type Handler struct {
-	svc *bridge.Service
-	log *slog.Logger
+	svc      *bridge.Service
+	log      *slog.Logger
+	trackers *trackerState // sources of kind github, gitlab, jira, linear
 }
 
 // Options for NewHandler. Zero values are fine.
@@ -42,7 +43,7 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = svc.Logger()
 	}
-	return &Handler{svc: svc, log: o.Logger}
+	return &Handler{svc: svc, log: o.Logger, trackers: newTrackerState(svc, o.Logger)}
 }
 
 type errorBody struct {
@@ -96,6 +97,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: "reading body: " + err.Error()})
+		return
+	}
+	if tr, ok := trackerKinds[src.Kind]; ok {
+		h.serveTracker(w, r, cfg, src, tr, body)
 		return
 	}
 	if msg := verify(src.Secret, r.Header.Get(SignatureHeader), body); msg != "" {

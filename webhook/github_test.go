@@ -1,0 +1,105 @@
+package webhook
+
+import (
+	"slices"
+	"testing"
+)
+
+// TestGitHubIssueLifecycle walks one issue through every mapped action, as
+// GitHub delivers them, and checks the stored task after each.
+func TestGitHubIssueLifecycle(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	const id = "octo-org/hello-world#1347"
+	const title = "Ship release 2.1 to everyone"
+	e.run([]step{
+		{name: "opened", d: delivery{file: "issues-opened.json"}, accepted: 1, id: id, want: want{
+			title: "Ship release 2.1", status: "open", assignees: []string{"alice"}, project: "hello-world",
+			priority: "high", url: "https://github.com/octo-org/hello-world/issues/1347", updated: "2026-11-20T09:00:00Z"}},
+		{name: "ping", d: delivery{file: "ping.json"}, skipped: true},
+		{name: "comment", d: delivery{file: "issue_comment-created.json"}, skipped: true},
+		{name: "edited", d: delivery{file: "issues-edited.json"}, accepted: 1, id: id, want: want{
+			title: title, status: "open", assignees: []string{"alice"}}},
+		{name: "assigned", d: delivery{file: "issues-assigned.json"}, accepted: 1, id: id, want: want{
+			title: title, assignees: []string{"alice", "bob"}}},
+		{name: "unassigned", d: delivery{file: "issues-unassigned.json"}, accepted: 1, id: id, want: want{
+			title: title, assignees: []string{"bob"}}},
+		{name: "labeled: label_projects", d: delivery{file: "issues-labeled.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, project: "Release 2.1"}},
+		{name: "milestoned: due_on", d: delivery{file: "issues-milestoned.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "2026-12-01"}},
+		{name: "closed", d: delivery{file: "issues-closed.json"}, accepted: 1, id: id, want: want{
+			status: "done", assignees: []string{"bob"}, due: "2026-12-01", updated: "2026-11-20T09:30:00Z"}},
+		{name: "late edited", d: delivery{file: "issues-edited.json"}, ignored: 1, id: id, want: want{
+			status: "done", title: title, assignees: []string{"bob"}, due: "2026-12-01", project: "Release 2.1",
+			updated: "2026-11-20T09:30:00Z"}},
+		{name: "reopened", d: delivery{file: "issues-reopened.json"}, accepted: 1, id: id, want: want{
+			status: "open", assignees: []string{"bob"}, due: "2026-12-01"}},
+		{name: "closed as not planned", d: delivery{file: "issues-closed-not-planned.json"}, accepted: 1, id: id, want: want{
+			status: "cancelled", assignees: []string{"bob"}, due: "2026-12-01"}},
+		{name: "deleted", d: delivery{file: "issues-deleted.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "2026-12-01", deleted: true, updated: "2026-11-20T09:45:00Z"}},
+		{name: "edited after delete", d: delivery{file: "issues-edited.json"}, ignored: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "2026-12-01", deleted: true}},
+	})
+	if objs := e.objectsOf("alice"); len(objs) != 0 {
+		t.Errorf("alice still has %v after unassignment and delete", objs)
+	}
+	if objs := e.objectsOf("bob"); len(objs) != 0 {
+		t.Errorf("bob still has %v after the delete", objs)
+	}
+}
+
+// TestGitHubAssignedShowsOnPhone checks that an assignment reaches the
+// assignee's calendar: the mapping is only worth anything if it does.
+func TestGitHubAssignedShowsOnPhone(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	e.mustPost(delivery{file: "issues-opened.json"}, 200)
+	e.mustPost(delivery{file: "issues-milestoned.json"}, 200)
+	if objs := e.objectsOf("bob"); len(objs) != 2 { // VTODO and VEVENT
+		t.Errorf("bob's objects: %v, want a reminder and an event", objs)
+	}
+	if objs := e.objectsOf("alice"); len(objs) != 0 {
+		t.Errorf("alice's objects: %v, want none (unassigned)", objs)
+	}
+}
+
+// TestGitHubTransfer: the issue disappears under its old id and lives on
+// under the new repository's.
+func TestGitHubTransfer(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	e.run([]step{
+		{name: "opened", d: delivery{file: "issues-opened-for-transfer.json"}, accepted: 1,
+			id: "octo-org/hello-world#1349", want: want{title: "Plan 2.2", assignees: []string{"alice"}}},
+		{name: "transferred", d: delivery{file: "issues-transferred.json"}, accepted: 2,
+			id: "octo-org/hello-world#1349", want: want{assignees: []string{"alice"}, deleted: true}},
+	})
+	e.check("transferred", "octo-org/roadmap#12", want{title: "Plan 2.2", status: "open", assignees: []string{"alice"},
+		project: "roadmap", url: "https://github.com/octo-org/roadmap/issues/12"})
+}
+
+// TestGitHubPullRequestsAreNotTasks: GitHub's documented milestoned example
+// is a pull request; those are skipped, not stored.
+func TestGitHubPullRequestsAreNotTasks(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	r := e.mustPost(delivery{file: "issues-milestoned.json", edit: func(m map[string]any) {
+		m["issue"].(map[string]any)["pull_request"] = map[string]any{"url": "https://api.github.com/repos/octo-org/hello-world/pulls/1347"}
+	}}, 200)
+	if r.body["skipped"] == nil || e.task("octo-org/hello-world#1347") != nil {
+		t.Errorf("pull request stored: %s", r.raw)
+	}
+}
+
+// TestGitHubSHA1SignatureAlone is refused: GitHub always sends
+// X-Hub-Signature-256, and SHA-1 is not good enough on its own.
+func TestGitHubSHA1SignatureAlone(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	r := e.mustPost(delivery{file: "issues-opened.json", drop: []string{"X-Hub-Signature-256"}}, 401)
+	if msg, _ := r.body["error"].(string); !slices.Contains([]string{"missing X-Hub-Signature-256 header"}, msg) {
+		t.Errorf("error %q", msg)
+	}
+}
