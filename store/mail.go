@@ -53,6 +53,23 @@ type MailTx interface {
 	SetFlags(user, mailbox string, uids []uint32, flags []string) ([]Message, error)
 	// Expunge removes the given messages for good.
 	Expunge(user, mailbox string, uids []uint32) error
+
+	// MailboxStats counts messages, unseen and \Deleted ones, and bytes.
+	MailboxStats(user, name string) (*MailboxStats, error)
+	// CountMessages returns the number of messages in a mailbox.
+	CountMessages(user, mailbox string) (uint32, error)
+	// ChangedMessages lists messages (no data) whose MODSEQ is above since.
+	ChangedMessages(user, mailbox string, since int64) ([]Message, error)
+	// MessageUIDs lists a mailbox's UIDs in ascending order.
+	MessageUIDs(user, mailbox string) ([]uint32, error)
+	// MessagesData returns the given messages with their bytes, in UID order.
+	MessagesData(user, mailbox string, uids []uint32) ([]Message, error)
+	// ChangeFlags sets, adds or removes flags message by message; it returns
+	// the messages whose flags changed.
+	ChangeFlags(user, mailbox string, uids []uint32, op FlagOp, flags []string) ([]Message, error)
+	// CopyMessages copies (or, with move, moves) messages to another mailbox
+	// of the same user under new UIDs; it returns old and new UIDs.
+	CopyMessages(user, from, to string, uids []uint32, move bool) (src, dst []uint32, err error)
 }
 
 const mboxCols = `username, name, special_use, uid_validity, uid_next, modseq`
@@ -259,4 +276,324 @@ func CanonicalFlag(f string) string {
 		}
 	}
 	return f
+}
+
+// The methods below serve the IMAP server: incremental refresh of an open
+// mailbox, STATUS counts, batched reads for FETCH, per-message flag changes
+// and COPY/MOVE between a user's mailboxes.
+
+func init() {
+	// Mail range (20-29). messages_modseq makes "what changed in this
+	// mailbox since MODSEQ n" an index range instead of a scan: IMAP sessions
+	// ask it after every commit that touches the mailbox, and columns after
+	// the data blob (modseq among them) cost overflow-page reads when scanned.
+	migrations = append(migrations, migration{20, `
+CREATE INDEX messages_modseq ON messages (username, mailbox, modseq);
+`})
+	// migrate.go sorts too; sorting here as well keeps the order right
+	// whichever init runs first.
+	slices.SortFunc(migrations, func(a, b migration) int { return a.version - b.version })
+}
+
+// MailboxStats are the counts IMAP STATUS reports.
+type MailboxStats struct {
+	Messages uint32
+	Unseen   uint32
+	Deleted  uint32
+	Size     int64
+}
+
+// FlagOp says how ChangeFlags applies its flags.
+type FlagOp int
+
+const (
+	FlagsSet    FlagOp = iota // replace
+	FlagsAdd                  // union
+	FlagsRemove               // difference
+)
+
+// inChunk bounds the number of UIDs in one IN (...) list: SQLite allows
+// 32,766 parameters, PostgreSQL 65,535; small chunks keep the prepared
+// statements few and reusable.
+const inChunk = 256
+
+// MailboxStats counts a mailbox's messages, unseen and \Deleted ones, and
+// their total size.
+func (tx *sqlTx) MailboxStats(user, name string) (*MailboxStats, error) {
+	var st MailboxStats
+	var n, seen, deleted, size int64
+	// Flags are stored space-separated in canonical case; padding with
+	// spaces makes a LIKE match whole flags only. ESCAPE is explicit because
+	// PostgreSQL treats a backslash in LIKE as an escape by default.
+	err := tx.queryRow(`SELECT COUNT(*),
+		COALESCE(SUM(CASE WHEN (' ' || flags || ' ') LIKE ? ESCAPE '!' THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN (' ' || flags || ' ') LIKE ? ESCAPE '!' THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(size), 0)
+		FROM messages WHERE username = ? AND mailbox = ?`,
+		`% \Seen %`, `% \Deleted %`, user, name).Scan(&n, &seen, &deleted, &size)
+	if err != nil {
+		return nil, fmt.Errorf("mailbox stats %s/%s: %w", user, name, err)
+	}
+	st.Messages, st.Unseen, st.Deleted, st.Size = uint32(n), uint32(n-seen), uint32(deleted), size
+	return &st, nil
+}
+
+// CountMessages returns the number of messages in a mailbox.
+func (tx *sqlTx) CountMessages(user, mailbox string) (uint32, error) {
+	var n int64
+	if err := tx.queryRow(`SELECT COUNT(*) FROM messages WHERE username = ? AND mailbox = ?`, user, mailbox).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count messages %s/%s: %w", user, mailbox, err)
+	}
+	return uint32(n), nil
+}
+
+// ChangedMessages lists, in UID order and without data, the messages of a
+// mailbox whose MODSEQ is above since (since 0: all of them). Only UID,
+// Flags, InternalDate, Size and ModSeq are filled.
+func (tx *sqlTx) ChangedMessages(user, mailbox string, since int64) ([]Message, error) {
+	rows, err := tx.query(`SELECT uid, flags, internal_date, size, modseq FROM messages
+		WHERE username = ? AND mailbox = ? AND modseq > ? ORDER BY uid`, user, mailbox, since)
+	if err != nil {
+		return nil, fmt.Errorf("changed messages %s/%s: %w", user, mailbox, err)
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m := Message{User: user, Mailbox: mailbox}
+		var uid, date int64
+		var flags string
+		if err := rows.Scan(&uid, &flags, &date, &m.Size, &m.ModSeq); err != nil {
+			return nil, err
+		}
+		m.UID, m.InternalDate = uint32(uid), fromNanos(date)
+		if flags != "" {
+			m.Flags = strings.Split(flags, " ")
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// MessageUIDs lists the UIDs of a mailbox in ascending order.
+func (tx *sqlTx) MessageUIDs(user, mailbox string) ([]uint32, error) {
+	rows, err := tx.query(`SELECT uid FROM messages WHERE username = ? AND mailbox = ? ORDER BY uid`, user, mailbox)
+	if err != nil {
+		return nil, fmt.Errorf("message uids %s/%s: %w", user, mailbox, err)
+	}
+	defer rows.Close()
+	var out []uint32
+	for rows.Next() {
+		var uid int64
+		if err := rows.Scan(&uid); err != nil {
+			return nil, err
+		}
+		out = append(out, uint32(uid))
+	}
+	return out, rows.Err()
+}
+
+// inList returns "?,?,...,?" for n parameters.
+func inList(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+// uidChunks calls fn with consecutive slices of at most inChunk UIDs.
+func uidChunks(uids []uint32, fn func([]uint32) error) error {
+	for len(uids) > 0 {
+		n := min(len(uids), inChunk)
+		if err := fn(uids[:n]); err != nil {
+			return err
+		}
+		uids = uids[n:]
+	}
+	return nil
+}
+
+// MessagesData returns the messages with the given UIDs, with their bytes, in
+// UID order; UIDs that do not exist are skipped.
+func (tx *sqlTx) MessagesData(user, mailbox string, uids []uint32) ([]Message, error) {
+	uids = slices.Clone(uids)
+	slices.Sort(uids)
+	uids = slices.Compact(uids)
+	out := make([]Message, 0, len(uids))
+	err := uidChunks(uids, func(chunk []uint32) error {
+		args := []any{user, mailbox}
+		for _, u := range chunk {
+			args = append(args, int64(u))
+		}
+		rows, err := tx.query(`SELECT `+msgCols+`, data FROM messages WHERE username = ? AND mailbox = ? AND uid IN (`+inList(len(chunk))+`) ORDER BY uid`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m, err := scanMessage(rows, true)
+			if err != nil {
+				return err
+			}
+			out = append(out, *m)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("message data %s/%s: %w", user, mailbox, err)
+	}
+	return out, nil
+}
+
+// ChangeFlags sets, adds or removes flags on the given messages, each message
+// read and written in this transaction (so concurrent writers cannot lose an
+// update). It returns the messages whose flags changed, with UID, Flags and
+// ModSeq filled.
+func (tx *sqlTx) ChangeFlags(user, mailbox string, uids []uint32, op FlagOp, flags []string) ([]Message, error) {
+	flags = normFlags(flags)
+	type row struct {
+		uid   uint32
+		flags []string
+	}
+	var current []row
+	err := uidChunks(uids, func(chunk []uint32) error {
+		args := []any{user, mailbox}
+		for _, u := range chunk {
+			args = append(args, int64(u))
+		}
+		rows, err := tx.query(`SELECT uid, flags FROM messages WHERE username = ? AND mailbox = ? AND uid IN (`+inList(len(chunk))+`)`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var uid int64
+			var f string
+			if err := rows.Scan(&uid, &f); err != nil {
+				return err
+			}
+			r := row{uid: uint32(uid)}
+			if f != "" {
+				r.flags = strings.Split(f, " ")
+			}
+			current = append(current, r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read flags %s/%s: %w", user, mailbox, err)
+	}
+	slices.SortFunc(current, func(a, b row) int { return int(int64(a.uid) - int64(b.uid)) })
+	var changed []Message
+	var seq int64
+	for _, r := range current {
+		var next []string
+		switch op {
+		case FlagsSet:
+			next = flags
+		case FlagsAdd:
+			next = normFlags(append(slices.Clone(r.flags), flags...))
+		case FlagsRemove:
+			next = slices.DeleteFunc(slices.Clone(r.flags), func(f string) bool { return slices.Contains(flags, CanonicalFlag(f)) })
+		default:
+			return nil, fmt.Errorf("change flags: unknown op %d", op)
+		}
+		if slices.Equal(next, r.flags) {
+			continue
+		}
+		if seq == 0 {
+			if seq, err = tx.Seq(); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := tx.exec(`UPDATE messages SET flags = ?, modseq = ? WHERE username = ? AND mailbox = ? AND uid = ?`,
+			strings.Join(next, " "), seq, user, mailbox, int64(r.uid)); err != nil {
+			return nil, fmt.Errorf("change flags: %w", err)
+		}
+		changed = append(changed, Message{User: user, Mailbox: mailbox, UID: r.uid, Flags: next, ModSeq: seq})
+	}
+	if len(changed) > 0 {
+		if _, err := tx.exec(`UPDATE mailboxes SET modseq = ? WHERE username = ? AND name = ?`, seq, user, mailbox); err != nil {
+			return nil, fmt.Errorf("change flags: %w", err)
+		}
+		tx.Emit(Event{Seq: seq, Kind: EventMail, User: user, Name: mailbox})
+	}
+	return changed, nil
+}
+
+// CopyMessages copies messages of one user from one mailbox to another,
+// keeping flags, internal date and bytes, under new UIDs given in ascending
+// order of the source UIDs. With move, the originals are removed in the same
+// transaction (IMAP MOVE). It returns the source UIDs that existed and their
+// new UIDs, index for index.
+func (tx *sqlTx) CopyMessages(user, from, to string, uids []uint32, move bool) (src, dst []uint32, err error) {
+	if from == to {
+		return nil, nil, fmt.Errorf("copy %s/%s onto itself", user, from)
+	}
+	uids = slices.Clone(uids)
+	slices.Sort(uids)
+	uids = slices.Compact(uids)
+	err = uidChunks(uids, func(chunk []uint32) error {
+		args := []any{user, from}
+		for _, u := range chunk {
+			args = append(args, int64(u))
+		}
+		rows, err := tx.query(`SELECT uid FROM messages WHERE username = ? AND mailbox = ? AND uid IN (`+inList(len(chunk))+`) ORDER BY uid`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var uid int64
+			if err := rows.Scan(&uid); err != nil {
+				return err
+			}
+			src = append(src, uint32(uid))
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("copy from %s/%s: %w", user, from, err)
+	}
+	if len(src) == 0 {
+		return nil, nil, nil
+	}
+	seq, err := tx.Seq()
+	if err != nil {
+		return nil, nil, err
+	}
+	// One UID allocation for the whole batch: UIDs stay dense and ascending.
+	var first int64
+	err = tx.queryRow(`UPDATE mailboxes SET uid_next = uid_next + ?, modseq = ? WHERE username = ? AND name = ? RETURNING uid_next - ?`,
+		int64(len(src)), seq, user, to, int64(len(src))).Scan(&first)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, fmt.Errorf("copy to %s/%s: %w", user, to, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("allocate uids in %s/%s: %w", user, to, err)
+	}
+	for i, uid := range src {
+		nu := uint32(first) + uint32(i)
+		if _, err := tx.exec(`INSERT INTO messages (username, mailbox, uid, flags, internal_date, size, data, message_id, source, task_id, modseq)
+			SELECT username, ?, ?, flags, internal_date, size, data, message_id, source, task_id, ? FROM messages
+			WHERE username = ? AND mailbox = ? AND uid = ?`, to, int64(nu), seq, user, from, int64(uid)); err != nil {
+			return nil, nil, fmt.Errorf("copy message %d to %s/%s: %w", uid, user, to, err)
+		}
+		dst = append(dst, nu)
+	}
+	tx.Emit(Event{Seq: seq, Kind: EventMail, User: user, Name: to})
+	if move {
+		err := uidChunks(src, func(chunk []uint32) error {
+			args := []any{user, from}
+			for _, u := range chunk {
+				args = append(args, int64(u))
+			}
+			_, err := tx.exec(`DELETE FROM messages WHERE username = ? AND mailbox = ? AND uid IN (`+inList(len(chunk))+`)`, args...)
+			return err
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("move from %s/%s: %w", user, from, err)
+		}
+		if _, err := tx.exec(`UPDATE mailboxes SET modseq = ? WHERE username = ? AND name = ?`, seq, user, from); err != nil {
+			return nil, nil, fmt.Errorf("move from %s/%s: %w", user, from, err)
+		}
+		tx.Emit(Event{Seq: seq, Kind: EventMail, User: user, Name: from})
+	}
+	return src, dst, nil
 }

@@ -1,0 +1,533 @@
+package imapserver
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// conn is the net.Conn go-imap's server reads from and writes to. It sits
+// between the socket and the library and does what the library cannot:
+//
+//   - ID (RFC 2971). iOS sends it before and after login; go-imap answers an
+//     unknown command before login with BYE and closes the connection. conn
+//     answers ID itself and never hands the line on.
+//   - STARTTLS. go-imap decides "is this TLS?" by asserting *tls.Conn on the
+//     connection it holds, which is this wrapper, and its own STARTTLS would
+//     wrap us, hiding everything after it (ID included). So conn negotiates
+//     TLS itself, below the library, and Session.Login enforces TLS.
+//   - Limits: a cap on literal sizes before any byte of them is read, a
+//     total time to log in, and an idle timeout outside IDLE.
+//
+// It hands the library one line (or one piece of a literal) per Read. The
+// library reads the next command only after it has answered the previous
+// one, so whatever conn writes itself lands between whole responses, in
+// order, also when clients pipeline (iOS sends NAMESPACE and LIST in one
+// packet, and the next command in the packet that carries DONE).
+type conn struct {
+	srv   *Server
+	raw   net.Conn // the TCP connection (addresses)
+	start time.Time
+
+	wmu       sync.Mutex // serialises writes; guards transport and isTLS
+	transport net.Conn   // raw, or TLS over it
+	isTLS     bool
+
+	// Reader state, owned by the goroutine that calls Read (the library's
+	// connection goroutine; SetReadDeadline comes from it too).
+	r        *bufio.Reader
+	pending  []byte // what the next Read returns, a view into r's buffer
+	readErr  error  // returned once pending is drained
+	atStart  bool   // the next line starts a command
+	midLine  bool   // inside a line longer than r's buffer
+	tail     []byte // end of the current long line, to find a literal
+	literal  int64  // literal bytes still to pass through
+	litSync  bool   // that literal waits for the library's "+"
+	idling   bool   // the library is in IDLE, waiting for DONE
+	deadline time.Time
+	clamped  bool   // our own limit is the read deadline in force
+	clientID string // from ID, for logs
+
+	auth      atomic.Bool
+	contSeen  atomic.Bool // the library sent "+" since the last literal began
+	closeOnce sync.Once
+}
+
+const (
+	connBufSize      = 4096
+	tlsHandshakeTime = 30 * time.Second
+	ownWriteTimeout  = 10 * time.Second
+	// maxNonSyncLiteral is LITERAL-'s limit (RFC 7888), which go-imap
+	// advertises: a larger non-synchronising literal is a protocol error
+	// whose bytes are already on the way, so the connection ends.
+	maxNonSyncLiteral = 4096
+	maxIDBytes        = 8 << 10
+)
+
+func newConn(srv *Server, c net.Conn, implicitTLS bool) *conn {
+	raw := c
+	if tc, ok := c.(*tls.Conn); ok {
+		raw = tc.NetConn()
+		// The handshake happens inside the greeting's Write; without a read
+		// deadline a client that never sends its hello would hold the
+		// goroutine forever. The library sets its own deadlines after.
+		raw.SetDeadline(time.Now().Add(tlsHandshakeTime))
+	}
+	srv.metrics.conns.Inc()
+	return &conn{
+		srv:       srv,
+		raw:       raw,
+		start:     time.Now(),
+		transport: c,
+		isTLS:     implicitTLS,
+		r:         bufio.NewReaderSize(c, connBufSize),
+		atStart:   true,
+	}
+}
+
+// TLS reports whether the connection is encrypted (implicit TLS or after
+// STARTTLS).
+func (c *conn) TLS() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.isTLS
+}
+
+// setAuthenticated records a successful login: from now on the idle
+// timeout, not the login timeout, applies.
+func (c *conn) setAuthenticated() { c.auth.Store(true) }
+
+func (c *conn) Read(p []byte) (int, error) {
+	for len(c.pending) == 0 {
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// fill sets pending to the next line or literal piece, answering and
+// swallowing what the library must not see.
+func (c *conn) fill() error {
+	if c.readErr != nil {
+		return c.readErr
+	}
+	for {
+		if c.literal > 0 && c.litSync && !c.contSeen.Load() {
+			// The library refused the command (a literal too big for it,
+			// a bad state) instead of asking for the bytes: the client
+			// will not send them, and the next line is a new command.
+			c.literal, c.atStart = 0, true
+		}
+		if c.literal > 0 {
+			c.litSync = false
+			if _, err := c.r.Peek(1); err != nil {
+				return c.failed(err)
+			}
+			n := min(int64(c.r.Buffered()), c.literal)
+			b, _ := c.r.Peek(int(n))
+			c.r.Discard(int(n))
+			c.literal -= n
+			c.pending = b
+			return nil
+		}
+		line, err := c.r.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A line longer than the buffer: pass it on in pieces (the
+			// library enforces its own command size) and remember its end.
+			if c.atStart {
+				_, name, _ := splitCommand(line)
+				c.srv.metrics.command(name)
+			}
+			c.atStart, c.midLine = false, true
+			c.keepTail(line)
+			c.pending = line
+			return nil
+		}
+		if err != nil {
+			if len(line) > 0 {
+				c.pending, c.readErr = line, c.failed(err)
+				return nil
+			}
+			return c.failed(err)
+		}
+		start := c.atStart && !c.midLine
+		end := line
+		if c.midLine {
+			c.keepTail(line)
+			end = c.tail
+			c.midLine, c.tail = false, c.tail[:0]
+		}
+		if c.idling {
+			// Whatever line comes ends IDLE in the library ("DONE", or a
+			// syntax error); the next one starts a command again.
+			c.idling = false
+		} else if start {
+			swallowed, err := c.command(line)
+			if err != nil {
+				return c.failed(err)
+			}
+			if swallowed {
+				continue
+			}
+		}
+		n, sync, ok := trailingLiteral(end)
+		switch {
+		case !ok:
+			c.atStart = true
+		case !sync && n > maxNonSyncLiteral:
+			c.bye("Non-synchronizing literals are limited to 4096 bytes")
+			return c.failed(errLiteralTooBig)
+		case n > c.literalLimit():
+			if start && sync {
+				// The client waits for "+" before sending the bytes, so the
+				// command can be refused whole; the library never sees it.
+				if err := c.writeOwn(fmt.Sprintf("%s NO [TOOBIG] Literals are limited to %d bytes\r\n", tagOf(line), c.literalLimit())); err != nil {
+					return c.failed(err)
+				}
+				c.atStart = true
+				continue
+			}
+			c.bye(fmt.Sprintf("Literals are limited to %d bytes", c.literalLimit()))
+			return c.failed(errLiteralTooBig)
+		default:
+			c.literal, c.litSync, c.atStart = n, sync, false
+			c.contSeen.Store(false)
+		}
+		c.pending = line
+		return nil
+	}
+}
+
+var errLiteralTooBig = errors.New("imap: literal too big")
+
+func (c *conn) literalLimit() int64 {
+	if n := c.srv.svc.Config().Limits.IMAPLiteralBytes; n > 0 {
+		return n
+	}
+	return 1 << 20
+}
+
+// keepTail keeps the last bytes of a long line: enough for "{4294967295+}\r\n".
+func (c *conn) keepTail(b []byte) {
+	const keep = 24
+	c.tail = append(c.tail, b[max(0, len(b)-keep):]...)
+	if len(c.tail) > keep {
+		c.tail = append(c.tail[:0], c.tail[len(c.tail)-keep:]...)
+	}
+}
+
+// command looks at the first line of a command. It reports true when conn
+// answered the command itself and the library must not see it.
+func (c *conn) command(line []byte) (bool, error) {
+	tag, name, rest := splitCommand(line)
+	c.srv.metrics.command(name)
+	switch name {
+	case "ID":
+		return true, c.answerID(tag, rest, line)
+	case "STARTTLS":
+		if c.srv.opts.TLSConfig != nil && !c.TLS() && !c.auth.Load() {
+			return true, c.startTLS(tag)
+		}
+	case "IDLE":
+		if c.auth.Load() && len(bytes.TrimSpace(rest)) == 0 {
+			c.idling = true
+		}
+	}
+	return false, nil
+}
+
+// splitCommand returns the tag, the upper-cased command name ("UID FETCH"
+// for UID commands) and the rest of the line.
+func splitCommand(line []byte) (tag, name string, rest []byte) {
+	line = bytes.TrimRight(line, "\r\n")
+	t, r, _ := bytes.Cut(line, []byte{' '})
+	n, r, _ := bytes.Cut(r, []byte{' '})
+	name = strings.ToUpper(string(n))
+	if name == "UID" {
+		sub, r2, _ := bytes.Cut(r, []byte{' '})
+		name, r = "UID "+strings.ToUpper(string(sub)), r2
+	}
+	return string(t), name, r
+}
+
+func tagOf(line []byte) string {
+	t, _, _ := splitCommand(line)
+	if t == "" {
+		return "*"
+	}
+	return t
+}
+
+// trailingLiteral reports a literal announced at the end of a line:
+// "{n}\r\n" (synchronising) or "{n+}\r\n".
+func trailingLiteral(line []byte) (n int64, sync, ok bool) {
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if !bytes.HasSuffix(line, []byte("}")) {
+		return 0, false, false
+	}
+	open := bytes.LastIndexByte(line, '{')
+	if open < 0 {
+		return 0, false, false
+	}
+	digits := line[open+1 : len(line)-1]
+	sync = true
+	if bytes.HasSuffix(digits, []byte("+")) || bytes.HasSuffix(digits, []byte("-")) {
+		digits, sync = digits[:len(digits)-1], false
+	}
+	n, err := strconv.ParseInt(string(digits), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false, false
+	}
+	return n, sync, true
+}
+
+// answerID answers RFC 2971 ID in any state. The client's fields only go to
+// the logs; the answer names the server.
+func (c *conn) answerID(tag string, args, line []byte) error {
+	all := bytes.Clone(args)
+	// Field values may be literals; read them here, as the library would.
+	for {
+		n, sync, ok := trailingLiteral(line)
+		if !ok {
+			break
+		}
+		if n > maxIDBytes || len(all)+int(n) > maxIDBytes {
+			c.bye("ID too long")
+			return errLiteralTooBig
+		}
+		if sync {
+			if err := c.writeOwn("+ Ready for literal data\r\n"); err != nil {
+				return err
+			}
+		}
+		lit := make([]byte, n)
+		if _, err := io.ReadFull(c.r, lit); err != nil {
+			return err
+		}
+		all = append(all, lit...)
+		next, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		all = append(all, next...)
+		line = next
+	}
+	c.clientID = idSummary(all)
+	c.srv.log.Debug("imap client id", "remote", c.raw.RemoteAddr().String(), "id", c.clientID)
+	resp := fmt.Sprintf("* ID (\"name\" \"duebridge\" \"version\" %s \"vendor\" \"duebridge\")\r\n%s OK ID completed\r\n",
+		quoteIMAP(c.srv.opts.Version), tag)
+	return c.writeOwn(resp)
+}
+
+// idSummary turns `("name" "iPhone Mail" "os" "iOS")` into
+// `name=iPhone Mail os=iOS` for the logs.
+func idSummary(args []byte) string {
+	var vals []string
+	s := string(args)
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '"':
+			var b strings.Builder
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				b.WriteByte(s[i])
+			}
+			vals = append(vals, b.String())
+		case len(s)-i >= 3 && strings.EqualFold(s[i:i+3], "NIL"):
+			vals = append(vals, "")
+			i += 2
+		}
+	}
+	var out []string
+	for i := 0; i+1 < len(vals); i += 2 {
+		out = append(out, vals[i]+"="+vals[i+1])
+	}
+	summary := strings.Join(out, " ")
+	if len(summary) > 256 {
+		summary = summary[:256]
+	}
+	return summary
+}
+
+// quoteIMAP makes an IMAP quoted string of s, dropping what a quoted string
+// cannot hold.
+func quoteIMAP(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || r > 0x7e:
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// startTLS answers STARTTLS and runs the handshake under the library.
+func (c *conn) startTLS(tag string) error {
+	if err := c.writeOwn(tag + " OK Begin TLS negotiation now\r\n"); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	raw := c.transport
+	var rd io.Reader = raw
+	// Bytes the client sent after STARTTLS in the same packet belong to the
+	// handshake (or are an injection attempt, which then fails it); they are
+	// never read as commands.
+	if n := c.r.Buffered(); n > 0 {
+		b, _ := c.r.Peek(n)
+		rd = io.MultiReader(bytes.NewReader(bytes.Clone(b)), raw)
+		c.r.Discard(n)
+	}
+	tc := tls.Server(&prefixConn{Conn: raw, r: rd}, c.srv.opts.TLSConfig)
+	c.transport, c.isTLS = tc, true
+	c.wmu.Unlock()
+	raw.SetDeadline(time.Now().Add(tlsHandshakeTime))
+	if err := tc.Handshake(); err != nil {
+		return fmt.Errorf("starttls handshake: %w", err)
+	}
+	raw.SetWriteDeadline(time.Time{})
+	c.r.Reset(tc)
+	c.srv.metrics.starttls.Inc()
+	return c.applyReadDeadline()
+}
+
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// failed turns a read error into the one the library sees, saying goodbye
+// first when our own limit (not the library's) ran out.
+func (c *conn) failed(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && c.clamped {
+		if c.auth.Load() {
+			c.srv.metrics.timeouts.WithLabelValues("idle").Inc()
+			c.bye("Autologout; idle for too long")
+		} else {
+			c.srv.metrics.timeouts.WithLabelValues("login").Inc()
+			c.bye("Login timeout")
+		}
+	}
+	return err
+}
+
+func (c *conn) bye(text string) {
+	c.writeOwn("* BYE " + text + "\r\n")
+}
+
+// writeOwn writes a response conn makes itself.
+func (c *conn) writeOwn(s string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.transport.SetWriteDeadline(time.Now().Add(ownWriteTimeout))
+	defer c.transport.SetWriteDeadline(time.Time{})
+	_, err := io.WriteString(c.transport, s)
+	if c.srv.opts.DebugWriter != nil {
+		io.WriteString(c.srv.opts.DebugWriter, s)
+	}
+	return err
+}
+
+var (
+	capPlain    = []byte(" AUTH=PLAIN")
+	capStartTLS = []byte(" STARTTLS LOGINDISABLED")
+)
+
+func (c *conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(p) > 0 && p[0] == '+' {
+		c.contSeen.Store(true)
+	}
+	if c.srv.opts.TLSConfig != nil && !c.isTLS && !c.auth.Load() {
+		// Before TLS on a server that has it, capability lists say
+		// STARTTLS and LOGINDISABLED instead of AUTH=PLAIN (the library,
+		// seeing no *tls.Conn, cannot know). Nothing before login carries
+		// message data, so a plain replacement is exact.
+		if q := bytes.ReplaceAll(p, capPlain, capStartTLS); len(q) != len(p) {
+			if _, err := c.transport.Write(q); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return c.transport.Write(p)
+}
+
+func (c *conn) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.srv.metrics.conns.Dec()
+		c.wmu.Lock()
+		t := c.transport
+		c.wmu.Unlock()
+		err = t.Close()
+	})
+	return err
+}
+
+func (c *conn) LocalAddr() net.Addr  { return c.raw.LocalAddr() }
+func (c *conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
+
+func (c *conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.transport.SetWriteDeadline(t)
+}
+
+// SetReadDeadline takes the library's deadline (30 s for a command line,
+// 35 min while authenticated or idling) and shortens it to our limits: the
+// login timeout before login, the idle timeout outside IDLE.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.deadline = t
+	return c.applyReadDeadline()
+}
+
+func (c *conn) applyReadDeadline() error {
+	t := c.deadline
+	var limit time.Time
+	switch {
+	case !c.auth.Load():
+		limit = c.start.Add(c.srv.opts.LoginTimeout)
+	case !c.idling:
+		limit = time.Now().Add(c.srv.opts.IdleTimeout)
+	}
+	c.clamped = false
+	if !limit.IsZero() && (t.IsZero() || limit.Before(t)) {
+		t, c.clamped = limit, true
+	}
+	c.wmu.Lock()
+	tr := c.transport
+	c.wmu.Unlock()
+	return tr.SetReadDeadline(t)
+}

@@ -1,0 +1,106 @@
+package imapserver
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the IMAP server's Prometheus collectors, registered on the
+// service's registry.
+type metrics struct {
+	conns       prometheus.Gauge
+	sessions    prometheus.Gauge
+	idling      prometheus.Gauge
+	refreshers  prometheus.Gauge
+	commands    *prometheus.CounterVec
+	timeouts    *prometheus.CounterVec
+	limited     prometheus.Counter
+	starttls    prometheus.Counter
+	panics      prometheus.Counter
+	pushSeconds prometheus.Histogram
+}
+
+// knownCommands bounds the command label: anything else counts as "other".
+var knownCommands = map[string]bool{}
+
+func init() {
+	for _, c := range []string{"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "AUTHENTICATE", "LOGIN", "ID", "ENABLE",
+		"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "NAMESPACE",
+		"STATUS", "APPEND", "IDLE", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
+		"MOVE", "UID SEARCH", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE"} {
+		knownCommands[c] = true
+	}
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "duebridge_imap_connections", Help: "Open IMAP connections.",
+		}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "duebridge_imap_sessions", Help: "Logged-in IMAP connections.",
+		}),
+		idling: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "duebridge_imap_idling", Help: "IMAP connections in IDLE.",
+		}),
+		refreshers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "duebridge_imap_mailbox_refreshers", Help: "Mailboxes being brought up to date after store events.",
+		}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_imap_commands_total", Help: "IMAP commands received, by name.",
+		}, []string{"command"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_imap_timeouts_total", Help: "IMAP connections closed by duebridge's timeouts, by kind (login, idle).",
+		}, []string{"kind"}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_imap_conn_limit_total", Help: "Logins refused by limits.imap_conns_per_user.",
+		}),
+		starttls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_imap_starttls_total", Help: "Successful STARTTLS negotiations.",
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_imap_refresh_panics_total", Help: "Recovered panics while pushing mailbox changes (a bug).",
+		}),
+		pushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "duebridge_imap_push_seconds",
+			Help:    "From a store event to the change queued for every session of the mailbox.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}),
+	}
+	m.conns = register(reg, m.conns)
+	m.sessions = register(reg, m.sessions)
+	m.idling = register(reg, m.idling)
+	m.refreshers = register(reg, m.refreshers)
+	m.commands = register(reg, m.commands)
+	m.timeouts = register(reg, m.timeouts)
+	m.limited = register(reg, m.limited)
+	m.starttls = register(reg, m.starttls)
+	m.panics = register(reg, m.panics)
+	m.pushSeconds = register(reg, m.pushSeconds)
+	return m
+}
+
+// register adds c to reg, or returns the collector already registered under
+// its name (a second Server on one service, as in tests, shares them).
+func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+func (m *metrics) command(name string) {
+	if !knownCommands[name] {
+		name = "other"
+	}
+	m.commands.WithLabelValues(name).Inc()
+}

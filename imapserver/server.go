@@ -1,0 +1,306 @@
+// Package imapserver serves each user's notification mail over IMAP, for
+// iPhone Mail and every desktop client, on top of go-imap v2's imapserver.
+//
+// Messages live in the store; nothing is copied into memory except, per open
+// mailbox, the list of UIDs and flags that IMAP sequence numbers are made of.
+// Store events (published after commit) drive go-imap's MailboxTracker, so an
+// idling client hears of a new notification the moment its transaction
+// commits, and of another session's flag changes and expunges.
+//
+// Three things go-imap does not do are done here, in a net.Conn wrapper the
+// library reads through (conn.go): answering ID (RFC 2971) in every state,
+// STARTTLS (so that ID still works after it), and connection-level limits
+// (literal size, login and idle timeouts).
+package imapserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/store"
+)
+
+// Mailbox names. INBOX receives notifications; Trash (SPECIAL-USE \Trash) is
+// where iOS Mail moves what the user deletes.
+const (
+	Inbox = bridge.Inbox
+	Trash = "Trash"
+)
+
+// Defaults for Options.
+const (
+	// DefaultIdleTimeout is RFC 9051's minimum autologout timer.
+	DefaultIdleTimeout  = 30 * time.Minute
+	DefaultLoginTimeout = time.Minute
+	DefaultCacheBytes   = 32 << 20
+	defaultMaxFailures  = 3
+	closeWait           = 5 * time.Second
+)
+
+// Options configure a Server. The zero value serves plain IMAP without TLS.
+type Options struct {
+	// TLSConfig, if set, enables STARTTLS on Serve's listeners and is what
+	// ServeTLS uses. With it, LOGIN on a connection without TLS is refused.
+	TLSConfig *tls.Config
+	// Logger; if nil, the service's logger is used.
+	Logger *slog.Logger
+	// Version is reported in the ID response; if empty, "dev".
+	Version string
+	// IdleTimeout closes an authenticated connection that sends nothing for
+	// this long outside IDLE; if zero, DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// LoginTimeout closes a connection that has not logged in this long
+	// after connecting; if zero, DefaultLoginTimeout.
+	LoginTimeout time.Duration
+	// MaxLoginFailures closes a connection after that many failed logins;
+	// if zero, 3.
+	MaxLoginFailures int
+	// CacheBytes bounds the cache of parsed headers and body structures;
+	// if zero, DefaultCacheBytes; negative disables the cache.
+	CacheBytes int
+	// DebugWriter, if set, receives the raw protocol (passwords included).
+	DebugWriter io.Writer
+}
+
+// Server is duebridge's IMAP server. Build it with New, run it with Serve
+// and/or ServeTLS, stop it with Close.
+type Server struct {
+	svc     *bridge.Service
+	opts    Options
+	log     *slog.Logger
+	imap    *goimapserver.Server
+	reg     *registry
+	cache   *msgCache
+	metrics *metrics
+
+	ctx    context.Context // cancelled by Close: store calls of sessions and refreshers
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	closed    bool
+	started   bool
+	userConns map[string]int
+	wg        sync.WaitGroup // fan-out loop and refreshers
+	sessions  sync.WaitGroup // open sessions
+}
+
+// New builds a server; it starts nothing.
+func New(svc *bridge.Service, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = svc.Logger()
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.LoginTimeout <= 0 {
+		opts.LoginTimeout = DefaultLoginTimeout
+	}
+	if opts.MaxLoginFailures <= 0 {
+		opts.MaxLoginFailures = defaultMaxFailures
+	}
+	if opts.CacheBytes == 0 {
+		opts.CacheBytes = DefaultCacheBytes
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		svc:       svc,
+		opts:      opts,
+		log:       opts.Logger.With("component", "imap"),
+		cache:     newMsgCache(opts.CacheBytes),
+		metrics:   newMetrics(svc.Metrics().Registry),
+		ctx:       ctx,
+		cancel:    cancel,
+		userConns: map[string]int{},
+	}
+	s.reg = newRegistry(s)
+	s.imap = goimapserver.New(&goimapserver.Options{
+		NewSession: s.newSession,
+		// IMAP4rev1 plus what iOS Mail and desktop clients use. Not IMAP4rev2:
+		// it changes response formats (ESEARCH, no RECENT) for no gain here.
+		// Not LITERAL+: a non-synchronising literal cannot be refused before
+		// its bytes arrive. ID is answered (conn.go) but go-imap offers no
+		// way to advertise it.
+		Caps: imap.CapSet{
+			imap.CapIMAP4rev1:  {},
+			imap.CapNamespace:  {},
+			imap.CapUIDPlus:    {},
+			imap.CapMove:       {},
+			imap.CapSpecialUse: {},
+			imap.CapChildren:   {},
+		},
+		Logger: libLogger{s.log},
+		// The library checks for *tls.Conn to decide whether LOGIN may be
+		// offered, but it only ever sees our wrapper (conn.go), which does
+		// TLS itself. Session.Login enforces "TLS first" instead.
+		InsecureAuth: true,
+		DebugWriter:  opts.DebugWriter,
+	})
+	return s
+}
+
+// Serve accepts plain IMAP connections on ln (with STARTTLS when
+// Options.TLSConfig is set) until Close. It returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.serve(ln, false)
+}
+
+// ServeTLS accepts implicit-TLS IMAP connections (port 993) on ln.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.opts.TLSConfig == nil {
+		return errors.New("imap: ServeTLS needs Options.TLSConfig")
+	}
+	return s.serve(ln, true)
+}
+
+func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
+	if err := s.start(); err != nil {
+		return err
+	}
+	err := s.imap.Serve(&listener{Listener: ln, srv: s, implicitTLS: implicitTLS})
+	if err != nil && s.isClosed() {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("imap serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// start subscribes to store events once, before the first connection can
+// select a mailbox.
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("imap: server closed")
+	}
+	if s.started {
+		return nil
+	}
+	s.started = true
+	sub := s.svc.Hub().Subscribe("", store.EventMail)
+	s.wg.Add(1)
+	go s.fanout(sub)
+	return nil
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Close closes the listeners and every connection at once, then waits (a
+// few seconds at most) for sessions and the event loop to finish.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	var err error
+	if s.started {
+		err = s.imap.Close()
+	}
+	s.cancel()
+	done := make(chan struct{})
+	go func() {
+		s.sessions.Wait()
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		s.log.Warn("imap sessions still running after close")
+	}
+	return err
+}
+
+// goTracked runs f on a goroutine that Close waits for; it reports false
+// (and runs nothing) once the server is closed.
+func (s *Server) goTracked(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// acquireUserConn counts a logged-in connection of user against
+// limits.imap_conns_per_user.
+func (s *Server) acquireUserConn(user string) bool {
+	limit := s.svc.Config().Limits.IMAPConnsPerUser
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit > 0 && s.userConns[user] >= limit {
+		return false
+	}
+	s.userConns[user]++
+	return true
+}
+
+func (s *Server) releaseUserConn(user string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.userConns[user]--; s.userConns[user] <= 0 {
+		delete(s.userConns, user)
+	}
+}
+
+// listener wraps accepted connections in conn (ID, STARTTLS, limits) and,
+// for implicit TLS, in a TLS server first. The handshake runs on the
+// connection's own goroutine, at its first read.
+type listener struct {
+	net.Listener
+	srv         *Server
+	implicitTLS bool
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if l.implicitTLS {
+		return newConn(l.srv, tls.Server(c, l.srv.opts.TLSConfig), true), nil
+	}
+	return newConn(l.srv, c, false), nil
+}
+
+// libLogger sends go-imap's own messages to slog: recovered panics as
+// errors, the rest (mostly "failed to read command" when a client goes
+// away) at debug level.
+type libLogger struct{ log *slog.Logger }
+
+func (l libLogger) Printf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.HasPrefix(msg, "panic") {
+		l.log.Error("imap library: " + msg)
+		return
+	}
+	l.log.Debug("imap library: " + msg)
+}
