@@ -25,6 +25,7 @@ import (
 type CallbackWorker struct {
 	s       *Service
 	client  *http.Client
+	clock   Clock
 	pending prometheus.GaugeFunc
 	sent    *prometheus.CounterVec
 }
@@ -33,6 +34,9 @@ type CallbackWorker struct {
 type CallbackOptions struct {
 	// Client; if nil, one with a 15s timeout is used.
 	Client *http.Client
+	// Clock; if nil, the service clock with real timers. Tests pass a
+	// FakeClock to run the backoff in virtual time.
+	Clock Clock
 }
 
 // Backoff bounds for failed deliveries.
@@ -47,6 +51,10 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 		o.Client = &http.Client{Timeout: 15 * time.Second}
 	}
 	w := &CallbackWorker{s: s, client: o.Client}
+	if o.Clock == nil {
+		o.Clock = SystemClock(s.now)
+	}
+	w.clock = o.Clock
 	w.sent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_callbacks_total", Help: "Completion callback attempts, by result (delivered|failed).",
 	}, []string{"result"})
@@ -76,7 +84,7 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 func (w *CallbackWorker) Run(ctx context.Context) error {
 	sub := w.s.hub.Subscribe("", store.EventOutbox)
 	defer sub.Close()
-	timer := time.NewTimer(0)
+	timer := w.clock.NewTimer(0)
 	defer timer.Stop()
 	lastPrune := time.Time{}
 	for {
@@ -84,27 +92,22 @@ func (w *CallbackWorker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-sub.C:
-		case <-timer.C:
+		case <-timer.C():
 		}
 		next, err := w.deliverDue(ctx)
 		if err != nil && ctx.Err() == nil {
 			w.s.log.Error("callback delivery", "err", err)
-			next = w.s.now().Add(callbackFirstRetry)
+			next = w.clock.Now().Add(callbackFirstRetry)
 		}
-		if now := w.s.now(); now.Sub(lastPrune) > time.Hour {
+		if now := w.clock.Now(); now.Sub(lastPrune) > time.Hour {
 			lastPrune = now
 			w.s.st.Update(ctx, func(tx store.Tx) error { return tx.PruneDelivered(now.Add(-30 * 24 * time.Hour)) })
 		}
 		wait := time.Hour
 		if !next.IsZero() {
-			wait = max(next.Sub(w.s.now()), 0)
+			wait = max(next.Sub(w.clock.Now()), 0)
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
+		// Reset never delivers a stale tick (Go 1.23 timers; FakeClock alike).
 		timer.Reset(wait)
 	}
 }
@@ -116,7 +119,7 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 		var due []store.Callback
 		err := w.s.st.View(ctx, func(tx store.Tx) error {
 			var err error
-			due, err = tx.DueCallbacks(w.s.now(), 50)
+			due, err = tx.DueCallbacks(w.clock.Now(), 50)
 			return err
 		})
 		if err != nil {
@@ -130,7 +133,7 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 				return time.Time{}, nil
 			}
 			sendErr := w.send(ctx, c)
-			now := w.s.now()
+			now := w.clock.Now()
 			err := w.s.st.Update(ctx, func(tx store.Tx) error {
 				if sendErr == nil {
 					return tx.MarkDelivered(c.ID, now)
