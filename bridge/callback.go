@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -26,6 +28,7 @@ type CallbackWorker struct {
 	s       *Service
 	client  *http.Client
 	clock   Clock
+	tracker TrackerFunc
 	pending prometheus.GaugeFunc
 	sent    *prometheus.CounterVec
 }
@@ -37,7 +40,18 @@ type CallbackOptions struct {
 	// Clock; if nil, the service clock with real timers. Tests pass a
 	// FakeClock to run the backoff in virtual time.
 	Clock Clock
+	// Tracker, if set, is offered every completion first, to close or
+	// reopen the issue through the task system's own API; if nil, only the
+	// generic callback is sent.
+	Tracker TrackerFunc
 }
+
+// TrackerFunc updates the issue behind a completion in its task system
+// (sources[].api_token). It reports handled=false for a source it has
+// nothing to do for. When it handled the completion, the generic callback
+// follows only if the source also has a callback_url. Kept as a function
+// so that bridge knows no task system: the adapters supply it.
+type TrackerFunc func(ctx context.Context, src *config.Source, body CallbackBody) (handled bool, err error)
 
 // Backoff bounds for failed deliveries.
 const (
@@ -50,7 +64,7 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: 15 * time.Second}
 	}
-	w := &CallbackWorker{s: s, client: o.Client}
+	w := &CallbackWorker{s: s, client: o.Client, tracker: o.Tracker}
 	if o.Clock == nil {
 		o.Clock = SystemClock(s.now)
 	}
@@ -177,6 +191,19 @@ func (w *CallbackWorker) send(ctx context.Context, c store.Callback) error {
 	src := w.s.Config().Source(c.Source)
 	if src == nil {
 		return fmt.Errorf("source %q is no longer configured", c.Source)
+	}
+	if w.tracker != nil {
+		var body CallbackBody
+		if err := json.Unmarshal(c.Body, &body); err != nil {
+			return fmt.Errorf("queued callback %s: %w", c.EventID, err)
+		}
+		handled, err := w.tracker(ctx, src, body)
+		if err != nil {
+			return err
+		}
+		if handled && src.CallbackURL == nil {
+			return nil
+		}
 	}
 	if src.CallbackURL == nil {
 		return errNoCallbackURL

@@ -71,8 +71,8 @@ func (w *writer) complete(user string, t *store.Task, done bool, when time.Time)
 
 func (w *writer) queueCallback(user string, t *store.Task, status string, when time.Time) error {
 	src := w.cfg.Source(t.Source)
-	if src == nil || src.CallbackURL == nil {
-		return nil // the source did not ask to hear back
+	if src == nil || (src.CallbackURL == nil && (src.APIToken == "" || src.Kind == "generic")) {
+		return nil // the source did not ask to hear back, by callback or through its API
 	}
 	eid := make([]byte, 16)
 	rand.Read(eid)

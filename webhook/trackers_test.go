@@ -39,6 +39,13 @@ var testIdentities = map[string]map[string]string{
 	"bob":   {"github": "Hubot", "gitlab": "user1", "jira": "5b10a2844c20165700ede21g", "linear": "8a7c1e3e-7f0f-4a3e-9e7e-2f1b0b1c2d3e"},
 }
 
+// eventHeaderValues maps a sample file's prefix to the value of the
+// tracker's event header where the two differ (GitHub's are the same).
+var eventHeaderValues = map[string]map[string]string{
+	"gitlab": {"issue": "Issue Hook", "note": "Note Hook", "work_item": "Work Item Hook"},
+	"linear": {"issue": "Issue", "comment": "Comment"},
+}
+
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -88,7 +95,13 @@ func newTrackerEnv(t *testing.T, kind string) *trackerEnv {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	env := &trackerEnv{t: t, kind: kind, secret: secret, srv: srv, svc: svc, clock: clock,
-		event: func(file string) string { e, _, _ := strings.Cut(file, "-"); return e }}
+		event: func(file string) string {
+			prefix, _, _ := strings.Cut(file, "-")
+			if v, ok := eventHeaderValues[kind][prefix]; ok {
+				return v
+			}
+			return prefix
+		}}
 	if err := json.Unmarshal(env.read("headers.json"), &env.headers); err != nil {
 		t.Fatalf("headers.json: %v", err)
 	}
@@ -159,6 +172,7 @@ func (e *trackerEnv) post(d delivery) trackerReplyT {
 		"{hmac-sha256}", hex.EncodeToString(mac256.Sum(nil)),
 		"{hmac-sha1}", hex.EncodeToString(mac1.Sum(nil)),
 		"{token}", secret,
+		"{uuid}", newID(),
 	)
 	req, err := http.NewRequest("POST", e.srv.URL+"/hooks/"+e.kind, bytes.NewReader(body))
 	if err != nil {

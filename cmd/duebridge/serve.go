@@ -19,6 +19,7 @@ import (
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/tlsutil"
+	"github.com/duebridge/duebridge/webhook"
 )
 
 // Addrs are the addresses the listeners got (real ports when :0 was asked).
@@ -118,7 +119,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		}
 		return nil
 	})
-	callbacks := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
+	callbacks := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{Tracker: webhook.NewCloser(webhook.CloserOptions{}).Deliver})
 	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
