@@ -121,6 +121,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	})
 	callbacks := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{Tracker: webhook.NewCloser(webhook.CloserOptions{}).Deliver})
 	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
+	scheduler := bridge.NewScheduler(svc, bridge.SchedulerOptions{})
+	goRun("scheduler", func() error { return scheduler.Run(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {

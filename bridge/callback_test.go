@@ -1,0 +1,274 @@
+package bridge_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/store"
+)
+
+// receiver is a task system's callback endpoint on 127.0.0.1:0 that checks
+// the signature of every request and answers with the status fail gives.
+type receiver struct {
+	t   *testing.T
+	srv *httptest.Server
+	now func() time.Time
+
+	mu       sync.Mutex
+	fail     func(attempt int) int // status for the n-th request (1-based)
+	attempts []attempt
+}
+
+type attempt struct {
+	at       time.Time // virtual time of arrival
+	body     bridge.CallbackBody
+	status   int
+	validSig bool
+}
+
+func newReceiver(t *testing.T, now func() time.Time) *receiver {
+	r := &receiver{t: t, now: now, fail: func(int) int { return http.StatusOK }}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		raw, _ := io.ReadAll(req.Body)
+		m := hmac.New(sha256.New, []byte(testsvc.Secret))
+		m.Write(raw)
+		valid := hmac.Equal([]byte(req.Header.Get("X-Duebridge-Signature")), []byte("sha256="+hex.EncodeToString(m.Sum(nil))))
+		var body bridge.CallbackBody
+		if err := json.Unmarshal(raw, &body); err != nil {
+			t.Errorf("callback body is not JSON: %v: %s", err, raw)
+		}
+		r.mu.Lock()
+		status := r.fail(len(r.attempts) + 1)
+		r.attempts = append(r.attempts, attempt{at: r.now(), body: body, status: status, validSig: valid})
+		r.mu.Unlock()
+		if !valid {
+			status = http.StatusUnauthorized
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) setFail(f func(int) int) {
+	r.mu.Lock()
+	r.fail = f
+	r.mu.Unlock()
+}
+
+func (r *receiver) log() []attempt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]attempt(nil), r.attempts...)
+}
+
+// delivered counts the 2xx answers per event_id.
+func (r *receiver) delivered() map[string]int {
+	out := map[string]int{}
+	for _, a := range r.log() {
+		if a.status/100 == 2 && a.validSig {
+			out[a.body.EventID]++
+		}
+	}
+	return out
+}
+
+func callbackConfig(t *testing.T, r *receiver) *config.Config {
+	cfg := testsvc.Config(t)
+	u, err := url.Parse(r.srv.URL + "/duebridge/callback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Sources[0].CallbackURL = u
+	return cfg
+}
+
+// runWorker starts a callback worker on svc; stop ends it and waits.
+func runWorker(t *testing.T, svc *bridge.Service, clock bridge.Clock) (stop func()) {
+	w := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{Clock: clock})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("callback worker: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// advanceUntil moves virtual time in steps, letting the worker run in
+// between, until cond holds (or fails the test after a few real seconds).
+func advanceUntil(t *testing.T, clock *bridge.FakeClock, step time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s (virtual time %s)", what, clock.Now())
+		}
+		time.Sleep(2 * time.Millisecond)
+		clock.Advance(step)
+	}
+}
+
+func outbox(t *testing.T, svc *bridge.Service) (pending, failing int) {
+	t.Helper()
+	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+		var err error
+		pending, failing, err = tx.OutboxCounts()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pending, failing
+}
+
+// gauge reads a metric of the service's registry.
+func gauge(t *testing.T, svc *bridge.Service, name string) float64 {
+	t.Helper()
+	mfs, err := svc.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			m := mf.GetMetric()[0]
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func TestCallbackRetriedUntilAcknowledgedOnce(t *testing.T) {
+	t.Parallel()
+	clock := bridge.NewFakeClock(t0)
+	r := newReceiver(t, clock.Now)
+	r.setFail(func(n int) int {
+		if n <= 2 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusNoContent
+	})
+	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Now: clock.Now})
+	runWorker(t, svc, clock)
+	testsvc.Ingest(t, svc, bridge.TaskInput{ID: "T-123", Title: "Ship", Assignees: []string{"alice"}, UpdatedAt: t0})
+
+	if err := svc.Complete(context.Background(), "alice", "tracker", "T-123", true, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	advanceUntil(t, clock, time.Second, "three attempts", func() bool { return len(r.log()) >= 3 })
+	// Time passes; nothing more is sent once acknowledged.
+	advanceUntil(t, clock, time.Hour, "the outbox to drain", func() bool { p, _ := outbox(t, svc); return p == 0 })
+	clock.Advance(48 * time.Hour)
+	time.Sleep(20 * time.Millisecond)
+
+	log := r.log()
+	if len(log) != 3 {
+		t.Fatalf("attempts = %d, want 3 (two failures, one success)", len(log))
+	}
+	want := bridge.CallbackBody{Source: "tracker", ID: "T-123", Status: "done", User: "alice", ChangedAt: t0, EventID: log[0].body.EventID}
+	for i, a := range log {
+		if !a.validSig {
+			t.Errorf("attempt %d: invalid signature", i+1)
+		}
+		if a.body != want || a.body.EventID == "" {
+			t.Errorf("attempt %d: body %+v, want %+v (same event_id on every retry)", i+1, a.body, want)
+		}
+	}
+	// Backoff: 10s, then 20s.
+	if d := log[1].at.Sub(log[0].at); d < 10*time.Second {
+		t.Errorf("second attempt %s after the first, want at least 10s", d)
+	}
+	if d := log[2].at.Sub(log[1].at); d < 20*time.Second {
+		t.Errorf("third attempt %s after the second, want at least 20s", d)
+	}
+	if got := r.delivered(); len(got) != 1 || got[want.EventID] != 1 {
+		t.Errorf("delivered = %v, want exactly one delivery of %s", got, want.EventID)
+	}
+
+	// Undone on the phone: a new change, a new event_id, status open.
+	if err := svc.Complete(context.Background(), "alice", "tracker", "T-123", false, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	advanceUntil(t, clock, time.Second, "the reopen callback", func() bool { return len(r.log()) == 4 })
+	if b := r.log()[3].body; b.Status != "open" || b.EventID == want.EventID {
+		t.Errorf("reopen callback %+v: want status open and a new event_id", b)
+	}
+}
+
+func TestCallbackSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	clock := bridge.NewFakeClock(t0)
+	r := newReceiver(t, clock.Now)
+	r.setFail(func(int) int { return http.StatusServiceUnavailable })
+	cfg := callbackConfig(t, r)
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now})
+	stop := runWorker(t, svc, clock)
+	testsvc.Ingest(t, svc, bridge.TaskInput{ID: "T-1", Title: "Task 1", Assignees: []string{"alice"}, UpdatedAt: t0},
+		bridge.TaskInput{ID: "T-2", Title: "Task 2", Assignees: []string{"bob"}, UpdatedAt: t0})
+	if err := svc.Complete(context.Background(), "alice", "tracker", "T-1", true, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	advanceUntil(t, clock, time.Second, "a failed attempt", func() bool { _, f := outbox(t, svc); return f == 1 })
+	if p, f := gauge(t, svc, "duebridge_callbacks_pending"), gauge(t, svc, "duebridge_callbacks_failing"); p != 1 || f != 1 {
+		t.Errorf("metrics: pending %v failing %v, want 1 and 1", p, f)
+	}
+	stop()
+	// Queued while the worker is down, then duebridge stops.
+	if err := svc.Complete(context.Background(), "bob", "tracker", "T-2", true, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Store().Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The task system recovers; duebridge starts again on the same data.
+	r.setFail(func(int) int { return http.StatusOK })
+	clock.Advance(time.Minute)
+	svc2 := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now})
+	runWorker(t, svc2, clock)
+	advanceUntil(t, clock, 5*time.Second, "both callbacks delivered", func() bool { return len(r.delivered()) == 2 })
+	advanceUntil(t, clock, time.Hour, "the outbox to drain", func() bool { p, _ := outbox(t, svc2); return p == 0 })
+	clock.Advance(24 * time.Hour)
+	time.Sleep(20 * time.Millisecond)
+	for id, n := range r.delivered() {
+		if n != 1 {
+			t.Errorf("event %s delivered %d times, want once", id, n)
+		}
+	}
+	users := map[string]bool{}
+	for _, a := range r.log() {
+		if a.status == http.StatusOK {
+			users[a.body.ID+"/"+a.body.User] = true
+		}
+	}
+	if !users["T-1/alice"] || !users["T-2/bob"] {
+		t.Errorf("delivered callbacks %v, want T-1 by alice and T-2 by bob", users)
+	}
+	if p := gauge(t, svc2, "duebridge_callbacks_pending"); p != 0 {
+		t.Errorf("pending metric after delivery = %v", p)
+	}
+}
