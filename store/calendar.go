@@ -144,12 +144,13 @@ func (tx *sqlTx) SetCollectionProps(user, name, displayName, color string, order
 	return nil
 }
 
+// touchCollection marks a collection changed by this transaction; its ctag
+// (seq) is advanced once, when the transaction flushes before commit.
 func (tx *sqlTx) touchCollection(user, name string, seq int64) error {
-	_, err := tx.exec(`UPDATE collections SET seq = ? WHERE username = ? AND name = ? AND seq < ?`, seq, user, name, seq)
-	if err != nil {
-		return fmt.Errorf("advance collection %s/%s: %w", user, name, err)
+	if tx.touched == nil {
+		tx.touched = map[[2]string]bool{}
 	}
-	tx.Emit(Event{Seq: seq, Kind: EventCalendar, User: user, Name: name})
+	tx.touched[[2]string{user, name}] = true
 	return nil
 }
 

@@ -170,6 +170,10 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 	if readOnly {
 		return sqlTxn.Rollback()
 	}
+	if err := tx.flush(); err != nil {
+		sqlTxn.Rollback()
+		return err
+	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	if err := sqlTxn.Commit(); err != nil {
@@ -204,6 +208,20 @@ type sqlTx struct {
 	seq      int64
 	events   []Event
 	stmts    map[string]*sql.Stmt
+	// touched collections get their ctag advanced once, at flush, instead
+	// of once per object (a batch of 1,000 tasks touches one row 2,000 times).
+	touched map[[2]string]bool
+}
+
+// flush writes what the transaction deferred; it runs just before commit.
+func (tx *sqlTx) flush() error {
+	for k := range tx.touched {
+		if _, err := tx.exec(`UPDATE collections SET seq = ? WHERE username = ? AND name = ? AND seq < ?`, tx.seq, k[0], k[1], tx.seq); err != nil {
+			return fmt.Errorf("advance collection %s/%s: %w", k[0], k[1], err)
+		}
+		tx.Emit(Event{Seq: tx.seq, Kind: EventCalendar, User: k[0], Name: k[1]})
+	}
+	return nil
 }
 
 func (tx *sqlTx) Now() time.Time { return tx.now }
