@@ -26,7 +26,8 @@ import (
 type tracker interface {
 	// verify authenticates the request exactly as the tracker documents it.
 	// The error text is sent back with the 401, so it names what is wrong
-	// without revealing anything about the secret.
+	// without revealing anything about the secret. A *bridge.FieldError
+	// instead means the signed body lacks what the check needs: a 400.
 	verify(secret string, h http.Header, body []byte, now time.Time) error
 	// deliveryID is the tracker's id for this delivery, stable across its
 	// retries and redeliveries ("" if the request carries none).
@@ -107,6 +108,11 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 	st := h.trackers
 	now := h.svc.Now()
 	if err := tr.verify(src.Secret, r.Header, body, now); err != nil {
+		var fe *bridge.FieldError
+		if errors.As(err, &fe) {
+			h.fail(w, r, src.Name, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.Field})
+			return
+		}
 		h.fail(w, r, src.Name, http.StatusUnauthorized, errorBody{Error: err.Error()})
 		return
 	}

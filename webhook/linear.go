@@ -44,8 +44,11 @@ func (linear) verify(secret string, h http.Header, body []byte, now time.Time) e
 	var p struct {
 		WebhookTimestamp *float64 `json:"webhookTimestamp"`
 	}
-	if err := json.Unmarshal(body, &p); err != nil || p.WebhookTimestamp == nil {
-		return errors.New("missing webhookTimestamp in the body: it is what proves the delivery is fresh")
+	if err := decodeJSON(body, &p); err != nil {
+		return err
+	}
+	if p.WebhookTimestamp == nil {
+		return fieldErr("webhookTimestamp", "required: it is what proves the delivery is fresh")
 	}
 	at := time.UnixMilli(int64(*p.WebhookTimestamp))
 	if skew := now.Sub(at); math.Abs(float64(skew)) > float64(linearMaxSkew) {

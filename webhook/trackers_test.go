@@ -125,6 +125,7 @@ type delivery struct {
 	id     string               // delivery id; "" = a fresh one
 	secret string               // signing secret; "" = the source's
 	drop   []string             // headers to leave out
+	tamper bool                 // change the body after signing it
 }
 
 type trackerReplyT struct {
@@ -174,6 +175,9 @@ func (e *trackerEnv) post(d delivery) trackerReplyT {
 		"{token}", secret,
 		"{uuid}", newID(),
 	)
+	if d.tamper {
+		body = append(bytes.TrimRight(body, "\n"), ' ')
+	}
 	req, err := http.NewRequest("POST", e.srv.URL+"/hooks/"+e.kind, bytes.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
