@@ -1,0 +1,302 @@
+package calendar
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// parsePropReq reads a DAV:propfind body; no body means allprop.
+func parsePropReq(body *node) (propReq, error) {
+	if body == nil {
+		return propReq{allProp: true}, nil
+	}
+	if !body.is(nsDAV, "propfind") {
+		return propReq{}, fmt.Errorf("%w: expected DAV:propfind, got %s", errBadXML, body.XMLName.Local)
+	}
+	switch {
+	case body.child(nsDAV, "prop") != nil:
+		return propReq{props: body.child(nsDAV, "prop").names()}, nil
+	case body.child(nsDAV, "allprop") != nil:
+		return propReq{allProp: true, props: body.child(nsDAV, "include").names()}, nil
+	case body.child(nsDAV, "propname") != nil:
+		return propReq{propName: true}, nil
+	}
+	return propReq{}, fmt.Errorf("%w: propfind without prop, allprop or propname", errBadXML)
+}
+
+// parseDepth reads the Depth header. Infinity (also the default) is
+// answered as 1: every level of this tree is listed by its parent, and an
+// unbounded walk over all objects of all lists is a denial of service.
+func parseDepth(r *http.Request) (int, error) {
+	switch strings.ToLower(strings.TrimSpace(r.Header.Get("Depth"))) {
+	case "0":
+		return 0, nil
+	case "1", "infinity", "":
+		return 1, nil
+	}
+	return 0, fmt.Errorf("bad Depth %q", r.Header.Get("Depth"))
+}
+
+func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+	body, err := h.readXML(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	q, err := parsePropReq(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	depth, err := parseDepth(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	v, err := h.view(r.Context(), u)
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	polled := q.wants(pGetCTag) || q.wants(pSyncToken)
+	ms := newMultistatus(preferMinimal(r))
+	switch t.kind {
+	case kindServerRoot, kindRoot:
+		ms.response(t.href(), v.root(t.href()).results(q))
+		if depth > 0 {
+			// Only the caller's own principal: never a list of users.
+			ms.response(principalHref(u.Name), v.principal().results(q))
+		}
+	case kindPrincipal:
+		ms.response(t.href(), v.principal().results(q))
+		if depth > 0 {
+			var colls []store.Collection
+			if err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+				colls, err = tx.Collections(u.Name)
+				return err
+			}); err != nil {
+				h.serverError(w, r, err)
+				return
+			}
+			ms.response(homeHref(u.Name), v.home(maxSeq(colls)).results(q))
+		}
+	case kindHome:
+		// Reminders falls back to the home set and lists from here
+		// (go-vikunja/vikunja#2417), so the home answers at its own path.
+		var colls []store.Collection
+		if err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+			colls, err = tx.Collections(u.Name)
+			return err
+		}); err != nil {
+			h.serverError(w, r, err)
+			return
+		}
+		ms.response(t.href(), v.home(maxSeq(colls)).results(q))
+		if depth > 0 {
+			for i := range colls {
+				ms.response(collHref(u.Name, colls[i].Name), v.collection(&colls[i]).results(q))
+				if polled {
+					h.health.poll(u.Name, r.UserAgent(), colls[i].Name)
+				}
+			}
+		}
+	case kindCollection:
+		var c *store.Collection
+		var objs []store.Object
+		err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+			var err error
+			if c, err = tx.Collection(u.Name, t.coll); err != nil || depth == 0 {
+				return err
+			}
+			objs, err = tx.Objects(u.Name, t.coll, needsData(q))
+			return err
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		} else if err != nil {
+			h.serverError(w, r, err)
+			return
+		}
+		ms.response(t.href(), v.collection(c).results(q))
+		for i := range objs {
+			res := v.object(c, &objs[i])
+			ms.response(res.href, res.results(q))
+		}
+		if polled {
+			h.health.poll(u.Name, r.UserAgent(), c.Name)
+		}
+	case kindObject:
+		var c *store.Collection
+		var o *store.Object
+		err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+			var err error
+			if c, err = tx.Collection(u.Name, t.coll); err != nil {
+				return err
+			}
+			o, err = tx.Object(u.Name, t.coll, t.name)
+			return err
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		} else if err != nil {
+			h.serverError(w, r, err)
+			return
+		}
+		res := v.object(c, o)
+		ms.response(res.href, res.results(q))
+	}
+	ms.send(w)
+}
+
+func maxSeq(colls []store.Collection) int64 {
+	var m int64
+	for _, c := range colls {
+		m = max(m, c.Seq)
+	}
+	return m
+}
+
+// patchOp is one property of a PROPPATCH, in document order.
+type patchOp struct {
+	name  xml.Name
+	set   bool
+	value string
+}
+
+// proppatch lets the user rename, recolour and reorder their own lists and
+// calendars (iOS sends calendar-color and calendar-order on its first sync).
+// Other properties get 403; as RFC 4918 §9.2 wants, one refusal fails the
+// whole request and the rest are answered 424. The answer is always a 207:
+// a blanket 501 makes iOS report an error (go-vikunja/vikunja@b487a40).
+func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+	body, err := h.readXML(r)
+	if err != nil || body == nil || !body.is(nsDAV, "propertyupdate") {
+		http.Error(w, "expected a DAV:propertyupdate body", http.StatusBadRequest)
+		return
+	}
+	var ops []patchOp
+	for _, c := range body.Children {
+		set := c.is(nsDAV, "set")
+		if !set && !c.is(nsDAV, "remove") {
+			continue
+		}
+		for _, p := range c.all(nsDAV, "prop") {
+			for _, prop := range p.Children {
+				ops = append(ops, patchOp{name: prop.XMLName, set: set, value: strings.TrimSpace(prop.Text)})
+			}
+		}
+	}
+	results := make([]propResult, len(ops))
+	failed := false
+	err = h.svc.Store().Update(r.Context(), func(tx store.Tx) error {
+		var c *store.Collection
+		if t.kind == kindCollection {
+			var err error
+			if c, err = tx.Collection(u.Name, t.coll); err != nil {
+				return err
+			}
+		} else if t.kind == kindObject {
+			if _, err := tx.Object(u.Name, t.coll, t.name); err != nil {
+				return err
+			}
+		}
+		failed = false
+		next := store.Collection{}
+		if c != nil {
+			next = *c
+		}
+		for i, op := range ops {
+			results[i] = propResult{name: op.name, status: http.StatusOK}
+			if c == nil || !applyPatch(&next, op) {
+				results[i].status = http.StatusForbidden
+				failed = true
+			}
+		}
+		if failed || c == nil || len(ops) == 0 {
+			return nil
+		}
+		return tx.SetCollectionProps(u.Name, c.Name, next.DisplayName, next.Color, next.Order)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	} else if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	if failed {
+		for i := range results {
+			if results[i].status == http.StatusOK {
+				results[i].status = http.StatusFailedDependency
+			}
+		}
+	}
+	ms := newMultistatus(false)
+	ms.response(t.href(), results)
+	ms.send(w)
+}
+
+// applyPatch applies one operation to c, reporting whether it is allowed.
+func applyPatch(c *store.Collection, op patchOp) bool {
+	switch op.name {
+	case pDisplayName:
+		if !op.set {
+			todos, events := bridge.CollectionDisplayNames(c.Project)
+			c.DisplayName = events
+			if c.Kind == store.KindTodos {
+				c.DisplayName = todos
+			}
+			return true
+		}
+		if op.value == "" || len(op.value) > 256 {
+			return false
+		}
+		c.DisplayName = op.value
+		return true
+	case pCalendarColor:
+		if !op.set {
+			c.Color = ""
+			return true
+		}
+		if !validColor(op.value) {
+			return false
+		}
+		c.Color = strings.ToUpper(op.value)
+		return true
+	case pCalendarOrder:
+		if !op.set {
+			c.Order = 0
+			return true
+		}
+		n, err := strconv.Atoi(op.value)
+		if err != nil {
+			return false
+		}
+		c.Order = n
+		return true
+	}
+	return false
+}
+
+// validColor accepts #RRGGBB and Apple's #RRGGBBAA.
+func validColor(s string) bool {
+	if len(s) != 7 && len(s) != 9 || s[0] != '#' {
+		return false
+	}
+	for _, r := range s[1:] {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
+}

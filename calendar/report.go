@@ -1,0 +1,408 @@
+package calendar
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-ical"
+
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// report dispatches REPORT. A report we do not know gets 403 with
+// DAV:supported-report (RFC 3253 §3.6), never 412 or 501: iOS silently
+// stops syncing a collection after those (go-vikunja/vikunja#2658).
+func (h *Handler) report(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+	body, err := h.readXML(r)
+	if err != nil || body == nil {
+		http.Error(w, "expected an XML REPORT body", http.StatusBadRequest)
+		return
+	}
+	switch {
+	case body.is(nsDAV, "sync-collection") && t.kind == kindCollection:
+		h.syncCollection(w, r, u, t, body)
+	case body.is(nsDAV, "sync-collection") && t.kind == kindHome:
+		h.syncHome(w, r, u, t, body)
+	case body.is(nsCalDAV, "calendar-multiget") && (t.kind == kindCollection || t.kind == kindObject || t.kind == kindHome):
+		h.multiget(w, r, u, body)
+	case body.is(nsCalDAV, "calendar-query") && (t.kind == kindCollection || t.kind == kindObject):
+		h.query(w, r, u, t, body)
+	default:
+		davError(w, http.StatusForbidden, eSupportedReport,
+			fmt.Sprintf("REPORT %s is not supported on this resource", body.XMLName.Local))
+	}
+}
+
+// reportProps reads the DAV:prop (or allprop/propname) of a REPORT body;
+// def is used when the body names none.
+func reportProps(body *node, def ...xml.Name) propReq {
+	switch {
+	case body.child(nsDAV, "prop") != nil:
+		return propReq{props: body.child(nsDAV, "prop").names()}
+	case body.child(nsDAV, "allprop") != nil:
+		return propReq{allProp: true}
+	case body.child(nsDAV, "propname") != nil:
+		return propReq{propName: true}
+	}
+	return propReq{props: def}
+}
+
+type syncReq struct {
+	token string
+	level string
+	limit int // 0: none
+	q     propReq
+}
+
+func parseSyncReq(body *node) (syncReq, error) {
+	s := syncReq{level: "1", q: reportProps(body, pGetETag)}
+	if n := body.child(nsDAV, "sync-token"); n != nil {
+		s.token = strings.TrimSpace(n.Text)
+	}
+	if n := body.child(nsDAV, "sync-level"); n != nil {
+		s.level = strings.ToLower(strings.TrimSpace(n.Text))
+	}
+	if s.level != "1" && s.level != "infinite" {
+		return s, fmt.Errorf("bad sync-level %q", s.level)
+	}
+	if n := body.child(nsDAV, "limit").child(nsDAV, "nresults"); n != nil {
+		v, err := strconv.Atoi(strings.TrimSpace(n.Text))
+		if err != nil || v < 1 {
+			return s, fmt.Errorf("bad nresults %q", n.Text)
+		}
+		s.limit = v
+	}
+	return s, nil
+}
+
+// syncCollection answers RFC 6578 sync-collection on a calendar
+// collection. Its cost follows the number of changes: store.Changes reads
+// the objects_sync index (username, collection, seq) from the token's
+// revision on. Removals are tombstones, answered 404. A token we cannot
+// honour (unknown, from another database, older than the kept tombstones)
+// gets 403 DAV:valid-sync-token, after which clients start over with an
+// empty token. The Depth header is ignored: RFC 6578 wants 0, Apple's
+// clients send 1, and refusing them would stop their sync.
+func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+	sr, err := parseSyncReq(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	v, err := h.view(r.Context(), u)
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	withData := needsData(sr.q)
+	var c *store.Collection
+	var list []store.Object
+	var since int64
+	valid := true
+	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+		var err error
+		if c, err = tx.Collection(u.Name, t.coll); err != nil {
+			return err
+		}
+		switch {
+		case sr.token == "" && sr.limit == 0:
+			list, err = tx.Objects(u.Name, c.Name, withData)
+			return err
+		case sr.token == "":
+			// A limited full sync must be resumable, so it goes in
+			// revision order like an incremental one.
+			if list, err = tx.Changes(u.Name, c.Name, 0); err != nil {
+				return err
+			}
+			list = liveOnly(list)
+		default:
+			var ok bool
+			since, ok = parseToken(v.epoch, sr.token)
+			if !ok || since < c.MinSeq || since > c.Seq {
+				valid = false
+				return nil
+			}
+			if list, err = tx.Changes(u.Name, c.Name, since); err != nil {
+				return err
+			}
+		}
+		if !withData {
+			return nil
+		}
+		for i := range list {
+			if list[i].Deleted {
+				continue
+			}
+			o, err := tx.Object(u.Name, c.Name, list[i].Name)
+			if err != nil {
+				return err
+			}
+			list[i].Data = o.Data
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	} else if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	if !valid {
+		h.health.synced(u.Name, r.UserAgent(), c.Name, syncReset, 0, 0)
+		h.log.Info("sync token refused; the client will re-sync in full", "user", u.Name, "collection", c.Name,
+			"token", sr.token, "ua", r.UserAgent())
+		davError(w, http.StatusForbidden, eValidSyncToken, "unknown or expired sync token; sync again with an empty token")
+		return
+	}
+	token := c.Seq
+	truncated := false
+	if sr.limit > 0 && len(list) > sr.limit {
+		list = truncateAtRevision(list, sr.limit)
+		token, truncated = list[len(list)-1].Seq, true
+	}
+	ms := newMultistatus(preferMinimal(r))
+	for i := range list {
+		o := &list[i]
+		if o.Deleted {
+			ms.status(objHref(u.Name, c.Name, o.Name), http.StatusNotFound)
+			continue
+		}
+		res := v.object(c, o)
+		ms.response(res.href, res.results(sr.q))
+	}
+	if truncated {
+		// RFC 6578 §3.6: the request-URI answered 507 says "there is more".
+		ms.status(collHref(u.Name, c.Name), http.StatusInsufficientStorage)
+	}
+	ms.syncToken(syncToken(v.epoch, token))
+	ms.send(w)
+	kind := syncIncremental
+	if sr.token == "" {
+		kind = syncFull
+	}
+	h.health.synced(u.Name, r.UserAgent(), c.Name, kind, token, len(list))
+}
+
+func liveOnly(list []store.Object) []store.Object {
+	out := list[:0]
+	for _, o := range list {
+		if !o.Deleted {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// truncateAtRevision keeps about n changes, cutting only between
+// revisions: the token then names a state the client has wholly seen. A
+// single revision larger than n is kept whole.
+func truncateAtRevision(list []store.Object, n int) []store.Object {
+	cut := n
+	for cut > 0 && list[cut].Seq == list[cut-1].Seq {
+		cut--
+	}
+	if cut == 0 {
+		cut = 1
+		for cut < len(list) && list[cut].Seq == list[0].Seq {
+			cut++
+		}
+	}
+	return list[:cut]
+}
+
+// syncHome answers sync-collection on the calendar home (macOS syncs the
+// home to learn which collections changed): the member collections whose
+// revision is newer than the token. Collections are never removed.
+func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+	sr, err := parseSyncReq(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if sr.level != "1" {
+		davError(w, http.StatusForbidden, eSyncTraversalSupported, "the calendar home supports sync-level 1 only")
+		return
+	}
+	v, err := h.view(r.Context(), u)
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	var colls []store.Collection
+	if err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+		colls, err = tx.Collections(u.Name)
+		return err
+	}); err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	top := maxSeq(colls)
+	var since int64
+	if sr.token != "" {
+		var ok bool
+		since, ok = parseToken(v.epoch, sr.token)
+		if !ok || since > top {
+			h.health.synced(u.Name, r.UserAgent(), "", syncReset, 0, 0)
+			davError(w, http.StatusForbidden, eValidSyncToken, "unknown or expired sync token; sync again with an empty token")
+			return
+		}
+	}
+	ms := newMultistatus(preferMinimal(r))
+	n := 0
+	for i := range colls {
+		if sr.token != "" && colls[i].Seq <= since {
+			continue
+		}
+		n++
+		ms.response(collHref(u.Name, colls[i].Name), v.collection(&colls[i]).results(sr.q))
+	}
+	ms.syncToken(syncToken(v.epoch, top))
+	ms.send(w)
+	kind := syncIncremental
+	if sr.token == "" {
+		kind = syncFull
+	}
+	h.health.synced(u.Name, r.UserAgent(), "", kind, top, n)
+}
+
+// multiget answers calendar-multiget from the stored bytes. Hrefs are
+// answered in request order, echoed as sent; anything not one of the
+// user's objects is 404.
+func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.User, body *node) {
+	q := reportProps(body, pGetETag, pCalendarData)
+	hrefs := body.all(nsDAV, "href")
+	v, err := h.view(r.Context(), u)
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	type found struct {
+		coll *store.Collection
+		obj  *store.Object
+	}
+	out := make([]found, len(hrefs))
+	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+		colls := map[string]*store.Collection{}
+		for i, hn := range hrefs {
+			ht := hrefTarget(hn.Text)
+			if ht.kind != kindObject || ht.user != u.Name {
+				continue
+			}
+			c, ok := colls[ht.coll]
+			if !ok {
+				var err error
+				c, err = tx.Collection(u.Name, ht.coll)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+				colls[ht.coll] = c
+			}
+			if c == nil {
+				continue
+			}
+			o, err := tx.Object(u.Name, ht.coll, ht.name)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			out[i] = found{coll: c, obj: o}
+		}
+		return nil
+	})
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	ms := newMultistatus(preferMinimal(r))
+	for i, hn := range hrefs {
+		href := strings.TrimSpace(hn.Text)
+		if out[i].obj == nil {
+			ms.status(href, http.StatusNotFound)
+			continue
+		}
+		ms.response(href, v.object(out[i].coll, out[i].obj).results(q))
+	}
+	ms.send(w)
+	h.health.synced(u.Name, r.UserAgent(), "", syncMultiget, 0, len(hrefs))
+}
+
+// query answers calendar-query with our own filter evaluation: go-webdav's
+// matcher treats every VTODO time-range as a miss.
+func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+	q := reportProps(body, pGetETag)
+	fn := body.child(nsCalDAV, "filter").child(nsCalDAV, "comp-filter")
+	if fn == nil {
+		davError(w, http.StatusForbidden, xml.Name{Space: nsCalDAV, Local: "valid-filter"}, "calendar-query needs a filter with a comp-filter")
+		return
+	}
+	f, err := parseCompFilter(fn)
+	if err != nil {
+		davError(w, http.StatusForbidden, xml.Name{Space: nsCalDAV, Local: "valid-filter"}, err.Error())
+		return
+	}
+	depth, err := parseDepth(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	v, err := h.view(r.Context(), u)
+	if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	var c *store.Collection
+	var objs []store.Object
+	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
+		var err error
+		if c, err = tx.Collection(u.Name, t.coll); err != nil {
+			return err
+		}
+		if t.kind == kindObject {
+			o, err := tx.Object(u.Name, t.coll, t.name)
+			if err != nil {
+				return err
+			}
+			objs = []store.Object{*o}
+			return nil
+		}
+		if depth == 0 || !f.mayMatch(component(c)) {
+			return nil // the collection itself is no calendar object
+		}
+		objs, err = tx.Objects(u.Name, t.coll, true)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	} else if err != nil {
+		h.serverError(w, r, err)
+		return
+	}
+	loc := u.Location
+	ms := newMultistatus(preferMinimal(r))
+	n := 0
+	for i := range objs {
+		cal, err := ical.NewDecoder(bytes.NewReader(objs[i].Data)).Decode()
+		if err != nil {
+			h.log.Warn("stored object does not parse; left out of a query", "user", u.Name,
+				"collection", c.Name, "name", objs[i].Name, "err", err)
+			continue
+		}
+		if !f.matchCalendar(cal, loc) {
+			continue
+		}
+		n++
+		res := v.object(c, &objs[i])
+		ms.response(res.href, res.results(q))
+	}
+	ms.send(w)
+	h.health.synced(u.Name, r.UserAgent(), c.Name, syncQuery, c.Seq, n)
+}

@@ -1,0 +1,95 @@
+package calendar
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/duebridge/duebridge/store"
+)
+
+// Sync tokens and ctags are made of the store's revision (Seq): a
+// collection's Seq is the revision of the last change inside it, so the
+// token names exactly the state a client saw. RFC 6578 wants a URI:
+//
+//	https://duebridge.invalid/sync/<epoch>/<seq>
+//
+// The epoch is a random value kept in the store. A fresh or restored
+// database gets a new one, so a phone's token from another database is
+// refused (403 valid-sync-token) and the phone re-syncs in full, instead of
+// being told "nothing changed" against revisions that mean something else.
+const tokenPrefix = "https://duebridge.invalid/sync/"
+
+const epochKey = "caldav_sync_epoch"
+
+type epochCache struct {
+	mu    sync.Mutex
+	epoch string
+}
+
+// get returns the store's epoch, creating it on first use.
+func (e *epochCache) get(ctx context.Context, st store.Store) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.epoch != "" {
+		return e.epoch, nil
+	}
+	var epoch string
+	err := st.View(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(epochKey)
+		epoch = v
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err == nil && epoch == "" {
+		err = st.Update(ctx, func(tx store.Tx) error {
+			if v, err := tx.Get(epochKey); err == nil { // another process won the race
+				epoch = v
+				return nil
+			}
+			b := make([]byte, 6)
+			rand.Read(b)
+			epoch = hex.EncodeToString(b)
+			return tx.Set(epochKey, epoch)
+		})
+	}
+	if err != nil {
+		return "", fmt.Errorf("sync epoch: %w", err)
+	}
+	e.epoch = epoch
+	return epoch, nil
+}
+
+func syncToken(epoch string, seq int64) string {
+	return tokenPrefix + epoch + "/" + strconv.FormatInt(seq, 10)
+}
+
+// ctag is the CalendarServer getctag: opaque, changes with the sync token.
+func ctag(epoch string, seq int64) string {
+	return epoch + "-" + strconv.FormatInt(seq, 10)
+}
+
+// parseToken returns the revision in a token of this store; ok is false for
+// anything else (another epoch, a foreign format, a negative number).
+func parseToken(epoch, tok string) (seq int64, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimSpace(tok), tokenPrefix)
+	if !found {
+		return 0, false
+	}
+	ep, num, found := strings.Cut(rest, "/")
+	if !found || ep != epoch {
+		return 0, false
+	}
+	seq, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || seq < 0 {
+		return 0, false
+	}
+	return seq, true
+}
