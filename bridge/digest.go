@@ -35,31 +35,50 @@ func (sc *Scheduler) digests(ctx context.Context, cfg *config.Config, now time.T
 			continue
 		}
 		slot, day := digestSlot(u, now)
-		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
-			last, err := tx.Get(kvDigestSent + u.Name)
+		// Most ticks find nothing to do: decide on a read, and take the
+		// write lock only to send or to record a first sighting.
+		var last string
+		err := sc.s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			last, err = tx.Get(kvDigestSent + u.Name)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			return time.Time{}, fmt.Errorf("digest of %s: %w", u.Name, err)
+		}
+		if last != "" && last >= day { // dates in ISO form compare as strings
+			earliest(nextDigestSlot(u, now))
+			continue
+		}
+		if end, quiet := QuietUntil(u, now); quiet && last != "" {
+			earliest(end)
+			continue
+		}
+		err = sc.s.st.Update(ctx, func(tx store.Tx) error {
+			// Re-read inside the write transaction: the mark and the mail
+			// are written together, so a slot is never sent twice.
+			cur, err := tx.Get(kvDigestSent + u.Name)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
-				earliest(nextDigestSlot(u, now))
+				// First sighting: start with the next slot, not one past.
 				return tx.Set(kvDigestSent+u.Name, day)
 			case err != nil:
 				return err
-			case last >= day: // dates in ISO form compare as strings
-				earliest(nextDigestSlot(u, now))
-				return nil
-			}
-			if end, quiet := QuietUntil(u, now); quiet {
-				earliest(end)
+			case cur >= day:
 				return nil
 			}
 			if err := sc.writeDigest(tx, cfg, u, slot, now); err != nil {
 				return err
 			}
-			earliest(nextDigestSlot(u, now))
 			return tx.Set(kvDigestSent+u.Name, day)
 		})
 		if err != nil {
 			return time.Time{}, fmt.Errorf("digest of %s: %w", u.Name, err)
 		}
+		earliest(nextDigestSlot(u, now))
 	}
 	return next, nil
 }
