@@ -79,15 +79,21 @@ type trackerEnv struct {
 	event func(file string) string
 }
 
-func newTrackerEnv(t *testing.T, kind string) *trackerEnv {
+// newTrackerEnv starts the world; edit, if given, changes the tracker's
+// source before the service starts.
+func newTrackerEnv(t *testing.T, kind string, edit ...func(*config.Source)) *trackerEnv {
 	t.Helper()
 	cfg := testsvc.Config(t)
 	for i := range cfg.Users {
 		cfg.Users[i].Identities = testIdentities[cfg.Users[i].Name]
 	}
 	secret := "s3cret-for-" + kind
-	cfg.Sources = append(cfg.Sources, config.Source{Name: kind, Kind: kind, Secret: secret,
-		LabelProjects: map[string]string{"release": "Release 2.1"}})
+	src := config.Source{Name: kind, Kind: kind, Secret: secret,
+		LabelProjects: map[string]string{"release": "Release 2.1"}}
+	for _, f := range edit {
+		f(&src)
+	}
+	cfg.Sources = append(cfg.Sources, src)
 	clock := &fakeClock{t: testNow}
 	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now})
 	mux := http.NewServeMux()
