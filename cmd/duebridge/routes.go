@@ -11,13 +11,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/webhook"
 )
 
 // routes is the HTTP surface in one readable list.
-func routes(svc *bridge.Service, log *slog.Logger) http.Handler {
+func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/{source}", webhook.NewHandler(svc, webhook.Options{Logger: log}))
+	setupHandler := setup.NewHandler(svc, setupOpts)
+	mux.Handle("GET "+setup.PagePath, setupHandler)
+	mux.Handle("GET "+setup.ProfilePath, setupHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -34,11 +38,12 @@ func routes(svc *bridge.Service, log *slog.Logger) http.Handler {
 	})
 	reg := svc.Metrics().Registry
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	return instrument(mux, reg, log)
+	return instrument(mux, limitBodies(mux, svc), reg, log)
 }
 
 // instrument counts requests by route pattern and status.
-func instrument(mux *http.ServeMux, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+// next is the mux, possibly wrapped; mux itself only names the route.
+func instrument(mux *http.ServeMux, next http.Handler, reg *prometheus.Registry, log *slog.Logger) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_http_requests_total", Help: "HTTP requests by route and status.",
 	}, []string{"route", "method", "code"})
@@ -54,7 +59,7 @@ func instrument(mux *http.ServeMux, reg *prometheus.Registry, log *slog.Logger) 
 		if pattern == "" {
 			pattern = "unmatched"
 		}
-		mux.ServeHTTP(sw, r)
+		next.ServeHTTP(sw, r)
 		requests.WithLabelValues(pattern, r.Method, strconv.Itoa(sw.code)).Inc()
 		duration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
 	})

@@ -17,8 +17,8 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/store"
-	"github.com/duebridge/duebridge/tlsutil"
 	"github.com/duebridge/duebridge/webhook"
 )
 
@@ -35,6 +35,8 @@ type serveOptions struct {
 	Ready func(Addrs, *bridge.Service)
 	// Now is the clock for the service; nil = time.Now.
 	Now func() time.Time
+	// HTTPTimeouts; zero fields take the defaults (tests shorten them).
+	HTTPTimeouts httpTimeouts
 }
 
 // serve runs duebridge until ctx is done or SIGINT/SIGTERM arrives. It is the
@@ -73,31 +75,22 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 	defer httpLn.Close()
 
-	// TLS: certificates are re-read when their files change (renewal without
-	// restart); every listener shares the same source.
-	var tlsConf *tls.Config
-	if cfg.TLS.CertFile != "" {
-		certs, err := tlsutil.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsutil.WithLogger(log))
-		if err != nil {
-			return fmt.Errorf("tls: %w", err)
-		}
-		tlsConf = certs.TLSConfig()
+	// TLS: certificates from files are re-read when the files change
+	// (renewal without restart), or come from ACME; every listener shares
+	// the same source. tlsConf is nil without TLS.
+	certs, err := newCertSource(cfg, log)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
 	}
+	tlsConf := certs.TLSConfig()
 	if tlsConf != nil {
 		c := tlsConf.Clone()
-		c.NextProtos = []string{"h2", "http/1.1"}
+		c.NextProtos = certs.HTTPNextProtos()
 		httpLn = tls.NewListener(httpLn, c)
 	}
 
-	httpSrv := &http.Server{
-		Handler:           routes(svc, log),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      120 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	httpSrv := newHTTPServer(routes(svc, log, setup.Options{Logger: log, Certificate: certs.Certificate, Root: certs.Root}),
+		log, o.HTTPTimeouts)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
