@@ -80,7 +80,7 @@ func newConn(srv *Server, c net.Conn, implicitTLS bool) *conn {
 		// The handshake happens inside the greeting's Write; without a read
 		// deadline a client that never sends its hello would hold the
 		// goroutine forever. The library sets its own deadlines after.
-		raw.SetDeadline(time.Now().Add(tlsHandshakeTime))
+		raw.SetDeadline(time.Now().Add(srv.handshakeTimeout))
 	}
 	srv.metrics.conns.Inc()
 	return &conn{
@@ -109,6 +109,9 @@ func (c *conn) setAuthenticated() { c.auth.Store(true) }
 func (c *conn) Read(p []byte) (int, error) {
 	for len(c.pending) == 0 {
 		if err := c.fill(); err != nil {
+			// Errors are final: the library may otherwise answer a
+			// half-read command with BAD and try to read on.
+			c.readErr = err
 			return 0, err
 		}
 	}
@@ -188,6 +191,7 @@ func (c *conn) fill() error {
 			c.atStart = true
 		case !sync && n > maxNonSyncLiteral:
 			c.bye("Non-synchronizing literals are limited to 4096 bytes")
+			c.Close()
 			return c.failed(errLiteralTooBig)
 		case n > c.literalLimit():
 			if start && sync {
@@ -200,6 +204,7 @@ func (c *conn) fill() error {
 				continue
 			}
 			c.bye(fmt.Sprintf("Literals are limited to %d bytes", c.literalLimit()))
+			c.Close()
 			return c.failed(errLiteralTooBig)
 		default:
 			c.literal, c.litSync, c.atStart = n, sync, false
@@ -305,6 +310,7 @@ func (c *conn) answerID(tag string, args, line []byte) error {
 		}
 		if n > maxIDBytes || len(all)+int(n) > maxIDBytes {
 			c.bye("ID too long")
+			c.Close()
 			return errLiteralTooBig
 		}
 		if sync {
@@ -401,7 +407,7 @@ func (c *conn) startTLS(tag string) error {
 	tc := tls.Server(&prefixConn{Conn: raw, r: rd}, c.srv.opts.TLSConfig)
 	c.transport, c.isTLS = tc, true
 	c.wmu.Unlock()
-	raw.SetDeadline(time.Now().Add(tlsHandshakeTime))
+	raw.SetDeadline(time.Now().Add(c.srv.handshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		return fmt.Errorf("starttls handshake: %w", err)
 	}

@@ -190,6 +190,7 @@ func (st *mailboxState) refreshLocked(ctx context.Context, s store.Store, source
 		mb      *store.Mailbox
 		changed []store.Message
 		uids    []uint32
+		listed  bool // uids holds every UID (possibly none)
 	)
 	var lastUID imap.UID
 	if n := len(st.msgs); n > 0 {
@@ -220,6 +221,7 @@ func (st *mailboxState) refreshLocked(ctx context.Context, s store.Store, source
 		// difference means some known UIDs are gone: list them all.
 		if int(count) != len(st.msgs)+added {
 			uids, err = tx.MessageUIDs(st.key.user, st.key.name)
+			listed = true
 		}
 		return err
 	})
@@ -230,7 +232,7 @@ func (st *mailboxState) refreshLocked(ctx context.Context, s store.Store, source
 		return false, nil
 	}
 	any := false
-	if uids != nil {
+	if listed {
 		present := make(map[imap.UID]struct{}, len(uids))
 		for _, u := range uids {
 			present[imap.UID(u)] = struct{}{}

@@ -88,6 +88,8 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: store calls of sessions and refreshers
 	cancel context.CancelFunc
 
+	handshakeTimeout time.Duration // TLS handshakes (tests shorten it)
+
 	mu        sync.Mutex
 	closed    bool
 	started   bool
@@ -126,6 +128,8 @@ func New(svc *bridge.Service, opts Options) *Server {
 		ctx:       ctx,
 		cancel:    cancel,
 		userConns: map[string]int{},
+
+		handshakeTimeout: tlsHandshakeTime,
 	}
 	s.reg = newRegistry(s)
 	s.imap = goimapserver.New(&goimapserver.Options{
