@@ -299,10 +299,10 @@ func TestOptionsAllow(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.seed()
 	for path, want := range map[string]bool{
-		"/dav/alice/calendars/release-tasks/":                       true,
-		"/dav/alice/calendars/release-tasks/tracker-T-1.ics":        true,
-		"/dav/alice/calendars/release-deadlines/":                   false,
-		"/dav/alice/calendars/release-deadlines/tracker-T-1.ics":    false,
+		"/dav/alice/calendars/release-tasks/":                    true,
+		"/dav/alice/calendars/release-tasks/tracker-T-1.ics":     true,
+		"/dav/alice/calendars/release-deadlines/":                false,
+		"/dav/alice/calendars/release-deadlines/tracker-T-1.ics": false,
 	} {
 		resp, _ := e.do(http.MethodOptions, path, "alice", "")
 		allow := resp.Header.Get("Allow")

@@ -121,8 +121,6 @@ func escapeText(b *bytes.Buffer, s string) {
 			rep = "&lt;"
 		case r == '>':
 			rep = "&gt;"
-		case r == '"':
-			rep = "&#34;"
 		case r == '\r':
 			rep = "&#13;"
 		case r == '\n' || r == '\t':
@@ -179,7 +177,7 @@ func (m *multistatus) open(name xml.Name, empty bool) {
 		m.b.WriteString("x:")
 		m.b.WriteString(name.Local)
 		m.b.WriteString(` xmlns:x="`)
-		escapeText(&m.b, name.Space)
+		m.b.WriteString(strings.ReplaceAll(escaped(name.Space), `"`, "&quot;"))
 		m.b.WriteByte('"')
 	}
 	if empty {

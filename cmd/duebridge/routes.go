@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -19,6 +20,12 @@ import (
 func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/{source}", webhook.NewHandler(svc, webhook.Options{Logger: log}))
+	cal := calendar.NewHandler(svc, calendar.Options{Logger: log})
+	mux.Handle(calendar.WellKnownPath, cal)
+	mux.Handle(calendar.Prefix, cal)
+	mux.Handle("PROPFIND /{$}", cal) // iOS walks from the bare host
+	mux.Handle("OPTIONS /{$}", cal)
+	mux.Handle("GET "+calendar.SyncHealthPath, cal)
 	setupHandler := setup.NewHandler(svc, setupOpts)
 	mux.Handle("GET "+setup.PagePath, setupHandler)
 	mux.Handle("GET "+setup.ProfilePath, setupHandler)
