@@ -43,6 +43,12 @@ type tracker interface {
 	defaultAPI() string
 }
 
+// afterIngester is a tracker that keeps bookkeeping of its own in the
+// store once its tasks are stored (GitHub's milestone index).
+type afterIngester interface {
+	afterIngest(m *mapping) error
+}
+
 // trackerKinds maps config.Source.Kind to its adapter. Sources of any other
 // kind ("generic") take the contract's own format.
 var trackerKinds = map[string]tracker{
@@ -128,14 +134,16 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		return
 	}
 	m := newMapping(cfg, src, now)
+	m.ctx, m.st = context.WithoutCancel(r.Context()), h.svc.Store()
 	tasks, skip, err := tr.tasks(m, r.Header, body)
 	if err != nil {
-		eb := errorBody{Error: err.Error()}
 		var fe *bridge.FieldError
 		if errors.As(err, &fe) {
-			eb.Field = fe.Field
+			h.fail(w, r, src.Name, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.Field})
+			return
 		}
-		h.fail(w, r, src.Name, http.StatusBadRequest, eb)
+		log.Error("webhook mapping failed", "err", err)
+		h.fail(w, r, src.Name, http.StatusServiceUnavailable, errorBody{Error: "could not read the store; retry later"})
 		return
 	}
 	if len(tasks) == 0 {
@@ -160,6 +168,14 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 	}
 	st.seen.add(src.Name, id, now)
 	st.deliveries.WithLabelValues(src.Name, "ingested").Inc()
+	if ai, ok := tr.(afterIngester); ok {
+		if err := ai.afterIngest(m); err != nil {
+			// The tasks are stored; only the bookkeeping for later events
+			// is behind, and the tracker's next event for the issue
+			// brings it up to date.
+			log.Error("webhook bookkeeping failed", "err", err)
+		}
+	}
 	for _, login := range m.unknown {
 		st.unknown.WithLabelValues(src.Name).Inc()
 		log.Info("tracker assignee is not mapped to a user; left out (add it to users[].identities."+src.Kind+")", "assignee", login)
@@ -174,12 +190,24 @@ type mapping struct {
 	src   *config.Source
 	users map[string]string // lower-cased tracker identity → user name
 	now   time.Time
+	ctx   context.Context
+	st    store.Store // for events that concern tasks already stored
 	// unknown lists the assignees no user claims, for metrics and the log.
 	unknown []string
+	// milestones maps the GitHub tasks of this delivery to their
+	// milestone, for the milestone index.
+	milestones map[string]milestoneRef
+}
+
+// milestoneRef is the milestone (id, "" for none) a task record puts its
+// task in, and the record's time, which says whether it is the stored one.
+type milestoneRef struct {
+	id string
+	at time.Time
 }
 
 func newMapping(cfg *config.Config, src *config.Source, now time.Time) *mapping {
-	m := &mapping{src: src, users: map[string]string{}, now: now}
+	m := &mapping{src: src, users: map[string]string{}, now: now, ctx: context.Background(), milestones: map[string]milestoneRef{}}
 	for _, u := range cfg.Users {
 		if id := strings.TrimSpace(u.Identities[src.Kind]); id != "" {
 			m.users[strings.ToLower(id)] = u.Name

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,7 +79,9 @@ type ghLabel struct {
 }
 
 type ghMilestone struct {
-	DueOn *string `json:"due_on"`
+	ID        *int64  `json:"id"`
+	DueOn     *string `json:"due_on"`
+	UpdatedAt *string `json:"updated_at"`
 }
 
 type ghIssue struct {
@@ -118,10 +122,10 @@ func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInpu
 	case "ping":
 		return nil, "ping: the webhook is set up", nil
 	case "issues":
+	case "milestone":
+		return g.milestoneTasks(m, body)
 	default:
-		// Comments, reactions, pushes, milestone edits...: nothing a task
-		// record holds. A milestone's new due date reaches its issues with
-		// their next event, which carries the milestone.
+		// Comments, reactions, pushes...: nothing a task record holds.
 		return nil, fmt.Sprintf("GitHub %q events carry no task changes", event), nil
 	}
 	var ev ghIssuesEvent
@@ -147,6 +151,7 @@ func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInpu
 	case "deleted":
 		in.Deleted = true
 		in.UpdatedAt = deleteTime(in.UpdatedAt, m.now)
+		m.milestones[in.ID] = milestoneRef{at: in.UpdatedAt}
 		return []bridge.TaskInput{in}, "", nil
 	case "transferred":
 		// The issue left this repository: it is gone under its old id and
@@ -154,6 +159,7 @@ func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInpu
 		// also receive events for; the records agree either way).
 		in.Deleted = true
 		in.UpdatedAt = deleteTime(in.UpdatedAt, m.now)
+		m.milestones[in.ID] = milestoneRef{at: in.UpdatedAt}
 		out := []bridge.TaskInput{in}
 		if ni, nr := ev.Changes.NewIssue, ev.Changes.NewRepository; ni != nil && nr != nil && nr.FullName != "" {
 			moved, err := g.task(m, "changes.new_issue", ni, nr)
@@ -216,17 +222,237 @@ func (github) task(m *mapping, path string, is *ghIssue, repo *ghRepo) (bridge.T
 	default:
 		return bridge.TaskInput{}, fieldErr(path+".state", "unknown state %q (want open or closed)", is.State)
 	}
-	if is.Milestone != nil && str(is.Milestone.DueOn) != "" {
-		due, err := parseTime(path+".milestone.due_on", *is.Milestone.DueOn)
-		if err != nil {
+	ref := milestoneRef{at: in.UpdatedAt}
+	if ms := is.Milestone; ms != nil {
+		if in.Due, err = milestoneDue(path+".milestone.due_on", ms.DueOn); err != nil {
 			return bridge.TaskInput{}, err
 		}
-		// A milestone has a date, not a time: GitHub stores the chosen day
-		// at a fixed hour (07:00 or 08:00 UTC, Pacific midnight).
-		d := due.UTC()
-		in.Due = store.When{Time: time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC), AllDay: true}
+		if ms.ID != nil {
+			ref.id = strconv.FormatInt(*ms.ID, 10)
+		}
 	}
+	m.milestones[in.ID] = ref
 	return finish(in), nil
+}
+
+// milestoneDue reads a milestone's due_on. A milestone has a date, not a
+// time: GitHub stores the chosen day at a fixed hour (07:00 or 08:00 UTC,
+// Pacific midnight), so the UTC date is the day.
+func milestoneDue(field string, dueOn *string) (store.When, error) {
+	if str(dueOn) == "" {
+		return store.When{}, nil
+	}
+	due, err := parseTime(field, *dueOn)
+	if err != nil {
+		return store.When{}, err
+	}
+	return store.When{Time: time.Date(due.Year(), due.Month(), due.Day(), 0, 0, 0, 0, time.UTC), AllDay: true}, nil
+}
+
+// The milestone index. GitHub announces a milestone's new due date once, in
+// a "milestone" event, not with each of its issues; to move their due
+// dates the adapter keeps, in the store's KV, which tasks are in which
+// milestone: milestoneKey → JSON array of task ids, and issueMilestoneKey →
+// the task's milestone id ("" for none).
+func milestoneKey(source, milestone string) string {
+	return "webhook/github/" + source + "/milestone/" + milestone
+}
+
+func issueMilestoneKey(source, task string) string {
+	return "webhook/github/" + source + "/issue-milestone/" + task
+}
+
+// getKV reads a KV value, "" when unset.
+func getKV(tx store.Tx, key string) (string, error) {
+	v, err := tx.Get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	return v, err
+}
+
+// afterIngest brings the milestone index up to date with the delivery's
+// tasks. It reads first and writes only when a task changed milestone,
+// which is rare, so most deliveries cost no second write transaction.
+func (github) afterIngest(m *mapping) error {
+	if len(m.milestones) == 0 {
+		return nil
+	}
+	var stale bool
+	err := m.st.View(m.ctx, func(tx store.Tx) error {
+		for task, ref := range m.milestones {
+			move, err := milestoneMove(tx, m.src.Name, task, ref)
+			if err != nil {
+				return err
+			}
+			stale = stale || move
+		}
+		return nil
+	})
+	if err != nil || !stale {
+		return err
+	}
+	return m.st.Update(m.ctx, func(tx store.Tx) error {
+		for task, ref := range m.milestones {
+			if move, err := milestoneMove(tx, m.src.Name, task, ref); err != nil || !move {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			cur, err := getKV(tx, issueMilestoneKey(m.src.Name, task))
+			if err != nil {
+				return err
+			}
+			if cur != "" {
+				if err := editMilestone(tx, m.src.Name, cur, task, false); err != nil {
+					return err
+				}
+			}
+			if ref.id != "" {
+				if err := editMilestone(tx, m.src.Name, ref.id, task, true); err != nil {
+					return err
+				}
+			}
+			if err := tx.Set(issueMilestoneKey(m.src.Name, task), ref.id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// milestoneMove reports whether the index must move task to ref.id: it is
+// elsewhere now, and the record that says so is the stored state (a late
+// delivery that ingest ignored must not move the index back either).
+func milestoneMove(tx store.Tx, source, task string, ref milestoneRef) (bool, error) {
+	cur, err := getKV(tx, issueMilestoneKey(source, task))
+	if err != nil || cur == ref.id {
+		return false, err
+	}
+	t, err := tx.Task(source, task)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return t.UpdatedAt.Equal(ref.at), nil
+}
+
+// editMilestone adds a task to, or removes it from, a milestone's list.
+func editMilestone(tx store.Tx, source, milestone, task string, add bool) error {
+	key := milestoneKey(source, milestone)
+	tasks, err := milestoneTasks(tx, key)
+	if err != nil {
+		return err
+	}
+	i := slices.Index(tasks, task)
+	switch {
+	case add && i < 0:
+		tasks = append(tasks, task)
+	case !add && i >= 0:
+		tasks = slices.Delete(tasks, i, i+1)
+	default:
+		return nil
+	}
+	b, err := json.Marshal(tasks)
+	if err != nil {
+		return err
+	}
+	return tx.Set(key, string(b))
+}
+
+func milestoneTasks(tx store.Tx, key string) ([]string, error) {
+	v, err := getKV(tx, key)
+	if err != nil || v == "" {
+		return nil, err
+	}
+	var tasks []string
+	if err := json.Unmarshal([]byte(v), &tasks); err != nil {
+		return nil, fmt.Errorf("milestone index %s: %w", key, err)
+	}
+	return tasks, nil
+}
+
+type ghMilestoneEvent struct {
+	Action    *string      `json:"action"`
+	Milestone *ghMilestone `json:"milestone"`
+}
+
+// milestoneTasks handles a "milestone" event: when its due date changes,
+// or it is deleted (which takes it off its issues), every stored task in
+// it gets the new due date. Each keeps its own content otherwise, and is
+// ordered at the later of its own time and the milestone's, so an issue
+// event from before the change cannot bring the old date back, and one
+// from after it wins.
+func (github) milestoneTasks(m *mapping, body []byte) ([]bridge.TaskInput, string, error) {
+	var ev ghMilestoneEvent
+	if err := decodeJSON(body, &ev); err != nil {
+		return nil, "", err
+	}
+	switch {
+	case ev.Action == nil || *ev.Action == "":
+		return nil, "", missing("action")
+	case ev.Milestone == nil:
+		return nil, "", missing("milestone")
+	case ev.Milestone.ID == nil:
+		return nil, "", missing("milestone.id")
+	}
+	if *ev.Action != "edited" && *ev.Action != "deleted" {
+		return nil, fmt.Sprintf("milestone %s: due dates unchanged", *ev.Action), nil
+	}
+	due, err := milestoneDue("milestone.due_on", ev.Milestone.DueOn)
+	if err != nil {
+		return nil, "", err
+	}
+	at := m.now
+	if ev.Milestone.UpdatedAt != nil {
+		if at, err = parseTime("milestone.updated_at", *ev.Milestone.UpdatedAt); err != nil {
+			return nil, "", err
+		}
+	}
+	msID := strconv.FormatInt(*ev.Milestone.ID, 10)
+	if *ev.Action == "deleted" {
+		due = store.When{}
+	}
+	var out []bridge.TaskInput
+	err = m.st.View(m.ctx, func(tx store.Tx) error {
+		ids, err := milestoneTasks(tx, milestoneKey(m.src.Name, msID))
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			t, err := tx.Task(m.src.Name, id)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if t.Deleted || t.Due == due {
+				continue
+			}
+			in := bridge.TaskInput{ID: t.ID, Title: t.Title, Description: t.Description, URL: t.URL, Project: t.Project,
+				Assignees: t.Assignees, Labels: t.Labels, Start: t.Start, Due: due, Status: t.Status,
+				Priority: t.Priority, UpdatedAt: t.UpdatedAt, Version: t.Version}
+			if at.After(in.UpdatedAt) {
+				in.UpdatedAt = at
+			}
+			out = append(out, in)
+			if *ev.Action == "deleted" {
+				m.milestones[id] = milestoneRef{at: in.UpdatedAt}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("read milestone %s: %w", msID, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Sprintf("milestone %s: no stored task has a different due date", *ev.Action), nil
+	}
+	return out, "", nil
 }
 
 // setStatus: PATCH /repos/{owner}/{repo}/issues/{number} with state

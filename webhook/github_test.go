@@ -103,3 +103,49 @@ func TestGitHubSHA1SignatureAlone(t *testing.T) {
 		t.Errorf("error %q", msg)
 	}
 }
+
+// TestGitHubMilestoneDueDate: GitHub announces a milestone's new due date
+// once, in a milestone event; every stored task in the milestone moves,
+// late issue events cannot bring the old date back, and a task taken out
+// of the milestone no longer follows it.
+func TestGitHubMilestoneDueDate(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	const id = "octo-org/hello-world#1347"
+	e.run([]step{
+		{name: "opened", d: delivery{file: "issues-opened.json"}, accepted: 1, id: id, want: want{assignees: []string{"alice"}}},
+		{name: "milestoned", d: delivery{file: "issues-milestoned.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "2026-12-01"}},
+		{name: "milestone closed", d: delivery{file: "milestone-closed.json"}, skipped: true},
+		{name: "milestone due_on edited", d: delivery{file: "milestone-edited.json"}, accepted: 1, id: id, want: want{
+			title: "Ship release 2.1 to everyone", status: "open", assignees: []string{"bob"}, due: "2026-12-08",
+			project: "Release 2.1", priority: "high", updated: "2026-11-20T09:41:00Z"}},
+		{name: "late milestoned", d: delivery{file: "issues-milestoned.json"}, ignored: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "2026-12-08"}},
+		{name: "demilestoned", d: delivery{file: "issues-demilestoned.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: ""}},
+		{name: "late milestoned again", d: delivery{file: "issues-milestoned.json"}, ignored: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: ""}},
+		{name: "milestone edited, task no longer in it", d: delivery{file: "milestone-edited.json", edit: func(m map[string]any) {
+			m["milestone"].(map[string]any)["due_on"] = "2026-12-15T08:00:00Z"
+		}}, skipped: true},
+	})
+	e.check("end", id, want{assignees: []string{"bob"}, due: ""})
+}
+
+// TestGitHubMilestoneDeleted: deleting a milestone takes it, and its due
+// date, off its issues.
+func TestGitHubMilestoneDeleted(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	const id = "octo-org/hello-world#1347"
+	e.run([]step{
+		{name: "milestoned", d: delivery{file: "issues-milestoned.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "2026-12-01"}},
+		{name: "milestone deleted", d: delivery{file: "milestone-deleted.json"}, accepted: 1, id: id, want: want{
+			assignees: []string{"bob"}, due: "", updated: "2026-11-20T09:44:00Z"}},
+	})
+	if objs := e.objectsOf("bob"); len(objs) != 1 {
+		t.Errorf("bob's objects %v, want the reminder only (no due date, no event)", objs)
+	}
+}
