@@ -358,7 +358,10 @@ func missing(field string) *bridge.FieldError { return fieldErr(field, "required
 func decodeJSON(body []byte, v any) error {
 	if err := json.Unmarshal(body, v); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
+		if errors.As(err, &te) {
+			if te.Field == "" {
+				return fieldErr("body", "must be a JSON object, not %s", te.Value)
+			}
 			return fieldErr(te.Field, "must be a %s, not %s", jsonKind(te.Type.String()), te.Value)
 		}
 		return fieldErr("body", "malformed JSON: %s", jsonReason(err))

@@ -165,9 +165,11 @@ func TestTrackerBadPayload(t *testing.T) {
 			if r.body["field"] != s.badField || !strings.Contains(r.body["error"].(string), s.badField) {
 				t.Errorf("reply %s, want field %q named", r.raw, s.badField)
 			}
-			r = e.mustPost(delivery{file: s.good, body: []byte(`{"action": "opened", "issue": {`)}, 400)
-			if r.body["field"] != "body" {
-				t.Errorf("malformed JSON: %s, want field body", r.raw)
+			for _, body := range []string{`{"action": "opened", "issue": {`, `[]`} {
+				r = e.mustPost(delivery{file: s.good, body: []byte(body)}, 400)
+				if r.body["field"] != "body" || strings.Contains(r.raw, "webhook.") {
+					t.Errorf("body %s: %s, want field body and no Go type names", body, r.raw)
+				}
 			}
 			if e.snapshot() != before {
 				t.Error("a bad payload changed the store")

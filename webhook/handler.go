@@ -1,6 +1,7 @@
 // Package webhook receives task records from task systems: POST
 // /hooks/{source}, signed with HMAC-SHA256, one task or a batch, stored in one
-// transaction before the 200 is sent.
+// transaction before the 200 is sent. Sources of kind github, gitlab, jira
+// or linear take that tracker's own webhooks instead (adapter.go).
 package webhook
 
 import (
