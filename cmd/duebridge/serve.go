@@ -26,6 +26,10 @@ import (
 type Addrs struct {
 	HTTP net.Addr
 	IMAP net.Addr
+	// IMAPTLS, Submission and SubmissionTLS are nil when not configured.
+	IMAPTLS       net.Addr
+	Submission    net.Addr
+	SubmissionTLS net.Addr
 }
 
 type serveOptions struct {
@@ -89,6 +93,12 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		httpLn = tls.NewListener(httpLn, c)
 	}
 
+	mail, err := listenMail(cfg, svc, tlsConf, log)
+	if err != nil {
+		return err
+	}
+	defer mail.close()
+
 	httpSrv := newHTTPServer(routes(svc, log, setup.Options{Logger: log, Certificate: certs.Certificate, Root: certs.Root}),
 		log, o.HTTPTimeouts)
 
@@ -132,6 +142,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 
 	addrs := Addrs{HTTP: httpLn.Addr()}
+	mail.serve(goRun, &addrs)
 	log.Info("duebridge serving", "http", addrs.HTTP.String(), "store", cfg.Store, "demo", cfg.Demo)
 	if o.Ready != nil {
 		o.Ready(addrs, svc)
@@ -148,6 +159,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	if err := httpSrv.Shutdown(shutCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
+	mail.close()
 	cancelRun()
 	wg.Wait()
 	return err
@@ -178,6 +190,17 @@ func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
 		fmt.Fprintf(w, "  CalDAV:   %s/.well-known/caldav  (principal %s/dav/<user>/)\n", base, base)
 		if a.IMAP != nil {
 			fmt.Fprintf(w, "  IMAP:     %s\n", a.IMAP)
+		}
+		if a.IMAPTLS != nil {
+			fmt.Fprintf(w, "  IMAPS:    %s\n", a.IMAPTLS)
+		}
+		for _, s := range []struct {
+			label string
+			addr  net.Addr
+		}{{"SMTP:", a.Submission}, {"SMTPS:", a.SubmissionTLS}} {
+			if s.addr != nil {
+				fmt.Fprintf(w, "  %-9s %s  (outgoing server for mail apps: accepts the login, sends nothing)\n", s.label, s.addr)
+			}
 		}
 		fmt.Fprintf(w, "  Webhooks: %s/hooks/<source>\n", base)
 		fmt.Fprintf(w, "  Setup:    %s/setup\n", base)
