@@ -47,6 +47,15 @@ func benchSizes(b *testing.B) []int {
 // ones to compare across sizes: they must not grow with n.
 //
 //	go test ./bridge -run '^$' -bench Scheduler -benchtime 1x -timeout 60m
+//
+// Measured on the 2-core development machine (SQLite, synchronous=FULL):
+//
+//	tasks       arm     plan    fire     alloc     peak heap  idle tick  tick, 100 due
+//	1,000       5 µs    26 µs   145 µs   53 KB     3.2 MB     39 µs      14.4 ms
+//	1,000,000   21 µs   68 µs   267 µs   53 KB     14.3 MB    57 µs      17.4 ms
+//
+// (per task, except the ticks). Firing is mostly rendering the mail; a
+// million reminders took 4.5 minutes and 4.7 KB of disk each, the mail.
 func BenchmarkScheduler(b *testing.B) {
 	for _, n := range benchSizes(b) {
 		b.Run(fmt.Sprintf("tasks=%d", n), func(b *testing.B) {
