@@ -299,6 +299,14 @@ func (w *writer) apply(source string, in *TaskInput) (bool, error) {
 	if old != nil && !newer(in, old) {
 		return false, nil
 	}
+	if old != nil && sameContent(in, old) {
+		// Newer but nothing a user sees changed (a tracker touched
+		// updated_at): keep the ordering fields, leave objects, ETags and
+		// SEQUENCE alone so phones have nothing to re-sync.
+		t := *old
+		t.Version, t.UpdatedAt = in.Version, in.UpdatedAt
+		return true, w.tx.PutTask(&t)
+	}
 	if old == nil && in.Deleted {
 		// A delete of something never seen: remember it so an older update
 		// arriving later does not create the task.

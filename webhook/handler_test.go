@@ -286,3 +286,33 @@ func TestOrderingNeverMovesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestNewerRecordWithSameContentKeepsObjects(t *testing.T) {
+	srv, svc := newServer(t)
+	if r := signed(t, srv, taskJSON("S", 1, "", "open", "2026-12-02T10:00:00Z", "")); r.body["accepted"] != 1.0 {
+		t.Fatal(r.body)
+	}
+	before := snapshot(t, svc)
+	seq := storedTask(t, svc, "S").Sequence
+	if r := signed(t, srv, taskJSON("S", 2, "", "open", "2026-12-02T10:00:00Z", "")); r.body["accepted"] != 1.0 {
+		t.Fatal(r.body)
+	}
+	tk := storedTask(t, svc, "S")
+	if tk.Version != 2 || tk.Sequence != seq {
+		t.Fatalf("version %d sequence %d, want 2 and unchanged %d", tk.Version, tk.Sequence, seq)
+	}
+	// Collections (ctags) and mail are untouched: phones have nothing to fetch.
+	after := snapshot(t, svc)
+	if strings.Replace(after, "v2", "v1", 1) == before {
+		return
+	}
+	beforeColl := before[strings.Index(before, "coll"):]
+	afterColl := after[strings.Index(after, "coll"):]
+	if beforeColl != afterColl {
+		t.Fatalf("collections or mail changed:\n%s\n%s", beforeColl, afterColl)
+	}
+	// A later version still older than the stored one is ignored.
+	if r := signed(t, srv, taskJSON("S", 1, "", "done", "2026-12-02T10:00:00Z", "")); r.body["ignored"] != 1.0 {
+		t.Fatal(r.body)
+	}
+}
