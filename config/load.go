@@ -441,6 +441,19 @@ func (r *raw) validate() (*Config, error) {
 				s.CallbackURL = u
 			}
 		}
+		if rs.APIURL != "" {
+			if u, err := url.Parse(rs.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				e.add(key+".api_url", "not an absolute http(s) URL: %q", rs.APIURL)
+			}
+		}
+		if rs.APIToken != "" {
+			switch {
+			case s.Kind == "generic":
+				e.add(key+".api_token", "only tracker kinds (github, gitlab, jira, linear) use an API token")
+			case s.Kind == "jira" && rs.APIURL == "":
+				e.add(key+".api_url", "required with api_token for a jira source (https://your-domain.atlassian.net)")
+			}
+		}
 		if rs.LeadTimes != nil {
 			s.LeadTimes = durations(&e, key+".lead_times", rs.LeadTimes)
 		}
