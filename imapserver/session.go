@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
@@ -99,22 +98,18 @@ func (s *session) Login(username, password string) error {
 	if s.srv.opts.TLSConfig != nil && !s.c.TLS() {
 		return errTLSRequired
 	}
-	u, err := s.srv.svc.Authenticate("imap", username, password)
+	// The core delays failures (more with each recent one, per user name and
+	// per client address) and locks out guessing; it blocks only this
+	// connection.
+	u, err := s.srv.svc.AuthenticateFrom(s.ctx(), "imap", username, password, s.c.RemoteAddr().String())
 	if errors.Is(err, bridge.ErrBadCredentials) {
 		s.failures++
-		s.log.Info("imap login failed", "user", username, "failures", s.failures)
-		// A fixed delay on every failure makes guessing slow; it blocks only
-		// this connection.
-		if d := s.srv.svc.Config().Limits.LoginFailureDelay; d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-s.srv.ctx.Done():
-				t.Stop()
-			}
-		}
 		if s.failures >= s.srv.opts.MaxLoginFailures {
 			s.gc.Bye("Too many failed logins")
+		}
+		if errors.Is(err, bridge.ErrLockedOut) {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed,
+				Text: "Too many failed logins; try again later"}
 		}
 		return goimapserver.ErrAuthFailed
 	}

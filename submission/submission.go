@@ -375,22 +375,23 @@ func (ss *session) auth(arg string) error {
 		ss.errors++
 		return ss.reply("504 5.5.4 Unrecognized authentication mechanism")
 	}
-	u, err := ss.srv.svc.Authenticate("smtp", user, pass)
-	if err != nil {
+	// The core delays failures and locks out guessing (shared with IMAP and
+	// CalDAV, per user name and per client address).
+	u, err := ss.srv.svc.AuthenticateFrom(ss.srv.ctx, "smtp", user, pass, ss.conn.RemoteAddr().String())
+	if errors.Is(err, bridge.ErrBadCredentials) {
 		ss.failures++
-		ss.log.Info("submission login failed", "user", user)
-		if d := ss.srv.svc.Config().Limits.LoginFailureDelay; d > 0 {
-			select {
-			case <-time.After(d):
-			case <-ss.srv.ctx.Done():
-			}
-		}
 		if ss.failures >= maxAuthFailure {
 			ss.reply("421 4.7.0 Too many failed logins, closing connection")
 			ss.conn.Close()
 			return errors.New("too many failed logins")
 		}
+		if errors.Is(err, bridge.ErrLockedOut) {
+			return ss.reply("454 4.7.0 Too many failed logins; try again later")
+		}
 		return ss.reply("535 5.7.8 Authentication credentials invalid")
+	}
+	if err != nil {
+		return err
 	}
 	ss.user = u.Name
 	ss.log.Info("submission login", "user", u.Name, "tls", ss.isTLS)
