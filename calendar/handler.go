@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -157,6 +158,10 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*config.
 		}
 		if errors.Is(err, context.Canceled) {
 			return nil, false
+		}
+		var locked *bridge.LockoutError
+		if errors.As(err, &locked) {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(locked.Until.Sub(h.svc.Now()).Seconds()))))
 		}
 	}
 	w.Header().Set("WWW-Authenticate", `Basic realm="`+realm+`", charset="UTF-8"`)
