@@ -78,7 +78,7 @@ func newSyncHealth(reg *prometheus.Registry, now func() time.Time) *syncHealth {
 	}, []string{"kind"}))
 	h.lastSync = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "duebridge_caldav_last_sync_timestamp_seconds",
-		Help: "When a user's devices of a client family last synced (sync-collection, query or multiget), Unix time.",
+		Help: "When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time.",
 	}, []string{"user", "client"}))
 	return h
 }
@@ -168,16 +168,23 @@ func (h *syncHealth) poll(user, ua, coll string) {
 	h.syncs.WithLabelValues(syncPoll).Inc()
 }
 
-// synced records a sync of coll ("" for the home) that left the device at
-// revision seq with n changes reported.
+// synced records a sync of coll ("" for the home or a multiget) that left
+// the device at revision seq with n changes reported.
 func (h *syncHealth) synced(user, ua, coll, kind string, seq int64, n int) {
 	now := h.now()
 	h.mu.Lock()
 	d := h.device(user, ua, now)
 	d.Counts[kind]++
-	if kind == syncReset {
+	switch kind {
+	case syncMultiget:
+		// A fetch after a sync, not a sync: counted, but it must not hide
+		// how the device last synced.
+		h.mu.Unlock()
+		h.syncs.WithLabelValues(kind).Inc()
+		return
+	case syncReset:
 		d.LastReset = now
-	} else {
+	default:
 		d.LastSync, d.LastKind = now, kind
 	}
 	if coll != "" {
