@@ -146,6 +146,10 @@ func (v *view) root(href string) resource {
 			return "duebridge", true
 		case pCurrentUserPrincipal:
 			return hrefXML(principalHref(v.user.Name)), true
+		case pCalendarHomeSet:
+			// Not in allprop; some clients ask the context path for it
+			// directly instead of going through the principal.
+			return hrefXML(homeHref(v.user.Name)), true
 		case pPrincipalCollectionSet:
 			return hrefXML(Prefix), true
 		case pCurrentUserPrivilegeSet:
