@@ -6,6 +6,7 @@ import (
 	"container/list"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/emersion/go-imap/v2"
@@ -44,6 +45,7 @@ func (s *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options
 	st.mu.Unlock()
 
 	need := needsOf(options)
+	lowerNames := fieldLists(options)
 	for chunk := range slices.Chunk(items, fetchChunk) {
 		loaded, err := s.load(st, chunk, need)
 		if err != nil {
@@ -53,7 +55,7 @@ func (s *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options
 			if loaded[i].missing {
 				continue // expunged since the command began
 			}
-			if err := writeFetch(w, it, &loaded[i], options, seenNow[it.meta.uid]); err != nil {
+			if err := writeFetch(w, it, &loaded[i], options, lowerNames, seenNow[it.meta.uid]); err != nil {
 				return err
 			}
 		}
@@ -183,7 +185,30 @@ func (s *session) load(st *mailboxState, items []item, n need) ([]loadedMsg, err
 	return out, nil
 }
 
-func writeFetch(w *goimapserver.FetchWriter, it item, m *loadedMsg, o *imap.FetchOptions, seenNow bool) error {
+// fieldLists returns, per body section of a FETCH, the lower-cased names
+// of a HEADER.FIELDS or HEADER.FIELDS.NOT section (nil for other sections).
+func fieldLists(o *imap.FetchOptions) [][]string {
+	out := make([][]string, len(o.BodySection))
+	for i, bs := range o.BodySection {
+		if !headerOnly(bs) {
+			continue
+		}
+		names := bs.HeaderFields
+		if len(names) == 0 {
+			names = bs.HeaderFieldsNot
+		}
+		if len(names) == 0 {
+			continue
+		}
+		out[i] = make([]string, len(names))
+		for j, n := range names {
+			out[i][j] = strings.ToLower(n)
+		}
+	}
+	return out
+}
+
+func writeFetch(w *goimapserver.FetchWriter, it item, m *loadedMsg, o *imap.FetchOptions, lowerNames [][]string, seenNow bool) error {
 	rw := w.CreateMessage(it.seq)
 	if o.UID {
 		rw.WriteUID(it.meta.uid)
@@ -204,7 +229,24 @@ func writeFetch(w *goimapserver.FetchWriter, it item, m *loadedMsg, o *imap.Fetc
 	if o.BodyStructure != nil {
 		rw.WriteBodyStructure(m.parsed.structure)
 	}
-	for _, bs := range o.BodySection {
+	for i, bs := range o.BodySection {
+		if names := lowerNames[i]; names != nil && m.parsed != nil && m.parsed.crlf && bs.Partial == nil {
+			size, pick := m.parsed.headerFields(names, len(bs.HeaderFieldsNot) > 0)
+			wc := rw.WriteBodySection(bs, int64(size))
+			var err error
+			for b := range pick {
+				if _, err = wc.Write(b); err != nil {
+					break
+				}
+			}
+			if cerr := wc.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		src := m.data
 		if src == nil && headerOnly(bs) {
 			src = m.parsed.header
@@ -242,8 +284,17 @@ func writeLiteral(wc interface {
 // as the UID exists.
 type parsedMsg struct {
 	header    []byte // the header block, blank line included
+	fields    []rawField
+	crlf      bool // every header line ends in CRLF: fields serve HEADER.FIELDS
 	envelope  *imap.Envelope
 	structure imap.BodyStructure
+}
+
+// rawField is one header field as it appears in header (folded lines and
+// line end included), with its name lower-cased for matching.
+type rawField struct {
+	key string
+	raw []byte
 }
 
 func parseMessage(data []byte) *parsedMsg {
@@ -255,7 +306,60 @@ func parseMessage(data []byte) *parsedMsg {
 	}
 	p.envelope = goimapserver.ExtractEnvelope(h)
 	p.structure = goimapserver.ExtractBodyStructure(bytes.NewReader(data))
+	p.fields = splitFields(p.header)
+	// go-message writes header lines with CRLF whatever they had; serve
+	// bare-LF headers through it to give the same bytes.
+	p.crlf = bytes.Count(p.header, []byte("\n")) == bytes.Count(p.header, []byte("\r\n"))
 	return p
+}
+
+// splitFields cuts a header block into fields: a line and the continuation
+// lines (starting with a space or tab) that follow it.
+func splitFields(h []byte) []rawField {
+	var out []rawField
+	for len(h) > 0 {
+		if h[0] == '\r' || h[0] == '\n' {
+			break // the blank line ending the header
+		}
+		end := 0
+		for {
+			i := bytes.IndexByte(h[end:], '\n')
+			if i < 0 {
+				end = len(h)
+				break
+			}
+			end += i + 1
+			if end >= len(h) || (h[end] != ' ' && h[end] != '\t') {
+				break
+			}
+		}
+		name, _, _ := bytes.Cut(h[:end], []byte{':'})
+		out = append(out, rawField{key: strings.ToLower(string(bytes.TrimSpace(name))), raw: h[:end]})
+		h = h[end:]
+	}
+	return out
+}
+
+// headerFields writes BODY[HEADER.FIELDS (...)] or BODY[HEADER.FIELDS.NOT
+// (...)] from the cached fields, with the bytes go-imap's
+// ExtractBodySection would give, without parsing the header again: iOS asks
+// for header fields of every message on each sync. names are lower-cased.
+func (p *parsedMsg) headerFields(names []string, not bool) (size int, pick func(yield func([]byte) bool)) {
+	keep := func(f *rawField) bool { return slices.Contains(names, f.key) != not }
+	for i := range p.fields {
+		if keep(&p.fields[i]) {
+			size += len(p.fields[i].raw)
+		}
+	}
+	size += 2
+	return size, func(yield func([]byte) bool) {
+		for i := range p.fields {
+			if keep(&p.fields[i]) && !yield(p.fields[i].raw) {
+				return
+			}
+		}
+		yield([]byte("\r\n"))
+	}
 }
 
 // headerEnd returns the length of the header block, blank line included.
@@ -276,7 +380,7 @@ func headerEnd(b []byte) int {
 }
 
 // cost is the cache's estimate of a parsed message's memory.
-func (p *parsedMsg) cost() int { return 2*len(p.header) + 1024 }
+func (p *parsedMsg) cost() int { return 2*len(p.header) + 48*len(p.fields) + 1024 }
 
 type cacheKey struct {
 	mbox     mboxKey
