@@ -400,7 +400,7 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet) (PhoneState, error) {
 	}
 	var p PhoneState
 	var alarms strings.Builder
-	depth := 0 // 0 outside the VTODO, 1 in it, 2+ inside a child
+	depth := 0 // 1 in VCALENDAR, 2 in the VTODO, 3 in a VALARM
 	for _, line := range strings.Split(buf.String(), "\r\n") {
 		switch {
 		case line == "":
