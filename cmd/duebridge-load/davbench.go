@@ -1,0 +1,347 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// runDAV measures closed-loop CalDAV throughput on one user's home: the
+// same requests against duebridge, Radicale or Xandikos.
+func (e *env) runDAV(ctx context.Context) error {
+	o := e.o
+	if e.httpURL == "" {
+		return errors.New("the dav scenario needs --target or --start")
+	}
+	if o.Start && o.Tasks > 0 {
+		if err := e.seed(ctx, "webhook batch (seed)", func(j int) task {
+			return seedTask(j, len(e.users), o.Projects, e.users)
+		}, o.Tasks); err != nil {
+			return err
+		}
+	}
+	user := o.DAVUser
+	if user == "" {
+		user = e.users[0]
+	}
+	dc := newDAVClient(e.base, e.tr, user, o.Password)
+	home, err := dc.discover(ctx)
+	if err != nil {
+		return fmt.Errorf("discovery: %w", err)
+	}
+	e.rep.Params["home"] = home
+	e.rep.Params["workers"] = o.Workers
+	e.rep.Params["multiget_size"] = o.MultigetSize
+	if o.SeedICS != "" {
+		if err := e.seedICS(ctx, dc, home, o.SeedICS); err != nil {
+			return fmt.Errorf("seed from %s: %w", o.SeedICS, err)
+		}
+	}
+	cols, err := dc.homeDepth1(ctx, home)
+	if err != nil {
+		return err
+	}
+	// Every object of every collection, via a full sync.
+	objects := map[string][]string{}
+	var biggest string
+	total := 0
+	for _, c := range cols {
+		res, err := dc.syncCollection(ctx, c.Path, "")
+		if err != nil {
+			return fmt.Errorf("full sync of %s: %w", c.Path, err)
+		}
+		sort.Strings(res.Changed)
+		objects[c.Path] = res.Changed
+		total += len(res.Changed)
+		if len(res.Changed) > len(objects[biggest]) || biggest == "" {
+			biggest = c.Path
+		}
+	}
+	e.rep.fig("calendars in the home", float64(len(cols)), "")
+	e.rep.fig("objects in the home", float64(total), "")
+	e.rep.fig("objects in the multiget/sync calendar", float64(len(objects[biggest])), "")
+	e.logf("home %s: %d calendars, %d objects; measuring on %s (%d objects)", home, len(cols), total, biggest, len(objects[biggest]))
+	if o.ExportICS != "" {
+		if err := exportICS(ctx, dc, cols, objects, o.ExportICS); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		e.logf("exported %d objects to %s", total, o.ExportICS)
+	}
+	hrefs := objects[biggest]
+	for _, op := range strings.Split(o.DAVOps, ",") {
+		switch strings.TrimSpace(op) {
+		case "propfind":
+			s := e.closedLoop(ctx, "PROPFIND home Depth 1", func(ctx context.Context, dc *davClient, i int) (int, error) {
+				cs, err := dc.homeDepth1(ctx, home)
+				if err == nil && len(cs) != len(cols) {
+					err = fmt.Errorf("home listed %d calendars, want %d", len(cs), len(cols))
+				}
+				return len(cs), err
+			}, user)
+			e.rep.fig("PROPFIND home Depth 1 throughput", s.Rate, "req/s")
+		case "multiget":
+			if len(hrefs) == 0 {
+				e.rep.note("multiget skipped: no objects")
+				continue
+			}
+			size := min(o.MultigetSize, len(hrefs))
+			s := e.closedLoop(ctx, fmt.Sprintf("calendar-multiget (%d)", size), func(ctx context.Context, dc *davClient, i int) (int, error) {
+				lo := (i * size) % len(hrefs)
+				batch := make([]string, 0, size)
+				for k := 0; k < size; k++ {
+					batch = append(batch, hrefs[(lo+k)%len(hrefs)])
+				}
+				got, err := dc.multiget(ctx, biggest, batch)
+				return len(got), err
+			}, user)
+			e.rep.fig(fmt.Sprintf("calendar-multiget (%d) throughput", size), s.Rate, "req/s")
+		case "sync":
+			token, err := e.prepareDelta(ctx, dc, biggest, hrefs)
+			if err != nil {
+				return fmt.Errorf("sync: %w", err)
+			}
+			var short atomic.Int64
+			s := e.closedLoop(ctx, fmt.Sprintf("sync-collection (%d changed of %d)", o.SyncDelta, len(hrefs)), func(ctx context.Context, dc *davClient, i int) (int, error) {
+				res, err := dc.syncCollection(ctx, biggest, token)
+				if err == nil && len(res.Changed) < o.SyncDelta {
+					short.Add(1)
+				}
+				if err != nil {
+					return 0, err
+				}
+				return len(res.Changed), nil
+			}, user)
+			if n := short.Load(); n > 0 {
+				e.rep.note("%d incremental syncs returned fewer than %d changes", n, o.SyncDelta)
+			}
+			e.rep.fig("incremental sync-collection throughput", s.Rate, "req/s")
+		case "":
+		default:
+			return fmt.Errorf("--ops: unknown operation %q", op)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// closedLoop runs f with --workers clients for --duration; each worker
+// is its own client (as many devices would be) over the shared transport.
+func (e *env) closedLoop(ctx context.Context, name string, f func(context.Context, *davClient, int) (int, error), user string) Summary {
+	o := e.o
+	h := newHist(name)
+	stop := e.progress(ctx, "dav", h)
+	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	start := time.Now()
+	for w := 0; w < max(1, o.Workers); w++ {
+		wg.Add(1)
+		dc := newDAVClient(e.base, e.tr, user, o.Password)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				t0 := time.Now()
+				n, err := f(ctx, dc, i)
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					h.Err()
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				h.Add(time.Since(t0))
+				h.Items(n)
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	stop()
+	if err := firstErr.Load(); err != nil {
+		e.rep.note("%s: first error: %v", name, err)
+	}
+	return e.rep.op(h, el)
+}
+
+// prepareDelta takes a sync token of coll, then changes --sync-delta of
+// its objects, so that syncs from that token return exactly those.
+func (e *env) prepareDelta(ctx context.Context, dc *davClient, coll string, hrefs []string) (string, error) {
+	o := e.o
+	res, err := dc.syncCollection(ctx, coll, "")
+	if err != nil {
+		return "", err
+	}
+	token := res.Token
+	if token == "" {
+		return "", errors.New("the collection has no sync token")
+	}
+	k := min(o.SyncDelta, len(hrefs))
+	if k == 0 {
+		return token, nil
+	}
+	pick := hrefs[:k]
+	// duebridge: the task system changes the tasks (objects are server-owned).
+	if e.hook != nil && e.o.Label == "duebridge" {
+		var batch []task
+		for _, h := range pick {
+			name := strings.TrimSuffix(path.Base(h), ".ics")
+			rest, ok := strings.CutPrefix(name, o.Source+"-seed-")
+			j, err := strconv.Atoi(rest)
+			if !ok || err != nil {
+				return "", fmt.Errorf("object %s was not made by the seed", h)
+			}
+			t := seedTask(j, len(e.users), o.Projects, e.users)
+			t.Title += " (changed)"
+			t.Version = 2 + time.Now().UnixNano()%1_000_000_000
+			batch = append(batch, t)
+		}
+		return token, e.hook.send(ctx, batch)
+	}
+	// Others: a client changes the objects with PUT.
+	data, err := dc.multiget(ctx, coll, pick)
+	if err != nil {
+		return "", err
+	}
+	for _, h := range pick {
+		body := strings.Replace(data[h], "SUMMARY:", "SUMMARY:(changed) ", 1)
+		code, _, b, err := dc.do(ctx, "PUT", h, "", []byte(body))
+		if err != nil {
+			return "", err
+		}
+		if code/100 != 2 {
+			return "", &httpStatusError{"PUT", h, code, truncate(string(b), 200)}
+		}
+	}
+	return token, nil
+}
+
+// exportICS writes each collection's objects to dir/<collection>/<name>,
+// with the component type in dir/<collection>/.component.
+func exportICS(ctx context.Context, dc *davClient, cols []collection, objects map[string][]string, dir string) error {
+	for _, c := range cols {
+		name := path.Base(strings.TrimSuffix(c.Path, "/"))
+		cdir := filepath.Join(dir, name)
+		if err := os.MkdirAll(cdir, 0o755); err != nil {
+			return err
+		}
+		comp := c.Comp
+		if comp == "" {
+			comp = "VEVENT"
+		}
+		if err := os.WriteFile(filepath.Join(cdir, ".component"), []byte(comp+"\n"), 0o644); err != nil {
+			return err
+		}
+		hrefs := objects[c.Path]
+		for lo := 0; lo < len(hrefs); lo += 100 {
+			hi := min(lo+100, len(hrefs))
+			got, err := dc.multiget(ctx, c.Path, hrefs[lo:hi])
+			if err != nil {
+				return err
+			}
+			for h, data := range got {
+				if err := os.WriteFile(filepath.Join(cdir, path.Base(h)), []byte(data), 0o644); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// seedICS creates the collections of dir under home (MKCALENDAR) and PUTs
+// their objects, 8 at a time.
+func (e *env) seedICS(ctx context.Context, dc *davClient, home, dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	type put struct{ href, file string }
+	var puts []put
+	for _, ent := range ents {
+		if !ent.IsDir() {
+			continue
+		}
+		cdir := filepath.Join(dir, ent.Name())
+		comp := "VEVENT"
+		if b, err := os.ReadFile(filepath.Join(cdir, ".component")); err == nil {
+			comp = strings.TrimSpace(string(b))
+		}
+		coll := strings.TrimSuffix(home, "/") + "/" + ent.Name() + "/"
+		code, _, b, err := dc.do(ctx, "MKCALENDAR", coll, "", mkcalendarBody(ent.Name(), comp))
+		if err != nil {
+			return err
+		}
+		switch {
+		case code == http.StatusCreated || code == http.StatusOK:
+		case code == http.StatusMethodNotAllowed || code == http.StatusConflict:
+			// exists already (a second run on the same data)
+		default:
+			return &httpStatusError{"MKCALENDAR", coll, code, truncate(string(b), 300)}
+		}
+		files, err := os.ReadDir(cdir)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f.Name(), ".ics") {
+				puts = append(puts, put{coll + f.Name(), filepath.Join(cdir, f.Name())})
+			}
+		}
+	}
+	h := newHist("PUT object (seed)")
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && firstErr.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(puts) {
+					return
+				}
+				body, err := os.ReadFile(puts[i].file)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				t0 := time.Now()
+				code, _, b, err := dc.do(ctx, "PUT", puts[i].href, "", body)
+				if err == nil && code/100 != 2 {
+					err = &httpStatusError{"PUT", puts[i].href, code, truncate(string(b), 300)}
+				}
+				if err != nil {
+					h.Err()
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				h.Add(time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	e.rep.op(h, time.Since(start))
+	e.logf("PUT %d objects in %v", len(puts), time.Since(start).Round(time.Millisecond))
+	if err := firstErr.Load(); err != nil {
+		return err.(error)
+	}
+	return nil
+}

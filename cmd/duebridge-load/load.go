@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// event is one trigger (webhook request or APPEND) of the measured phase.
+type event struct {
+	send, ack time.Time
+	ok        bool
+}
+
+// pollState is what one iOS-like CalDAV client remembers between polls.
+type pollState struct {
+	ctag, token string
+}
+
+// tokens keeps the newest sync token per collection for the visibility
+// probes (so a probe's first sync is incremental, not a full listing).
+type tokens struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (t *tokens) get(coll string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[coll]
+}
+
+func (t *tokens) set(coll, tok string) {
+	if tok == "" {
+		return
+	}
+	t.mu.Lock()
+	t.m[coll] = tok
+	t.mu.Unlock()
+}
+
+type loadHists struct {
+	ack, seedAck, exists, existsSend, visible, propfind, sync, multiget *Hist
+}
+
+func (e *env) runLoad(ctx context.Context) error {
+	o := e.o
+	ack := "webhook ack"
+	existsName, existsSendName := "webhook ack → IDLE EXISTS", "webhook send → IDLE EXISTS"
+	if o.Trigger == "append" {
+		ack = "APPEND ack"
+		existsName, existsSendName = "APPEND ack → IDLE EXISTS", "APPEND send → IDLE EXISTS"
+	}
+	hs := loadHists{
+		ack: newHist(ack), exists: newHist(existsName), existsSend: newHist(existsSendName),
+		visible: newHist("webhook ack → visible in sync-collection"), propfind: newHist("PROPFIND home Depth 1"),
+		sync: newHist("sync-collection"), multiget: newHist("calendar-multiget (50)"),
+	}
+
+	// 1. Seed M tasks through the webhook, in batches.
+	if o.Trigger == "webhook" && o.Tasks > 0 {
+		if err := e.seed(ctx, "webhook batch (seed)", func(j int) task {
+			return seedTask(j, len(e.users), o.Projects, e.users)
+		}, o.Tasks); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		time.Sleep(500 * time.Millisecond) // let the notification fan-out settle
+	}
+
+	// 2. K connections in IDLE; memory before and after.
+	var idlers []*idler
+	var arrivals atomic.Int64
+	announced := newHist("EXISTS") // progress only: announcements as they arrive
+	if o.Idle > 0 && e.imapAddr != "" {
+		mem0 := e.serverMem()
+		rss0 := e.rss(ctx)
+		g0 := e.goroutines(ctx)
+		t0 := time.Now()
+		var err error
+		idlers, err = openIdlers(ctx, e.imapAddr, o.Idle, e.users, func(int) string { return o.Password }, o.IdleParallel,
+			func(n int) {
+				if !o.Quiet {
+					e.logf("IDLE: %d connections open", n)
+				}
+			}, func() { arrivals.Add(1); announced.Add(0) })
+		defer func() {
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 64)
+			for _, d := range idlers {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() { defer wg.Done(); d.close(); <-sem }()
+			}
+			wg.Wait()
+		}()
+		e.logf("IDLE: %d of %d connections open in %v", len(idlers), o.Idle, time.Since(t0).Round(time.Millisecond))
+		if err != nil {
+			e.rep.note("IDLE: %d of %d connections opened; first error: %v", len(idlers), o.Idle, err)
+			if len(idlers) == 0 {
+				return fmt.Errorf("no IMAP connection: %w", err)
+			}
+		}
+		time.Sleep(2 * time.Second) // let buffers and GC settle before reading memory
+		mem1 := e.serverMem()
+		rss1 := e.rss(ctx)
+		g1 := e.goroutines(ctx)
+		n := float64(len(idlers))
+		e.rep.fig("IMAP connections in IDLE", n, "")
+		if rss1 > 0 {
+			e.rep.fig("server RSS before IDLE connections", rss0/(1<<20), "MiB")
+			e.rep.fig("server RSS with IDLE connections", rss1/(1<<20), "MiB")
+			e.rep.fig("server RSS per idle IMAP connection", (rss1-rss0)/n/1024, "KiB")
+		}
+		if mem0.Procs > 0 && mem1.PSS > 0 {
+			e.rep.fig("server PSS (process tree) per idle IMAP connection", float64(mem1.PSS-mem0.PSS)/n/1024, "KiB")
+			e.rep.fig("server processes with IDLE connections", float64(mem1.Procs), "")
+		}
+		if g0 >= 0 && g1 >= 0 {
+			e.rep.fig("server goroutines per idle IMAP connection", (g1-g0)/n, "")
+		}
+	} else if o.Idle > 0 {
+		e.rep.note("no IMAP server: IDLE parts skipped")
+	}
+
+	// 3. C CalDAV clients: an initial full sync each, then polls.
+	toks := &tokens{m: map[string]string{}}
+	homes := map[int]string{}
+	var pollWG sync.WaitGroup
+	pollCtx, stopPolls := context.WithCancel(ctx)
+	defer stopPolls()
+	if o.DAV > 0 && e.caldav {
+		var ready sync.WaitGroup
+		var mu sync.Mutex
+		for i := 0; i < o.DAV; i++ {
+			u := i % len(e.users)
+			dc := newDAVClient(e.base, e.tr, e.users[u], o.Password)
+			home, err := dc.discover(ctx)
+			if err != nil {
+				return fmt.Errorf("CalDAV discovery for %s: %w", e.users[u], err)
+			}
+			mu.Lock()
+			homes[u] = home
+			mu.Unlock()
+			ready.Add(1)
+			pollWG.Add(1)
+			go func() {
+				defer pollWG.Done()
+				e.poller(pollCtx, dc, home, &hs, toks, ready.Done)
+			}()
+		}
+		t0 := time.Now()
+		ready.Wait()
+		e.logf("CalDAV: %d clients did their initial sync in %v", o.DAV, time.Since(t0).Round(time.Millisecond))
+	}
+	stopDAVPolls := func() { stopPolls(); pollWG.Wait() }
+	defer stopDAVPolls()
+
+	// 4. The measured phase: R triggers per second for D.
+	idleUsers := map[int][]*idler{}
+	for _, d := range idlers {
+		idleUsers[d.user] = append(idleUsers[d.user], d)
+		d.record()
+	}
+	var targets []int // users the triggers go to
+	if len(idleUsers) > 0 {
+		for u := range e.users {
+			if len(idleUsers[u]) > 0 {
+				targets = append(targets, u)
+			}
+		}
+	} else {
+		for u := range e.users {
+			targets = append(targets, u)
+		}
+	}
+	var evMu sync.Mutex
+	events := map[int][]*event{}
+	probeEvery := o.ProbeEvery
+	if probeEvery <= 0 {
+		probeEvery = max(1, int(o.Rate/20))
+	}
+	var app *appender
+	if o.Trigger == "append" {
+		app = &appender{addr: e.imapAddr, user: e.users, pass: func(int) string { return o.Password }}
+		defer app.close()
+	}
+	if o.Rate > 0 && (e.hook != nil || app != nil) {
+		stop := e.progress(ctx, "load", hs.ack, announced, hs.visible, hs.propfind, hs.sync)
+		interval := time.Duration(float64(time.Second) / o.Rate)
+		var inflight atomic.Int64
+		var skipped atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		end := start.Add(o.Duration)
+		var seq int64
+		for next := start; next.Before(end) && ctx.Err() == nil; next = next.Add(interval) {
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			i := seq
+			seq++
+			if inflight.Load() >= int64(o.MaxInflight) {
+				skipped.Add(1)
+				continue
+			}
+			u := targets[int(i)%len(targets)]
+			ev := &event{}
+			evMu.Lock()
+			for b := 0; b < o.Batch; b++ {
+				events[u] = append(events[u], ev)
+			}
+			evMu.Unlock()
+			inflight.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer inflight.Add(-1)
+				e.trigger(ctx, i, u, ev, app, &hs, toks, homes, i%int64(probeEvery) == 0)
+			}()
+		}
+		wg.Wait()
+		stop()
+		elapsed := time.Since(start)
+		if n := skipped.Load(); n > 0 {
+			e.rep.note("%d triggers skipped: %d requests were in flight (the server did not keep up with %.0f/s)", n, o.MaxInflight, o.Rate)
+		}
+		// Trailing announcements.
+		deadline := time.Now().Add(3 * time.Second)
+		want := int64(0)
+		for u, evs := range events {
+			want += int64(len(evs) * len(idleUsers[u]))
+		}
+		for time.Now().Before(deadline) && arrivals.Load() < want {
+			time.Sleep(10 * time.Millisecond)
+		}
+		stopDAVPolls()
+		g := e.goroutines(ctx)
+		rss := e.rss(ctx)
+		e.correlate(idlers, events, &hs)
+		e.rep.op(hs.ack, elapsed)
+		e.rep.op(hs.exists, elapsed)
+		e.rep.op(hs.existsSend, elapsed)
+		e.rep.op(hs.visible, elapsed)
+		if g >= 0 {
+			e.rep.fig("server goroutines at the end of the measured phase", g, "")
+		}
+		if rss > 0 {
+			e.rep.fig("server RSS at the end of the measured phase", rss/(1<<20), "MiB")
+		}
+		e.rep.op(hs.propfind, elapsed)
+		e.rep.op(hs.sync, elapsed)
+		e.rep.op(hs.multiget, elapsed)
+		e.loadTargets(len(idlers))
+	} else {
+		stopDAVPolls()
+	}
+	return ctx.Err()
+}
+
+// trigger sends one webhook (or APPEND) for user u and, when probe is set,
+// measures when the new object shows in the user's sync-collection.
+func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appender, hs *loadHists, toks *tokens,
+	homes map[int]string, probe bool) {
+	o := e.o
+	if app != nil {
+		ev.send = time.Now()
+		err := app.deliver(u, i)
+		ev.ack = time.Now()
+		if err != nil {
+			hs.ack.Err()
+			return
+		}
+		ev.ok = true
+		hs.ack.Add(ev.ack.Sub(ev.send))
+		return
+	}
+	proj := int(i) % o.Projects
+	batch := make([]task, o.Batch)
+	for b := range batch {
+		id := fmt.Sprintf("live-%d-%d", i, b)
+		batch[b] = task{ID: id, Title: "Live task " + id, Project: projectName(proj), Assignees: []string{e.users[u]},
+			Due: dueFor(int(i)), Status: "open", Priority: priorities[int(i)%4], Version: 1}
+	}
+	// The probe needs a token from before the commit.
+	var dc *davClient
+	var coll, token string
+	home, hasHome := homes[u]
+	if probe && e.caldav {
+		if !hasHome {
+			home = "/dav/" + e.users[u] + "/calendars/"
+		}
+		dc = newDAVClient(e.base, e.tr, e.users[u], o.Password)
+		coll = home + slug(projectName(proj)) + "-tasks/"
+		token = toks.get(coll)
+		t0 := time.Now()
+		res, err := dc.syncCollection(ctx, coll, token)
+		if errors.Is(err, ErrInvalidToken) || (err == nil && token == "") {
+			res, err = dc.syncCollection(ctx, coll, "")
+		}
+		if err != nil {
+			hs.sync.Err()
+			dc = nil
+		} else {
+			hs.sync.Add(time.Since(t0))
+			token = res.Token
+		}
+	}
+	ev.send = time.Now()
+	err := e.hook.send(ctx, batch)
+	ev.ack = time.Now()
+	if err != nil {
+		hs.ack.Err()
+		if ctx.Err() == nil {
+			e.logf("webhook: %v", err)
+		}
+		return
+	}
+	ev.ok = true
+	hs.ack.Add(ev.ack.Sub(ev.send))
+	if dc == nil {
+		return
+	}
+	want := "/" + o.Source + "-" + batch[0].ID + ".ics"
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		res, err := dc.syncCollection(ctx, coll, token)
+		if err != nil {
+			hs.visible.Err()
+			return
+		}
+		for _, h := range res.Changed {
+			if strings.HasSuffix(h, want) {
+				hs.visible.Add(time.Since(ev.ack))
+				toks.set(coll, res.Token)
+				return
+			}
+		}
+		if time.Since(ev.ack) > 5*time.Second {
+			hs.visible.Err()
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// slug mirrors store.Slug for the project names the tool makes.
+func slug(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			b.WriteRune(r)
+			dash = false
+		case !dash && b.Len() > 0:
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	return strings.TrimSuffix(b.String(), "-")
+}
+
+// correlate pairs the n-th new message each idling connection of a user
+// saw with the user's n-th trigger.
+func (e *env) correlate(idlers []*idler, events map[int][]*event, hs *loadHists) {
+	missing := 0
+	early := 0
+	for _, d := range idlers {
+		arr := d.stop()
+		evs := events[d.user]
+		for n, ev := range evs {
+			if !ev.ok {
+				continue
+			}
+			if n >= len(arr) {
+				missing++
+				hs.exists.Err()
+				continue
+			}
+			lat := arr[n].Sub(ev.ack)
+			if lat < 0 {
+				early++
+			}
+			hs.exists.Add(lat)
+			hs.existsSend.Add(arr[n].Sub(ev.send))
+		}
+	}
+	if early > 0 {
+		e.rep.note("%d EXISTS arrived before the trigger's ack returned (counted as 0 ms): the commit precedes the ack", early)
+	}
+	if missing > 0 {
+		e.rep.note("%d expected EXISTS never arrived within 3 s of the end", missing)
+	}
+}
+
+// poller is one iOS-like CalDAV client: PROPFIND the home Depth 1, and for
+// each list whose ctag moved, sync-collection from the last token and
+// calendar-multiget the changed objects in batches of 50.
+func (e *env) poller(ctx context.Context, dc *davClient, home string, hs *loadHists, toks *tokens, ready func()) {
+	state := map[string]pollState{}
+	first := true
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		cols, err := dc.homeDepth1(ctx, home)
+		if err != nil {
+			if ctx.Err() == nil {
+				hs.propfind.Err()
+			}
+		} else {
+			hs.propfind.Add(time.Since(t0))
+			for _, c := range cols {
+				st, known := state[c.Path]
+				if known && st.ctag == c.CTag {
+					continue
+				}
+				tok, err := e.syncAndFetch(ctx, dc, c.Path, st.token, hs)
+				if err != nil {
+					continue
+				}
+				state[c.Path] = pollState{ctag: c.CTag, token: tok}
+				toks.set(c.Path, tok)
+			}
+		}
+		if first {
+			first = false
+			ready()
+		}
+		// Jitter the interval ±20% so clients do not poll in lockstep.
+		d := e.o.PollInterval
+		if d > 0 {
+			d = time.Duration(float64(d) * (0.8 + 0.4*rng.Float64()))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+}
+
+// syncAndFetch runs sync-collection from token (starting over on a refused
+// token) and fetches what changed with calendar-multiget in batches of 50.
+func (e *env) syncAndFetch(ctx context.Context, dc *davClient, coll, token string, hs *loadHists) (string, error) {
+	t0 := time.Now()
+	res, err := dc.syncCollection(ctx, coll, token)
+	if errors.Is(err, ErrInvalidToken) {
+		t0 = time.Now()
+		res, err = dc.syncCollection(ctx, coll, "")
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			hs.sync.Err()
+			e.logf("sync-collection %s: %v", coll, err)
+		}
+		return "", err
+	}
+	hs.sync.Add(time.Since(t0))
+	for lo := 0; lo < len(res.Changed); lo += 50 {
+		hi := min(lo+50, len(res.Changed))
+		t1 := time.Now()
+		if _, err := dc.multiget(ctx, coll, res.Changed[lo:hi]); err != nil {
+			if ctx.Err() == nil {
+				hs.multiget.Err()
+				e.logf("multiget: %v", err)
+			}
+			continue
+		}
+		hs.multiget.Add(time.Since(t1))
+		hs.multiget.Items(hi - lo)
+	}
+	return res.Token, nil
+}
+
+// loadTargets states the load scenario's targets.
+func (e *env) loadTargets(idle int) {
+	r := e.rep
+	if e.o.Trigger == "webhook" {
+		ex := r.Op("webhook ack → IDLE EXISTS")
+		if ex.Count > 0 {
+			r.target(fmt.Sprintf("webhook commit → IDLE EXISTS p99, %d idling connections", idle), "≤ 5 ms (1,000 conns)",
+				fmt.Sprintf("%.2f ms (send → EXISTS %.2f ms)", ex.P99MS, r.Op("webhook send → IDLE EXISTS").P99MS),
+				ex.P99MS <= 5 && idle >= 1000 && ex.Errors == 0)
+		}
+		vis := r.Op("webhook ack → visible in sync-collection")
+		if vis.Count > 0 {
+			r.target("webhook commit → visible in sync-collection p99", "≤ 5 ms",
+				fmt.Sprintf("%.2f ms (incl. one sync round trip)", vis.P99MS), vis.P99MS <= 5 && vis.Errors == 0)
+		}
+	}
+	if v, ok := r.Fig("durable task upserts/s (webhook batch (seed))"); ok {
+		r.target("durable task upserts/s in batches", "≥ 5,000/s", fmt.Sprintf("%.0f/s", v), v >= 5000)
+	}
+	if v, ok := r.Fig("server RSS per idle IMAP connection"); ok {
+		n, _ := r.Fig("IMAP connections in IDLE")
+		r.target(fmt.Sprintf("server memory per idle IMAP connection (%.0f conns)", n), "≤ 64 KiB (10,000)",
+			fmt.Sprintf("%.1f KiB", v), v <= 64 && n >= 10000)
+	}
+}

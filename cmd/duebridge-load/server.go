@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/duebridge/duebridge/bridge"
+)
+
+// serverOpts is what --start needs to write a config and run duebridge.
+type serverOpts struct {
+	Bin      string // duebridge binary; "" = go build ./cmd/duebridge from Src
+	Src      string // module root; "" = found from the working directory
+	Users    []string
+	Password string // every user's password
+	PrepPass string // an app password of every user ("" = none)
+	Hash     string // argon2id | bcrypt | bcrypt-min
+	Source   string
+	Secret   string
+	IMAP     bool
+	Keep     bool
+	Log      func(format string, a ...any)
+	// ConnsPerUser is limits.imap_conns_per_user.
+	ConnsPerUser int
+}
+
+// child is a duebridge serve started by the load tool.
+type child struct {
+	cmd      *exec.Cmd
+	dir      string
+	HTTPURL  string
+	IMAPAddr string
+	Pid      int
+	keep     bool
+	logPath  string
+	secret   string
+	exited   chan struct{}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// moduleRoot finds the duebridge module above the working directory.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/duebridge/duebridge\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("not inside the duebridge module: give --bin or --src")
+		}
+		dir = parent
+	}
+}
+
+// buildServer builds cmd/duebridge into dir.
+func buildServer(ctx context.Context, src, dir string) (string, error) {
+	if src == "" {
+		var err error
+		if src, err = moduleRoot(); err != nil {
+			return "", err
+		}
+	}
+	out := filepath.Join(dir, "duebridge")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/duebridge")
+	cmd.Dir = src
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/duebridge: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
+// hashPassword hashes pw the way the config wants it.
+func hashPassword(kind, pw string) (string, error) {
+	switch kind {
+	case "argon2id", "":
+		return bridge.HashPassword(pw)
+	case "bcrypt":
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+		return string(h), err
+	case "bcrypt-min":
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		return string(h), err
+	}
+	return "", fmt.Errorf("--hash %q: want argon2id, bcrypt or bcrypt-min", kind)
+}
+
+func yamlQuote(s string) string { return strconv.Quote(s) }
+
+// writeConfig writes the YAML config for o into dir.
+func writeConfig(dir string, o serverOpts, httpPort, imapPort int) (string, error) {
+	hash, err := hashPassword(o.Hash, o.Password)
+	if err != nil {
+		return "", err
+	}
+	var prepHash string
+	if o.PrepPass != "" {
+		if prepHash, err = hashPassword(o.Hash, o.PrepPass); err != nil {
+			return "", err
+		}
+	}
+	path := filepath.Join(dir, "duebridge.yaml")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintf(w, "# written by duebridge-load; throwaway\n")
+	fmt.Fprintf(w, "data_dir: %s\nstore: sqlite\n", yamlQuote(filepath.Join(dir, "data")))
+	fmt.Fprintf(w, "http:\n  listen: 127.0.0.1:%d\n  public_url: http://127.0.0.1:%d\n", httpPort, httpPort)
+	if imapPort > 0 {
+		fmt.Fprintf(w, "imap:\n  listen: 127.0.0.1:%d\n", imapPort)
+	}
+	conns := o.ConnsPerUser
+	if conns <= 0 {
+		conns = 20
+	}
+	fmt.Fprintf(w, "limits:\n  imap_conns_per_user: %d\n", conns)
+	fmt.Fprintf(w, "sources:\n  - name: %s\n    secret: %s\n", yamlQuote(o.Source), yamlQuote(o.Secret))
+	fmt.Fprintf(w, "users:\n")
+	for _, u := range o.Users {
+		fmt.Fprintf(w, "  - name: %s\n    email: %s\n    password_hash: %s\n", yamlQuote(u), yamlQuote(u+"@load.test"), yamlQuote(hash))
+		if prepHash != "" {
+			fmt.Fprintf(w, "    app_passwords:\n      - name: prep\n        hash: %s\n", yamlQuote(prepHash))
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
+}
+
+// startServer writes a config for o into a temp dir and starts duebridge
+// serve on loopback ports, data in the same temp dir.
+func startServer(ctx context.Context, o serverOpts) (*child, error) {
+	dir, err := os.MkdirTemp("", "duebridge-load-")
+	if err != nil {
+		return nil, err
+	}
+	c := &child{dir: dir, keep: o.Keep, exited: make(chan struct{})}
+	fail := func(err error) (*child, error) {
+		c.Stop()
+		return nil, err
+	}
+	bin := o.Bin
+	if bin == "" {
+		o.Log("building cmd/duebridge into %s", dir)
+		if bin, err = buildServer(ctx, o.Src, dir); err != nil {
+			return fail(err)
+		}
+	}
+	if o.Secret == "" {
+		b := make([]byte, 16)
+		rand.Read(b)
+		o.Secret = hex.EncodeToString(b)
+	}
+	c.secret = o.Secret
+	httpPort, err := freePort()
+	if err != nil {
+		return fail(err)
+	}
+	imapPort := 0
+	if o.IMAP {
+		if imapPort, err = freePort(); err != nil {
+			return fail(err)
+		}
+	}
+	t0 := time.Now()
+	cfgPath, err := writeConfig(dir, o, httpPort, imapPort)
+	if err != nil {
+		return fail(err)
+	}
+	o.Log("config with %d users (%s hashes) written in %v", len(o.Users), o.Hash, time.Since(t0).Round(time.Millisecond))
+	c.logPath = filepath.Join(dir, "serve.log")
+	logf, err := os.Create(c.logPath)
+	if err != nil {
+		return fail(err)
+	}
+	cmd := exec.Command(bin, "serve", "--config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = cleanEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fail(err)
+	}
+	c.cmd, c.Pid = cmd, cmd.Process.Pid
+	go func() { cmd.Wait(); logf.Close(); close(c.exited) }()
+	c.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	if imapPort > 0 {
+		c.IMAPAddr = fmt.Sprintf("127.0.0.1:%d", imapPort)
+	}
+	// Ready: /healthz answers. A config of 100,000 users takes a while.
+	deadline := time.Now().Add(5 * time.Minute)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-c.exited:
+			return fail(fmt.Errorf("duebridge serve exited at start; log:\n%s", tail(c.logPath, 2000)))
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := hc.Get(c.HTTPURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("duebridge serve not ready after 5 min; log:\n%s", tail(c.logPath, 2000)))
+		}
+	}
+	if c.IMAPAddr != "" {
+		conn, err := net.DialTimeout("tcp", c.IMAPAddr, time.Second)
+		if err != nil {
+			time.Sleep(500 * time.Millisecond)
+			conn, err = net.DialTimeout("tcp", c.IMAPAddr, time.Second)
+		}
+		if err != nil {
+			o.Log("IMAP is not served on %s (not mounted in serve yet?): IMAP parts are skipped", c.IMAPAddr)
+			c.IMAPAddr = ""
+		} else {
+			conn.Close()
+		}
+	}
+	o.Log("duebridge serve pid %d ready in %v: %s imap %s", c.Pid, time.Since(t0).Round(time.Millisecond), c.HTTPURL, c.IMAPAddr)
+	return c, nil
+}
+
+// cleanEnv is the environment without DUEBRIDGE_* overrides, so the
+// written config is what runs.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DUEBRIDGE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// Stop ends the child (SIGTERM, then SIGKILL after 20 s) and removes the
+// temp dir unless asked to keep it.
+func (c *child) Stop() {
+	if c == nil {
+		return
+	}
+	if c.cmd != nil && c.cmd.Process != nil {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(20 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.exited
+		}
+	}
+	if c.keep {
+		fmt.Fprintf(os.Stderr, "kept %s\n", c.dir)
+		return
+	}
+	os.RemoveAll(c.dir)
+}
