@@ -86,6 +86,8 @@ type User struct {
 	LeadTimes []time.Duration
 	// Identities maps a tracker kind ("github", "jira", ...) to the user's login there.
 	Identities map[string]string
+	// Admin may read every user's sync health (GET /admin/sync?user=NAME).
+	Admin bool
 }
 
 type AppPassword struct {

@@ -76,6 +76,7 @@ type rawUser struct {
 	DigestAt     string            `mapstructure:"digest_at"`
 	LeadTimes    []string          `mapstructure:"lead_times"`
 	Identities   map[string]string `mapstructure:"identities"`
+	Admin        bool              `mapstructure:"admin"`
 }
 
 type rawAppPassword struct {
@@ -307,7 +308,7 @@ func (r *raw) validate() (*Config, error) {
 	seenEmail := map[string]int{}
 	for i, ru := range r.Users {
 		key := fmt.Sprintf("users[%d]", i)
-		u := User{Name: ru.Name, Email: ru.Email, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities}
+		u := User{Name: ru.Name, Email: ru.Email, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
 		switch {
 		case ru.Name == "":
 			e.add(key+".name", "required")
