@@ -6,7 +6,8 @@ package imapserver
 //
 // BenchmarkPushLatency: from svc.Ingest returning (the webhook's commit is
 // durable and acknowledged) to "* n EXISTS" read by idling clients, with one
-// idling connection, 1,000 connections idling on the same INBOX (every one
+// idling connection (also on an INBOX of 10,000 mails), 1,000 connections
+// idling on the same INBOX (every one
 // must be told), and 1,000 connections of other users idling while one
 // mailbox changes. Reports p50/p99 in ms over every (event, receiving
 // connection) pair; p99-ingest-ms counts from the call to Ingest instead
@@ -88,13 +89,17 @@ func BenchmarkPushLatency(b *testing.B) {
 	for _, bc := range []struct {
 		name        string
 		same, other int // idling on alice's INBOX; idling on other users' INBOXes
+		prefill     int // messages already in alice's INBOX
 	}{
-		{"idle=1", 1, 0},
-		{"idle=1000/same-mailbox", 1000, 0},
-		{"idle=1000/other-users", 1, 999},
+		{"idle=1", 1, 0, 0},
+		{"idle=1/inbox=10000", 1, 0, 10000},
+		{"idle=20/same-mailbox", 20, 0, 0}, // limits.imap_conns_per_user's default
+		{"idle=1000/same-mailbox", 1000, 0, 0},
+		{"idle=1000/other-users", 1, 999, 0},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			svc := testsvc.New(b, testsvc.Options{Config: benchConfig(b, bc.other)})
+			fillInbox(b, svc, bc.prefill)
 			ts := serve(b, svc, Options{})
 			arrivals := make(chan arrival, bc.same*4)
 			var conns []net.Conn
@@ -135,8 +140,8 @@ func BenchmarkPushLatency(b *testing.B) {
 				for range bc.same {
 					select {
 					case a := <-arrivals:
-						if a.n != uint32(i+1) {
-							b.Fatalf("EXISTS %d, want %d", a.n, i+1)
+						if a.n != uint32(bc.prefill+i+1) {
+							b.Fatalf("EXISTS %d, want %d", a.n, bc.prefill+i+1)
 						}
 						fromReturn = append(fromReturn, max(0, a.t.Sub(returned).Seconds()*1000))
 						fromStart = append(fromStart, a.t.Sub(start).Seconds()*1000)
@@ -193,11 +198,10 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	}
 }
 
-func BenchmarkFetchHeaders10k(b *testing.B) {
-	const n = 10000
-	svc := testsvc.New(b, testsvc.Options{Config: benchConfig(b, 0)})
-	// Store 10,000 real notification mails directly (ingesting 10,000 tasks
-	// would benchmark the webhook path instead).
+// fillInbox stores n real notification mails in alice's INBOX directly
+// (ingesting n tasks would benchmark the webhook path instead).
+func fillInbox(b *testing.B, svc *bridge.Service, n int) {
+	b.Helper()
 	u := svc.Config().User("alice")
 	err := svc.Store().Update(context.Background(), func(tx store.Tx) error {
 		if _, err := tx.EnsureMailbox("alice", Inbox, ""); err != nil {
@@ -220,6 +224,12 @@ func BenchmarkFetchHeaders10k(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+}
+
+func BenchmarkFetchHeaders10k(b *testing.B) {
+	const n = 10000
+	svc := testsvc.New(b, testsvc.Options{Config: benchConfig(b, 0)})
+	fillInbox(b, svc, n)
 	for _, bc := range []struct {
 		name  string
 		cache int

@@ -219,10 +219,8 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	var err error
-	if s.started {
-		err = s.imap.Close()
-	}
+	// go-imap's Close also works on a server that never served.
+	err := s.imap.Close()
 	s.cancel()
 	done := make(chan struct{})
 	go func() {

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -38,10 +39,13 @@ func (h *errorCounter) WithGroup(string) slog.Handler      { return h }
 // afterwards every session numbers the mailbox as the store does.
 func TestConcurrentChanges(t *testing.T) {
 	t.Parallel()
-	errs := &errorCounter{}
 	cfg := testsvc.Config(t)
 	cfg.Limits.IMAPConnsPerUser = 0
-	svc := testsvc.New(t, testsvc.Options{Config: cfg})
+	concurrentChanges(t, testsvc.New(t, testsvc.Options{Config: cfg}))
+}
+
+func concurrentChanges(t *testing.T, svc *bridge.Service) {
+	errs := &errorCounter{}
 	ts := serve(t, svc, Options{Logger: slog.New(errs)})
 	for i := range 20 {
 		testsvc.Ingest(t, svc, task(fmt.Sprint("S-", i), "Seed", "alice"))

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -36,11 +38,20 @@ func TestTranscripts(t *testing.T) {
 	}
 }
 
-func runTranscript(t *testing.T, path string) {
+// transcriptConfig is the config transcripts expect.
+func transcriptConfig(t testing.TB) *config.Config {
 	cfg := testsvc.Config(t)
 	cfg.Limits.LoginFailureDelay = 0
 	cfg.Limits.IMAPLiteralBytes = 64 << 10
-	ts := serve(t, testsvc.New(t, testsvc.Options{Config: cfg}), Options{Version: "1.0-test"})
+	return cfg
+}
+
+func runTranscript(t *testing.T, path string) {
+	runTranscriptOn(t, path, testsvc.New(t, testsvc.Options{Config: transcriptConfig(t)}))
+}
+
+func runTranscriptOn(t *testing.T, path string, svc *bridge.Service) {
+	ts := serve(t, svc, Options{Version: "1.0-test"})
 	rc := ts.raw(t)
 
 	f, err := os.Open(path)

@@ -1,0 +1,74 @@
+package imapserver
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// pgEnv is the store suite's variable (store/store_test.go): a PostgreSQL
+// URL the tests may create schemas in.
+const pgEnv = "TEST_DUEBRIDGE_POSTGRES"
+
+// pgService is a service on PostgreSQL, in a fresh schema dropped when the
+// test ends; it skips the test unless TEST_DUEBRIDGE_POSTGRES is set.
+func pgService(t *testing.T, cfg *config.Config) *bridge.Service {
+	t.Helper()
+	base := os.Getenv(pgEnv)
+	if base == "" {
+		t.Skip(pgEnv + " is not set; .ci/postgres.sh prints a value")
+	}
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	schema := fmt.Sprintf("duebridge_imap_%016x", rand.Uint64())
+	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	hub := bridge.NewHub()
+	st, err := store.Open(context.Background(), store.Postgres, u.String(), store.Options{OnCommit: hub.Publish})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return bridge.New(st, hub, cfg, bridge.Options{Logger: testLogger(t)})
+}
+
+// The store methods IMAP added run on PostgreSQL too: the transcripts and
+// the concurrency test on a PostgreSQL store.
+func TestPostgres(t *testing.T) {
+	t.Parallel()
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "imap", "*.txt"))
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+			t.Parallel()
+			runTranscriptOn(t, f, pgService(t, transcriptConfig(t)))
+		})
+	}
+	t.Run("concurrent changes", func(t *testing.T) {
+		t.Parallel()
+		cfg := transcriptConfig(t)
+		cfg.Limits.IMAPConnsPerUser = 0
+		concurrentChanges(t, pgService(t, cfg))
+	})
+}
