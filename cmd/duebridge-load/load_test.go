@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoopbackOnly(t *testing.T) {
+	for _, s := range []string{"http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:80", "http://127.9.9.9"} {
+		if err := loopbackOnly(s, true); err != nil {
+			t.Errorf("%s refused: %v", s, err)
+		}
+	}
+	for _, s := range []string{"http://10.0.0.1:8080", "http://example.com", "https://192.168.1.2", "http://0.0.0.0:1"} {
+		if err := loopbackOnly(s, true); err == nil {
+			t.Errorf("%s accepted", s)
+		}
+	}
+	if err := loopbackOnly("127.0.0.1:143", false); err != nil {
+		t.Error(err)
+	}
+	if _, err := parseFlags([]string{"--target", "http://10.1.2.3:80"}); err == nil {
+		t.Error("a non-loopback --target was accepted")
+	}
+}
+
+func TestSummaryPercentiles(t *testing.T) {
+	h := newHist("x")
+	for i := 1; i <= 100; i++ {
+		h.Add(time.Duration(i) * time.Millisecond)
+	}
+	h.Err()
+	s := h.Summarize(10 * time.Second)
+	if s.Count != 100 || s.Errors != 1 || s.P50MS != 50 || s.P90MS != 90 || s.P99MS != 99 || s.MaxMS != 100 || s.Rate != 10 {
+		t.Errorf("summary %+v", s)
+	}
+}
+
+// The parser must read what servers send: prefixed and default namespaces,
+// hrefs as full URLs, 404 responses in sync answers.
+func TestParseMultistatus(t *testing.T) {
+	const body = `<?xml version="1.0"?>
+<multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CS="http://calendarserver.org/ns/">
+ <response><href>/dav/u/calendars/</href><propstat><prop><resourcetype><collection/></resourcetype></prop><status>HTTP/1.1 200 OK</status></propstat></response>
+ <response><href>http://127.0.0.1:1/dav/u/calendars/p-tasks/</href><propstat><prop>
+   <resourcetype><collection/><C:calendar/></resourcetype><CS:getctag>"c1"</CS:getctag><sync-token>tok1</sync-token>
+   <C:supported-calendar-component-set><C:comp name="VTODO"/></C:supported-calendar-component-set></prop>
+   <status>HTTP/1.1 200 OK</status></propstat>
+   <propstat><prop><C:calendar-color/></prop><status>HTTP/1.1 404 Not Found</status></propstat></response>
+ <sync-token>tok2</sync-token>
+</multistatus>`
+	var ms multistatus
+	if err := xml.Unmarshal([]byte(body), &ms); err != nil {
+		t.Fatal(err)
+	}
+	if len(ms.Responses) != 2 || ms.SyncToken != "tok2" {
+		t.Fatalf("%+v", ms)
+	}
+	p := ms.Responses[1].Propstats[0].Prop
+	if p.ResourceType.Calendar == nil || p.GetCTag != `"c1"` || p.SyncToken != "tok1" || p.CompSet.Comps[0].Name != "VTODO" {
+		t.Errorf("prop %+v", p)
+	}
+	if hrefPath(ms.Responses[1].Href) != "/dav/u/calendars/p-tasks/" {
+		t.Errorf("href %q", hrefPath(ms.Responses[1].Href))
+	}
+	if !bytes.Contains(syncBody("a<b"), []byte("a&lt;b")) {
+		t.Error("sync token not escaped")
+	}
+}
+
+// TestLoadAgainstServer runs each scenario briefly against a duebridge serve
+// started as a child, and checks that every measured path produced samples
+// without errors. Timings are reported, never asserted.
+func TestLoadAgainstServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server and drives load for a few seconds")
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bin, err := buildServer(ctx, root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	base := []string{"--bin", bin, "--hash", "bcrypt-min", "--quiet", "--users", "4", "--projects", "2", "--max-time", "1m"}
+
+	t.Run("load", func(t *testing.T) {
+		o, err := parseFlags(append(base, "--tasks", "40", "--idle", "8", "--dav", "2", "--poll-interval", "200ms",
+			"--rate", "20", "--duration", "2s", "--probe-every", "2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run(ctx, o, &logs)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var out bytes.Buffer
+		rep.print(&out)
+		t.Log(out.String())
+		need := []string{"webhook batch (seed)", "webhook ack", "webhook ack → visible in sync-collection",
+			"PROPFIND home Depth 1", "sync-collection", "calendar-multiget (50)"}
+		if _, ok := rep.Fig("IMAP connections in IDLE"); ok {
+			need = append(need, "webhook ack → IDLE EXISTS")
+		} else {
+			t.Log("IMAP is not served yet: the EXISTS path is not checked")
+		}
+		for _, name := range need {
+			s := rep.Op(name)
+			if s.Count == 0 || s.Errors > 0 {
+				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
+			}
+		}
+		if s := rep.Op("webhook ack"); s.Count < 30 {
+			t.Errorf("only %d webhooks in 2 s at 20/s", s.Count)
+		}
+	})
+
+	t.Run("phones", func(t *testing.T) {
+		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--phone-change", "0.5", "--tasks", "1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run(ctx, o, &logs)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var out bytes.Buffer
+		rep.print(&out)
+		t.Log(out.String())
+		for _, name := range []string{"cold poll: PROPFIND home Depth 1, login not cached", "phone poll (PROPFIND + syncs + multigets)", "PROPFIND home Depth 1"} {
+			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
+				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
+			}
+		}
+		if rep.Params["lists_per_user"] != 4 {
+			t.Errorf("params %v", rep.Params)
+		}
+	})
+
+	t.Run("dav", func(t *testing.T) {
+		dir := t.TempDir()
+		o, err := parseFlags(append(base, "--scenario", "dav", "--tasks", "60", "--duration", "500ms", "--workers", "2",
+			"--multiget-size", "5", "--sync-delta", "3", "--export-ics", dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run(ctx, o, &logs)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var out bytes.Buffer
+		rep.print(&out)
+		t.Log(out.String())
+		for _, name := range []string{"PROPFIND home Depth 1", "calendar-multiget (5)", "sync-collection (3 changed of 8)"} {
+			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
+				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
+			}
+		}
+		if n, _ := rep.Fig("calendars in the home"); n != 4 {
+			t.Errorf("%v calendars, want 4 (2 projects × tasks and deadlines)", n)
+		}
+		files, _ := filepath.Glob(filepath.Join(dir, "*", "*.ics"))
+		if len(files) != 30 { // user 0 has 15 of the 60 tasks, each a VTODO and a VEVENT
+			t.Errorf("exported %d objects, want 30", len(files))
+		}
+		if b, err := os.ReadFile(files[0]); err != nil || !strings.Contains(string(b), "BEGIN:VCALENDAR") {
+			t.Errorf("exported object: %v %q", err, b)
+		}
+	})
+}
