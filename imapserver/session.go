@@ -415,7 +415,10 @@ func (s *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) error
 	}
 }
 
-var errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Code: "READ-ONLY", Text: "Mailbox is read-only (EXAMINE)"}
+// errReadOnly carries no response code: READ-ONLY is defined for the
+// SELECT/EXAMINE answer only, and strict parsers (iOS) should not meet it
+// elsewhere.
+var errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Mailbox is read-only (EXAMINE)"}
 
 // Expunge removes the messages flagged \Deleted (of uids, if given). The
 // session learns of its own expunges like any other: through its tracker,
