@@ -278,6 +278,9 @@ func (r *raw) validate() (*Config, error) {
 			}
 		}
 	}
+	if r.Setup.SignProfiles && !c.TLS.Enabled() {
+		e.add("setup.sign_profiles", "needs a server certificate (tls.cert_file/key_file or tls.acme_hosts) to sign with")
+	}
 	if (r.IMAP.TLSListen != "" || r.Submission.TLSListen != "") && !c.TLS.Enabled() {
 		e.add("tls", "imap.tls_listen and submission.tls_listen need tls.cert_file/key_file or tls.acme_hosts")
 	}

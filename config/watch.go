@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -149,5 +150,7 @@ func RestartRequired(old, new *Config) []string {
 	add("submission.tls_listen", old.Submission.TLSListen != new.Submission.TLSListen)
 	add("tls.cert_file", old.TLS.CertFile != new.TLS.CertFile)
 	add("tls.key_file", old.TLS.KeyFile != new.TLS.KeyFile)
+	add("tls.acme_hosts", !slices.Equal(old.TLS.ACMEHosts, new.TLS.ACMEHosts))
+	add("tls.acme_email", old.TLS.ACMEEmail != new.TLS.ACMEEmail)
 	return keys
 }

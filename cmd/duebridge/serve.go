@@ -172,6 +172,7 @@ func keepRestartKeys(running, c *config.Config) *config.Config {
 	cp.DataDir, cp.Store, cp.PostgresURL = running.DataDir, running.Store, running.PostgresURL
 	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission
 	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
+	cp.TLS.ACMEHosts, cp.TLS.ACMEEmail = running.TLS.ACMEHosts, running.TLS.ACMEEmail
 	return &cp
 }
 
