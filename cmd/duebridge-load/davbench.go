@@ -140,6 +140,22 @@ func (e *env) runDAV(ctx context.Context) error {
 // is its own client (as many devices would be) over the shared transport.
 func (e *env) closedLoop(ctx context.Context, name string, f func(context.Context, *davClient, int) (int, error), user string) Summary {
 	o := e.o
+	if o.Warmup > 0 { // unmeasured: caches, connections, JIT-less warm-up of the server's own kind
+		wctx, wcancel := context.WithTimeout(ctx, o.Warmup)
+		var wg sync.WaitGroup
+		for w := 0; w < max(1, o.Workers); w++ {
+			wg.Add(1)
+			dc := newDAVClient(e.base, e.tr, user, o.Password)
+			go func() {
+				defer wg.Done()
+				for i := w; wctx.Err() == nil; i += max(1, o.Workers) {
+					f(wctx, dc, i)
+				}
+			}()
+		}
+		wg.Wait()
+		wcancel()
+	}
 	h := newHist(name)
 	stop := e.progress(ctx, "dav", h)
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)

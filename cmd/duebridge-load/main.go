@@ -89,6 +89,7 @@ type options struct {
 	Workers      int
 	MultigetSize int
 	SyncDelta    int
+	Warmup       time.Duration
 	ExportICS    string
 	SeedICS      string
 	DAVUser      string
@@ -103,7 +104,7 @@ func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("duebridge-load", flag.ContinueOnError)
 	fs.StringVar(&o.Scenario, "scenario", "load", "load | phones | dav")
-	fs.BoolVar(&o.Start, "start", false, "start duebridge serve as a child (the default without --target)")
+	fs.BoolVar(&o.Start, "start", false, "start duebridge serve as a child (the default without --target and --imap)")
 	fs.StringVar(&o.Target, "target", "", "base URL of a running server (loopback only), e.g. http://127.0.0.1:8080")
 	fs.StringVar(&o.IMAP, "imap", "", "IMAP address of the target (host:port, loopback only)")
 	fs.StringVar(&o.Bin, "bin", "", "duebridge binary for --start (default: go build ./cmd/duebridge)")
@@ -146,6 +147,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.Workers, "workers", 4, "dav scenario: concurrent closed-loop clients")
 	fs.IntVar(&o.MultigetSize, "multiget-size", 100, "dav scenario: hrefs per calendar-multiget (iOS sends 50)")
 	fs.IntVar(&o.SyncDelta, "sync-delta", 10, "dav scenario: objects changed between the sync token and the measured syncs")
+	fs.DurationVar(&o.Warmup, "warmup", time.Second, "dav scenario: unmeasured run of each operation before its measurement")
 	fs.StringVar(&o.ExportICS, "export-ics", "", "dav scenario: write the user's collections as .ics files to this dir")
 	fs.StringVar(&o.SeedICS, "seed-ics", "", "dav scenario: create collections and PUT the .ics files of this dir first")
 	fs.StringVar(&o.DAVUser, "dav-user", "", "dav scenario: user to measure (default: the first)")
@@ -163,7 +165,7 @@ func parseFlags(args []string) (*options, error) {
 	if o.Phones > 0 {
 		o.Scenario = "phones"
 	}
-	if o.Target == "" {
+	if o.Target == "" && o.IMAP == "" {
 		o.Start = true
 	}
 	if o.Start && o.Target != "" {
