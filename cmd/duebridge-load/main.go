@@ -81,6 +81,7 @@ type options struct {
 	PhoneRate    float64
 	PhoneChange  float64
 	PhoneUsers   int
+	PhoneCold    time.Duration
 	SLO          time.Duration
 	KeepAlive    bool
 	PhoneWorkers int
@@ -139,6 +140,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.Float64Var(&o.PhoneRate, "phone-rate", 0, "phones mode: home polls per second (default N/900, real time)")
 	fs.Float64Var(&o.PhoneChange, "phone-change", 0.2, "phones mode: share of polls that find a changed list")
 	fs.IntVar(&o.PhoneUsers, "phone-users", 0, "phones mode: distinct users (default = --phones)")
+	fs.DurationVar(&o.PhoneCold, "phone-cold", time.Minute, "phones mode: bound on the cold phase (first polls, each a full password check)")
 	fs.DurationVar(&o.SLO, "slo", time.Second, "phones mode: p99 bound of one poll for 'keeps up'")
 	fs.BoolVar(&o.KeepAlive, "keepalive", false, "phones mode: reuse connections across phones (iOS sends Connection: close)")
 	fs.IntVar(&o.PhoneWorkers, "phone-prep-workers", 8, "phones mode: concurrency of the untimed preparation")

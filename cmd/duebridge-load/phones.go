@@ -57,12 +57,15 @@ func (e *env) runPhones(ctx context.Context) error {
 
 	// Seed: one task per (group of phoneGroup users, project), all with a
 	// due time, so every user has 2·P lists.
-	groups := (n + phoneGroup - 1) / phoneGroup
+	// Only the phones that take part in the timed phase need lists; the
+	// other users exist in the config (and cost the server only there).
+	np := min(n, int(math.Ceil(rate*o.Duration.Seconds())))
+	groups := (np + phoneGroup - 1) / phoneGroup
 	versions := make([]atomic.Int64, groups*o.Projects)
 	mk := func(j int) task {
 		g, p := j/o.Projects, j%o.Projects
 		var as []string
-		for u := g * phoneGroup; u < min((g+1)*phoneGroup, n); u++ {
+		for u := g * phoneGroup; u < min((g+1)*phoneGroup, np); u++ {
 			as = append(as, e.users[u])
 		}
 		v := versions[j].Add(1)
@@ -99,11 +102,10 @@ func (e *env) runPhones(ctx context.Context) error {
 	}
 
 	// Cold phase: each taking part phone's first poll.
-	np := min(n, int(math.Ceil(rate*o.Duration.Seconds())))
 	phones := make([]*phone, np)
 	cold := newHist("cold poll: PROPFIND home Depth 1, login not cached")
 	hit0, miss0 := cache()
-	coldBound := max(o.Duration, 2*time.Minute)
+	coldBound := o.PhoneCold
 	coldCtx, coldCancel := context.WithTimeout(ctx, coldBound)
 	stop := e.progress(coldCtx, "phones cold", cold)
 	var next atomic.Int64
@@ -155,7 +157,7 @@ func (e *env) runPhones(ctx context.Context) error {
 		return errors.New("phones: no phone completed its first poll")
 	}
 	if len(ready) < np {
-		e.rep.note("cold phase stopped after %v with %d of %d phones polled", coldBound, len(ready), np)
+		e.rep.note("cold phase stopped after %v (--phone-cold) with %d of %d phones polled; the timed phase cycles over those", coldBound, len(ready), np)
 	}
 	e.rep.fig("cold home PROPFIND/s (each login a full hash check)", cs.Rate, "req/s")
 	if miss1-miss0 > 0 {
