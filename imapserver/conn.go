@@ -63,7 +63,7 @@ type conn struct {
 }
 
 const (
-	connBufSize      = 4096
+	connBufSize      = 1024
 	tlsHandshakeTime = 30 * time.Second
 	ownWriteTimeout  = 10 * time.Second
 	// maxNonSyncLiteral is LITERAL-'s limit (RFC 7888), which go-imap
