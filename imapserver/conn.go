@@ -147,12 +147,24 @@ func (c *conn) fill() error {
 		}
 		line, err := c.r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// A line longer than the buffer: pass it on in pieces (the
-			// library enforces its own command size) and remember its end.
-			if c.atStart {
+			if c.atStart && !c.idling {
 				_, name, _ := splitCommand(line)
+				if name == "ID" {
+					// A long ID is still ours: read the whole line.
+					full, err := c.restOfLine(line, maxIDBytes)
+					if err != nil {
+						return c.failed(err)
+					}
+					if _, err := c.command(full); err != nil {
+						return c.failed(err)
+					}
+					continue
+				}
 				c.srv.metrics.command(name)
 			}
+			// A line longer than the buffer: pass it on in pieces (the
+			// library enforces its own command size) and remember its end.
+
 			c.atStart, c.midLine = false, true
 			c.keepTail(line)
 			c.pending = line
@@ -216,6 +228,27 @@ func (c *conn) fill() error {
 }
 
 var errLiteralTooBig = errors.New("imap: literal too big")
+
+// restOfLine reads the rest of a line whose start (a full buffer) is first,
+// up to limit bytes in all.
+func (c *conn) restOfLine(first []byte, limit int) ([]byte, error) {
+	line := bytes.Clone(first)
+	for {
+		more, err := c.r.ReadSlice('\n')
+		line = append(line, more...)
+		if len(line) > limit {
+			c.bye("Command line too long")
+			c.Close()
+			return nil, errLiteralTooBig
+		}
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
+}
 
 func (c *conn) literalLimit() int64 {
 	if n := c.srv.svc.Config().Limits.IMAPLiteralBytes; n > 0 {

@@ -198,3 +198,29 @@ func TestTLS(t *testing.T) {
 		}
 	})
 }
+
+// Lines longer than the wrapper's buffer: a long ID is still answered, a
+// long command ending in a literal still gets its "+", a long line goes to
+// the library whole.
+func TestLongLines(t *testing.T) {
+	t.Parallel()
+	ts := newTestServer(t, Options{})
+	testsvc.Ingest(t, ts.svc, task("T-1", "Long", "alice"))
+	rc := ts.raw(t)
+	rc.next(`^\* OK `)
+	rc.send(`1 ID ("name" "` + strings.Repeat("x", 3000) + `")`)
+	rc.next(`^\* ID `)
+	rc.next(`^1 OK ID completed`)
+	rc.send("2 LOGIN alice alice-pw", "3 SELECT INBOX")
+	rc.expect(`^3 OK `)
+	rc.send("4 UID SEARCH " + strings.Repeat("OR SEEN UNSEEN ", 200) + "SUBJECT {4}")
+	rc.next(`^\+ `)
+	rc.send("Long")
+	rc.next(`^\* SEARCH 1$`)
+	rc.next(`^4 OK`)
+	rc.send("5 UID SEARCH " + strings.Repeat("UNDELETED ", 400))
+	rc.next(`^\* SEARCH 1$`)
+	rc.next(`^5 OK`)
+	rc.send(`6 ID ("name" "` + strings.Repeat("x", 10000) + `")`)
+	rc.next(`^\* BYE Command line too long`)
+}
