@@ -282,19 +282,6 @@ func CanonicalFlag(f string) string {
 // mailbox, STATUS counts, batched reads for FETCH, per-message flag changes
 // and COPY/MOVE between a user's mailboxes.
 
-func init() {
-	// Mail range (20-29). messages_modseq makes "what changed in this
-	// mailbox since MODSEQ n" an index range instead of a scan: IMAP sessions
-	// ask it after every commit that touches the mailbox, and columns after
-	// the data blob (modseq among them) cost overflow-page reads when scanned.
-	migrations = append(migrations, migration{20, `
-CREATE INDEX messages_modseq ON messages (username, mailbox, modseq);
-`})
-	// migrate.go sorts too; sorting here as well keeps the order right
-	// whichever init runs first.
-	slices.SortFunc(migrations, func(a, b migration) int { return a.version - b.version })
-}
-
 // MailboxStats are the counts IMAP STATUS reports.
 type MailboxStats struct {
 	Messages uint32

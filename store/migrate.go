@@ -101,6 +101,12 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_task ON messages (source, task_id);
 `},
+	// messages_modseq makes "what changed in this mailbox since MODSEQ n" an
+	// index range instead of a scan: IMAP sessions ask it after every commit
+	// that touches the mailbox.
+	{20, `
+CREATE INDEX messages_modseq ON messages (username, mailbox, modseq);
+`},
 	{30, `
 CREATE TABLE outbox (
 	id           {{autoid}},
