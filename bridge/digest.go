@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
-	"net/mail"
-	"strings"
 	texttemplate "text/template"
 	"time"
 
-	gomail "github.com/emersion/go-message/mail"
 
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
@@ -230,53 +227,16 @@ func DigestMail(in DigestInput) ([]byte, error) {
 		v.More = fmt.Sprintf("… and %d more.", in.More)
 	}
 
-	var h gomail.Header
-	h.SetDate(in.Date)
-	h.SetSubject(DigestSubject(in))
-	from, err := mail.ParseAddress(in.From)
-	if err != nil {
-		return nil, fmt.Errorf("mail.from: %w", err)
-	}
-	h.SetAddressList("From", []*gomail.Address{{Name: from.Name, Address: from.Address}})
-	to := in.User.Email
-	if to == "" {
-		to = in.User.Name + "@" + in.Host
-	}
-	h.SetAddressList("To", []*gomail.Address{{Name: in.User.Name, Address: to}})
-	h.SetMessageID(DigestMessageID(in))
-	h.Set("Auto-Submitted", "auto-generated")
-	h.Set("X-Duebridge-Event", string(MailDigest))
-	if in.Urgent() {
-		h.Set("X-Priority", "1")
-		h.Set("Importance", "high")
-	}
-	var buf bytes.Buffer
-	w, err := gomail.CreateInlineWriter(&buf, h)
+	h, err := mailHeader(in.Date, DigestSubject(in), in.From, in.User, in.Host, DigestMessageID(in), MailDigest, in.Urgent())
 	if err != nil {
 		return nil, err
 	}
-	for _, part := range []struct {
-		ctype  string
-		render func(*strings.Builder) error
-	}{
-		{"text/plain", func(b *strings.Builder) error { return digestText.Execute(b, v) }},
-		{"text/html", func(b *strings.Builder) error { return digestHTML.Execute(b, v) }},
-	} {
-		var ih gomail.InlineHeader
-		ih.SetContentType(part.ctype, map[string]string{"charset": "utf-8"})
-		pw, err := w.CreatePart(ih)
-		if err != nil {
-			return nil, err
-		}
-		var body strings.Builder
-		if err := part.render(&body); err != nil {
-			return nil, fmt.Errorf("render %s: %w", part.ctype, err)
-		}
-		pw.Write([]byte(body.String()))
-		pw.Close()
+	var text, html bytes.Buffer
+	if err := digestText.Execute(&text, v); err != nil {
+		return nil, fmt.Errorf("render digest text: %w", err)
 	}
-	if err := w.Close(); err != nil {
-		return nil, err
+	if err := digestHTML.Execute(&html, v); err != nil {
+		return nil, fmt.Errorf("render digest html: %w", err)
 	}
-	return buf.Bytes(), nil
+	return composeMail(h, DigestMessageID(in), text.Bytes(), html.Bytes(), nil)
 }

@@ -182,59 +182,93 @@ func NotificationMail(in MailInput) ([]byte, error) {
 	if in.Event == MailDueChanged {
 		v.OldDue = FormatDue(in.OldDue, loc)
 	}
-	var h gomail.Header
-	h.SetDate(in.Date)
-	h.SetSubject(Subject(in))
-	from, err := mail.ParseAddress(in.From)
+	h, err := mailHeader(in.Date, Subject(in), in.From, in.User, in.Host, MessageID(in), in.Event, in.Urgent)
 	if err != nil {
-		return nil, fmt.Errorf("mail.from: %w", err)
+		return nil, err
 	}
-	h.SetAddressList("From", []*gomail.Address{{Name: from.Name, Address: from.Address}})
-	if in.User != nil {
-		to := in.User.Email
-		if to == "" {
-			to = in.User.Name + "@" + in.Host
-		}
-		h.SetAddressList("To", []*gomail.Address{{Name: in.User.Name, Address: to}})
-	}
-	h.SetMessageID(MessageID(in))
 	thread := ThreadID(t.Source, t.ID, in.Host)
 	h.SetMsgIDList("In-Reply-To", []string{thread})
 	h.SetMsgIDList("References", []string{thread})
-	h.Set("Auto-Submitted", "auto-generated")
-	h.Set("X-Duebridge-Event", string(in.Event))
 	h.Set("X-Duebridge-Task", t.Source+"/"+t.ID)
 	if t.URL != "" {
 		h.Set("X-Duebridge-URL", t.URL)
 	}
-	if in.Urgent {
+	var text, html bytes.Buffer
+	if err := textTmpl.Execute(&text, v); err != nil {
+		return nil, fmt.Errorf("render text: %w", err)
+	}
+	if err := htmlTmpl.Execute(&html, v); err != nil {
+		return nil, fmt.Errorf("render html: %w", err)
+	}
+	ics, err := publishCalendar(in)
+	if err != nil {
+		return nil, err
+	}
+	return composeMail(h, MessageID(in), text.Bytes(), html.Bytes(), ics)
+}
+
+// mailHeader fills the headers every duebridge mail carries.
+func mailHeader(date time.Time, subject, fromAddr string, u *config.User, host, msgID string, ev MailEvent, urgent bool) (gomail.Header, error) {
+	var h gomail.Header
+	h.SetDate(date)
+	h.SetSubject(subject)
+	from, err := mail.ParseAddress(fromAddr)
+	if err != nil {
+		return h, fmt.Errorf("mail.from: %w", err)
+	}
+	h.SetAddressList("From", []*gomail.Address{{Name: from.Name, Address: from.Address}})
+	if u != nil {
+		to := u.Email
+		if to == "" {
+			to = u.Name + "@" + host
+		}
+		h.SetAddressList("To", []*gomail.Address{{Name: u.Name, Address: to}})
+	}
+	h.SetMessageID(msgID)
+	h.Set("Auto-Submitted", "auto-generated")
+	h.Set("X-Duebridge-Event", string(ev))
+	if urgent {
 		h.Set("X-Priority", "1")
 		h.Set("Importance", "high")
 	}
+	return h, nil
+}
 
-	// Boundaries derive from the Message-ID so the same input gives the same
-	// bytes. "=_" cannot occur in quoted-printable or base64 output.
-	sum := sha256.Sum256([]byte(MessageID(in)))
+// composeMail writes h and a multipart/alternative of text and HTML, inside a
+// multipart/mixed with the calendar attachment when ics is not nil. The
+// boundaries derive from the Message-ID, so the same input gives the same
+// bytes; "=_" cannot occur in quoted-printable or base64 output.
+func composeMail(h gomail.Header, msgID string, text, html, ics []byte) ([]byte, error) {
+	sum := sha256.Sum256([]byte(msgID))
 	boundary := "=_db" + hex.EncodeToString(sum[:12])
-	h.SetContentType("multipart/mixed", map[string]string{"boundary": boundary + "m"})
-	var buf bytes.Buffer
-	mw, err := message.CreateWriter(&buf, h.Header)
-	if err != nil {
-		return nil, err
+	alternative := func(h *message.Header) {
+		h.SetContentType("multipart/alternative", map[string]string{"boundary": boundary + "a"})
 	}
-	var ah message.Header
-	ah.SetContentType("multipart/alternative", map[string]string{"boundary": boundary + "a"})
-	alt, err := mw.CreatePart(ah)
-	if err != nil {
-		return nil, err
+	var buf bytes.Buffer
+	var top *message.Writer
+	var alt *message.Writer
+	var err error
+	if ics == nil {
+		alternative(&h.Header)
+		if top, err = message.CreateWriter(&buf, h.Header); err != nil {
+			return nil, err
+		}
+		alt = top
+	} else {
+		h.SetContentType("multipart/mixed", map[string]string{"boundary": boundary + "m"})
+		if top, err = message.CreateWriter(&buf, h.Header); err != nil {
+			return nil, err
+		}
+		var ah message.Header
+		alternative(&ah)
+		if alt, err = top.CreatePart(ah); err != nil {
+			return nil, err
+		}
 	}
 	for _, part := range []struct {
-		ctype  string
-		render func(*bytes.Buffer) error
-	}{
-		{"text/plain", func(b *bytes.Buffer) error { return textTmpl.Execute(b, v) }},
-		{"text/html", func(b *bytes.Buffer) error { return htmlTmpl.Execute(b, v) }},
-	} {
+		ctype string
+		body  []byte
+	}{{"text/plain", text}, {"text/html", html}} {
 		var ph message.Header
 		ph.SetContentType(part.ctype, map[string]string{"charset": "utf-8"})
 		ph.Set("Content-Transfer-Encoding", "quoted-printable")
@@ -242,30 +276,23 @@ func NotificationMail(in MailInput) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		var body bytes.Buffer
-		if err := part.render(&body); err != nil {
-			return nil, fmt.Errorf("render %s: %w", part.ctype, err)
-		}
-		w.Write(body.Bytes())
+		w.Write(part.body)
 		w.Close()
 	}
-	alt.Close()
-
-	ics, err := publishCalendar(in)
-	if err != nil {
-		return nil, err
+	if ics != nil {
+		alt.Close()
+		var ch message.Header
+		ch.SetContentType("text/calendar", map[string]string{"charset": "utf-8", "method": "PUBLISH", "name": "task.ics"})
+		ch.SetContentDisposition("attachment", map[string]string{"filename": "task.ics"})
+		ch.Set("Content-Transfer-Encoding", "base64")
+		aw, err := top.CreatePart(ch)
+		if err != nil {
+			return nil, err
+		}
+		aw.Write(ics)
+		aw.Close()
 	}
-	var ch message.Header
-	ch.SetContentType("text/calendar", map[string]string{"charset": "utf-8", "method": "PUBLISH", "name": "task.ics"})
-	ch.SetContentDisposition("attachment", map[string]string{"filename": "task.ics"})
-	ch.Set("Content-Transfer-Encoding", "base64")
-	aw, err := mw.CreatePart(ch)
-	if err != nil {
-		return nil, err
-	}
-	aw.Write(ics)
-	aw.Close()
-	if err := mw.Close(); err != nil {
+	if err := top.Close(); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
