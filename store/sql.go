@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
@@ -31,6 +33,13 @@ type sqlStore struct {
 	// start of every write transaction, does; this lock makes the hand-off of
 	// events follow the same order.
 	commitMu sync.Mutex
+
+	// PostgreSQL only: cross-process events (notify.go).
+	process      string // this process's id in NOTIFY payloads
+	channel      string
+	listening    atomic.Bool
+	stopListen   context.CancelFunc
+	listenerDone chan struct{}
 }
 
 // Open opens (and migrates) a store. For SQLite, source is the data
@@ -80,6 +89,25 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		s.db.Close()
 		return nil, err
 	}
+	if dialect == Postgres {
+		if s.channel, err = channelFor(ctx, s.db); err != nil {
+			s.db.Close()
+			return nil, err
+		}
+		s.process = newProcessID()
+		if o.OnCommit != nil {
+			lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			s.stopListen, s.listenerDone = cancel, make(chan struct{})
+			log := o.Logger
+			if log == nil {
+				log = slog.Default()
+			}
+			go func() {
+				defer close(s.listenerDone)
+				s.listen(lctx, source, log)
+			}()
+		}
+	}
 	return s, nil
 }
 
@@ -110,7 +138,13 @@ func (s *sqlStore) connect(ctx context.Context) error {
 // in the low byte).
 const sqliteBusy = 5
 
-func (s *sqlStore) Close() error { return s.db.Close() }
+func (s *sqlStore) Close() error {
+	if s.stopListen != nil {
+		s.stopListen()
+		<-s.listenerDone
+	}
+	return s.db.Close()
+}
 
 func (s *sqlStore) Ping(ctx context.Context) error {
 	var one int
@@ -173,6 +207,12 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 	if err := tx.flush(); err != nil {
 		sqlTxn.Rollback()
 		return err
+	}
+	if s.dialect == Postgres && len(tx.events) > 0 {
+		if err := s.publish(ctx, sqlTxn, tx.seq, tx.events); err != nil {
+			sqlTxn.Rollback()
+			return err
+		}
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()

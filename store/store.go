@@ -13,6 +13,7 @@ package store
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 )
 
@@ -83,4 +84,6 @@ type Options struct {
 	OnCommit func([]Event)
 	// Now is the clock. If nil, time.Now is used.
 	Now func() time.Time
+	// Logger; if nil, slog.Default() is used.
+	Logger *slog.Logger
 }

@@ -56,7 +56,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	defer stop()
 
 	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Now: o.Now})
+	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Now: o.Now, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Cross-process events on PostgreSQL. Several duebridge processes may share
+// one database; each publishes its committed events with NOTIFY inside the
+// transaction (PostgreSQL delivers them only on commit, in commit order), and
+// each listens on a dedicated connection and hands other processes' events to
+// its own OnCommit. Notifications are not durable: events sent while a
+// listener was disconnected are lost, but every reader re-reads the store
+// from its own position (IMAP from its last MODSEQ, CalDAV from the client's
+// sync token), so the next change of that mailbox or collection catches up.
+
+// notifyLimit keeps payloads under PostgreSQL's 8,000-byte NOTIFY limit.
+const notifyLimit = 7000
+
+type wireEvent struct {
+	Seq    int64     `json:"q,omitempty"`
+	Kind   EventKind `json:"k"`
+	User   string    `json:"u,omitempty"`
+	Name   string    `json:"n,omitempty"`
+	Source string    `json:"s,omitempty"`
+	TaskID string    `json:"t,omitempty"`
+	Origin string    `json:"o,omitempty"`
+}
+
+type wirePayload struct {
+	Process string      `json:"p"`
+	Events  []wireEvent `json:"e"`
+}
+
+func newProcessID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// channelFor names the NOTIFY channel after the schema, so databases in
+// different schemas of one server do not hear each other.
+func channelFor(ctx context.Context, db *sql.DB) (string, error) {
+	var schema string
+	if err := db.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return "", fmt.Errorf("read current schema: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("duebridge_")
+	for _, r := range strings.ToLower(schema) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
+			b.WriteRune(r)
+		}
+	}
+	name := b.String()
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return name, nil
+}
+
+// publish sends events with pg_notify inside the transaction, in chunks
+// under the payload limit.
+func (s *sqlStore) publish(ctx context.Context, tx *sql.Tx, seq int64, events []Event) error {
+	chunk := wirePayload{Process: s.process}
+	size := 0
+	flush := func() error {
+		if len(chunk.Events) == 0 {
+			return nil
+		}
+		b, err := json.Marshal(chunk)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel, string(b)); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
+		chunk.Events, size = chunk.Events[:0], 0
+		return nil
+	}
+	for _, e := range events {
+		if e.Seq == 0 {
+			e.Seq = seq
+		}
+		w := wireEvent{Seq: e.Seq, Kind: e.Kind, User: e.User, Name: e.Name, Source: e.Source, TaskID: e.TaskID, Origin: e.Origin}
+		n := len(e.User) + len(e.Name) + len(e.Source) + len(e.TaskID) + len(e.Origin) + 64
+		if size+n > notifyLimit {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		chunk.Events = append(chunk.Events, w)
+		size += n
+	}
+	return flush()
+}
+
+// listen receives other processes' events until ctx is done, reconnecting
+// with backoff.
+func (s *sqlStore) listen(ctx context.Context, source string, log *slog.Logger) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, source)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("store: lost the PostgreSQL event listener; reconnecting", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+func (s *sqlStore) listenOnce(ctx context.Context, source string) error {
+	conn, err := pgx.Connect(ctx, source)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return err
+	}
+	s.listening.Store(true)
+	defer s.listening.Store(false)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		var p wirePayload
+		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil || p.Process == s.process {
+			continue // our own commit (already published locally) or garbage
+		}
+		events := make([]Event, len(p.Events))
+		for i, w := range p.Events {
+			events[i] = Event{Seq: w.Seq, Kind: w.Kind, User: w.User, Name: w.Name, Source: w.Source, TaskID: w.TaskID, Origin: w.Origin}
+		}
+		s.commitMu.Lock()
+		s.opts.OnCommit(events)
+		s.commitMu.Unlock()
+	}
+}
