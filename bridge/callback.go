@@ -55,6 +55,10 @@ type TrackerFunc func(ctx context.Context, src *config.Source, body CallbackBody
 
 // Backoff bounds for failed deliveries.
 const (
+	// callbackClaim is how long a claimed callback stays invisible to other
+	// workers: well past the client timeout, so a crashed worker's claim
+	// lapses and another delivers it.
+	callbackClaim      = 2 * time.Minute
 	callbackFirstRetry = 10 * time.Second
 	callbackMaxRetry   = time.Hour
 )
@@ -131,10 +135,21 @@ func (w *CallbackWorker) Run(ctx context.Context) error {
 func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 	for {
 		var due []store.Callback
-		err := w.s.st.View(ctx, func(tx store.Tx) error {
+		// Claim what is due by pushing its next attempt past the delivery
+		// timeout, in a write transaction: several processes on one
+		// PostgreSQL database then never send the same callback at once.
+		err := w.s.st.Update(ctx, func(tx store.Tx) error {
+			now := w.clock.Now()
 			var err error
-			due, err = tx.DueCallbacks(w.clock.Now(), 50)
-			return err
+			if due, err = tx.DueCallbacks(now, 50); err != nil {
+				return err
+			}
+			for _, c := range due {
+				if err := tx.ClaimCallback(c.ID, now.Add(callbackClaim)); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			return time.Time{}, err

@@ -9,7 +9,6 @@ import (
 	texttemplate "text/template"
 	"time"
 
-
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
 )

@@ -29,6 +29,9 @@ type OutboxTx interface {
 	DueCallbacks(now time.Time, limit int) ([]Callback, error)
 	// NextCallback returns the earliest next attempt of a pending callback.
 	NextCallback() (time.Time, bool, error)
+	// ClaimCallback moves a pending callback's next attempt to until, so no
+	// other worker picks it up while it is being delivered.
+	ClaimCallback(id int64, until time.Time) error
 	MarkDelivered(id int64, at time.Time) error
 	MarkFailed(id int64, attempts int, next time.Time, reason string) error
 	// OutboxCounts returns pending callbacks and those of them that failed at least once.
@@ -85,6 +88,11 @@ func (tx *sqlTx) NextCallback() (time.Time, bool, error) {
 		return time.Time{}, false, nil
 	}
 	return fromNanos(next.Int64), true, nil
+}
+
+func (tx *sqlTx) ClaimCallback(id int64, until time.Time) error {
+	_, err := tx.exec(`UPDATE outbox SET next_attempt = ? WHERE id = ? AND delivered IS NULL`, nanos(until), id)
+	return err
 }
 
 func (tx *sqlTx) MarkDelivered(id int64, at time.Time) error {
