@@ -32,6 +32,7 @@ fi
 WORKERS=${WORKERS:-4}
 RATE=${RATE:-100}
 WORK=$(mktemp -d /tmp/duebridge-compare.XXXXXX)
+chmod 755 "$WORK" # Dovecot's auth process (user dovecot) reads the passwd file in it
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
 PIDS=()

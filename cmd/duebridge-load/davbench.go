@@ -162,7 +162,7 @@ func (e *env) closedLoop(ctx context.Context, name string, f func(context.Contex
 	defer cancel()
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	var firstErr atomic.Value
+	var firstErr firstError
 	start := time.Now()
 	for w := 0; w < max(1, o.Workers); w++ {
 		wg.Add(1)
@@ -178,7 +178,7 @@ func (e *env) closedLoop(ctx context.Context, name string, f func(context.Contex
 				}
 				if err != nil {
 					h.Err()
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.set(err)
 					continue
 				}
 				h.Add(time.Since(t0))
@@ -189,7 +189,7 @@ func (e *env) closedLoop(ctx context.Context, name string, f func(context.Contex
 	wg.Wait()
 	el := time.Since(start)
 	stop()
-	if err := firstErr.Load(); err != nil {
+	if err := firstErr.get(); err != nil {
 		e.rep.note("%s: first error: %v", name, err)
 	}
 	return e.rep.op(h, el)
@@ -322,21 +322,21 @@ func (e *env) seedICS(ctx context.Context, dc *davClient, home, dir string) erro
 	}
 	h := newHist("PUT object (seed)")
 	var next atomic.Int64
-	var firstErr atomic.Value
+	var firstErr firstError
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := 0; w < 8; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && firstErr.Load() == nil {
+			for ctx.Err() == nil && firstErr.get() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= len(puts) {
 					return
 				}
 				body, err := os.ReadFile(puts[i].file)
 				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.set(err)
 					return
 				}
 				t0 := time.Now()
@@ -346,7 +346,7 @@ func (e *env) seedICS(ctx context.Context, dc *davClient, home, dir string) erro
 				}
 				if err != nil {
 					h.Err()
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.set(err)
 					return
 				}
 				h.Add(time.Since(t0))
@@ -356,8 +356,8 @@ func (e *env) seedICS(ctx context.Context, dc *davClient, home, dir string) erro
 	wg.Wait()
 	e.rep.op(h, time.Since(start))
 	e.logf("PUT %d objects in %v", len(puts), time.Since(start).Round(time.Millisecond))
-	if err := firstErr.Load(); err != nil {
-		return err.(error)
+	if err := firstErr.get(); err != nil {
+		return err
 	}
 	return nil
 }

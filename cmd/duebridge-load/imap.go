@@ -130,7 +130,7 @@ func openIdlers(ctx context.Context, addr string, k int, users []string, pass fu
 	progress func(done int), onArrive func()) ([]*idler, error) {
 	out := make([]*idler, k)
 	var next, done atomic.Int64
-	var firstErr atomic.Value
+	var firstErr firstError
 	var wg sync.WaitGroup
 	for w := 0; w < par; w++ {
 		wg.Add(1)
@@ -148,13 +148,13 @@ func openIdlers(ctx context.Context, addr string, k int, users []string, pass fu
 					if d, err = dialIdler(ctx, addr, u, users[u], pass(u), onArrive); err == nil {
 						break
 					}
-					if strings.Contains(err.Error(), "too many") {
+					if strings.Contains(err.Error(), "too many") || strings.Contains(err.Error(), "LOGIN") {
 						break
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
 				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.set(err)
 					continue
 				}
 				out[i] = d
@@ -171,8 +171,8 @@ func openIdlers(ctx context.Context, addr string, k int, users []string, pass fu
 			opened = append(opened, d)
 		}
 	}
-	if e := firstErr.Load(); e != nil {
-		return opened, e.(error)
+	if e := firstErr.get(); e != nil {
+		return opened, e
 	}
 	return opened, nil
 }

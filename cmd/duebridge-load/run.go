@@ -245,14 +245,14 @@ func (e *env) seed(ctx context.Context, name string, tasks func(j int) task, m i
 	h := newHist(name)
 	stop := e.progress(ctx, "seed", h)
 	var next atomic.Int64
-	var firstErr atomic.Value
+	var firstErr firstError
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := 0; w < e.o.SeedWorkers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && firstErr.Load() == nil {
+			for ctx.Err() == nil && firstErr.get() == nil {
 				lo := int(next.Add(int64(e.o.SeedBatch))) - e.o.SeedBatch
 				if lo >= m {
 					return
@@ -265,7 +265,7 @@ func (e *env) seed(ctx context.Context, name string, tasks func(j int) task, m i
 				t0 := time.Now()
 				if err := e.hook.send(ctx, batch); err != nil {
 					h.Err()
-					firstErr.CompareAndSwap(nil, err)
+					firstErr.set(err)
 					return
 				}
 				h.Add(time.Since(t0))
@@ -279,8 +279,8 @@ func (e *env) seed(ctx context.Context, name string, tasks func(j int) task, m i
 	s := e.rep.op(h, el)
 	e.rep.fig("durable task upserts/s ("+name+")", s.ItemRat, "tasks/s")
 	e.logf("%s: %d tasks in %v (%.0f tasks/s)", name, s.Items, el.Round(time.Millisecond), s.ItemRat)
-	if err := firstErr.Load(); err != nil {
-		return err.(error)
+	if err := firstErr.get(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }

@@ -143,3 +143,24 @@ func (w *window) take() (n int, p99 time.Duration) {
 	slices.Sort(d)
 	return len(d), pct(d, 0.99)
 }
+
+// firstError keeps the first error of concurrent workers (atomic.Value
+// refuses errors of different concrete types).
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
