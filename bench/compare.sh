@@ -275,7 +275,7 @@ for f in sorted(os.listdir(out)):
         print(f"incremental sync, {n:>6} objects: {rate:8.1f}/s, p50 {p50:.2f} ms" + (f"  ({p50 / s1:.2f}x of 1k)" if s1 and n != 1000 else ""))
 l, dv = load("load-duebridge.json"), load("imap-dovecot.json")
 if l or dv:
-    print("\nIMAP, 1,000 idling connections (ms):")
+    print("\nIMAP, 1,000 idling connections (ms); duebridge memory from the 10,000-connection run:")
     for label, rep in (("duebridge (webhook)", l), ("dovecot (APPEND)", dv)):
         if not rep:
             continue
@@ -283,11 +283,11 @@ if l or dv:
         if ex:
             e = ex[0]
             print(f"  {label:22} trigger ack → EXISTS p50 {e['p50_ms']:.2f}  p99 {e['p99_ms']:.2f}  missing {e['errors']}")
-        per = fig(rep, "server PSS (process tree) per idle")
+        per = fig(load("idle-duebridge.json") or rep, "server PSS (process tree) per idle") if rep is l else fig(rep, "server PSS (process tree) per idle")
         print(f"  {label:22} memory per idle connection {per:.1f} KiB (PSS, process tree)" if per else "")
     if l and dv:
         a, b = op(l, "webhook ack → IDLE EXISTS", "p99_ms"), op(dv, "APPEND ack → IDLE EXISTS", "p99_ms")
-        ma, mb = fig(l, "server PSS (process tree) per idle"), fig(dv, "server PSS (process tree) per idle")
+        ma, mb = fig(load("idle-duebridge.json") or l, "server PSS (process tree) per idle"), fig(dv, "server PSS (process tree) per idle")
         if a and b:
             print(f"  EXISTS p99: dovecot / duebridge = {b / a:.0f}x")
         if ma and mb:
@@ -295,7 +295,7 @@ if l or dv:
 for f in ("load-duebridge.json", "idle-duebridge.json", "phones-duebridge.json", "dav-duebridge.json"):
     rep = load(f)
     if rep:
-        for t in rep.get("targets", []):
+        for t in rep.get("targets") or []:
             print(f"  {'met   ' if t['met'] else 'MISSED'} {t['name']}: want {t['want']}, got {t['got']}")
 EOF
 echo "JSON reports: $OUT" >&2

