@@ -149,11 +149,20 @@ type authenticator struct {
 
 type cacheEntry struct {
 	user    string
-	expires time.Time
+	expires time.Time // slides forward on every hit, up to hardLimit
+	limit   time.Time // when the entry goes however often it is used
 }
 
 const (
-	authCacheTTL = 10 * time.Minute
+	// authCacheTTL is how long an unused verified login is remembered. It
+	// must outlast iOS's 15-minute background fetch: at 10 minutes every
+	// poll of every phone paid an argon2id check, which capped a 2-core node
+	// at ~15 polls/s. Each hit slides it forward, up to authCacheMaxAge
+	// after the password was last really checked.
+	authCacheTTL    = 20 * time.Minute
+	authCacheMaxAge = 12 * time.Hour
+	// authCacheMax bounds the cache (one entry per device and password).
+	authCacheMax = 500_000
 	// maxFailureDelay caps the growing delay on failures (unless
 	// limits.login_failure_delay alone is longer), so a client that
 	// mistyped a few times is slowed, not timed out.
@@ -256,8 +265,13 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	key := a.cacheKey(name, pw)
 	a.mu.Lock()
 	e, ok := a.cache[key]
+	ok = ok && now.Before(e.expires) && now.Before(e.limit) && u != nil
+	if ok {
+		e.expires = now.Add(authCacheTTL)
+		a.cache[key] = e
+	}
 	a.mu.Unlock()
-	if ok && now.Before(e.expires) && u != nil {
+	if ok {
 		s.metrics.LoginCache.WithLabelValues("hit").Inc()
 		a.guard.success(name, client, now)
 		return u, nil
@@ -274,10 +288,19 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	}
 	a.guard.success(name, client, now)
 	a.mu.Lock()
-	if len(a.cache) > 100_000 { // bound memory; a full cache just costs hashing
-		a.cache = map[[32]byte]cacheEntry{}
+	if len(a.cache) >= authCacheMax {
+		// Drop what has expired; if that is not enough, start over (a full
+		// cache only costs hashing, never a wrong answer).
+		for k, e := range a.cache {
+			if !now.Before(e.expires) || !now.Before(e.limit) {
+				delete(a.cache, k)
+			}
+		}
+		if len(a.cache) >= authCacheMax {
+			a.cache = map[[32]byte]cacheEntry{}
+		}
 	}
-	a.cache[key] = cacheEntry{user: name, expires: now.Add(authCacheTTL)}
+	a.cache[key] = cacheEntry{user: name, expires: now.Add(authCacheTTL), limit: now.Add(authCacheMaxAge)}
 	a.mu.Unlock()
 	return u, nil
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -292,5 +294,38 @@ func TestHashPasswordVerifies(t *testing.T) {
 		if bridge.VerifyPassword(bad, "") {
 			t.Errorf("VerifyPassword(%q) accepted", bad)
 		}
+	}
+}
+
+// TestLoginCacheOutlastsPollInterval: a phone polling every 15 minutes is
+// answered from the cache for hours; the password is checked again after
+// authCacheMaxAge (12h) or 20 idle minutes.
+func TestLoginCacheOutlastsPollInterval(t *testing.T) {
+	svc, clock, _ := authWorld(t)
+	ctx := context.Background()
+	misses := func() float64 {
+		var m dto.Metric
+		svc.Metrics().LoginCache.WithLabelValues("miss").Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	login := func() {
+		t.Helper()
+		if _, err := svc.AuthenticateFrom(ctx, "caldav", "alice", testsvc.Password("alice"), "192.0.2.1:1234"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	login()
+	base := misses()
+	for i := 0; i < 40; i++ { // 10 hours of 15-minute polls
+		clock.Advance(15 * time.Minute)
+		login()
+	}
+	if got := misses() - base; got != 0 {
+		t.Fatalf("%v password checks during 15-minute polling, want 0", got)
+	}
+	clock.Advance(3 * time.Hour) // past the 12h limit and idle for longer than 20m
+	login()
+	if got := misses() - base; got != 1 {
+		t.Fatalf("%v checks after the cache limit, want 1", got)
 	}
 }
