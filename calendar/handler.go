@@ -63,6 +63,8 @@ type Handler struct {
 	epoch  epochCache
 	health *syncHealth
 	writes *prometheus.CounterVec
+	// escapes caches objects' XML-escaped calendar-data by ETag.
+	escapes *escapeCache
 }
 
 // NewHandler builds the handler and registers its metrics on the service's
@@ -72,7 +74,7 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 		o.Logger = svc.Logger()
 	}
 	reg := svc.Metrics().Registry
-	h := &Handler{svc: svc, log: o.Logger.With("component", "caldav"), opts: o}
+	h := &Handler{svc: svc, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20)}
 	h.dav = &caldav.Handler{Backend: &backend{h: h}, Prefix: strings.TrimSuffix(Prefix, "/")}
 	h.health = newSyncHealth(reg, svc.Now)
 	h.writes = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -399,7 +401,7 @@ func (h *Handler) view(ctx context.Context, u *config.User) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &view{user: u, cfg: h.svc.Config(), epoch: epoch}, nil
+	return &view{user: u, cfg: h.svc.Config(), epoch: epoch, escapes: h.escapes}, nil
 }
 
 // statusWriter remembers the status for the request log.

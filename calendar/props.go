@@ -129,9 +129,10 @@ func (r resource) results(q propReq) []propResult {
 
 // view is what property values of one request depend on.
 type view struct {
-	user  *config.User
-	cfg   *config.Config
-	epoch string
+	user    *config.User
+	cfg     *config.Config
+	epoch   string
+	escapes *escapeCache
 }
 
 var rootNames = []xml.Name{pResourceType, pDisplayName, pCurrentUserPrincipal, pPrincipalCollectionSet,
@@ -318,7 +319,10 @@ func (v *view) object(c *store.Collection, o *store.Object) resource {
 		case pCalendarData:
 			// The stored octets, folded at 75 as RFC 5545 wants; go-webdav
 			// would re-encode them unfolded.
-			return escaped(string(o.Data)), o.Data != nil
+			if o.Data == nil {
+				return "", false
+			}
+			return v.escapes.get(o.ETag, o.Data), true
 		}
 		return "", false
 	}}

@@ -289,31 +289,40 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 	}
 	out := make([]found, len(hrefs))
 	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		colls := map[string]*store.Collection{}
+		// One query per collection (in chunks), not one per href: iOS asks
+		// for 50 at a time.
+		wanted := map[string][]int{} // collection -> indexes into hrefs
+		names := map[string][]string{}
+		targets := make([]target, len(hrefs))
 		for i, hn := range hrefs {
 			ht := hrefTarget(hn.Text)
+			targets[i] = ht
 			if ht.kind != kindObject || ht.user != u.Name {
 				continue
 			}
-			c, ok := colls[ht.coll]
-			if !ok {
-				var err error
-				c, err = tx.Collection(u.Name, ht.coll)
-				if err != nil && !errors.Is(err, store.ErrNotFound) {
-					return err
-				}
-				colls[ht.coll] = c
-			}
-			if c == nil {
-				continue
-			}
-			o, err := tx.Object(u.Name, ht.coll, ht.name)
+			wanted[ht.coll] = append(wanted[ht.coll], i)
+			names[ht.coll] = append(names[ht.coll], ht.name)
+		}
+		for coll, idx := range wanted {
+			c, err := tx.Collection(u.Name, coll)
 			if errors.Is(err, store.ErrNotFound) {
 				continue
 			} else if err != nil {
 				return err
 			}
-			out[i] = found{coll: c, obj: o}
+			objs, err := tx.ObjectsByName(u.Name, coll, names[coll])
+			if err != nil {
+				return err
+			}
+			byName := make(map[string]*store.Object, len(objs))
+			for j := range objs {
+				byName[objs[j].Name] = &objs[j]
+			}
+			for _, i := range idx {
+				if o := byName[targets[i].name]; o != nil {
+					out[i] = found{coll: c, obj: o}
+				}
+			}
 		}
 		return nil
 	})

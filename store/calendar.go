@@ -60,6 +60,9 @@ type CalendarTx interface {
 	DeleteObject(user, collection, name string) error
 	// Object returns a live object with its data; ErrNotFound if none.
 	Object(user, collection, name string) (*Object, error)
+	// ObjectsByName returns the live objects (with data) of a collection
+	// among names, in no particular order; absent names are left out.
+	ObjectsByName(user, collection string, names []string) ([]Object, error)
 	// ObjectByUID finds a live object of the user by UID in any collection.
 	ObjectByUID(user, uid string) (*Object, error)
 	// Objects lists the live objects of a collection, with data if asked.
@@ -212,6 +215,29 @@ func (tx *sqlTx) Object(user, collection, name string) (*Object, error) {
 		return nil, ErrNotFound
 	}
 	return o, err
+}
+
+func (tx *sqlTx) ObjectsByName(user, collection string, names []string) ([]Object, error) {
+	var out []Object
+	// Chunks of a fixed size keep the number of distinct statements (and
+	// the bound-parameter count) small.
+	const chunk = 50
+	for len(names) > 0 {
+		n := min(chunk, len(names))
+		part := names[:n]
+		names = names[n:]
+		args := make([]any, 0, 2+chunk)
+		args = append(args, user, collection)
+		for i := 0; i < chunk; i++ {
+			args = append(args, part[min(i, n-1)]) // pad by repeating the last name
+		}
+		objs, err := tx.listObjects(true, `username = ? AND collection = ? AND deleted = 0 AND name IN (?`+strings.Repeat(",?", chunk-1)+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
 }
 
 func (tx *sqlTx) ObjectByUID(user, uid string) (*Object, error) {
