@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/duebridge/duebridge/bridge"
 )
 
 // event is one trigger (webhook request or APPEND) of the measured phase.
@@ -295,7 +297,8 @@ func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appen
 			home = "/dav/" + e.users[u] + "/calendars/"
 		}
 		dc = newDAVClient(e.base, e.tr, e.users[u], o.Password)
-		coll = home + slug(projectName(proj)) + "-tasks/"
+		todos, _ := bridge.CollectionNames(projectName(proj))
+		coll = home + todos + "/"
 		token = toks.get(coll)
 		t0 := time.Now()
 		res, err := dc.syncCollection(ctx, coll, token)
@@ -347,22 +350,6 @@ func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appen
 	}
 }
 
-// slug mirrors store.Slug for the project names the tool makes.
-func slug(s string) string {
-	var b strings.Builder
-	dash := false
-	for _, r := range strings.ToLower(s) {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-			b.WriteRune(r)
-			dash = false
-		case !dash && b.Len() > 0:
-			b.WriteByte('-')
-			dash = true
-		}
-	}
-	return strings.TrimSuffix(b.String(), "-")
-}
 
 // correlate pairs the n-th new message each idling connection of a user
 // saw with the user's n-th trigger.
