@@ -350,7 +350,6 @@ func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appen
 	}
 }
 
-
 // correlate pairs the n-th new message each idling connection of a user
 // saw with the user's n-th trigger.
 func (e *env) correlate(idlers []*idler, events map[int][]*event, hs *loadHists) {
