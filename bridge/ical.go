@@ -98,7 +98,15 @@ type PhoneState struct {
 	Props []string `json:"props,omitempty"`
 	// Bumps counts phone edits, added to SEQUENCE so it rises on them too.
 	Bumps int `json:"bumps,omitempty"`
+	// Acked holds the ACKNOWLEDGED values the phone set on duebridge's own
+	// alarms (dismissed on the device), keyed by AckKey, so they are not
+	// dropped on the next rendering. A moved due date gives new keys, so the
+	// re-armed alarm fires again.
+	Acked map[string]string `json:"acked,omitempty"`
 }
+
+// AckKey identifies one firing of one of our alarms: its UID and trigger.
+func AckKey(uid, trigger string) string { return uid + "|" + trigger }
 
 // ParsePhoneState decodes UserTask.Extra ("" is the zero state).
 func ParsePhoneState(extra string) (PhoneState, error) {
@@ -112,7 +120,7 @@ func ParsePhoneState(extra string) (PhoneState, error) {
 
 // Encode returns the form stored in UserTask.Extra.
 func (p PhoneState) Encode() string {
-	if p.Alarms == "" && len(p.Props) == 0 && p.Bumps == 0 {
+	if p.Alarms == "" && len(p.Props) == 0 && p.Bumps == 0 && len(p.Acked) == 0 {
 		return ""
 	}
 	b, _ := json.Marshal(p)
@@ -176,6 +184,9 @@ func alarms(in RenderInput) []*ical.Component {
 		trig.SetDateTime(at.UTC())
 		trig.SetValueType(ical.ValueDateTime)
 		a.Props.Set(trig)
+		if ack, ok := in.Phone.Acked[AckKey(uid, trig.Value)]; ok {
+			setRaw(a.Props, "ACKNOWLEDGED", ack)
+		}
 		setRaw(a.Props, "X-DUEBRIDGE-LEAD", formatLead(lead))
 		out = append(out, a)
 	}

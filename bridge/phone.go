@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -273,7 +274,7 @@ func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Comp
 		return err
 	}
 	next.Bumps = old.Bumps
-	stateChanged := next.Alarms != old.Alarms || !slices.Equal(next.Props, old.Props)
+	stateChanged := next.Alarms != old.Alarms || !slices.Equal(next.Props, old.Props) || !maps.Equal(next.Acked, old.Acked)
 	done, when, known := completionOf(comp)
 	completionChanged := known && done != (t.Status == "done") && t.Status != "cancelled"
 
@@ -378,8 +379,26 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet) (PhoneState, error) {
 			holder.Props[name] = props
 		}
 	}
+	var acked map[string]string
 	for _, a := range c.Children {
-		if a.Name != ical.CompAlarm || ourAlarms.has(a) {
+		if a.Name == ical.CompAlarm && ourAlarms.has(a) {
+			// Keep only the dismissal of our own alarms; we render the rest.
+			ack, trig := a.Props.Get("ACKNOWLEDGED"), a.Props.Get(ical.PropTrigger)
+			if ack != nil && trig != nil {
+				uid := a.Props.Get(ical.PropUID)
+				if uid == nil {
+					uid = a.Props.Get("X-WR-ALARMUID")
+				}
+				if uid != nil {
+					if acked == nil {
+						acked = map[string]string{}
+					}
+					acked[AckKey(uid.Value, trig.Value)] = ack.Value
+				}
+			}
+			continue
+		}
+		if a.Name != ical.CompAlarm {
 			continue
 		}
 		if action, _ := a.Props.Text(ical.PropAction); strings.EqualFold(action, "NONE") {
@@ -398,7 +417,7 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet) (PhoneState, error) {
 	if err := ical.NewEncoder(&buf).Encode(cal); err != nil {
 		return PhoneState{}, fmt.Errorf("%w: %v", ErrInvalidObject, err)
 	}
-	var p PhoneState
+	p := PhoneState{Acked: acked}
 	var alarms strings.Builder
 	depth := 0 // 1 in VCALENDAR, 2 in the VTODO, 3 in a VALARM
 	for _, line := range strings.Split(buf.String(), "\r\n") {

@@ -420,3 +420,34 @@ func TestProppatch(t *testing.T) {
 		t.Fatalf("principal PROPPATCH: %q", st)
 	}
 }
+
+// TestAcknowledgedAlarmKept: an alarm of ours the phone dismissed keeps its
+// ACKNOWLEDGED mark (else iOS may show it again); moving the due date re-arms.
+func TestAcknowledgedAlarmKept(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.seed()
+	const href = "/dav/alice/calendars/release-tasks/tracker-T-1.ics"
+	resp, data := e.do("GET", href, "alice", "")
+	if !strings.Contains(data, "X-DUEBRIDGE-LEAD") {
+		t.Fatalf("seed task has no alarm of ours:\n%s", data)
+	}
+	// Mark the first of our alarms acknowledged, as iOS does on dismissal.
+	unfolded := strings.ReplaceAll(data, "\r\n ", "")
+	i := strings.Index(unfolded, "BEGIN:VALARM\r\n")
+	acked := unfolded[:i] + "BEGIN:VALARM\r\nACKNOWLEDGED:20261123T120000Z\r\n" + unfolded[i+len("BEGIN:VALARM\r\n"):]
+	resp, out := e.do("PUT", href, "alice", acked, "Content-Type", "text/calendar", "If-Match", resp.Header.Get("ETag"))
+	if resp.StatusCode >= 300 {
+		t.Fatalf("PUT: %d %s", resp.StatusCode, out)
+	}
+	_, data = e.do("GET", href, "alice", "")
+	if n := strings.Count(data, "ACKNOWLEDGED:20261123T120000Z"); n != 1 {
+		t.Fatalf("ACKNOWLEDGED kept %d times, want once:\n%s", n, data)
+	}
+	// The tracker moves the due date: new trigger instants, no stale mark.
+	testsvc.Ingest(t, e.svc, bridge.TaskInput{ID: "T-1", Title: "Ship release 2.1", Project: "Release",
+		Assignees: []string{"alice", "bob"}, Due: store.When{Time: e.now.Add(72 * time.Hour)}, UpdatedAt: e.now.Add(time.Hour), Version: 2})
+	_, data = e.do("GET", href, "alice", "")
+	if strings.Contains(data, "ACKNOWLEDGED") || !strings.Contains(data, "X-DUEBRIDGE-LEAD") {
+		t.Fatalf("after a due-date move the alarms must be armed again:\n%s", data)
+	}
+}
