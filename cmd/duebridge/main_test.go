@@ -178,6 +178,35 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// CalDAV on the same listener: anonymous discovery is challenged, and the
+	// home lists the project's two collections with their ctags.
+	req, _ := http.NewRequest("PROPFIND", r.base+"/.well-known/caldav", nil)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode/100 != 3 {
+		t.Errorf("anonymous well-known: %d, want a redirect or 401", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("PROPFIND", r.base+"/dav/alice/calendars/", strings.NewReader(
+		`<?xml version="1.0"?><propfind xmlns="DAV:" xmlns:cs="http://calendarserver.org/ns/"><prop><resourcetype/><cs:getctag/><sync-token/></prop></propfind>`))
+	req.SetBasicAuth("alice", "alice-pw")
+	req.Header.Set("Depth", "1")
+	req.Header.Set("Content-Type", "application/xml")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"release-tasks/", "release-deadlines/", "getctag"} {
+		if resp.StatusCode != http.StatusMultiStatus || !strings.Contains(string(home), want) {
+			t.Errorf("home PROPFIND: %d, lacks %q:\n%s", resp.StatusCode, want, home)
+		}
+	}
+
 	code, body = get(t, r.base+"/metrics")
 	for _, want := range []string{
 		`duebridge_webhook_tasks_total{result="accepted",source="tracker"} 1`,
