@@ -468,14 +468,29 @@ func overlapsRecurring(c *ical.Component, s, e time.Time, loc *time.Location) (o
 	} else if isDate {
 		dur = 24 * time.Hour
 	}
-	var first time.Time
-	if dur > 0 {
-		first = set.After(s.Add(-dur), false)
-	} else {
-		first = set.After(s, true)
+	// The first instance that ends after s (or, without a duration,
+	// starts at or after it) decides. The walk is bounded: a rule such as
+	// FREQ=SECONDLY from 1900, which anyone can PUT as their own reminder,
+	// has billions of instances before a range in 2100, and rrule-go would
+	// walk them all with no regard for the request's context.
+	next := set.Iterator()
+	for range maxInstances {
+		t, ok := next()
+		if !ok {
+			return false, true
+		}
+		if (dur > 0 && t.After(s.Add(-dur))) || (dur <= 0 && !t.Before(s)) {
+			return t.Before(e), true
+		}
 	}
-	return !first.IsZero() && first.Before(e), true
+	// Too many to tell: count it as overlapping. A false match only costs
+	// the client a look at the object; a wrong miss would hide it.
+	return true, true
 }
+
+// maxInstances bounds the instances of a recurrence a time-range test
+// walks before the range (a few milliseconds even for FREQ=SECONDLY).
+const maxInstances = 10000
 
 // alarmTimes lists when an alarm fires: its trigger, plus repetitions.
 func alarmTimes(a, parent *ical.Component, loc *time.Location) []time.Time {

@@ -96,3 +96,33 @@ func TestAlarmAndPropFilters(t *testing.T) {
 		t.Error("a VEVENT filter may not match a VTODO list")
 	}
 }
+
+// TestTimeRangeRecurrenceBounded: a recurrence with billions of instances
+// before the range (a phone can PUT one as its own reminder) is answered at
+// once, counted as overlapping, instead of pinning a CPU for hours.
+func TestTimeRangeRecurrenceBounded(t *testing.T) {
+	for _, name := range []string{"VTODO", "VEVENT"} {
+		cal := comp(t, "BEGIN:"+name, "UID:a", "DTSTAMP:20261101T000000Z", "DTSTART:19000101T000000Z",
+			"RRULE:FREQ=SECONDLY", "END:"+name)
+		done := make(chan bool, 1)
+		go func() {
+			done <- rangeFilter(name, "21000101T000000Z", "21000101T010000Z").matchCalendar(cal, time.UTC)
+		}()
+		select {
+		case got := <-done:
+			if !got {
+				t.Errorf("%s: an unbounded recurrence does not match; want it counted as overlapping", name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: time-range test of FREQ=SECONDLY from 1900 still running after 10 s", name)
+		}
+	}
+	// Within the bound the answer stays exact.
+	cal := comp(t, "BEGIN:VTODO", "UID:a", "DTSTART:20260101T000000Z", "RRULE:FREQ=MINUTELY;INTERVAL=30", "END:VTODO")
+	if rangeFilter("VTODO", "20260101T001000Z", "20260101T002000Z").matchCalendar(cal, time.UTC) {
+		t.Error("a 10-minute range between two half-hourly instances matches")
+	}
+	if !rangeFilter("VTODO", "20260101T001000Z", "20260101T003100Z").matchCalendar(cal, time.UTC) {
+		t.Error("a range holding an instance does not match")
+	}
+}
