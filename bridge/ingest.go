@@ -58,6 +58,13 @@ const (
 	MaxProjectLen     = 256
 	MaxAssignees      = 100
 	MaxLabels         = 100
+
+	// MinYear and MaxYear bound start, due and updated_at. The store keeps
+	// instants as Unix nanoseconds, which end in April 2262: a later date
+	// would wrap and, for a due time, leave an alert schedule that never
+	// matches its task (the scheduler re-read it on every tick, at once).
+	MinYear = 1970
+	MaxYear = 2200
 )
 
 // Validate checks a record and fills defaults (status open, priority normal).
@@ -117,6 +124,14 @@ func (in *TaskInput) Validate() *FieldError {
 	case "low", "normal", "high", "urgent":
 	default:
 		return fe("priority", "unknown priority %q (want low, normal, high or urgent)", in.Priority)
+	}
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"start", in.Start.Time}, {"due", in.Due.Time}, {"updated_at", in.UpdatedAt}} {
+		if !f.t.IsZero() && (f.t.Year() < MinYear || f.t.Year() > MaxYear) {
+			return fe(f.name, "year %d out of range (%d-%d)", f.t.Year(), MinYear, MaxYear)
+		}
 	}
 	if !in.Start.IsZero() && !in.Due.IsZero() && in.Start.Time.After(in.Due.Time) {
 		return fe("start", "after due")

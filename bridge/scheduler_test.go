@@ -808,3 +808,20 @@ func TestFakeClockTimers(t *testing.T) {
 		t.Errorf("Timers() = %d after all fired", c.Timers())
 	}
 }
+
+// A due time past what the store's nanosecond instants hold (2262) wrapped
+// on the way into the alert schedule, so the schedule never matched its
+// task and the next tick was always "now": Run spun. Ingest refuses it.
+func TestFarDueRefusedNotSpinning(t *testing.T) {
+	w := newWorld(t, nil)
+	_, err := w.svc.Ingest(context.Background(), "tracker", []bridge.TaskInput{{ID: "far", Title: "far",
+		Assignees: []string{"alice"}, UpdatedAt: t0,
+		Due: store.When{Time: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), AllDay: true}}})
+	var fe *bridge.FieldError
+	if !errors.As(err, &fe) || fe.Field != "due" {
+		t.Fatalf("Ingest of a task due in 2300: %v, want a FieldError on due", err)
+	}
+	if next := w.tick(); !next.IsZero() {
+		t.Fatalf("next tick at %v, want none planned", next)
+	}
+}

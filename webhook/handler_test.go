@@ -316,3 +316,24 @@ func TestNewerRecordWithSameContentKeepsObjects(t *testing.T) {
 		t.Fatal(r.body)
 	}
 }
+
+// The store keeps instants as Unix nanoseconds (to 2262): dates past that
+// wrapped, and a far due time left an alert schedule the scheduler re-read
+// on every tick without pause. They are refused like any bad date.
+func TestDatesOutOfStoreRangeRefused(t *testing.T) {
+	srv, svc := newServer(t)
+	before := snapshot(t, svc)
+	for field, body := range map[string]string{
+		"due":        `{"id":"far","title":"t","assignees":["alice"],"due":"2300-01-01"}`,
+		"start":      `{"id":"far","title":"t","start":"2300-01-01T00:00:00Z"}`,
+		"updated_at": `{"id":"far","title":"t","updated_at":"2300-01-01T00:00:00Z"}`,
+	} {
+		r := signed(t, srv, []byte(body))
+		if r.status != 400 || r.body["field"] != field {
+			t.Errorf("%s in 2300: %d %v, want 400 naming %s", field, r.status, r.body, field)
+		}
+	}
+	if after := snapshot(t, svc); after != before {
+		t.Errorf("store changed:\n%s\n%s", before, after)
+	}
+}
