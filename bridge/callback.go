@@ -135,6 +135,7 @@ func (w *CallbackWorker) Run(ctx context.Context) error {
 func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 	for {
 		var due []store.Callback
+		var claimedAt time.Time
 		// Claim what is due by pushing its next attempt past the delivery
 		// timeout, in a write transaction: several processes on one
 		// PostgreSQL database then never send the same callback at once.
@@ -144,12 +145,8 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 			if due, err = tx.DueCallbacks(now, 50); err != nil {
 				return err
 			}
-			for _, c := range due {
-				if err := tx.ClaimCallback(c.ID, now.Add(callbackClaim)); err != nil {
-					return err
-				}
-			}
-			return nil
+			claimedAt = now
+			return claimCallbacks(tx, due, now)
 		})
 		if err != nil {
 			return time.Time{}, err
@@ -157,11 +154,29 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 		if len(due) == 0 {
 			break
 		}
-		for _, c := range due {
+	batch:
+		for i, c := range due {
 			if ctx.Err() != nil {
 				return time.Time{}, nil
 			}
-			sendErr := w.send(ctx, c)
+			// A batch of slow receivers outlasts one claim (50 sends of up
+			// to 15s each against 2 minutes): renew the claim on the rest
+			// of the batch half-way through it, while it still holds, so
+			// that no other worker takes them up meanwhile and sends them
+			// a second time. Every send ends within the claim (sendCtx).
+			if now := w.clock.Now(); !now.Before(claimedAt.Add(callbackClaim / 2)) {
+				if !now.Before(claimedAt.Add(callbackClaim)) {
+					break batch // lapsed (a stall): the rest is due again for whoever claims it
+				}
+				rest := due[i:]
+				if err := w.s.st.Update(ctx, func(tx store.Tx) error { return claimCallbacks(tx, rest, now) }); err != nil {
+					return time.Time{}, err
+				}
+				claimedAt = now
+			}
+			sendCtx, cancel := context.WithTimeout(ctx, callbackClaim/2)
+			sendErr := w.send(sendCtx, c)
+			cancel()
 			now := w.clock.Now()
 			err := w.s.st.Update(ctx, func(tx store.Tx) error {
 				if sendErr == nil {
@@ -191,6 +206,16 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 		return err
 	})
 	return next, err
+}
+
+// claimCallbacks hides callbacks from other workers for callbackClaim from now.
+func claimCallbacks(tx store.Tx, cs []store.Callback, now time.Time) error {
+	for _, c := range cs {
+		if err := tx.ClaimCallback(c.ID, now.Add(callbackClaim)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // backoff after n failed attempts: 10s, 20s, 40s ... capped at an hour.

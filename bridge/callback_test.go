@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -270,5 +271,46 @@ func TestCallbackSurvivesRestart(t *testing.T) {
 	}
 	if p := gauge(t, svc2, "duebridge_callbacks_pending"); p != 0 {
 		t.Errorf("pending metric after delivery = %v", p)
+	}
+}
+
+// A batch of slow receivers outlasted the claim taken when the batch was
+// read: the callbacks still waiting in it became due again, and a second
+// worker (another process on the same PostgreSQL database) would have sent
+// them as well. The claim on the rest of a batch is renewed in time.
+func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
+	t.Parallel()
+	clock := bridge.NewFakeClock(t0)
+	r := newReceiver(t, clock.Now)
+	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Now: clock.Now})
+	ids := []string{"T-1", "T-2", "T-3", "T-4"}
+	for _, id := range ids {
+		testsvc.Ingest(t, svc, bridge.TaskInput{ID: id, Title: id, Assignees: []string{"alice"}, UpdatedAt: t0})
+		if err := svc.Complete(context.Background(), "alice", "tracker", id, true, clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var exposed []string
+	r.setFail(func(int) int {
+		clock.Advance(50 * time.Second) // each answer takes 50s
+		// What another worker would pick up now, during this delivery.
+		err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+			due, err := tx.DueCallbacks(clock.Now(), 50)
+			for _, c := range due {
+				exposed = append(exposed, fmt.Sprintf("%s at %s", c.TaskID, clock.Now().Sub(t0)))
+			}
+			return err
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		return http.StatusOK
+	})
+	runWorker(t, svc, clock)
+	advanceUntil(t, clock, time.Second, "all callbacks delivered", func() bool { return len(r.delivered()) == len(ids) })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(exposed) > 0 {
+		t.Errorf("callbacks claimable by another worker while this one still had them queued: %v", exposed)
 	}
 }
