@@ -155,6 +155,7 @@ func TestLoadInvalidInline(t *testing.T) {
 		{"quiet hours equal", user + "    quiet_hours:\n      start: \"22:00\"\n      end: \"22:00\"\n", []string{"users[0].quiet_hours: start and end are equal"}, ""},
 		{"digest_at", user + "    digest_at: \"8\"\n", []string{"users[0].digest_at"}, ""},
 		{"identity kind", user + "    identities:\n      bitbucket: alice\n", []string{"users[0].identities.bitbucket"}, ""},
+		{"identity claimed twice", user + "    identities:\n      github: Octocat\n  - name: bob\n    password_hash: \"" + aliceHash + "\"\n    identities:\n      github: octocat \n", []string{`users[1].identities.github: "octocat" is also users[0]'s`}, ""},
 		{"tls half", user + "tls:\n  cert_file: /nonexistent/cert.pem\n", []string{"tls: cert_file and key_file", "tls.cert_file"}, ""},
 		{"tls listen without tls", user + "imap:\n  tls_listen: 127.0.0.1:993\n", []string{"imap.tls_listen"}, ""},
 		{"users not a list", "users: alice\n", []string{"users"}, ""},

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/mail"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -309,6 +311,7 @@ func (r *raw) validate() (*Config, error) {
 
 	seenUser := map[string]int{}
 	seenEmail := map[string]int{}
+	seenIdentity := map[string]int{} // kind + "\x00" + lower-cased identity → user index
 	for i, ru := range r.Users {
 		key := fmt.Sprintf("users[%d]", i)
 		u := User{Name: ru.Name, Email: ru.Email, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
@@ -391,10 +394,23 @@ func (r *raw) validate() (*Config, error) {
 		if ru.LeadTimes != nil {
 			u.LeadTimes = durations(&e, key+".lead_times", ru.LeadTimes)
 		}
-		for kind := range ru.Identities {
+		for _, kind := range slices.Sorted(maps.Keys(ru.Identities)) {
 			if !validKind(kind) || kind == "generic" {
 				e.add(key+".identities."+kind, "unknown tracker kind (want github, gitlab, jira or linear)")
+				continue
 			}
+			// The adapters match identities case-insensitively and give a
+			// tracker account to one user only: a second claim would
+			// silently send that account's tasks to just one of them.
+			id := strings.ToLower(strings.TrimSpace(ru.Identities[kind]))
+			if id == "" {
+				continue
+			}
+			if j, dup := seenIdentity[kind+"\x00"+id]; dup && j != i {
+				e.add(key+".identities."+kind, "%q is also users[%d]'s", ru.Identities[kind], j)
+				continue
+			}
+			seenIdentity[kind+"\x00"+id] = i
 		}
 		c.Users = append(c.Users, u)
 	}
