@@ -651,22 +651,25 @@ func (sel *selection) resolve(numSet imap.NumSet) []item {
 }
 
 // staticSeqSet replaces "*" (0) with the largest number; "n:*" with n above
-// it still means the last message (RFC 9051 6.4.8).
+// it still means the last message (RFC 9051 6.4.8). The ranges are added
+// anew: a swapped "n:*" no longer sorts where it stood, and Contains
+// searches a sorted set.
 func staticSeqSet(set imap.SeqSet, max uint32) imap.SeqSet {
-	out := make(imap.SeqSet, len(set))
-	for i, r := range set {
-		out[i] = imap.SeqRange{Start: r.Start, Stop: r.Stop}
-		staticRange(&out[i].Start, &out[i].Stop, max)
+	var out imap.SeqSet
+	for _, r := range set {
+		start, stop := r.Start, r.Stop
+		staticRange(&start, &stop, max)
+		out.AddRange(start, stop)
 	}
 	return out
 }
 
 func staticUIDSet(set imap.UIDSet, max imap.UID) imap.UIDSet {
-	out := make(imap.UIDSet, len(set))
-	for i, r := range set {
+	var out imap.UIDSet
+	for _, r := range set {
 		start, stop := uint32(r.Start), uint32(r.Stop)
 		staticRange(&start, &stop, uint32(max))
-		out[i] = imap.UIDRange{Start: imap.UID(start), Stop: imap.UID(stop)}
+		out.AddRange(imap.UID(start), imap.UID(stop))
 	}
 	return out
 }
