@@ -27,25 +27,23 @@ var (
 	pGetContentLength        = xml.Name{Space: nsDAV, Local: "getcontentlength"}
 	pGetLastModified         = xml.Name{Space: nsDAV, Local: "getlastmodified"}
 
-	pCalendarHomeSet         = xml.Name{Space: nsCalDAV, Local: "calendar-home-set"}
-	pCalendarUserAddressSet  = xml.Name{Space: nsCalDAV, Local: "calendar-user-address-set"}
-	pCalendarUserType        = xml.Name{Space: nsCalDAV, Local: "calendar-user-type"}
-	pCalendarDescription     = xml.Name{Space: nsCalDAV, Local: "calendar-description"}
-	pSupportedComponentSet   = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component-set"}
-	pSupportedCalendarData   = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
-	pMaxResourceSize         = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
-	pCalendarData            = xml.Name{Space: nsCalDAV, Local: "calendar-data"}
-	pScheduleCalendarTransp  = xml.Name{Space: nsCalDAV, Local: "schedule-calendar-transp"}
-	pGetCTag                 = xml.Name{Space: nsCS, Local: "getctag"}
-	pEmailAddressSet         = xml.Name{Space: nsCS, Local: "email-address-set"}
-	pCalendarColor           = xml.Name{Space: nsApple, Local: "calendar-color"}
-	pCalendarOrder           = xml.Name{Space: nsApple, Local: "calendar-order"}
-	eValidSyncToken          = xml.Name{Space: nsDAV, Local: "valid-sync-token"}
-	eSupportedReport         = xml.Name{Space: nsDAV, Local: "supported-report"}
-	eSyncTraversalSupported  = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
-	eNeedPrivileges          = xml.Name{Space: nsDAV, Local: "need-privileges"}
-	eMaxResourceSize         = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
-	eCalendarCollectionLocOK = xml.Name{Space: nsCalDAV, Local: "calendar-collection-location-ok"}
+	pCalendarHomeSet        = xml.Name{Space: nsCalDAV, Local: "calendar-home-set"}
+	pCalendarUserAddressSet = xml.Name{Space: nsCalDAV, Local: "calendar-user-address-set"}
+	pCalendarUserType       = xml.Name{Space: nsCalDAV, Local: "calendar-user-type"}
+	pCalendarDescription    = xml.Name{Space: nsCalDAV, Local: "calendar-description"}
+	pSupportedComponentSet  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component-set"}
+	pSupportedCalendarData  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
+	pMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
+	pCalendarData           = xml.Name{Space: nsCalDAV, Local: "calendar-data"}
+	pScheduleCalendarTransp = xml.Name{Space: nsCalDAV, Local: "schedule-calendar-transp"}
+	pGetCTag                = xml.Name{Space: nsCS, Local: "getctag"}
+	pEmailAddressSet        = xml.Name{Space: nsCS, Local: "email-address-set"}
+	pCalendarColor          = xml.Name{Space: nsApple, Local: "calendar-color"}
+	pCalendarOrder          = xml.Name{Space: nsApple, Local: "calendar-order"}
+	eValidSyncToken         = xml.Name{Space: nsDAV, Local: "valid-sync-token"}
+	eSupportedReport        = xml.Name{Space: nsDAV, Local: "supported-report"}
+	eSyncTraversalSupported = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
+	eMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
 )
 
 // Fixed property contents.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -47,7 +48,7 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 		w.Write([]byte("ready\n"))
 	})
 	reg := svc.Metrics().Registry
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	return instrument(mux, limitBodies(mux, svc), reg, log)
 }
 
@@ -87,3 +88,30 @@ func (w *statusWriter) WriteHeader(code int) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// adminOrLoopback guards /metrics: its labels name users, so only a local
+// scraper or an admin user (users[].admin, HTTP Basic) may read it.
+func adminOrLoopback(svc *bridge.Service, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		name, pw, ok := r.BasicAuth()
+		if ok {
+			u, err := svc.AuthenticateFrom(r.Context(), "metrics", name, pw, r.RemoteAddr)
+			if err == nil && u.Admin {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if err == nil {
+				http.Error(w, "metrics are for admin users (users[].admin)", http.StatusForbidden)
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="duebridge metrics", charset="UTF-8"`)
+		http.Error(w, "metrics need an admin login or a loopback client", http.StatusUnauthorized)
+	})
+}
