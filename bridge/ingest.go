@@ -206,7 +206,13 @@ func newer(in *TaskInput, old *store.Task) bool {
 		}
 		return in.UpdatedAt.After(old.UpdatedAt)
 	}
-	// No ordering information (or a tie): apply only what differs.
+	// No ordering information (or a tie).
+	if old.Deleted {
+		// A tombstone gives way only to a newer record: a repeat of the
+		// delete changes nothing, and a repeat of the state before it must
+		// not bring the task back.
+		return false
+	}
 	return !sameContent(in, old)
 }
 
@@ -335,9 +341,16 @@ func (w *writer) apply(source string, in *TaskInput) (bool, error) {
 		t = &cp
 	}
 	if in.Deleted && old != nil {
-		// A delete may carry only the id: keep the last known content as
-		// the tombstone that orders later deliveries.
-		t.Deleted, t.Version, t.UpdatedAt = true, in.Version, in.UpdatedAt
+		// A delete may carry only the id: keep the last known content, and
+		// the ordering fields it does not carry, as the tombstone that
+		// orders later deliveries.
+		t.Deleted = true
+		if in.Version != 0 {
+			t.Version = in.Version
+		}
+		if !in.UpdatedAt.IsZero() {
+			t.UpdatedAt = in.UpdatedAt
+		}
 		t.Sequence = old.Sequence + 1
 		if err := w.tx.PutTask(t); err != nil {
 			return false, err

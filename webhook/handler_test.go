@@ -337,3 +337,43 @@ func TestDatesOutOfStoreRangeRefused(t *testing.T) {
 		t.Errorf("store changed:\n%s\n%s", before, after)
 	}
 }
+
+// A delete may carry only the id. Its tombstone must still order later
+// deliveries by what was stored before it: it used to take the delete's
+// absent version and updated_at, so a late (older, or repeated) update
+// brought the deleted task back.
+func TestBareDeleteKeepsOrdering(t *testing.T) {
+	srv, svc := newServer(t)
+	steps := []struct {
+		name             string
+		body             []byte
+		accepted, ignore float64
+	}{
+		{"V v3", taskJSON("V", 3, "", "open", "2026-12-02", ""), 1, 0},
+		{"V bare delete", []byte(`{"id":"V","deleted":true}`), 1, 0},
+		{"V v2 late", taskJSON("V", 2, "", "open", "2026-12-01", ""), 0, 1},
+		{"V v3 repeated", taskJSON("V", 3, "", "open", "2026-12-02", ""), 0, 1},
+		{"U ts", taskJSON("U", 0, "2026-11-23T10:00:00Z", "open", "2026-12-02", ""), 1, 0},
+		{"U bare delete", []byte(`{"id":"U","deleted":true}`), 1, 0},
+		{"U older ts late", taskJSON("U", 0, "2026-11-23T09:00:00Z", "open", "2026-12-01", ""), 0, 1},
+		{"U same ts repeated", taskJSON("U", 0, "2026-11-23T10:00:00Z", "open", "2026-12-02", ""), 0, 1},
+	}
+	for _, s := range steps {
+		r := signed(t, srv, s.body)
+		if r.status != 200 || r.body["accepted"] != s.accepted || r.body["ignored"] != s.ignore {
+			t.Fatalf("%s: %d %v, want accepted %v ignored %v", s.name, r.status, r.body, s.accepted, s.ignore)
+		}
+	}
+	for _, id := range []string{"V", "U"} {
+		if tk := storedTask(t, svc, id); !tk.Deleted {
+			t.Errorf("%s was resurrected by a late update: %+v", id, tk)
+		}
+	}
+	// The tracker's next state does bring it back.
+	if r := signed(t, srv, taskJSON("V", 4, "", "open", "2026-12-03", "")); r.body["accepted"] != 1.0 {
+		t.Fatalf("V v4 after the delete: %v", r.body)
+	}
+	if tk := storedTask(t, svc, "V"); tk.Deleted || tk.Version != 4 {
+		t.Errorf("V after v4: %+v", tk)
+	}
+}
