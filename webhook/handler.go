@@ -140,24 +140,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// verify checks "sha256=<hex>" against the body in constant time. It returns
-// "" when the signature is good, else what is wrong.
+// verify checks "sha256=<hex>" against the body in constant time, as
+// GitHub's and Jira's signatures are checked. It returns "" when the
+// signature is good, else what is wrong.
 func verify(secret, header string, body []byte) string {
-	if header == "" {
-		return "missing " + SignatureHeader + " header"
-	}
-	hexSig, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
-		return SignatureHeader + " must be sha256=<hex HMAC-SHA256 of the body>"
-	}
-	got, err := hex.DecodeString(strings.TrimSpace(hexSig))
-	if err != nil || len(got) != sha256.Size {
-		return SignatureHeader + " is not 64 hex digits"
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	if !hmac.Equal(got, m.Sum(nil)) {
-		return "signature does not match the body and the source's secret"
+	if err := verifyHubSignature(SignatureHeader, secret, header, body); err != nil {
+		return err.Error()
 	}
 	return ""
 }
