@@ -126,10 +126,13 @@ type Notifications struct {
 }
 
 type Limits struct {
-	WebhookBodyBytes  int64
-	ICalObjectBytes   int64
-	IMAPLiteralBytes  int64
-	IMAPConnsPerUser  int
+	WebhookBodyBytes int64
+	ICalObjectBytes  int64
+	IMAPLiteralBytes int64
+	IMAPConnsPerUser int
+	// ConnsPerAddress caps concurrent connections from one client address
+	// (IPv6: one /64) on every listener; loopback is exempt.
+	ConnsPerAddress   int
 	LoginFailureDelay time.Duration
 	LockoutFailures   int
 	LockoutWindow     time.Duration

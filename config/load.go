@@ -55,6 +55,7 @@ type raw struct {
 		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
+		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
 		LockoutWindow     string `mapstructure:"lockout_window"`
@@ -127,6 +128,7 @@ var defaults = map[string]any{
 	"limits.ical_object_bytes":   int64(256 << 10),
 	"limits.imap_literal_bytes":  int64(1 << 20),
 	"limits.imap_conns_per_user": 20,
+	"limits.conns_per_address":   100,
 	"limits.login_failure_delay": "1s",
 	"limits.lockout_failures":    10,
 	"limits.lockout_window":      "15m",
@@ -295,12 +297,13 @@ func (r *raw) validate() (*Config, error) {
 	c.Limits = Limits{
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
-		LockoutFailures: r.Limits.LockoutFailures,
+		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
-		"limits.lockout_failures": int64(r.Limits.LockoutFailures),
+		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
+		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)

@@ -73,6 +73,7 @@ func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, lo
 			m.close()
 			return nil, fmt.Errorf("listen %s %s (%s): %w", l.name, l.addr, l.key, err)
 		}
+		ln = limitPerAddress(ln, cfg.Limits.ConnsPerAddress)
 		m.lns = append(m.lns, mailListener{name: l.name, ln: ln, serve: l.serve, addr: l.dst})
 	}
 	return m, nil

@@ -78,6 +78,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
 	}
 	defer httpLn.Close()
+	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress)
 
 	// TLS: certificates from files are re-read when the files change
 	// (renewal without restart), or come from ACME; every listener shares

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"net"
+	"sync"
+)
+
+// perAddressListener caps concurrent connections from one client address
+// (IPv6 by /64), so one host cannot take every IMAP, submission or HTTP slot
+// before logging in. Loopback is exempt: a local reverse proxy or the load
+// tool speaks for many clients. Over the cap a connection is closed at once.
+type perAddressListener struct {
+	net.Listener
+	max int
+
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func limitPerAddress(ln net.Listener, max int) net.Listener {
+	if max <= 0 {
+		return ln
+	}
+	return &perAddressListener{Listener: ln, max: max, count: map[string]int{}}
+}
+
+func (l *perAddressListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		key, limited := addressKey(c.RemoteAddr())
+		if !limited {
+			return c, nil
+		}
+		l.mu.Lock()
+		if l.count[key] >= l.max {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.count[key]++
+		l.mu.Unlock()
+		return &countedConn{Conn: c, release: func() { l.release(key) }}, nil
+	}
+}
+
+func (l *perAddressListener) release(key string) {
+	l.mu.Lock()
+	if l.count[key]--; l.count[key] <= 0 {
+		delete(l.count, key)
+	}
+	l.mu.Unlock()
+}
+
+// addressKey groups a client address; limited is false for loopback.
+func addressKey(a net.Addr) (key string, limited bool) {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP.IsLoopback() {
+		return "", false
+	}
+	if v4 := tcp.IP.To4(); v4 != nil {
+		return v4.String(), true
+	}
+	return tcp.IP.Mask(net.CIDRMask(64, 128)).String(), true
+}
+
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
