@@ -57,7 +57,20 @@ func newGuard() *guard {
 	return &guard{keys: map[string]*failureLog{}, trusted: map[string]time.Time{}}
 }
 
-func userKey(name string) string       { return "u\x00" + name }
+// maxKeyName bounds the user name a failure record is kept under. Names
+// are at most 64 bytes (config), so no login with a longer one can
+// succeed; such names share records by their first 65 bytes instead of
+// each holding what an attacker sent (an HTTP header's or an IMAP
+// literal's worth, times maxGuardKeys records).
+const maxKeyName = 65
+
+func userKey(name string) string {
+	if len(name) > maxKeyName {
+		name = name[:maxKeyName]
+	}
+	return "u\x00" + name
+}
+
 func clientKeyOf(client string) string { return "c\x00" + client }
 
 // locked reports whether an attempt for name from client is refused now,
