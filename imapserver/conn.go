@@ -57,9 +57,12 @@ type conn struct {
 	clamped  bool   // our own limit is the read deadline in force
 	clientID string // from ID, for logs
 
-	auth      atomic.Bool
-	contSeen  atomic.Bool // the library sent "+" since the last literal began
-	closeOnce sync.Once
+	auth atomic.Bool
+	// loginReply: the next write is the answer to a successful login (its
+	// capability list is still safe to rewrite; no message data yet).
+	loginReply atomic.Bool
+	contSeen   atomic.Bool // the library sent "+" since the last literal began
+	closeOnce  sync.Once
 }
 
 const (
@@ -104,7 +107,10 @@ func (c *conn) TLS() bool {
 
 // setAuthenticated records a successful login: from now on the idle
 // timeout, not the login timeout, applies.
-func (c *conn) setAuthenticated() { c.auth.Store(true) }
+func (c *conn) setAuthenticated() {
+	c.loginReply.Store(true)
+	c.auth.Store(true)
+}
 
 func (c *conn) Read(p []byte) (int, error) {
 	for len(c.pending) == 0 {
@@ -493,6 +499,8 @@ func (c *conn) writeOwn(s string) error {
 var (
 	capPlain    = []byte(" AUTH=PLAIN")
 	capStartTLS = []byte(" STARTTLS LOGINDISABLED")
+	capRev1     = []byte("CAPABILITY IMAP4rev1")
+	capRev1ID   = []byte("CAPABILITY IMAP4rev1 ID")
 )
 
 func (c *conn) Write(p []byte) (int, error) {
@@ -501,12 +509,20 @@ func (c *conn) Write(p []byte) (int, error) {
 	if len(p) > 0 && p[0] == '+' {
 		c.contSeen.Store(true)
 	}
-	if c.srv.opts.TLSConfig != nil && !c.isTLS && !c.auth.Load() {
-		// Before TLS on a server that has it, capability lists say
-		// STARTTLS and LOGINDISABLED instead of AUTH=PLAIN (the library,
-		// seeing no *tls.Conn, cannot know). Nothing before login carries
-		// message data, so a plain replacement is exact.
-		if q := bytes.ReplaceAll(p, capPlain, capStartTLS); len(q) != len(p) {
+	// Capability lists are rewritten only before login and in the answer
+	// to the login itself: nothing there carries message data, so a plain
+	// replacement is exact (a FETCH literal could contain the same words).
+	if !c.auth.Load() || c.loginReply.Swap(false) {
+		q := p
+		if c.srv.opts.TLSConfig != nil && !c.isTLS && !c.auth.Load() {
+			// Before TLS on a server that has it, capability lists say
+			// STARTTLS and LOGINDISABLED instead of AUTH=PLAIN (the
+			// library, seeing no *tls.Conn, cannot know).
+			q = bytes.ReplaceAll(q, capPlain, capStartTLS)
+		}
+		// We answer ID (RFC 2971) ourselves, so we advertise it too.
+		q = bytes.ReplaceAll(q, capRev1, capRev1ID)
+		if len(q) != len(p) {
 			if _, err := c.transport.Write(q); err != nil {
 				return 0, err
 			}

@@ -123,9 +123,9 @@ func TestTLS(t *testing.T) {
 
 	t.Run("plain port offers STARTTLS and refuses LOGIN before it", func(t *testing.T) {
 		rc := ts.raw(t)
-		rc.next(`^\* OK \[CAPABILITY IMAP4rev1 SASL-IR LITERAL- STARTTLS LOGINDISABLED\] IMAP server ready$`)
+		rc.next(`^\* OK \[CAPABILITY IMAP4rev1 ID SASL-IR LITERAL- STARTTLS LOGINDISABLED\] IMAP server ready$`)
 		rc.send("1 CAPABILITY")
-		rc.next(`^\* CAPABILITY IMAP4rev1 SASL-IR LITERAL- STARTTLS LOGINDISABLED$`)
+		rc.next(`^\* CAPABILITY IMAP4rev1 ID SASL-IR LITERAL- STARTTLS LOGINDISABLED$`)
 		rc.next(`^1 OK`)
 		rc.send("2 LOGIN alice alice-pw")
 		rc.next(`^2 NO \[PRIVACYREQUIRED\]`)
