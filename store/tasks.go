@@ -96,16 +96,7 @@ func (tx *sqlTx) TasksBySource(source string, withDeleted bool) ([]Task, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []Task
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *t)
-	}
-	return out, rows.Err()
+	return collectTasks(rows)
 }
 
 type scanner interface{ Scan(...any) error }
