@@ -188,7 +188,7 @@ func newAuthenticator(s *Service) *authenticator {
 		key:     key,
 		hashq:   make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 		guard:   newGuard(),
-		m:       newAuthMetrics(s.metrics),
+		m:       newAuthMetrics(s),
 		cache:   map[[32]byte]cacheEntry{},
 		dummies: map[string]string{},
 	}

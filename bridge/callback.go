@@ -73,9 +73,9 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 		o.Clock = SystemClock(s.now)
 	}
 	w.clock = o.Clock
-	w.sent = prometheus.NewCounterVec(prometheus.CounterOpts{
+	w.sent = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_callbacks_total", Help: "Completion callback attempts, by result (delivered|failed).",
-	}, []string{"result"})
+	}, []string{"result"}))
 	gauge := func(failing bool) func() float64 {
 		return func() float64 {
 			var p, f int
@@ -92,9 +92,8 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 			return float64(p)
 		}
 	}
-	s.metrics.Registry.MustRegister(w.sent,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duebridge_callbacks_pending", Help: "Completion callbacks waiting for delivery."}, gauge(false)),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duebridge_callbacks_failing", Help: "Pending completion callbacks that failed at least once."}, gauge(true)))
+	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duebridge_callbacks_pending", Help: "Completion callbacks waiting for delivery."}, gauge(false)))
+	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "duebridge_callbacks_failing", Help: "Pending completion callbacks that failed at least once."}, gauge(true)))
 	return w
 }
 

@@ -314,3 +314,20 @@ func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
 		t.Errorf("callbacks claimable by another worker while this one still had them queued: %v", exposed)
 	}
 }
+
+// A second worker on the same service (a restart in-process) shares the
+// metrics of the first, as a second scheduler does, instead of panicking
+// on the duplicate registration.
+func TestSecondCallbackWorkerSharesMetrics(t *testing.T) {
+	svc := testsvc.New(t, testsvc.Options{})
+	bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("second NewCallbackWorker panicked: %v", p)
+		}
+	}()
+	bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
+	if p := gauge(t, svc, "duebridge_callbacks_pending"); p != 0 {
+		t.Errorf("pending = %v", p)
+	}
+}

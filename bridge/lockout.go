@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -246,33 +245,15 @@ type authMetrics struct {
 	refused  *prometheus.CounterVec // protocol
 }
 
-func newAuthMetrics(m *Metrics) *authMetrics {
+func newAuthMetrics(s *Service) *authMetrics {
 	return &authMetrics{
-		lockouts: registerCounterVec(m.Registry, prometheus.CounterOpts{
+		lockouts: register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_login_lockouts_total",
 			Help: "Lock-outs started after repeated login failures, by scope (user name or client address).",
-		}, "scope"),
-		refused: registerCounterVec(m.Registry, prometheus.CounterOpts{
+		}, []string{"scope"})),
+		refused: register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_login_refused_total",
 			Help: "Logins refused without a password check because a lock-out was in force, by protocol.",
-		}, "protocol"),
+		}, []string{"protocol"})),
 	}
-}
-
-// registerCounterVec registers a counter vector, or returns the one already
-// registered under that name (several Services may share one Metrics).
-func registerCounterVec(reg *prometheus.Registry, opts prometheus.CounterOpts, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(opts, labels)
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-		// A name clash with another kind of collector is a programming
-		// error found at start-up.
-		panic(err)
-	}
-	return c
 }

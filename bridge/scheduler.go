@@ -124,8 +124,9 @@ func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
 	return sc
 }
 
-// register adds c to the service's registry, or returns the collector a
-// previous scheduler of the same service registered (a restart in-process).
+// register adds c to the service's registry, or returns the collector of
+// that name registered before (a scheduler, worker or authenticator built
+// again on the same service or metrics: a restart in-process, tests).
 func register[C prometheus.Collector](s *Service, c C) C {
 	if err := s.metrics.Registry.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
