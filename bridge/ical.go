@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/emersion/go-ical"
@@ -43,10 +44,29 @@ func DueInstant(w store.When, loc *time.Location) time.Time {
 // user: the Reminders list (VTODO) and the deadlines calendar (VEVENT).
 func CollectionNames(project string) (todos, events string) {
 	slug := store.Slug(project)
+	if lossy(project) {
+		// The slug keeps ASCII letters and digits only: without a hash,
+		// every project named in another script would share one list.
+		h := sha256.Sum256([]byte(project))
+		if slug != "" {
+			slug += "-"
+		}
+		slug += "p" + hex.EncodeToString(h[:4])
+	}
 	if slug == "" {
 		slug = "inbox"
 	}
 	return slug + "-tasks", slug + "-deadlines"
+}
+
+// lossy reports whether Slug drops a letter or digit of s.
+func lossy(s string) bool {
+	for _, r := range s {
+		if r > unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			return true
+		}
+	}
+	return false
 }
 
 // CollectionDisplayNames returns the names shown on the phone.

@@ -269,4 +269,11 @@ func TestObjectNames(t *testing.T) {
 	if todo, _ := CollectionNames(""); todo != "inbox-tasks" {
 		t.Errorf("no project: %q", todo)
 	}
+	// Projects in other scripts get lists of their own, not one shared "inbox".
+	ru, _ := CollectionNames("Релиз")
+	ja, _ := CollectionNames("リリース")
+	mixed, _ := CollectionNames("Café 2")
+	if ru == ja || ru == "inbox-tasks" || !strings.HasPrefix(mixed, "caf-2-p") || strings.ContainsAny(ru+ja+mixed, "/ ") {
+		t.Errorf("non-ASCII project names: %q %q %q", ru, ja, mixed)
+	}
 }

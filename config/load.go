@@ -220,7 +220,9 @@ func (e errs) err() error {
 
 var (
 	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
-	sourceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	// No "-" in source names: object names and UIDs are "<source>-<id>", so
+	// a dash would let two (source, id) pairs share one calendar object.
+	sourceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]{0,63}$`)
 	hhmmRE   = regexp.MustCompile(`^([01]\d|2[0-3]):([0-5]\d)$`)
 )
 
@@ -426,7 +428,7 @@ func (r *raw) validate() (*Config, error) {
 		case rs.Name == "":
 			e.add(key+".name", "required")
 		case !sourceRE.MatchString(rs.Name):
-			e.add(key+".name", "%q: use lower-case letters, digits, _ and - (it is part of the URL /hooks/NAME)", rs.Name)
+			e.add(key+".name", "%q: use lower-case letters, digits and _ (it is part of the URL /hooks/NAME and of every task's calendar object name)", rs.Name)
 		default:
 			if j, dup := seenSource[rs.Name]; dup {
 				e.add(key+".name", "duplicate source %q (also sources[%d])", rs.Name, j)
