@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,7 +32,7 @@ type CloserOptions struct {
 // NewCloser returns a Closer.
 func NewCloser(o CloserOptions) *Closer {
 	if o.Client == nil {
-		o.Client = &http.Client{Timeout: 15 * time.Second}
+		o.Client = &http.Client{Timeout: 15 * time.Second, CheckRedirect: sameHostRedirects}
 	}
 	return &Closer{client: o.Client}
 }
@@ -116,6 +117,18 @@ func (a *apiClient) do(ctx context.Context, method, path string, hdr http.Header
 		if err := json.Unmarshal(raw, out); err != nil {
 			return fmt.Errorf("%s %s: unexpected answer: %w", method, path, err)
 		}
+	}
+	return nil
+}
+
+// sameHostRedirects follows redirects only within the API's host: Go drops
+// Authorization on a cross-host redirect, but not GitLab's PRIVATE-TOKEN.
+func sameHostRedirects(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("too many redirects")
+	}
+	if req.URL.Host != via[0].URL.Host {
+		return fmt.Errorf("refusing to follow a redirect from %s to another host (%s) with the API token", via[0].URL.Host, req.URL.Host)
 	}
 	return nil
 }

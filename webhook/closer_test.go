@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -367,5 +368,31 @@ func TestCompletionClosesGitHubIssue(t *testing.T) {
 	}}, 200)
 	if tk := e.task(id); tk.Status != "done" || tk.CompletedBy != "alice" {
 		t.Errorf("after GitHub's closed event: status %s, completed by %q", tk.Status, tk.CompletedBy)
+	}
+}
+
+// TestCloserRedirectKeepsToken: a redirect to another host is not followed,
+// so GitLab's PRIVATE-TOKEN (which Go would forward) never leaves the API host.
+func TestCloserRedirectKeepsToken(t *testing.T) {
+	var leaked atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("PRIVATE-TOKEN") != "" {
+			leaked.Store(true)
+		}
+	}))
+	defer other.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, strings.Replace(other.URL, "127.0.0.1", "localhost", 1)+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer api.Close()
+	req, _ := http.NewRequest("PUT", api.URL+"/api/v4/projects/1/issues/2", nil)
+	req.Header.Set("PRIVATE-TOKEN", "glpat-secret")
+	client := &http.Client{CheckRedirect: sameHostRedirects}
+	resp, err := client.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if err == nil || leaked.Load() {
+		t.Fatalf("cross-host redirect followed (err %v, token leaked %v)", err, leaked.Load())
 	}
 }
