@@ -142,6 +142,7 @@ func TestLoadInvalidInline(t *testing.T) {
 		{"mail from", user + "mail:\n  from: not a mail address\n", []string{"mail.from"}, ""},
 		{"short secret", user + "sources:\n  - name: t\n    secret: short\n", []string{"sources[0].secret: too short"}, "short\""},
 		{"source name", user + "sources:\n  - name: My Tracker\n    secret: long-enough\n", []string{"sources[0].name"}, ""},
+		{"argon2id that can never match", "users:\n  - name: zed\n    password_hash: \"$argon2id$v=19$m=0,t=1,p=4$c2FsdA$a2V5\"\n", []string{"users[0].password_hash"}, ""},
 		{"source name with a dash", user + "sources:\n  - name: tracker-web\n    secret: long-enough\n", []string{"sources[0].name"}, ""},
 		{"source kind", user + "sources:\n  - name: t\n    kind: bugzilla\n    secret: long-enough\n", []string{"sources[0].kind"}, ""},
 		{"secret and secret_file", user + "sources:\n  - name: t\n    secret: long-enough\n    secret_file: /nonexistent/secret\n", []string{"sources[0].secret_file"}, ""},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -219,7 +220,7 @@ func (e errs) err() error {
 }
 
 var (
-	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$`)
 	// No "-" in source names: object names and UIDs are "<source>-<id>", so
 	// a dash would let two (source, id) pairs share one calendar object.
 	sourceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]{0,63}$`)
@@ -572,7 +573,26 @@ func IsPasswordHash(s string) bool {
 	case strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"), strings.HasPrefix(s, "$2y$"):
 		return len(s) == 60
 	case strings.HasPrefix(s, "$argon2id$"):
-		return strings.Count(s, "$") == 5
+		return validArgon2id(s)
 	}
 	return false
+}
+
+// validArgon2id checks the PHC form the login check parses
+// ($argon2id$v=19$m=M,t=T,p=P$salt$key), so a hash that could never match
+// is refused at load rather than failing every login in silence.
+func validArgon2id(s string) bool {
+	parts := strings.Split(s, "$")
+	if len(parts) != 6 || parts[2] != "v=19" {
+		return false
+	}
+	var m, t, p uint64
+	if n, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || n != 3 ||
+		m == 0 || m > 1<<22 || t == 0 || p == 0 || p > 255 {
+		return false
+	}
+	b64 := base64.RawStdEncoding
+	salt, err1 := b64.DecodeString(parts[4])
+	key, err2 := b64.DecodeString(parts[5])
+	return err1 == nil && err2 == nil && len(salt) > 0 && len(key) > 0 && len(key) <= 128
 }
