@@ -109,9 +109,12 @@ func (s *sqlStore) publish(ctx context.Context, tx *sql.Tx, seq int64, events []
 func (s *sqlStore) listen(ctx context.Context, source string, log *slog.Logger) {
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, source)
+		connected, err := s.listenOnce(ctx, source)
 		if ctx.Err() != nil {
 			return
+		}
+		if connected {
+			delay = 100 * time.Millisecond // a working connection resets the backoff
 		}
 		log.Warn("store: lost the PostgreSQL event listener; reconnecting", "err", err, "in", delay)
 		select {
@@ -123,21 +126,23 @@ func (s *sqlStore) listen(ctx context.Context, source string, log *slog.Logger) 
 	}
 }
 
-func (s *sqlStore) listenOnce(ctx context.Context, source string) error {
+// listenOnce listens on one connection until it fails; connected reports
+// whether LISTEN took effect.
+func (s *sqlStore) listenOnce(ctx context.Context, source string) (connected bool, err error) {
 	conn, err := pgx.Connect(ctx, source)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
-		return err
+		return false, err
 	}
 	s.listening.Store(true)
 	defer s.listening.Store(false)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		var p wirePayload
 		if err := json.Unmarshal([]byte(n.Payload), &p); err != nil || p.Process == s.process {
