@@ -21,7 +21,7 @@ import (
 const fetchChunk = 128
 
 func (s *session) Fetch(w *goimapserver.FetchWriter, numSet imap.NumSet, options *imap.FetchOptions) error {
-	sel := s.sel
+	sel := s.sel.Load()
 	st := sel.st
 	markSeen := false
 	if !sel.readOnly {

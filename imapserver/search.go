@@ -18,7 +18,7 @@ import (
 // Search evaluates criteria on metadata in memory and reads headers (from
 // the cache) or bodies only when the criteria ask for them.
 func (s *session) Search(kind goimapserver.NumKind, criteria *imap.SearchCriteria, options *imap.SearchOptions) (*imap.SearchData, error) {
-	sel := s.sel
+	sel := s.sel.Load()
 	st := sel.st
 	st.mu.Lock()
 	all := sel.resolve(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}})

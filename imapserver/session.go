@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
@@ -25,7 +26,10 @@ type session struct {
 	log      *slog.Logger
 	user     string
 	failures int
-	sel      *selection
+	// sel is the selected mailbox. Atomic because Idle runs on its own
+	// goroutine, which go-imap may not wait for when a client hangs up
+	// mid-IDLE while Close runs.
+	sel atomic.Pointer[selection]
 }
 
 var (
@@ -77,7 +81,7 @@ func (s *session) ctx() context.Context { return s.srv.ctx }
 func (s *session) store() store.Store   { return s.srv.svc.Store() }
 
 func (s *session) Close() error {
-	if s.sel != nil {
+	if s.sel.Load() != nil {
 		s.Unselect()
 	}
 	if s.user != "" {
@@ -195,7 +199,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	sel := &selection{st: st, tracker: st.tracker.NewSession(), notify: make(chan struct{}, 1), readOnly: options.ReadOnly}
 	st.watchers[sel] = struct{}{}
-	s.sel = sel
+	s.sel.Store(sel)
 	var firstUnseen uint32
 	for i, m := range st.msgs {
 		if !slices.Contains(m.flags, imap.FlagSeen) {
@@ -214,11 +218,10 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 }
 
 func (s *session) Unselect() error {
-	sel := s.sel
+	sel := s.sel.Swap(nil)
 	if sel == nil {
 		return nil
 	}
-	s.sel = nil
 	sel.st.mu.Lock()
 	delete(sel.st.watchers, sel)
 	sel.tracker.Close()
@@ -385,10 +388,11 @@ func (s *session) Append(mailbox string, r imap.LiteralReader, options *imap.App
 }
 
 func (s *session) Poll(w *goimapserver.UpdateWriter, allowExpunge bool) error {
-	if s.sel == nil {
+	sel := s.sel.Load()
+	if sel == nil {
 		return nil
 	}
-	return s.sel.tracker.Poll(w, allowExpunge)
+	return sel.tracker.Poll(w, allowExpunge)
 }
 
 // Idle writes updates until stop. It polls first and then after every
@@ -398,7 +402,7 @@ func (s *session) Poll(w *goimapserver.UpdateWriter, allowExpunge bool) error {
 func (s *session) Idle(w *goimapserver.UpdateWriter, stop <-chan struct{}) error {
 	s.srv.metrics.idling.Inc()
 	defer s.srv.metrics.idling.Dec()
-	sel := s.sel
+	sel := s.sel.Load()
 	if sel == nil {
 		<-stop
 		return nil
@@ -424,7 +428,7 @@ var errReadOnly = &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Mailbox is
 // session learns of its own expunges like any other: through its tracker,
 // which the library polls before the tagged OK.
 func (s *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) error {
-	sel := s.sel
+	sel := s.sel.Load()
 	if sel.readOnly {
 		// CLOSE on an EXAMINEd mailbox also lands here and must not fail.
 		return nil
@@ -455,7 +459,7 @@ func (s *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) erro
 }
 
 func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *imap.StoreFlags, options *imap.StoreOptions) error {
-	sel := s.sel
+	sel := s.sel.Load()
 	if sel.readOnly {
 		return errReadOnly
 	}
@@ -537,7 +541,7 @@ func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) 
 // Move is how iOS Mail deletes (to Trash) and undeletes (back to INBOX).
 // COPYUID goes out first, then the library polls the expunges this queued.
 func (s *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest string) error {
-	if s.sel.readOnly {
+	if sel := s.sel.Load(); sel == nil || sel.readOnly {
 		return errReadOnly
 	}
 	data, err := s.copy(numSet, dest, true)
@@ -552,7 +556,7 @@ func (s *session) Move(w *goimapserver.MoveWriter, numSet imap.NumSet, dest stri
 
 func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyData, error) {
 	dest = mailboxName(dest)
-	sel := s.sel
+	sel := s.sel.Load()
 	st := sel.st
 	if dest == st.key.name {
 		return nil, errSameMailbox
