@@ -176,11 +176,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*config.
 // clients otherwise retry refused writes forever).
 func (h *Handler) options(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
 	allow, err := h.allow(r.Context(), u, t)
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	} else if err != nil {
-		h.serverError(w, r, err)
+	if h.failed(w, r, err) {
 		return
 	}
 	w.Header().Set("DAV", "1, 3, calendar-access")
@@ -244,11 +240,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, u *config.User, t 
 		o, err = tx.Object(u.Name, t.coll, t.name)
 		return err
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	} else if err != nil {
-		h.serverError(w, r, err)
+	if h.failed(w, r, err) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/calendar; charset=utf-8")
@@ -417,3 +409,17 @@ func (w *statusWriter) WriteHeader(code int) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// failed answers a store error, 404 for ErrNotFound (never telling "absent"
+// from "not yours") and 500 otherwise, and reports whether there was one.
+func (h *Handler) failed(w http.ResponseWriter, r *http.Request, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, store.ErrNotFound):
+		http.Error(w, "not found", http.StatusNotFound)
+	default:
+		h.serverError(w, r, err)
+	}
+	return true
+}

@@ -2,7 +2,6 @@ package calendar
 
 import (
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -119,11 +118,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 			objs, err = tx.Objects(u.Name, t.coll, needsData(q))
 			return err
 		})
-		if errors.Is(err, store.ErrNotFound) {
-			http.Error(w, "not found", http.StatusNotFound)
-			return
-		} else if err != nil {
-			h.serverError(w, r, err)
+		if h.failed(w, r, err) {
 			return
 		}
 		ms.response(t.href(), v.collection(c).results(q))
@@ -145,11 +140,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 			o, err = tx.Object(u.Name, t.coll, t.name)
 			return err
 		})
-		if errors.Is(err, store.ErrNotFound) {
-			http.Error(w, "not found", http.StatusNotFound)
-			return
-		} else if err != nil {
-			h.serverError(w, r, err)
+		if h.failed(w, r, err) {
 			return
 		}
 		res := v.object(c, o)
@@ -227,11 +218,7 @@ func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *config.Us
 		}
 		return tx.SetCollectionProps(u.Name, c.Name, next.DisplayName, next.Color, next.Order)
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	} else if err != nil {
-		h.serverError(w, r, err)
+	if h.failed(w, r, err) {
 		return
 	}
 	if failed {

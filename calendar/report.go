@@ -147,11 +147,7 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *conf
 		}
 		return nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	} else if err != nil {
-		h.serverError(w, r, err)
+	if h.failed(w, r, err) {
 		return
 	}
 	if !valid {
@@ -388,11 +384,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, 
 		objs, err = tx.Objects(u.Name, t.coll, true)
 		return err
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	} else if err != nil {
-		h.serverError(w, r, err)
+	if h.failed(w, r, err) {
 		return
 	}
 	loc := u.Location
