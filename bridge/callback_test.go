@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -177,6 +178,10 @@ func TestCallbackRetriedUntilAcknowledgedOnce(t *testing.T) {
 	runWorker(t, svc, clock)
 	testsvc.Ingest(t, svc, bridge.TaskInput{ID: "T-123", Title: "Ship", Assignees: []string{"alice"}, UpdatedAt: t0})
 
+	// Only an assignee may complete: bob is told the task is not there.
+	if err := svc.Complete(context.Background(), "bob", "tracker", "T-123", true, clock.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("completion by a non-assignee: %v, want ErrNotFound", err)
+	}
 	if err := svc.Complete(context.Background(), "alice", "tracker", "T-123", true, clock.Now()); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/duebridge/duebridge/store"
@@ -31,6 +32,10 @@ func (s *Service) Complete(ctx context.Context, user, source, id string, done bo
 		t, err := tx.Task(source, id)
 		if err != nil {
 			return fmt.Errorf("complete %s/%s: %w", source, id, err)
+		}
+		if t.Deleted || !slices.Contains(t.Assignees, user) {
+			// Only an assignee may close a task; others are told it is not there.
+			return fmt.Errorf("complete %s/%s for %s: %w", source, id, user, store.ErrNotFound)
 		}
 		return s.newWriter(tx, cfg).complete(user, t, done, when)
 	})
