@@ -65,6 +65,8 @@ type Handler struct {
 	writes *prometheus.CounterVec
 	// escapes caches objects' XML-escaped calendar-data by ETag.
 	escapes *escapeCache
+	// objects caches what multiget served, per collection revision.
+	objects *objectCache
 }
 
 // NewHandler builds the handler and registers its metrics on the service's
@@ -74,7 +76,8 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 		o.Logger = svc.Logger()
 	}
 	reg := svc.Metrics().Registry
-	h := &Handler{svc: svc, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20)}
+	h := &Handler{svc: svc, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20),
+		objects: newObjectCache(64 << 20)}
 	h.dav = &caldav.Handler{Backend: &backend{h: h}, Prefix: strings.TrimSuffix(Prefix, "/")}
 	h.health = newSyncHealth(reg, svc.Now)
 	h.writes = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{

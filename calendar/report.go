@@ -306,13 +306,16 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 			} else if err != nil {
 				return err
 			}
-			objs, err := tx.ObjectsByName(u.Name, coll, names[coll])
-			if err != nil {
-				return err
-			}
-			byName := make(map[string]*store.Object, len(objs))
-			for j := range objs {
-				byName[objs[j].Name] = &objs[j]
+			byName, missing := h.objects.lookup(u.Name, coll, c.Seq, names[coll])
+			if len(missing) > 0 {
+				objs, err := tx.ObjectsByName(u.Name, coll, missing)
+				if err != nil {
+					return err
+				}
+				for j := range objs {
+					byName[objs[j].Name] = &objs[j]
+				}
+				h.objects.add(u.Name, coll, c.Seq, objs)
 			}
 			for _, i := range idx {
 				if o := byName[targets[i].name]; o != nil {

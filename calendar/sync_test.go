@@ -264,3 +264,27 @@ func TestUnknownReport(t *testing.T) {
 		t.Fatalf("principal-search-property-set: %d", resp.StatusCode)
 	}
 }
+
+// TestMultigetCacheFollowsChanges: multiget serves cached bytes only while
+// the collection is unchanged; an update is visible in the very next one.
+func TestMultigetCacheFollowsChanges(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.seed()
+	const coll = "/dav/alice/calendars/release-tasks/"
+	body := `<?xml version="1.0"?><c:calendar-multiget xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">` +
+		`<d:prop><d:getetag/><c:calendar-data/></d:prop><d:href>` + coll + `tracker-T-1.ics</d:href></c:calendar-multiget>`
+	for i := 0; i < 2; i++ { // the second answer comes from the cache
+		if _, out := e.do("REPORT", coll, "alice", body, "Content-Type", "application/xml"); !strings.Contains(out, "SUMMARY:Ship release 2.1") {
+			t.Fatalf("multiget %d:\n%s", i, out)
+		}
+	}
+	testsvc.Ingest(t, e.svc, bridge.TaskInput{ID: "T-1", Title: "Ship release 2.2", Project: "Release",
+		Assignees: []string{"alice", "bob"}, UpdatedAt: e.now.Add(time.Hour), Version: 9})
+	_, out := e.do("REPORT", coll, "alice", body, "Content-Type", "application/xml")
+	if !strings.Contains(out, "SUMMARY:Ship release 2.2") {
+		t.Fatalf("multiget after an update served stale bytes:\n%s", out)
+	}
+	if etag := e.object("alice", "release-tasks", "tracker-T-1.ics").ETag; !strings.Contains(out, strings.Trim(etag, `"`)) {
+		t.Fatalf("multiget ETag is not the stored one %s:\n%s", etag, out)
+	}
+}
