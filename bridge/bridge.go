@@ -8,6 +8,7 @@ package bridge
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -80,8 +81,29 @@ func (s *Service) SetConfig(ctx context.Context, c *config.Config) {
 	old := s.cfg.Swap(c)
 	s.auth.reset()
 	if old != nil {
+		// Sessions opened with credentials that are gone (a revoked app
+		// password, a changed password, a removed user) must end now, not
+		// when the client next reconnects.
+		var revoked []store.Event
+		for i := range old.Users {
+			if u := c.User(old.Users[i].Name); u == nil || !sameCredentials(&old.Users[i], u) {
+				revoked = append(revoked, store.Event{Kind: EventCredentials, User: old.Users[i].Name})
+			}
+		}
+		if len(revoked) > 0 {
+			s.hub.Publish(revoked)
+		}
 		if err := s.rerenderChanged(ctx, old, c); err != nil {
 			s.log.Error("re-render after config change", "err", err)
 		}
 	}
+}
+
+// EventCredentials is published (in process, never stored) for a user whose
+// password, app passwords or account changed or went away; servers holding
+// long-lived sessions of that user close them.
+const EventCredentials store.EventKind = "credentials"
+
+func sameCredentials(a, b *config.User) bool {
+	return a.PasswordHash == b.PasswordHash && slices.Equal(a.AppPasswords, b.AppPasswords)
 }

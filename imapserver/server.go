@@ -94,8 +94,10 @@ type Server struct {
 	closed    bool
 	started   bool
 	userConns map[string]int
-	wg        sync.WaitGroup // fan-out loop and refreshers
-	sessions  sync.WaitGroup // open sessions
+	// byUser holds logged-in sessions, to end them when credentials change.
+	byUser   map[string]map[*session]struct{}
+	wg       sync.WaitGroup // fan-out loop and refreshers
+	sessions sync.WaitGroup // open sessions
 }
 
 // New builds a server; it starts nothing.
@@ -128,6 +130,7 @@ func New(svc *bridge.Service, opts Options) *Server {
 		ctx:       ctx,
 		cancel:    cancel,
 		userConns: map[string]int{},
+		byUser:    map[string]map[*session]struct{}{},
 
 		handshakeTimeout: tlsHandshakeTime,
 	}
@@ -200,7 +203,35 @@ func (s *Server) start() error {
 	sub := s.svc.Hub().Subscribe("", store.EventMail)
 	s.wg.Add(1)
 	go s.fanout(sub)
+	creds := s.svc.Hub().Subscribe("", bridge.EventCredentials)
+	s.wg.Add(1)
+	go s.revoker(creds)
 	return nil
+}
+
+// revoker closes the connections of users whose credentials changed.
+func (s *Server) revoker(sub *bridge.Subscription) {
+	defer s.wg.Done()
+	defer sub.Close()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case ev := <-sub.C:
+			s.mu.Lock()
+			var conns []*conn
+			for sess := range s.byUser[ev.User] {
+				conns = append(conns, sess.c)
+			}
+			s.mu.Unlock()
+			for _, c := range conns {
+				c.Close()
+			}
+			if len(conns) > 0 {
+				s.log.Info("closed imap sessions after a credential change", "user", ev.User, "sessions", len(conns))
+			}
+		}
+	}
 }
 
 func (s *Server) isClosed() bool {
@@ -254,7 +285,7 @@ func (s *Server) goTracked(f func()) bool {
 
 // acquireUserConn counts a logged-in connection of user against
 // limits.imap_conns_per_user.
-func (s *Server) acquireUserConn(user string) bool {
+func (s *Server) acquireUserConn(user string, sess *session) bool {
 	limit := s.svc.Config().Limits.IMAPConnsPerUser
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -262,14 +293,21 @@ func (s *Server) acquireUserConn(user string) bool {
 		return false
 	}
 	s.userConns[user]++
+	if s.byUser[user] == nil {
+		s.byUser[user] = map[*session]struct{}{}
+	}
+	s.byUser[user][sess] = struct{}{}
 	return true
 }
 
-func (s *Server) releaseUserConn(user string) {
+func (s *Server) releaseUserConn(user string, sess *session) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.userConns[user]--; s.userConns[user] <= 0 {
 		delete(s.userConns, user)
+	}
+	if delete(s.byUser[user], sess); len(s.byUser[user]) == 0 {
+		delete(s.byUser, user)
 	}
 }
 

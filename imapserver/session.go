@@ -85,7 +85,7 @@ func (s *session) Close() error {
 		s.Unselect()
 	}
 	if s.user != "" {
-		s.srv.releaseUserConn(s.user)
+		s.srv.releaseUserConn(s.user, s)
 		s.srv.metrics.sessions.Dec()
 	}
 	s.srv.sessions.Done()
@@ -120,14 +120,14 @@ func (s *session) Login(username, password string) error {
 	if err != nil {
 		return fmt.Errorf("authenticate: %w", err)
 	}
-	if !s.srv.acquireUserConn(u.Name) {
+	if !s.srv.acquireUserConn(u.Name, s) {
 		s.srv.metrics.limited.Inc()
 		s.log.Warn("imap connection limit reached", "user", u.Name, "limit", s.srv.svc.Config().Limits.IMAPConnsPerUser)
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
 			Text: "Too many connections for this user; close another mail client or device"}
 	}
 	if err := s.ensureMailboxes(u.Name); err != nil {
-		s.srv.releaseUserConn(u.Name)
+		s.srv.releaseUserConn(u.Name, s)
 		return err
 	}
 	s.user = u.Name
