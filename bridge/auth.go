@@ -315,17 +315,31 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 		return false, ctx.Err()
 	}
 	defer func() { <-a.hashq }()
-	if u == nil || len(pw) == 0 || len(pw) > maxPasswordBytes {
-		VerifyPassword(a.dummyHash(cfg), pw)
-		return false, nil
+	// A refusal always costs the same number of hash checks: one per
+	// credential of the user with the most, padded with dummy checks, so
+	// timing tells neither unknown names nor who has app passwords.
+	checks := 1
+	for i := range cfg.Users {
+		checks = max(checks, 1+len(cfg.Users[i].AppPasswords))
 	}
-	if VerifyPassword(u.PasswordHash, pw) {
-		return true, nil
+	check := func(hash string) bool {
+		a.s.metrics.HashChecks.Inc()
+		return VerifyPassword(hash, pw)
 	}
-	for _, ap := range u.AppPasswords {
-		if VerifyPassword(ap.Hash, pw) {
+	if u != nil && len(pw) > 0 && len(pw) <= maxPasswordBytes {
+		if check(u.PasswordHash) {
 			return true, nil
 		}
+		checks--
+		for _, ap := range u.AppPasswords {
+			if check(ap.Hash) {
+				return true, nil
+			}
+			checks--
+		}
+	}
+	for ; checks > 0; checks-- {
+		check(a.dummyHash(cfg))
 	}
 	return false, nil
 }

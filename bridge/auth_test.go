@@ -329,3 +329,30 @@ func TestLoginCacheOutlastsPollInterval(t *testing.T) {
 		t.Fatalf("%v checks after the cache limit, want 1", got)
 	}
 }
+
+// TestRefusalCostIsUniform: a refused login costs the same number of hash
+// checks for an unknown name, a user without app passwords and a user with
+// them, so timing tells none of them apart.
+func TestRefusalCostIsUniform(t *testing.T) {
+	svc, _, _ := authWorld(t)
+	cfg := *svc.Config()
+	cfg.Users = append([]config.User(nil), cfg.Users...)
+	cfg.Users[0].AppPasswords = []config.AppPassword{{Name: "phone", Hash: cfg.Users[1].PasswordHash}, {Name: "mac", Hash: cfg.Users[2].PasswordHash}}
+	svc.SetConfig(context.Background(), &cfg)
+	checks := func() float64 {
+		var m dto.Metric
+		svc.Metrics().HashChecks.Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	cost := func(name string) float64 {
+		before := checks()
+		if _, err := svc.AuthenticateFrom(context.Background(), "imap", name, "wrong-password", "192.0.2.9:1"); err == nil {
+			t.Fatalf("%s logged in with a wrong password", name)
+		}
+		return checks() - before
+	}
+	alice, bob, nobody := cost("alice"), cost("bob"), cost("nobody")
+	if alice != 3 || bob != 3 || nobody != 3 {
+		t.Fatalf("hash checks on refusal: alice (2 app passwords) %v, bob %v, unknown %v; want 3 each", alice, bob, nobody)
+	}
+}

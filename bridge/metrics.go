@@ -14,6 +14,7 @@ type Metrics struct {
 	StoreLatency  *prometheus.HistogramVec // op
 	LoginFailures *prometheus.CounterVec   // protocol
 	LoginCache    *prometheus.CounterVec   // result: hit|miss
+	HashChecks    prometheus.Counter       // bcrypt/argon2id verifications run
 	Mails         *prometheus.CounterVec   // event
 }
 
@@ -32,6 +33,9 @@ func NewMetrics() *Metrics {
 		LoginFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_login_failures_total", Help: "Failed logins, by protocol.",
 		}, []string{"protocol"}),
+		HashChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_password_hash_checks_total", Help: "Password hash verifications run (each costs tens of milliseconds of CPU).",
+		}),
 		LoginCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_login_cache_total", Help: "Password verifications answered from the cache (hit) or by hashing (miss).",
 		}, []string{"result"}),
@@ -39,7 +43,7 @@ func NewMetrics() *Metrics {
 			Name: "duebridge_notification_mails_total", Help: "Notification mails stored, by event.",
 		}, []string{"event"}),
 	}
-	m.Registry.MustRegister(m.WebhookTasks, m.StoreLatency, m.LoginFailures, m.LoginCache, m.Mails,
+	m.Registry.MustRegister(m.WebhookTasks, m.StoreLatency, m.LoginFailures, m.LoginCache, m.Mails, m.HashChecks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
