@@ -274,7 +274,9 @@ func (e *env) runPhones(ctx context.Context) error {
 		verdict, rate, o.Phones, float64(o.Phones)/900, ps.P99MS, ls.P99MS, ps.Errors)
 	e.rep.target("≥ 300 home PROPFIND Depth 1/s sustained, login cached", "≥ 300/s, p99 ≤ "+o.SLO.String(),
 		fmt.Sprintf("%.0f/s offered, %s, p99 poll %.1f ms", rate, verdict, ps.P99MS), keptUp && rate >= 300)
-	e.rep.target("≥ 300 home PROPFIND Depth 1/s when every poll pays a hash check (cache TTL 10 min < 15 min)", "≥ 300/s",
+	// The login cache slides for 20 idle minutes, so steady 15-minute polls
+	// hit it; this is the first poll of each phone after a server restart.
+	e.rep.target("≥ 300 home PROPFIND Depth 1/s on cold logins (first poll after a restart pays a hash check)", "≥ 300/s",
 		fmt.Sprintf("%.0f/s (%s hashes)", cs.Rate, o.Hash), cs.Rate >= 300)
 	return ctx.Err()
 }
