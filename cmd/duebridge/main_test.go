@@ -85,6 +85,13 @@ type running struct {
 // start runs serve in-process on the config file and waits until it is ready.
 func start(t *testing.T, cfgPath string) *running {
 	t.Helper()
+	return startWith(t, cfgPath, serveOptions{})
+}
+
+// startWith is start with serve options (timeouts, clock); the base URL is
+// https when the config has TLS.
+func startWith(t *testing.T, cfgPath string, o serveOptions) *running {
+	t.Helper()
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -92,14 +99,17 @@ func start(t *testing.T, cfgPath string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *running, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, serveOptions{
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Ready: func(a Addrs, svc *bridge.Service) {
-				ready <- &running{base: "http://" + a.HTTP.String(), svc: svc}
-			},
-		})
-	}()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	scheme := "http"
+	if cfg.TLS.Enabled() {
+		scheme = "https"
+	}
+	o.Ready = func(a Addrs, svc *bridge.Service) {
+		ready <- &running{base: scheme + "://" + a.HTTP.String(), svc: svc}
+	}
+	go func() { done <- serve(ctx, cfg, o) }()
 	select {
 	case r := <-ready:
 		r.stop = func() {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -23,7 +22,6 @@ import (
 
 	"golang.org/x/crypto/acme"
 
-	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/tlsutil"
 )
@@ -36,47 +34,6 @@ func appendConfig(t *testing.T, path, yaml string) {
 		t.Fatal(err)
 	}
 	writeAtomic(t, path, string(b)+yaml)
-}
-
-// startWith is start with serve options (timeouts, clock).
-func startWith(t *testing.T, cfgPath string, o serveOptions) *running {
-	t.Helper()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *running, 1)
-	done := make(chan error, 1)
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	scheme := "http"
-	if cfg.TLS.Enabled() {
-		scheme = "https"
-	}
-	o.Ready = func(a Addrs, svc *bridge.Service) {
-		ready <- &running{base: scheme + "://" + a.HTTP.String(), svc: svc}
-	}
-	go func() { done <- serve(ctx, cfg, o) }()
-	select {
-	case r := <-ready:
-		r.stop = func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		}
-		t.Cleanup(r.stop)
-		return r
-	case err := <-done:
-		cancel()
-		t.Fatalf("serve ended before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("serve not ready after 30s")
-	}
-	return nil
 }
 
 // tlsWorld is a running server with a dev-cert for 127.0.0.1 and localhost.
