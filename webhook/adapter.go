@@ -153,18 +153,9 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		writeJSON(w, http.StatusOK, trackerReply{Skipped: skip})
 		return
 	}
-	for i := range tasks {
-		if fe := tasks[i].Validate(); fe != nil {
-			h.fail(w, r, src.Name, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.Field})
-			return
-		}
-	}
-	res, err := h.svc.Ingest(context.WithoutCancel(r.Context()), src.Name, tasks)
-	if err != nil {
-		// Not remembered as seen: the tracker's retry must be applied.
-		log.Error("webhook store failed", "err", err)
-		h.fail(w, r, src.Name, http.StatusServiceUnavailable, errorBody{Error: "could not store the update; retry later"})
-		return
+	res, ok := h.ingest(w, r, src.Name, tasks)
+	if !ok {
+		return // not remembered as seen: the tracker's retry must be applied
 	}
 	st.seen.add(src.Name, id, now)
 	st.deliveries.WithLabelValues(src.Name, "ingested").Inc()

@@ -36,7 +36,8 @@ type wireTask struct {
 }
 
 // Decode parses a body holding one task object or an array of them. Errors
-// are *bridge.FieldError naming the field (with the index in a batch).
+// are *bridge.FieldError naming the field (with the index in a batch); the
+// values are validated when they are ingested.
 func Decode(body []byte) ([]bridge.TaskInput, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -68,11 +69,7 @@ func Decode(body []byte) ([]bridge.TaskInput, error) {
 			err.Index = idx
 			return nil, err
 		}
-		if fe := in.Validate(); fe != nil {
-			fe.Index = idx
-			return nil, fe
-		}
-		out[i] = in
+		out[i] = in // validated by bridge.Ingest, the one place for every source
 	}
 	return out, nil
 }

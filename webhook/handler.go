@@ -112,32 +112,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var fe *bridge.FieldError
 		if errors.As(err, &fe) {
-			eb := errorBody{Error: fe.Error(), Field: fe.Field}
-			if fe.Index >= 0 {
-				i := fe.Index
-				eb.Index = &i
-			}
-			h.fail(w, r, name, http.StatusBadRequest, eb)
+			h.fail(w, r, name, http.StatusBadRequest, fieldErrorBody(fe))
 			return
 		}
 		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
-	// The client going away must not abort a commit half-way through the
-	// response path: detach from the request's cancellation.
-	res, err := h.svc.Ingest(context.WithoutCancel(r.Context()), name, tasks)
-	if err != nil {
-		var fe *bridge.FieldError
-		if errors.As(err, &fe) {
-			h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.Field})
-			return
-		}
-		h.log.Error("webhook store failed", "source", name, "err", err)
-		h.fail(w, r, name, http.StatusServiceUnavailable, errorBody{Error: "could not store the update; retry later"})
+	res, ok := h.ingest(w, r, name, tasks)
+	if !ok {
 		return
 	}
 	h.log.Debug("webhook stored", "source", name, "accepted", res.Accepted, "ignored", res.Ignored)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// ingest stores tasks; Ingest validates them, so a bad field becomes a 400
+// naming it (with its place in a batch) and a store failure a 503. It
+// reports whether the tasks were stored.
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, tasks []bridge.TaskInput) (bridge.Result, bool) {
+	// The client going away must not abort a commit half-way through the
+	// response path: detach from the request's cancellation.
+	res, err := h.svc.Ingest(context.WithoutCancel(r.Context()), source, tasks)
+	if err == nil {
+		return res, true
+	}
+	var fe *bridge.FieldError
+	if errors.As(err, &fe) {
+		h.fail(w, r, source, http.StatusBadRequest, fieldErrorBody(fe))
+		return res, false
+	}
+	h.log.Error("webhook store failed", "source", source, "err", err)
+	h.fail(w, r, source, http.StatusServiceUnavailable, errorBody{Error: "could not store the update; retry later"})
+	return res, false
+}
+
+func fieldErrorBody(fe *bridge.FieldError) errorBody {
+	eb := errorBody{Error: fe.Error(), Field: fe.Field}
+	if fe.Index >= 0 {
+		i := fe.Index
+		eb.Index = &i
+	}
+	return eb
 }
 
 // verify checks "sha256=<hex>" against the body in constant time, as
