@@ -140,14 +140,8 @@ func (s *Service) PhonePut(ctx context.Context, pw PhoneWrite) (PhoneWriteResult
 	start := time.Now()
 	err = s.st.Update(ctx, func(tx store.Tx) error {
 		res = PhoneWriteResult{}
-		coll, err := tx.Collection(pw.User, pw.Collection)
-		if errors.Is(err, store.ErrNotFound) {
-			return ErrNoCollection
-		} else if err != nil {
+		if _, err := writableList(tx, pw.User, pw.Collection); err != nil {
 			return err
-		}
-		if coll.Kind != store.KindTodos {
-			return fmt.Errorf("%w: %s holds deadlines from the task system", ErrReadOnly, coll.DisplayName)
 		}
 		if comp.Name != ical.CompToDo {
 			return fmt.Errorf("%w: %s (this list holds VTODO)", ErrUnsupportedComponent, comp.Name)
@@ -578,14 +572,8 @@ func (s *Service) PhoneDelete(ctx context.Context, user, collection, name string
 	}
 	start := time.Now()
 	err = s.st.Update(ctx, func(tx store.Tx) error {
-		coll, err := tx.Collection(user, collection)
-		if errors.Is(err, store.ErrNotFound) {
-			return ErrNoCollection
-		} else if err != nil {
+		if _, err := writableList(tx, user, collection); err != nil {
 			return err
-		}
-		if coll.Kind != store.KindTodos {
-			return fmt.Errorf("%w: %s holds deadlines from the task system", ErrReadOnly, coll.DisplayName)
 		}
 		cur, err := tx.Object(user, collection, name)
 		if err != nil {
@@ -620,4 +608,19 @@ func (s *Service) PhoneDelete(ctx context.Context, user, collection, name string
 		return "", fmt.Errorf("store phone delete %s/%s/%s: %w", user, collection, name, err)
 	}
 	return outcome, nil
+}
+
+// writableList returns a user's collection if the phone may write to it: a
+// Reminders list, not a deadlines calendar.
+func writableList(tx store.Tx, user, name string) (*store.Collection, error) {
+	coll, err := tx.Collection(user, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrNoCollection
+	} else if err != nil {
+		return nil, err
+	}
+	if coll.Kind != store.KindTodos {
+		return nil, fmt.Errorf("%w: %s holds deadlines from the task system", ErrReadOnly, coll.DisplayName)
+	}
+	return coll, nil
 }
