@@ -426,3 +426,14 @@ func (h *Handler) failed(w http.ResponseWriter, r *http.Request, err error) bool
 	}
 	return true
 }
+
+// collections lists a user's collections in a read transaction.
+func (h *Handler) collections(ctx context.Context, user string) ([]store.Collection, error) {
+	var colls []store.Collection
+	err := h.svc.Store().View(ctx, func(tx store.Tx) error {
+		var err error
+		colls, err = tx.Collections(user)
+		return err
+	})
+	return colls, err
+}

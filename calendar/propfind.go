@@ -77,11 +77,8 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 	case kindPrincipal:
 		ms.response(t.href(), v.principal().results(q))
 		if depth > 0 {
-			var colls []store.Collection
-			if err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-				colls, err = tx.Collections(u.Name)
-				return err
-			}); err != nil {
+			colls, err := h.collections(r.Context(), u.Name)
+			if err != nil {
 				h.serverError(w, r, err)
 				return
 			}
@@ -90,11 +87,8 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 	case kindHome:
 		// Reminders falls back to the home set and lists from here
 		// (go-vikunja/vikunja#2417), so the home answers at its own path.
-		var colls []store.Collection
-		if err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-			colls, err = tx.Collections(u.Name)
-			return err
-		}); err != nil {
+		colls, err := h.collections(r.Context(), u.Name)
+		if err != nil {
 			h.serverError(w, r, err)
 			return
 		}

@@ -231,11 +231,8 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.Use
 		h.serverError(w, r, err)
 		return
 	}
-	var colls []store.Collection
-	if err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		colls, err = tx.Collections(u.Name)
-		return err
-	}); err != nil {
+	colls, err := h.collections(r.Context(), u.Name)
+	if err != nil {
 		h.serverError(w, r, err)
 		return
 	}
