@@ -680,3 +680,26 @@ func TestDemoEnv(t *testing.T) {
 		t.Errorf("Demo with a bad env value: %v", err)
 	}
 }
+
+// TestKeepRestartKeys: every key RestartRequired reports is put back, and
+// keys that apply live are left as edited.
+func TestKeepRestartKeys(t *testing.T) {
+	base := mustLoad(t, filepath.Join(testdata, "valid.yaml"))
+	changed := *mustLoad(t, filepath.Join(testdata, "valid.yaml"))
+	changed.DataDir, changed.PostgresURL = "/elsewhere", "postgres://x/y"
+	changed.HTTP.Listen, changed.IMAP.Listen, changed.IMAP.TLSListen = "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:5"
+	changed.Submission.Listen, changed.Submission.TLSListen = "127.0.0.1:3", "127.0.0.1:4"
+	changed.TLS.CertFile, changed.TLS.KeyFile = "/c.pem", "/k.pem"
+	changed.TLS.ACMEHosts, changed.TLS.ACMEEmail = []string{"x.example.com"}, "a@example.com"
+	changed.Mail.From = "y <y@example.com>"
+	if len(RestartRequired(base, &changed)) == 0 {
+		t.Fatal("test edit changes no restart key")
+	}
+	kept := KeepRestartKeys(base, &changed)
+	if got := RestartRequired(base, kept); len(got) != 0 {
+		t.Errorf("keys still differing after KeepRestartKeys: %v", got)
+	}
+	if kept.Mail.From != changed.Mail.From {
+		t.Error("a live key was put back")
+	}
+}

@@ -154,3 +154,15 @@ func RestartRequired(old, new *Config) []string {
 	add("tls.acme_email", old.TLS.ACMEEmail != new.TLS.ACMEEmail)
 	return keys
 }
+
+// KeepRestartKeys returns c with the keys RestartRequired lists set back to
+// the running values, so the swapped-in config matches what actually runs.
+// The two functions name the same keys; TestKeepRestartKeys ties them.
+func KeepRestartKeys(running, c *Config) *Config {
+	cp := *c
+	cp.DataDir, cp.Store, cp.PostgresURL = running.DataDir, running.Store, running.PostgresURL
+	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission
+	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
+	cp.TLS.ACMEHosts, cp.TLS.ACMEEmail = running.TLS.ACMEHosts, running.TLS.ACMEEmail
+	return &cp
+}

@@ -132,7 +132,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
 				if keys := config.RestartRequired(svc.Config(), c); len(keys) > 0 {
 					log.Warn("config changed keys that need a restart; they keep their old values until then", "keys", keys)
-					c = keepRestartKeys(svc.Config(), c)
+					c = config.KeepRestartKeys(svc.Config(), c)
 				}
 				svc.SetConfig(runCtx, c)
 				log.Info("config reloaded", "path", c.Path, "users", len(c.Users), "sources", len(c.Sources))
@@ -166,16 +166,6 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	return err
 }
 
-// keepRestartKeys returns c with the keys that need a restart set back to
-// the running values, so the swapped-in config matches what actually runs.
-func keepRestartKeys(running, c *config.Config) *config.Config {
-	cp := *c
-	cp.DataDir, cp.Store, cp.PostgresURL = running.DataDir, running.Store, running.PostgresURL
-	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission
-	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
-	cp.TLS.ACMEHosts, cp.TLS.ACMEEmail = running.TLS.ACMEHosts, running.TLS.ACMEEmail
-	return &cp
-}
 
 // printReady prints where everything is; for the demo also the credentials.
 func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
