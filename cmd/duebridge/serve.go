@@ -166,7 +166,6 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	return err
 }
 
-
 // printReady prints where everything is; for the demo also the credentials.
 func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
 	return func(a Addrs, svc *bridge.Service) {
