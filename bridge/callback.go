@@ -251,10 +251,8 @@ func (w *CallbackWorker) send(ctx context.Context, c store.Callback) error {
 	if err != nil {
 		return err
 	}
-	m := hmac.New(sha256.New, []byte(src.Secret))
-	m.Write(c.Body)
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Duebridge-Signature", "sha256="+hex.EncodeToString(m.Sum(nil)))
+	req.Header.Set(SignatureHeader, Sign(src.Secret, c.Body))
 	req.Header.Set("X-Duebridge-Event-Id", c.EventID)
 	req.Header.Set("User-Agent", "duebridge-callback/1")
 	resp, err := w.client.Do(req)
@@ -267,4 +265,15 @@ func (w *CallbackWorker) send(ctx context.Context, c store.Callback) error {
 		return errors.New("callback answered " + resp.Status)
 	}
 	return nil
+}
+
+// SignatureHeader carries the contract's signature on webhooks and callbacks.
+const SignatureHeader = "X-Duebridge-Signature"
+
+// Sign returns the SignatureHeader value for body: "sha256=" and the hex
+// HMAC-SHA256 of the body under the source's secret.
+func Sign(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }

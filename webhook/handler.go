@@ -6,9 +6,6 @@ package webhook
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +20,7 @@ import (
 )
 
 // SignatureHeader carries "sha256=<hex HMAC-SHA256 of the raw body>".
-const SignatureHeader = "X-Duebridge-Signature"
+const SignatureHeader = bridge.SignatureHeader
 
 // Handler serves POST /hooks/{source}.
 type Handler struct {
@@ -165,9 +162,6 @@ func verify(secret, header string, body []byte) string {
 	return ""
 }
 
-// Sign returns the header value for body under secret (for clients and tests).
-func Sign(secret string, body []byte) string {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
+// Sign returns the header value for body under secret (for clients and
+// tests); the rule lives in bridge, which signs callbacks the same way.
+func Sign(secret string, body []byte) string { return bridge.Sign(secret, body) }

@@ -3,15 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/duebridge/duebridge/bridge"
 )
 
 // task is the webhook's task record (shared/CONTRACT.md).
@@ -43,13 +42,6 @@ func newHook(baseURL, source, secret string, tr http.RoundTripper) *hook {
 	}
 }
 
-// sign is the X-Duebridge-Signature value of body.
-func sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
-}
-
 // send posts tasks (one object when there is one, else an array) and
 // returns once the server has acknowledged them as durable.
 func (h *hook) send(ctx context.Context, tasks []task) error {
@@ -68,7 +60,7 @@ func (h *hook) send(ctx context.Context, tasks []task) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Duebridge-Signature", sign(h.secret, body))
+	req.Header.Set("X-Duebridge-Signature", bridge.Sign(string(h.secret), body))
 	resp, err := h.hc.Do(req)
 	if err != nil {
 		return err
