@@ -163,7 +163,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if code, body := get(t, r.base+"/readyz"); code != 200 {
 		t.Fatalf("readyz %d %s", code, body)
 	}
-	code, body := postTask(t, r.base, []byte(`{"id":"T-1","title":"Ship it","project":"Release","assignees":["alice"],"due":"2026-12-01T17:00:00Z","version":1}`))
+	code, body := postTask(t, r.base, []byte(`{"id":"T-1","title":"Ship it","project":"Release","assignees":["alice"],"due":"`+time.Now().Add(72*time.Hour).UTC().Format(time.RFC3339)+`","version":1}`))
 	if code != 200 || !strings.Contains(body, `"accepted":1`) {
 		t.Fatalf("webhook: %d %s", code, body)
 	}
@@ -237,7 +237,7 @@ func TestHotReload(t *testing.T) {
 		t.Fatal("bob before reload")
 	}
 	// A task for bob before bob exists: stored, but nobody sees it yet.
-	if code, body := postTask(t, r.base, []byte(`{"id":"T-9","title":"For bob","assignees":["bob"],"due":"2026-12-01","version":1}`)); code != 200 {
+	if code, body := postTask(t, r.base, []byte(`{"id":"T-9","title":"For bob","assignees":["bob"],"due":"`+time.Now().AddDate(0, 0, 3).Format("2006-01-02")+`","version":1}`)); code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
 	writeConfig(t, dir, "alice", "bob")
