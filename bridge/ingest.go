@@ -239,6 +239,9 @@ type writer struct {
 	batch   bool
 	jobs    []renderJob
 	pending map[[2]string]bool // tasks with deferred jobs
+	// noFlips: the store holds no waiting flip mail (coalesce.go), known
+	// from an earlier read in this transaction.
+	noFlips bool
 }
 
 type renderJob struct {
@@ -410,6 +413,15 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 			continue
 		}
 		if ev, ok := mailEventFor(old, t, wasAssigned, isAssigned); ok {
+			if w.coalesces(ev, actor) {
+				if err := w.deferFlip(u, t, old); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := w.dropFlip(name, t); err != nil {
+				return err
+			}
 			if err := w.notify(u, ev, t, old); err != nil {
 				return err
 			}

@@ -19,7 +19,8 @@ import (
 // lead time before a task's due instant and the "overdue" mail at the due
 // instant, for users whose notify setting asks for mail (for the others the
 // VALARMs on the CalDAV objects carry the same lead times and DueInstant),
-// and the opt-in daily digest.
+// and the opt-in daily digest. It also writes the done/reopened mails that
+// waited out their coalescing window (coalesce.go).
 //
 // State lives in the store, one store.Alert per user and task, armed and
 // disarmed by ingest and completion in the transaction that changes the
@@ -205,6 +206,13 @@ func (sc *Scheduler) Tick(ctx context.Context) (time.Time, error) {
 	next, err := sc.digests(ctx, cfg, now)
 	if err != nil {
 		return time.Time{}, err
+	}
+	flipAt, err := sc.deliverFlips(ctx, cfg, now) // coalesce.go
+	if err != nil {
+		return time.Time{}, err
+	}
+	if !flipAt.IsZero() && (next.IsZero() || flipAt.Before(next)) {
+		next = flipAt
 	}
 	err = sc.s.st.View(ctx, func(tx store.Tx) error {
 		at, ok, err := tx.NextAlert()

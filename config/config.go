@@ -119,6 +119,10 @@ type Source struct {
 
 type Mail struct {
 	From string
+	// CoalesceWindow: done/reopened mails caused by a phone wait this long,
+	// so ticking a reminder on and off sends one mail with the final state
+	// (none if it ends as it began). 0 sends each at once.
+	CoalesceWindow time.Duration
 }
 
 type Notifications struct {

@@ -46,7 +46,8 @@ type raw struct {
 	Users   []rawUser   `mapstructure:"users"`
 	Sources []rawSource `mapstructure:"sources"`
 	Mail    struct {
-		From string `mapstructure:"from"`
+		From           string `mapstructure:"from"`
+		CoalesceWindow string `mapstructure:"coalesce_window"`
 	} `mapstructure:"mail"`
 	Notifications struct {
 		LeadTimes []string `mapstructure:"lead_times"`
@@ -124,6 +125,7 @@ var defaults = map[string]any{
 	"tls.acme_hosts":             []string{},
 	"tls.acme_email":             "",
 	"mail.from":                  "duebridge <tasks@duebridge.invalid>",
+	"mail.coalesce_window":       "2m",
 	"notifications.lead_times":   []string{"24h", "1h"},
 	"limits.webhook_body_bytes":  int64(8 << 20),
 	"limits.ical_object_bytes":   int64(256 << 10),
@@ -294,6 +296,10 @@ func (r *raw) validate() (*Config, error) {
 
 	if _, err := mail.ParseAddress(r.Mail.From); err != nil {
 		e.add("mail.from", "not a mail address: %q", r.Mail.From)
+	}
+	c.Mail.CoalesceWindow = duration(&e, "mail.coalesce_window", r.Mail.CoalesceWindow)
+	if c.Mail.CoalesceWindow < 0 || c.Mail.CoalesceWindow > time.Hour {
+		e.add("mail.coalesce_window", "must be between 0 (off) and 1h, got %s", r.Mail.CoalesceWindow)
 	}
 	c.Notifications.LeadTimes = durations(&e, "notifications.lead_times", r.Notifications.LeadTimes)
 

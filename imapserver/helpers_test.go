@@ -92,7 +92,7 @@ func task(id, title string, users ...string) bridge.TaskInput {
 	return bridge.TaskInput{
 		ID: id, Title: title, Assignees: users, Project: "Release",
 		URL:       "https://tracker.example.com/" + id,
-		Due:       store.When{Time: time.Date(2030, 12, 1, 17, 0, 0, 0, time.UTC)},
+		Due:       store.When{Time: time.Now().UTC().Add(14 * 24 * time.Hour).Truncate(time.Hour)},
 		UpdatedAt: time.Now().UTC(),
 	}
 }
