@@ -290,4 +290,3 @@ func TestIPhoneScenarios(t *testing.T) {
 		}
 	})
 }
-
