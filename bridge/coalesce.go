@@ -119,7 +119,9 @@ func (w *writer) dropFlip(user string, t *store.Task) error {
 // transaction, and returns when the next one is due (zero if none waits).
 func (sc *Scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
 	var next time.Time
+	var unsent int
 	err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+		next, unsent = time.Time{}, 0 // a retried transaction starts again
 		flips, err := loadFlips(tx)
 		if err != nil || len(flips) == 0 {
 			return err
@@ -134,8 +136,12 @@ func (sc *Scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now t
 				}
 				continue
 			}
-			if err := w.flipMail(p); err != nil {
+			sent, err := w.flipMail(p)
+			if err != nil {
 				return err
+			}
+			if !sent {
+				unsent++
 			}
 		}
 		if len(kept) == len(flips) {
@@ -146,28 +152,30 @@ func (sc *Scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now t
 	if err != nil {
 		return time.Time{}, fmt.Errorf("deliver coalesced mails: %w", err)
 	}
+	sc.flipsUnsent.Add(float64(unsent))
 	return next, nil
 }
 
 // flipMail writes the one mail of a finished window: about the state the
-// task is in now, if that differs from the state before the window.
-func (w *writer) flipMail(p pendingFlip) error {
+// task is in now, if that differs from the state before the window. It
+// reports whether it wrote one.
+func (w *writer) flipMail(p pendingFlip) (bool, error) {
 	u := w.cfg.User(p.User)
 	t, err := w.tx.Task(p.Source, p.TaskID)
 	if errors.Is(err, store.ErrNotFound) || u == nil {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	done := t.Status == "done"
 	if t.Deleted || !slices.Contains(t.Assignees, u.Name) || done == p.WasDone ||
 		(t.Status != "done" && !t.Open()) {
-		return nil // gone, unassigned, back as it was, or cancelled (mailed as such)
+		return false, nil // gone, unassigned, back as it was, or cancelled (mailed as such)
 	}
 	ev := MailReopened
 	if done {
 		ev = MailDone
 	}
-	return w.notify(u, ev, t, nil)
+	return true, w.notify(u, ev, t, nil)
 }

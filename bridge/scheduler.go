@@ -44,8 +44,9 @@ type Scheduler struct {
 	lastCfg    *config.Config
 	backfilled bool
 
-	held    prometheus.Counter
-	tickDur prometheus.Histogram
+	held        prometheus.Counter
+	flipsUnsent prometheus.Counter
+	tickDur     prometheus.Histogram
 }
 
 // SchedulerOptions for NewScheduler. Zero values are fine.
@@ -95,6 +96,10 @@ func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
 	sc := &Scheduler{s: s, clock: o.Clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
 	sc.held = register(s, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "duebridge_alerts_held_total", Help: "Alert mails postponed to the end of a user's quiet hours.",
+	}))
+	sc.flipsUnsent = register(s, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "duebridge_mail_flips_unsent_total",
+		Help: "Done/reopened mails from phone flips not sent: the task ended the coalescing window as it began it, or a newer mail replaced it.",
 	}))
 	sc.tickDur = register(s, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "duebridge_scheduler_tick_seconds", Help: "Duration of one scheduler pass over the due alerts.",
