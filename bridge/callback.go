@@ -38,7 +38,7 @@ type CallbackOptions struct {
 	// Client; if nil, one with a 15s timeout is used.
 	Client *http.Client
 	// Clock; if nil, the service clock with real timers. Tests pass a
-	// FakeClock to run the backoff in virtual time.
+	// fake clock (internal/fakeclock) to run the backoff in virtual time.
 	Clock Clock
 	// Tracker, if set, is offered every completion first, to close or
 	// reopen the issue through the task system's own API; if nil, only the
@@ -124,7 +124,7 @@ func (w *CallbackWorker) Run(ctx context.Context) error {
 		if !next.IsZero() {
 			wait = max(next.Sub(w.clock.Now()), 0)
 		}
-		// Reset never delivers a stale tick (Go 1.23 timers; FakeClock alike).
+		// Reset never delivers a stale tick (Go 1.23 timers; the fake clock alike).
 		timer.Reset(wait)
 	}
 }

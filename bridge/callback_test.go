@@ -18,6 +18,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -119,7 +120,7 @@ func runWorker(t *testing.T, svc *bridge.Service, clock bridge.Clock) (stop func
 
 // advanceUntil moves virtual time in steps, letting the worker run in
 // between, until cond holds (or fails the test after a few real seconds).
-func advanceUntil(t *testing.T, clock *bridge.FakeClock, step time.Duration, what string, cond func() bool) {
+func advanceUntil(t *testing.T, clock *fakeclock.Clock, step time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -166,7 +167,7 @@ func gauge(t *testing.T, svc *bridge.Service, name string) float64 {
 
 func TestCallbackRetriedUntilAcknowledgedOnce(t *testing.T) {
 	t.Parallel()
-	clock := bridge.NewFakeClock(t0)
+	clock := fakeclock.New(t0)
 	r := newReceiver(t, clock.Now)
 	r.setFail(func(n int) int {
 		if n <= 2 {
@@ -227,7 +228,7 @@ func TestCallbackRetriedUntilAcknowledgedOnce(t *testing.T) {
 
 func TestCallbackSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	clock := bridge.NewFakeClock(t0)
+	clock := fakeclock.New(t0)
 	r := newReceiver(t, clock.Now)
 	r.setFail(func(int) int { return http.StatusServiceUnavailable })
 	cfg := callbackConfig(t, r)
@@ -285,7 +286,7 @@ func TestCallbackSurvivesRestart(t *testing.T) {
 // them as well. The claim on the rest of a batch is renewed in time.
 func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
 	t.Parallel()
-	clock := bridge.NewFakeClock(t0)
+	clock := fakeclock.New(t0)
 	r := newReceiver(t, clock.Now)
 	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Now: clock.Now})
 	ids := []string{"T-1", "T-2", "T-3", "T-4"}

@@ -51,8 +51,8 @@ type Scheduler struct {
 
 // SchedulerOptions for NewScheduler. Zero values are fine.
 type SchedulerOptions struct {
-	// Clock; if nil, the service clock with real timers. Tests pass a
-	// FakeClock whose Now is also the service's and the store's clock.
+	// Clock; if nil, the service clock with real timers. Tests pass a fake
+	// (internal/fakeclock) whose Now is also the service's and the store's.
 	Clock Clock
 	// BatchSize is how many schedules one transaction handles; 0 means 256.
 	BatchSize int

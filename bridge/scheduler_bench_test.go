@@ -15,6 +15,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -69,7 +70,7 @@ func BenchmarkScheduler(b *testing.B) {
 func benchPipeline(b *testing.B, n int) {
 	ctx := context.Background()
 	base := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
-	clock := bridge.NewFakeClock(base)
+	clock := fakeclock.New(base)
 	cfg := testsvc.Config(b)
 	cfg.Notifications.LeadTimes = []time.Duration{time.Hour}
 	cfg.User("alice").Notify = config.NotifyMail

@@ -15,6 +15,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -25,7 +26,7 @@ var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 // world is one duebridge on a temp store, in virtual time.
 type world struct {
 	t     *testing.T
-	clock *bridge.FakeClock
+	clock *fakeclock.Clock
 	cfg   *config.Config
 	svc   *bridge.Service
 	sched *bridge.Scheduler
@@ -41,7 +42,7 @@ func newWorld(t *testing.T, edit func(*config.Config)) *world {
 	if edit != nil {
 		edit(cfg)
 	}
-	w := &world{t: t, clock: bridge.NewFakeClock(t0), cfg: cfg}
+	w := &world{t: t, clock: fakeclock.New(t0), cfg: cfg}
 	w.start()
 	return w
 }
@@ -777,7 +778,7 @@ func TestQuietUntil(t *testing.T) {
 
 func TestFakeClockTimers(t *testing.T) {
 	t.Parallel()
-	c := bridge.NewFakeClock(t0)
+	c := fakeclock.New(t0)
 	a := c.NewTimer(time.Hour)
 	b := c.After(30 * time.Minute)
 	c.Advance(29 * time.Minute)
