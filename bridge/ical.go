@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/emersion/go-ical"
@@ -40,20 +41,32 @@ func DueInstant(w store.When, loc *time.Location) time.Time {
 }
 
 // CollectionNames returns the URL names of a project's two collections for a
-// user: the Reminders list (VTODO) and the deadlines calendar (VEVENT).
-// Distinct projects get distinct names: when the slug loses anything of the
-// name (case, punctuation, spaces, another script), a short hash of the name
-// is added, so "evil" and "EVIL!" never share a list. The hash makes the
-// name depend on nothing but the project, so every user and every restored
-// store gets the same one.
+// user: the Reminders list (VTODO) and the deadlines calendar (VEVENT). The
+// slug keeps ASCII letters and digits; a project named in another script
+// (or named "inbox", the list of tasks without a project) gets a short hash
+// of the name, so it never shares a list with another project. Names that
+// differ only in case or punctuation ("evil", "EVIL!") have one slug: the
+// writer gives the second of them the hashed form (writer.collectionNames),
+// so existing lists keep their names and ordinary ones stay readable.
 func CollectionNames(project string) (todos, events string) {
-	if slug := store.Slug(project); slug != project || project == "inbox" { // "inbox": tasks without a project
+	if lossy(project) || project == "inbox" {
 		return hashedCollectionNames(project)
 	}
-	if project == "" {
-		return "inbox-tasks", "inbox-deadlines"
+	slug := store.Slug(project)
+	if slug == "" {
+		slug = "inbox"
 	}
-	return project + "-tasks", project + "-deadlines"
+	return slug + "-tasks", slug + "-deadlines"
+}
+
+// lossy reports whether Slug drops a letter or digit of s.
+func lossy(s string) bool {
+	for _, r := range s {
+		if r > unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			return true
+		}
+	}
+	return false
 }
 
 // hashedCollectionNames are CollectionNames with the project's hash added.
