@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/duebridge/duebridge/config"
@@ -80,7 +81,9 @@ func (in *TaskInput) Validate() *FieldError {
 		return fe("id", "required")
 	case len(in.ID) > MaxIDLen:
 		return fe("id", "longer than %d bytes", MaxIDLen)
-	case !utf8.ValidString(in.ID) || strings.ContainsAny(in.ID, "\x00\r\n"):
+	case !utf8.ValidString(in.ID) || strings.ContainsFunc(in.ID, unicode.IsControl):
+		// The id is the task's identity (object name, UID): it cannot be
+		// normalised like text without merging distinct tasks.
 		return fe("id", "must be UTF-8 without control characters")
 	}
 	if !in.Deleted && strings.TrimSpace(in.Title) == "" {
