@@ -135,10 +135,12 @@ func TestDistinctProjectLists(t *testing.T) {
 	e := newDavEnv(t, nil)
 	projects := []string{"evil", "EVIL!", "Evil", "\u202eevil\u2066", "Release", "Ops"}
 	due := store.When{Time: e.now.Add(48 * time.Hour)}
+	var batch []bridge.TaskInput // one batch: its writes are deferred, names must not clash meanwhile
 	for i, p := range projects {
-		e.seed(bridge.TaskInput{ID: fmt.Sprintf("T-%d", i), Title: "t", Project: p, Assignees: []string{"alice"},
+		batch = append(batch, bridge.TaskInput{ID: fmt.Sprintf("T-%d", i), Title: "t", Project: p, Assignees: []string{"alice"},
 			Due: due, UpdatedAt: e.now, Version: 1})
 	}
+	e.seed(batch...)
 	colls := e.collections("alice")
 	if len(colls) != 2*len(projects) {
 		t.Fatalf("%d collections for %d projects: %+v", len(colls), len(projects), colls)
@@ -218,5 +220,63 @@ func TestProjectColourStable(t *testing.T) {
 	want := bridge.Palette[bridge.ProjectColor("Payments")]
 	if colour(a) != want || (bridge.ProjectColor("Zebra") != bridge.ProjectColor("Payments") && colour(b) != want) {
 		t.Fatalf("Payments is %s alone and %s after Zebra, want %s", colour(a), colour(b), want)
+	}
+}
+
+// TestSharedListSplitAtStart: a store from before distinct list names has
+// "evil" and "EVIL!" in one list; the re-render at start moves the second
+// project's tasks to a list of its own and leaves the first one's where
+// they were (the phone keeps its list).
+func TestSharedListSplitAtStart(t *testing.T) {
+	e := newDavEnv(t, nil)
+	e.seed(bridge.TaskInput{ID: "T-1", Title: "a", Project: "evil", Assignees: []string{"alice"}},
+		bridge.TaskInput{ID: "T-2", Title: "b", Project: "EVIL!", Assignees: []string{"alice"}})
+	ctx := context.Background()
+	// Make it look like the old store: T-2's reminder inside evil-tasks.
+	err := e.svc.Store().Update(ctx, func(tx store.Tx) error {
+		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice")
+		if err != nil || len(objs) != 1 {
+			return fmt.Errorf("T-2 objects %v: %v", objs, err)
+		}
+		o, err := tx.Object("alice", objs[0].Collection, objs[0].Name)
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteObject("alice", o.Collection, o.Name); err != nil {
+			return err
+		}
+		o.Collection = "evil-tasks"
+		if err := tx.PutObject(o); err != nil {
+			return err
+		}
+		return tx.Set("render_version", "1")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.RerenderIfStale(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = e.svc.Store().View(ctx, func(tx store.Tx) error {
+		in, err := tx.Objects("alice", "evil-tasks", false)
+		if err != nil {
+			return err
+		}
+		if len(in) != 1 || in[0].TaskID != "T-1" {
+			t.Errorf("evil-tasks holds %+v, want only T-1", in)
+		}
+		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice")
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if c, err := tx.Collection("alice", o.Collection); err != nil || c.Project != "EVIL!" {
+				t.Errorf("T-2 in %s, not a list of EVIL!'s own", o.Collection)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"net/url"
 	"runtime"
 	"slices"
@@ -237,7 +236,10 @@ type writer struct {
 	// colls caches each user's collections by name, as this transaction
 	// sees them (read once per user, kept up to date by ensureCollection).
 	colls map[string]map[string]store.Collection
-	inbox map[string]bool
+	// reserved: names collectionNames picked whose collection is not made
+	// yet (batch writes are deferred); they count as taken.
+	reserved map[[2]string]bool
+	inbox    map[string]bool
 	// created: tasks first stored by this transaction.
 	created map[[2]string]bool
 
@@ -305,7 +307,7 @@ func (w *writer) finish() error {
 }
 
 func (s *Service) newWriter(tx store.Tx, cfg *config.Config) *writer {
-	return &writer{s: s, tx: tx, cfg: cfg, colls: map[string]map[string]store.Collection{}, inbox: map[string]bool{},
+	return &writer{s: s, tx: tx, cfg: cfg, colls: map[string]map[string]store.Collection{}, reserved: map[[2]string]bool{}, inbox: map[string]bool{},
 		created: map[[2]string]bool{}, pending: map[[2]string]bool{}}
 }
 
@@ -585,10 +587,17 @@ func (w *writer) collectionNames(user, project string) (todos, events string, er
 		}
 		if _, taken := have[want]; taken {
 			ht, he := hashedCollectionNames(project)
+			want = ht
 			if kind == store.KindEvents {
-				return he
+				want = he
 			}
-			return ht
+		}
+		// Reserve the name now: in a batch the collection is made only when
+		// the deferred writes run, and another project of the same batch
+		// must not pick it meanwhile. ensureCollection replaces the entry.
+		if _, ok := have[want]; !ok {
+			have[want] = store.Collection{User: user, Name: want, Project: project, Kind: kind}
+			w.reserved[[2]string{user, want}] = true
 		}
 		return want
 	}
@@ -603,15 +612,22 @@ func (w *writer) ensureCollection(user, coll, kind, project string) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := have[coll]; ok {
+	k := [2]string{user, coll}
+	if _, ok := have[coll]; ok && !w.reserved[k] {
 		return nil
 	}
-	existing := slices.Collect(maps.Values(have))
+	var existing []store.Collection
+	for name, c := range have {
+		if !w.reserved[[2]string{user, name}] { // reserved names are not collections yet
+			existing = append(existing, c)
+		}
+	}
 	c := newCollection(user, coll, kind, project, existing)
 	if _, err := w.tx.EnsureCollection(c); err != nil {
 		return err
 	}
 	have[coll] = *c
+	delete(w.reserved, k)
 	return nil
 }
 
