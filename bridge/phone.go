@@ -401,9 +401,16 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ Phon
 	holder.Props.SetText(ical.PropUID, "x")
 	holder.Props.SetDateTime(ical.PropDateTimeStamp, time.Unix(0, 0).UTC())
 	for name, props := range c.Props {
-		if strings.HasPrefix(name, "X-") && !strings.HasPrefix(name, "X-DUEBRIDGE-") {
-			holder.Props[name] = props
+		if !strings.HasPrefix(name, "X-") || strings.HasPrefix(name, "X-DUEBRIDGE-") {
+			continue
 		}
+		one := ical.NewComponent(ical.CompAlarm) // any component: only the property is tried
+		one.Props[name] = props
+		if !encodable(one) {
+			dropped += len(props) // one odd property must not refuse the write (iOS retries for ever)
+			continue
+		}
+		holder.Props[name] = props
 	}
 	var acked map[string]string
 	for _, a := range c.Children {
