@@ -41,18 +41,18 @@ func DueInstant(w store.When, loc *time.Location) time.Time {
 }
 
 // CollectionNames returns the URL names of a project's two collections for a
-// user: the Reminders list (VTODO) and the deadlines calendar (VEVENT).
+// user: the Reminders list (VTODO) and the deadlines calendar (VEVENT). The
+// slug keeps ASCII letters and digits; a project named in another script
+// (or named "inbox", the list of tasks without a project) gets a short hash
+// of the name, so it never shares a list with another project. Names that
+// differ only in case or punctuation ("evil", "EVIL!") have one slug: the
+// writer gives the second of them the hashed form (writer.collectionNames),
+// so existing lists keep their names and ordinary ones stay readable.
 func CollectionNames(project string) (todos, events string) {
-	slug := store.Slug(project)
-	if lossy(project) {
-		// The slug keeps ASCII letters and digits only: without a hash,
-		// every project named in another script would share one list.
-		h := sha256.Sum256([]byte(project))
-		if slug != "" {
-			slug += "-"
-		}
-		slug += "p" + hex.EncodeToString(h[:4])
+	if lossy(project) || project == "inbox" {
+		return hashedCollectionNames(project)
 	}
+	slug := store.Slug(project)
 	if slug == "" {
 		slug = "inbox"
 	}
@@ -69,12 +69,48 @@ func lossy(s string) bool {
 	return false
 }
 
-// CollectionDisplayNames returns the names shown on the phone.
-func CollectionDisplayNames(project string) (todos, events string) {
-	if project == "" {
-		project = "Tasks"
+// hashedCollectionNames are CollectionNames with the project's hash added.
+func hashedCollectionNames(project string) (todos, events string) {
+	slug := store.Slug(project)
+	h := sha256.Sum256([]byte(project))
+	if slug != "" {
+		slug += "-"
 	}
-	return project, project + " deadlines"
+	slug += "p" + hex.EncodeToString(h[:4])
+	return slug + "-tasks", slug + "-deadlines"
+}
+
+// CollectionDisplayNames returns the names shown on the phone, on one line,
+// without control characters or bidi controls (a U+202E in a project name
+// would show the list's name reversed).
+func CollectionDisplayNames(project string) (todos, events string) {
+	name := cleanName(project)
+	if name == "" {
+		name = "Tasks"
+	}
+	return name, name + " deadlines"
+}
+
+// cleanName makes a one-line display name: line ends and tabs become
+// spaces, control and bidi formatting characters go, spaces are trimmed.
+func cleanName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\r' || r == '\n' || r == '\t':
+			return ' '
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || isBidiControl(r):
+			return -1
+		}
+		return r
+	}, s)
+	return strings.TrimSpace(s)
+}
+
+// isBidiControl reports the explicit directional formatting characters
+// (embeddings, overrides, isolates, marks) that can make text display in
+// an order other than its own.
+func isBidiControl(r rune) bool {
+	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // ObjectName is the URL segment of a task's object: stable, ASCII, and
@@ -156,17 +192,19 @@ type RenderInput struct {
 }
 
 // priorityValue maps our priority to iCalendar PRIORITY (1 highest, 9
-// lowest); iOS shows 1-4 as "!!!", 5 as "!!", 6-9 as "!".
+// lowest, 0 undefined). iOS shows 1 as "!!!", 5 as "!!", 9 as "!" and 0 (or
+// none) without marks, so an ordinary task must carry no PRIORITY at all:
+// urgent 1, high 5, low 9, normal 0 (the property is left out).
 func priorityValue(p string) int {
 	switch p {
 	case "urgent":
 		return 1
 	case "high":
-		return 3
+		return 5
 	case "low":
 		return 9
 	}
-	return 5
+	return 0
 }
 
 func setWhen(props ical.Props, name string, w store.When) {
@@ -199,7 +237,7 @@ func alarms(in RenderInput) []*ical.Component {
 		a.Props.SetText(ical.PropUID, uid)
 		setRaw(a.Props, "X-WR-ALARMUID", uid)
 		a.Props.SetText(ical.PropAction, "DISPLAY")
-		a.Props.SetText(ical.PropDescription, alarmText(t.Title, lead))
+		a.Props.SetText(ical.PropDescription, alarmText(cleanText(t.Title), lead))
 		trig := ical.NewProp(ical.PropTrigger)
 		trig.SetDateTime(at.UTC())
 		trig.SetValueType(ical.ValueDateTime)
@@ -271,12 +309,18 @@ func baseComponent(name, uid string, in RenderInput) *ical.Component {
 	if u, err := url.Parse(t.URL); err == nil && t.URL != "" && u.IsAbs() {
 		c.Props.SetURI(ical.PropURL, u)
 	}
-	prio := ical.NewProp(ical.PropPriority)
-	prio.Value = strconv.Itoa(priorityValue(t.Priority))
-	c.Props.Set(prio)
+	if n := priorityValue(t.Priority); n != 0 {
+		prio := ical.NewProp(ical.PropPriority)
+		prio.Value = strconv.Itoa(n)
+		c.Props.Set(prio)
+	}
 	if len(t.Labels) > 0 {
+		labels := make([]string, len(t.Labels))
+		for i, l := range t.Labels {
+			labels[i] = cleanText(l)
+		}
 		cat := ical.NewProp(ical.PropCategories)
-		cat.SetTextList(t.Labels)
+		cat.SetTextList(labels)
 		c.Props.Set(cat)
 	}
 	return c
@@ -364,7 +408,9 @@ func RenderEvent(in RenderInput) ([]byte, error) {
 		// No DTEND: a DATE-TIME DTSTART alone is an instant (RFC 5545 §3.6.1).
 		c.Props.SetDateTime(ical.PropDateTimeStart, t.Due.Time.UTC())
 	}
-	c.Children = append(c.Children, alarms(in)...)
+	// No alarms here: the reminder carries them. Both apps fire their own
+	// objects' alarms, so alarms on both would alert twice (and the
+	// deadline's cannot be snoozed or completed).
 	return encode(c)
 }
 

@@ -109,8 +109,8 @@ func TestRenderTodoGolden(t *testing.T) {
 	if got, _ := c.Props.Text(ical.PropSummary); got != in.Task.Title {
 		t.Errorf("SUMMARY round trip: %q", got)
 	}
-	if c.Props.Get(ical.PropSequence).Value != "3" || c.Props.Get(ical.PropPriority).Value != "3" {
-		t.Errorf("SEQUENCE/PRIORITY wrong")
+	if c.Props.Get(ical.PropSequence).Value != "3" || c.Props.Get(ical.PropPriority).Value != "5" {
+		t.Errorf("SEQUENCE/PRIORITY wrong (high is PRIORITY:5, iOS's medium)")
 	}
 	al := alarmsOf(c)
 	if len(al) != 2 {
@@ -177,17 +177,22 @@ func TestAlarmRules(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			task := sampleTask()
 			c.mutate(task)
-			for _, render := range []func(RenderInput) ([]byte, error){RenderTodo, RenderEvent} {
-				data, err := render(RenderInput{Task: task, User: c.user, LeadTimes: leads})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if data == nil {
-					continue // no VEVENT without a due time
-				}
-				if got := len(alarmsOf(decode(t, data))); got != c.want {
-					t.Errorf("%d alarms, want %d", got, c.want)
-				}
+			in := RenderInput{Task: task, User: c.user, LeadTimes: leads}
+			data, err := RenderTodo(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(alarmsOf(decode(t, data))); got != c.want {
+				t.Errorf("%d alarms, want %d", got, c.want)
+			}
+			// One alerting object per task: the reminder. The deadline
+			// event never carries alarms, or each alert fires twice.
+			ev, err := RenderEvent(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev != nil && len(alarmsOf(decode(t, ev))) != 0 {
+				t.Errorf("deadline event carries alarms:\n%s", ev)
 			}
 		})
 	}
@@ -268,6 +273,9 @@ func TestObjectNames(t *testing.T) {
 	}
 	if todo, _ := CollectionNames(""); todo != "inbox-tasks" {
 		t.Errorf("no project: %q", todo)
+	}
+	if todo, _ := CollectionNames("inbox"); todo == "inbox-tasks" {
+		t.Error("a project named inbox shares the list of tasks without a project")
 	}
 	// Projects in other scripts get lists of their own, not one shared "inbox".
 	ru, _ := CollectionNames("Релиз")

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/url"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/duebridge/duebridge/config"
@@ -77,7 +80,9 @@ func (in *TaskInput) Validate() *FieldError {
 		return fe("id", "required")
 	case len(in.ID) > MaxIDLen:
 		return fe("id", "longer than %d bytes", MaxIDLen)
-	case !utf8.ValidString(in.ID) || strings.ContainsAny(in.ID, "\x00\r\n"):
+	case !utf8.ValidString(in.ID) || strings.ContainsFunc(in.ID, unicode.IsControl):
+		// The id is the task's identity (object name, UID): it cannot be
+		// normalised like text without merging distinct tasks.
 		return fe("id", "must be UTF-8 without control characters")
 	}
 	if !in.Deleted && strings.TrimSpace(in.Title) == "" {
@@ -225,11 +230,16 @@ func sameContent(in *TaskInput, t *store.Task) bool {
 
 // writer applies changes inside one transaction, caching what it ensured.
 type writer struct {
-	s     *Service
-	tx    store.Tx
-	cfg   *config.Config
-	colls map[[2]string]bool
-	inbox map[string]bool
+	s   *Service
+	tx  store.Tx
+	cfg *config.Config
+	// colls caches each user's collections by name, as this transaction
+	// sees them (read once per user, kept up to date by ensureCollection).
+	colls map[string]map[string]store.Collection
+	// reserved: names collectionNames picked whose collection is not made
+	// yet (batch writes are deferred); they count as taken.
+	reserved map[[2]string]bool
+	inbox    map[string]bool
 	// created: tasks first stored by this transaction.
 	created map[[2]string]bool
 
@@ -300,7 +310,7 @@ func (w *writer) finish() error {
 }
 
 func (s *Service) newWriter(tx store.Tx, cfg *config.Config) *writer {
-	return &writer{s: s, tx: tx, cfg: cfg, colls: map[[2]string]bool{}, inbox: map[string]bool{},
+	return &writer{s: s, tx: tx, cfg: cfg, colls: map[string]map[string]store.Collection{}, reserved: map[[2]string]bool{}, inbox: map[string]bool{},
 		created: map[[2]string]bool{}, pending: map[[2]string]bool{}}
 }
 
@@ -461,13 +471,15 @@ func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (MailEvent, 
 // assigned: the user should see it; fresh: the assignment is new, which
 // un-hides a task the user had deleted on the phone.
 func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool) error {
-	todoColl, eventColl := CollectionNames(t.Project)
+	todoColl, eventColl, err := w.collectionNames(u.Name, t.Project)
+	if err != nil {
+		return err
+	}
 	name := ObjectName(t.Source, t.ID)
 	// A task first seen in this transaction has no per-user state and no
 	// objects yet: skip the lookups (they dominated batch ingest).
 	isNew := w.created[[2]string{t.Source, t.ID}]
 	var ut *store.UserTask
-	var err error
 	if !isNew {
 		ut, err = w.tx.UserTask(u.Name, t.Source, t.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -542,23 +554,155 @@ func (w *writer) putObject(user, coll, kind string, t *store.Task, name, uid str
 		Source: t.Source, TaskID: t.ID, ETag: etag, Data: data})
 }
 
+// userCollections returns a user's collections by name.
+func (w *writer) userCollections(user string) (map[string]store.Collection, error) {
+	if m, ok := w.colls[user]; ok {
+		return m, nil
+	}
+	list, err := w.tx.Collections(user)
+	if err != nil {
+		return nil, fmt.Errorf("list collections of %s: %w", user, err)
+	}
+	m := make(map[string]store.Collection, len(list))
+	for _, c := range list {
+		m[c.Name] = c
+	}
+	w.colls[user] = m
+	return m, nil
+}
+
+// collectionNames returns the names of a project's list and deadlines
+// calendar for a user. A collection the user already has for the project
+// keeps its name (stores made before CollectionNames added hashes keep
+// their lists); a new one gets CollectionNames, or its hashed form when
+// that name already belongs to another project, so two projects never
+// share a collection.
+func (w *writer) collectionNames(user, project string) (todos, events string, err error) {
+	have, err := w.userCollections(user)
+	if err != nil {
+		return "", "", err
+	}
+	todos, events = CollectionNames(project)
+	pick := func(want, kind string) string {
+		if c, ok := have[want]; ok && c.Project == project && c.Kind == kind {
+			return want
+		}
+		var own []string
+		for name, c := range have {
+			if c.Project == project && c.Kind == kind {
+				own = append(own, name)
+			}
+		}
+		if len(own) > 0 {
+			slices.Sort(own)
+			return own[0]
+		}
+		if _, taken := have[want]; taken {
+			ht, he := hashedCollectionNames(project)
+			want = ht
+			if kind == store.KindEvents {
+				want = he
+			}
+		}
+		// Reserve the name now: in a batch the collection is made only when
+		// the deferred writes run, and another project of the same batch
+		// must not pick it meanwhile. ensureCollection replaces the entry.
+		if _, ok := have[want]; !ok {
+			have[want] = store.Collection{User: user, Name: want, Project: project, Kind: kind}
+			w.reserved[[2]string{user, want}] = true
+		}
+		return want
+	}
+	return pick(todos, store.KindTodos), pick(events, store.KindEvents), nil
+}
+
+// ensureCollection creates a user's collection on first use, with the
+// project's colour and the next place in the order (see newCollection); an
+// existing one keeps what it has, including the user's own PROPPATCH.
 func (w *writer) ensureCollection(user, coll, kind, project string) error {
-	k := [2]string{user, coll}
-	if w.colls[k] {
-		return nil
-	}
-	todoName, eventName := CollectionDisplayNames(project)
-	display := todoName
-	color := "#1BADF8FF"
-	if kind == store.KindEvents {
-		display, color = eventName, "#FF2968FF"
-	}
-	if _, err := w.tx.EnsureCollection(&store.Collection{User: user, Name: coll, Project: project, Kind: kind,
-		DisplayName: display, Color: color}); err != nil {
+	have, err := w.userCollections(user)
+	if err != nil {
 		return err
 	}
-	w.colls[k] = true
+	k := [2]string{user, coll}
+	if _, ok := have[coll]; ok && !w.reserved[k] {
+		return nil
+	}
+	var existing []store.Collection
+	for name, c := range have {
+		if !w.reserved[[2]string{user, name}] { // reserved names are not collections yet
+			existing = append(existing, c)
+		}
+	}
+	c := newCollection(user, coll, kind, project, existing)
+	if _, err := w.tx.EnsureCollection(c); err != nil {
+		return err
+	}
+	have[coll] = *c
+	delete(w.reserved, k)
 	return nil
+}
+
+// Palette holds the colours lists and deadline calendars start with: iOS's
+// own calendar colours, distinct from each other, opaque (#RRGGBBAA, as
+// iOS writes them).
+var Palette = []string{
+	"#FF2968FF", // pink-red
+	"#1BADF8FF", // blue
+	"#63DA38FF", // green
+	"#FF9500FF", // orange
+	"#CC73E1FF", // purple
+	"#FFCC00FF", // yellow
+	"#A2845EFF", // brown
+	"#5856D6FF", // indigo
+	"#00C7BEFF", // teal
+	"#8E8E93FF", // grey
+}
+
+// ProjectColor is the colour a project's collections start with: picked
+// by a hash of the project name, so it depends neither on the order
+// projects arrive in nor on the user, and survives a rebuilt store.
+func ProjectColor(project string) int {
+	h := sha256.Sum256([]byte(project))
+	return int(binary.BigEndian.Uint32(h[:4]) % uint32(len(Palette)))
+}
+
+// newCollection builds a new collection given the user's existing ones. A
+// project's list and deadlines calendar share one colour, so the two are
+// recognisably the same project in both apps. The colour starts at
+// ProjectColor and moves to the next palette colour no other project of the
+// user has, so a user's first len(Palette) projects never look alike
+// (when two hash alike, the second one to arrive moves). The order is after
+// every existing collection of the user, so lists keep the order they
+// appeared in and no two share a place.
+func newCollection(user, coll, kind, project string, existing []store.Collection) *store.Collection {
+	todoName, eventName := CollectionDisplayNames(project)
+	display := todoName
+	if kind == store.KindEvents {
+		display = eventName
+	}
+	c := &store.Collection{User: user, Name: coll, Project: project, Kind: kind, DisplayName: display}
+	used := map[string]bool{}
+	for _, e := range existing {
+		c.Order = max(c.Order, e.Order+1)
+		if e.Project == project && e.Color != "" && c.Color == "" {
+			c.Color = e.Color // the sibling collection's colour, as the user may have set it
+		}
+		if e.Project != project {
+			used[strings.ToUpper(e.Color)] = true
+		}
+	}
+	if c.Color == "" {
+		first := ProjectColor(project)
+		c.Color = Palette[first]
+		for i := range Palette {
+			if p := Palette[(first+i)%len(Palette)]; !used[p] {
+				c.Color = p
+				break
+			}
+		}
+	}
+	return c
 }
 
 // Inbox is the name of the mailbox notifications go to.

@@ -16,6 +16,9 @@ type Metrics struct {
 	LoginCache    *prometheus.CounterVec   // result: hit|miss
 	HashChecks    prometheus.Counter       // bcrypt/argon2id verifications run
 	Mails         *prometheus.CounterVec   // event
+	// ClientPropsDropped counts client X- properties not kept because
+	// they went over limits.client_props_bytes.
+	ClientPropsDropped prometheus.Counter
 }
 
 // NewMetrics creates the collectors on a new registry, with Go and process
@@ -42,8 +45,11 @@ func NewMetrics() *Metrics {
 		Mails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_notification_mails_total", Help: "Notification mails stored, by event.",
 		}, []string{"event"}),
+		ClientPropsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_client_props_dropped_total", Help: "Client X- properties not kept because they went over limits.client_props_bytes.",
+		}),
 	}
-	m.Registry.MustRegister(m.WebhookTasks, m.StoreLatency, m.LoginFailures, m.LoginCache, m.Mails, m.HashChecks,
+	m.Registry.MustRegister(m.ClientPropsDropped, m.WebhookTasks, m.StoreLatency, m.LoginFailures, m.LoginCache, m.Mails, m.HashChecks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -22,7 +22,7 @@ import (
 // A PUT of a tracker-owned VTODO is never refused for what it changed, only
 // for its preconditions: iOS retries a refused write forever. Of its content
 // duebridge takes the completion state (done or not, reported to the task
-// system), the phone's own VALARMs and X-APPLE-* properties (kept per user
+// system), the phone's own VALARMs and X- properties (kept per user
 // and merged into every later rendering, so iOS does not switch alarms off),
 // and ignores the rest, which the tracker owns (title, due date,
 // description, priority, URL). A PUT that creates a new resource is a
@@ -107,13 +107,15 @@ type PhoneWriteResult struct {
 	ETag string
 	// Created: the resource did not exist before.
 	Created bool
-	// Verbatim: the stored object carries everything the client sent, so
-	// the client may keep its copy and use ETag. False when duebridge kept
-	// tracker-owned fields the client had changed: the client should then
-	// fetch the object again (RFC 4791 §5.3.4: no ETag in the answer).
+	// Verbatim: the stored object is byte for byte the request body, so
+	// the client may keep its copy and use ETag. False whenever duebridge
+	// stored anything else (its own rendering, a re-armed alarm, a new
+	// SEQUENCE, tracker-owned fields the client had changed): the client
+	// must then fetch the object again (RFC 4791 §5.3.4: no ETag).
 	Verbatim bool
 	// What happened, for logs and metrics: "created", "updated",
-	// "completed", "reopened", "phone-state", "unchanged".
+	// "completed", "reopened", "phone-state", "overridden" (only a
+	// tracker-owned field changed, and was kept), "unchanged".
 	Outcome string
 }
 
@@ -176,7 +178,7 @@ func (s *Service) PhonePut(ctx context.Context, pw PhoneWrite) (PhoneWriteResult
 		}
 		w := s.newWriter(tx, cfg)
 		if cur != nil && cur.Source != "" {
-			return w.phoneTaskPut(u, cur, comp, &res)
+			return w.phoneTaskPut(u, cur, comp, pw.Data, &res)
 		}
 		return w.phoneOwnPut(pw, cur, uid, &res)
 	})
@@ -247,7 +249,7 @@ func (w *writer) phoneOwnPut(pw PhoneWrite, cur *store.Object, uid string, res *
 }
 
 // phoneTaskPut applies a device's PUT of a tracker task's VTODO.
-func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Component, res *PhoneWriteResult) error {
+func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Component, data []byte, res *PhoneWriteResult) error {
 	t, err := w.tx.Task(cur.Source, cur.TaskID)
 	if err != nil {
 		return fmt.Errorf("task of %s/%s: %w", cur.Collection, cur.Name, err)
@@ -263,9 +265,14 @@ func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Comp
 		w.s.log.Warn("replacing unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
 		old = PhoneState{}
 	}
-	next, err := phoneStateOf(comp, ours(t, w.cfg.LeadTimesFor(u, w.cfg.Source(t.Source))))
+	next, dropped, err := phoneStateOf(comp, ours(t, w.cfg.LeadTimesFor(u, w.cfg.Source(t.Source))), w.cfg.Limits.ClientPropsBytes)
 	if err != nil {
 		return err
+	}
+	if dropped > 0 {
+		w.s.metrics.ClientPropsDropped.Add(float64(dropped))
+		w.s.log.Info("client properties over limits.client_props_bytes not kept", "user", u.Name,
+			"task", t.Source+"/"+t.ID, "dropped", dropped)
 	}
 	next.Bumps = old.Bumps
 	stateChanged := next.Alarms != old.Alarms || !slices.Equal(next.Props, old.Props) || !maps.Equal(next.Acked, old.Acked)
@@ -299,8 +306,30 @@ func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Comp
 	if err != nil {
 		return fmt.Errorf("re-read %s/%s: %w", cur.Collection, cur.Name, err)
 	}
+	if stored.ETag == cur.ETag && trackerFieldsChanged(comp, cur.Data, u.Location) {
+		// The client changed a field the task system owns and we kept ours:
+		// what it must fetch again has to differ from what it had, or a
+		// client that compares ETags (vdirsyncer, Thunderbird) keeps its
+		// own edit for good. A phone bump raises SEQUENCE and so the ETag.
+		next.Bumps++
+		ut.Extra = next.Encode()
+		if err := w.tx.PutUserTask(ut); err != nil {
+			return err
+		}
+		if err := w.syncObjects(u, t, slices.Contains(t.Assignees, u.Name), false); err != nil {
+			return err
+		}
+		if stored, err = w.tx.Object(u.Name, cur.Collection, cur.Name); err != nil {
+			return fmt.Errorf("re-read %s/%s: %w", cur.Collection, cur.Name, err)
+		}
+		if res.Outcome == "unchanged" {
+			res.Outcome = "overridden"
+		}
+	}
 	res.ETag = stored.ETag
-	res.Verbatim = !trackerFieldsChanged(comp, cur.Data, u.Location)
+	// RFC 4791 §5.3.4: an ETag in the answer tells the client its copy is
+	// the stored one, so only when the stored bytes are exactly the body.
+	res.Verbatim = bytes.Equal(stored.Data, data)
 	return nil
 }
 
@@ -361,17 +390,27 @@ func (s alarmSet) has(a *ical.Component) bool {
 }
 
 // phoneStateOf extracts what duebridge keeps of a device's VTODO: VALARMs
-// that are neither ours nor Apple's ACTION:NONE placeholder, and X-APPLE-*
-// properties. The form is canonical (go-ical sorts properties), so equal
-// content compares equal.
-func phoneStateOf(c *ical.Component, ourAlarms alarmSet) (PhoneState, error) {
+// that are neither ours nor Apple's ACTION:NONE placeholder, and every
+// client-private X- property (Apple's, Mozilla's X-MOZ-LASTACK and
+// X-MOZ-GENERATION, Evolution's), except duebridge's own. The properties
+// kept are bounded by maxProps bytes; dropped counts the ones left out.
+// The form is canonical (go-ical sorts properties), so equal content
+// compares equal.
+func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ PhoneState, dropped int, _ error) {
 	holder := ical.NewComponent(ical.CompToDo)
 	holder.Props.SetText(ical.PropUID, "x")
 	holder.Props.SetDateTime(ical.PropDateTimeStamp, time.Unix(0, 0).UTC())
 	for name, props := range c.Props {
-		if strings.HasPrefix(name, "X-APPLE-") {
-			holder.Props[name] = props
+		if !strings.HasPrefix(name, "X-") || strings.HasPrefix(name, "X-DUEBRIDGE-") {
+			continue
 		}
+		one := ical.NewComponent(ical.CompAlarm) // any component: only the property is tried
+		one.Props[name] = props
+		if !encodable(one) {
+			dropped += len(props) // one odd property must not refuse the write (iOS retries for ever)
+			continue
+		}
+		holder.Props[name] = props
 	}
 	var acked map[string]string
 	for _, a := range c.Children {
@@ -409,9 +448,10 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet) (PhoneState, error) {
 	cal.Children = append(cal.Children, holder)
 	var buf bytes.Buffer
 	if err := ical.NewEncoder(&buf).Encode(cal); err != nil {
-		return PhoneState{}, fmt.Errorf("%w: %v", ErrInvalidObject, err)
+		return PhoneState{}, 0, fmt.Errorf("%w: %v", ErrInvalidObject, err)
 	}
 	p := PhoneState{Acked: acked}
+	var propBytes int64
 	var alarms strings.Builder
 	depth := 0 // 1 in VCALENDAR, 2 in the VTODO, 3 in a VALARM
 	for _, line := range strings.Split(buf.String(), "\r\n") {
@@ -430,11 +470,16 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet) (PhoneState, error) {
 		case depth >= 3:
 			alarms.WriteString(line + "\r\n")
 		case depth == 2 && !strings.HasPrefix(line, "UID:") && !strings.HasPrefix(line, "DTSTAMP"):
+			if propBytes+int64(len(line)) > maxProps {
+				dropped++
+				continue
+			}
+			propBytes += int64(len(line))
 			p.Props = append(p.Props, line)
 		}
 	}
 	p.Alarms = alarms.String()
-	return p, nil
+	return p, dropped, nil
 }
 
 // encodable reports whether go-ical can write a component back out (it
@@ -490,8 +535,9 @@ func trackerFieldsChanged(c *ical.Component, rendered []byte, loc *time.Location
 }
 
 // priorityClass maps PRIORITY to what iOS shows (RFC 5545 §3.8.1.9 and
-// priorityValue): iOS writes its own value for a class (1 for high where
-// we wrote 3), which is no change.
+// priorityValue: urgent 1, high 5, low 9, normal none): a client writing
+// another value of the same class (2 where we wrote 1, 0 where we wrote
+// none) changed nothing.
 func priorityClass(p *ical.Prop) int {
 	if p == nil {
 		return 0

@@ -132,6 +132,9 @@ type Notifications struct {
 type Limits struct {
 	WebhookBodyBytes int64
 	ICalObjectBytes  int64
+	// ClientPropsBytes bounds the client-private X- properties kept per
+	// task and user from a device's writes (Mozilla's, Apple's, ...).
+	ClientPropsBytes int64
 	IMAPLiteralBytes int64
 	IMAPConnsPerUser int
 	// ConnsPerAddress caps concurrent connections from one client address

@@ -227,7 +227,7 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("notifications.lead_times = %v, want %v", c.Notifications.LeadTimes, want)
 	}
 	wantLimits := Limits{
-		WebhookBodyBytes: 1 << 20, ICalObjectBytes: 64 << 10, IMAPLiteralBytes: 2 << 20,
+		WebhookBodyBytes: 1 << 20, ICalObjectBytes: 64 << 10, ClientPropsBytes: 16 << 10, IMAPLiteralBytes: 2 << 20,
 		IMAPConnsPerUser: 5, ConnsPerAddress: 100, LoginFailureDelay: 2 * time.Second, LockoutFailures: 5, LockoutWindow: 30 * time.Minute,
 	}
 	if c.Limits != wantLimits {
@@ -333,7 +333,7 @@ func checkDefaults(t *testing.T, c *Config) {
 		t.Errorf("lead_times default = %v, want [24h 1h]", c.Notifications.LeadTimes)
 	}
 	want := Limits{
-		WebhookBodyBytes: 8 << 20, ICalObjectBytes: 256 << 10, IMAPLiteralBytes: 1 << 20, IMAPConnsPerUser: 20, ConnsPerAddress: 100,
+		WebhookBodyBytes: 8 << 20, ICalObjectBytes: 256 << 10, ClientPropsBytes: 16 << 10, IMAPLiteralBytes: 1 << 20, IMAPConnsPerUser: 20, ConnsPerAddress: 100,
 		LoginFailureDelay: time.Second, LockoutFailures: 10, LockoutWindow: 15 * time.Minute,
 	}
 	if c.Limits != want {

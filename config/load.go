@@ -55,6 +55,7 @@ type raw struct {
 	Limits struct {
 		WebhookBodyBytes  int64  `mapstructure:"webhook_body_bytes"`
 		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
+		ClientPropsBytes  int64  `mapstructure:"client_props_bytes"`
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
 		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
@@ -129,6 +130,7 @@ var defaults = map[string]any{
 	"notifications.lead_times":   []string{"24h", "1h"},
 	"limits.webhook_body_bytes":  int64(8 << 20),
 	"limits.ical_object_bytes":   int64(256 << 10),
+	"limits.client_props_bytes":  int64(16 << 10),
 	"limits.imap_literal_bytes":  int64(1 << 20),
 	"limits.imap_conns_per_user": 20,
 	"limits.conns_per_address":   100,
@@ -305,11 +307,12 @@ func (r *raw) validate() (*Config, error) {
 
 	c.Limits = Limits{
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
-		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
+		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
+		"limits.client_props_bytes": r.Limits.ClientPropsBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
 		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
 		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),

@@ -66,6 +66,9 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		}
 	}()
 	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: log, Now: o.Now})
+	if _, err := svc.RerenderIfStale(ctx); err != nil {
+		return fmt.Errorf("re-render stored objects: %w", err)
+	}
 	if cfg.Demo {
 		if err := seedDemo(ctx, svc); err != nil {
 			return fmt.Errorf("seed demo tasks: %w", err)
