@@ -124,10 +124,6 @@ func wantAlertsAt(t *testing.T, p *iphone.Phone, title string, from, to time.Tim
 	if distinct := slices.CompactFunc(slices.Clone(got), time.Time.Equal); !slices.EqualFunc(distinct, want, time.Time.Equal) {
 		t.Fatalf("alerts of %q between %s and %s at %v (%v), want at %v", title, from, to, got, apps, want)
 	}
-	if len(got) == 2*len(want) && slices.Contains(apps, "Reminders") && slices.Contains(apps, "Calendar") {
-		t.Logf("alerts of %q: %v from %v, want %v", title, got, apps, want)
-		knownDefect(t, "item 1 (every alert fires twice: Reminders and Calendar)")
-	}
 	t.Errorf("alerts of %q between %s and %s: %v (%v), want one at each of %v", title, from, to, got, apps, want)
 }
 
@@ -158,9 +154,6 @@ func TestIPhoneScenarios(t *testing.T) {
 		r, err := phone.Reminder("Ship release")
 		if err != nil {
 			t.Fatal(err)
-		}
-		if r.Marks == "!!" {
-			knownDefect(t, "item 3 (normal priority shows !!)")
 		}
 		if r.Marks != "" {
 			t.Errorf("Reminders shows %q for a normal task, want no marks", r.Marks)
@@ -205,9 +198,6 @@ func TestIPhoneScenarios(t *testing.T) {
 		}
 		if r.Completed {
 			t.Fatal("the reminder is still completed after un-ticking it")
-		}
-		if len(r.Alarms) == 0 {
-			knownDefect(t, "item 2 (PUT answer carries an ETag though the stored object differs)")
 		}
 		wantAlertsAt(t, phone, "Ship release", now, due.Add(time.Hour), at(due)...)
 	})
