@@ -213,7 +213,7 @@ var (
 	listIndex     = regexp.MustCompile(`\[\d+\]`)
 )
 
-// cleanDecodeError turns mapstructure's "'' has invalid keys: htpp" into
+// cleanDecodeError turns mapstructure's "” has invalid keys: htpp" into
 // "unknown key htpp (did you mean http?)", one problem per line, and names
 // the variable behind a value that came from the environment.
 func cleanDecodeError(err error, env map[string]string) error {
