@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -78,7 +79,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
 	}
 	defer httpLn.Close()
-	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress)
+	trusted := func() []netip.Prefix { return svc.Config().HTTP.TrustedProxies }
+	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress, trusted)
 
 	// TLS: certificates from files are re-read when the files change
 	// (renewal without restart), or come from ACME; every listener shares
@@ -94,13 +96,13 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		httpLn = tls.NewListener(httpLn, c)
 	}
 
-	mail, err := listenMail(cfg, svc, tlsConf, log)
+	mail, err := listenMail(cfg, svc, tlsConf, log, trusted)
 	if err != nil {
 		return err
 	}
 	defer mail.close()
 
-	httpSrv := newHTTPServer(routes(svc, log, setup.Options{Logger: log, Certificate: certs.Certificate, Root: certs.Root}),
+	httpSrv := newHTTPServer(realClient(routes(svc, log, setup.Options{Logger: log, Certificate: certs.Certificate, Root: certs.Root}), trusted),
 		log, o.HTTPTimeouts)
 
 	var wg sync.WaitGroup
