@@ -306,3 +306,12 @@ func prefixStrings(ps []netip.Prefix) []string {
 	}
 	return out
 }
+
+// Origin returns where a scalar key's value came from (FromDefault for a
+// Config not made by Load).
+func (c *Config) Origin(key string) Origin {
+	if o := c.origins[key]; o != "" {
+		return o
+	}
+	return FromDefault
+}

@@ -169,17 +169,25 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 }
 
 // printReady prints where everything is; for the demo also the credentials.
+// URLs use http.public_url, the name phones and trackers use; when the
+// server actually listens elsewhere (a reverse proxy or NAT in front, or
+// port 0) that address is printed too, so neither is a surprise.
 func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
 	return func(a Addrs, svc *bridge.Service) {
+		scheme := "http"
+		if cfg.TLS.Enabled() {
+			scheme = "https"
+		}
+		listening := scheme + "://" + a.HTTP.String()
 		base := svc.Config().HTTP.PublicURL.String()
-		if cfg.Demo || cfg.HTTP.Listen != a.HTTP.String() {
-			scheme := "http"
-			if cfg.TLS.Enabled() {
-				scheme = "https"
-			}
-			base = scheme + "://" + a.HTTP.String()
+		if cfg.Demo || cfg.Origin("http.public_url") == config.FromDefault {
+			base = listening // derived from http.listen: the real port
 		}
 		fmt.Fprintf(w, "duebridge is running\n")
+		if base != listening {
+			fmt.Fprintf(w, "  Public:   %s  (http.public_url: what phones and trackers use)\n", base)
+			fmt.Fprintf(w, "  Listens:  %s  (http.listen)\n", listening)
+		}
 		fmt.Fprintf(w, "  CalDAV:   %s/.well-known/caldav  (principal %s/dav/<user>/)\n", base, base)
 		if a.IMAP != nil {
 			fmt.Fprintf(w, "  IMAP:     %s\n", a.IMAP)
