@@ -152,7 +152,7 @@ func TestForwardedClient(t *testing.T) {
 	}{
 		{peer: "10.1.2.3:5000", xff: "203.0.113.5", want: "203.0.113.5"},
 		{peer: "10.1.2.3:5000", xff: "198.51.100.1, 203.0.113.5, 10.9.9.9", want: "203.0.113.5"}, // left of the first untrusted hop is the client's own claim
-		{peer: "192.0.2.1:5000", xff: "203.0.113.5", want: ""},                                  // not a trusted proxy: header ignored
+		{peer: "192.0.2.1:5000", xff: "203.0.113.5", want: ""},                                   // not a trusted proxy: header ignored
 		{peer: "10.1.2.3:5000", want: ""},
 		{peer: "[::1]:80", fwd: `for="[2001:db8::7]:4711";proto=https, for=10.0.0.2`, want: "2001:db8::7"},
 		{peer: "10.1.2.3:5000", fwd: "for=_hidden", want: ""},
