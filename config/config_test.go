@@ -698,6 +698,8 @@ func TestKeepRestartKeys(t *testing.T) {
 	changed.TLS.CertFile, changed.TLS.KeyFile = "/c.pem", "/k.pem"
 	changed.TLS.ACMEHosts, changed.TLS.ACMEEmail = []string{"x.example.com"}, "a@example.com"
 	changed.Mail.From = "y <y@example.com>"
+	changed.IMAP.ProxyProtocol, changed.Submission.ProxyProtocol = true, true
+	changed.Limits.ConnsPerAddress = 7
 	if len(RestartRequired(base, &changed)) == 0 {
 		t.Fatal("test edit changes no restart key")
 	}

@@ -52,7 +52,7 @@ var keys = []key{
 	{Name: "limits.ical_object_bytes", Default: int64(256 << 10), Doc: "largest calendar object a phone may PUT", Value: func(c *Config) any { return c.Limits.ICalObjectBytes }},
 	{Name: "limits.imap_literal_bytes", Default: int64(1 << 20), Doc: "largest IMAP literal", Value: func(c *Config) any { return c.Limits.IMAPLiteralBytes }},
 	{Name: "limits.imap_conns_per_user", Default: 20, Doc: "concurrent IMAP connections per user", Value: func(c *Config) any { return c.Limits.IMAPConnsPerUser }},
-	{Name: "limits.conns_per_address", Default: 100, Doc: "concurrent connections per client address (IPv6: /64) on each listener", Value: func(c *Config) any { return c.Limits.ConnsPerAddress }},
+	{Name: "limits.conns_per_address", Default: 100, Restart: true, Doc: "concurrent connections per client address (IPv6: /64) on each listener", Value: func(c *Config) any { return c.Limits.ConnsPerAddress }},
 	{Name: "limits.login_failure_delay", Default: "1s", Doc: "delay per recent failed login", Value: func(c *Config) any { return c.Limits.LoginFailureDelay.String() }},
 	{Name: "limits.lockout_failures", Default: 10, Doc: "failures of one name or address that lock it", Value: func(c *Config) any { return c.Limits.LockoutFailures }},
 	{Name: "limits.lockout_window", Default: "15m", Doc: "counting window and lock duration", Value: func(c *Config) any { return c.Limits.LockoutWindow.String() }},

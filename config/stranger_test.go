@@ -211,3 +211,35 @@ func TestEmailWithDisplayName(t *testing.T) {
 		t.Errorf("duplicate address behind a display name: %v", err)
 	}
 }
+
+// The README's key reference is generated from the key table, so it cannot
+// drift: DUEBRIDGE_TEST_UPDATE=1 go test ./config -run TestKeyReference rewrites it.
+func TestKeyReferenceInREADME(t *testing.T) {
+	for _, k := range knownKeys() {
+		if lookupKey(k) == nil && listKeyDocs[k] == "" && (strings.HasPrefix(k, "users") || strings.HasPrefix(k, "sources")) {
+			t.Errorf("list key %s has no line in listKeyDocs", k)
+		}
+	}
+	const begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
+	path := filepath.Join("..", "README.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md lacks the %q ... %q markers", begin, end)
+	}
+	want := s[:i+len(begin)] + Reference() + s[j:]
+	if want == s {
+		return
+	}
+	if os.Getenv("DUEBRIDGE_TEST_UPDATE") != "" {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("README.md's key reference is out of date; run DUEBRIDGE_TEST_UPDATE=1 go test ./config -run TestKeyReference")
+}

@@ -153,5 +153,6 @@ func KeepRestartKeys(running, c *Config) *Config {
 	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission // incl. proxy_protocol
 	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
 	cp.TLS.ACMEHosts, cp.TLS.ACMEEmail = running.TLS.ACMEHosts, running.TLS.ACMEEmail
+	cp.Limits.ConnsPerAddress = running.Limits.ConnsPerAddress // the listeners' wrappers took it at start
 	return &cp
 }
