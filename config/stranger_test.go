@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,4 +243,37 @@ func TestKeyReferenceInREADME(t *testing.T) {
 		return
 	}
 	t.Errorf("README.md's key reference is out of date; run DUEBRIDGE_TEST_UPDATE=1 go test ./config -run TestKeyReference")
+}
+
+// FuzzLoad: any file is either refused with an error or loads into a config
+// whose effective listing masks every secret it holds; nothing panics.
+func FuzzLoad(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join(testdata, "*.yaml"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("users:\n  - name: a\n    email: '\"A\" <a@example.com>'\n    password_hash: \"" + aliceHash + "\"\nsources:\n  - name: s\n    secret: fuzz-secret-1\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := load("", bytes.NewReader(b))
+		if err != nil {
+			if c != nil {
+				t.Fatal("a config and an error")
+			}
+			return
+		}
+		var all strings.Builder
+		for _, s := range c.Effective() {
+			all.WriteString(s.Value + "\n")
+		}
+		for _, s := range c.Sources {
+			if len(s.Secret) >= 8 && strings.Contains(all.String(), s.Secret) {
+				t.Fatalf("source secret %q shown", s.Secret)
+			}
+		}
+		if c.PostgresURL != "" && strings.Contains(all.String(), c.PostgresURL) {
+			t.Fatal("postgres_url shown")
+		}
+	})
 }

@@ -302,3 +302,27 @@ func TestIMAPProxyProtocol(t *testing.T) {
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// PROXY protocol on the submission listener: greeted after a header,
+// dropped without one; peers outside http.trusted_proxies are refused.
+func TestSubmissionProxyProtocol(t *testing.T) {
+	path := writeConfig(t, t.TempDir(), "alice")
+	appendConfig(t, path, "submission:\n  listen: 127.0.0.1:0\n  proxy_protocol: true\n")
+	cfg := loadConfig(t, path)
+	a, _ := serveReady(t, cfg, serveOptions{})
+	sub := a.Submission.String()
+	if _, _, greet := imapDial(t, sub, proxyHeader(t, 2, "203.0.113.9:1234", a.Submission)); !strings.HasPrefix(greet, "220 ") {
+		t.Errorf("greeting after a v2 header: %q", greet)
+	}
+	if _, _, greet := imapDial(t, sub, []byte("EHLO x\r\n")); greet != "" {
+		t.Errorf("served without a PROXY header: %q", greet)
+	}
+
+	t.Setenv("DUEBRIDGE_HTTP_TRUSTED_PROXIES", "192.0.2.0/24") // not loopback
+	t.Setenv("DUEBRIDGE_DATA_DIR", t.TempDir())                // a second server, its own store
+	cfg = loadConfig(t, path)
+	a, _ = serveReady(t, cfg, serveOptions{})
+	if _, _, greet := imapDial(t, a.Submission.String(), proxyHeader(t, 1, "203.0.113.9:1234", a.Submission)); greet != "" {
+		t.Errorf("a peer outside http.trusted_proxies was served: %q", greet)
+	}
+}
