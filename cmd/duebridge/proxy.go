@@ -135,8 +135,7 @@ func (l *proxyListener) run() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			l.err = err
-			l.Close()
+			l.shut(err)
 			return
 		}
 		go l.handshake(c)
@@ -174,11 +173,16 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *proxyListener) Close() error {
-	var err error
+func (l *proxyListener) Close() error { return l.shut(nil) }
+
+// shut closes the listener once; err (set before done closes, so Accept
+// reads it safely) is what Accept returns from then on, nil for a Close.
+func (l *proxyListener) shut(err error) error {
+	var cerr error
 	l.once.Do(func() {
+		l.err = err
 		close(l.done)
-		err = l.Listener.Close()
+		cerr = l.Listener.Close()
 	})
-	return err
+	return cerr
 }
