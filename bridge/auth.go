@@ -284,7 +284,7 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	}
 	now = s.now() // hashing and queueing took time
 	if !ok {
-		return nil, a.failed(ctx, protocol, name, client, lim, now)
+		return nil, a.failed(ctx, protocol, name, client, attempt(key), lim, now)
 	}
 	a.guard.success(name, client, now)
 	a.mu.Lock()
@@ -345,9 +345,9 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 }
 
 // failed records a failed attempt, logs and counts it, and waits the delay.
-func (a *authenticator) failed(ctx context.Context, protocol, name, client string, lim limits, now time.Time) error {
+func (a *authenticator) failed(ctx context.Context, protocol, name, client string, at attempt, lim limits, now time.Time) error {
 	s := a.s
-	r := a.guard.failure(name, client, now, lim)
+	r := a.guard.failure(name, client, at, now, lim)
 	s.metrics.LoginFailures.WithLabelValues(protocol).Inc()
 	delay := lim.delay * time.Duration(max(r.userFailures, r.clientFailures))
 	if ceiling := max(lim.delay, maxFailureDelay); delay > ceiling {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -252,7 +253,8 @@ func TestFailureDelayGrowsAndStopsWithTheClient(t *testing.T) {
 
 	for i, want := range []time.Duration{40 * time.Millisecond, 80 * time.Millisecond, 120 * time.Millisecond} {
 		start := time.Now()
-		mustFail(t, svc, "alice", "wrong", "192.0.2.9:1", bridge.ErrBadCredentials)
+		// Distinct passwords: a repeated one counts once (a stale device).
+		mustFail(t, svc, "alice", fmt.Sprintf("wrong-%d", i), "192.0.2.9:1", bridge.ErrBadCredentials)
 		if got := time.Since(start); got < want {
 			t.Errorf("failure %d answered after %v, want at least %v", i+1, got, want)
 		}

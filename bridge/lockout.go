@@ -48,9 +48,17 @@ type guard struct {
 }
 
 type failureLog struct {
-	times       []time.Time // failures within the window, oldest first
-	lockedUntil time.Time   // zero: not locked
+	times []time.Time // failures within the window, oldest first
+	// attempts[i] identifies the password tried at times[i]: a keyed hash
+	// (never the password), so a stale device repeating one wrong password
+	// counts once, not as a new guess each time. Zero: unknown, always new.
+	attempts    []attempt
+	lockedUntil time.Time // zero: not locked
 }
+
+// attempt is a keyed hash of a tried (name, password) pair; the zero value
+// stands for "unknown" and never matches.
+type attempt [32]byte
 
 func newGuard() *guard {
 	return &guard{keys: map[string]*failureLog{}, trusted: map[string]time.Time{}}
@@ -73,17 +81,23 @@ func userKey(name string) string {
 func clientKeyOf(client string) string { return "c\x00" + client }
 
 // locked reports whether an attempt for name from client is refused now,
-// and until when.
+// and until when. No lock applies to an address the user logged in from
+// successfully (trusted): the password is checked, so the user's own
+// devices keep working behind a NAT or proxy shared with whoever caused
+// the lock; wrong passwords from there are still slowed by the delay.
 func (g *guard) locked(name, client string, now time.Time) (time.Time, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.isTrusted(name, client, now) {
+		return time.Time{}, false
+	}
 	var until time.Time
 	if client != "" {
 		if fl := g.keys[clientKeyOf(client)]; fl != nil && now.Before(fl.lockedUntil) {
 			until = fl.lockedUntil
 		}
 	}
-	if fl := g.keys[userKey(name)]; fl != nil && now.Before(fl.lockedUntil) && !g.isTrusted(name, client, now) {
+	if fl := g.keys[userKey(name)]; fl != nil && now.Before(fl.lockedUntil) {
 		if fl.lockedUntil.After(until) {
 			until = fl.lockedUntil
 		}
@@ -111,19 +125,20 @@ type failureResult struct {
 }
 
 // failure records a failed attempt against the user name and the client
-// address and starts a lock on either when it reaches lim.failures.
-func (g *guard) failure(name, client string, now time.Time, lim limits) failureResult {
+// address and starts a lock on either when it reaches lim.failures. The
+// same attempt (name and password) within the window counts once.
+func (g *guard) failure(name, client string, at attempt, now time.Time, lim limits) failureResult {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var r failureResult
 	var ev *lockEvent
-	r.userFailures, ev = g.record(userKey(name), now, lim)
+	r.userFailures, ev = g.record(userKey(name), at, now, lim)
 	if ev != nil {
 		ev.scope, ev.key = "user", name
 		r.locks = append(r.locks, *ev)
 	}
 	if client != "" {
-		r.clientFailures, ev = g.record(clientKeyOf(client), now, lim)
+		r.clientFailures, ev = g.record(clientKeyOf(client), at, now, lim)
 		if ev != nil {
 			ev.scope, ev.key = "client", client
 			r.locks = append(r.locks, *ev)
@@ -132,7 +147,7 @@ func (g *guard) failure(name, client string, now time.Time, lim limits) failureR
 	return r
 }
 
-func (g *guard) record(key string, now time.Time, lim limits) (int, *lockEvent) {
+func (g *guard) record(key string, at attempt, now time.Time, lim limits) (int, *lockEvent) {
 	fl := g.keys[key]
 	if fl == nil {
 		if len(g.keys) >= maxGuardKeys {
@@ -147,21 +162,28 @@ func (g *guard) record(key string, now time.Time, lim limits) (int, *lockEvent) 
 		return max(lim.failures, 1), nil
 	}
 	fl.lockedUntil = time.Time{}
-	keep := fl.times[:0]
-	for _, t := range fl.times {
+	keep, keepAt := fl.times[:0], fl.attempts[:0]
+	repeat := false
+	for i, t := range fl.times {
 		if lim.window <= 0 || now.Sub(t) < lim.window {
-			keep = append(keep, t)
+			keep, keepAt = append(keep, t), append(keepAt, fl.attempts[i])
+			repeat = repeat || (at != attempt{} && fl.attempts[i] == at)
 		}
 	}
-	fl.times = append(keep, now)
+	fl.times, fl.attempts = keep, keepAt
+	if repeat {
+		return len(fl.times), nil // a stale device, not a new guess
+	}
+	fl.times, fl.attempts = append(fl.times, now), append(fl.attempts, at)
 	n := len(fl.times)
 	if lim.lockout() && n >= lim.failures {
 		fl.lockedUntil = now.Add(lim.window)
-		fl.times = nil // the count starts afresh when the lock ends
+		fl.times, fl.attempts = nil, nil // the count starts afresh when the lock ends
 		return n, &lockEvent{until: fl.lockedUntil}
 	}
 	if !lim.lockout() && n > 64 {
-		fl.times = fl.times[n-64:] // without lock-outs only the delay needs the count
+		// without lock-outs only the delay needs the count
+		fl.times, fl.attempts = fl.times[n-64:], fl.attempts[n-64:]
 	}
 	return n, nil
 }

@@ -33,7 +33,7 @@ func TestGuardKeysBounded(t *testing.T) {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	long := strings.Repeat("x", 1<<20)
 	for i := range 20 {
-		g.failure(long+strconv.Itoa(i), "192.0.2.1", now, lim)
+		g.failure(long+strconv.Itoa(i), "192.0.2.1", attempt{}, now, lim)
 	}
 	for k := range g.keys {
 		if len(k) > 2+maxKeyName {

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"net/netip"
 	"net/url"
 	"time"
 )
@@ -30,16 +31,26 @@ type Config struct {
 	Path string
 	// Demo is true for the built-in demo set-up (no config file).
 	Demo bool
+	// Warnings are problems that did not refuse the config (an unknown
+	// DUEBRIDGE_* variable); serve logs them, check-config prints them.
+	Warnings []string
+
+	origins map[string]Origin // scalar key → where its value came from
 }
 
 type HTTP struct {
 	Listen    string
-	PublicURL *url.URL
+	PublicURL *url.URL // scheme and host only: duebridge serves at the root
+	// TrustedProxies are the peers whose X-Forwarded-For / Forwarded
+	// headers name the real client (for lock-outs and per-address limits).
+	TrustedProxies []netip.Prefix
 }
 
 type IMAP struct {
 	Listen    string // plain (STARTTLS when TLS is configured)
 	TLSListen string // implicit TLS; "" = off
+	// ProxyProtocol: both IMAP listeners expect a PROXY v1/v2 header first.
+	ProxyProtocol bool
 }
 
 // Submission is the minimal SMTP submission listener iOS insists on for a
@@ -47,6 +58,8 @@ type IMAP struct {
 type Submission struct {
 	Listen    string // plain + STARTTLS; "" = off
 	TLSListen string // implicit TLS; "" = off
+	// ProxyProtocol: both submission listeners expect a PROXY v1/v2 header first.
+	ProxyProtocol bool
 }
 
 type TLS struct {
@@ -72,8 +85,11 @@ const (
 )
 
 type User struct {
-	Name         string
+	Name string
+	// Email is the bare address ("alice@example.com"); EmailName the
+	// display name when the config wrote `"Alice" <alice@example.com>`.
 	Email        string
+	EmailName    string
 	PasswordHash string
 	// AppPasswords are extra hashes a user may revoke one by one (a lost phone).
 	AppPasswords []AppPassword

@@ -69,7 +69,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		{file: "invalid_quiet_hours.yaml", key: "users[0].quiet_hours.start", also: `"25:00"`},
 		{file: "invalid_callback_url.yaml", key: "sources[0].callback_url", also: "not an absolute http(s) URL"},
 		{file: "invalid_duplicate_sources.yaml", key: "sources[1].name", also: "duplicate source"},
-		{file: "invalid_syntax.yaml", key: "invalid_syntax.yaml", also: "parse config"},
+		{file: "invalid_syntax.yaml", key: "invalid_syntax.yaml:4:", also: "YAML syntax error: did not find expected '-' indicator\n     email: alice@example.com\n     ^"},
 	}
 	// Every invalid file in testdata must be covered by the table.
 	files, err := filepath.Glob(filepath.Join(testdata, "invalid_*.yaml"))
@@ -207,7 +207,7 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("http.listen = %q", c.HTTP.Listen)
 	}
 	// The trailing slash is dropped so callers can append paths.
-	if got := c.HTTP.PublicURL.String(); got != "https://tasks.example.com/duebridge" {
+	if got := c.HTTP.PublicURL.String(); got != "https://tasks.example.com" {
 		t.Errorf("http.public_url = %q", got)
 	}
 	if c.IMAP != (IMAP{Listen: "0.0.0.0:1143", TLSListen: "0.0.0.0:993"}) {
@@ -317,7 +317,13 @@ func TestLoadValid(t *testing.T) {
 // checkDefaults asserts the values a file that says nothing else gets.
 func checkDefaults(t *testing.T, c *Config) {
 	t.Helper()
-	if c.DataDir != "./data" || c.Store != "sqlite" || c.PostgresURL != "" || c.StoreSource() != "./data" {
+	// The default data_dir sits beside the config file (or in the working
+	// directory without one).
+	wantData := "./data"
+	if c.Path != "" {
+		wantData = filepath.Join(filepath.Dir(c.Path), "data")
+	}
+	if c.DataDir != wantData || c.Store != "sqlite" || c.PostgresURL != "" || c.StoreSource() != wantData {
 		t.Errorf("store defaults: data_dir=%q store=%q postgres_url=%q", c.DataDir, c.Store, c.PostgresURL)
 	}
 	if c.HTTP.Listen != "127.0.0.1:8080" || c.HTTP.PublicURL == nil || c.HTTP.PublicURL.String() != "http://127.0.0.1:8080" {
@@ -514,9 +520,9 @@ func TestEnvOverrideRefused(t *testing.T) {
 }
 
 // Every leaf key of the YAML (outside the users and sources lists) needs a
-// default, or DUEBRIDGE_* cannot reach it when the file leaves it out
+// declaration with a default, or DUEBRIDGE_* cannot reach it when the file leaves it out
 // (LIBRARIES.md §5.2).
-func TestDefaultsCoverEveryLeafKey(t *testing.T) {
+func TestKeysCoverEveryLeafKey(t *testing.T) {
 	var keys []string
 	var walk func(prefix string, typ reflect.Type)
 	walk = func(prefix string, typ reflect.Type) {
@@ -534,13 +540,13 @@ func TestDefaultsCoverEveryLeafKey(t *testing.T) {
 	}
 	walk("", reflect.TypeOf(raw{}))
 	for _, k := range keys {
-		if _, ok := defaults[k]; !ok {
-			t.Errorf("no default for %s", k)
+		if lookupKey(k) == nil {
+			t.Errorf("no declaration (config.keys) for %s", k)
 		}
 	}
-	for k := range defaults {
+	for _, k := range declared() {
 		if !slices.Contains(keys, k) {
-			t.Errorf("default for unknown key %s", k)
+			t.Errorf("declaration for unknown key %s", k)
 		}
 	}
 	if len(keys) < 20 {
@@ -692,6 +698,8 @@ func TestKeepRestartKeys(t *testing.T) {
 	changed.TLS.CertFile, changed.TLS.KeyFile = "/c.pem", "/k.pem"
 	changed.TLS.ACMEHosts, changed.TLS.ACMEEmail = []string{"x.example.com"}, "a@example.com"
 	changed.Mail.From = "y <y@example.com>"
+	changed.IMAP.ProxyProtocol, changed.Submission.ProxyProtocol = true, true
+	changed.Limits.ConnsPerAddress = 7
 	if len(RestartRequired(base, &changed)) == 0 {
 		t.Fatal("test edit changes no restart key")
 	}
@@ -702,4 +710,12 @@ func TestKeepRestartKeys(t *testing.T) {
 	if kept.Mail.From != changed.Mail.From {
 		t.Error("a live key was put back")
 	}
+}
+
+func declared() []string {
+	var out []string
+	for _, k := range keys {
+		out = append(out, k.Name)
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -8,10 +9,13 @@ import (
 	"maps"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,16 +29,19 @@ type raw struct {
 	Store       string `mapstructure:"store"`
 	PostgresURL string `mapstructure:"postgres_url"`
 	HTTP        struct {
-		Listen    string `mapstructure:"listen"`
-		PublicURL string `mapstructure:"public_url"`
+		Listen         string   `mapstructure:"listen"`
+		PublicURL      string   `mapstructure:"public_url"`
+		TrustedProxies []string `mapstructure:"trusted_proxies"`
 	} `mapstructure:"http"`
 	IMAP struct {
-		Listen    string `mapstructure:"listen"`
-		TLSListen string `mapstructure:"tls_listen"`
+		Listen        string `mapstructure:"listen"`
+		TLSListen     string `mapstructure:"tls_listen"`
+		ProxyProtocol bool   `mapstructure:"proxy_protocol"`
 	} `mapstructure:"imap"`
 	Submission struct {
-		Listen    string `mapstructure:"listen"`
-		TLSListen string `mapstructure:"tls_listen"`
+		Listen        string `mapstructure:"listen"`
+		TLSListen     string `mapstructure:"tls_listen"`
+		ProxyProtocol bool   `mapstructure:"proxy_protocol"`
 	} `mapstructure:"submission"`
 	TLS struct {
 		CertFile  string   `mapstructure:"cert_file"`
@@ -108,41 +115,12 @@ type rawSource struct {
 	LeadTimes     []string          `mapstructure:"lead_times"`
 }
 
-// defaults registers every leaf key, which is also what lets DUEBRIDGE_* env
-// variables reach keys absent from the file (viper only overrides keys it knows).
-var defaults = map[string]any{
-	"data_dir":                   "./data",
-	"store":                      "sqlite",
-	"postgres_url":               "",
-	"http.listen":                "127.0.0.1:8080",
-	"http.public_url":            "",
-	"imap.listen":                "127.0.0.1:1143",
-	"imap.tls_listen":            "",
-	"submission.listen":          "",
-	"submission.tls_listen":      "",
-	"tls.cert_file":              "",
-	"tls.key_file":               "",
-	"tls.ca_file":                "",
-	"tls.acme_hosts":             []string{},
-	"tls.acme_email":             "",
-	"mail.from":                  "duebridge <tasks@duebridge.invalid>",
-	"mail.coalesce_window":       "2m",
-	"notifications.lead_times":   []string{"24h", "1h"},
-	"limits.webhook_body_bytes":  int64(8 << 20),
-	"limits.ical_object_bytes":   int64(256 << 10),
-	"limits.client_props_bytes":  int64(16 << 10),
-	"limits.imap_literal_bytes":  int64(1 << 20),
-	"limits.imap_conns_per_user": 20,
-	"limits.conns_per_address":   100,
-	"limits.login_failure_delay": "1s",
-	"limits.lockout_failures":    10,
-	"limits.lockout_window":      "15m",
-	"setup.profile_passwords":    false,
-	"setup.sign_profiles":        false,
-}
-
 // Load reads path (YAML) with environment overrides and validates the result.
-// path "" reads only defaults and the environment. Every error names the key.
+// path "" reads only defaults and the environment. Every error names the key
+// (and the DUEBRIDGE_* variable when the value came from one), one per line.
+// Relative paths in the file (and the default data_dir) resolve against the
+// file's directory, as nginx, Caddy and Dovecot do; relative paths from the
+// environment resolve against the working directory.
 func Load(path string) (*Config, error) {
 	if path == "" {
 		return load("", nil)
@@ -156,32 +134,73 @@ func Load(path string) (*Config, error) {
 }
 
 // load is Load on content already at hand (r nil: defaults and environment only);
-// path is only used in messages and Config.Path.
+// path is used in messages, to resolve relative paths, and as Config.Path.
 func load(path string, r io.Reader) (*Config, error) {
 	v := viper.New() // never the global instance: reloads must not share state
 	v.SetConfigType("yaml")
-	v.SetEnvPrefix("DUEBRIDGE")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	for k, d := range defaults {
-		v.SetDefault(k, d)
+	// Each scalar key is bound to its own variable (not AutomaticEnv), so
+	// DUEBRIDGE_USERS cannot replace the users list with a string.
+	env, warnings := envOverrides(getenviron())
+	for _, k := range keys {
+		v.SetDefault(k.Name, k.Default)
+		if err := v.BindEnv(k.Name, EnvVar(k.Name)); err != nil {
+			return nil, fmt.Errorf("bind %s: %w", EnvVar(k.Name), err)
+		}
 	}
 	if r != nil {
-		if err := v.ReadConfig(r); err != nil {
-			return nil, fmt.Errorf("parse config %s: %w", path, err)
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return nil, fmt.Errorf("read config %s: %w", path, err)
+		}
+		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+			return nil, syntaxError(path, b, err)
 		}
 	}
 	var rc raw
 	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToSliceHookFunc(","))
 	if err := v.UnmarshalExact(&rc, viper.DecodeHook(hook)); err != nil {
-		return nil, fmt.Errorf("config %s: %w", displayPath(path), cleanDecodeError(err))
+		return nil, fmt.Errorf("config %s:\n%w", displayPath(path), cleanDecodeError(err, env))
 	}
-	c, err := rc.validate()
+	origins := map[string]Origin{}
+	for _, k := range keys {
+		switch {
+		case env[k.Name] != "":
+			origins[k.Name] = FromEnv
+		case r != nil && v.InConfig(k.Name):
+			origins[k.Name] = FromFile
+		default:
+			origins[k.Name] = FromDefault
+		}
+	}
+	if path != "" {
+		rc.resolvePaths(filepath.Dir(path), origins)
+	}
+	c, err := rc.validate(env)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
+		return nil, fmt.Errorf("config %s:\n%w", displayPath(path), err)
 	}
 	c.Path = path
+	c.Warnings = warnings
+	c.origins = origins
 	return c, nil
+}
+
+// resolvePaths makes the file paths that came from the file or a default
+// absolute against dir, the config file's directory.
+func (r *raw) resolvePaths(dir string, origins map[string]Origin) {
+	fix := func(p *string, origin Origin) {
+		if *p != "" && origin != FromEnv && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for name, p := range map[string]*string{
+		"data_dir": &r.DataDir, "tls.cert_file": &r.TLS.CertFile, "tls.key_file": &r.TLS.KeyFile, "tls.ca_file": &r.TLS.CAFile,
+	} {
+		fix(p, origins[name])
+	}
+	for i := range r.Sources {
+		fix(&r.Sources[i].SecretFile, FromFile)
+	}
 }
 
 func displayPath(p string) string {
@@ -191,36 +210,69 @@ func displayPath(p string) string {
 	return p
 }
 
-// cleanDecodeError turns mapstructure's "” has invalid keys: htpp" into "unknown key htpp".
-func cleanDecodeError(err error) error {
-	msg := err.Error()
-	msg = strings.ReplaceAll(msg, "decoding failed due to the following error(s):\n\n", "")
-	re := regexp.MustCompile(`'([^']*)' has invalid keys: ([^\n]+)`)
-	msg = re.ReplaceAllStringFunc(msg, func(m string) string {
-		s := re.FindStringSubmatch(m)
-		keys := strings.Split(s[2], ", ")
-		for i, k := range keys {
-			if s[1] != "" {
-				keys[i] = s[1] + "." + k
-			}
+var (
+	invalidKeysRE = regexp.MustCompile(`'([^']*)' has invalid keys: ([^\n]+)`)
+	listIndex     = regexp.MustCompile(`\[\d+\]`)
+)
+
+// cleanDecodeError turns mapstructure's "” has invalid keys: htpp" into
+// "unknown key htpp (did you mean http?)", one problem per line, and names
+// the variable behind a value that came from the environment.
+func cleanDecodeError(err error, env map[string]string) error {
+	msg := strings.ReplaceAll(err.Error(), "decoding failed due to the following error(s):\n\n", "")
+	e := errs{env: env}
+	for _, line := range strings.Split(msg, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
 		}
-		return "unknown key " + strings.Join(keys, ", ")
-	})
-	return errors.New(msg)
+		if m := invalidKeysRE.FindStringSubmatch(line); m != nil {
+			for _, k := range strings.Split(m[2], ", ") {
+				if m[1] != "" {
+					k = m[1] + "." + k
+				}
+				hint := ""
+				if s := suggestKey(k); s != "" {
+					hint = fmt.Sprintf(" (did you mean %s?)", s)
+				}
+				e.addLine("unknown key " + k + hint)
+			}
+			continue
+		}
+		// "'limits.lockout_failures' cannot parse value as 'int'..."
+		if k, rest, ok := strings.Cut(strings.TrimPrefix(line, "'"), "' "); ok && strings.HasPrefix(line, "'") {
+			e.add(k, "%s", rest)
+			continue
+		}
+		e.addLine(line)
+	}
+	return e.err()
 }
 
 // errs collects "key: message" problems so an admin sees all of them at once.
-type errs []string
-
-func (e *errs) add(key, format string, a ...any) {
-	*e = append(*e, key+": "+fmt.Sprintf(format, a...))
+type errs struct {
+	list []string
+	// env maps a key to the DUEBRIDGE_* variable that set it: a problem
+	// with such a value names the variable, not the file.
+	env map[string]string
 }
 
-func (e errs) err() error {
-	if len(e) == 0 {
+func (e *errs) add(key, format string, a ...any) {
+	label := key
+	if v := e.env[listIndex.ReplaceAllString(key, "")]; v != "" {
+		label = key + " (from " + v + ")"
+	}
+	e.list = append(e.list, label+": "+fmt.Sprintf(format, a...))
+}
+
+func (e *errs) addLine(msg string) { e.list = append(e.list, msg) }
+
+// err is every problem, one per line, indented under the "config FILE:" line.
+func (e *errs) err() error {
+	if len(e.list) == 0 {
 		return nil
 	}
-	return errors.New(strings.Join(e, "; "))
+	return errors.New("  " + strings.Join(e.list, "\n  "))
 }
 
 var (
@@ -231,15 +283,16 @@ var (
 	hhmmRE   = regexp.MustCompile(`^([01]\d|2[0-3]):([0-5]\d)$`)
 )
 
-func (r *raw) validate() (*Config, error) {
-	var e errs
+func (r *raw) validate(env map[string]string) (*Config, error) {
+	e := errs{env: env}
 	c := &Config{
 		DataDir:     r.DataDir,
 		Store:       r.Store,
 		PostgresURL: r.PostgresURL,
 		HTTP:        HTTP{Listen: r.HTTP.Listen},
-		IMAP:        IMAP{Listen: r.IMAP.Listen, TLSListen: r.IMAP.TLSListen},
-		Submission:  Submission{Listen: r.Submission.Listen, TLSListen: r.Submission.TLSListen},
+		IMAP:        IMAP{Listen: r.IMAP.Listen, TLSListen: r.IMAP.TLSListen, ProxyProtocol: r.IMAP.ProxyProtocol},
+		Submission: Submission{Listen: r.Submission.Listen, TLSListen: r.Submission.TLSListen,
+			ProxyProtocol: r.Submission.ProxyProtocol},
 		TLS: TLS{CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile, CAFile: r.TLS.CAFile,
 			ACMEHosts: r.TLS.ACMEHosts, ACMEEmail: r.TLS.ACMEEmail},
 		Mail:  Mail{From: r.Mail.From},
@@ -274,9 +327,27 @@ func (r *raw) validate() (*Config, error) {
 	}
 	if u, err := url.Parse(pub); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		e.add("http.public_url", "not an absolute http(s) URL: %q", pub)
+	} else if p := strings.TrimSuffix(u.Path, "/"); p != "" || u.RawQuery != "" || u.Fragment != "" {
+		// Every route (and every href CalDAV hands out) is absolute from
+		// "/": a prefix would 404 everything. Reverse proxies must map the
+		// whole host.
+		e.add("http.public_url", "%q has a path; serve duebridge at the root of a host name (a reverse proxy may map a whole (sub)domain to it)", pub)
 	} else {
-		u.Path = strings.TrimSuffix(u.Path, "/")
+		u.Path = ""
 		c.HTTP.PublicURL = u
+	}
+	for i, s := range r.HTTP.TrustedProxies {
+		s = strings.TrimSpace(s)
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				e.add(fmt.Sprintf("http.trusted_proxies[%d]", i), "not an IP address or CIDR: %q", s)
+				continue
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		c.HTTP.TrustedProxies = append(c.HTTP.TrustedProxies, p.Masked())
 	}
 
 	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
@@ -329,7 +400,7 @@ func (r *raw) validate() (*Config, error) {
 	seenIdentity := map[string]int{} // kind + "\x00" + lower-cased identity → user index
 	for i, ru := range r.Users {
 		key := fmt.Sprintf("users[%d]", i)
-		u := User{Name: ru.Name, Email: ru.Email, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
+		u := User{Name: ru.Name, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
 		switch {
 		case ru.Name == "":
 			e.add(key+".name", "required")
@@ -342,12 +413,16 @@ func (r *raw) validate() (*Config, error) {
 			seenUser[strings.ToLower(ru.Name)] = i
 		}
 		if ru.Email != "" {
-			if _, err := mail.ParseAddress(ru.Email); err != nil {
+			// `"Alice" <alice@example.com>` is accepted: the address and
+			// the display name are kept apart, since the address alone
+			// goes into To:, the profile and CalDAV's email-address-set.
+			if a, err := mail.ParseAddress(ru.Email); err != nil {
 				e.add(key+".email", "not a mail address: %q", ru.Email)
-			} else if j, dup := seenEmail[strings.ToLower(ru.Email)]; dup {
-				e.add(key+".email", "duplicate email %q (also users[%d])", ru.Email, j)
+			} else if j, dup := seenEmail[strings.ToLower(a.Address)]; dup {
+				e.add(key+".email", "duplicate email %q (also users[%d])", a.Address, j)
 			} else {
-				seenEmail[strings.ToLower(ru.Email)] = i
+				seenEmail[strings.ToLower(a.Address)] = i
+				u.Email, u.EmailName = a.Address, a.Name
 			}
 		}
 		if ru.Password != "" {
@@ -356,8 +431,12 @@ func (r *raw) validate() (*Config, error) {
 		switch {
 		case ru.PasswordHash == "":
 			e.add(key+".password_hash", "required (make one with `duebridge hash-password`)")
-		case !IsPasswordHash(ru.PasswordHash):
+		case !looksLikeHash(ru.PasswordHash):
 			e.add(key+".password_hash", "not a bcrypt or argon2id hash; a plain password does not belong here (use `duebridge hash-password`)")
+		default:
+			if p := hashProblem(ru.PasswordHash); p != "" {
+				e.add(key+".password_hash", "%s; no password can match it (make a new one with `duebridge hash-password`)", p)
+			}
 		}
 		seenApp := map[string]bool{}
 		for j, ap := range ru.AppPasswords {
@@ -368,8 +447,8 @@ func (r *raw) validate() (*Config, error) {
 				e.add(ak+".name", "duplicate app password %q", ap.Name)
 			}
 			seenApp[ap.Name] = true
-			if !IsPasswordHash(ap.Hash) {
-				e.add(ak+".hash", "not a bcrypt or argon2id hash")
+			if p := hashProblem(ap.Hash); p != "" {
+				e.add(ak+".hash", "%s", p)
 			}
 			u.AppPasswords = append(u.AppPasswords, AppPassword{Name: ap.Name, Hash: ap.Hash})
 		}
@@ -576,32 +655,83 @@ func clock(e *errs, key, s string) (time.Duration, bool) {
 	return time.Duration(h)*time.Hour + time.Duration(min)*time.Minute, true
 }
 
-// IsPasswordHash reports whether s looks like a bcrypt or argon2id PHC hash.
-func IsPasswordHash(s string) bool {
-	switch {
-	case strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"), strings.HasPrefix(s, "$2y$"):
-		return len(s) == 60
-	case strings.HasPrefix(s, "$argon2id$"):
-		return validArgon2id(s)
+// IsPasswordHash reports whether s is a bcrypt or argon2id (PHC) hash that
+// a password can match.
+func IsPasswordHash(s string) bool { return hashProblem(s) == "" }
+
+// looksLikeHash: the prefix of a bcrypt or argon2id hash, whatever follows.
+func looksLikeHash(s string) bool {
+	for _, p := range []string{"$2a$", "$2b$", "$2y$", "$argon2id$"} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
 	}
 	return false
 }
 
-// validArgon2id checks the PHC form the login check parses
+// bcryptB64 is bcrypt's own base64 alphabet.
+const bcryptB64 = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// maxBcryptCost and the argon2id bounds refuse hashes that parse but make
+// every login take minutes or more (cost 31 is days per check).
+const (
+	maxBcryptCost = 16
+	maxArgonTime  = 64
+	maxArgonMem   = 1 << 22 // KiB: 4 GiB
+)
+
+// hashProblem says why s cannot serve as a password hash, or "" if it can.
+func hashProblem(s string) string {
+	switch {
+	case strings.HasPrefix(s, "$2a$"), strings.HasPrefix(s, "$2b$"), strings.HasPrefix(s, "$2y$"):
+		if len(s) != 60 || s[6] != '$' {
+			return "not a bcrypt hash: want 60 characters $2a$CC$ + 53 (salt and hash)"
+		}
+		cost, err := strconv.Atoi(s[4:6])
+		if err != nil || cost < 4 || cost > maxBcryptCost {
+			return fmt.Sprintf("bcrypt cost %q out of range (4 to %d)", s[4:6], maxBcryptCost)
+		}
+		for _, ch := range s[7:] {
+			if !strings.ContainsRune(bcryptB64, ch) {
+				return fmt.Sprintf("bcrypt hash holds %q, which is not in bcrypt's alphabet", ch)
+			}
+		}
+		return ""
+	case strings.HasPrefix(s, "$argon2id$"):
+		return argon2idProblem(s)
+	}
+	return "not a bcrypt or argon2id hash"
+}
+
+// argon2idProblem checks the PHC form the login check parses
 // ($argon2id$v=19$m=M,t=T,p=P$salt$key), so a hash that could never match
 // is refused at load rather than failing every login in silence.
-func validArgon2id(s string) bool {
+func argon2idProblem(s string) string {
 	parts := strings.Split(s, "$")
 	if len(parts) != 6 || parts[2] != "v=19" {
-		return false
+		return "not an argon2id hash: want $argon2id$v=19$m=M,t=T,p=P$SALT$KEY"
 	}
 	var m, t, p uint64
 	if n, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || n != 3 ||
-		m == 0 || m > 1<<22 || t == 0 || p == 0 || p > 255 {
-		return false
+		fmt.Sprintf("m=%d,t=%d,p=%d", m, t, p) != parts[3] {
+		return fmt.Sprintf("argon2id parameters %q: want m=M,t=T,p=P", parts[3])
+	}
+	switch {
+	case p == 0 || p > 255:
+		return fmt.Sprintf("argon2id p=%d out of range (1 to 255)", p)
+	case m < 8*p || m > maxArgonMem:
+		return fmt.Sprintf("argon2id m=%d out of range (8×p to %d KiB)", m, maxArgonMem)
+	case t == 0 || t > maxArgonTime:
+		return fmt.Sprintf("argon2id t=%d out of range (1 to %d)", t, maxArgonTime)
 	}
 	b64 := base64.RawStdEncoding
 	salt, err1 := b64.DecodeString(parts[4])
 	key, err2 := b64.DecodeString(parts[5])
-	return err1 == nil && err2 == nil && len(salt) > 0 && len(key) > 0 && len(key) <= 128
+	switch {
+	case err1 != nil || len(salt) < 8:
+		return "argon2id salt is not unpadded base64 of at least 8 bytes"
+	case err2 != nil || len(key) < 4 || len(key) > 128:
+		return "argon2id key is not unpadded base64 of 4 to 128 bytes"
+	}
+	return ""
 }

@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -132,27 +132,16 @@ func sum(b []byte) []byte {
 }
 
 // RestartRequired lists the keys that differ between old and new but only take
-// effect on restart (listeners, store), so a reload can report them.
+// effect on restart (listeners, store), so a reload can report them. The
+// keys are those declared Restart in the key table.
 func RestartRequired(old, new *Config) []string {
-	var keys []string
-	add := func(k string, changed bool) {
-		if changed {
-			keys = append(keys, k)
+	var out []string
+	for _, k := range keys {
+		if k.Restart && !reflect.DeepEqual(k.Value(old), k.Value(new)) {
+			out = append(out, k.Name)
 		}
 	}
-	add("data_dir", old.DataDir != new.DataDir)
-	add("store", old.Store != new.Store)
-	add("postgres_url", old.PostgresURL != new.PostgresURL)
-	add("http.listen", old.HTTP.Listen != new.HTTP.Listen)
-	add("imap.listen", old.IMAP.Listen != new.IMAP.Listen)
-	add("imap.tls_listen", old.IMAP.TLSListen != new.IMAP.TLSListen)
-	add("submission.listen", old.Submission.Listen != new.Submission.Listen)
-	add("submission.tls_listen", old.Submission.TLSListen != new.Submission.TLSListen)
-	add("tls.cert_file", old.TLS.CertFile != new.TLS.CertFile)
-	add("tls.key_file", old.TLS.KeyFile != new.TLS.KeyFile)
-	add("tls.acme_hosts", !slices.Equal(old.TLS.ACMEHosts, new.TLS.ACMEHosts))
-	add("tls.acme_email", old.TLS.ACMEEmail != new.TLS.ACMEEmail)
-	return keys
+	return out
 }
 
 // KeepRestartKeys returns c with the keys RestartRequired lists set back to
@@ -161,8 +150,9 @@ func RestartRequired(old, new *Config) []string {
 func KeepRestartKeys(running, c *Config) *Config {
 	cp := *c
 	cp.DataDir, cp.Store, cp.PostgresURL = running.DataDir, running.Store, running.PostgresURL
-	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission
+	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission // incl. proxy_protocol
 	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
 	cp.TLS.ACMEHosts, cp.TLS.ACMEEmail = running.TLS.ACMEHosts, running.TLS.ACMEEmail
+	cp.Limits.ConnsPerAddress = running.Limits.ConnsPerAddress // the listeners' wrappers took it at start
 	return &cp
 }

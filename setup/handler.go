@@ -84,9 +84,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case ProfilePath:
 		h.profile(w, r)
 	default:
-		http.NotFound(w, r)
+		// "/setup/", "/setup/index.html", "/" and whatever else a person
+		// types on the way: send them to the page rather than a 404.
+		http.Redirect(w, r, PagePath, http.StatusFound)
 	}
 }
+
+// Typed are the patterns a person may type for the setup page, besides
+// PagePath; mount the handler on them too (it redirects them to PagePath).
+var Typed = []string{"GET /{$}", "GET /setup/"}
 
 // login checks Basic credentials; on failure it has answered the request.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) (*config.Config, *config.User, string, bool) {

@@ -67,8 +67,12 @@ can reach.</p></div>{{end}}
 <li>Open <b>Settings</b>, tap <b>Profile Downloaded</b> near the top (or General &gt; VPN &amp; Device Management) and install it within 8 minutes.</li>
 {{if not .PasswordInProfile}}<li>Enter your password when asked; mail sending uses the same one.</li>{{end}}
 {{if .CAs}}<li>Then turn on full trust for <b>{{(index .CAs 0).Name}}</b> under Settings &gt; General &gt; About &gt; Certificate Trust Settings. Without it the phone cannot verify the server.</li>{{end}}
-<li>Your tasks appear in Calendar and Reminders, notifications in Mail.</li>
+<li>Your tasks appear in Calendar and Reminders{{if .Account.SMTP.Enabled}}, notifications in Mail{{end}}.</li>
 </ol>
+{{if not .Account.SMTP.Enabled}}<div class="note" id="no-mail"><p>The profile has no mail account: this server runs no outgoing mail
+server (SMTP submission), and iOS will not keep a mail account without one. Calendar and Reminders work without it.
+To get notification mails, ask the administrator to set <code>submission.listen</code> (or <code>submission.tls_listen</code>)
+and download the profile again.</p></div>{{end}}
 {{if .PasswordInProfile}}<div class="note"><p>The profile contains the password you logged in with. Keep the file to yourself;
 log in here with an app password so that a lost phone can be shut out alone.</p></div>{{end}}
 {{if .Signed}}<p>The profile is signed with the server's certificate.</p>{{end}}
@@ -103,7 +107,7 @@ log in here with an app password so that a lost phone can be shut out alone.</p>
 <dt>User name</dt><dd>{{.Account.User}}</dd>
 </dl>
 <p>duebridge accepts the login but sends no mail: replies from the phone fail on purpose.</p>
-{{else}}<p>This server runs no outgoing server. iOS still asks for one: enter the host name {{.Account.SMTP.Host}}; sending will fail, which is expected.</p>{{end}}
+{{else}}<p>None: this server runs no outgoing mail server (see above), so a mail account cannot be set up yet.</p>{{end}}
 {{range .CAs}}<h3>Certificate authority</h3>
 <dl>
 <dt>Name</dt><dd>{{.Name}}</dd>

@@ -85,25 +85,24 @@ func Profile(a Account, o ProfileOptions) []byte {
 	}
 	// iOS requires an outgoing server (OutgoingMailServerHostName and
 	// OutgoingMailServerAuthentication are mandatory keys). Without a
-	// submission listener the host is still named, with no port: sending
-	// then fails visibly on the phone, as it would anyway.
-	mail = append(mail, kv{"OutgoingMailServerHostName", a.SMTP.Host})
-	if a.SMTP.Enabled {
-		mail = append(mail,
-			kv{"OutgoingMailServerPortNumber", a.SMTP.Port},
-			kv{"OutgoingMailServerUseSSL", a.SMTP.SSL},
-			kv{"OutgoingMailServerAuthentication", "EmailAuthPassword"},
-			kv{"OutgoingMailServerUsername", a.User},
-			kv{"OutgoingPasswordSameAsIncomingPassword", true},
-		)
-		if o.Password != "" {
-			mail = append(mail, kv{"OutgoingPassword", o.Password})
-		}
-	} else {
-		mail = append(mail, kv{"OutgoingMailServerAuthentication", "EmailAuthNone"})
+	// submission listener there is no port to name and iOS would guess
+	// one, so the mail account is left out; the setup page says why.
+	mail = append(mail,
+		kv{"OutgoingMailServerHostName", a.SMTP.Host},
+		kv{"OutgoingMailServerPortNumber", a.SMTP.Port},
+		kv{"OutgoingMailServerUseSSL", a.SMTP.SSL},
+		kv{"OutgoingMailServerAuthentication", "EmailAuthPassword"},
+		kv{"OutgoingMailServerUsername", a.User},
+		kv{"OutgoingPasswordSameAsIncomingPassword", true},
+	)
+	if o.Password != "" {
+		mail = append(mail, kv{"OutgoingPassword", o.Password})
 	}
 
-	content := array{caldav, mail}
+	content := array{caldav}
+	if a.SMTP.Enabled {
+		content = append(content, mail)
+	}
 	for i, ca := range o.CAs {
 		name := ca.Subject.CommonName
 		if name == "" {

@@ -2,26 +2,33 @@ package main
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
 // perAddressListener caps concurrent connections from one client address
 // (IPv6 by /64), so one host cannot take every IMAP, submission or HTTP slot
 // before logging in. Loopback is exempt: a local reverse proxy or the load
-// tool speaks for many clients. Over the cap a connection is closed at once.
+// tool speaks for many clients, and so are the http.trusted_proxies (a
+// reverse proxy's connections carry many clients; the limits apply to the
+// clients it names). Over the cap a connection is closed at once.
 type perAddressListener struct {
 	net.Listener
-	max int
+	max    int
+	exempt func() []netip.Prefix // read per connection: the key reloads live
 
 	mu    sync.Mutex
 	count map[string]int
 }
 
-func limitPerAddress(ln net.Listener, max int) net.Listener {
+func limitPerAddress(ln net.Listener, max int, exempt func() []netip.Prefix) net.Listener {
 	if max <= 0 {
 		return ln
 	}
-	return &perAddressListener{Listener: ln, max: max, count: map[string]int{}}
+	if exempt == nil {
+		exempt = func() []netip.Prefix { return nil }
+	}
+	return &perAddressListener{Listener: ln, max: max, exempt: exempt, count: map[string]int{}}
 }
 
 func (l *perAddressListener) Accept() (net.Conn, error) {
@@ -31,7 +38,7 @@ func (l *perAddressListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		key, limited := addressKey(c.RemoteAddr())
-		if !limited {
+		if !limited || inPrefixes(peerIP(c.RemoteAddr().String()), l.exempt()) {
 			return c, nil
 		}
 		l.mu.Lock()

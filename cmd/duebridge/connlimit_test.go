@@ -40,7 +40,7 @@ func dialFrom(f *fakeListener, ip string) *addrConn {
 
 func TestLimitPerAddress(t *testing.T) {
 	f := &fakeListener{conns: make(chan net.Conn, 16)}
-	ln := limitPerAddress(f, 2)
+	ln := limitPerAddress(f, 2, nil)
 	accept := func() net.Conn {
 		c, err := ln.Accept()
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/duebridge/duebridge/bridge"
@@ -32,7 +33,7 @@ type mailListener struct {
 // listenMail binds every configured IMAP and submission address (plain ones
 // offer STARTTLS when TLS is configured; tls_listen ones are implicit TLS).
 // Nothing is served until serve.
-func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, log *slog.Logger) (*mailServers, error) {
+func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, log *slog.Logger, trusted func() []netip.Prefix) (*mailServers, error) {
 	var imapTLS, subTLS *tls.Config
 	if tlsConf != nil {
 		imapTLS, subTLS = tlsConf.Clone(), tlsConf.Clone()
@@ -57,13 +58,14 @@ func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, lo
 	}
 	for _, l := range []struct {
 		name, key, addr string
+		proxy           bool // imap.proxy_protocol / submission.proxy_protocol
 		serve           func(net.Listener) error
 		dst             func(*Addrs) *net.Addr
 	}{
-		{"imap", "imap.listen", cfg.IMAP.Listen, m.imap.Serve, func(a *Addrs) *net.Addr { return &a.IMAP }},
-		{"imaps", "imap.tls_listen", cfg.IMAP.TLSListen, m.imap.ServeTLS, func(a *Addrs) *net.Addr { return &a.IMAPTLS }},
-		{"submission", "submission.listen", cfg.Submission.Listen, m.sub.Serve, func(a *Addrs) *net.Addr { return &a.Submission }},
-		{"submissions", "submission.tls_listen", cfg.Submission.TLSListen, m.sub.ServeTLS, func(a *Addrs) *net.Addr { return &a.SubmissionTLS }},
+		{"imap", "imap.listen", cfg.IMAP.Listen, cfg.IMAP.ProxyProtocol, m.imap.Serve, func(a *Addrs) *net.Addr { return &a.IMAP }},
+		{"imaps", "imap.tls_listen", cfg.IMAP.TLSListen, cfg.IMAP.ProxyProtocol, m.imap.ServeTLS, func(a *Addrs) *net.Addr { return &a.IMAPTLS }},
+		{"submission", "submission.listen", cfg.Submission.Listen, cfg.Submission.ProxyProtocol, m.sub.Serve, func(a *Addrs) *net.Addr { return &a.Submission }},
+		{"submissions", "submission.tls_listen", cfg.Submission.TLSListen, cfg.Submission.ProxyProtocol, m.sub.ServeTLS, func(a *Addrs) *net.Addr { return &a.SubmissionTLS }},
 	} {
 		if l.addr == "" {
 			continue
@@ -73,7 +75,12 @@ func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, lo
 			m.close()
 			return nil, fmt.Errorf("listen %s %s (%s): %w", l.name, l.addr, l.key, err)
 		}
-		ln = limitPerAddress(ln, cfg.Limits.ConnsPerAddress)
+		if l.proxy {
+			// The header first, so the per-address limit and every login
+			// see the client the proxy names.
+			ln = acceptProxyProtocol(ln, trusted, log)
+		}
+		ln = limitPerAddress(ln, cfg.Limits.ConnsPerAddress, nil)
 		m.lns = append(m.lns, mailListener{name: l.name, ln: ln, serve: l.serve, addr: l.dst})
 	}
 	return m, nil

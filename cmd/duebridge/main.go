@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -62,6 +63,9 @@ webhook source; the credentials are printed at start-up.`,
 			if err != nil {
 				return err
 			}
+			for _, w := range cfg.Warnings {
+				logger.Warn(w)
+			}
 			if dataDir != "" {
 				cfg.DataDir = dataDir
 			}
@@ -76,10 +80,14 @@ webhook source; the credentials are printed at start-up.`,
 
 func checkConfigCmd() *cobra.Command {
 	var cfgPath string
+	var print bool
 	cmd := &cobra.Command{
 		Use:   "check-config",
 		Short: "Validate a config file and exit non-zero if it is refused",
-		Args:  cobra.NoArgs,
+		Long: `Validate a config file (with its DUEBRIDGE_* environment overrides) and exit
+non-zero if it is refused. --print also shows the effective value of every
+key, secrets masked, and where it came from: default, file or env.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfgPath == "" {
 				return errors.New("--config is required")
@@ -88,12 +96,50 @@ func checkConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK (%d users, %d sources, store %s)\n", cfgPath, len(cfg.Users), len(cfg.Sources), cfg.Store)
+			out := cmd.OutOrStdout()
+			for _, w := range cfg.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
+			if print {
+				printEffective(out, cfg)
+			}
+			fmt.Fprintf(out, "%s: OK (%s, %s, store %s)\n", cfgPath,
+				plural(len(cfg.Users), "user"), plural(len(cfg.Sources), "source"), cfg.Store)
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file")
+	cmd.Flags().BoolVar(&print, "print", false, "print the effective config (secrets masked) and where each value came from")
 	return cmd
+}
+
+// printEffective prints one key per line: key, value, origin.
+func printEffective(w io.Writer, cfg *config.Config) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, s := range cfg.Effective() {
+		if strings.HasPrefix(s.Key, "users[") || strings.HasPrefix(s.Key, "sources[") {
+			tw.Flush() // long lines: keep them out of the columns
+			fmt.Fprintf(w, "%s: %s (%s)\n", s.Key, s.Value, s.Origin)
+			continue
+		}
+		origin := string(s.Origin)
+		if s.Env != "" {
+			origin += " " + s.Env
+		}
+		v := s.Value
+		if v == "" {
+			v = `""`
+		}
+		fmt.Fprintf(tw, "%s\t%s\t(%s)\n", s.Key, v, origin)
+	}
+	tw.Flush()
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func hashPasswordCmd() *cobra.Command {
@@ -155,9 +201,17 @@ func newLogger(w *os.File, debug bool) *slog.Logger {
 	if debug {
 		level = slog.LevelDebug
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: readableDurations}
 	if term.IsTerminal(int(w.Fd())) {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// readableDurations logs durations as "1s", not 1000000000 (JSON's default).
+func readableDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }

@@ -33,6 +33,9 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 	setupHandler := setup.NewHandler(svc, setupOpts)
 	mux.Handle("GET "+setup.PagePath, setupHandler)
 	mux.Handle("GET "+setup.ProfilePath, setupHandler)
+	for _, p := range setup.Typed { // "/setup/", "/": redirected to the page
+		mux.Handle(p, setupHandler)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))

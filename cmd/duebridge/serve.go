@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -81,7 +82,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
 	}
 	defer httpLn.Close()
-	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress)
+	trusted := func() []netip.Prefix { return svc.Config().HTTP.TrustedProxies }
+	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress, trusted)
 
 	// TLS: certificates from files are re-read when the files change
 	// (renewal without restart), or come from ACME; every listener shares
@@ -97,13 +99,13 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		httpLn = tls.NewListener(httpLn, c)
 	}
 
-	mail, err := listenMail(cfg, svc, tlsConf, log)
+	mail, err := listenMail(cfg, svc, tlsConf, log, trusted)
 	if err != nil {
 		return err
 	}
 	defer mail.close()
 
-	httpSrv := newHTTPServer(routes(svc, log, setup.Options{Logger: log, Certificate: certs.Certificate, Root: certs.Root}),
+	httpSrv := newHTTPServer(realClient(routes(svc, log, setup.Options{Logger: log, Certificate: certs.Certificate, Root: certs.Root}), trusted),
 		log, o.HTTPTimeouts)
 
 	var wg sync.WaitGroup
@@ -170,17 +172,25 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 }
 
 // printReady prints where everything is; for the demo also the credentials.
+// URLs use http.public_url, the name phones and trackers use; when the
+// server actually listens elsewhere (a reverse proxy or NAT in front, or
+// port 0) that address is printed too, so neither is a surprise.
 func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
 	return func(a Addrs, svc *bridge.Service) {
+		scheme := "http"
+		if cfg.TLS.Enabled() {
+			scheme = "https"
+		}
+		listening := scheme + "://" + a.HTTP.String()
 		base := svc.Config().HTTP.PublicURL.String()
-		if cfg.Demo || cfg.HTTP.Listen != a.HTTP.String() {
-			scheme := "http"
-			if cfg.TLS.Enabled() {
-				scheme = "https"
-			}
-			base = scheme + "://" + a.HTTP.String()
+		if cfg.Demo || cfg.Origin("http.public_url") == config.FromDefault {
+			base = listening // derived from http.listen: the real port
 		}
 		fmt.Fprintf(w, "duebridge is running\n")
+		if base != listening {
+			fmt.Fprintf(w, "  Public:   %s  (http.public_url: what phones and trackers use)\n", base)
+			fmt.Fprintf(w, "  Listens:  %s  (http.listen)\n", listening)
+		}
 		fmt.Fprintf(w, "  CalDAV:   %s/.well-known/caldav  (principal %s/dav/<user>/)\n", base, base)
 		if a.IMAP != nil {
 			fmt.Fprintf(w, "  IMAP:     %s\n", a.IMAP)
