@@ -63,6 +63,8 @@ type Handler struct {
 	epoch  epochCache
 	health *syncHealth
 	writes *prometheus.CounterVec
+	// limits counts requests and objects that hit a limit, by limit.
+	limits *prometheus.CounterVec
 	// escapes caches objects' XML-escaped calendar-data by ETag.
 	escapes *escapeCache
 	// objects caches what multiget served, per collection revision.
@@ -84,7 +86,25 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 		Name: "duebridge_caldav_writes_total",
 		Help: "CalDAV writes from devices by outcome (completed, reopened, phone-state, created, updated, deleted, hidden, unchanged, refused-<status>).",
 	}, []string{"outcome"}))
+	h.limits = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duebridge_caldav_limit_hits_total",
+		Help: "CalDAV requests refused or objects cut short by a limit (multiget_hrefs: multiget refused; recurrence_steps: an object's recurrence judged overlapping unexpanded).",
+	}, []string{"limit"}))
 	return h
+}
+
+// evaluation starts the filter evaluation of one object for a request.
+func (h *Handler) evaluation(ctx context.Context, loc *time.Location) *evaluation {
+	return newEvaluation(ctx, loc, DefaultRecurrenceSteps)
+}
+
+// evaluated counts an object whose recurrence ran out of budget.
+func (h *Handler) evaluated(ev *evaluation, user, coll, name string) {
+	if ev.exhausted {
+		h.limits.WithLabelValues("recurrence_steps").Inc()
+		h.log.Info("recurrence not expanded within its budget; counted as matching", "user", user,
+			"collection", coll, "name", name, "steps", DefaultRecurrenceSteps)
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -262,6 +282,8 @@ type request struct {
 	body   []byte
 	cond   bridge.Conditions
 	ua     string
+	// updated: the backend's PUT replaced an existing object.
+	updated bool
 }
 
 type requestKey struct{}
@@ -303,8 +325,27 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, u *config.User, t 
 	r2 := r.WithContext(withRequest(r.Context(), req))
 	r2.Body = io.NopCloser(bytes.NewReader(body))
 	r2.ContentLength = int64(len(body))
-	h.dav.ServeHTTP(w, r2)
+	h.dav.ServeHTTP(&putWriter{ResponseWriter: w, req: req}, r2)
 }
+
+// putWriter corrects go-webdav's PUT answer, which is always 201 Created
+// (go-webdav v0.7.0 leaves this as a TODO): replacing an existing object
+// is 204 No Content (RFC 4918 §9.7.1), without a Location.
+type putWriter struct {
+	http.ResponseWriter
+	req *request
+}
+
+func (w *putWriter) WriteHeader(code int) {
+	if code == http.StatusCreated && w.req.updated {
+		w.Header().Del("Location")
+		code = http.StatusNoContent
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *putWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (h *Handler) tooLarge(w http.ResponseWriter, limit int64) {
 	h.writes.WithLabelValues("refused-413").Inc()

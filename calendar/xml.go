@@ -157,6 +157,35 @@ type multistatus struct {
 	b bytes.Buffer
 	// minimal drops 404 propstats (Prefer: return=minimal, Brief: t).
 	minimal bool
+	// w, when set, receives the document in pieces of about spillBytes
+	// once it grows past that: a report over many large objects is
+	// never held whole in memory. Small answers still go out in one
+	// write with a Content-Length.
+	w       http.ResponseWriter
+	started bool
+}
+
+// spillBytes is how much of a streamed multistatus is buffered.
+const spillBytes = 64 << 10
+
+// stream makes the document go to w as it is built (see multistatus.w).
+func (m *multistatus) stream(w http.ResponseWriter) *multistatus {
+	m.w = w
+	return m
+}
+
+// spill writes what is buffered once it is large enough.
+func (m *multistatus) spill() {
+	if m.w == nil || m.b.Len() < spillBytes {
+		return
+	}
+	if !m.started {
+		m.started = true
+		m.w.Header().Set("Content-Type", `application/xml; charset="utf-8"`)
+		m.w.WriteHeader(http.StatusMultiStatus)
+	}
+	m.w.Write(m.b.Bytes())
+	m.b.Reset()
 }
 
 func newMultistatus(minimal bool) *multistatus {
@@ -235,6 +264,7 @@ func (m *multistatus) response(href string, props []propResult) {
 		m.b.WriteString("</d:status></d:propstat>")
 	}
 	m.b.WriteString("</d:response>")
+	m.spill()
 }
 
 // status writes a DAV:response that carries only a status (sync-collection
@@ -245,6 +275,7 @@ func (m *multistatus) status(href string, code int) {
 	m.b.WriteString("</d:href><d:status>")
 	m.b.WriteString(statusLine(code))
 	m.b.WriteString("</d:status></d:response>")
+	m.spill()
 }
 
 func (m *multistatus) syncToken(tok string) {
@@ -256,6 +287,10 @@ func (m *multistatus) syncToken(tok string) {
 // send finishes the document and writes it with status 207.
 func (m *multistatus) send(w http.ResponseWriter) {
 	m.b.WriteString("</d:multistatus>\n")
+	if m.started {
+		w.Write(m.b.Bytes())
+		return
+	}
 	w.Header().Set("Content-Type", `application/xml; charset="utf-8"`)
 	w.Header().Set("Content-Length", strconv.Itoa(m.b.Len()))
 	w.WriteHeader(http.StatusMultiStatus)

@@ -56,6 +56,7 @@ type raw struct {
 		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
+		MultigetHrefs     int    `mapstructure:"multiget_hrefs"`
 		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
@@ -129,6 +130,7 @@ var defaults = map[string]any{
 	"limits.ical_object_bytes":   int64(256 << 10),
 	"limits.imap_literal_bytes":  int64(1 << 20),
 	"limits.imap_conns_per_user": 20,
+	"limits.multiget_hrefs":      1000,
 	"limits.conns_per_address":   100,
 	"limits.login_failure_delay": "1s",
 	"limits.lockout_failures":    10,
@@ -301,12 +303,14 @@ func (r *raw) validate() (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
+		MultigetHrefs: r.Limits.MultigetHrefs,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
 		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
 		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),
+		"limits.multiget_hrefs":    int64(r.Limits.MultigetHrefs),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)
