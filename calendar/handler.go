@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-ical"
 	"github.com/emersion/go-webdav/caldav"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -321,6 +322,13 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, u *config.User, t 
 		h.tooLarge(w, limit)
 		return
 	}
+	if err := decodable(body); err != nil {
+		// go-webdav would decode it too, and answer 400 for an ordinary
+		// error; a panicking one must not reach it.
+		h.writes.WithLabelValues("refused-400").Inc()
+		davError(w, http.StatusBadRequest, eValidCalendarData, err.Error())
+		return
+	}
 	req := &request{user: u, target: t, body: body, cond: conditions(r), ua: r.UserAgent()}
 	r2 := r.WithContext(withRequest(r.Context(), req))
 	r2.Body = io.NopCloser(bytes.NewReader(body))
@@ -346,6 +354,22 @@ func (w *putWriter) WriteHeader(code int) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *putWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// decodable reports whether body is iCalendar go-ical can decode. go-ical
+// panics on some malformed content lines (a parameter with nothing after
+// "=" at the end of a line, found by FuzzPhonePut); that is the client's
+// error, not a crash.
+func decodable(body []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("not iCalendar: malformed content line")
+		}
+	}()
+	if _, err := ical.NewDecoder(bytes.NewReader(body)).Decode(); err != nil {
+		return fmt.Errorf("not iCalendar: %v", err)
+	}
+	return nil
+}
 
 func (h *Handler) tooLarge(w http.ResponseWriter, limit int64) {
 	h.writes.WithLabelValues("refused-413").Inc()

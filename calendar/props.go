@@ -45,6 +45,7 @@ var (
 	eSyncTraversalSupported = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
 	eMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
 	eNumberOfMatches        = xml.Name{Space: nsDAV, Local: "number-of-matches-within-limits"}
+	eValidCalendarData      = xml.Name{Space: nsCalDAV, Local: "valid-calendar-data"}
 )
 
 // Fixed property contents.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -103,7 +104,42 @@ func readXML(r *http.Request) (*node, []byte, error) {
 	if err := xml.Unmarshal(body, &n); err != nil {
 		return nil, body, fmt.Errorf("%w: %v", errBadXML, err)
 	}
+	if err := n.checkNames(); err != nil {
+		return nil, body, err
+	}
 	return &n, body, nil
+}
+
+// checkNames refuses element names that are not XML names: encoding/xml
+// accepts "<:/>" and the like, and property names are echoed back, so a
+// bad one would make our answer malformed.
+func (n *node) checkNames() error {
+	if !xmlName(n.XMLName.Local) {
+		return fmt.Errorf("%w: element name %q", errBadXML, n.XMLName.Local)
+	}
+	for i := range n.Children {
+		if err := n.Children[i].checkNames(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// xmlName reports whether s is an XML NCName (letters, digits, marks,
+// '_', '-', '.'; not starting with a digit, '-' or '.').
+func xmlName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case unicode.IsLetter(r) || r == '_':
+		case i > 0 && (unicode.IsDigit(r) || r == '-' || r == '.' || unicode.Is(unicode.M, r)):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // escapeText escapes character data. CR becomes &#13; so calendar-data keeps
@@ -202,6 +238,9 @@ func (m *multistatus) open(name xml.Name, empty bool) {
 		m.b.WriteString(p)
 		m.b.WriteByte(':')
 		m.b.WriteString(name.Local)
+	} else if name.Space == "" {
+		// No namespace; our answers declare no default one.
+		m.b.WriteString(name.Local)
 	} else {
 		m.b.WriteString("x:")
 		m.b.WriteString(name.Local)
@@ -221,7 +260,7 @@ func (m *multistatus) close(name xml.Name) {
 	if p, ok := prefixes[name.Space]; ok {
 		m.b.WriteString(p)
 		m.b.WriteByte(':')
-	} else {
+	} else if name.Space != "" {
 		m.b.WriteString("x:")
 	}
 	m.b.WriteString(name.Local)
