@@ -180,8 +180,9 @@ func (b *backend) QueryCalendarObjects(ctx context.Context, path string, query *
 	req, _ := b.request(ctx)
 	f := fromCaldavFilter(query.CompFilter)
 	out := all[:0]
+	steps := RequestRecurrenceSteps
 	for _, co := range all {
-		ev := b.h.evaluation(ctx, req.user.Location)
+		ev := b.h.evaluation(ctx, req.user.Location, &steps)
 		ok := f.matchCalendar(co.Data, ev)
 		b.h.evaluated(ev, req.user.Name, "", co.Path)
 		if ok {

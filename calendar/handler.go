@@ -94,9 +94,12 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 	return h
 }
 
-// evaluation starts the filter evaluation of one object for a request.
-func (h *Handler) evaluation(ctx context.Context, loc *time.Location) *evaluation {
-	return newEvaluation(ctx, loc, DefaultRecurrenceSteps)
+// evaluation starts the filter evaluation of one object for a request;
+// shared is the request's step budget (see RequestRecurrenceSteps).
+func (h *Handler) evaluation(ctx context.Context, loc *time.Location, shared *int) *evaluation {
+	ev := newEvaluation(ctx, loc, DefaultRecurrenceSteps)
+	ev.shared = shared
+	return ev
 }
 
 // evaluated counts an object whose recurrence ran out of budget.

@@ -10,10 +10,15 @@ import (
 )
 
 // DefaultRecurrenceSteps is the work one object's recurrences may cost a
-// time-range test when the config sets no limits.recurrence_steps: the
-// candidate instances and jumps walked, all components of the object
-// together. 100,000 steps take a few tens of milliseconds.
+// time-range test: the candidate instances and jumps walked, all
+// components of the object together. BenchmarkRecurrenceBudget: about
+// 60 ms for the whole budget.
 const DefaultRecurrenceSteps = 100_000
+
+// RequestRecurrenceSteps bounds the steps of all objects of one request
+// together, so that many heavy objects cannot add up: once spent, every
+// further recurrence of the request counts as matching unexpanded.
+const RequestRecurrenceSteps = 10 * DefaultRecurrenceSteps
 
 // evaluation is what evaluating a filter on one object needs beyond the
 // filter: the user's zone, the request's context (a client that hung up
@@ -23,6 +28,8 @@ type evaluation struct {
 	loc    *time.Location
 	budget int // steps left
 	steps  int // steps taken
+	// shared, when set, is the request's budget, spent along with budget.
+	shared *int
 	// exhausted: a recurrence was cut off by the budget or the context and
 	// counted as overlapping.
 	exhausted bool
@@ -41,11 +48,14 @@ func newEvaluation(ctx context.Context, loc *time.Location, steps int) *evaluati
 // step spends one unit of work; false when the budget or the request is
 // gone.
 func (ev *evaluation) step() bool {
-	if ev.budget <= 0 {
+	if ev.budget <= 0 || (ev.shared != nil && *ev.shared <= 0) {
 		return false
 	}
 	ev.budget--
 	ev.steps++
+	if ev.shared != nil {
+		*ev.shared--
+	}
 	if ev.steps%1024 == 0 && ev.ctx.Err() != nil {
 		ev.budget = 0
 		return false

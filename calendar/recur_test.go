@@ -49,6 +49,20 @@ func TestRecurrenceStepsBounded(t *testing.T) {
 	if ok, _ := overlapsRecurring(heavy, now, now.Add(time.Hour), ev); !ok || !ev.exhausted || ev.budget != 0 {
 		t.Fatalf("over budget: ok %v exhausted %v budget left %d", ok, ev.exhausted, ev.budget)
 	}
+	// The request's budget bounds many heavy objects together.
+	shared := 2500
+	total := 0
+	for range 5 {
+		ev := newEvaluation(context.Background(), time.UTC, 1000)
+		ev.shared = &shared
+		if ok, _ := overlapsRecurring(heavy, now, now.Add(time.Hour), ev); !ok || !ev.exhausted {
+			t.Fatal("a heavy object within the request budget not given up")
+		}
+		total += ev.steps
+	}
+	if total != 2500 {
+		t.Fatalf("5 heavy objects took %d steps, want the request's 2500", total)
+	}
 	// A request that is gone stops the walk at the next check.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -93,6 +107,25 @@ func TestRecurrenceExact(t *testing.T) {
 		got, handled := overlapsRecurring(comp, s, e, ev)
 		if got != c.want || !handled || ev.exhausted {
 			t.Errorf("%s in [%s, %s): %v (handled %v exhausted %v), want %v", c.rule, c.start, c.end, got, handled, ev.exhausted, c.want)
+		}
+	}
+}
+
+// BenchmarkRecurrenceBudget: the cost of one object that uses up the whole
+// default budget (FREQ=SECONDLY with COUNT, walked second by second).
+func BenchmarkRecurrenceBudget(b *testing.B) {
+	cal, err := ical.NewDecoder(strings.NewReader(strings.Replace(strings.Replace(poison,
+		"BYMONTH=2;BYMONTHDAY=30;BYHOUR=1;BYMINUTE=1", "COUNT=2000000000", 1),
+		"DTSTART:00010101T000000Z", "DTSTART:00010102T000000Z", 1))).Decode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := cal.Children[0]
+	now := time.Now().UTC()
+	for b.Loop() {
+		ev := newEvaluation(context.Background(), time.UTC, 0)
+		if ok, _ := overlapsRecurring(c, now, now.Add(time.Hour), ev); !ok || !ev.exhausted {
+			b.Fatal("budget not used up")
 		}
 	}
 }

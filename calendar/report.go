@@ -427,6 +427,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, 
 	}
 	ms := newMultistatus(preferMinimal(r)).stream(w)
 	n := 0
+	steps := RequestRecurrenceSteps
 	for i := range objs {
 		if r.Context().Err() != nil {
 			return // the client went away; stop working for it
@@ -437,7 +438,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, 
 				"collection", c.Name, "name", objs[i].Name, "err", err)
 			continue
 		}
-		ev := h.evaluation(r.Context(), u.Location)
+		ev := h.evaluation(r.Context(), u.Location, &steps)
 		ok := f.matchCalendar(cal, ev)
 		h.evaluated(ev, u.Name, c.Name, objs[i].Name)
 		if !ok {
