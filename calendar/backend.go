@@ -180,8 +180,12 @@ func (b *backend) QueryCalendarObjects(ctx context.Context, path string, query *
 	req, _ := b.request(ctx)
 	f := fromCaldavFilter(query.CompFilter)
 	out := all[:0]
+	steps := RequestRecurrenceSteps
 	for _, co := range all {
-		if f.matchCalendar(co.Data, req.user.Location) {
+		ev := b.h.evaluation(ctx, req.user.Location, &steps)
+		ok := f.matchCalendar(co.Data, ev)
+		b.h.evaluated(ev, req.user.Name, "", co.Path)
+		if ok {
 			out = append(out, co)
 		}
 	}
@@ -218,8 +222,8 @@ func fromCaldavFilter(cf caldav.CompFilter) compFilter {
 }
 
 // PutCalendarObject applies a device's PUT (bridge.PhonePut has the rules).
-// The ETag goes back only when the stored object carries what the client
-// sent; when duebridge kept tracker-owned fields the client had changed, it
+// The ETag (and Last-Modified) go back only when the stored object carries
+// what the client sent; when duebridge kept tracker-owned fields the client had changed, it
 // is left out so the client fetches the object again (RFC 4791 §5.3.4).
 func (b *backend) PutCalendarObject(ctx context.Context, path string, cal *ical.Calendar, _ *caldav.PutCalendarObjectOptions) (*caldav.CalendarObject, error) {
 	req, t, err := b.owned(ctx, path, kindObject)
@@ -234,9 +238,14 @@ func (b *backend) PutCalendarObject(ctx context.Context, path string, cal *ical.
 	b.h.writes.WithLabelValues(res.Outcome).Inc()
 	b.h.log.Info("device write", "method", "PUT", "user", req.user.Name, "collection", t.coll, "name", t.name,
 		"outcome", res.Outcome, "verbatim", res.Verbatim, "ua", req.ua)
-	co := &caldav.CalendarObject{Path: t.href(), ModTime: b.h.svc.Now()}
+	req.updated = !res.Created
+	co := &caldav.CalendarObject{Path: t.href()}
 	if res.Verbatim {
+		// Validators describe the stored representation; when it is not
+		// what the client sent, neither ETag nor Last-Modified goes back,
+		// so the client fetches the object again.
 		co.ETag = strings.Trim(res.ETag, `"`)
+		co.ModTime = b.h.svc.Now()
 	}
 	return co, nil
 }

@@ -200,19 +200,21 @@ func (f compFilter) mayMatch(comp string) bool {
 	return true
 }
 
-// matchCalendar evaluates the top-level filter on an object.
-func (f compFilter) matchCalendar(cal *ical.Calendar, loc *time.Location) bool {
+// matchCalendar evaluates the top-level filter on an object. ev carries
+// the user's zone, the request's context and the object's work budget.
+func (f compFilter) matchCalendar(cal *ical.Calendar, ev *evaluation) bool {
 	if f.name != ical.CompCalendar {
 		return f.notDefined
 	}
 	if f.notDefined {
 		return false
 	}
-	return f.match(cal.Component, nil, loc)
+	return f.match(cal.Component, nil, ev)
 }
 
-func (f compFilter) match(c, parent *ical.Component, loc *time.Location) bool {
-	if f.tr != nil && !overlaps(c, parent, *f.tr, loc) {
+func (f compFilter) match(c, parent *ical.Component, ev *evaluation) bool {
+	loc := ev.loc
+	if f.tr != nil && !overlaps(c, parent, *f.tr, ev) {
 		return false
 	}
 	for _, pf := range f.props {
@@ -226,7 +228,7 @@ func (f compFilter) match(c, parent *ical.Component, loc *time.Location) bool {
 			if child.Name != cf.name {
 				continue
 			}
-			if cf.notDefined || cf.match(child, c, loc) {
+			if cf.notDefined || cf.match(child, c, ev) {
 				found = true
 				break
 			}
@@ -344,12 +346,13 @@ func compDuration(c *ical.Component) (time.Duration, bool) {
 }
 
 // overlaps implements RFC 4791 §9.9 for VEVENT, VTODO, VJOURNAL and VALARM.
-func overlaps(c, parent *ical.Component, tr timeRange, loc *time.Location) bool {
+func overlaps(c, parent *ical.Component, tr timeRange, ev *evaluation) bool {
 	s, e := tr.bounds()
+	loc := ev.loc
 	switch c.Name {
 	case ical.CompEvent, ical.CompToDo:
 		if c.Props.Get(ical.PropRecurrenceRule) != nil {
-			if ok, handled := overlapsRecurring(c, s, e, loc); handled {
+			if ok, handled := overlapsRecurring(c, s, e, ev); handled {
 				return ok
 			}
 		}
@@ -421,76 +424,6 @@ func todoOverlaps(c *ical.Component, s, e time.Time, loc *time.Location) bool {
 	}
 	return true
 }
-
-// overlapsRecurring checks the instances of a recurring component. handled
-// is false when the recurrence cannot be read; the caller then judges the
-// first instance alone.
-func overlapsRecurring(c *ical.Component, s, e time.Time, loc *time.Location) (ok, handled bool) {
-	start, isDate, hasStart := compTime(c, ical.PropDateTimeStart, loc)
-	if !hasStart {
-		return false, false
-	}
-	// go-ical's RecurrenceSet adds EXDATEs as RDATEs too; build it from a
-	// copy without them and add exceptions and extra dates here.
-	cp := *c
-	cp.Props = ical.Props{}
-	for k, v := range c.Props {
-		if k != ical.PropExceptionDates && k != ical.PropRecurrenceDates {
-			cp.Props[k] = v
-		}
-	}
-	set, err := cp.RecurrenceSet(loc)
-	if err != nil || set == nil {
-		return false, false
-	}
-	for _, name := range []string{ical.PropExceptionDates, ical.PropRecurrenceDates} {
-		for i := range c.Props[name] {
-			t, _, err := propTime(&c.Props[name][i], loc)
-			if err != nil {
-				continue
-			}
-			if name == ical.PropExceptionDates {
-				set.ExDate(t)
-			} else {
-				set.RDate(t)
-			}
-		}
-	}
-	var dur time.Duration
-	endName := ical.PropDateTimeEnd
-	if c.Name == ical.CompToDo {
-		endName = ical.PropDue
-	}
-	if end, _, ok := compTime(c, endName, loc); ok {
-		dur = end.Sub(start)
-	} else if d, ok := compDuration(c); ok {
-		dur = d
-	} else if isDate {
-		dur = 24 * time.Hour
-	}
-	// The first instance that ends after s (or, without a duration,
-	// starts at or after it) decides. The walk is bounded: a rule such as
-	// FREQ=SECONDLY from 1900, which anyone can PUT as their own reminder,
-	// has billions of instances before a range in 2100, and rrule-go would
-	// walk them all with no regard for the request's context.
-	next := set.Iterator()
-	for range maxInstances {
-		t, ok := next()
-		if !ok {
-			return false, true
-		}
-		if (dur > 0 && t.After(s.Add(-dur))) || (dur <= 0 && !t.Before(s)) {
-			return t.Before(e), true
-		}
-	}
-	// Too many to tell: count it as overlapping. A false match only costs
-	// the client a look at the object; a wrong miss would hide it.
-	return true, true
-}
-
-// maxInstances bounds the instances of a recurrence a time-range test
-// walks before the range (a few milliseconds even for FREQ=SECONDLY).
-const maxInstances = 10000
 
 // alarmTimes lists when an alarm fires: its trigger, plus repetitions.
 func alarmTimes(a, parent *ical.Component, loc *time.Location) []time.Time {

@@ -1,6 +1,7 @@
 package calendar
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func TestTimeRanges(t *testing.T) {
 	for _, c := range cases {
 		cal := comp(t, c.lines...)
 		name := cal.Children[0].Name
-		if got := rangeFilter(name, c.start, c.end).matchCalendar(cal, berlin); got != c.want {
+		if got := rangeFilter(name, c.start, c.end).matchCalendar(cal, newEvaluation(context.Background(), berlin, 0)); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -74,22 +75,22 @@ func TestAlarmAndPropFilters(t *testing.T) {
 		"BEGIN:VALARM", "ACTION:DISPLAY", "TRIGGER;RELATED=END:-PT1H", "END:VALARM", "END:VTODO")
 	alarm := compFilter{name: "VCALENDAR", comps: []compFilter{{name: "VTODO", comps: []compFilter{{name: "VALARM",
 		tr: &timeRange{start: time.Date(2026, 12, 1, 15, 30, 0, 0, time.UTC), end: time.Date(2026, 12, 1, 16, 30, 0, 0, time.UTC)}}}}}}
-	if !alarm.matchCalendar(cal, time.UTC) {
+	if !alarm.matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) {
 		t.Error("alarm one hour before DUE not found in range")
 	}
 	text := func(s string, negate bool) compFilter {
 		return compFilter{name: "VCALENDAR", comps: []compFilter{{name: "VTODO", props: []propFilter{{name: "SUMMARY",
 			text: &textMatch{text: s, negate: negate}}}}}}
 	}
-	if !text("release", false).matchCalendar(cal, time.UTC) || text("release", true).matchCalendar(cal, time.UTC) {
+	if !text("release", false).matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) || text("release", true).matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) {
 		t.Error("case-insensitive text-match")
 	}
 	notDone := compFilter{name: "VCALENDAR", comps: []compFilter{{name: "VTODO", props: []propFilter{{name: "COMPLETED", notDefined: true}}}}}
-	if !notDone.matchCalendar(cal, time.UTC) {
+	if !notDone.matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) {
 		t.Error("is-not-defined COMPLETED")
 	}
 	noEvents := compFilter{name: "VCALENDAR", comps: []compFilter{{name: "VEVENT", notDefined: true}}}
-	if !noEvents.matchCalendar(cal, time.UTC) || !noEvents.mayMatch("VTODO") {
+	if !noEvents.matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) || !noEvents.mayMatch("VTODO") {
 		t.Error("comp-filter is-not-defined")
 	}
 	if rangeFilter("VEVENT", "20260101T000000Z", "").mayMatch("VTODO") {
@@ -106,7 +107,7 @@ func TestTimeRangeRecurrenceBounded(t *testing.T) {
 			"RRULE:FREQ=SECONDLY", "END:"+name)
 		done := make(chan bool, 1)
 		go func() {
-			done <- rangeFilter(name, "21000101T000000Z", "21000101T010000Z").matchCalendar(cal, time.UTC)
+			done <- rangeFilter(name, "21000101T000000Z", "21000101T010000Z").matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0))
 		}()
 		select {
 		case got := <-done:
@@ -119,10 +120,10 @@ func TestTimeRangeRecurrenceBounded(t *testing.T) {
 	}
 	// Within the bound the answer stays exact.
 	cal := comp(t, "BEGIN:VTODO", "UID:a", "DTSTART:20260101T000000Z", "RRULE:FREQ=MINUTELY;INTERVAL=30", "END:VTODO")
-	if rangeFilter("VTODO", "20260101T001000Z", "20260101T002000Z").matchCalendar(cal, time.UTC) {
+	if rangeFilter("VTODO", "20260101T001000Z", "20260101T002000Z").matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) {
 		t.Error("a 10-minute range between two half-hourly instances matches")
 	}
-	if !rangeFilter("VTODO", "20260101T001000Z", "20260101T003100Z").matchCalendar(cal, time.UTC) {
+	if !rangeFilter("VTODO", "20260101T001000Z", "20260101T003100Z").matchCalendar(cal, newEvaluation(context.Background(), time.UTC, 0)) {
 		t.Error("a range holding an instance does not match")
 	}
 }

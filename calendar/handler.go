@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/emersion/go-ical"
 	"github.com/emersion/go-webdav/caldav"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -63,6 +64,8 @@ type Handler struct {
 	epoch  epochCache
 	health *syncHealth
 	writes *prometheus.CounterVec
+	// limits counts requests and objects that hit a limit, by limit.
+	limits *prometheus.CounterVec
 	// escapes caches objects' XML-escaped calendar-data by ETag.
 	escapes *escapeCache
 	// objects caches what multiget served, per collection revision.
@@ -84,7 +87,28 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 		Name: "duebridge_caldav_writes_total",
 		Help: "CalDAV writes from devices by outcome (completed, reopened, phone-state, created, updated, deleted, hidden, unchanged, refused-<status>).",
 	}, []string{"outcome"}))
+	h.limits = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duebridge_caldav_limit_hits_total",
+		Help: "CalDAV requests refused or objects cut short by a limit (multiget_hrefs: multiget refused; recurrence_steps: an object's recurrence judged overlapping unexpanded).",
+	}, []string{"limit"}))
 	return h
+}
+
+// evaluation starts the filter evaluation of one object for a request;
+// shared is the request's step budget (see RequestRecurrenceSteps).
+func (h *Handler) evaluation(ctx context.Context, loc *time.Location, shared *int) *evaluation {
+	ev := newEvaluation(ctx, loc, DefaultRecurrenceSteps)
+	ev.shared = shared
+	return ev
+}
+
+// evaluated counts an object whose recurrence ran out of budget.
+func (h *Handler) evaluated(ev *evaluation, user, coll, name string) {
+	if ev.exhausted {
+		h.limits.WithLabelValues("recurrence_steps").Inc()
+		h.log.Info("recurrence not expanded within its budget; counted as matching", "user", user,
+			"collection", coll, "name", name, "steps", DefaultRecurrenceSteps)
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -262,6 +286,8 @@ type request struct {
 	body   []byte
 	cond   bridge.Conditions
 	ua     string
+	// updated: the backend's PUT replaced an existing object.
+	updated bool
 }
 
 type requestKey struct{}
@@ -299,11 +325,53 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, u *config.User, t 
 		h.tooLarge(w, limit)
 		return
 	}
+	if err := decodable(body); err != nil {
+		// go-webdav would decode it too, and answer 400 for an ordinary
+		// error; a panicking one must not reach it.
+		h.writes.WithLabelValues("refused-400").Inc()
+		davError(w, http.StatusBadRequest, eValidCalendarData, err.Error())
+		return
+	}
 	req := &request{user: u, target: t, body: body, cond: conditions(r), ua: r.UserAgent()}
 	r2 := r.WithContext(withRequest(r.Context(), req))
 	r2.Body = io.NopCloser(bytes.NewReader(body))
 	r2.ContentLength = int64(len(body))
-	h.dav.ServeHTTP(w, r2)
+	h.dav.ServeHTTP(&putWriter{ResponseWriter: w, req: req}, r2)
+}
+
+// putWriter corrects go-webdav's PUT answer, which is always 201 Created
+// (go-webdav v0.7.0 leaves this as a TODO): replacing an existing object
+// is 204 No Content (RFC 4918 §9.7.1), without a Location.
+type putWriter struct {
+	http.ResponseWriter
+	req *request
+}
+
+func (w *putWriter) WriteHeader(code int) {
+	if code == http.StatusCreated && w.req.updated {
+		w.Header().Del("Location")
+		code = http.StatusNoContent
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *putWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// decodable reports whether body is iCalendar go-ical can decode. go-ical
+// panics on some malformed content lines (a parameter with nothing after
+// "=" at the end of a line, found by FuzzPhonePut); that is the client's
+// error, not a crash.
+func decodable(body []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("not iCalendar: malformed content line")
+		}
+	}()
+	if _, err := ical.NewDecoder(bytes.NewReader(body)).Decode(); err != nil {
+		return fmt.Errorf("not iCalendar: %v", err)
+	}
+	return nil
 }
 
 func (h *Handler) tooLarge(w http.ResponseWriter, limit int64) {

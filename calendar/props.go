@@ -44,6 +44,8 @@ var (
 	eSupportedReport        = xml.Name{Space: nsDAV, Local: "supported-report"}
 	eSyncTraversalSupported = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
 	eMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
+	eNumberOfMatches        = xml.Name{Space: nsDAV, Local: "number-of-matches-within-limits"}
+	eValidCalendarData      = xml.Name{Space: nsCalDAV, Local: "valid-calendar-data"}
 )
 
 // Fixed property contents.

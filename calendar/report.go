@@ -33,6 +33,8 @@ func (h *Handler) report(w http.ResponseWriter, r *http.Request, u *config.User,
 		h.multiget(w, r, u, body)
 	case body.is(nsCalDAV, "calendar-query") && (t.kind == kindCollection || t.kind == kindObject):
 		h.query(w, r, u, t, body)
+	case body.is(nsCalDAV, "free-busy-query") && t.kind == kindCollection:
+		h.freeBusy(w, r, u, t, body)
 	default:
 		davError(w, http.StatusForbidden, eSupportedReport,
 			fmt.Sprintf("REPORT %s is not supported on this resource", body.XMLName.Local))
@@ -163,7 +165,7 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *conf
 		list = truncateAtRevision(list, sr.limit)
 		token, truncated = list[len(list)-1].Seq, true
 	}
-	ms := newMultistatus(preferMinimal(r))
+	ms := newMultistatus(preferMinimal(r)).stream(w)
 	for i := range list {
 		o := &list[i]
 		if o.Deleted {
@@ -267,10 +269,37 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.Use
 
 // multiget answers calendar-multiget from the stored bytes. Hrefs are
 // answered in request order, echoed as sent; anything not one of the
-// user's objects is 404.
+// user's objects is 404. An href repeated (or another spelling of the same
+// object) is answered once: each copy would otherwise carry the whole
+// object again. More distinct hrefs than limits.multiget_hrefs are refused
+// with 403 and DAV:number-of-matches-within-limits (RFC 5323's condition
+// for "more than the server will answer"; iOS asks for 50 at a time).
 func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.User, body *node) {
 	q := reportProps(body, pGetETag, pCalendarData)
-	hrefs := body.all(nsDAV, "href")
+	var hrefs []string
+	var targets []target
+	seen := map[string]bool{}
+	for _, hn := range body.all(nsDAV, "href") {
+		href := strings.TrimSpace(hn.Text)
+		ht := hrefTarget(hn.Text)
+		key := "raw\x00" + href
+		if ht.kind == kindObject {
+			key = ht.user + "\x00" + ht.coll + "\x00" + ht.name
+		}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		hrefs = append(hrefs, href)
+		targets = append(targets, ht)
+	}
+	if limit := h.multigetLimit(); len(hrefs) > limit {
+		h.limits.WithLabelValues("multiget_hrefs").Inc()
+		h.log.Info("multiget refused: too many hrefs", "user", u.Name, "hrefs", len(hrefs), "limit", limit, "ua", r.UserAgent())
+		davError(w, http.StatusForbidden, eNumberOfMatches,
+			fmt.Sprintf("calendar-multiget is limited to %d distinct hrefs; ask in smaller batches", limit))
+		return
+	}
 	v, err := h.view(r.Context(), u)
 	if err != nil {
 		h.serverError(w, r, err)
@@ -282,14 +311,10 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 	}
 	out := make([]found, len(hrefs))
 	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		// One query per collection (in chunks), not one per href: iOS asks
-		// for 50 at a time.
+		// One query per collection (in chunks), not one per href.
 		wanted := map[string][]int{} // collection -> indexes into hrefs
 		names := map[string][]string{}
-		targets := make([]target, len(hrefs))
-		for i, hn := range hrefs {
-			ht := hrefTarget(hn.Text)
-			targets[i] = ht
+		for i, ht := range targets {
 			if ht.kind != kindObject || ht.user != u.Name {
 				continue
 			}
@@ -326,9 +351,11 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 		h.serverError(w, r, err)
 		return
 	}
-	ms := newMultistatus(preferMinimal(r))
-	for i, hn := range hrefs {
-		href := strings.TrimSpace(hn.Text)
+	ms := newMultistatus(preferMinimal(r)).stream(w)
+	for i, href := range hrefs {
+		if r.Context().Err() != nil {
+			return
+		}
 		if out[i].obj == nil {
 			ms.status(href, http.StatusNotFound)
 			continue
@@ -338,6 +365,17 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 	ms.send(w)
 	h.health.synced(u.Name, r.UserAgent(), "", syncMultiget, 0, len(hrefs))
 }
+
+// multigetLimit is limits.multiget_hrefs, or its default when unset.
+func (h *Handler) multigetLimit() int {
+	if n := h.svc.Config().Limits.MultigetHrefs; n > 0 {
+		return n
+	}
+	return DefaultMultigetHrefs
+}
+
+// DefaultMultigetHrefs applies when the config sets no limits.multiget_hrefs.
+const DefaultMultigetHrefs = 1000
 
 // query answers calendar-query with our own filter evaluation: go-webdav's
 // matcher treats every VTODO time-range as a miss.
@@ -387,17 +425,23 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, 
 	if h.failed(w, r, err) {
 		return
 	}
-	loc := u.Location
-	ms := newMultistatus(preferMinimal(r))
+	ms := newMultistatus(preferMinimal(r)).stream(w)
 	n := 0
+	steps := RequestRecurrenceSteps
 	for i := range objs {
+		if r.Context().Err() != nil {
+			return // the client went away; stop working for it
+		}
 		cal, err := ical.NewDecoder(bytes.NewReader(objs[i].Data)).Decode()
 		if err != nil {
 			h.log.Warn("stored object does not parse; left out of a query", "user", u.Name,
 				"collection", c.Name, "name", objs[i].Name, "err", err)
 			continue
 		}
-		if !f.matchCalendar(cal, loc) {
+		ev := h.evaluation(r.Context(), u.Location, &steps)
+		ok := f.matchCalendar(cal, ev)
+		h.evaluated(ev, u.Name, c.Name, objs[i].Name)
+		if !ok {
 			continue
 		}
 		n++

@@ -254,10 +254,10 @@ func TestCalendarQuery(t *testing.T) {
 func TestUnknownReport(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.seed()
-	body := `<?xml version="1.0"?><C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav"><C:time-range start="20260101T000000Z" end="20270101T000000Z"/></C:free-busy-query>`
+	body := `<?xml version="1.0"?><A:expand-property xmlns:A="DAV:"><A:property name="owner"/></A:expand-property>`
 	resp, out := e.do("REPORT", "/dav/alice/calendars/release-deadlines/", "alice", body)
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(out, "supported-report") {
-		t.Fatalf("free-busy-query: %d %s", resp.StatusCode, out)
+		t.Fatalf("expand-property: %d %s", resp.StatusCode, out)
 	}
 	resp, _ = e.do("REPORT", "/dav/alice/", "alice", `<?xml version="1.0"?><A:principal-search-property-set xmlns:A="DAV:"/>`)
 	if resp.StatusCode != http.StatusForbidden {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -103,7 +104,42 @@ func readXML(r *http.Request) (*node, []byte, error) {
 	if err := xml.Unmarshal(body, &n); err != nil {
 		return nil, body, fmt.Errorf("%w: %v", errBadXML, err)
 	}
+	if err := n.checkNames(); err != nil {
+		return nil, body, err
+	}
 	return &n, body, nil
+}
+
+// checkNames refuses element names that are not XML names: encoding/xml
+// accepts "<:/>" and the like, and property names are echoed back, so a
+// bad one would make our answer malformed.
+func (n *node) checkNames() error {
+	if !xmlName(n.XMLName.Local) {
+		return fmt.Errorf("%w: element name %q", errBadXML, n.XMLName.Local)
+	}
+	for i := range n.Children {
+		if err := n.Children[i].checkNames(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// xmlName reports whether s is an XML NCName (letters, digits, marks,
+// '_', '-', '.'; not starting with a digit, '-' or '.').
+func xmlName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case unicode.IsLetter(r) || r == '_':
+		case i > 0 && (unicode.IsDigit(r) || r == '-' || r == '.' || unicode.Is(unicode.M, r)):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // escapeText escapes character data. CR becomes &#13; so calendar-data keeps
@@ -157,6 +193,35 @@ type multistatus struct {
 	b bytes.Buffer
 	// minimal drops 404 propstats (Prefer: return=minimal, Brief: t).
 	minimal bool
+	// w, when set, receives the document in pieces of about spillBytes
+	// once it grows past that: a report over many large objects is
+	// never held whole in memory. Small answers still go out in one
+	// write with a Content-Length.
+	w       http.ResponseWriter
+	started bool
+}
+
+// spillBytes is how much of a streamed multistatus is buffered.
+const spillBytes = 64 << 10
+
+// stream makes the document go to w as it is built (see multistatus.w).
+func (m *multistatus) stream(w http.ResponseWriter) *multistatus {
+	m.w = w
+	return m
+}
+
+// spill writes what is buffered once it is large enough.
+func (m *multistatus) spill() {
+	if m.w == nil || m.b.Len() < spillBytes {
+		return
+	}
+	if !m.started {
+		m.started = true
+		m.w.Header().Set("Content-Type", `application/xml; charset="utf-8"`)
+		m.w.WriteHeader(http.StatusMultiStatus)
+	}
+	m.w.Write(m.b.Bytes())
+	m.b.Reset()
 }
 
 func newMultistatus(minimal bool) *multistatus {
@@ -172,6 +237,9 @@ func (m *multistatus) open(name xml.Name, empty bool) {
 	if p, ok := prefixes[name.Space]; ok {
 		m.b.WriteString(p)
 		m.b.WriteByte(':')
+		m.b.WriteString(name.Local)
+	} else if name.Space == "" {
+		// No namespace; our answers declare no default one.
 		m.b.WriteString(name.Local)
 	} else {
 		m.b.WriteString("x:")
@@ -192,7 +260,7 @@ func (m *multistatus) close(name xml.Name) {
 	if p, ok := prefixes[name.Space]; ok {
 		m.b.WriteString(p)
 		m.b.WriteByte(':')
-	} else {
+	} else if name.Space != "" {
 		m.b.WriteString("x:")
 	}
 	m.b.WriteString(name.Local)
@@ -235,6 +303,7 @@ func (m *multistatus) response(href string, props []propResult) {
 		m.b.WriteString("</d:status></d:propstat>")
 	}
 	m.b.WriteString("</d:response>")
+	m.spill()
 }
 
 // status writes a DAV:response that carries only a status (sync-collection
@@ -245,6 +314,7 @@ func (m *multistatus) status(href string, code int) {
 	m.b.WriteString("</d:href><d:status>")
 	m.b.WriteString(statusLine(code))
 	m.b.WriteString("</d:status></d:response>")
+	m.spill()
 }
 
 func (m *multistatus) syncToken(tok string) {
@@ -256,6 +326,10 @@ func (m *multistatus) syncToken(tok string) {
 // send finishes the document and writes it with status 207.
 func (m *multistatus) send(w http.ResponseWriter) {
 	m.b.WriteString("</d:multistatus>\n")
+	if m.started {
+		w.Write(m.b.Bytes())
+		return
+	}
 	w.Header().Set("Content-Type", `application/xml; charset="utf-8"`)
 	w.Header().Set("Content-Length", strconv.Itoa(m.b.Len()))
 	w.WriteHeader(http.StatusMultiStatus)

@@ -159,6 +159,8 @@ type Limits struct {
 	LoginFailureDelay time.Duration
 	LockoutFailures   int
 	LockoutWindow     time.Duration
+	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
+	MultigetHrefs int
 }
 
 type Setup struct {

@@ -54,6 +54,7 @@ var keys = []key{
 	{Name: "limits.client_props_bytes", Default: int64(16 << 10), Doc: "client-private X- properties kept per object", Value: func(c *Config) any { return c.Limits.ClientPropsBytes }},
 	{Name: "limits.imap_literal_bytes", Default: int64(1 << 20), Doc: "largest IMAP literal", Value: func(c *Config) any { return c.Limits.IMAPLiteralBytes }},
 	{Name: "limits.imap_conns_per_user", Default: 20, Doc: "concurrent IMAP connections per user", Value: func(c *Config) any { return c.Limits.IMAPConnsPerUser }},
+	{Name: "limits.multiget_hrefs", Default: 1000, Doc: "distinct hrefs in one calendar-multiget", Value: func(c *Config) any { return c.Limits.MultigetHrefs }},
 	{Name: "limits.conns_per_address", Default: 100, Restart: true, Doc: "concurrent connections per client address (IPv6: /64) on each listener", Value: func(c *Config) any { return c.Limits.ConnsPerAddress }},
 	{Name: "limits.login_failure_delay", Default: "1s", Doc: "delay per recent failed login", Value: func(c *Config) any { return c.Limits.LoginFailureDelay.String() }},
 	{Name: "limits.lockout_failures", Default: 10, Doc: "failures of one name or address that lock it", Value: func(c *Config) any { return c.Limits.LockoutFailures }},

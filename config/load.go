@@ -65,6 +65,7 @@ type raw struct {
 		ClientPropsBytes  int64  `mapstructure:"client_props_bytes"`
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
+		MultigetHrefs     int    `mapstructure:"multiget_hrefs"`
 		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
@@ -380,6 +381,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
+		MultigetHrefs: r.Limits.MultigetHrefs,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
@@ -387,6 +389,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
 		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
 		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),
+		"limits.multiget_hrefs":    int64(r.Limits.MultigetHrefs),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)
