@@ -53,6 +53,14 @@ func TestSearchTextMatchesHeader(t *testing.T) {
 	rc.send(`2 SEARCH TEXT "Assigned to you"`)
 	rc.next(`^\* SEARCH 1$`)
 	rc.next(`^2 OK `)
+	// Header text as it stands in the message: a field name, a name with
+	// its value.
+	rc.send(`4 SEARCH TEXT "subject: assigned"`)
+	rc.next(`^\* SEARCH 1$`)
+	rc.next(`^4 OK `)
+	rc.send(`5 SEARCH TEXT "Message-ID"`)
+	rc.next(`^\* SEARCH 1$`)
+	rc.next(`^5 OK `)
 	rc.send(`3 SEARCH TEXT "no-such-text-anywhere"`)
 	rc.next(`^\* SEARCH$`)
 	rc.next(`^3 OK `)
