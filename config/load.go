@@ -56,6 +56,9 @@ type raw struct {
 		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
+		IMAPKeywordsMsg   int    `mapstructure:"imap_keywords_per_message"`
+		IMAPKeywordsMbox  int    `mapstructure:"imap_keywords_per_mailbox"`
+		IMAPKeywordBytes  int    `mapstructure:"imap_keyword_bytes"`
 		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
@@ -109,32 +112,35 @@ type rawSource struct {
 // defaults registers every leaf key, which is also what lets DUEBRIDGE_* env
 // variables reach keys absent from the file (viper only overrides keys it knows).
 var defaults = map[string]any{
-	"data_dir":                   "./data",
-	"store":                      "sqlite",
-	"postgres_url":               "",
-	"http.listen":                "127.0.0.1:8080",
-	"http.public_url":            "",
-	"imap.listen":                "127.0.0.1:1143",
-	"imap.tls_listen":            "",
-	"submission.listen":          "",
-	"submission.tls_listen":      "",
-	"tls.cert_file":              "",
-	"tls.key_file":               "",
-	"tls.ca_file":                "",
-	"tls.acme_hosts":             []string{},
-	"tls.acme_email":             "",
-	"mail.from":                  "duebridge <tasks@duebridge.invalid>",
-	"notifications.lead_times":   []string{"24h", "1h"},
-	"limits.webhook_body_bytes":  int64(8 << 20),
-	"limits.ical_object_bytes":   int64(256 << 10),
-	"limits.imap_literal_bytes":  int64(1 << 20),
-	"limits.imap_conns_per_user": 20,
-	"limits.conns_per_address":   100,
-	"limits.login_failure_delay": "1s",
-	"limits.lockout_failures":    10,
-	"limits.lockout_window":      "15m",
-	"setup.profile_passwords":    false,
-	"setup.sign_profiles":        false,
+	"data_dir":                         "./data",
+	"store":                            "sqlite",
+	"postgres_url":                     "",
+	"http.listen":                      "127.0.0.1:8080",
+	"http.public_url":                  "",
+	"imap.listen":                      "127.0.0.1:1143",
+	"imap.tls_listen":                  "",
+	"submission.listen":                "",
+	"submission.tls_listen":            "",
+	"tls.cert_file":                    "",
+	"tls.key_file":                     "",
+	"tls.ca_file":                      "",
+	"tls.acme_hosts":                   []string{},
+	"tls.acme_email":                   "",
+	"mail.from":                        "duebridge <tasks@duebridge.invalid>",
+	"notifications.lead_times":         []string{"24h", "1h"},
+	"limits.webhook_body_bytes":        int64(8 << 20),
+	"limits.ical_object_bytes":         int64(256 << 10),
+	"limits.imap_literal_bytes":        int64(1 << 20),
+	"limits.imap_conns_per_user":       20,
+	"limits.imap_keywords_per_message": 50,
+	"limits.imap_keywords_per_mailbox": 250,
+	"limits.imap_keyword_bytes":        64,
+	"limits.conns_per_address":         100,
+	"limits.login_failure_delay":       "1s",
+	"limits.lockout_failures":          10,
+	"limits.lockout_window":            "15m",
+	"setup.profile_passwords":          false,
+	"setup.sign_profiles":              false,
 }
 
 // Load reads path (YAML) with environment overrides and validates the result.
@@ -301,12 +307,17 @@ func (r *raw) validate() (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
+		IMAPKeywordsPerMessage: r.Limits.IMAPKeywordsMsg, IMAPKeywordsPerMailbox: r.Limits.IMAPKeywordsMbox,
+		IMAPKeywordBytes: r.Limits.IMAPKeywordBytes,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
-		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
-		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),
+		"limits.lockout_failures":          int64(r.Limits.LockoutFailures),
+		"limits.conns_per_address":         int64(r.Limits.ConnsPerAddress),
+		"limits.imap_keywords_per_message": int64(r.Limits.IMAPKeywordsMsg),
+		"limits.imap_keywords_per_mailbox": int64(r.Limits.IMAPKeywordsMbox),
+		"limits.imap_keyword_bytes":        int64(r.Limits.IMAPKeywordBytes),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)

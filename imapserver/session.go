@@ -240,9 +240,14 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 			break
 		}
 	}
+	// "\*" only while new keywords may still be made (RFC 3501 7.1).
+	permanent := st.flagList()
+	if lim := s.srv.svc.Config().Limits.IMAPKeywordsPerMailbox; lim <= 0 || len(st.keywords) < lim {
+		permanent = append(permanent, imap.FlagWildcard)
+	}
 	return &imap.SelectData{
-		Flags:             systemFlags,
-		PermanentFlags:    append(slices.Clone(systemFlags), imap.FlagWildcard),
+		Flags:             st.flagList(),
+		PermanentFlags:    permanent,
 		NumMessages:       uint32(len(st.msgs)),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           imap.UID(st.uidNext),
@@ -521,6 +526,11 @@ func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *
 		return err
 	}
 	items := sel.resolve(numSet)
+	if kerr := checkKeywords(s.srv.svc.Config().Limits, st, items, op, names); kerr != nil {
+		st.mu.Unlock()
+		s.srv.metrics.keywordLimit.WithLabelValues(kerr.limit).Inc()
+		return kerr.resp
+	}
 	uids := make([]uint32, len(items))
 	for i, it := range items {
 		uids[i] = uint32(it.meta.uid)
