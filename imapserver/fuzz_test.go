@@ -183,7 +183,7 @@ func FuzzConnReader(f *testing.F) {
 // records what it is sent.
 type scriptedConn struct {
 	net.Conn // nil: only the methods below are used
-	r        *bytes.Reader
+	r        io.Reader
 	mu       sync.Mutex
 	w        bytes.Buffer
 }
