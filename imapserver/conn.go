@@ -323,6 +323,9 @@ func (c *conn) literalLimit() int64 {
 // answered the command itself and the library must not see it.
 func (c *conn) command(line []byte) (bool, error) {
 	tag, name, rest := splitCommand(line)
+	if name == "" {
+		return false, nil // an empty line, which go-imap beta.9 skips
+	}
 	c.srv.metrics.command(name)
 	switch name {
 	case "ID":
