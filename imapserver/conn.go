@@ -26,10 +26,15 @@ import (
 //     connection it holds, which is this wrapper, and its own STARTTLS would
 //     wrap us, hiding everything after it (ID included). So conn negotiates
 //     TLS itself, below the library, and Session.Login enforces TLS.
+//   - Client errors go-imap answers NO [SERVERBUG]: an AUTHENTICATE initial
+//     response that is not base64, lists nested deeper than the library's
+//     bound. conn answers BAD itself.
 //   - Limits: a cap on literal sizes before any byte of them is read, a
-//     total time to log in, and an idle timeout outside IDLE.
+//     line length, a total time to log in, and an idle timeout outside IDLE.
 //
-// It hands the library one line (or one piece of a literal) per Read. The
+// The reader is the state machine described at readState (tests:
+// TestReaderStateMachine, FuzzConnReader). It hands the library one whole
+// line (or one piece of a literal) per Read. The
 // library reads the next command only after it has answered the previous
 // one, so whatever conn writes itself lands between whole responses, in
 // order, also when clients pipeline (iOS sends NAMESPACE and LIST in one
