@@ -328,8 +328,10 @@ func (c *conn) literalLimit() int64 {
 // answered the command itself and the library must not see it.
 func (c *conn) command(line []byte) (bool, error) {
 	tag, name, rest := splitCommand(line)
-	if name == "" {
-		return false, nil // an empty line, which go-imap beta.9 skips
+	if name == "" || !validTag(tag) {
+		// An empty line (go-imap beta.9 skips it) or no command: the
+		// library's to answer.
+		return false, nil
 	}
 	c.srv.metrics.command(name)
 	switch name {
@@ -385,12 +387,26 @@ func splitCommand(line []byte) (tag, name string, rest []byte) {
 	return string(t), name, r
 }
 
+// tagOf returns the tag to answer line with, "*" if it has no valid one.
 func tagOf(line []byte) string {
 	t, _, _ := splitCommand(line)
-	if t == "" {
+	if !validTag(t) {
 		return "*"
 	}
 	return t
+}
+
+// validTag reports whether t is an IMAP tag: ASTRING-CHARs except "+".
+func validTag(t string) bool {
+	if t == "" {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if ch := t[i]; ch <= ' ' || ch >= 0x7f || strings.IndexByte(`(){%*"\+`, ch) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // trailingLiteral reports a literal announced at the end of a line:

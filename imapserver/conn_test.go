@@ -32,6 +32,7 @@ func TestReaderStateMachine(t *testing.T) {
 		wrote string // the wrapper's own answers (and the fake "+"), in order
 	}{
 		{name: "command", in: "a NOOP\r\n", steps: []step{{"a NOOP\r\n", stCommand}}},
+		{name: "no tag: the library's to refuse", in: " ID\r\n", steps: []step{{" ID\r\n", stCommand}}},
 		{name: "literals", in: "a LOGIN {5}\r\nalice {2}\r\npw\r\nb NOOP\r\n", plus: true, steps: []step{
 			{"a LOGIN {5}\r\n", stLiteral}, {"alice", stContinued}, {" {2}\r\n", stLiteral}, {"pw", stContinued},
 			{"\r\n", stCommand}, {"b NOOP\r\n", stCommand}}, wrote: "+ go\r\n+ go\r\n"},
