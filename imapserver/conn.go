@@ -198,10 +198,8 @@ func (c *conn) fill() error {
 		}
 		line, err := c.readLine()
 		if err != nil {
-			if len(line) > 0 {
-				c.pending, c.readErr = line, c.failed(err)
-				return nil
-			}
+			// A line cut by the end of the connection is no command: the
+			// library would answer it NO [SERVERBUG] to nobody.
 			return c.failed(err)
 		}
 		from := c.state
