@@ -343,6 +343,12 @@ func (c *conn) command(line []byte) (bool, error) {
 		if c.auth.Load() && len(bytes.TrimSpace(rest)) == 0 {
 			c.state = stIdle
 		}
+	case "LIST", "LSUB":
+		for _, name := range listArgs(rest) {
+			if !validMailboxName(name) {
+				return true, c.writeOwn(tag + " BAD Invalid mailbox name (modified UTF-7, RFC 3501 5.1.3): " + quoteIMAP(name) + "\r\n")
+			}
+		}
 	case "CAPABILITY":
 		if c.auth.Load() {
 			c.capsReply.Store(true)

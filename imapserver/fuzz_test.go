@@ -135,7 +135,7 @@ func FuzzSession(f *testing.F) {
 			done <- err
 		}()
 		if err := checkResponses(t, bufio.NewReader(c)); err != nil {
-			t.Fatalf("input %q: %v", in, err)
+			t.Fatalf("%v; input %q", err, in)
 		}
 		<-done
 	})
@@ -183,7 +183,7 @@ func FuzzConnReader(f *testing.F) {
 			t.Fatalf("handed on %q, not a subsequence of the input %q", out.Bytes(), in)
 		}
 		if err := checkResponses(t, bufio.NewReader(bytes.NewReader(tr.written()))); err != nil {
-			t.Fatalf("input %q: %v", in, err)
+			t.Fatalf("%v; input %q", err, in)
 		}
 	})
 }
