@@ -221,8 +221,16 @@ func (c *conn) fill() error {
 			}
 		}
 		n, sync, hasLit := trailingLiteral(line)
-		var deepest int
-		if deepest, c.depth = nesting(line, c.depth); deepest > maxNesting {
+		deepest, depth, openQuote := nesting(line, c.depth)
+		if c.depth = depth; openQuote && from == stCommand && (!hasLit || sync) {
+			// go-imap answers a quoted string cut by the line's end with
+			// NO [SERVERBUG].
+			if err := c.writeOwn(tagOf(line) + " BAD Quoted string not closed before the end of the line\r\n"); err != nil {
+				return c.failed(err)
+			}
+			continue
+		}
+		if deepest > maxNesting {
 			if from == stCommand && (!hasLit || sync) {
 				// Refused whole: the library never sees the command, and a
 				// client waiting for "+" sends no literal.
@@ -292,9 +300,10 @@ func (c *conn) readLine() ([]byte, error) {
 }
 
 // nesting returns the deepest list nesting of line and the nesting at its
-// end, starting at depth (parentheses inside quoted strings do not count).
-// Literal bytes never reach it, so it sees only protocol text.
-func nesting(line []byte, depth int) (deepest, end int) {
+// end, starting at depth (parentheses inside quoted strings do not count),
+// and whether a quoted string is still open at the end of the line. Literal
+// bytes never reach it, so it sees only protocol text.
+func nesting(line []byte, depth int) (deepest, end int, openQuote bool) {
 	deepest, quoted := depth, false
 	for i := 0; i < len(line); i++ {
 		switch ch := line[i]; {
@@ -310,7 +319,7 @@ func nesting(line []byte, depth int) (deepest, end int) {
 			depth = max(0, depth-1)
 		}
 	}
-	return deepest, depth
+	return deepest, depth, quoted
 }
 
 var errLimit = errors.New("imap: connection limit exceeded")

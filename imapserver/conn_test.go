@@ -32,6 +32,8 @@ func TestReaderStateMachine(t *testing.T) {
 		wrote string // the wrapper's own answers (and the fake "+"), in order
 	}{
 		{name: "command", in: "a NOOP\r\n", steps: []step{{"a NOOP\r\n", stCommand}}},
+		{name: "quoted string cut by the line's end", in: "a LIST \"\" \"\r\nb NOOP\r\n", steps: []step{{"b NOOP\r\n", stCommand}},
+			wrote: "a BAD Quoted string not closed before the end of the line\r\n"},
 		{name: "no tag: the library's to refuse", in: " ID\r\n", steps: []step{{" ID\r\n", stCommand}}},
 		{name: "literals", in: "a LOGIN {5}\r\nalice {2}\r\npw\r\nb NOOP\r\n", plus: true, steps: []step{
 			{"a LOGIN {5}\r\n", stLiteral}, {"alice", stContinued}, {" {2}\r\n", stLiteral}, {"pw", stContinued},
