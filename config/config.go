@@ -153,6 +153,11 @@ type Limits struct {
 	ClientPropsBytes int64
 	IMAPLiteralBytes int64
 	IMAPConnsPerUser int
+	// IMAP keywords (user-defined flags): per message, distinct per
+	// mailbox, and bytes per keyword.
+	IMAPKeywordsPerMessage int
+	IMAPKeywordsPerMailbox int
+	IMAPKeywordBytes       int
 	// ConnsPerAddress caps concurrent connections from one client address
 	// (IPv6: one /64) on every listener; loopback is exempt.
 	ConnsPerAddress   int

@@ -66,6 +66,9 @@ type raw struct {
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
 		MultigetHrefs     int    `mapstructure:"multiget_hrefs"`
+		IMAPKeywordsMsg   int    `mapstructure:"imap_keywords_per_message"`
+		IMAPKeywordsMbox  int    `mapstructure:"imap_keywords_per_mailbox"`
+		IMAPKeywordBytes  int    `mapstructure:"imap_keyword_bytes"`
 		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
@@ -381,15 +384,20 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
-		MultigetHrefs: r.Limits.MultigetHrefs,
+		MultigetHrefs:          r.Limits.MultigetHrefs,
+		IMAPKeywordsPerMessage: r.Limits.IMAPKeywordsMsg, IMAPKeywordsPerMailbox: r.Limits.IMAPKeywordsMbox,
+		IMAPKeywordBytes: r.Limits.IMAPKeywordBytes,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
 		"limits.client_props_bytes": r.Limits.ClientPropsBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
-		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
-		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),
-		"limits.multiget_hrefs":    int64(r.Limits.MultigetHrefs),
+		"limits.lockout_failures":          int64(r.Limits.LockoutFailures),
+		"limits.conns_per_address":         int64(r.Limits.ConnsPerAddress),
+		"limits.multiget_hrefs":            int64(r.Limits.MultigetHrefs),
+		"limits.imap_keywords_per_message": int64(r.Limits.IMAPKeywordsMsg),
+		"limits.imap_keywords_per_mailbox": int64(r.Limits.IMAPKeywordsMbox),
+		"limits.imap_keyword_bytes":        int64(r.Limits.IMAPKeywordBytes),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -25,10 +26,15 @@ import (
 //     connection it holds, which is this wrapper, and its own STARTTLS would
 //     wrap us, hiding everything after it (ID included). So conn negotiates
 //     TLS itself, below the library, and Session.Login enforces TLS.
+//   - Client errors go-imap answers NO [SERVERBUG]: an AUTHENTICATE initial
+//     response that is not base64, lists nested deeper than the library's
+//     bound. conn answers BAD itself.
 //   - Limits: a cap on literal sizes before any byte of them is read, a
-//     total time to log in, and an idle timeout outside IDLE.
+//     line length, a total time to log in, and an idle timeout outside IDLE.
 //
-// It hands the library one line (or one piece of a literal) per Read. The
+// The reader is the state machine described at readState (tests:
+// TestReaderStateMachine, FuzzConnReader). It hands the library one whole
+// line (or one piece of a literal) per Read. The
 // library reads the next command only after it has answered the previous
 // one, so whatever conn writes itself lands between whole responses, in
 // order, also when clients pipeline (iOS sends NAMESPACE and LIST in one
@@ -45,24 +51,25 @@ type conn struct {
 	// Reader state, owned by the goroutine that calls Read (the library's
 	// connection goroutine; SetReadDeadline comes from it too).
 	r        *bufio.Reader
-	pending  []byte // what the next Read returns, a view into r's buffer
+	state    readState
+	pending  []byte // what the next Read returns
 	readErr  error  // returned once pending is drained
-	atStart  bool   // the next line starts a command
-	midLine  bool   // inside a line longer than r's buffer
-	tail     []byte // end of the current long line, to find a literal
-	literal  int64  // literal bytes still to pass through
+	literal  int64  // literal bytes still to pass through (stLiteral)
 	litSync  bool   // that literal waits for the library's "+"
-	idling   bool   // the library is in IDLE, waiting for DONE
+	depth    int    // list nesting depth so far in the current command
 	deadline time.Time
 	clamped  bool   // our own limit is the read deadline in force
 	clientID string // from ID, for logs
 
 	auth atomic.Bool
-	// loginReply: the next write is the answer to a successful login (its
-	// capability list is still safe to rewrite; no message data yet).
-	loginReply atomic.Bool
-	contSeen   atomic.Bool // the library sent "+" since the last literal began
-	closeOnce  sync.Once
+	// capsReply: the next write answers a successful login or CAPABILITY,
+	// so a capability list at its start is safe to rewrite (no message data).
+	capsReply atomic.Bool
+	// onLogout, set by the session, runs when LOGOUT is read: the per-user
+	// slot is free before the client sees "OK LOGOUT".
+	onLogout  func()
+	contSeen  atomic.Bool // the library sent "+" since the last literal began
+	closeOnce sync.Once
 }
 
 const (
@@ -73,7 +80,9 @@ const (
 	// advertises: a larger non-synchronising literal is a protocol error
 	// whose bytes are already on the way, so the connection ends.
 	maxNonSyncLiteral = 4096
-	maxIDBytes        = 8 << 10
+	// maxCommandLine is go-imap's own limit on a command outside literals.
+	maxCommandLine = 50 << 10
+	maxIDKeep      = 8 << 10 // of an ID, kept for the logs
 )
 
 func newConn(srv *Server, c net.Conn, implicitTLS bool) *conn {
@@ -93,7 +102,6 @@ func newConn(srv *Server, c net.Conn, implicitTLS bool) *conn {
 		transport: c,
 		isTLS:     implicitTLS,
 		r:         bufio.NewReaderSize(c, connBufSize),
-		atStart:   true,
 	}
 }
 
@@ -108,7 +116,7 @@ func (c *conn) TLS() bool {
 // setAuthenticated records a successful login: from now on the idle
 // timeout, not the login timeout, applies.
 func (c *conn) setAuthenticated() {
-	c.loginReply.Store(true)
+	c.capsReply.Store(true)
 	c.auth.Store(true)
 }
 
@@ -126,6 +134,40 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// readState is where the reader stands in the client's byte stream. The
+// machine, driven by fill (one step per line or literal piece):
+//
+//	stCommand   --line-->  command(): ID, STARTTLS, a refused literal or a
+//	                       list nested too deeply are answered here and the
+//	                       line swallowed (stays stCommand); otherwise the
+//	                       line goes to the library and
+//	                         ends in {n}/{n+}  -> stLiteral
+//	                         is "IDLE"         -> stIdle
+//	                         else              -> stCommand
+//	stContinued --line-->  (rest of a command after a literal) as above,
+//	                       without command()
+//	stLiteral   --bytes--> n bytes pass through -> stContinued; when the
+//	                       literal was synchronising and the library refused
+//	                       the command instead of sending "+", the client
+//	                       sends no bytes: -> stCommand
+//	stIdle      --line-->  the line (DONE) ends IDLE in the library -> stCommand
+//
+// Protocol errors the library cannot recover from (a non-synchronising
+// literal over limits, a line over maxCommandLine, nesting too deep after
+// the first line) end the connection with BYE.
+type readState int
+
+const (
+	stCommand readState = iota
+	stContinued
+	stLiteral
+	stIdle
+)
+
+// maxNesting bounds parenthesised lists in a command. go-imap's own bound
+// (1000) is answered NO [SERVERBUG]; no client nests more than a few.
+const maxNesting = 100
+
 // fill sets pending to the next line or literal piece, answering and
 // swallowing what the library must not see.
 func (c *conn) fill() error {
@@ -133,13 +175,14 @@ func (c *conn) fill() error {
 		return c.readErr
 	}
 	for {
-		if c.literal > 0 && c.litSync && !c.contSeen.Load() {
-			// The library refused the command (a literal too big for it,
-			// a bad state) instead of asking for the bytes: the client
-			// will not send them, and the next line is a new command.
-			c.literal, c.atStart = 0, true
-		}
-		if c.literal > 0 {
+		if c.state == stLiteral {
+			if c.litSync && !c.contSeen.Load() {
+				// The library refused the command (a literal too big for it,
+				// a bad state) instead of asking for the bytes: the client
+				// will not send them, and the next line is a new command.
+				c.literal, c.state = 0, stCommand
+				continue
+			}
 			c.litSync = false
 			if _, err := c.r.Peek(1); err != nil {
 				return c.failed(err)
@@ -147,54 +190,28 @@ func (c *conn) fill() error {
 			n := min(int64(c.r.Buffered()), c.literal)
 			b, _ := c.r.Peek(int(n))
 			c.r.Discard(int(n))
-			c.literal -= n
+			if c.literal -= n; c.literal == 0 {
+				c.state = stContinued
+			}
 			c.pending = b
 			return nil
 		}
-		line, err := c.r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if c.atStart && !c.idling {
-				_, name, _ := splitCommand(line)
-				if name == "ID" {
-					// A long ID is still ours: read the whole line.
-					full, err := c.restOfLine(line, maxIDBytes)
-					if err != nil {
-						return c.failed(err)
-					}
-					if _, err := c.command(full); err != nil {
-						return c.failed(err)
-					}
-					continue
-				}
-				c.srv.metrics.command(name)
-			}
-			// A line longer than the buffer: pass it on in pieces (the
-			// library enforces its own command size) and remember its end.
-
-			c.atStart, c.midLine = false, true
-			c.keepTail(line)
-			c.pending = line
-			return nil
-		}
+		line, err := c.readLine()
 		if err != nil {
-			if len(line) > 0 {
-				c.pending, c.readErr = line, c.failed(err)
-				return nil
-			}
+			// A line cut by the end of the connection is no command: the
+			// library would answer it NO [SERVERBUG] to nobody.
 			return c.failed(err)
 		}
-		start := c.atStart && !c.midLine
-		end := line
-		if c.midLine {
-			c.keepTail(line)
-			end = c.tail
-			c.midLine, c.tail = false, c.tail[:0]
-		}
-		if c.idling {
+		from := c.state
+		switch from {
+		case stIdle:
 			// Whatever line comes ends IDLE in the library ("DONE", or a
 			// syntax error); the next one starts a command again.
-			c.idling = false
-		} else if start {
+			c.state = stCommand
+			c.pending = line
+			return nil
+		case stCommand:
+			c.depth = 0
 			swallowed, err := c.command(line)
 			if err != nil {
 				return c.failed(err)
@@ -203,29 +220,55 @@ func (c *conn) fill() error {
 				continue
 			}
 		}
-		n, sync, ok := trailingLiteral(end)
+		n, sync, hasLit := trailingLiteral(line)
+		deepest, depth, openQuote := nesting(line, c.depth)
+		if c.depth = depth; openQuote && from == stCommand && (!hasLit || sync) {
+			// go-imap answers a quoted string cut by the line's end with
+			// NO [SERVERBUG].
+			if err := c.writeOwn(tagOf(line) + " BAD Quoted string not closed before the end of the line\r\n"); err != nil {
+				return c.failed(err)
+			}
+			continue
+		}
+		if deepest > maxNesting {
+			if from == stCommand && (!hasLit || sync) {
+				// Refused whole: the library never sees the command, and a
+				// client waiting for "+" sends no literal.
+				if err := c.writeOwn(fmt.Sprintf("%s BAD Lists are nested too deeply (at most %d levels)\r\n", tagOf(line), maxNesting)); err != nil {
+					return c.failed(err)
+				}
+				continue
+			}
+			c.bye(fmt.Sprintf("Lists are nested too deeply (at most %d levels)", maxNesting))
+			c.Close()
+			return c.failed(errLimit)
+		}
 		switch {
-		case !ok:
-			c.atStart = true
+		case !hasLit:
+			if c.state != stIdle {
+				c.state = stCommand
+			}
 		case !sync && n > maxNonSyncLiteral:
 			c.bye("Non-synchronizing literals are limited to 4096 bytes")
 			c.Close()
-			return c.failed(errLiteralTooBig)
+			return c.failed(errLimit)
 		case n > c.literalLimit():
-			if start && sync {
+			if from == stCommand && sync {
 				// The client waits for "+" before sending the bytes, so the
 				// command can be refused whole; the library never sees it.
 				if err := c.writeOwn(fmt.Sprintf("%s NO [TOOBIG] Literals are limited to %d bytes\r\n", tagOf(line), c.literalLimit())); err != nil {
 					return c.failed(err)
 				}
-				c.atStart = true
+				c.state = stCommand
 				continue
 			}
 			c.bye(fmt.Sprintf("Literals are limited to %d bytes", c.literalLimit()))
 			c.Close()
-			return c.failed(errLiteralTooBig)
+			return c.failed(errLimit)
+		case n == 0:
+			c.state = stContinued
 		default:
-			c.literal, c.litSync, c.atStart = n, sync, false
+			c.literal, c.litSync, c.state = n, sync, stLiteral
 			c.contSeen.Store(false)
 		}
 		c.pending = line
@@ -233,28 +276,53 @@ func (c *conn) fill() error {
 	}
 }
 
-var errLiteralTooBig = errors.New("imap: literal too big")
-
-// restOfLine reads the rest of a line whose start (a full buffer) is first,
-// up to limit bytes in all.
-func (c *conn) restOfLine(first []byte, limit int) ([]byte, error) {
-	line := bytes.Clone(first)
+// readLine returns the next line, LF included: a view into the read buffer,
+// or, for a line longer than the buffer, a copy of at most maxCommandLine
+// bytes (go-imap's own limit on a command).
+func (c *conn) readLine() ([]byte, error) {
+	line, err := c.r.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return line, err
+	}
+	long := bytes.Clone(line)
 	for {
 		more, err := c.r.ReadSlice('\n')
-		line = append(line, more...)
-		if len(line) > limit {
+		long = append(long, more...)
+		if len(long) > maxCommandLine {
 			c.bye("Command line too long")
 			c.Close()
-			return nil, errLiteralTooBig
-		}
-		if err == nil {
-			return line, nil
+			return nil, errLimit
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			return nil, err
+			return long, err
 		}
 	}
 }
+
+// nesting returns the deepest list nesting of line and the nesting at its
+// end, starting at depth (parentheses inside quoted strings do not count),
+// and whether a quoted string is still open at the end of the line. Literal
+// bytes never reach it, so it sees only protocol text.
+func nesting(line []byte, depth int) (deepest, end int, openQuote bool) {
+	deepest, quoted := depth, false
+	for i := 0; i < len(line); i++ {
+		switch ch := line[i]; {
+		case quoted && ch == '\\':
+			i++
+		case ch == '"':
+			quoted = !quoted
+		case quoted:
+		case ch == '(':
+			depth++
+			deepest = max(deepest, depth)
+		case ch == ')':
+			depth = max(0, depth-1)
+		}
+	}
+	return deepest, depth, quoted
+}
+
+var errLimit = errors.New("imap: connection limit exceeded")
 
 func (c *conn) literalLimit() int64 {
 	if n := c.srv.svc.Config().Limits.IMAPLiteralBytes; n > 0 {
@@ -263,33 +331,59 @@ func (c *conn) literalLimit() int64 {
 	return 1 << 20
 }
 
-// keepTail keeps the last bytes of a long line: enough for "{4294967295+}\r\n".
-func (c *conn) keepTail(b []byte) {
-	const keep = 24
-	c.tail = append(c.tail, b[max(0, len(b)-keep):]...)
-	if len(c.tail) > keep {
-		c.tail = append(c.tail[:0], c.tail[len(c.tail)-keep:]...)
-	}
-}
-
 // command looks at the first line of a command. It reports true when conn
 // answered the command itself and the library must not see it.
 func (c *conn) command(line []byte) (bool, error) {
 	tag, name, rest := splitCommand(line)
+	if name == "" || !validTag(tag) {
+		// An empty line (go-imap beta.9 skips it) or no command: the
+		// library's to answer.
+		return false, nil
+	}
 	c.srv.metrics.command(name)
 	switch name {
 	case "ID":
-		return true, c.answerID(tag, rest, line)
+		return true, c.answerID(tag, line)
 	case "STARTTLS":
 		if c.srv.opts.TLSConfig != nil && !c.TLS() && !c.auth.Load() {
 			return true, c.startTLS(tag)
 		}
 	case "IDLE":
 		if c.auth.Load() && len(bytes.TrimSpace(rest)) == 0 {
-			c.idling = true
+			c.state = stIdle
+		}
+	case "LIST", "LSUB":
+		for _, name := range listArgs(rest) {
+			if !validMailboxName(name) {
+				return true, c.writeOwn(tag + " BAD Invalid mailbox name (modified UTF-7, RFC 3501 5.1.3): " + quoteIMAP(name) + "\r\n")
+			}
+		}
+	case "CAPABILITY":
+		if c.auth.Load() {
+			c.capsReply.Store(true)
+		}
+	case "LOGOUT":
+		if c.onLogout != nil {
+			c.onLogout()
+		}
+	case "AUTHENTICATE":
+		// go-imap answers an initial response that is not base64 with
+		// NO [SERVERBUG]; it is the client's mistake.
+		if _, ir, ok := bytes.Cut(bytes.TrimSpace(rest), []byte{' '}); ok && !validSASL(ir) {
+			return true, c.writeOwn(tag + " BAD Malformed SASL initial response (not base64)\r\n")
 		}
 	}
 	return false, nil
+}
+
+// validSASL reports whether b is a SASL response as IMAP carries it:
+// base64, or "=" for an empty one.
+func validSASL(b []byte) bool {
+	if string(b) == "=" {
+		return true
+	}
+	_, err := base64.StdEncoding.DecodeString(string(b))
+	return err == nil
 }
 
 // splitCommand returns the tag, the upper-cased command name ("UID FETCH"
@@ -306,12 +400,26 @@ func splitCommand(line []byte) (tag, name string, rest []byte) {
 	return string(t), name, r
 }
 
+// tagOf returns the tag to answer line with, "*" if it has no valid one.
 func tagOf(line []byte) string {
 	t, _, _ := splitCommand(line)
-	if t == "" {
+	if !validTag(t) {
 		return "*"
 	}
 	return t
+}
+
+// validTag reports whether t is an IMAP tag: ASTRING-CHARs except "+".
+func validTag(t string) bool {
+	if t == "" {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if ch := t[i]; ch <= ' ' || ch >= 0x7f || strings.IndexByte(`(){%*"\+`, ch) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // trailingLiteral reports a literal announced at the end of a line:
@@ -337,39 +445,49 @@ func trailingLiteral(line []byte) (n int64, sync, ok bool) {
 	return n, sync, true
 }
 
-// answerID answers RFC 2971 ID in any state. The client's fields only go to
-// the logs; the answer names the server.
-func (c *conn) answerID(tag string, args, line []byte) error {
-	all := bytes.Clone(args)
-	// Field values may be literals; read them here, as the library would.
+// answerID answers RFC 2971 ID in any state; line is the command's first
+// line. The client's fields only go to the logs (the first maxIDKeep
+// bytes); the rest of the command is read within the limits of any command
+// (readLine, literalLimit).
+func (c *conn) answerID(tag string, line []byte) error {
+	var keep []byte
+	add := func(b []byte) {
+		if len(keep) < maxIDKeep {
+			keep = append(keep, b[:min(len(b), maxIDKeep-len(keep))]...)
+		}
+	}
 	for {
+		add(line)
 		n, sync, ok := trailingLiteral(line)
 		if !ok {
 			break
 		}
-		if n > maxIDBytes || len(all)+int(n) > maxIDBytes {
-			c.bye("ID too long")
+		if n > c.literalLimit() || (!sync && n > maxNonSyncLiteral) {
+			c.bye(fmt.Sprintf("Literals are limited to %d bytes", c.literalLimit()))
 			c.Close()
-			return errLiteralTooBig
+			return errLimit
 		}
 		if sync {
 			if err := c.writeOwn("+ Ready for literal data\r\n"); err != nil {
 				return err
 			}
 		}
-		lit := make([]byte, n)
-		if _, err := io.ReadFull(c.r, lit); err != nil {
+		for n > 0 {
+			b, err := c.r.Peek(int(min(n, connBufSize)))
+			if len(b) == 0 {
+				return err
+			}
+			add(b)
+			c.r.Discard(len(b))
+			n -= int64(len(b))
+		}
+		var err error
+		if line, err = c.readLine(); err != nil {
 			return err
 		}
-		all = append(all, lit...)
-		next, err := c.r.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		all = append(all, next...)
-		line = next
 	}
-	c.clientID = idSummary(all)
+	_, _, args := splitCommand(keep)
+	c.clientID = idSummary(args)
 	c.srv.log.Debug("imap client id", "remote", c.raw.RemoteAddr().String(), "id", c.clientID)
 	resp := fmt.Sprintf("* ID (\"name\" \"duebridge\" \"version\" %s \"vendor\" \"duebridge\")\r\n%s OK ID completed\r\n",
 		quoteIMAP(c.srv.opts.Version), tag)
@@ -510,9 +628,10 @@ func (c *conn) Write(p []byte) (int, error) {
 		c.contSeen.Store(true)
 	}
 	// Capability lists are rewritten only before login and in the answer
-	// to the login itself: nothing there carries message data, so a plain
-	// replacement is exact (a FETCH literal could contain the same words).
-	if !c.auth.Load() || c.loginReply.Swap(false) {
+	// to the login or to CAPABILITY: nothing there carries message data, so
+	// a plain replacement is exact (a FETCH literal could contain the same
+	// words).
+	if !c.auth.Load() || c.capsReply.Swap(false) {
 		q := p
 		if c.srv.opts.TLSConfig != nil && !c.isTLS && !c.auth.Load() {
 			// Before TLS on a server that has it, capability lists say
@@ -574,7 +693,7 @@ func (c *conn) applyReadDeadline() error {
 	switch {
 	case !c.auth.Load():
 		limit = c.start.Add(c.srv.opts.LoginTimeout)
-	case !c.idling:
+	case c.state != stIdle:
 		limit = time.Now().Add(c.srv.opts.IdleTimeout)
 	}
 	c.clamped = false

@@ -232,7 +232,7 @@ func writeFetch(w *goimapserver.FetchWriter, it item, m *loadedMsg, o *imap.Fetc
 	for i, bs := range o.BodySection {
 		if names := lowerNames[i]; names != nil && m.parsed != nil && m.parsed.crlf && bs.Partial == nil {
 			size, pick := m.parsed.headerFields(names, len(bs.HeaderFieldsNot) > 0)
-			wc := rw.WriteBodySection(bs, int64(size))
+			wc := rw.WriteBodySection(echoSection(bs), int64(size))
 			var err error
 			for b := range pick {
 				if _, err = wc.Write(b); err != nil {
@@ -252,7 +252,7 @@ func writeFetch(w *goimapserver.FetchWriter, it item, m *loadedMsg, o *imap.Fetc
 			src = m.parsed.header
 		}
 		b := goimapserver.ExtractBodySection(bytes.NewReader(src), bs)
-		if err := writeLiteral(rw.WriteBodySection(bs, int64(len(b))), b); err != nil {
+		if err := writeLiteral(rw.WriteBodySection(echoSection(bs), int64(len(b))), b); err != nil {
 			return err
 		}
 	}
@@ -440,4 +440,65 @@ func (c *msgCache) put(k cacheKey, p *parsedMsg) {
 		delete(c.m, ce.key)
 		c.bytes -= ce.p.cost()
 	}
+}
+
+// echoSection returns the section as the answer names it. go-imap writes
+// HEADER.FIELDS names as quoted strings; clients send atoms (iOS Mail:
+// "HEADER.FIELDS (DATE FROM ...)") and some find the answer's section by
+// comparing the text, as Dovecot, Cyrus and Gmail echo atoms. So names that
+// are atoms go out as atoms, inside the specifier the library writes
+// verbatim; any other name stays a quoted string.
+func echoSection(bs *imap.FetchItemBodySection) *imap.FetchItemBodySection {
+	names, kind := bs.HeaderFields, "FIELDS"
+	if len(names) == 0 {
+		names, kind = bs.HeaderFieldsNot, "FIELDS.NOT"
+	}
+	if len(names) == 0 || bs.Specifier != imap.PartSpecifierHeader {
+		return bs
+	}
+	var b strings.Builder
+	b.WriteString("HEADER." + kind + " (")
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		switch {
+		case isAtom(n):
+			b.WriteString(n)
+		case isQuotable(n):
+			b.WriteString(quoteIMAP(n))
+		default:
+			return bs // a literal: leave it to the library
+		}
+	}
+	b.WriteByte(')')
+	out := *bs
+	out.Specifier = imap.PartSpecifier(b.String())
+	out.HeaderFields, out.HeaderFieldsNot = nil, nil
+	return &out
+}
+
+// isAtom reports whether s is an IMAP atom (RFC 3501 ATOM-CHAR), without
+// "]", which would end the section.
+func isAtom(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch <= ' ' || ch >= 0x7f || strings.IndexByte(`(){%*"\]`, ch) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// isQuotable reports whether quoteIMAP keeps s intact: printable ASCII.
+func isQuotable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

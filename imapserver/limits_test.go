@@ -221,6 +221,6 @@ func TestLongLines(t *testing.T) {
 	rc.send("5 UID SEARCH " + strings.Repeat("UNDELETED ", 400))
 	rc.next(`^\* SEARCH 1$`)
 	rc.next(`^5 OK`)
-	rc.send(`6 ID ("name" "` + strings.Repeat("x", 10000) + `")`)
+	rc.send(`6 ID ("name" "` + strings.Repeat("x", 60000) + `")`)
 	rc.next(`^\* BYE Command line too long`)
 }

@@ -54,6 +54,7 @@ type mailboxState struct {
 	mboxModSeq  int64 // the mailbox row's MODSEQ at the last refresh
 	msgModSeq   int64 // the highest message MODSEQ seen
 	msgs        []msgMeta
+	keywords    []imap.Flag // announced in FLAGS (keywords.go); only grows
 	tracker     *goimapserver.MailboxTracker
 	watchers    map[*selection]struct{}
 
@@ -142,6 +143,7 @@ func (st *mailboxState) load(ctx context.Context, s store.Store) error {
 	for i, m := range msgs {
 		st.msgs[i] = metaOf(&m)
 		st.msgModSeq = max(st.msgModSeq, m.ModSeq)
+		st.addKeywords(st.msgs[i].flags)
 	}
 	st.tracker = goimapserver.NewMailboxTracker(uint32(len(st.msgs)))
 	return nil
@@ -245,6 +247,17 @@ func (st *mailboxState) refreshLocked(ctx context.Context, s store.Store, source
 			st.msgs = slices.Delete(st.msgs, i, i+1)
 			any = true
 		}
+	}
+	// New keywords are announced before the messages that carry them.
+	grew := false
+	for i := range changed {
+		if st.addKeywords(toFlags(changed[i].Flags)) {
+			grew = true
+		}
+	}
+	if grew {
+		st.tracker.QueueMailboxFlags(st.flagList())
+		any = true
 	}
 	for i := range changed {
 		m := &changed[i]

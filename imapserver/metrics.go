@@ -9,16 +9,18 @@ import (
 // metrics are the IMAP server's Prometheus collectors, registered on the
 // service's registry.
 type metrics struct {
-	conns       prometheus.Gauge
-	sessions    prometheus.Gauge
-	idling      prometheus.Gauge
-	refreshers  prometheus.Gauge
-	commands    *prometheus.CounterVec
-	timeouts    *prometheus.CounterVec
-	limited     prometheus.Counter
-	starttls    prometheus.Counter
-	panics      prometheus.Counter
-	pushSeconds prometheus.Histogram
+	conns      prometheus.Gauge
+	sessions   prometheus.Gauge
+	idling     prometheus.Gauge
+	refreshers prometheus.Gauge
+	commands   *prometheus.CounterVec
+	timeouts   *prometheus.CounterVec
+	limited    prometheus.Counter
+	// keywordLimit counts STOREs refused by a keyword limit, by config key.
+	keywordLimit *prometheus.CounterVec
+	starttls     prometheus.Counter
+	panics       prometheus.Counter
+	pushSeconds  prometheus.Histogram
 }
 
 // knownCommands bounds the command label: anything else counts as "other".
@@ -56,6 +58,10 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		limited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duebridge_imap_conn_limit_total", Help: "Logins refused by limits.imap_conns_per_user.",
 		}),
+		keywordLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_imap_keyword_limit_total",
+			Help: "STOREs refused by a keyword limit, by limit (imap_keywords_per_message, imap_keywords_per_mailbox, imap_keyword_bytes).",
+		}, []string{"limit"}),
 		starttls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duebridge_imap_starttls_total", Help: "Successful STARTTLS negotiations.",
 		}),
@@ -75,6 +81,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	m.commands = register(reg, m.commands)
 	m.timeouts = register(reg, m.timeouts)
 	m.limited = register(reg, m.limited)
+	m.keywordLimit = register(reg, m.keywordLimit)
 	m.starttls = register(reg, m.starttls)
 	m.panics = register(reg, m.panics)
 	m.pushSeconds = register(reg, m.pushSeconds)

@@ -251,6 +251,14 @@ func entityContains(data []byte, text string, withHeader bool) bool {
 
 func walkContains(e *gomessage.Entity, text string, withHeader bool) bool {
 	if withHeader {
+		// The header as written, unfolded (so "subject: assigned" and a
+		// field name match, as in Dovecot), then each value decoded.
+		var raw bytes.Buffer
+		textproto.WriteHeader(&raw, e.Header.Header)
+		unfolded := bytes.ReplaceAll(bytes.ReplaceAll(raw.Bytes(), []byte("\r\n "), []byte(" ")), []byte("\r\n\t"), []byte(" "))
+		if bytes.Contains(bytes.ToLower(unfolded), []byte(text)) {
+			return true
+		}
 		for f := e.Header.Fields(); f.Next(); {
 			v, err := f.Text()
 			if err != nil {

@@ -7,10 +7,13 @@
 // idling client hears of a new notification the moment its transaction
 // commits, and of another session's flag changes and expunges.
 //
-// Three things go-imap does not do are done here, in a net.Conn wrapper the
-// library reads through (conn.go): answering ID (RFC 2971) in every state,
-// STARTTLS (so that ID still works after it), and connection-level limits
-// (literal size, login and idle timeouts).
+// What go-imap (v2.0.0-beta.9) does not do is done here, in a net.Conn
+// wrapper the library reads through (conn.go, one documented state
+// machine): answering ID (RFC 2971) in every state and advertising it,
+// STARTTLS (so that ID still works after it), refusing what the library
+// would answer NO [SERVERBUG] (bad base64 in AUTHENTICATE, lists nested too
+// deeply), and connection-level limits (literal size, line length, login
+// and idle timeouts).
 package imapserver
 
 import (

@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-sasl"
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/store"
@@ -25,6 +26,7 @@ type session struct {
 	gc       *goimapserver.Conn
 	log      *slog.Logger
 	user     string
+	released bool // the user's connection slot was given back
 	failures int
 	// sel is the selected mailbox. Atomic because Idle runs on its own
 	// goroutine, which go-imap may not wait for when a client hangs up
@@ -36,6 +38,7 @@ var (
 	_ goimapserver.Session          = (*session)(nil)
 	_ goimapserver.SessionNamespace = (*session)(nil)
 	_ goimapserver.SessionMove      = (*session)(nil)
+	_ goimapserver.SessionSASL      = (*session)(nil)
 )
 
 // selection is a session's view of its selected mailbox.
@@ -74,7 +77,9 @@ func (s *Server) newSession(gc *goimapserver.Conn) (goimapserver.Session, *goima
 		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
 	}
 	s.sessions.Add(1)
-	return &session{srv: s, c: c, gc: gc, log: s.log.With("remote", c.RemoteAddr().String())}, nil, nil
+	sess := &session{srv: s, c: c, gc: gc, log: s.log.With("remote", c.RemoteAddr().String())}
+	c.onLogout = sess.release
+	return sess, nil, nil
 }
 
 func (s *session) ctx() context.Context { return s.srv.ctx }
@@ -84,12 +89,40 @@ func (s *session) Close() error {
 	if s.sel.Load() != nil {
 		s.Unselect()
 	}
-	if s.user != "" {
+	s.release()
+	s.srv.sessions.Done()
+	return nil
+}
+
+// release gives back the user's connection slot, at LOGOUT or at Close,
+// whichever comes first. Both run on the connection's goroutine.
+func (s *session) release() {
+	if s.user != "" && !s.released {
+		s.released = true
 		s.srv.releaseUserConn(s.user, s)
 		s.srv.metrics.sessions.Dec()
 	}
-	s.srv.sessions.Done()
-	return nil
+}
+
+// AuthenticateMechanisms and Authenticate serve AUTHENTICATE PLAIN. They
+// exist so that a connection without TLS is refused before go-imap's "+"
+// prompt, which would invite the password in clear.
+func (s *session) AuthenticateMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *session) Authenticate(mech string) (sasl.Server, error) {
+	if s.srv.opts.TLSConfig != nil && !s.c.TLS() {
+		return nil, errTLSRequired
+	}
+	if !strings.EqualFold(mech, sasl.Plain) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Text: "Only AUTHENTICATE PLAIN is supported"}
+	}
+	return sasl.NewPlainServer(func(identity, username, password string) error {
+		if identity != "" && identity != username {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthorizationFailed,
+				Text: "Logging in as another user is not supported"}
+		}
+		return s.Login(username, password)
+	}), nil
 }
 
 var errTLSRequired = &imap.Error{
@@ -207,9 +240,14 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 			break
 		}
 	}
+	// "\*" only while new keywords may still be made (RFC 3501 7.1).
+	permanent := st.flagList()
+	if lim := s.srv.svc.Config().Limits.IMAPKeywordsPerMailbox; lim <= 0 || len(st.keywords) < lim {
+		permanent = append(permanent, imap.FlagWildcard)
+	}
 	return &imap.SelectData{
-		Flags:             systemFlags,
-		PermanentFlags:    append(slices.Clone(systemFlags), imap.FlagWildcard),
+		Flags:             st.flagList(),
+		PermanentFlags:    permanent,
 		NumMessages:       uint32(len(st.msgs)),
 		FirstUnseenSeqNum: firstUnseen,
 		UIDNext:           imap.UID(st.uidNext),
@@ -488,6 +526,11 @@ func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *
 		return err
 	}
 	items := sel.resolve(numSet)
+	if kerr := checkKeywords(s.srv.svc.Config().Limits, st, items, op, names); kerr != nil {
+		st.mu.Unlock()
+		s.srv.metrics.keywordLimit.WithLabelValues(kerr.limit).Inc()
+		return kerr.resp
+	}
 	uids := make([]uint32, len(items))
 	for i, it := range items {
 		uids[i] = uint32(it.meta.uid)
