@@ -136,6 +136,13 @@ type Limits struct {
 	LoginFailureDelay time.Duration
 	LockoutFailures   int
 	LockoutWindow     time.Duration
+
+	// Submission listener: the time from connecting to a successful AUTH,
+	// and the connections that have not authenticated yet, in all and
+	// per client address.
+	SubmissionAuthTimeout      time.Duration
+	SubmissionUnauthConns      int
+	SubmissionUnauthPerAddress int
 }
 
 type Setup struct {

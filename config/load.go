@@ -60,6 +60,10 @@ type raw struct {
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
 		LockoutWindow     string `mapstructure:"lockout_window"`
+
+		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
+		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
+		SubmissionUnauthPerAddress int    `mapstructure:"submission_unauth_per_address"`
 	} `mapstructure:"limits"`
 	Setup struct {
 		ProfilePasswords bool `mapstructure:"profile_passwords"`
@@ -133,8 +137,12 @@ var defaults = map[string]any{
 	"limits.login_failure_delay": "1s",
 	"limits.lockout_failures":    10,
 	"limits.lockout_window":      "15m",
-	"setup.profile_passwords":    false,
-	"setup.sign_profiles":        false,
+
+	"limits.submission_auth_timeout":       "60s",
+	"limits.submission_unauth_conns":       50,
+	"limits.submission_unauth_per_address": 10,
+	"setup.profile_passwords":              false,
+	"setup.sign_profiles":                  false,
 }
 
 // Load reads path (YAML) with environment overrides and validates the result.
@@ -301,12 +309,16 @@ func (r *raw) validate() (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
+		SubmissionUnauthConns: r.Limits.SubmissionUnauthConns, SubmissionUnauthPerAddress: r.Limits.SubmissionUnauthPerAddress,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
 		"limits.lockout_failures":  int64(r.Limits.LockoutFailures),
 		"limits.conns_per_address": int64(r.Limits.ConnsPerAddress),
+
+		"limits.submission_unauth_conns":       int64(r.Limits.SubmissionUnauthConns),
+		"limits.submission_unauth_per_address": int64(r.Limits.SubmissionUnauthPerAddress),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)
@@ -314,6 +326,7 @@ func (r *raw) validate() (*Config, error) {
 	}
 	c.Limits.LoginFailureDelay = duration(&e, "limits.login_failure_delay", r.Limits.LoginFailureDelay)
 	c.Limits.LockoutWindow = duration(&e, "limits.lockout_window", r.Limits.LockoutWindow)
+	c.Limits.SubmissionAuthTimeout = duration(&e, "limits.submission_auth_timeout", r.Limits.SubmissionAuthTimeout)
 
 	seenUser := map[string]int{}
 	seenEmail := map[string]int{}
