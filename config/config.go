@@ -115,6 +115,9 @@ type Source struct {
 	LabelProjects map[string]string
 	// LeadTimes overrides notifications.lead_times for this source's tasks.
 	LeadTimes []time.Duration
+	// RequireTimestamp refuses generic webhooks without a signed
+	// X-Duebridge-Timestamp (replay protection).
+	RequireTimestamp bool
 }
 
 type Mail struct {
@@ -143,6 +146,17 @@ type Limits struct {
 	SubmissionAuthTimeout      time.Duration
 	SubmissionUnauthConns      int
 	SubmissionUnauthPerAddress int
+
+	// Task record fields (webhooks and tracker adapters): bytes of a
+	// title, description, url and each label, and labels per task.
+	TaskTitleBytes       int
+	TaskDescriptionBytes int
+	TaskURLBytes         int
+	TaskLabelBytes       int
+	TaskLabels           int
+	// WebhookTimestampWindow is how far X-Duebridge-Timestamp may be from
+	// now (either way) on a generic webhook.
+	WebhookTimestampWindow time.Duration
 }
 
 type Setup struct {

@@ -64,6 +64,13 @@ type raw struct {
 		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
 		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
 		SubmissionUnauthPerAddress int    `mapstructure:"submission_unauth_per_address"`
+
+		TaskTitleBytes         int    `mapstructure:"task_title_bytes"`
+		TaskDescriptionBytes   int    `mapstructure:"task_description_bytes"`
+		TaskURLBytes           int    `mapstructure:"task_url_bytes"`
+		TaskLabelBytes         int    `mapstructure:"task_label_bytes"`
+		TaskLabels             int    `mapstructure:"task_labels"`
+		WebhookTimestampWindow string `mapstructure:"webhook_timestamp_window"`
 	} `mapstructure:"limits"`
 	Setup struct {
 		ProfilePasswords bool `mapstructure:"profile_passwords"`
@@ -108,6 +115,8 @@ type rawSource struct {
 	APIURL        string            `mapstructure:"api_url"`
 	LabelProjects map[string]string `mapstructure:"label_projects"`
 	LeadTimes     []string          `mapstructure:"lead_times"`
+	// RequireTimestamp: generic webhooks must carry a signed X-Duebridge-Timestamp.
+	RequireTimestamp bool `mapstructure:"require_timestamp"`
 }
 
 // defaults registers every leaf key, which is also what lets DUEBRIDGE_* env
@@ -141,6 +150,12 @@ var defaults = map[string]any{
 	"limits.submission_auth_timeout":       "60s",
 	"limits.submission_unauth_conns":       50,
 	"limits.submission_unauth_per_address": 10,
+	"limits.task_title_bytes":              1024,
+	"limits.task_description_bytes":        64 << 10,
+	"limits.task_url_bytes":                2048,
+	"limits.task_label_bytes":              256,
+	"limits.task_labels":                   100,
+	"limits.webhook_timestamp_window":      "5m",
 	"setup.profile_passwords":              false,
 	"setup.sign_profiles":                  false,
 }
@@ -310,6 +325,8 @@ func (r *raw) validate() (*Config, error) {
 		IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
 		SubmissionUnauthConns: r.Limits.SubmissionUnauthConns, SubmissionUnauthPerAddress: r.Limits.SubmissionUnauthPerAddress,
+		TaskTitleBytes: r.Limits.TaskTitleBytes, TaskDescriptionBytes: r.Limits.TaskDescriptionBytes,
+		TaskURLBytes: r.Limits.TaskURLBytes, TaskLabelBytes: r.Limits.TaskLabelBytes, TaskLabels: r.Limits.TaskLabels,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
@@ -319,6 +336,11 @@ func (r *raw) validate() (*Config, error) {
 
 		"limits.submission_unauth_conns":       int64(r.Limits.SubmissionUnauthConns),
 		"limits.submission_unauth_per_address": int64(r.Limits.SubmissionUnauthPerAddress),
+		"limits.task_title_bytes":              int64(r.Limits.TaskTitleBytes),
+		"limits.task_description_bytes":        int64(r.Limits.TaskDescriptionBytes),
+		"limits.task_url_bytes":                int64(r.Limits.TaskURLBytes),
+		"limits.task_label_bytes":              int64(r.Limits.TaskLabelBytes),
+		"limits.task_labels":                   int64(r.Limits.TaskLabels),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)
@@ -327,6 +349,7 @@ func (r *raw) validate() (*Config, error) {
 	c.Limits.LoginFailureDelay = duration(&e, "limits.login_failure_delay", r.Limits.LoginFailureDelay)
 	c.Limits.LockoutWindow = duration(&e, "limits.lockout_window", r.Limits.LockoutWindow)
 	c.Limits.SubmissionAuthTimeout = duration(&e, "limits.submission_auth_timeout", r.Limits.SubmissionAuthTimeout)
+	c.Limits.WebhookTimestampWindow = duration(&e, "limits.webhook_timestamp_window", r.Limits.WebhookTimestampWindow)
 
 	seenUser := map[string]int{}
 	seenEmail := map[string]int{}
@@ -437,7 +460,8 @@ func (r *raw) validate() (*Config, error) {
 	seenSource := map[string]int{}
 	for i, rs := range r.Sources {
 		key := fmt.Sprintf("sources[%d]", i)
-		s := Source{Name: rs.Name, Kind: rs.Kind, Secret: rs.Secret, APIToken: rs.APIToken, APIURL: rs.APIURL, LabelProjects: rs.LabelProjects}
+		s := Source{Name: rs.Name, Kind: rs.Kind, Secret: rs.Secret, APIToken: rs.APIToken, APIURL: rs.APIURL, LabelProjects: rs.LabelProjects,
+			RequireTimestamp: rs.RequireTimestamp}
 		switch {
 		case rs.Name == "":
 			e.add(key+".name", "required")
