@@ -187,6 +187,11 @@ func load(path string, r io.Reader) (*Config, error) {
 	}
 	if r != nil {
 		if err := v.ReadConfig(r); err != nil {
+			if !strings.Contains(err.Error(), "line ") {
+				// yaml.v3 leaves the position out of errors on the
+				// first line (its marks count from 0 and 0 means none).
+				return nil, fmt.Errorf("parse config %s: line 1: %w", path, err)
+			}
 			return nil, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}
