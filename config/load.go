@@ -194,6 +194,13 @@ func load(path string, r io.Reader) (*Config, error) {
 			}
 			return nil, fmt.Errorf("parse config %s: %w", path, err)
 		}
+		// A key with an empty part (".x", "a..b") reached the decoder as
+		// "'' has invalid keys: ", naming nothing (found by fuzz/).
+		for _, k := range v.AllKeys() {
+			if slices.Contains(strings.Split(k, "."), "") {
+				return nil, fmt.Errorf("config %s: unknown key %q (a key has an empty name between dots)", displayPath(path), k)
+			}
+		}
 	}
 	var rc raw
 	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToSliceHookFunc(","))
