@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -142,6 +143,10 @@ type authenticator struct {
 	guard *guard
 	m     *authMetrics
 
+	// verifyHash is VerifyPassword; tests see through it which checks a
+	// login costs.
+	verifyHash func(hash, pw string) bool
+
 	mu      sync.Mutex
 	cache   map[[32]byte]cacheEntry
 	dummies map[string]string // hash "shape" → dummy hash of that shape
@@ -191,6 +196,8 @@ func newAuthenticator(s *Service) *authenticator {
 		m:       newAuthMetrics(s),
 		cache:   map[[32]byte]cacheEntry{},
 		dummies: map[string]string{},
+
+		verifyHash: VerifyPassword,
 	}
 }
 
@@ -306,8 +313,15 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 }
 
 // verify checks pw against u's main and app passwords, at most len(hashq)
-// verifications at a time. An unknown user costs one check against a dummy
-// hash like the configured ones, so timing does not tell which names exist.
+// verifications at a time.
+//
+// A refusal costs the same wall time whoever is asked for: it runs the
+// config's refusal plan (refusalPlan), the same sequence of (algorithm,
+// cost) checks for an unknown name, a bcrypt user, an argon2id user and a
+// user with app passwords. The user's own hashes take the places of dummy
+// checks of their shape. Padding to a count was not enough: a bcrypt check
+// is ~50 ms cheaper than an argon2id one, so a refused bcrypt user answered
+// faster than an unknown name shaped like users[0].
 func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *config.User, pw string) (bool, error) {
 	select {
 	case a.hashq <- struct{}{}:
@@ -315,33 +329,60 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 		return false, ctx.Err()
 	}
 	defer func() { <-a.hashq }()
-	// A refusal always costs the same number of hash checks: one per
-	// credential of the user with the most, padded with dummy checks, so
-	// timing tells neither unknown names nor who has app passwords.
-	checks := 1
-	for i := range cfg.Users {
-		checks = max(checks, 1+len(cfg.Users[i].AppPasswords))
-	}
-	check := func(hash string) bool {
-		a.s.metrics.HashChecks.Inc()
-		return VerifyPassword(hash, pw)
-	}
+	own := map[string][]string{} // shape → the user's hashes of that shape
 	if u != nil && len(pw) > 0 && len(pw) <= maxPasswordBytes {
-		if check(u.PasswordHash) {
-			return true, nil
-		}
-		checks--
+		own[hashShape(u.PasswordHash)] = append(own[hashShape(u.PasswordHash)], u.PasswordHash)
 		for _, ap := range u.AppPasswords {
-			if check(ap.Hash) {
-				return true, nil
-			}
-			checks--
+			own[hashShape(ap.Hash)] = append(own[hashShape(ap.Hash)], ap.Hash)
 		}
 	}
-	for ; checks > 0; checks-- {
-		check(a.dummyHash(cfg))
+	for _, step := range refusalPlan(cfg) {
+		mine := own[step.shape]
+		for i := range step.n {
+			a.s.metrics.HashChecks.Inc()
+			if i < len(mine) {
+				if a.verifyHash(mine[i], pw) {
+					return true, nil
+				}
+				continue
+			}
+			a.verifyHash(a.dummyHash(step.shape), pw)
+		}
 	}
 	return false, nil
+}
+
+// planStep is n checks against hashes of one shape.
+type planStep struct {
+	shape string
+	n     int
+}
+
+// refusalPlan is what a refused login costs: for every hash shape in the
+// config, as many checks as the one user with the most credentials of that
+// shape has, in a fixed order (by shape). Every user's credentials fit in
+// it, so no user's refusal is cheaper than an unknown name's.
+func refusalPlan(cfg *config.Config) []planStep {
+	most := map[string]int{}
+	for i := range cfg.Users {
+		u := &cfg.Users[i]
+		count := map[string]int{hashShape(u.PasswordHash): 1}
+		for _, ap := range u.AppPasswords {
+			count[hashShape(ap.Hash)]++
+		}
+		for shape, n := range count {
+			most[shape] = max(most[shape], n)
+		}
+	}
+	if len(most) == 0 {
+		most[defaultShape] = 1 // nobody configured: still cost a check
+	}
+	plan := make([]planStep, 0, len(most))
+	for shape, n := range most {
+		plan = append(plan, planStep{shape, n})
+	}
+	slices.SortFunc(plan, func(x, y planStep) int { return strings.Compare(x.shape, y.shape) })
+	return plan
 }
 
 // failed records a failed attempt, logs and counts it, and waits the delay.
@@ -366,13 +407,9 @@ func (a *authenticator) failed(ctx context.Context, protocol, name, client strin
 	return ErrBadCredentials
 }
 
-// dummyHash returns a hash of a random password with the same algorithm
-// and cost as the first configured user's, made once per shape.
-func (a *authenticator) dummyHash(cfg *config.Config) string {
-	shape := "$2a$10$" // bcrypt at the default cost when nobody is configured
-	if len(cfg.Users) > 0 {
-		shape = hashShape(cfg.Users[0].PasswordHash)
-	}
+// dummyHash returns a hash of a random password of the given shape, made
+// once per shape.
+func (a *authenticator) dummyHash(shape string) string {
 	a.mu.Lock()
 	h, ok := a.dummies[shape]
 	a.mu.Unlock()
@@ -386,6 +423,9 @@ func (a *authenticator) dummyHash(cfg *config.Config) string {
 	return h
 }
 
+// defaultShape is bcrypt at the default cost, for hashes of no known shape.
+const defaultShape = "$2a$10$"
+
 // hashShape is the algorithm and cost part of a hash: "$2a$12$" or
 // "$argon2id$v=19$m=65536,t=3,p=4$".
 func hashShape(hash string) string {
@@ -397,7 +437,7 @@ func hashShape(hash string) string {
 	if ap, _, _, ok := parseArgon2id(hash); ok {
 		return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$", argon2.Version, ap.m, ap.t, ap.p)
 	}
-	return "$2a$10$"
+	return defaultShape
 }
 
 func makeDummy(shape string) string {

@@ -52,7 +52,8 @@ func (e *FieldError) Error() string {
 	return e.Field + ": " + e.Reason
 }
 
-// Limits on a task record's fields.
+// Limits on a task record's fields. Title, description, url and labels
+// have config keys (FieldLimits); these are their defaults.
 const (
 	MaxIDLen          = 256
 	MaxTitleLen       = 1024
@@ -61,6 +62,7 @@ const (
 	MaxProjectLen     = 256
 	MaxAssignees      = 100
 	MaxLabels         = 100
+	MaxLabelLen       = 256
 
 	// MinYear and MaxYear bound start, due and updated_at. The store keeps
 	// instants as Unix nanoseconds, which end in April 2262: a later date
@@ -70,8 +72,38 @@ const (
 	MaxYear = 2200
 )
 
-// Validate checks a record and fills defaults (status open, priority normal).
-func (in *TaskInput) Validate() *FieldError {
+// FieldLimits are the configurable bounds of a task record
+// (limits.task_*). A label is rendered into every assignee's reminder and
+// event, so without a per-label bound one 8 MB webhook stored 84 MB.
+type FieldLimits struct {
+	TitleBytes, DescriptionBytes, URLBytes, LabelBytes, Labels int
+}
+
+// DefaultFieldLimits are the limits when the config sets none.
+var DefaultFieldLimits = FieldLimits{TitleBytes: MaxTitleLen, DescriptionBytes: MaxDescriptionLen,
+	URLBytes: MaxURLLen, LabelBytes: MaxLabelLen, Labels: MaxLabels}
+
+// FieldLimitsOf reads the limits from cfg; an unset (zero) one is the default.
+func FieldLimitsOf(cfg *config.Config) FieldLimits {
+	l := DefaultFieldLimits
+	for _, f := range []struct {
+		dst *int
+		v   int
+	}{{&l.TitleBytes, cfg.Limits.TaskTitleBytes}, {&l.DescriptionBytes, cfg.Limits.TaskDescriptionBytes},
+		{&l.URLBytes, cfg.Limits.TaskURLBytes}, {&l.LabelBytes, cfg.Limits.TaskLabelBytes}, {&l.Labels, cfg.Limits.TaskLabels}} {
+		if f.v > 0 {
+			*f.dst = f.v
+		}
+	}
+	return l
+}
+
+// Validate checks a record against DefaultFieldLimits; see ValidateWith.
+func (in *TaskInput) Validate() *FieldError { return in.ValidateWith(DefaultFieldLimits) }
+
+// ValidateWith checks a record and fills defaults (status open, priority
+// normal). Fields over a limit are refused, naming the limit's config key.
+func (in *TaskInput) ValidateWith(lim FieldLimits) *FieldError {
 	fe := func(field, format string, a ...any) *FieldError {
 		return &FieldError{Index: -1, Field: field, Reason: fmt.Sprintf(format, a...)}
 	}
@@ -91,8 +123,14 @@ func (in *TaskInput) Validate() *FieldError {
 	for _, f := range []struct {
 		name, v string
 		max     int
-	}{{"title", in.Title, MaxTitleLen}, {"description", in.Description, MaxDescriptionLen}, {"url", in.URL, MaxURLLen}, {"project", in.Project, MaxProjectLen}} {
+		key     string
+	}{{"title", in.Title, lim.TitleBytes, "limits.task_title_bytes"},
+		{"description", in.Description, lim.DescriptionBytes, "limits.task_description_bytes"},
+		{"url", in.URL, lim.URLBytes, "limits.task_url_bytes"}, {"project", in.Project, MaxProjectLen, ""}} {
 		if len(f.v) > f.max {
+			if f.key != "" {
+				return fe(f.name, "longer than %d bytes (%s)", f.max, f.key)
+			}
 			return fe(f.name, "longer than %d bytes", f.max)
 		}
 		if !utf8.ValidString(f.v) {
@@ -113,8 +151,16 @@ func (in *TaskInput) Validate() *FieldError {
 			return fe(fmt.Sprintf("assignees[%d]", i), "empty or too long")
 		}
 	}
-	if len(in.Labels) > MaxLabels {
-		return fe("labels", "more than %d", MaxLabels)
+	if len(in.Labels) > lim.Labels {
+		return fe("labels", "more than %d (limits.task_labels)", lim.Labels)
+	}
+	for i, l := range in.Labels {
+		if len(l) > lim.LabelBytes {
+			return fe(fmt.Sprintf("labels[%d]", i), "longer than %d bytes (limits.task_label_bytes)", lim.LabelBytes)
+		}
+		if !utf8.ValidString(l) {
+			return fe(fmt.Sprintf("labels[%d]", i), "not valid UTF-8")
+		}
 	}
 	switch in.Status {
 	case "":
@@ -162,8 +208,9 @@ func (s *Service) Ingest(ctx context.Context, source string, inputs []TaskInput)
 	if cfg.Source(source) == nil {
 		return Result{}, fmt.Errorf("unknown source %q", source)
 	}
+	lim := FieldLimitsOf(cfg)
 	for i := range inputs {
-		if fe := inputs[i].Validate(); fe != nil {
+		if fe := inputs[i].ValidateWith(lim); fe != nil {
 			fe.Index = i
 			if len(inputs) == 1 {
 				fe.Index = -1
@@ -219,6 +266,17 @@ func newer(in *TaskInput, old *store.Task) bool {
 		return false
 	}
 	return !sameContent(in, old)
+}
+
+// ordering is the ordering state after in replaced old: never lower than
+// either. A record without a version used to erase the stored one, after
+// which a replay of an old version applied again (done → open).
+func ordering(old *store.Task, in *TaskInput) (int64, time.Time) {
+	v, at := max(old.Version, in.Version), old.UpdatedAt
+	if in.UpdatedAt.After(at) {
+		at = in.UpdatedAt
+	}
+	return v, at
 }
 
 func sameContent(in *TaskInput, t *store.Task) bool {
@@ -338,7 +396,7 @@ func (w *writer) apply(source string, in *TaskInput) (bool, error) {
 		// updated_at): keep the ordering fields, leave objects, ETags and
 		// SEQUENCE alone so phones have nothing to re-sync.
 		t := *old
-		t.Version, t.UpdatedAt = in.Version, in.UpdatedAt
+		t.Version, t.UpdatedAt = ordering(old, in)
 		return true, w.tx.PutTask(&t)
 	}
 	if old == nil && in.Deleted {
@@ -374,7 +432,11 @@ func (w *writer) apply(source string, in *TaskInput) (bool, error) {
 	t.Title, t.Description, t.URL, t.Project = in.Title, in.Description, in.URL, in.Project
 	t.Assignees, t.Labels = in.Assignees, in.Labels
 	t.Start, t.Due, t.Priority = in.Start, in.Due, in.Priority
-	t.UpdatedAt, t.Version, t.Deleted = in.UpdatedAt, in.Version, in.Deleted
+	t.Version, t.UpdatedAt = in.Version, in.UpdatedAt
+	if old != nil {
+		t.Version, t.UpdatedAt = ordering(old, in)
+	}
+	t.Deleted = in.Deleted
 	if t.Status != in.Status {
 		t.CompletedBy = "" // the tracker now owns the status again
 		t.CompletedAt = time.Time{}

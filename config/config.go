@@ -131,6 +131,9 @@ type Source struct {
 	LabelProjects map[string]string
 	// LeadTimes overrides notifications.lead_times for this source's tasks.
 	LeadTimes []time.Duration
+	// RequireTimestamp refuses generic webhooks without a signed
+	// X-Duebridge-Timestamp (replay protection).
+	RequireTimestamp bool
 }
 
 type Mail struct {
@@ -166,6 +169,24 @@ type Limits struct {
 	LockoutWindow     time.Duration
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
+
+	// Submission listener: the time from connecting to a successful AUTH,
+	// and the connections that have not authenticated yet, in all and
+	// per client address.
+	SubmissionAuthTimeout      time.Duration
+	SubmissionUnauthConns      int
+	SubmissionUnauthPerAddress int
+
+	// Task record fields (webhooks and tracker adapters): bytes of a
+	// title, description, url and each label, and labels per task.
+	TaskTitleBytes       int
+	TaskDescriptionBytes int
+	TaskURLBytes         int
+	TaskLabelBytes       int
+	TaskLabels           int
+	// WebhookTimestampWindow is how far X-Duebridge-Timestamp may be from
+	// now (either way) on a generic webhook.
+	WebhookTimestampWindow time.Duration
 }
 
 type Setup struct {

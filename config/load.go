@@ -73,6 +73,17 @@ type raw struct {
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
 		LockoutWindow     string `mapstructure:"lockout_window"`
+
+		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
+		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
+		SubmissionUnauthPerAddress int    `mapstructure:"submission_unauth_per_address"`
+
+		TaskTitleBytes         int    `mapstructure:"task_title_bytes"`
+		TaskDescriptionBytes   int    `mapstructure:"task_description_bytes"`
+		TaskURLBytes           int    `mapstructure:"task_url_bytes"`
+		TaskLabelBytes         int    `mapstructure:"task_label_bytes"`
+		TaskLabels             int    `mapstructure:"task_labels"`
+		WebhookTimestampWindow string `mapstructure:"webhook_timestamp_window"`
 	} `mapstructure:"limits"`
 	Setup struct {
 		ProfilePasswords bool `mapstructure:"profile_passwords"`
@@ -117,6 +128,8 @@ type rawSource struct {
 	APIURL        string            `mapstructure:"api_url"`
 	LabelProjects map[string]string `mapstructure:"label_projects"`
 	LeadTimes     []string          `mapstructure:"lead_times"`
+	// RequireTimestamp: generic webhooks must carry a signed X-Duebridge-Timestamp.
+	RequireTimestamp bool `mapstructure:"require_timestamp"`
 }
 
 // Load reads path (YAML) with environment overrides and validates the result.
@@ -158,6 +171,13 @@ func load(path string, r io.Reader) (*Config, error) {
 		}
 		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
 			return nil, syntaxError(path, b, err)
+		}
+		// A key with an empty part (".x", "a..b") reached the decoder as
+		// "'' has invalid keys: ", naming nothing (found by fuzz/).
+		for _, k := range v.AllKeys() {
+			if slices.Contains(strings.Split(k, "."), "") {
+				return nil, fmt.Errorf("config %s: unknown key %q (a key has an empty name between dots)", displayPath(path), k)
+			}
 		}
 	}
 	var rc raw
@@ -386,7 +406,10 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
 		MultigetHrefs:          r.Limits.MultigetHrefs,
 		IMAPKeywordsPerMessage: r.Limits.IMAPKeywordsMsg, IMAPKeywordsPerMailbox: r.Limits.IMAPKeywordsMbox,
-		IMAPKeywordBytes: r.Limits.IMAPKeywordBytes,
+		IMAPKeywordBytes:      r.Limits.IMAPKeywordBytes,
+		SubmissionUnauthConns: r.Limits.SubmissionUnauthConns, SubmissionUnauthPerAddress: r.Limits.SubmissionUnauthPerAddress,
+		TaskTitleBytes: r.Limits.TaskTitleBytes, TaskDescriptionBytes: r.Limits.TaskDescriptionBytes,
+		TaskURLBytes: r.Limits.TaskURLBytes, TaskLabelBytes: r.Limits.TaskLabelBytes, TaskLabels: r.Limits.TaskLabels,
 	}
 	for k, n := range map[string]int64{
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
@@ -398,6 +421,14 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.imap_keywords_per_message": int64(r.Limits.IMAPKeywordsMsg),
 		"limits.imap_keywords_per_mailbox": int64(r.Limits.IMAPKeywordsMbox),
 		"limits.imap_keyword_bytes":        int64(r.Limits.IMAPKeywordBytes),
+
+		"limits.submission_unauth_conns":       int64(r.Limits.SubmissionUnauthConns),
+		"limits.submission_unauth_per_address": int64(r.Limits.SubmissionUnauthPerAddress),
+		"limits.task_title_bytes":              int64(r.Limits.TaskTitleBytes),
+		"limits.task_description_bytes":        int64(r.Limits.TaskDescriptionBytes),
+		"limits.task_url_bytes":                int64(r.Limits.TaskURLBytes),
+		"limits.task_label_bytes":              int64(r.Limits.TaskLabelBytes),
+		"limits.task_labels":                   int64(r.Limits.TaskLabels),
 	} {
 		if n <= 0 {
 			e.add(k, "must be positive, got %d", n)
@@ -405,6 +436,8 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	}
 	c.Limits.LoginFailureDelay = duration(&e, "limits.login_failure_delay", r.Limits.LoginFailureDelay)
 	c.Limits.LockoutWindow = duration(&e, "limits.lockout_window", r.Limits.LockoutWindow)
+	c.Limits.SubmissionAuthTimeout = duration(&e, "limits.submission_auth_timeout", r.Limits.SubmissionAuthTimeout)
+	c.Limits.WebhookTimestampWindow = duration(&e, "limits.webhook_timestamp_window", r.Limits.WebhookTimestampWindow)
 
 	seenUser := map[string]int{}
 	seenEmail := map[string]int{}
@@ -523,7 +556,8 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	seenSource := map[string]int{}
 	for i, rs := range r.Sources {
 		key := fmt.Sprintf("sources[%d]", i)
-		s := Source{Name: rs.Name, Kind: rs.Kind, Secret: rs.Secret, APIToken: rs.APIToken, APIURL: rs.APIURL, LabelProjects: rs.LabelProjects}
+		s := Source{Name: rs.Name, Kind: rs.Kind, Secret: rs.Secret, APIToken: rs.APIToken, APIURL: rs.APIURL, LabelProjects: rs.LabelProjects,
+			RequireTimestamp: rs.RequireTimestamp}
 		switch {
 		case rs.Name == "":
 			e.add(key+".name", "required")

@@ -33,12 +33,39 @@ type Options struct {
 	Hostname string
 	// Logger; if nil, the service's logger is used.
 	Logger *slog.Logger
-	// MaxConns bounds concurrent connections; if zero, 100.
+	// MaxConns bounds concurrent authenticated sessions; if zero, 100.
 	MaxConns int
 	// Timeout is the time allowed for each command; if zero, 5 minutes
 	// (RFC 5321 4.5.3.2).
 	Timeout time.Duration
+
+	// The limits below are read from the service's config
+	// (limits.submission_*) on every connection unless set here.
+
+	// AuthTimeout is the time a connection has from its greeting to a
+	// successful AUTH, however busy it keeps itself.
+	AuthTimeout time.Duration
+	// MaxUnauth bounds connections that have not authenticated yet,
+	// separately from MaxConns, so clients that never log in cannot take
+	// the slots of those that do.
+	MaxUnauth int
+	// MaxUnauthPerAddress bounds them per client address (IPv6: one /64).
+	MaxUnauthPerAddress int
 }
+
+// Defaults of the limits, as config.Load also sets them.
+const (
+	defaultAuthTimeout         = 60 * time.Second
+	defaultMaxUnauth           = 50
+	defaultMaxUnauthPerAddress = 10
+
+	// refuseTimeout bounds writing a 421 to a connection over a limit,
+	// including the TLS handshake on port 465.
+	refuseTimeout = 5 * time.Second
+	// maxRefusing bounds refusals in flight; past it, connections are
+	// closed without a word.
+	maxRefusing = 64
+)
 
 const (
 	maxLine        = 4096 // AUTH lines carry base64 credentials; 512 is too short for them
@@ -53,13 +80,44 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 
+	m *metrics
+
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
+	unauth    int            // connections not yet authenticated
+	unauthBy  map[string]int // of them, per client address
+	authed    int            // authenticated sessions
+	refusing  int            // refusals being written
 	wg        sync.WaitGroup
 	ctx       context.Context
 	cancel    context.CancelFunc
+}
+
+// limits are the admission limits in force for a new connection.
+type limits struct {
+	authTimeout     time.Duration
+	maxUnauth       int
+	maxUnauthPerKey int
+}
+
+func (s *Server) limits() limits {
+	l := limits{s.opts.AuthTimeout, s.opts.MaxUnauth, s.opts.MaxUnauthPerAddress}
+	cl := s.svc.Config().Limits
+	pick := func(opt, cfg, def int) int {
+		switch {
+		case opt > 0:
+			return opt
+		case cfg > 0:
+			return cfg
+		}
+		return def
+	}
+	l.maxUnauth = pick(l.maxUnauth, cl.SubmissionUnauthConns, defaultMaxUnauth)
+	l.maxUnauthPerKey = pick(l.maxUnauthPerKey, cl.SubmissionUnauthPerAddress, defaultMaxUnauthPerAddress)
+	l.authTimeout = time.Duration(pick(int(l.authTimeout), int(cl.SubmissionAuthTimeout), int(defaultAuthTimeout)))
+	return l
 }
 
 // New builds a server; it starts nothing.
@@ -77,8 +135,9 @@ func New(svc *bridge.Service, opts Options) *Server {
 		opts.Timeout = 5 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{svc: svc, opts: opts, log: opts.Logger.With("component", "submission"),
-		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}
+	return &Server{svc: svc, opts: opts, log: opts.Logger.With("component", "submission"), m: newMetrics(svc.Metrics().Registry),
+		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, unauthBy: map[string]int{},
+		ctx: ctx, cancel: cancel}
 }
 
 // Serve accepts plain connections (port 587; STARTTLS when TLS is set)
@@ -120,36 +179,109 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		if implicitTLS {
 			c = tls.Server(c, s.opts.TLSConfig)
 		}
-		if !s.track(c) {
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			io.WriteString(c, "421 4.7.0 Too many connections, try again later\r\n")
-			c.Close()
+		lim := s.limits()
+		key := addressKey(c.RemoteAddr())
+		if !s.track(c, key, lim) {
+			s.refuse(c, "421 4.7.0 Too many connections, try again later")
 			continue
 		}
 		go func() {
-			defer s.untrack(c)
-			s.handle(c, implicitTLS)
+			ss := s.newSession(c, implicitTLS, key, lim.authTimeout)
+			defer func() { s.untrack(c, key, ss.promoted) }()
+			ss.serve()
 		}()
 	}
 }
 
-func (s *Server) track(c net.Conn) bool {
+// refuse answers a connection over a limit and closes it, off the accept
+// loop and within refuseTimeout: on port 465 the answer needs a TLS
+// handshake, and a client that never sends its hello stalled the listener.
+func (s *Server) refuse(c net.Conn, msg string) {
+	s.m.refused.Inc()
+	s.mu.Lock()
+	if s.closed || s.refusing >= maxRefusing {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.refusing++
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer func() {
+			c.Close()
+			s.mu.Lock()
+			s.refusing--
+			s.mu.Unlock()
+			s.wg.Done()
+		}()
+		c.SetDeadline(time.Now().Add(refuseTimeout))
+		io.WriteString(c, msg+"\r\n")
+	}()
+}
+
+// track admits a new (unauthenticated) connection from address key.
+func (s *Server) track(c net.Conn, key string, lim limits) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || len(s.conns) >= s.opts.MaxConns {
+	if s.closed || s.unauth >= lim.maxUnauth || s.unauthBy[key] >= lim.maxUnauthPerKey {
 		return false
 	}
+	s.unauth++
+	s.unauthBy[key]++
+	s.m.unauth.Inc()
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
 
-func (s *Server) untrack(c net.Conn) {
+// promote moves a connection that authenticated from the unauthenticated
+// slots to the sessions, if one is free.
+func (s *Server) promote(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.authed >= s.opts.MaxConns {
+		return false
+	}
+	s.releaseUnauth(key)
+	s.authed++
+	s.m.sessions.Inc()
+	return true
+}
+
+func (s *Server) releaseUnauth(key string) {
+	s.unauth--
+	if s.unauthBy[key]--; s.unauthBy[key] <= 0 {
+		delete(s.unauthBy, key)
+	}
+	s.m.unauth.Dec()
+}
+
+func (s *Server) untrack(c net.Conn, key string, authed bool) {
 	c.Close()
 	s.mu.Lock()
 	delete(s.conns, c)
+	if authed {
+		s.authed--
+		s.m.sessions.Dec()
+	} else {
+		s.releaseUnauth(key)
+	}
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// addressKey groups client addresses as the login protection does: IPv4
+// by address, IPv6 by /64 (what one client typically controls).
+func addressKey(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if v4 := tcp.IP.To4(); v4 != nil {
+		return v4.String()
+	}
+	return tcp.IP.Mask(net.CIDRMask(64, 128)).String()
 }
 
 // Close closes listeners and connections and waits for their goroutines.
@@ -187,14 +319,22 @@ type session struct {
 	errors   int
 	failures int
 	log      *slog.Logger
+	key      string    // client address group
+	authBy   time.Time // the deadline for a successful AUTH
+	promoted bool      // holds a session slot, no longer an unauthenticated one
 }
 
-func (s *Server) handle(c net.Conn, isTLS bool) {
-	ss := &session{srv: s, conn: c, isTLS: isTLS, r: bufio.NewReaderSize(c, maxLine), w: bufio.NewWriter(c),
-		log: s.log.With("remote", c.RemoteAddr().String())}
+func (s *Server) newSession(c net.Conn, isTLS bool, key string, authTimeout time.Duration) *session {
+	return &session{srv: s, conn: c, isTLS: isTLS, r: bufio.NewReaderSize(c, maxLine), w: bufio.NewWriter(c),
+		log: s.log.With("remote", c.RemoteAddr().String()), key: key, authBy: time.Now().Add(authTimeout)}
+}
+
+// serve runs the session until the client quits or a limit ends it.
+func (ss *session) serve() {
+	s, c := ss.srv, ss.conn
 	// With implicit TLS the handshake runs inside the greeting's write and
 	// reads the client's hello: bound it.
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.SetReadDeadline(ss.deadline(30 * time.Second))
 	if err := ss.reply("220 %s ESMTP duebridge submission (duebridge does not send mail)", s.opts.Hostname); err != nil {
 		return
 	}
@@ -203,6 +343,12 @@ func (s *Server) handle(c net.Conn, isTLS bool) {
 		if err != nil {
 			if errors.Is(err, errLineTooLong) {
 				ss.reply("500 5.5.2 Line too long")
+			}
+			if !ss.promoted && !time.Now().Before(ss.authBy) {
+				s.m.authTimeouts.Inc()
+				ss.conn.SetWriteDeadline(time.Now().Add(refuseTimeout))
+				fmt.Fprintf(ss.w, "421 4.7.0 Authentication time limit exceeded, closing connection\r\n")
+				ss.w.Flush()
 			}
 			return
 		}
@@ -220,8 +366,19 @@ func (s *Server) handle(c net.Conn, isTLS bool) {
 
 var errLineTooLong = errors.New("line too long")
 
+// deadline is now+d, but no later than the authentication deadline while
+// the session has not authenticated: a command every few minutes must not
+// keep an anonymous connection forever.
+func (ss *session) deadline(d time.Duration) time.Time {
+	t := time.Now().Add(d)
+	if !ss.promoted && ss.authBy.Before(t) {
+		return ss.authBy
+	}
+	return t
+}
+
 func (ss *session) readLine() (string, error) {
-	ss.conn.SetReadDeadline(time.Now().Add(ss.srv.opts.Timeout))
+	ss.conn.SetReadDeadline(ss.deadline(ss.srv.opts.Timeout))
 	line, err := ss.r.ReadSlice('\n')
 	if errors.Is(err, bufio.ErrBufferFull) {
 		return "", errLineTooLong
@@ -281,7 +438,7 @@ func (ss *session) command(verb, arg string) (quit bool, err error) {
 			return true, err
 		}
 		tc := tls.Server(ss.conn, ss.srv.opts.TLSConfig)
-		tc.SetDeadline(time.Now().Add(30 * time.Second))
+		tc.SetDeadline(ss.deadline(30 * time.Second))
 		if err := tc.Handshake(); err != nil {
 			return true, err
 		}
@@ -393,6 +550,12 @@ func (ss *session) auth(arg string) error {
 	if err != nil {
 		return err
 	}
+	if !ss.srv.promote(ss.key) {
+		ss.srv.m.refused.Inc()
+		ss.reply("421 4.7.0 Too many sessions, try again later")
+		return errors.New("too many sessions")
+	}
+	ss.promoted = true
 	ss.user = u.Name
 	ss.log.Info("submission login", "user", u.Name, "tls", ss.isTLS)
 	return ss.reply("235 2.7.0 Authentication successful")

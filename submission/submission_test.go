@@ -20,7 +20,7 @@ import (
 	"github.com/duebridge/duebridge/tlsutil"
 )
 
-func start(t *testing.T, opts Options, implicitTLS bool) string {
+func start(t testing.TB, opts Options, implicitTLS bool) string {
 	t.Helper()
 	cfg := testsvc.Config(t)
 	cfg.Limits.LoginFailureDelay = 0

@@ -188,6 +188,8 @@ type mapping struct {
 	// milestones maps the GitHub tasks of this delivery to their
 	// milestone, for the milestone index.
 	milestones map[string]milestoneRef
+	// lim bounds the records the adapter makes.
+	lim bridge.FieldLimits
 }
 
 // milestoneRef is the milestone (id, "" for none) a task record puts its
@@ -198,7 +200,8 @@ type milestoneRef struct {
 }
 
 func newMapping(cfg *config.Config, src *config.Source, now time.Time) *mapping {
-	m := &mapping{src: src, users: map[string]string{}, now: now, ctx: context.Background(), milestones: map[string]milestoneRef{}}
+	m := &mapping{src: src, users: map[string]string{}, now: now, ctx: context.Background(), milestones: map[string]milestoneRef{},
+		lim: bridge.FieldLimitsOf(cfg)}
 	for _, u := range cfg.Users {
 		if id := strings.TrimSpace(u.Identities[src.Kind]); id != "" {
 			m.users[strings.ToLower(id)] = u.Name
@@ -309,15 +312,22 @@ func clip(s string, n int) string {
 
 // finish applies the limits every task record has, so that what the
 // tracker allows never fails Validate.
-func finish(in bridge.TaskInput) bridge.TaskInput {
-	in.Title = clip(strings.TrimSpace(in.Title), bridge.MaxTitleLen)
-	in.Description = clip(in.Description, bridge.MaxDescriptionLen)
+func (m *mapping) finish(in bridge.TaskInput) bridge.TaskInput {
+	lim := m.lim
+	in.Title = clip(strings.TrimSpace(in.Title), lim.TitleBytes)
+	in.Description = clip(in.Description, lim.DescriptionBytes)
 	in.Project = clip(in.Project, bridge.MaxProjectLen)
-	if len(in.URL) > bridge.MaxURLLen {
+	if len(in.URL) > lim.URLBytes {
 		in.URL = ""
 	}
-	if len(in.Labels) > bridge.MaxLabels {
-		in.Labels = in.Labels[:bridge.MaxLabels]
+	var labels []string
+	for _, l := range in.Labels {
+		if l = clip(l, lim.LabelBytes); l != "" && len(labels) < lim.Labels {
+			labels = append(labels, l)
+		}
+	}
+	if in.Labels != nil {
+		in.Labels = labels
 	}
 	if len(in.Assignees) > bridge.MaxAssignees {
 		in.Assignees = in.Assignees[:bridge.MaxAssignees]

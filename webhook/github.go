@@ -232,7 +232,7 @@ func (github) task(m *mapping, path string, is *ghIssue, repo *ghRepo) (bridge.T
 		}
 	}
 	m.milestones[in.ID] = ref
-	return finish(in), nil
+	return m.finish(in), nil
 }
 
 // milestoneDue reads a milestone's due_on. A milestone has a date, not a

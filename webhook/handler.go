@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
@@ -101,7 +103,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveTracker(w, r, cfg, src, tr, body)
 		return
 	}
-	if msg := verify(src.Secret, r.Header.Get(SignatureHeader), body); msg != "" {
+	ts := r.Header.Get(TimestampHeader)
+	if msg := verifyAt(src, r.Header.Get(SignatureHeader), ts, body, h.svc.Now(), timestampWindow(cfg)); msg != "" {
 		h.fail(w, r, name, http.StatusUnauthorized, errorBody{Error: msg})
 		return
 	}
@@ -115,10 +118,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
+	// A timestamped request is remembered by its signature for the window:
+	// a copy replayed within it is answered 200 and not applied again.
+	replayKey := ""
+	if ts != "" {
+		replayKey = "signed:" + r.Header.Get(SignatureHeader)
+		if h.trackers.seen.seen(name, replayKey, h.svc.Now()) {
+			h.log.Info("webhook request already handled; ignored", "source", name)
+			writeJSON(w, http.StatusOK, bridge.Result{Ignored: len(tasks)})
+			return
+		}
+	}
 	res, ok := h.ingest(w, r, name, tasks)
 	if !ok {
 		return
 	}
+	h.trackers.seen.add(name, replayKey, h.svc.Now())
 	h.log.Debug("webhook stored", "source", name, "accepted", res.Accepted, "ignored", res.Ignored)
 	writeJSON(w, http.StatusOK, res)
 }
@@ -160,6 +175,53 @@ func verify(secret, header string, body []byte) string {
 		return err.Error()
 	}
 	return ""
+}
+
+// TimestampHeader carries the Unix time (seconds) a generic webhook was
+// sent. With it, the signature covers "<timestamp>.<body>" and the request
+// is refused outside limits.webhook_timestamp_window, as Stripe, Slack and
+// Linear do; without it the body-only signature is accepted unless the
+// source sets require_timestamp.
+const TimestampHeader = "X-Duebridge-Timestamp"
+
+func timestampWindow(cfg *config.Config) time.Duration {
+	if w := cfg.Limits.WebhookTimestampWindow; w > 0 {
+		return w
+	}
+	return 5 * time.Minute
+}
+
+// verifyAt checks a generic webhook's signature, with the timestamp when
+// one is sent. It returns "" when good, else what is wrong.
+func verifyAt(src *config.Source, sig, ts string, body []byte, now time.Time, window time.Duration) string {
+	if ts == "" {
+		if src.RequireTimestamp {
+			return "missing " + TimestampHeader + " (this source requires signed timestamps)"
+		}
+		return verify(src.Secret, sig, body)
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return TimestampHeader + " is not a Unix time in seconds"
+	}
+	// Check the signature before the time, so an unsigned request learns
+	// nothing about the server's clock.
+	signedBody := make([]byte, 0, len(ts)+1+len(body))
+	signedBody = append(append(append(signedBody, ts...), '.'), body...)
+	if msg := verify(src.Secret, sig, signedBody); msg != "" {
+		return msg + " (with " + TimestampHeader + " the signature covers \"<timestamp>.<body>\")"
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > window || d < -window {
+		return fmt.Sprintf("%s is %v from the server's time, more than %v (limits.webhook_timestamp_window)", TimestampHeader, d.Round(time.Second), window)
+	}
+	return ""
+}
+
+// SignAt returns the TimestampHeader and SignatureHeader values for body
+// sent at t (for clients and tests).
+func SignAt(secret string, t time.Time, body []byte) (timestamp, signature string) {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	return ts, bridge.Sign(secret, append([]byte(ts+"."), body...))
 }
 
 // Sign returns the header value for body under secret (for clients and

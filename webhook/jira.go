@@ -171,7 +171,7 @@ func (jira) tasks(m *mapping, _ http.Header, body []byte) ([]bridge.TaskInput, s
 		}
 		in.UpdatedAt = deleteTime(in.UpdatedAt, at)
 	}
-	return []bridge.TaskInput{finish(in)}, "", nil
+	return []bridge.TaskInput{m.finish(in)}, "", nil
 }
 
 // jiraBrowseURL turns the REST address

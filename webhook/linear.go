@@ -195,7 +195,7 @@ func (linear) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInput,
 		in.Deleted = true
 		in.UpdatedAt = deleteTime(in.UpdatedAt, m.now)
 	}
-	return []bridge.TaskInput{finish(in)}, "", nil
+	return []bridge.TaskInput{m.finish(in)}, "", nil
 }
 
 // setStatus moves the issue into its team's first workflow state of type

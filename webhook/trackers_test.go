@@ -66,7 +66,7 @@ func (c *fakeClock) Set(t time.Time) {
 // trackerEnv is a real HTTP server with the webhook handler on a temp
 // store, one source of the tracker's kind named after it.
 type trackerEnv struct {
-	t      *testing.T
+	t      testing.TB
 	kind   string
 	secret string
 	srv    *httptest.Server
@@ -81,7 +81,7 @@ type trackerEnv struct {
 
 // newTrackerEnv starts the world; edit, if given, changes the tracker's
 // source before the service starts.
-func newTrackerEnv(t *testing.T, kind string, edit ...func(*config.Source)) *trackerEnv {
+func newTrackerEnv(t testing.TB, kind string, edit ...func(*config.Source)) *trackerEnv {
 	t.Helper()
 	cfg := testsvc.Config(t)
 	for i := range cfg.Users {
