@@ -34,6 +34,7 @@ var listKeyDocs = map[string]string{
 	"sources[].secret":                 "HMAC-SHA256 key, at least 8 characters",
 	"sources[].secret_file":            "file holding the secret (instead of secret)",
 	"sources[].callback_url":           "where completions from phones are POSTed",
+	"sources[].require_timestamp":      "refuse deliveries without a signed X-Duebridge-Timestamp",
 	"sources[].api_token":              "lets a tracker adapter close the issue itself",
 	"sources[].api_url":                "tracker API base (required for jira with api_token)",
 	"sources[].label_projects":         "tracker label → project name",
