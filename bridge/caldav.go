@@ -103,60 +103,54 @@ func (b caldavBackend) Collections(ctx context.Context, user string) ([]calendar
 	return out, davErr(err)
 }
 
-func (b caldavBackend) Collection(ctx context.Context, user, coll string) (calendar.Collection, error) {
+// inCollection reads a collection and, if read is not nil, more in the
+// same snapshot.
+func (b caldavBackend) inCollection(ctx context.Context, user, coll string, read func(tx store.Tx, c *store.Collection) error) (calendar.Collection, error) {
 	var out calendar.Collection
 	err := b.s.st.View(ctx, func(tx store.Tx) error {
 		c, err := tx.Collection(user, coll)
-		if err == nil {
-			out = davCollection(c)
+		if err != nil {
+			return err
 		}
-		return err
+		out = davCollection(c)
+		if read == nil {
+			return nil
+		}
+		return read(tx, c)
 	})
 	return out, davErr(err)
 }
 
+func (b caldavBackend) Collection(ctx context.Context, user, coll string) (calendar.Collection, error) {
+	return b.inCollection(ctx, user, coll, nil)
+}
+
 func (b caldavBackend) Object(ctx context.Context, user, coll, name string) (calendar.Collection, calendar.Object, error) {
-	var c calendar.Collection
 	var o calendar.Object
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
-		sc, err := tx.Collection(user, coll)
-		if err != nil {
-			return err
-		}
+	c, err := b.inCollection(ctx, user, coll, func(tx store.Tx, _ *store.Collection) error {
 		so, err := tx.Object(user, coll, name)
-		if err != nil {
-			return err
+		if err == nil {
+			o = davObject(so)
 		}
-		c, o = davCollection(sc), davObject(so)
-		return nil
+		return err
 	})
-	return c, o, davErr(err)
+	return c, o, err
 }
 
 func (b caldavBackend) Objects(ctx context.Context, user, coll string, withData bool) (calendar.Collection, []calendar.Object, error) {
-	var c calendar.Collection
 	var out []calendar.Object
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
-		sc, err := tx.Collection(user, coll)
-		if err != nil {
-			return err
-		}
+	c, err := b.inCollection(ctx, user, coll, func(tx store.Tx, _ *store.Collection) error {
 		objs, err := tx.Objects(user, coll, withData)
-		c, out = davCollection(sc), davObjects(objs)
+		out = davObjects(objs)
 		return err
 	})
-	return c, out, davErr(err)
+	return c, out, err
 }
 
 func (b caldavBackend) ObjectsByName(ctx context.Context, user, coll string, names func(seq int64) []string) (calendar.Collection, []calendar.Object, error) {
-	var c calendar.Collection
 	var out []calendar.Object
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
-		sc, err := tx.Collection(user, coll)
-		if err != nil {
-			return err
-		}
-		c, out = davCollection(sc), nil
+	c, err := b.inCollection(ctx, user, coll, func(tx store.Tx, sc *store.Collection) error {
+		out = nil
 		want := names(sc.Seq)
 		if len(want) == 0 {
 			return nil
@@ -165,18 +159,12 @@ func (b caldavBackend) ObjectsByName(ctx context.Context, user, coll string, nam
 		out = davObjects(objs)
 		return err
 	})
-	return c, out, davErr(err)
+	return c, out, err
 }
 
 func (b caldavBackend) Changes(ctx context.Context, user, coll string, since int64, withData bool) (calendar.Collection, []calendar.Object, error) {
-	var c calendar.Collection
 	var out []calendar.Object
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
-		sc, err := tx.Collection(user, coll)
-		if err != nil {
-			return err
-		}
-		c = davCollection(sc)
+	c, err := b.inCollection(ctx, user, coll, func(tx store.Tx, sc *store.Collection) error {
 		from := since
 		if since == calendar.FromStart {
 			from = 0
@@ -204,7 +192,7 @@ func (b caldavBackend) Changes(ctx context.Context, user, coll string, since int
 		}
 		return nil
 	})
-	return c, out, davErr(err)
+	return c, out, err
 }
 
 func (b caldavBackend) SetCollectionProps(ctx context.Context, user, coll string, edit func(*calendar.CollectionProps) bool) error {
@@ -229,41 +217,24 @@ func (b caldavBackend) SetCollectionProps(ctx context.Context, user, coll string
 	return davErr(err)
 }
 
+// PhonePut: see phonePut in phone.go for the rules.
 func (b caldavBackend) PhonePut(ctx context.Context, p calendar.Put) (calendar.PutResult, error) {
-	res, err := b.s.PhonePut(ctx, PhoneWrite{User: p.User, Collection: p.Collection, Name: p.Name,
-		Data: p.Data, Cal: p.Cal, Cond: Conditions(p.Cond)})
-	if err != nil {
-		return calendar.PutResult{}, davErr(err)
-	}
-	return calendar.PutResult{ETag: res.ETag, Created: res.Created, Verbatim: res.Verbatim, Outcome: res.Outcome}, nil
+	res, err := b.s.phonePut(ctx, p)
+	return res, davErr(err)
 }
 
+// PhoneDelete: see phoneDelete in phone.go for the rules.
 func (b caldavBackend) PhoneDelete(ctx context.Context, user, coll, name string, cond calendar.Conditions) (string, error) {
-	outcome, err := b.s.PhoneDelete(ctx, user, coll, name, Conditions(cond))
+	outcome, err := b.s.phoneDelete(ctx, user, coll, name, cond)
 	return outcome, davErr(err)
 }
 
-// davErrs maps the core's errors to the ones the CalDAV handler answers;
-// the first match wins, so store.ErrNotFound, which others may wrap, is last.
-var davErrs = []struct{ from, to error }{
-	{ErrNoCollection, calendar.ErrNoCollection},
-	{ErrPrecondition, calendar.ErrPrecondition},
-	{ErrReadOnly, calendar.ErrReadOnly},
-	{ErrUIDConflict, calendar.ErrUIDConflict},
-	{ErrUnsupportedComponent, calendar.ErrUnsupportedComponent},
-	{ErrInvalidObject, calendar.ErrInvalidObject},
-	{store.ErrNotFound, calendar.ErrNotFound},
-}
-
-// davErr marks err with the calendar error it stands for, keeping its text.
+// davErr marks the store's ErrNotFound as the calendar's, keeping its
+// text. The phone writes' refusals are the calendar's errors already
+// (phone.go): phone writes come only from CalDAV.
 func davErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	for _, m := range davErrs {
-		if errors.Is(err, m.from) {
-			return markedErr{kind: m.to, err: err}
-		}
+	if errors.Is(err, store.ErrNotFound) && !errors.Is(err, calendar.ErrNoCollection) {
+		return markedErr{kind: calendar.ErrNotFound, err: err}
 	}
 	return err
 }

@@ -84,13 +84,14 @@ var (
 	ErrNoCollection = errors.New("no such collection")
 	// ErrPrecondition: If-Match or If-None-Match failed (412).
 	ErrPrecondition = errors.New("precondition failed")
-	// ErrReadOnly: the object or collection does not take this write (403).
-	ErrReadOnly = errors.New("read-only")
-	// ErrUIDConflict: another object of the collection has the UID
+	// ErrReadOnly: the collection does not accept writes from the user (403).
+	ErrReadOnly = errors.New("read-only collection")
+	// ErrUIDConflict: another resource of the user already has the UID, or
+	// the write would change the UID of an existing one
 	// (409 CALDAV:no-uid-conflict).
 	ErrUIDConflict = errors.New("UID already in use")
-	// ErrUnsupportedComponent: a component the collection does not hold
-	// (409 CALDAV:supported-calendar-component).
+	// ErrUnsupportedComponent: the object is not a VTODO, the only kind a
+	// writable list holds (409 CALDAV:supported-calendar-component).
 	ErrUnsupportedComponent = errors.New("unsupported calendar component")
 	// ErrInvalidObject: not a valid calendar object resource
 	// (409 CALDAV:valid-calendar-object-resource).
@@ -161,7 +162,8 @@ type Object struct {
 	Deleted bool
 }
 
-// Conditions are a request's If-Match and If-None-Match entity tags.
+// Conditions are a request's If-Match and If-None-Match entity tags (RFC
+// 9110 §13.1), as sent, quotes included; "*" matches any existing resource.
 type Conditions struct {
 	IfMatch     []string
 	IfNoneMatch []string
@@ -172,7 +174,8 @@ type Put struct {
 	User       string
 	Collection string
 	Name       string
-	// Data is the request body, exactly as sent; Cal is Data decoded.
+	// Data is the request body, exactly as sent; Cal is Data decoded, or
+	// nil for the backend to decode.
 	Data []byte
 	Cal  *ical.Calendar
 	Cond Conditions
@@ -185,9 +188,13 @@ type PutResult struct {
 	// Created: the resource did not exist before (201, else 204).
 	Created bool
 	// Verbatim: the stored object is byte for byte the request body, so
-	// the client may keep its copy; only then do validators go back
-	// (RFC 4791 §5.3.4).
+	// the client may keep its copy and use ETag. False whenever duebridge
+	// stored anything else (its own rendering, a re-armed alarm, a new
+	// SEQUENCE, tracker-owned fields the client had changed): the client
+	// must then fetch the object again (RFC 4791 §5.3.4: no ETag).
 	Verbatim bool
-	// Outcome is what happened, for logs and metrics.
+	// What happened, for logs and metrics: "created", "updated",
+	// "completed", "reopened", "phone-state", "overridden" (only a
+	// tracker-owned field changed, and was kept), "unchanged".
 	Outcome string
 }
