@@ -37,7 +37,7 @@ func newDavEnv(t *testing.T, mutate func(*config.Config)) *davEnv {
 		mutate(cfg)
 	}
 	svc := testsvc.New(t, testsvc.Options{Config: cfg})
-	h := calendar.NewHandler(svc, calendar.Options{})
+	h := calendar.NewHandler(svc.CalDAV(), calendar.Options{})
 	mux := http.NewServeMux()
 	mux.Handle(calendar.Prefix, h)
 	mux.Handle("POST /hooks/{source}", webhook.NewHandler(svc, webhook.Options{}))

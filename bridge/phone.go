@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-ical"
 
+	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
 )
@@ -30,23 +31,9 @@ import (
 // user's own object and never reaches a task system. A DELETE of a tracker
 // task hides it for that user; a DELETE of an own reminder removes it.
 
-// Errors of phone writes. Adapters map them to protocol answers.
-var (
-	// ErrPrecondition: If-Match or If-None-Match did not hold.
-	ErrPrecondition = errors.New("precondition failed")
-	// ErrReadOnly: the collection does not accept writes from the user.
-	ErrReadOnly = errors.New("read-only collection")
-	// ErrNoCollection: the target collection does not exist.
-	ErrNoCollection = errors.New("no such collection")
-	// ErrUIDConflict: another resource of the user already has the UID, or
-	// the write would change the UID of an existing resource.
-	ErrUIDConflict = errors.New("UID already in use")
-	// ErrUnsupportedComponent: the object is not a VTODO (the only kind a
-	// writable list holds).
-	ErrUnsupportedComponent = errors.New("unsupported calendar component")
-	// ErrInvalidObject: the data is not one valid calendar object resource.
-	ErrInvalidObject = errors.New("invalid calendar object")
-)
+// Phone writes are refused with the CalDAV handler's errors
+// (calendar.ErrPrecondition, ErrReadOnly, ErrNoCollection, ErrUIDConflict,
+// ErrUnsupportedComponent, ErrInvalidObject): they come only from CalDAV.
 
 // UIDConflictError says which resource already holds the UID.
 type UIDConflictError struct {
@@ -57,18 +44,12 @@ func (e *UIDConflictError) Error() string {
 	return fmt.Sprintf("UID already in use by %s/%s", e.Collection, e.Name)
 }
 
-func (e *UIDConflictError) Unwrap() error { return ErrUIDConflict }
+func (e *UIDConflictError) Unwrap() error { return calendar.ErrUIDConflict }
 
-// Conditions are a request's entity-tag preconditions (RFC 9110 §13.1).
-// Tags are as sent, quotes included; "*" matches any existing resource.
-type Conditions struct {
-	IfMatch     []string
-	IfNoneMatch []string
-}
-
-// check evaluates the conditions against the current resource (nil: none).
-// If-Match uses strong comparison, If-None-Match weak comparison.
-func (c Conditions) check(cur *store.Object) error {
+// checkConditions evaluates a request's entity-tag preconditions (RFC 9110
+// §13.1) against the current resource (nil: none). If-Match uses strong
+// comparison, If-None-Match weak comparison.
+func checkConditions(c calendar.Conditions, cur *store.Object) error {
 	if len(c.IfMatch) > 0 {
 		ok := false
 		for _, t := range c.IfMatch {
@@ -78,75 +59,45 @@ func (c Conditions) check(cur *store.Object) error {
 			}
 		}
 		if !ok {
-			return fmt.Errorf("%w: If-Match", ErrPrecondition)
+			return fmt.Errorf("%w: If-Match", calendar.ErrPrecondition)
 		}
 	}
 	for _, t := range c.IfNoneMatch {
 		if cur != nil && (t == "*" || strings.TrimPrefix(t, "W/") == cur.ETag) {
-			return fmt.Errorf("%w: If-None-Match", ErrPrecondition)
+			return fmt.Errorf("%w: If-None-Match", calendar.ErrPrecondition)
 		}
 	}
 	return nil
 }
 
-// PhoneWrite is one PUT of a calendar object from a user's device.
-type PhoneWrite struct {
-	User       string
-	Collection string
-	Name       string
-	// Data is the request body, exactly as sent.
-	Data []byte
-	// Cal is Data decoded, if the caller already decoded it; else nil.
-	Cal  *ical.Calendar
-	Cond Conditions
-}
-
-// PhoneWriteResult says what a phone write stored.
-type PhoneWriteResult struct {
-	// ETag of the stored object.
-	ETag string
-	// Created: the resource did not exist before.
-	Created bool
-	// Verbatim: the stored object is byte for byte the request body, so
-	// the client may keep its copy and use ETag. False whenever duebridge
-	// stored anything else (its own rendering, a re-armed alarm, a new
-	// SEQUENCE, tracker-owned fields the client had changed): the client
-	// must then fetch the object again (RFC 4791 §5.3.4: no ETag).
-	Verbatim bool
-	// What happened, for logs and metrics: "created", "updated",
-	// "completed", "reopened", "phone-state", "overridden" (only a
-	// tracker-owned field changed, and was kept), "unchanged".
-	Outcome string
-}
-
-// PhonePut applies a PUT from a user's device in one transaction: the
+// phonePut applies a PUT from a user's device in one transaction: the
 // completion reaches the task system's outbox exactly when it is stored.
-func (s *Service) PhonePut(ctx context.Context, pw PhoneWrite) (PhoneWriteResult, error) {
+func (s *Service) phonePut(ctx context.Context, pw calendar.Put) (calendar.PutResult, error) {
 	cfg := s.Config()
 	u := cfg.User(pw.User)
 	if u == nil {
-		return PhoneWriteResult{}, fmt.Errorf("unknown user %q", pw.User)
+		return calendar.PutResult{}, fmt.Errorf("unknown user %q", pw.User)
 	}
 	cal := pw.Cal
 	if cal == nil {
 		var err error
 		if cal, err = ical.NewDecoder(bytes.NewReader(pw.Data)).Decode(); err != nil {
-			return PhoneWriteResult{}, fmt.Errorf("%w: %v", ErrInvalidObject, err)
+			return calendar.PutResult{}, fmt.Errorf("%w: %v", calendar.ErrInvalidObject, err)
 		}
 	}
 	comp, uid, err := singleComponent(cal)
 	if err != nil {
-		return PhoneWriteResult{}, err
+		return calendar.PutResult{}, err
 	}
-	var res PhoneWriteResult
+	var res calendar.PutResult
 	start := time.Now()
 	err = s.st.Update(ctx, func(tx store.Tx) error {
-		res = PhoneWriteResult{}
+		res = calendar.PutResult{}
 		if _, err := writableList(tx, pw.User, pw.Collection); err != nil {
 			return err
 		}
 		if comp.Name != ical.CompToDo {
-			return fmt.Errorf("%w: %s (this list holds VTODO)", ErrUnsupportedComponent, comp.Name)
+			return fmt.Errorf("%w: %s (this list holds VTODO)", calendar.ErrUnsupportedComponent, comp.Name)
 		}
 		cur, err := tx.Object(pw.User, pw.Collection, pw.Name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -154,11 +105,11 @@ func (s *Service) PhonePut(ctx context.Context, pw PhoneWrite) (PhoneWriteResult
 		} else if err != nil {
 			return err
 		}
-		if err := pw.Cond.check(cur); err != nil {
+		if err := checkConditions(pw.Cond, cur); err != nil {
 			return err
 		}
 		if cur != nil && cur.UID != uid {
-			return fmt.Errorf("%w: the UID of %s cannot change", ErrUIDConflict, pw.Name)
+			return fmt.Errorf("%w: the UID of %s cannot change", calendar.ErrUIDConflict, pw.Name)
 		}
 		if cur == nil {
 			// iOS completes a reminder at the href where it last saw it; if
@@ -173,7 +124,7 @@ func (s *Service) PhonePut(ctx context.Context, pw PhoneWrite) (PhoneWriteResult
 			if IsTaskUID(uid) {
 				// A tracker task the user hid, or one no longer assigned:
 				// only the task system can bring it back.
-				return fmt.Errorf("%w: %s belongs to a task-system task", ErrUIDConflict, uid)
+				return fmt.Errorf("%w: %s belongs to a task-system task", calendar.ErrUIDConflict, uid)
 			}
 		}
 		w := s.newWriter(tx, cfg)
@@ -184,7 +135,7 @@ func (s *Service) PhonePut(ctx context.Context, pw PhoneWrite) (PhoneWriteResult
 	})
 	s.metrics.StoreLatency.WithLabelValues("phone_put").Observe(time.Since(start).Seconds())
 	if err != nil {
-		return PhoneWriteResult{}, fmt.Errorf("store phone write %s/%s/%s: %w", pw.User, pw.Collection, pw.Name, err)
+		return calendar.PutResult{}, fmt.Errorf("store phone write %s/%s/%s: %w", pw.User, pw.Collection, pw.Name, err)
 	}
 	return res, nil
 }
@@ -199,7 +150,7 @@ func IsTaskUID(uid string) bool {
 // VTIMEZONE, one UID, no METHOD) and returns the first component.
 func singleComponent(cal *ical.Calendar) (*ical.Component, string, error) {
 	if cal.Props.Get(ical.PropMethod) != nil {
-		return nil, "", fmt.Errorf("%w: METHOD is not allowed in a calendar collection", ErrInvalidObject)
+		return nil, "", fmt.Errorf("%w: METHOD is not allowed in a calendar collection", calendar.ErrInvalidObject)
 	}
 	var first *ical.Component
 	uid := ""
@@ -209,30 +160,30 @@ func singleComponent(cal *ical.Calendar) (*ical.Component, string, error) {
 		}
 		cuid, err := c.Props.Text(ical.PropUID)
 		if err != nil || cuid == "" {
-			return nil, "", fmt.Errorf("%w: %s without UID", ErrInvalidObject, c.Name)
+			return nil, "", fmt.Errorf("%w: %s without UID", calendar.ErrInvalidObject, c.Name)
 		}
 		if first == nil {
 			first, uid = c, cuid
 			continue
 		}
 		if c.Name != first.Name {
-			return nil, "", fmt.Errorf("%w: both %s and %s", ErrInvalidObject, first.Name, c.Name)
+			return nil, "", fmt.Errorf("%w: both %s and %s", calendar.ErrInvalidObject, first.Name, c.Name)
 		}
 		if cuid != uid {
-			return nil, "", fmt.Errorf("%w: more than one UID", ErrInvalidObject)
+			return nil, "", fmt.Errorf("%w: more than one UID", calendar.ErrInvalidObject)
 		}
 	}
 	if first == nil {
-		return nil, "", fmt.Errorf("%w: no component", ErrInvalidObject)
+		return nil, "", fmt.Errorf("%w: no component", calendar.ErrInvalidObject)
 	}
 	if len(uid) > 1024 {
-		return nil, "", fmt.Errorf("%w: UID longer than 1024 bytes", ErrInvalidObject)
+		return nil, "", fmt.Errorf("%w: UID longer than 1024 bytes", calendar.ErrInvalidObject)
 	}
 	return first, uid, nil
 }
 
 // phoneOwnPut stores a reminder the user made on a device, as sent.
-func (w *writer) phoneOwnPut(pw PhoneWrite, cur *store.Object, uid string, res *PhoneWriteResult) error {
+func (w *writer) phoneOwnPut(pw calendar.Put, cur *store.Object, uid string, res *calendar.PutResult) error {
 	etag := ETag(pw.Data)
 	res.ETag, res.Verbatim, res.Created = etag, true, cur == nil
 	if cur != nil && cur.ETag == etag {
@@ -249,7 +200,7 @@ func (w *writer) phoneOwnPut(pw PhoneWrite, cur *store.Object, uid string, res *
 }
 
 // phoneTaskPut applies a device's PUT of a tracker task's VTODO.
-func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Component, data []byte, res *PhoneWriteResult) error {
+func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Component, data []byte, res *calendar.PutResult) error {
 	t, err := w.tx.Task(cur.Source, cur.TaskID)
 	if err != nil {
 		return fmt.Errorf("task of %s/%s: %w", cur.Collection, cur.Name, err)
@@ -448,7 +399,7 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ Phon
 	cal.Children = append(cal.Children, holder)
 	var buf bytes.Buffer
 	if err := ical.NewEncoder(&buf).Encode(cal); err != nil {
-		return PhoneState{}, 0, fmt.Errorf("%w: %v", ErrInvalidObject, err)
+		return PhoneState{}, 0, fmt.Errorf("%w: %v", calendar.ErrInvalidObject, err)
 	}
 	p := PhoneState{Acked: acked}
 	var propBytes int64
@@ -607,10 +558,10 @@ func propTime(p *ical.Prop, loc *time.Location) (time.Time, error) {
 	return time.ParseInLocation("20060102T150405", v, loc)
 }
 
-// PhoneDelete applies a DELETE from a user's device: an own reminder is
+// phoneDelete applies a DELETE from a user's device: an own reminder is
 // removed; a task-system task is hidden for that user (its reminder and
 // deadline leave their lists) until the task system assigns it anew.
-func (s *Service) PhoneDelete(ctx context.Context, user, collection, name string, cond Conditions) (outcome string, err error) {
+func (s *Service) phoneDelete(ctx context.Context, user, collection, name string, cond calendar.Conditions) (outcome string, err error) {
 	cfg := s.Config()
 	u := cfg.User(user)
 	if u == nil {
@@ -625,7 +576,7 @@ func (s *Service) PhoneDelete(ctx context.Context, user, collection, name string
 		if err != nil {
 			return err // store.ErrNotFound included
 		}
-		if err := cond.check(cur); err != nil {
+		if err := checkConditions(cond, cur); err != nil {
 			return err
 		}
 		if cur.Source == "" {
@@ -661,12 +612,12 @@ func (s *Service) PhoneDelete(ctx context.Context, user, collection, name string
 func writableList(tx store.Tx, user, name string) (*store.Collection, error) {
 	coll, err := tx.Collection(user, name)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrNoCollection
+		return nil, calendar.ErrNoCollection
 	} else if err != nil {
 		return nil, err
 	}
 	if coll.Kind != store.KindTodos {
-		return nil, fmt.Errorf("%w: %s holds deadlines from the task system", ErrReadOnly, coll.DisplayName)
+		return nil, fmt.Errorf("%w: %s holds deadlines from the task system", calendar.ErrReadOnly, coll.DisplayName)
 	}
 	return coll, nil
 }

@@ -1,308 +1,200 @@
 package calendar
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
-	"strings"
+	"time"
 
 	"github.com/emersion/go-ical"
-	"github.com/emersion/go-webdav"
-	"github.com/emersion/go-webdav/caldav"
-
-	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// backend is the store-backed caldav.Backend behind go-webdav's handler.
-// The wrapper sends it PUT, DELETE, MKCOL, COPY and MOVE (go-webdav parses
-// the iCalendar body, checks its type and writes the 201 with ETag and
-// Location); the read methods complete the contract over the same store
-// queries the wrapper uses, for any request go-webdav answers itself.
-type backend struct {
-	h *Handler
+// Backend is what the CalDAV handler needs of the core, in CalDAV's own
+// terms (as go-webdav's caldav.Backend): users, their collections and
+// objects, the changes since a sync token, and the device's writes.
+// bridge implements it. Each method is one transaction, so what one call
+// returns is one consistent snapshot: a collection's revision (Seq) always
+// belongs to the objects returned with it. The handler never writes
+// anything except through PhonePut, PhoneDelete, SetCollectionProps and
+// SyncEpoch.
+//
+// Errors the handler answers are the sentinels below (wrapped); anything
+// else is a 500.
+type Backend interface {
+	// Authenticate checks HTTP Basic credentials sent from remoteAddr.
+	// A refusal is any error; a lock-out is a *LockedOutError.
+	Authenticate(ctx context.Context, name, password, remoteAddr string) (*User, error)
+	// Users lists every user's name (for an admin's view of sync health).
+	Users() []string
+	// Limits returns the limits in force now (they may be reloaded).
+	Limits() Limits
+	// Now is the service clock.
+	Now() time.Time
+	// Registerer receives the handler's metrics.
+	Registerer() prometheus.Registerer
+
+	// SyncEpoch returns this database's random epoch, which sync tokens
+	// carry (see token.go), creating it on first use.
+	SyncEpoch(ctx context.Context) (string, error)
+
+	// Collections lists a user's collections.
+	Collections(ctx context.Context, user string) ([]Collection, error)
+	// Collection returns one; ErrNotFound if the user has none of that name.
+	Collection(ctx context.Context, user, coll string) (Collection, error)
+	// Object returns an object with its collection; ErrNotFound if either
+	// is absent.
+	Object(ctx context.Context, user, coll, name string) (Collection, Object, error)
+	// Objects lists a collection's live objects, with their bytes if
+	// withData; ErrNotFound if there is no such collection.
+	Objects(ctx context.Context, user, coll string, withData bool) (Collection, []Object, error)
+	// ObjectsByName reads the named objects of a collection, with their
+	// bytes. names is called inside the transaction with the collection's
+	// revision and returns the names to read (those not cached for that
+	// revision); absent names are left out. ErrNotFound: no such collection.
+	ObjectsByName(ctx context.Context, user, coll string, names func(seq int64) []string) (Collection, []Object, error)
+	// Changes lists the objects changed after revision since, in revision
+	// order, removals as Deleted tombstones; live ones carry their bytes if
+	// withData. since == FromStart lists every live object in revision
+	// order (a full sync that must be resumable). ErrSyncTokenExpired: since
+	// is older than the kept tombstones or newer than the collection.
+	Changes(ctx context.Context, user, coll string, since int64, withData bool) (Collection, []Object, error)
+
+	// SetCollectionProps is a PROPPATCH of a collection: edit is called
+	// inside the write transaction with the current properties and changes
+	// them; only when it returns true are they stored. A DisplayName set to
+	// "" restores the default name. ErrNotFound: no such collection.
+	SetCollectionProps(ctx context.Context, user, coll string, edit func(*CollectionProps) bool) error
+	// PhonePut applies a device's PUT of an object.
+	PhonePut(ctx context.Context, p Put) (PutResult, error)
+	// PhoneDelete applies a device's DELETE of an object and says what
+	// happened ("deleted", "hidden", ...).
+	PhoneDelete(ctx context.Context, user, coll, name string, cond Conditions) (outcome string, err error)
 }
 
-var _ caldav.Backend = (*backend)(nil)
+// FromStart is the since of Changes for a full, resumable sync.
+const FromStart int64 = -1
 
-var errNoRequest = errors.New("caldav backend called without an authenticated request")
+// The errors a Backend returns for the handler to answer.
+var (
+	// ErrNotFound: no such collection or object of this user (404; never
+	// telling "absent" from "not yours").
+	ErrNotFound = errors.New("not found")
+	// ErrNoCollection: a write into a collection that does not exist
+	// (409 for PUT, RFC 4918 §9.7.1; 404 for DELETE).
+	ErrNoCollection = errors.New("no such collection")
+	// ErrPrecondition: If-Match or If-None-Match failed (412).
+	ErrPrecondition = errors.New("precondition failed")
+	// ErrReadOnly: the collection does not accept writes from the user (403).
+	ErrReadOnly = errors.New("read-only collection")
+	// ErrUIDConflict: another resource of the user already has the UID, or
+	// the write would change the UID of an existing one
+	// (409 CALDAV:no-uid-conflict).
+	ErrUIDConflict = errors.New("UID already in use")
+	// ErrUnsupportedComponent: the object is not a VTODO, the only kind a
+	// writable list holds (409 CALDAV:supported-calendar-component).
+	ErrUnsupportedComponent = errors.New("unsupported calendar component")
+	// ErrInvalidObject: not a valid calendar object resource
+	// (409 CALDAV:valid-calendar-object-resource).
+	ErrInvalidObject = errors.New("invalid calendar object")
+	// ErrSyncTokenExpired: Changes cannot answer from that revision
+	// (403 DAV:valid-sync-token; the client syncs again in full).
+	ErrSyncTokenExpired = errors.New("sync token expired")
+)
 
-func (b *backend) request(ctx context.Context) (*request, error) {
-	req, ok := requestFrom(ctx)
-	if !ok {
-		return nil, errNoRequest
-	}
-	return req, nil
+// LockedOutError refuses a login during a lock-out.
+type LockedOutError struct {
+	// Until is when the lock ends, by the service clock.
+	Until time.Time
 }
 
-// owned resolves a path go-webdav passes (already unescaped) to one of the
-// user's targets; anything else is 404, like in the wrapper.
-func (b *backend) owned(ctx context.Context, path string, want kind) (*request, target, error) {
-	req, err := b.request(ctx)
-	if err != nil {
-		return nil, target{}, err
-	}
-	t := req.target
-	if path != t.href() {
-		t = parseDecodedTarget(path)
-	}
-	if t.kind != want || t.user != req.user.Name {
-		return nil, target{}, webdav.NewHTTPError(http.StatusNotFound, fmt.Errorf("no %s", path))
-	}
-	return req, t, nil
+func (e *LockedOutError) Error() string { return "too many failed logins; try again later" }
+
+// User is an authenticated user.
+type User struct {
+	Name string
+	// Email is the user's address ("alice@example.com"), or "".
+	Email string
+	// Location is the user's time zone for floating and all-day times;
+	// nil means UTC.
+	Location *time.Location
 }
 
-func (b *backend) CurrentUserPrincipal(ctx context.Context) (string, error) {
-	req, err := b.request(ctx)
-	if err != nil {
-		return "", err
-	}
-	return principalHref(req.user.Name), nil
+// Limits are the configured limits the handler applies; zero means the
+// default.
+type Limits struct {
+	// ICalObjectBytes is the largest object a PUT may carry.
+	ICalObjectBytes int64
+	// MultigetHrefs is the most distinct hrefs a calendar-multiget may ask for.
+	MultigetHrefs int
 }
 
-func (b *backend) CalendarHomeSetPath(ctx context.Context) (string, error) {
-	req, err := b.request(ctx)
-	if err != nil {
-		return "", err
-	}
-	return homeHref(req.user.Name), nil
+// Collection is a calendar collection: a read-only calendar of deadline
+// VEVENTs, or (Todos) a Reminders list of VTODOs the user may write.
+type Collection struct {
+	Name        string // URL segment, unique per user
+	Project     string
+	Todos       bool
+	DisplayName string
+	Color       string // #RRGGBB or #RRGGBBAA; "" = the client's choice
+	Order       int
+	// Seq is the revision of the last change inside it: ctag and sync token.
+	Seq int64
 }
 
-// CreateCalendar refuses: lists and calendars come from the task system's
-// projects, and a list the bridge would not fill would only confuse.
-func (b *backend) CreateCalendar(ctx context.Context, cal *caldav.Calendar) error {
-	b.h.writes.WithLabelValues("refused-403").Inc()
-	return webdav.NewHTTPError(http.StatusForbidden, errors.New("calendars and lists come from the task system"))
+// CollectionProps are the properties a PROPPATCH may change.
+type CollectionProps struct {
+	DisplayName string
+	Color       string
+	Order       int
 }
 
-func (b *backend) calendar(req *request, c *store.Collection) caldav.Calendar {
-	return caldav.Calendar{Path: collHref(req.user.Name, c.Name), Name: c.DisplayName, Description: c.Project,
-		MaxResourceSize: b.h.svc.Config().Limits.ICalObjectBytes, SupportedComponentSet: []string{component(c)}}
+// Object is a calendar object resource; Data is the exact bytes served
+// (nil in listings that did not ask for them).
+type Object struct {
+	Collection string
+	Name       string // URL segment, e.g. "T-123.ics"
+	ETag       string // quoted, strong
+	Data       []byte
+	Modified   time.Time
+	// Seq is the revision of the object's last change.
+	Seq int64
+	// Deleted marks a tombstone in Changes.
+	Deleted bool
 }
 
-func (b *backend) ListCalendars(ctx context.Context) ([]caldav.Calendar, error) {
-	req, err := b.request(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var colls []store.Collection
-	err = b.h.svc.Store().View(ctx, func(tx store.Tx) error {
-		colls, err = tx.Collections(req.user.Name)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]caldav.Calendar, len(colls))
-	for i := range colls {
-		out[i] = b.calendar(req, &colls[i])
-	}
-	return out, nil
+// Conditions are a request's If-Match and If-None-Match entity tags (RFC
+// 9110 §13.1), as sent, quotes included; "*" matches any existing resource.
+type Conditions struct {
+	IfMatch     []string
+	IfNoneMatch []string
 }
 
-func (b *backend) GetCalendar(ctx context.Context, path string) (*caldav.Calendar, error) {
-	req, t, err := b.owned(ctx, path, kindCollection)
-	if err != nil {
-		return nil, err
-	}
-	var c *store.Collection
-	err = b.h.svc.Store().View(ctx, func(tx store.Tx) error {
-		c, err = tx.Collection(req.user.Name, t.coll)
-		return err
-	})
-	if err != nil {
-		return nil, notFound(err)
-	}
-	cal := b.calendar(req, c)
-	return &cal, nil
+// Put is a device's PUT of an object.
+type Put struct {
+	User       string
+	Collection string
+	Name       string
+	// Data is the request body, exactly as sent; Cal is Data decoded, or
+	// nil for the backend to decode.
+	Data []byte
+	Cal  *ical.Calendar
+	Cond Conditions
 }
 
-// calendarObject decodes a stored object for go-webdav.
-func calendarObject(user string, o *store.Object) (*caldav.CalendarObject, error) {
-	cal, err := ical.NewDecoder(bytes.NewReader(o.Data)).Decode()
-	if err != nil {
-		return nil, fmt.Errorf("decode stored %s/%s/%s: %w", user, o.Collection, o.Name, err)
-	}
-	return &caldav.CalendarObject{Path: objHref(user, o.Collection, o.Name), ModTime: o.Modified,
-		ContentLength: int64(len(o.Data)), ETag: strings.Trim(o.ETag, `"`), Data: cal}, nil
-}
-
-func (b *backend) GetCalendarObject(ctx context.Context, path string, _ *caldav.CalendarCompRequest) (*caldav.CalendarObject, error) {
-	req, t, err := b.owned(ctx, path, kindObject)
-	if err != nil {
-		return nil, err
-	}
-	var o *store.Object
-	err = b.h.svc.Store().View(ctx, func(tx store.Tx) error {
-		o, err = tx.Object(req.user.Name, t.coll, t.name)
-		return err
-	})
-	if err != nil {
-		return nil, notFound(err)
-	}
-	return calendarObject(req.user.Name, o)
-}
-
-func (b *backend) ListCalendarObjects(ctx context.Context, path string, _ *caldav.CalendarCompRequest) ([]caldav.CalendarObject, error) {
-	req, t, err := b.owned(ctx, path, kindCollection)
-	if err != nil {
-		return nil, err
-	}
-	var objs []store.Object
-	err = b.h.svc.Store().View(ctx, func(tx store.Tx) error {
-		if _, err := tx.Collection(req.user.Name, t.coll); err != nil {
-			return err
-		}
-		objs, err = tx.Objects(req.user.Name, t.coll, true)
-		return err
-	})
-	if err != nil {
-		return nil, notFound(err)
-	}
-	out := make([]caldav.CalendarObject, 0, len(objs))
-	for i := range objs {
-		co, err := calendarObject(req.user.Name, &objs[i])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *co)
-	}
-	return out, nil
-}
-
-func (b *backend) QueryCalendarObjects(ctx context.Context, path string, query *caldav.CalendarQuery) ([]caldav.CalendarObject, error) {
-	all, err := b.ListCalendarObjects(ctx, path, nil)
-	if err != nil || query == nil {
-		return all, err
-	}
-	req, _ := b.request(ctx)
-	f := fromCaldavFilter(query.CompFilter)
-	out := all[:0]
-	steps := RequestRecurrenceSteps
-	for _, co := range all {
-		ev := b.h.evaluation(ctx, req.user.Location, &steps)
-		ok := f.matchCalendar(co.Data, ev)
-		b.h.evaluated(ev, req.user.Name, "", co.Path)
-		if ok {
-			out = append(out, co)
-		}
-	}
-	return out, nil
-}
-
-// fromCaldavFilter converts go-webdav's filter type to ours.
-func fromCaldavFilter(cf caldav.CompFilter) compFilter {
-	f := compFilter{name: strings.ToUpper(cf.Name), notDefined: cf.IsNotDefined}
-	if !cf.Start.IsZero() || !cf.End.IsZero() {
-		f.tr = &timeRange{start: cf.Start, end: cf.End}
-	}
-	for _, p := range cf.Props {
-		pf := propFilter{name: strings.ToUpper(p.Name), notDefined: p.IsNotDefined}
-		if !p.Start.IsZero() || !p.End.IsZero() {
-			pf.tr = &timeRange{start: p.Start, end: p.End}
-		}
-		if p.TextMatch != nil {
-			pf.text = &textMatch{text: p.TextMatch.Text, negate: p.TextMatch.NegateCondition}
-		}
-		for _, pa := range p.ParamFilter {
-			paf := paramFilter{name: strings.ToUpper(pa.Name), notDefined: pa.IsNotDefined}
-			if pa.TextMatch != nil {
-				paf.text = &textMatch{text: pa.TextMatch.Text, negate: pa.TextMatch.NegateCondition}
-			}
-			pf.params = append(pf.params, paf)
-		}
-		f.props = append(f.props, pf)
-	}
-	for _, c := range cf.Comps {
-		f.comps = append(f.comps, fromCaldavFilter(c))
-	}
-	return f
-}
-
-// PutCalendarObject applies a device's PUT (bridge.PhonePut has the rules).
-// The ETag (and Last-Modified) go back only when the stored object carries
-// what the client sent; when duebridge kept tracker-owned fields the client had changed, it
-// is left out so the client fetches the object again (RFC 4791 §5.3.4).
-func (b *backend) PutCalendarObject(ctx context.Context, path string, cal *ical.Calendar, _ *caldav.PutCalendarObjectOptions) (*caldav.CalendarObject, error) {
-	req, t, err := b.owned(ctx, path, kindObject)
-	if err != nil {
-		return nil, err
-	}
-	res, err := b.h.svc.PhonePut(ctx, bridge.PhoneWrite{User: req.user.Name, Collection: t.coll, Name: t.name,
-		Data: req.body, Cal: cal, Cond: req.cond})
-	if err != nil {
-		return nil, b.writeError(ctx, "PUT", t, req, err)
-	}
-	b.h.writes.WithLabelValues(res.Outcome).Inc()
-	b.h.log.Info("device write", "method", "PUT", "user", req.user.Name, "collection", t.coll, "name", t.name,
-		"outcome", res.Outcome, "verbatim", res.Verbatim, "ua", req.ua)
-	req.updated = !res.Created
-	co := &caldav.CalendarObject{Path: t.href()}
-	if res.Verbatim {
-		// Validators describe the stored representation; when it is not
-		// what the client sent, neither ETag nor Last-Modified goes back,
-		// so the client fetches the object again.
-		co.ETag = strings.Trim(res.ETag, `"`)
-		co.ModTime = b.h.svc.Now()
-	}
-	return co, nil
-}
-
-// DeleteCalendarObject applies a device's DELETE: an own reminder goes, a
-// task-system task is hidden for this user (bridge.PhoneDelete).
-func (b *backend) DeleteCalendarObject(ctx context.Context, path string) error {
-	req, t, err := b.owned(ctx, path, kindObject)
-	if err != nil {
-		return err
-	}
-	outcome, err := b.h.svc.PhoneDelete(ctx, req.user.Name, t.coll, t.name, req.cond)
-	if err != nil {
-		return b.writeError(ctx, "DELETE", t, req, err)
-	}
-	b.h.writes.WithLabelValues(outcome).Inc()
-	b.h.log.Info("device write", "method", "DELETE", "user", req.user.Name, "collection", t.coll, "name", t.name,
-		"outcome", outcome, "ua", req.ua)
-	return nil
-}
-
-// writeError maps the bridge's refusals to HTTP answers and logs them.
-func (b *backend) writeError(ctx context.Context, method string, t target, req *request, err error) error {
-	var code int
-	var out error
-	switch {
-	case errors.Is(err, bridge.ErrPrecondition):
-		code, out = http.StatusPreconditionFailed, webdav.NewHTTPError(http.StatusPreconditionFailed, errors.New("the resource changed; fetch it again"))
-	case errors.Is(err, bridge.ErrReadOnly):
-		code, out = http.StatusForbidden, webdav.NewHTTPError(http.StatusForbidden, errors.New("read-only: deadlines come from the task system"))
-	case errors.Is(err, bridge.ErrNoCollection) && method == "PUT":
-		// RFC 4918 §9.7.1: a PUT whose parent collection is missing is 409.
-		code, out = http.StatusConflict, webdav.NewHTTPError(http.StatusConflict, errors.New("no such collection"))
-	case errors.Is(err, bridge.ErrNoCollection), errors.Is(err, store.ErrNotFound):
-		code, out = http.StatusNotFound, webdav.NewHTTPError(http.StatusNotFound, errors.New("not found"))
-	case errors.Is(err, bridge.ErrUIDConflict):
-		code, out = http.StatusConflict, caldav.NewPreconditionError(caldav.PreconditionNoUIDConflict)
-	case errors.Is(err, bridge.ErrUnsupportedComponent):
-		code, out = http.StatusConflict, caldav.NewPreconditionError(caldav.PreconditionSupportedCalendarComponent)
-	case errors.Is(err, bridge.ErrInvalidObject):
-		code, out = http.StatusConflict, caldav.NewPreconditionError(caldav.PreconditionValidCalendarObjectResource)
-	case errors.Is(err, context.Canceled):
-		return err
-	default:
-		b.h.log.Error("device write failed", "method", method, "user", req.user.Name, "collection", t.coll,
-			"name", t.name, "err", err)
-		return webdav.NewHTTPError(http.StatusInternalServerError, errors.New("internal error"))
-	}
-	b.h.writes.WithLabelValues(fmt.Sprintf("refused-%d", code)).Inc()
-	b.h.log.Info("device write refused", "method", method, "user", req.user.Name, "collection", t.coll,
-		"name", t.name, "status", code, "reason", err.Error(), "ua", req.ua)
-	return out
-}
-
-func notFound(err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return webdav.NewHTTPError(http.StatusNotFound, err)
-	}
-	return err
+// PutResult says what a PUT stored.
+type PutResult struct {
+	// ETag of the stored object, quoted.
+	ETag string
+	// Created: the resource did not exist before (201, else 204).
+	Created bool
+	// Verbatim: the stored object is byte for byte the request body, so
+	// the client may keep its copy and use ETag. False whenever duebridge
+	// stored anything else (its own rendering, a re-armed alarm, a new
+	// SEQUENCE, tracker-owned fields the client had changed): the client
+	// must then fetch the object again (RFC 4791 §5.3.4: no ETag).
+	Verbatim bool
+	// What happened, for logs and metrics: "created", "updated",
+	// "completed", "reopened", "phone-state", "overridden" (only a
+	// tracker-owned field changed, and was kept), "unchanged".
+	Outcome string
 }

@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-ical"
-
-	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // deadlineBusy is the busy time a timed deadline stands for: it is an
@@ -29,7 +26,7 @@ const deadlineBusy = 30 * time.Minute
 // is always empty would tell nothing. Cancelled events are left out.
 // Reminders lists hold VTODOs, which carry no busy time: their answer is
 // an empty VFREEBUSY.
-func (h *Handler) freeBusy(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+func (h *Handler) freeBusy(w http.ResponseWriter, r *http.Request, u *User, t target, body *node) {
 	trn := body.child(nsCalDAV, "time-range")
 	if trn == nil {
 		http.Error(w, "free-busy-query needs a time-range", http.StatusBadRequest)
@@ -44,18 +41,7 @@ func (h *Handler) freeBusy(w http.ResponseWriter, r *http.Request, u *config.Use
 		http.Error(w, msg, http.StatusBadRequest)
 		return
 	}
-	var objs []store.Object
-	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		c, err := tx.Collection(u.Name, t.coll)
-		if err != nil {
-			return err
-		}
-		if component(c) != ical.CompEvent {
-			return nil
-		}
-		objs, err = tx.Objects(u.Name, t.coll, true)
-		return err
-	})
+	c, objs, err := h.be.Objects(r.Context(), u.Name, t.coll, true)
 	if h.failed(w, r, err) {
 		return
 	}
@@ -64,6 +50,9 @@ func (h *Handler) freeBusy(w http.ResponseWriter, r *http.Request, u *config.Use
 		loc = time.UTC
 	}
 	var busy []period
+	if component(c) != ical.CompEvent {
+		objs = nil // VTODOs carry no busy time
+	}
 	for i := range objs {
 		cal, err := ical.NewDecoder(bytes.NewReader(objs[i].Data)).Decode()
 		if err != nil {
@@ -75,7 +64,7 @@ func (h *Handler) freeBusy(w http.ResponseWriter, r *http.Request, u *config.Use
 			}
 		}
 	}
-	out, err := freeBusyCalendar(mergePeriods(busy), tr.start, tr.end, h.svc.Now())
+	out, err := freeBusyCalendar(mergePeriods(busy), tr.start, tr.end, h.be.Now())
 	if err != nil {
 		h.serverError(w, r, err)
 		return

@@ -24,7 +24,7 @@ import (
 func fuzzEnv(f *testing.F) (*env, http.Handler) {
 	e := newEnv(f, envOptions{})
 	e.seed()
-	return e, calendar.NewHandler(e.svc, calendar.Options{})
+	return e, calendar.NewHandler(e.svc.CalDAV(), calendar.Options{})
 }
 
 // serve sends one request as alice through h.

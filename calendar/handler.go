@@ -2,34 +2,29 @@
 // Calendar and Reminders first): per project a read-only deadlines calendar
 // of VEVENTs and a writable Reminders list of VTODOs.
 //
-// It wraps go-webdav's caldav.Handler. Reads (PROPFIND, REPORT, GET) are
-// answered here from the stored, folded bytes with the properties iOS needs
-// and go-webdav lacks (getctag, sync-token, sync-collection, privileges,
-// colour); writes (PUT, DELETE, MKCOL, COPY, MOVE) go through go-webdav to
-// the store-backed caldav.Backend in backend.go, whose rules live in
-// bridge.PhonePut and bridge.PhoneDelete.
+// The handler answers the whole protocol itself: reads (PROPFIND, REPORT,
+// GET) from the stored, folded bytes with the properties iOS needs
+// (getctag, sync-token, sync-collection, privileges, colour), and writes
+// (PUT, DELETE, PROPPATCH) through the Backend (backend.go), which the core
+// (bridge) implements; the rules of a device's write live there.
 package calendar
 
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-ical"
-	"github.com/emersion/go-webdav/caldav"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // Paths outside the DAV tree that the handler also serves.
@@ -46,7 +41,7 @@ const defaultObjectLimit = 256 << 10
 
 // Options for NewHandler. Zero values are fine.
 type Options struct {
-	// Logger; if nil, the service's logger is used.
+	// Logger; if nil, slog.Default().
 	Logger *slog.Logger
 	// IsAdmin reports whether a user may read every user's sync health at
 	// /admin/sync. If nil, nobody may: each user sees only their own devices.
@@ -57,10 +52,9 @@ type Options struct {
 // PROPFIND on the server root (iOS walks from the bare host) and the sync
 // health at /admin/sync. Mount it on exactly those paths.
 type Handler struct {
-	svc    *bridge.Service
+	be     Backend
 	log    *slog.Logger
 	opts   Options
-	dav    *caldav.Handler
 	epoch  epochCache
 	health *syncHealth
 	writes *prometheus.CounterVec
@@ -72,17 +66,16 @@ type Handler struct {
 	objects *objectCache
 }
 
-// NewHandler builds the handler and registers its metrics on the service's
-// registry. It starts nothing.
-func NewHandler(svc *bridge.Service, o Options) *Handler {
+// NewHandler builds the handler over be and registers its metrics on
+// be.Registerer(). It starts nothing.
+func NewHandler(be Backend, o Options) *Handler {
 	if o.Logger == nil {
-		o.Logger = svc.Logger()
+		o.Logger = slog.Default()
 	}
-	reg := svc.Metrics().Registry
-	h := &Handler{svc: svc, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20),
+	reg := be.Registerer()
+	h := &Handler{be: be, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20),
 		objects: newObjectCache(64 << 20)}
-	h.dav = &caldav.Handler{Backend: &backend{h: h}, Prefix: strings.TrimSuffix(Prefix, "/")}
-	h.health = newSyncHealth(reg, svc.Now)
+	h.health = newSyncHealth(reg, be.Now)
 	h.writes = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_writes_total",
 		Help: "CalDAV writes from devices by outcome (completed, reopened, phone-state, created, updated, deleted, hidden, unchanged, refused-<status>).",
@@ -158,12 +151,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.put(sw, r, u, t)
 	case http.MethodDelete:
 		h.delete(sw, r, u, t)
-	case "MKCOL", "COPY", "MOVE":
-		// go-webdav answers these through the backend: MKCOL is refused
-		// (lists come from the task system), COPY and MOVE are 501.
-		h.dav.ServeHTTP(sw, r.WithContext(withRequest(r.Context(), &request{user: u, target: t})))
-	case "MKCALENDAR":
+	case "MKCOL", "MKCALENDAR":
+		// Lists and calendars come from the task system's projects; one
+		// the bridge would not fill would only confuse.
+		h.writes.WithLabelValues("refused-403").Inc()
 		http.Error(sw, "calendars and lists come from the task system", http.StatusForbidden)
+	case "COPY", "MOVE":
+		http.Error(sw, r.Method+" is not supported", http.StatusNotImplemented)
 	default:
 		h.methodNotAllowed(sw, r, u, t)
 	}
@@ -171,26 +165,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // authenticate checks HTTP Basic credentials; without valid ones it answers
 // 401 with the challenge iOS waits for before it sends a password.
-func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*config.User, bool) {
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*User, bool) {
 	name, pw, ok := r.BasicAuth()
 	if ok {
-		cfg := h.svc.Config()
-		if strings.Contains(name, "%") && cfg.User(name) == nil {
-			// iOS may send a user name with @ URL-encoded (user%40example.com).
-			if dec, err := url.PathUnescape(name); err == nil && cfg.User(dec) != nil {
-				name = dec
-			}
-		}
-		u, err := h.svc.AuthenticateFrom(r.Context(), "caldav", name, pw, r.RemoteAddr)
+		u, err := h.be.Authenticate(r.Context(), name, pw, r.RemoteAddr)
 		if err == nil {
 			return u, true
 		}
 		if errors.Is(err, context.Canceled) {
 			return nil, false
 		}
-		var locked *bridge.LockoutError
+		var locked *LockedOutError
 		if errors.As(err, &locked) {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(locked.Until.Sub(h.svc.Now()).Seconds()))))
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(locked.Until.Sub(h.be.Now()).Seconds()))))
 		}
 	}
 	w.Header().Set("WWW-Authenticate", `Basic realm="`+realm+`", charset="UTF-8"`)
@@ -201,7 +188,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*config.
 // options answers OPTIONS: the DAV classes iOS checks for calendar-access,
 // and Allow without PUT and DELETE where writes are refused (old Apple
 // clients otherwise retry refused writes forever).
-func (h *Handler) options(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+func (h *Handler) options(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	allow, err := h.allow(r.Context(), u, t)
 	if h.failed(w, r, err) {
 		return
@@ -213,7 +200,7 @@ func (h *Handler) options(w http.ResponseWriter, r *http.Request, u *config.User
 }
 
 // allow lists the methods a target accepts.
-func (h *Handler) allow(ctx context.Context, u *config.User, t target) (string, error) {
+func (h *Handler) allow(ctx context.Context, u *User, t target) (string, error) {
 	switch t.kind {
 	case kindServerRoot:
 		return "OPTIONS, PROPFIND", nil
@@ -222,17 +209,13 @@ func (h *Handler) allow(ctx context.Context, u *config.User, t target) (string, 
 	case kindHome:
 		return "OPTIONS, PROPFIND, REPORT", nil
 	}
-	var c *store.Collection
-	err := h.svc.Store().View(ctx, func(tx store.Tx) error {
-		var err error
-		if c, err = tx.Collection(u.Name, t.coll); err != nil {
-			return err
-		}
-		if t.kind == kindObject {
-			_, err = tx.Object(u.Name, t.coll, t.name)
-		}
-		return err
-	})
+	var c Collection
+	var err error
+	if t.kind == kindObject {
+		c, _, err = h.be.Object(ctx, u.Name, t.coll, t.name)
+	} else {
+		c, err = h.be.Collection(ctx, u.Name, t.coll)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -247,7 +230,7 @@ func (h *Handler) allow(ctx context.Context, u *config.User, t target) (string, 
 	return "OPTIONS, GET, HEAD, PROPFIND, REPORT", nil
 }
 
-func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	if allow, err := h.allow(r.Context(), u, t); err == nil {
 		w.Header().Set("Allow", allow)
 	}
@@ -256,17 +239,12 @@ func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, u *co
 
 // get serves an object's stored bytes with its strong ETag; conditional
 // requests and HEAD are handled by http.ServeContent.
-func (h *Handler) get(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+func (h *Handler) get(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	if t.kind != kindObject {
 		h.methodNotAllowed(w, r, u, t)
 		return
 	}
-	var o *store.Object
-	err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		var err error
-		o, err = tx.Object(u.Name, t.coll, t.name)
-		return err
-	})
+	_, o, err := h.be.Object(r.Context(), u.Name, t.coll, t.name)
 	if h.failed(w, r, err) {
 		return
 	}
@@ -276,39 +254,16 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request, u *config.User, t 
 	http.ServeContent(w, r, "", o.Modified, bytes.NewReader(o.Data))
 }
 
-// request is what the go-webdav backend needs of the HTTP request it
-// cannot see: the user, the parsed target, the exact body and the
-// conditional headers. Identity travels in the context, as go-webdav's
-// UserPrincipalBackend expects.
-type request struct {
-	user   *config.User
-	target target
-	body   []byte
-	cond   bridge.Conditions
-	ua     string
-	// updated: the backend's PUT replaced an existing object.
-	updated bool
-}
-
-type requestKey struct{}
-
-func withRequest(ctx context.Context, req *request) context.Context {
-	return context.WithValue(ctx, requestKey{}, req)
-}
-
-func requestFrom(ctx context.Context) (*request, bool) {
-	req, ok := ctx.Value(requestKey{}).(*request)
-	return req, ok
-}
-
-// put reads the body within the size limit (413 beyond it), keeps its
-// exact octets for the backend and lets go-webdav parse and dispatch it.
-func (h *Handler) put(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+// put reads the body within the size limit (413 beyond it), checks that it
+// is iCalendar and hands it to the backend with its exact octets and the
+// conditional headers. A new object is 201 with its Location, a replaced
+// one 204 (RFC 4918 §9.7.1).
+func (h *Handler) put(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	if t.kind != kindObject {
 		h.methodNotAllowed(w, r, u, t)
 		return
 	}
-	limit := h.svc.Config().Limits.ICalObjectBytes
+	limit := h.be.Limits().ICalObjectBytes
 	if limit <= 0 {
 		limit = defaultObjectLimit
 	}
@@ -325,53 +280,55 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request, u *config.User, t 
 		h.tooLarge(w, limit)
 		return
 	}
-	if err := decodable(body); err != nil {
-		// go-webdav would decode it too, and answer 400 for an ordinary
-		// error; a panicking one must not reach it.
+	cal, err := decode(body)
+	if err != nil {
 		h.writes.WithLabelValues("refused-400").Inc()
 		davError(w, http.StatusBadRequest, eValidCalendarData, err.Error())
 		return
 	}
-	req := &request{user: u, target: t, body: body, cond: conditions(r), ua: r.UserAgent()}
-	r2 := r.WithContext(withRequest(r.Context(), req))
-	r2.Body = io.NopCloser(bytes.NewReader(body))
-	r2.ContentLength = int64(len(body))
-	h.dav.ServeHTTP(&putWriter{ResponseWriter: w, req: req}, r2)
-}
-
-// putWriter corrects go-webdav's PUT answer, which is always 201 Created
-// (go-webdav v0.7.0 leaves this as a TODO): replacing an existing object
-// is 204 No Content (RFC 4918 §9.7.1), without a Location.
-type putWriter struct {
-	http.ResponseWriter
-	req *request
-}
-
-func (w *putWriter) WriteHeader(code int) {
-	if code == http.StatusCreated && w.req.updated {
-		w.Header().Del("Location")
-		code = http.StatusNoContent
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != ical.MIMEType {
+		h.writes.WithLabelValues("refused-400").Inc()
+		davError(w, http.StatusBadRequest, eSupportedCalendarData, "the body must be sent as "+ical.MIMEType)
+		return
 	}
-	w.ResponseWriter.WriteHeader(code)
+	res, err := h.be.PhonePut(r.Context(), Put{User: u.Name, Collection: t.coll, Name: t.name,
+		Data: body, Cal: cal, Cond: conditions(r)})
+	if err != nil {
+		h.writeError(w, r, u, t, err)
+		return
+	}
+	h.writes.WithLabelValues(res.Outcome).Inc()
+	h.log.Info("device write", "method", "PUT", "user", u.Name, "collection", t.coll, "name", t.name,
+		"outcome", res.Outcome, "verbatim", res.Verbatim, "ua", r.UserAgent())
+	if res.Verbatim {
+		// Validators describe the stored representation; when it is not
+		// what the client sent, neither ETag nor Last-Modified goes back,
+		// so the client fetches the object again.
+		w.Header().Set("ETag", `"`+strings.Trim(res.ETag, `"`)+`"`)
+		w.Header().Set("Last-Modified", h.be.Now().UTC().Format(http.TimeFormat))
+	}
+	if !res.Created {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Location", t.href())
+	w.WriteHeader(http.StatusCreated)
 }
 
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *putWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// decodable reports whether body is iCalendar go-ical can decode. go-ical
-// panics on some malformed content lines (a parameter with nothing after
-// "=" at the end of a line, found by FuzzPhonePut); that is the client's
-// error, not a crash.
-func decodable(body []byte) (err error) {
+// decode decodes an iCalendar body. go-ical panics on some malformed
+// content lines (a parameter with nothing after "=" at the end of a line,
+// found by FuzzPhonePut); that is the client's error, not a crash.
+func decode(body []byte) (cal *ical.Calendar, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("not iCalendar: malformed content line")
+			cal, err = nil, fmt.Errorf("not iCalendar: malformed content line")
 		}
 	}()
-	if _, err := ical.NewDecoder(bytes.NewReader(body)).Decode(); err != nil {
-		return fmt.Errorf("not iCalendar: %v", err)
+	cal, err = ical.NewDecoder(bytes.NewReader(body)).Decode()
+	if err != nil {
+		return nil, fmt.Errorf("not iCalendar: %v", err)
 	}
-	return nil
+	return cal, nil
 }
 
 func (h *Handler) tooLarge(w http.ResponseWriter, limit int64) {
@@ -380,21 +337,66 @@ func (h *Handler) tooLarge(w http.ResponseWriter, limit int64) {
 		fmt.Sprintf("calendar objects are limited to %d bytes", limit))
 }
 
-// delete hands an object's DELETE to go-webdav; collections, the home and
-// the principal cannot be deleted.
-func (h *Handler) delete(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+// delete applies an object's DELETE (204): an own reminder goes, a
+// task-system task is hidden for this user. Collections, the home and the
+// principal cannot be deleted.
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	if t.kind != kindObject {
 		h.writes.WithLabelValues("refused-403").Inc()
 		http.Error(w, "lists and calendars come from the task system and cannot be deleted", http.StatusForbidden)
 		return
 	}
-	req := &request{user: u, target: t, cond: conditions(r), ua: r.UserAgent()}
-	h.dav.ServeHTTP(w, r.WithContext(withRequest(r.Context(), req)))
+	outcome, err := h.be.PhoneDelete(r.Context(), u.Name, t.coll, t.name, conditions(r))
+	if err != nil {
+		h.writeError(w, r, u, t, err)
+		return
+	}
+	h.writes.WithLabelValues(outcome).Inc()
+	h.log.Info("device write", "method", "DELETE", "user", u.Name, "collection", t.coll, "name", t.name,
+		"outcome", outcome, "ua", r.UserAgent())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeError answers the backend's refusal of a device write and logs it.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, u *User, t target, err error) {
+	code, cond, msg := 0, xml.Name{}, ""
+	switch {
+	case errors.Is(err, ErrPrecondition):
+		code, msg = http.StatusPreconditionFailed, "the resource changed; fetch it again"
+	case errors.Is(err, ErrReadOnly):
+		code, msg = http.StatusForbidden, "read-only: deadlines come from the task system"
+	case errors.Is(err, ErrNoCollection) && r.Method == http.MethodPut:
+		// RFC 4918 §9.7.1: a PUT whose parent collection is missing is 409.
+		code, msg = http.StatusConflict, "no such collection"
+	case errors.Is(err, ErrNoCollection), errors.Is(err, ErrNotFound):
+		code, msg = http.StatusNotFound, "not found"
+	case errors.Is(err, ErrUIDConflict):
+		code, cond = http.StatusConflict, eNoUIDConflict
+	case errors.Is(err, ErrUnsupportedComponent):
+		code, cond = http.StatusConflict, eSupportedCalendarComponent
+	case errors.Is(err, ErrInvalidObject):
+		code, cond = http.StatusConflict, eValidCalendarObjectResource
+	case errors.Is(err, context.Canceled):
+		return
+	default:
+		h.log.Error("device write failed", "method", r.Method, "user", u.Name, "collection", t.coll,
+			"name", t.name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h.writes.WithLabelValues(fmt.Sprintf("refused-%d", code)).Inc()
+	h.log.Info("device write refused", "method", r.Method, "user", u.Name, "collection", t.coll,
+		"name", t.name, "status", code, "reason", err.Error(), "ua", r.UserAgent())
+	if cond.Local != "" {
+		davError(w, code, cond, err.Error())
+		return
+	}
+	http.Error(w, msg, code)
 }
 
 // conditions reads If-Match and If-None-Match.
-func conditions(r *http.Request) bridge.Conditions {
-	return bridge.Conditions{IfMatch: etagList(r.Header.Values("If-Match")), IfNoneMatch: etagList(r.Header.Values("If-None-Match"))}
+func conditions(r *http.Request) Conditions {
+	return Conditions{IfMatch: etagList(r.Header.Values("If-Match")), IfNoneMatch: etagList(r.Header.Values("If-None-Match"))}
 }
 
 // etagList splits entity-tag lists. A bare token some clients send without
@@ -459,12 +461,12 @@ func (h *Handler) readXML(r *http.Request) (*node, error) {
 }
 
 // view returns what property values of a request depend on.
-func (h *Handler) view(ctx context.Context, u *config.User) (*view, error) {
-	epoch, err := h.epoch.get(ctx, h.svc.Store())
+func (h *Handler) view(ctx context.Context, u *User) (*view, error) {
+	epoch, err := h.epoch.get(ctx, h.be)
 	if err != nil {
 		return nil, err
 	}
-	return &view{user: u, cfg: h.svc.Config(), epoch: epoch, escapes: h.escapes}, nil
+	return &view{user: u, limits: h.be.Limits(), epoch: epoch, escapes: h.escapes}, nil
 }
 
 // statusWriter remembers the status for the request log.
@@ -487,21 +489,10 @@ func (h *Handler) failed(w http.ResponseWriter, r *http.Request, err error) bool
 	switch {
 	case err == nil:
 		return false
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, ErrNotFound):
 		http.Error(w, "not found", http.StatusNotFound)
 	default:
 		h.serverError(w, r, err)
 	}
 	return true
-}
-
-// collections lists a user's collections in a read transaction.
-func (h *Handler) collections(ctx context.Context, user string) ([]store.Collection, error) {
-	var colls []store.Collection
-	err := h.svc.Store().View(ctx, func(tx store.Tx) error {
-		var err error
-		colls, err = tx.Collections(user)
-		return err
-	})
-	return colls, err
 }

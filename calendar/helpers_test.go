@@ -39,7 +39,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		o.config(cfg)
 	}
 	svc := testsvc.New(t, testsvc.Options{Config: cfg})
-	h := calendar.NewHandler(svc, calendar.Options{IsAdmin: o.isAdmin})
+	h := calendar.NewHandler(svc.CalDAV(), calendar.Options{IsAdmin: o.isAdmin})
 	mux := http.NewServeMux()
 	mux.Handle(calendar.WellKnownPath, h)
 	mux.Handle(calendar.Prefix, h)

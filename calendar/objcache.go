@@ -3,8 +3,6 @@ package calendar
 import (
 	"container/list"
 	"sync"
-
-	"github.com/duebridge/duebridge/store"
 )
 
 // objectCache keeps the objects multiget served, per collection, tagged with
@@ -24,7 +22,7 @@ type objectCache struct {
 type collEntry struct {
 	key  [2]string
 	seq  int64
-	objs map[string]*store.Object
+	objs map[string]*Object
 	size int
 }
 
@@ -34,10 +32,10 @@ func newObjectCache(maxBytes int) *objectCache {
 
 // lookup returns the cached objects among names for a collection at seq,
 // and the names it does not have.
-func (c *objectCache) lookup(user, coll string, seq int64, names []string) (map[string]*store.Object, []string) {
+func (c *objectCache) lookup(user, coll string, seq int64, names []string) (map[string]*Object, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	found := map[string]*store.Object{}
+	found := map[string]*Object{}
 	el, ok := c.colls[[2]string{user, coll}]
 	if !ok || el.Value.(*collEntry).seq != seq {
 		return found, names
@@ -57,7 +55,7 @@ func (c *objectCache) lookup(user, coll string, seq int64, names []string) (map[
 
 // add stores objects read in a snapshot where the collection was at seq.
 // Objects must not be modified afterwards: readers share them.
-func (c *objectCache) add(user, coll string, seq int64, objs []store.Object) {
+func (c *objectCache) add(user, coll string, seq int64, objs []Object) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := [2]string{user, coll}
@@ -73,7 +71,7 @@ func (c *objectCache) add(user, coll string, seq int64, objs []store.Object) {
 		if ok {
 			c.drop(el)
 		}
-		e = &collEntry{key: key, seq: seq, objs: map[string]*store.Object{}}
+		e = &collEntry{key: key, seq: seq, objs: map[string]*Object{}}
 		c.colls[key] = c.lru.PushFront(e)
 	}
 	for i := range objs {

@@ -5,8 +5,8 @@ import (
 	"strings"
 )
 
-// URL layout. go-webdav's caldav package derives the resource type from the
-// number of segments below its prefix, so the layout follows its depths:
+// URL layout: the resource type follows from the number of segments below
+// the prefix, as in go-webdav's caldav package and most CalDAV servers:
 //
 //	/dav/                                     root
 //	/dav/<user>/                              principal
@@ -45,16 +45,6 @@ type target struct {
 // so "%2F" inside a name never splits it and "alice%40example.com" is the
 // user "alice@example.com" (iOS escapes the @).
 func parseTarget(escaped string) target {
-	return parsePath(escaped, true)
-}
-
-// parseDecodedTarget parses a path whose segments are already unescaped
-// (what go-webdav hands its backend).
-func parseDecodedTarget(path string) target {
-	return parsePath(path, false)
-}
-
-func parsePath(escaped string, unescape bool) target {
 	if escaped == "/" || escaped == "" {
 		return target{kind: kindServerRoot}
 	}
@@ -69,10 +59,7 @@ func parsePath(escaped string, unescape bool) target {
 	raw := strings.Split(rest, "/")
 	segs := make([]string, len(raw))
 	for i, s := range raw {
-		u, err := s, error(nil)
-		if unescape {
-			u, err = url.PathUnescape(s)
-		}
+		u, err := url.PathUnescape(s)
 		if err != nil || u == "" || u == "." || u == ".." || strings.ContainsAny(u, "/\x00") || len(u) > 255 {
 			return target{}
 		}

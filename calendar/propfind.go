@@ -6,10 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-
-	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // parsePropReq reads a DAV:propfind body; no body means allprop.
@@ -44,7 +40,7 @@ func parseDepth(r *http.Request) (int, error) {
 	return 0, fmt.Errorf("bad Depth %q", r.Header.Get("Depth"))
 }
 
-func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	body, err := h.readXML(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -77,7 +73,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 	case kindPrincipal:
 		ms.response(t.href(), v.principal().results(q))
 		if depth > 0 {
-			colls, err := h.collections(r.Context(), u.Name)
+			colls, err := h.be.Collections(r.Context(), u.Name)
 			if err != nil {
 				h.serverError(w, r, err)
 				return
@@ -87,7 +83,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 	case kindHome:
 		// Reminders falls back to the home set and lists from here
 		// (go-vikunja/vikunja#2417), so the home answers at its own path.
-		colls, err := h.collections(r.Context(), u.Name)
+		colls, err := h.be.Collections(r.Context(), u.Name)
 		if err != nil {
 			h.serverError(w, r, err)
 			return
@@ -95,23 +91,21 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 		ms.response(t.href(), v.home(maxSeq(colls)).results(q))
 		if depth > 0 {
 			for i := range colls {
-				ms.response(collHref(u.Name, colls[i].Name), v.collection(&colls[i]).results(q))
+				ms.response(collHref(u.Name, colls[i].Name), v.collection(colls[i]).results(q))
 				if polled {
 					h.health.poll(u.Name, r.UserAgent(), colls[i].Name)
 				}
 			}
 		}
 	case kindCollection:
-		var c *store.Collection
-		var objs []store.Object
-		err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-			var err error
-			if c, err = tx.Collection(u.Name, t.coll); err != nil || depth == 0 {
-				return err
-			}
-			objs, err = tx.Objects(u.Name, t.coll, needsData(q))
-			return err
-		})
+		var c Collection
+		var objs []Object
+		var err error
+		if depth == 0 {
+			c, err = h.be.Collection(r.Context(), u.Name, t.coll)
+		} else {
+			c, objs, err = h.be.Objects(r.Context(), u.Name, t.coll, needsData(q))
+		}
 		if h.failed(w, r, err) {
 			return
 		}
@@ -124,26 +118,17 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *config.Use
 			h.health.poll(u.Name, r.UserAgent(), c.Name)
 		}
 	case kindObject:
-		var c *store.Collection
-		var o *store.Object
-		err := h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-			var err error
-			if c, err = tx.Collection(u.Name, t.coll); err != nil {
-				return err
-			}
-			o, err = tx.Object(u.Name, t.coll, t.name)
-			return err
-		})
+		c, o, err := h.be.Object(r.Context(), u.Name, t.coll, t.name)
 		if h.failed(w, r, err) {
 			return
 		}
-		res := v.object(c, o)
+		res := v.object(c, &o)
 		ms.response(res.href, res.results(q))
 	}
 	ms.send(w)
 }
 
-func maxSeq(colls []store.Collection) int64 {
+func maxSeq(colls []Collection) int64 {
 	var m int64
 	for _, c := range colls {
 		m = max(m, c.Seq)
@@ -163,7 +148,7 @@ type patchOp struct {
 // Other properties get 403; as RFC 4918 §9.2 wants, one refusal fails the
 // whole request and the rest are answered 424. The answer is always a 207:
 // a blanket 501 makes iOS report an error (go-vikunja/vikunja@b487a40).
-func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	body, err := h.readXML(r)
 	if err != nil || body == nil || !body.is(nsDAV, "propertyupdate") {
 		http.Error(w, "expected a DAV:propertyupdate body", http.StatusBadRequest)
@@ -183,35 +168,30 @@ func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *config.Us
 	}
 	results := make([]propResult, len(ops))
 	failed := false
-	err = h.svc.Store().Update(r.Context(), func(tx store.Tx) error {
-		var c *store.Collection
-		if t.kind == kindCollection {
-			var err error
-			if c, err = tx.Collection(u.Name, t.coll); err != nil {
-				return err
-			}
-		} else if t.kind == kindObject {
-			if _, err := tx.Object(u.Name, t.coll, t.name); err != nil {
-				return err
-			}
-		}
+	// edit runs inside the backend's write transaction, perhaps more than
+	// once: it starts from the stored properties each time.
+	edit := func(p *CollectionProps) bool {
 		failed = false
-		next := store.Collection{}
-		if c != nil {
-			next = *c
-		}
 		for i, op := range ops {
 			results[i] = propResult{name: op.name, status: http.StatusOK}
-			if c == nil || !applyPatch(&next, op) {
+			if p == nil || !applyPatch(p, op) {
 				results[i].status = http.StatusForbidden
 				failed = true
 			}
 		}
-		if failed || c == nil || len(ops) == 0 {
-			return nil
+		return !failed && len(ops) > 0
+	}
+	switch t.kind {
+	case kindCollection:
+		err = h.be.SetCollectionProps(r.Context(), u.Name, t.coll, edit)
+	case kindObject:
+		// An object's properties are not writable, if it exists.
+		if _, _, err = h.be.Object(r.Context(), u.Name, t.coll, t.name); err == nil {
+			edit(nil)
 		}
-		return tx.SetCollectionProps(u.Name, c.Name, next.DisplayName, next.Color, next.Order)
-	})
+	default:
+		edit(nil)
+	}
 	if h.failed(w, r, err) {
 		return
 	}
@@ -228,15 +208,11 @@ func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *config.Us
 }
 
 // applyPatch applies one operation to c, reporting whether it is allowed.
-func applyPatch(c *store.Collection, op patchOp) bool {
+func applyPatch(c *CollectionProps, op patchOp) bool {
 	switch op.name {
 	case pDisplayName:
 		if !op.set {
-			todos, events := bridge.CollectionDisplayNames(c.Project)
-			c.DisplayName = events
-			if c.Kind == store.KindTodos {
-				c.DisplayName = todos
-			}
+			c.DisplayName = "" // the backend restores the default name
 			return true
 		}
 		if op.value == "" || len(op.value) > 256 {

@@ -6,9 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // Property names we answer.
@@ -27,25 +24,29 @@ var (
 	pGetContentLength        = xml.Name{Space: nsDAV, Local: "getcontentlength"}
 	pGetLastModified         = xml.Name{Space: nsDAV, Local: "getlastmodified"}
 
-	pCalendarHomeSet        = xml.Name{Space: nsCalDAV, Local: "calendar-home-set"}
-	pCalendarUserAddressSet = xml.Name{Space: nsCalDAV, Local: "calendar-user-address-set"}
-	pCalendarUserType       = xml.Name{Space: nsCalDAV, Local: "calendar-user-type"}
-	pCalendarDescription    = xml.Name{Space: nsCalDAV, Local: "calendar-description"}
-	pSupportedComponentSet  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component-set"}
-	pSupportedCalendarData  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
-	pMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
-	pCalendarData           = xml.Name{Space: nsCalDAV, Local: "calendar-data"}
-	pScheduleCalendarTransp = xml.Name{Space: nsCalDAV, Local: "schedule-calendar-transp"}
-	pGetCTag                = xml.Name{Space: nsCS, Local: "getctag"}
-	pEmailAddressSet        = xml.Name{Space: nsCS, Local: "email-address-set"}
-	pCalendarColor          = xml.Name{Space: nsApple, Local: "calendar-color"}
-	pCalendarOrder          = xml.Name{Space: nsApple, Local: "calendar-order"}
-	eValidSyncToken         = xml.Name{Space: nsDAV, Local: "valid-sync-token"}
-	eSupportedReport        = xml.Name{Space: nsDAV, Local: "supported-report"}
-	eSyncTraversalSupported = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
-	eMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
-	eNumberOfMatches        = xml.Name{Space: nsDAV, Local: "number-of-matches-within-limits"}
-	eValidCalendarData      = xml.Name{Space: nsCalDAV, Local: "valid-calendar-data"}
+	pCalendarHomeSet             = xml.Name{Space: nsCalDAV, Local: "calendar-home-set"}
+	pCalendarUserAddressSet      = xml.Name{Space: nsCalDAV, Local: "calendar-user-address-set"}
+	pCalendarUserType            = xml.Name{Space: nsCalDAV, Local: "calendar-user-type"}
+	pCalendarDescription         = xml.Name{Space: nsCalDAV, Local: "calendar-description"}
+	pSupportedComponentSet       = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component-set"}
+	pSupportedCalendarData       = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
+	pMaxResourceSize             = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
+	pCalendarData                = xml.Name{Space: nsCalDAV, Local: "calendar-data"}
+	pScheduleCalendarTransp      = xml.Name{Space: nsCalDAV, Local: "schedule-calendar-transp"}
+	pGetCTag                     = xml.Name{Space: nsCS, Local: "getctag"}
+	pEmailAddressSet             = xml.Name{Space: nsCS, Local: "email-address-set"}
+	pCalendarColor               = xml.Name{Space: nsApple, Local: "calendar-color"}
+	pCalendarOrder               = xml.Name{Space: nsApple, Local: "calendar-order"}
+	eValidSyncToken              = xml.Name{Space: nsDAV, Local: "valid-sync-token"}
+	eSupportedReport             = xml.Name{Space: nsDAV, Local: "supported-report"}
+	eSyncTraversalSupported      = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
+	eMaxResourceSize             = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
+	eNumberOfMatches             = xml.Name{Space: nsDAV, Local: "number-of-matches-within-limits"}
+	eValidCalendarData           = xml.Name{Space: nsCalDAV, Local: "valid-calendar-data"}
+	eSupportedCalendarData       = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
+	eNoUIDConflict               = xml.Name{Space: nsCalDAV, Local: "no-uid-conflict"}
+	eSupportedCalendarComponent  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component"}
+	eValidCalendarObjectResource = xml.Name{Space: nsCalDAV, Local: "valid-calendar-object-resource"}
 )
 
 // Fixed property contents.
@@ -129,8 +130,8 @@ func (r resource) results(q propReq) []propResult {
 
 // view is what property values of one request depend on.
 type view struct {
-	user    *config.User
-	cfg     *config.Config
+	user    *User
+	limits  Limits
 	epoch   string
 	escapes *escapeCache
 }
@@ -236,16 +237,16 @@ var collectionNames = []xml.Name{pResourceType, pDisplayName, pCalendarDescripti
 	pSupportedCalendarData, pMaxResourceSize, pGetCTag, pSyncToken, pCurrentUserPrivilegeSet, pSupportedReportSet,
 	pCalendarColor, pCalendarOrder, pOwner, pCurrentUserPrincipal, pScheduleCalendarTransp}
 
-func writable(c *store.Collection) bool { return c.Kind == store.KindTodos }
+func writable(c Collection) bool { return c.Todos }
 
-func component(c *store.Collection) string {
-	if c.Kind == store.KindTodos {
+func component(c Collection) string {
+	if c.Todos {
 		return "VTODO"
 	}
 	return "VEVENT"
 }
 
-func (v *view) collection(c *store.Collection) resource {
+func (v *view) collection(c Collection) resource {
 	u := v.user
 	return resource{href: collHref(u.Name, c.Name), names: collectionNames, get: func(n xml.Name) (string, bool) {
 		switch n {
@@ -264,7 +265,7 @@ func (v *view) collection(c *store.Collection) resource {
 		case pSupportedCalendarData:
 			return calendarDataTypeXML, true
 		case pMaxResourceSize:
-			return strconv.FormatInt(v.cfg.Limits.ICalObjectBytes, 10), v.cfg.Limits.ICalObjectBytes > 0
+			return strconv.FormatInt(v.limits.ICalObjectBytes, 10), v.limits.ICalObjectBytes > 0
 		case pGetCTag:
 			return escaped(ctag(v.epoch, c.Seq)), true
 		case pSyncToken:
@@ -295,7 +296,7 @@ var objectNames = []xml.Name{pResourceType, pGetETag, pGetContentType, pGetConte
 
 // object describes a calendar object; o.Data may be nil when the request
 // needs neither calendar-data nor getcontentlength.
-func (v *view) object(c *store.Collection, o *store.Object) resource {
+func (v *view) object(c Collection, o *Object) resource {
 	u := v.user
 	return resource{href: objHref(u.Name, o.Collection, o.Name), names: objectNames, get: func(n xml.Name) (string, bool) {
 		switch n {

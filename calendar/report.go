@@ -10,15 +10,12 @@ import (
 	"strings"
 
 	"github.com/emersion/go-ical"
-
-	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // report dispatches REPORT. A report we do not know gets 403 with
 // DAV:supported-report (RFC 3253 §3.6), never 412 or 501: iOS silently
 // stops syncing a collection after those (go-vikunja/vikunja#2658).
-func (h *Handler) report(w http.ResponseWriter, r *http.Request, u *config.User, t target) {
+func (h *Handler) report(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	body, err := h.readXML(r)
 	if err != nil || body == nil {
 		http.Error(w, "expected an XML REPORT body", http.StatusBadRequest)
@@ -84,14 +81,13 @@ func parseSyncReq(body *node) (syncReq, error) {
 }
 
 // syncCollection answers RFC 6578 sync-collection on a calendar
-// collection. Its cost follows the number of changes: store.Changes reads
-// the objects_sync index (username, collection, seq) from the token's
-// revision on. Removals are tombstones, answered 404. A token we cannot
+// collection. Its cost follows the number of changes: Backend.Changes
+// reads from the token's revision on. Removals are tombstones, answered 404. A token we cannot
 // honour (unknown, from another database, older than the kept tombstones)
 // gets 403 DAV:valid-sync-token, after which clients start over with an
 // empty token. The Depth header is ignored: RFC 6578 wants 0, Apple's
 // clients send 1, and refusing them would stop their sync.
-func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *User, t target, body *node) {
 	sr, err := parseSyncReq(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -103,60 +99,35 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *conf
 		return
 	}
 	withData := needsData(sr.q)
-	var c *store.Collection
-	var list []store.Object
-	var since int64
-	valid := true
-	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		var err error
-		if c, err = tx.Collection(u.Name, t.coll); err != nil {
-			return err
+	var c Collection
+	var list []Object
+	switch {
+	case sr.token == "" && sr.limit == 0:
+		c, list, err = h.be.Objects(r.Context(), u.Name, t.coll, withData)
+	case sr.token == "":
+		// A limited full sync must be resumable, so it goes in
+		// revision order like an incremental one.
+		c, list, err = h.be.Changes(r.Context(), u.Name, t.coll, FromStart, withData)
+	default:
+		since, ok := parseToken(v.epoch, sr.token)
+		if !ok {
+			// Not one of ours: refused like an expired one, if the
+			// collection exists.
+			if _, err = h.be.Collection(r.Context(), u.Name, t.coll); err == nil {
+				err = ErrSyncTokenExpired
+			}
+			break
 		}
-		switch {
-		case sr.token == "" && sr.limit == 0:
-			list, err = tx.Objects(u.Name, c.Name, withData)
-			return err
-		case sr.token == "":
-			// A limited full sync must be resumable, so it goes in
-			// revision order like an incremental one.
-			if list, err = tx.Changes(u.Name, c.Name, 0); err != nil {
-				return err
-			}
-			list = liveOnly(list)
-		default:
-			var ok bool
-			since, ok = parseToken(v.epoch, sr.token)
-			if !ok || since < c.MinSeq || since > c.Seq {
-				valid = false
-				return nil
-			}
-			if list, err = tx.Changes(u.Name, c.Name, since); err != nil {
-				return err
-			}
-		}
-		if !withData {
-			return nil
-		}
-		for i := range list {
-			if list[i].Deleted {
-				continue
-			}
-			o, err := tx.Object(u.Name, c.Name, list[i].Name)
-			if err != nil {
-				return err
-			}
-			list[i].Data = o.Data
-		}
-		return nil
-	})
-	if h.failed(w, r, err) {
-		return
+		c, list, err = h.be.Changes(r.Context(), u.Name, t.coll, since, withData)
 	}
-	if !valid {
-		h.health.synced(u.Name, r.UserAgent(), c.Name, syncReset, 0, 0)
-		h.log.Info("sync token refused; the client will re-sync in full", "user", u.Name, "collection", c.Name,
+	if errors.Is(err, ErrSyncTokenExpired) {
+		h.health.synced(u.Name, r.UserAgent(), t.coll, syncReset, 0, 0)
+		h.log.Info("sync token refused; the client will re-sync in full", "user", u.Name, "collection", t.coll,
 			"token", sr.token, "ua", r.UserAgent())
 		davError(w, http.StatusForbidden, eValidSyncToken, "unknown or expired sync token; sync again with an empty token")
+		return
+	}
+	if h.failed(w, r, err) {
 		return
 	}
 	token := c.Seq
@@ -188,20 +159,10 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *conf
 	h.health.synced(u.Name, r.UserAgent(), c.Name, kind, token, len(list))
 }
 
-func liveOnly(list []store.Object) []store.Object {
-	out := list[:0]
-	for _, o := range list {
-		if !o.Deleted {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
 // truncateAtRevision keeps about n changes, cutting only between
 // revisions: the token then names a state the client has wholly seen. A
 // single revision larger than n is kept whole.
-func truncateAtRevision(list []store.Object, n int) []store.Object {
+func truncateAtRevision(list []Object, n int) []Object {
 	cut := n
 	for cut > 0 && list[cut].Seq == list[cut-1].Seq {
 		cut--
@@ -218,7 +179,7 @@ func truncateAtRevision(list []store.Object, n int) []store.Object {
 // syncHome answers sync-collection on the calendar home (macOS syncs the
 // home to learn which collections changed): the member collections whose
 // revision is newer than the token. Collections are never removed.
-func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *User, t target, body *node) {
 	sr, err := parseSyncReq(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -233,7 +194,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.Use
 		h.serverError(w, r, err)
 		return
 	}
-	colls, err := h.collections(r.Context(), u.Name)
+	colls, err := h.be.Collections(r.Context(), u.Name)
 	if err != nil {
 		h.serverError(w, r, err)
 		return
@@ -256,7 +217,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.Use
 			continue
 		}
 		n++
-		ms.response(collHref(u.Name, colls[i].Name), v.collection(&colls[i]).results(sr.q))
+		ms.response(collHref(u.Name, colls[i].Name), v.collection(colls[i]).results(sr.q))
 	}
 	ms.syncToken(syncToken(v.epoch, top))
 	ms.send(w)
@@ -274,7 +235,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *config.Use
 // object again. More distinct hrefs than limits.multiget_hrefs are refused
 // with 403 and DAV:number-of-matches-within-limits (RFC 5323's condition
 // for "more than the server will answer"; iOS asks for 50 at a time).
-func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.User, body *node) {
+func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body *node) {
 	q := reportProps(body, pGetETag, pCalendarData)
 	var hrefs []string
 	var targets []target
@@ -306,50 +267,45 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 		return
 	}
 	type found struct {
-		coll *store.Collection
-		obj  *store.Object
+		coll Collection
+		obj  *Object
 	}
 	out := make([]found, len(hrefs))
-	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		// One query per collection (in chunks), not one per href.
-		wanted := map[string][]int{} // collection -> indexes into hrefs
-		names := map[string][]string{}
-		for i, ht := range targets {
-			if ht.kind != kindObject || ht.user != u.Name {
-				continue
-			}
-			wanted[ht.coll] = append(wanted[ht.coll], i)
-			names[ht.coll] = append(names[ht.coll], ht.name)
+	// One read per collection, not one per href; objects the cache holds
+	// for the collection's revision in that read are not read again.
+	wanted := map[string][]int{} // collection -> indexes into hrefs
+	names := map[string][]string{}
+	for i, ht := range targets {
+		if ht.kind != kindObject || ht.user != u.Name {
+			continue
 		}
-		for coll, idx := range wanted {
-			c, err := tx.Collection(u.Name, coll)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			} else if err != nil {
-				return err
-			}
-			byName, missing := h.objects.lookup(u.Name, coll, c.Seq, names[coll])
-			if len(missing) > 0 {
-				objs, err := tx.ObjectsByName(u.Name, coll, missing)
-				if err != nil {
-					return err
-				}
-				for j := range objs {
-					byName[objs[j].Name] = &objs[j]
-				}
-				h.objects.add(u.Name, coll, c.Seq, objs)
-			}
-			for _, i := range idx {
-				if o := byName[targets[i].name]; o != nil {
-					out[i] = found{coll: c, obj: o}
-				}
+		wanted[ht.coll] = append(wanted[ht.coll], i)
+		names[ht.coll] = append(names[ht.coll], ht.name)
+	}
+	for coll, idx := range wanted {
+		var byName map[string]*Object
+		c, objs, err := h.be.ObjectsByName(r.Context(), u.Name, coll, func(seq int64) []string {
+			var missing []string
+			byName, missing = h.objects.lookup(u.Name, coll, seq, names[coll])
+			return missing
+		})
+		if errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
+			h.serverError(w, r, err)
+			return
+		}
+		for j := range objs {
+			byName[objs[j].Name] = &objs[j]
+		}
+		if len(objs) > 0 {
+			h.objects.add(u.Name, coll, c.Seq, objs)
+		}
+		for _, i := range idx {
+			if o := byName[targets[i].name]; o != nil {
+				out[i] = found{coll: c, obj: o}
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		h.serverError(w, r, err)
-		return
 	}
 	ms := newMultistatus(preferMinimal(r)).stream(w)
 	for i, href := range hrefs {
@@ -368,7 +324,7 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *config.Use
 
 // multigetLimit is limits.multiget_hrefs, or its default when unset.
 func (h *Handler) multigetLimit() int {
-	if n := h.svc.Config().Limits.MultigetHrefs; n > 0 {
+	if n := h.be.Limits().MultigetHrefs; n > 0 {
 		return n
 	}
 	return DefaultMultigetHrefs
@@ -379,7 +335,7 @@ const DefaultMultigetHrefs = 1000
 
 // query answers calendar-query with our own filter evaluation: go-webdav's
 // matcher treats every VTODO time-range as a miss.
-func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, t target, body *node) {
+func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *User, t target, body *node) {
 	q := reportProps(body, pGetETag)
 	fn := body.child(nsCalDAV, "filter").child(nsCalDAV, "comp-filter")
 	if fn == nil {
@@ -401,27 +357,22 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *config.User, 
 		h.serverError(w, r, err)
 		return
 	}
-	var c *store.Collection
-	var objs []store.Object
-	err = h.svc.Store().View(r.Context(), func(tx store.Tx) error {
-		var err error
-		if c, err = tx.Collection(u.Name, t.coll); err != nil {
-			return err
-		}
-		if t.kind == kindObject {
-			o, err := tx.Object(u.Name, t.coll, t.name)
-			if err != nil {
-				return err
-			}
-			objs = []store.Object{*o}
-			return nil
+	var c Collection
+	var objs []Object
+	switch {
+	case t.kind == kindObject:
+		var o Object
+		c, o, err = h.be.Object(r.Context(), u.Name, t.coll, t.name)
+		objs = []Object{o}
+	default:
+		if c, err = h.be.Collection(r.Context(), u.Name, t.coll); err != nil {
+			break
 		}
 		if depth == 0 || !f.mayMatch(component(c)) {
-			return nil // the collection itself is no calendar object
+			break // the collection itself is no calendar object
 		}
-		objs, err = tx.Objects(u.Name, t.coll, true)
-		return err
-	})
+		c, objs, err = h.be.Objects(r.Context(), u.Name, t.coll, true)
+	}
 	if h.failed(w, r, err) {
 		return
 	}

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/duebridge/duebridge/store"
 )
 
 // Sync health answers "why does Ana's phone not show the new deadline?":
@@ -70,7 +68,7 @@ type syncHealth struct {
 	lastSync *prometheus.GaugeVec
 }
 
-func newSyncHealth(reg *prometheus.Registry, now func() time.Time) *syncHealth {
+func newSyncHealth(reg prometheus.Registerer, now func() time.Time) *syncHealth {
 	h := &syncHealth{now: now, started: now(), users: map[string]map[string]*device{}}
 	h.syncs = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_syncs_total",
@@ -85,7 +83,7 @@ func newSyncHealth(reg *prometheus.Registry, now func() time.Time) *syncHealth {
 
 // register adds c to reg, or returns the collector already registered under
 // the same name (several handlers may share one service in tests).
-func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if errors.As(err, &are) {
@@ -242,23 +240,18 @@ type behindReport struct {
 
 // report builds the JSON for the given users, reading their collections'
 // current revisions from the store.
-func (h *syncHealth) report(ctx context.Context, st store.Store, users []string) (*syncReport, error) {
+func (h *syncHealth) report(ctx context.Context, be Backend, users []string) (*syncReport, error) {
 	rep := &syncReport{Since: h.started, Users: []userSyncReport{},
 		Note: "kept in memory since the process started; a device missing here has not synced since"}
 	for _, name := range users {
-		var colls []store.Collection
-		err := st.View(ctx, func(tx store.Tx) error {
-			var err error
-			colls, err = tx.Collections(name)
-			return err
-		})
+		colls, err := be.Collections(ctx, name)
 		if err != nil {
 			return nil, err
 		}
 		ur := userSyncReport{User: name, Collections: []collStateReport{}, Devices: []deviceReport{}}
 		seqs := map[string]int64{}
 		for _, c := range colls {
-			ur.Collections = append(ur.Collections, collStateReport{Name: c.Name, DisplayName: c.DisplayName, Kind: c.Kind, Seq: c.Seq})
+			ur.Collections = append(ur.Collections, collStateReport{Name: c.Name, DisplayName: c.DisplayName, Kind: kindName(c), Seq: c.Seq})
 			seqs[c.Name] = c.Seq
 		}
 		h.mu.Lock()
@@ -283,6 +276,14 @@ func (h *syncHealth) report(ctx context.Context, st store.Store, users []string)
 	return rep, nil
 }
 
+// kindName is a collection's kind in the report: "todos" or "events".
+func kindName(c Collection) string {
+	if c.Todos {
+		return "todos"
+	}
+	return "events"
+}
+
 // serveSyncHealth is GET /admin/sync: the caller's own devices, or every
 // user's when Options.IsAdmin says the caller is an admin (?user=NAME
 // narrows it to one user).
@@ -296,18 +297,17 @@ func (h *Handler) serveSyncHealth(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cfg := h.svc.Config()
 	users := []string{u.Name}
 	if h.opts.IsAdmin != nil && h.opts.IsAdmin(u.Name) {
 		users = users[:0]
 		want := r.URL.Query().Get("user")
-		for _, cu := range cfg.Users {
-			if want == "" || cu.Name == want {
-				users = append(users, cu.Name)
+		for _, name := range h.be.Users() {
+			if want == "" || name == want {
+				users = append(users, name)
 			}
 		}
 	}
-	rep, err := h.health.report(r.Context(), h.svc.Store(), users)
+	rep, err := h.health.report(r.Context(), h.be, users)
 	if err != nil {
 		h.serverError(w, r, err)
 		return

@@ -2,15 +2,10 @@ package calendar
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/duebridge/duebridge/store"
 )
 
 // Sync tokens and ctags are made of the store's revision (Seq): a
@@ -19,47 +14,27 @@ import (
 //
 //	https://duebridge.invalid/sync/<epoch>/<seq>
 //
-// The epoch is a random value kept in the store. A fresh or restored
-// database gets a new one, so a phone's token from another database is
-// refused (403 valid-sync-token) and the phone re-syncs in full, instead of
-// being told "nothing changed" against revisions that mean something else.
+// The epoch is a random value kept in the database (Backend.SyncEpoch). A
+// fresh or restored database gets a new one, so a phone's token from
+// another database is refused (403 valid-sync-token) and the phone re-syncs
+// in full, instead of being told "nothing changed" against revisions that
+// mean something else.
 const tokenPrefix = "https://duebridge.invalid/sync/"
 
-const epochKey = "caldav_sync_epoch"
-
+// epochCache keeps the epoch once read: it never changes while the
+// database is the same.
 type epochCache struct {
 	mu    sync.Mutex
 	epoch string
 }
 
-// get returns the store's epoch, creating it on first use.
-func (e *epochCache) get(ctx context.Context, st store.Store) (string, error) {
+func (e *epochCache) get(ctx context.Context, be Backend) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.epoch != "" {
 		return e.epoch, nil
 	}
-	var epoch string
-	err := st.View(ctx, func(tx store.Tx) error {
-		v, err := tx.Get(epochKey)
-		epoch = v
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		return err
-	})
-	if err == nil && epoch == "" {
-		err = st.Update(ctx, func(tx store.Tx) error {
-			if v, err := tx.Get(epochKey); err == nil { // another process won the race
-				epoch = v
-				return nil
-			}
-			b := make([]byte, 6)
-			rand.Read(b)
-			epoch = hex.EncodeToString(b)
-			return tx.Set(epochKey, epoch)
-		})
-	}
+	epoch, err := be.SyncEpoch(ctx)
 	if err != nil {
 		return "", fmt.Errorf("sync epoch: %w", err)
 	}

@@ -453,3 +453,31 @@ func TestAcknowledgedAlarmKept(t *testing.T) {
 		t.Fatalf("after a due-date move the alarms must be armed again:\n%s", data)
 	}
 }
+
+// TestPutContentType: a PUT must carry text/calendar (RFC 4791 §5.3.2.1);
+// anything else is 400 naming CALDAV:supported-calendar-data, and nothing
+// is stored. A refused UID says CALDAV:no-uid-conflict.
+func TestPutContentType(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.seed()
+	const uid = "6A0C1F9E-2B4D-4C3A-8E7F-1D2C3B4A5F60"
+	href := "/dav/alice/calendars/release-tasks/" + uid + ".ics"
+	body := newReminderText(uid, "Buy milk")
+	for _, ct := range []string{"application/json", "", "text/calendar; charset"} {
+		resp, out := e.do("PUT", href, "alice", body, "Content-Type", ct)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(out, "supported-calendar-data") {
+			t.Fatalf("Content-Type %q: %d %s", ct, resp.StatusCode, out)
+		}
+	}
+	if resp, _ := e.do("GET", href, "alice", ""); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a refused PUT stored the object: GET %d", resp.StatusCode)
+	}
+	resp, out := e.do("PUT", href, "alice", body, "Content-Type", "text/calendar; charset=utf-8")
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Location") != href {
+		t.Fatalf("PUT: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), out)
+	}
+	resp, out = e.do("PUT", "/dav/alice/calendars/ops-tasks/other.ics", "alice", body, "Content-Type", "text/calendar")
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(out, "no-uid-conflict") {
+		t.Fatalf("duplicate UID: %d %s", resp.StatusCode, out)
+	}
+}

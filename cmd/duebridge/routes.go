@@ -21,7 +21,7 @@ import (
 func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/{source}", webhook.NewHandler(svc, webhook.Options{Logger: log}))
-	cal := calendar.NewHandler(svc, calendar.Options{Logger: log, IsAdmin: func(name string) bool {
+	cal := calendar.NewHandler(svc.CalDAV(), calendar.Options{Logger: log, IsAdmin: func(name string) bool {
 		u := svc.Config().User(name)
 		return u != nil && u.Admin
 	}})
