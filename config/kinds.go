@@ -12,7 +12,15 @@ const KindGeneric = "generic"
 // its error messages derive from it here, and the webhook package keys its
 // adapters by it (a test there checks that every kind has one). It lives in
 // config because config validates kinds and may import nothing of ours.
-var TrackerKinds = []string{"github", "gitlab", "jira", "linear"}
+var TrackerKinds = []string{KindGitHub, KindGitLab, KindJira, KindLinear}
+
+// The tracker kinds by name, for the code that handles one of them.
+const (
+	KindGitHub = "github"
+	KindGitLab = "gitlab"
+	KindJira   = "jira"
+	KindLinear = "linear"
+)
 
 // IsTrackerKind reports whether k is one of TrackerKinds.
 func IsTrackerKind(k string) bool {

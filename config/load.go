@@ -609,7 +609,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 			switch {
 			case s.Kind == KindGeneric:
 				e.add(key+".api_token", "only tracker kinds (%s) use an API token", strings.Join(TrackerKinds, ", "))
-			case s.Kind == "jira" && rs.APIURL == "":
+			case s.Kind == KindJira && rs.APIURL == "":
 				e.add(key+".api_url", "required with api_token for a jira source (https://your-domain.atlassian.net)")
 			}
 		}

@@ -380,7 +380,7 @@ func TestImportRules(t *testing.T) {
 		"calendar":         {"bridge", "store", "config"},
 		"imapserver":       {"bridge", "store", "config", "tlsutil"},
 		"submission":       {"bridge", "store", "config", "tlsutil"},
-		"webhook":          {"bridge", "store", "config"},
+		"webhook":          {"bridge", "config"}, // the core through webhook.Ingester, never the store
 		"setup":            {"bridge", "store", "config", "tlsutil"},
 		"internal/testsvc": {"bridge", "store", "config"},
 		// Test helpers; no production package may import them (none lists them).
