@@ -37,6 +37,7 @@ var listKeyDocs = map[string]string{
 	"sources[].api_token":              "lets a tracker adapter close the issue itself",
 	"sources[].api_url":                "tracker API base (required for jira with api_token)",
 	"sources[].label_projects":         "tracker label → project name",
+	"sources[].require_timestamp":      "generic webhooks must carry a signed X-Duebridge-Timestamp",
 	"sources[].lead_times":             "overrides notifications.lead_times for this source",
 }
 
