@@ -204,6 +204,12 @@ type Result struct {
 // else earlier updated_at) and exact repeats are ignored. When Ingest returns
 // nil, the result is durable.
 func (s *Service) Ingest(ctx context.Context, source string, inputs []TaskInput) (Result, error) {
+	return s.ingest(ctx, source, inputs, nil)
+}
+
+// ingest is Ingest with more work for the same transaction: after, when
+// not nil, runs once the records are applied (IngestDelivery's index).
+func (s *Service) ingest(ctx context.Context, source string, inputs []TaskInput, after func(store.Tx) error) (Result, error) {
 	cfg := s.Config()
 	if cfg.Source(source) == nil {
 		return Result{}, fmt.Errorf("unknown source %q", source)
@@ -235,7 +241,13 @@ func (s *Service) Ingest(ctx context.Context, source string, inputs []TaskInput)
 				res.Ignored++
 			}
 		}
-		return w.finish()
+		if err := w.finish(); err != nil {
+			return err
+		}
+		if after != nil {
+			return after(tx)
+		}
+		return nil
 	})
 	s.metrics.StoreLatency.WithLabelValues("ingest").Observe(time.Since(start).Seconds())
 	if err != nil {

@@ -1,6 +1,9 @@
 package bridge
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -53,3 +56,29 @@ func NewMetrics() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Register adds c to reg, or returns the collector registered before under
+// the same name: a handler, server, scheduler or worker built again on the
+// same registry (a restart in-process, tests) shares its metrics. A nil reg
+// registers nothing. Any other refusal (two different collectors under one
+// name) is a programming error every test run meets at construction, so it
+// panics rather than leaving a metric that is never exported.
+func Register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
+	if reg == nil {
+		return c
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	panic(fmt.Sprintf("register metric: %v", err))
+}
+
+// register adds c to the service's registry (see Register).
+func register[C prometheus.Collector](s *Service, c C) C { return Register(s.metrics.Registry, c) }

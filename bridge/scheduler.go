@@ -130,22 +130,6 @@ func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
 	return sc
 }
 
-// register adds c to the service's registry, or returns the collector of
-// that name registered before (a scheduler, worker or authenticator built
-// again on the same service or metrics: a restart in-process, tests).
-func register[C prometheus.Collector](s *Service, c C) C {
-	if err := s.metrics.Registry.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		s.log.Error("register scheduler metric", "err", err)
-	}
-	return c
-}
-
 // Run ticks until ctx is done.
 func (sc *Scheduler) Run(ctx context.Context) error {
 	sub := sc.s.hub.Subscribe("", store.EventAlert)

@@ -119,7 +119,7 @@ type QuietHours struct {
 
 type Source struct {
 	Name        string
-	Kind        string // generic | github | gitlab | jira | linear
+	Kind        string // KindGeneric or one of TrackerKinds
 	Secret      string
 	CallbackURL *url.URL // nil = no callback
 	// APIToken lets an adapter close the issue in the tracker itself.

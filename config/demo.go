@@ -40,7 +40,7 @@ func Demo(dataDir string) (*Config, error) {
 			Notify: NotifyAlarms, Location: time.UTC, DigestAt: 8 * time.Hour,
 		})
 	}
-	c.Sources = append(c.Sources, Source{Name: DemoSource, Kind: "generic", Secret: DemoSecret})
+	c.Sources = append(c.Sources, Source{Name: DemoSource, Kind: KindGeneric, Secret: DemoSecret})
 	c.Demo = true
 	return c, nil
 }

@@ -533,8 +533,8 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 			u.LeadTimes = durations(&e, key+".lead_times", ru.LeadTimes)
 		}
 		for _, kind := range slices.Sorted(maps.Keys(ru.Identities)) {
-			if !validKind(kind) || kind == "generic" {
-				e.add(key+".identities."+kind, "unknown tracker kind (want github, gitlab, jira or linear)")
+			if !IsTrackerKind(kind) {
+				e.add(key+".identities."+kind, "unknown tracker kind (want %s)", kindList(TrackerKinds...))
 				continue
 			}
 			// The adapters match identities case-insensitively and give a
@@ -570,10 +570,10 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 			seenSource[rs.Name] = i
 		}
 		if s.Kind == "" {
-			s.Kind = "generic"
+			s.Kind = KindGeneric
 		}
 		if !validKind(s.Kind) {
-			e.add(key+".kind", "unknown kind %q (want generic, github, gitlab, jira or linear)", rs.Kind)
+			e.add(key+".kind", "unknown kind %q (want %s)", rs.Kind, kindList(append([]string{KindGeneric}, TrackerKinds...)...))
 		}
 		if rs.SecretFile != "" {
 			if rs.Secret != "" {
@@ -607,9 +607,9 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		}
 		if rs.APIToken != "" {
 			switch {
-			case s.Kind == "generic":
-				e.add(key+".api_token", "only tracker kinds (github, gitlab, jira, linear) use an API token")
-			case s.Kind == "jira" && rs.APIURL == "":
+			case s.Kind == KindGeneric:
+				e.add(key+".api_token", "only tracker kinds (%s) use an API token", strings.Join(TrackerKinds, ", "))
+			case s.Kind == KindJira && rs.APIURL == "":
 				e.add(key+".api_url", "required with api_token for a jira source (https://your-domain.atlassian.net)")
 			}
 		}
@@ -622,14 +622,6 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-func validKind(k string) bool {
-	switch k {
-	case "generic", "github", "gitlab", "jira", "linear":
-		return true
-	}
-	return false
 }
 
 func checkAddr(e *errs, key, addr string, required bool) {

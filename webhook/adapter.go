@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,7 +16,6 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // tracker is one task system's side of the bridge: how it signs its
@@ -34,8 +33,9 @@ type tracker interface {
 	deliveryID(h http.Header) string
 	// tasks maps the delivery to task records. When the event carries
 	// nothing for us, it returns no tasks and a reason. A payload that is
-	// not what the tracker documents yields a *bridge.FieldError.
-	tasks(m *mapping, h http.Header, body []byte) (tasks []bridge.TaskInput, skip string, err error)
+	// not what the tracker documents yields a *bridge.FieldError. ctx
+	// bounds the reads of an event that concerns tasks already stored.
+	tasks(ctx context.Context, m *mapping, h http.Header, body []byte) (tasks []bridge.TaskInput, skip string, err error)
 	// setStatus closes (done) or reopens the issue behind a task id.
 	setStatus(ctx context.Context, api *apiClient, id string, done bool) error
 	// defaultAPI is the public API base used when the source sets no api_url
@@ -43,62 +43,38 @@ type tracker interface {
 	defaultAPI() string
 }
 
-// afterIngester is a tracker that keeps bookkeeping of its own in the
-// store once its tasks are stored (GitHub's milestone index).
-type afterIngester interface {
-	afterIngest(m *mapping) error
-}
-
-// trackerKinds maps config.Source.Kind to its adapter. Sources of any other
-// kind ("generic") take the contract's own format.
-var trackerKinds = map[string]tracker{
-	"github": github{},
-	"gitlab": gitlab{},
-	"jira":   jira{},
-	"linear": linear{},
+// trackers maps each of config.TrackerKinds to its adapter; the kinds are
+// declared there, once (TestTrackerKindsHaveAdapters keeps the two in
+// step). Sources of kind config.KindGeneric take the contract's own format.
+var trackers = map[string]tracker{
+	config.KindGitHub: github{},
+	config.KindGitLab: gitlab{},
+	config.KindJira:   jira{},
+	config.KindLinear: linear{},
 }
 
 // trackerState is what the tracker adapters share across requests: the
 // record of recent deliveries and their metrics.
 type trackerState struct {
-	svc        *bridge.Service
-	log        *slog.Logger
 	seen       *deliveryLog
 	unknown    *prometheus.CounterVec // source
 	deliveries *prometheus.CounterVec // source, result
 }
 
-func newTrackerState(svc *bridge.Service, log *slog.Logger) *trackerState {
-	reg := svc.Metrics().Registry
+func newTrackerState(reg *prometheus.Registry) *trackerState {
+	// Several handlers may share one registry (tests, and a handler rebuilt
+	// on the same service): bridge.Register shares their counters.
 	return &trackerState{
-		svc:  svc,
-		log:  log,
 		seen: newDeliveryLog(deliveryWindow, deliveryMax),
-		unknown: registerCounter(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		unknown: bridge.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_webhook_unknown_assignees_total",
 			Help: "Tracker assignees that no user claims in users[].identities, by source. They are left out of the task.",
 		}, []string{"source"})),
-		deliveries: registerCounter(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		deliveries: bridge.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_webhook_deliveries_total",
 			Help: "Authenticated tracker deliveries, by source and result (ingested|skipped|duplicate).",
 		}, []string{"source", "result"})),
 	}
-}
-
-// registerCounter registers c, or returns the counter already registered
-// under its name: several handlers may share one service (tests, and a
-// handler rebuilt on the same registry), and a second MustRegister panics.
-func registerCounter(reg *prometheus.Registry, c *prometheus.CounterVec) *prometheus.CounterVec {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-				return existing
-			}
-		}
-		panic(fmt.Sprintf("webhook: register metrics: %v", err))
-	}
-	return c
 }
 
 // trackerReply is the 200 body for a tracker delivery: the contract's
@@ -112,7 +88,7 @@ type trackerReply struct {
 // a known kind, after the shared checks (source, Content-Type, body size).
 func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *config.Config, src *config.Source, tr tracker, body []byte) {
 	st := h.trackers
-	now := h.svc.Now()
+	now := h.core.Now()
 	if err := tr.verify(src.Secret, r.Header, body, now); err != nil {
 		var fe *bridge.FieldError
 		if errors.As(err, &fe) {
@@ -133,9 +109,9 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		writeJSON(w, http.StatusOK, trackerReply{Skipped: "delivery " + id + " was already handled"})
 		return
 	}
-	m := newMapping(cfg, src, now)
-	m.ctx, m.st = context.WithoutCancel(r.Context()), h.svc.Store()
-	tasks, skip, err := tr.tasks(m, r.Header, body)
+	m := newMapping(cfg, src, now, h.core)
+	ctx := context.WithoutCancel(r.Context())
+	tasks, skip, err := tr.tasks(ctx, m, r.Header, body)
 	if err != nil {
 		var fe *bridge.FieldError
 		if errors.As(err, &fe) {
@@ -153,20 +129,12 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		writeJSON(w, http.StatusOK, trackerReply{Skipped: skip})
 		return
 	}
-	res, ok := h.ingest(w, r, src.Name, tasks)
+	res, ok := h.ingest(w, r, src.Name, m.delivery(tasks))
 	if !ok {
 		return // not remembered as seen: the tracker's retry must be applied
 	}
 	st.seen.add(src.Name, id, now)
 	st.deliveries.WithLabelValues(src.Name, "ingested").Inc()
-	if ai, ok := tr.(afterIngester); ok {
-		if err := ai.afterIngest(m); err != nil {
-			// The tasks are stored; only the bookkeeping for later events
-			// is behind, and the tracker's next event for the issue
-			// brings it up to date.
-			log.Error("webhook bookkeeping failed", "err", err)
-		}
-	}
 	for _, login := range m.unknown {
 		st.unknown.WithLabelValues(src.Name).Inc()
 		log.Info("tracker assignee is not mapped to a user; left out (add it to users[].identities."+src.Kind+")", "assignee", login)
@@ -175,32 +143,33 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 	writeJSON(w, http.StatusOK, trackerReply{Result: res})
 }
 
-// mapping is the per-request context an adapter maps with: who is who,
+// mapping is the per-request state an adapter maps with: who is who,
 // which labels name projects, and what it has seen that nobody claims.
 type mapping struct {
 	src   *config.Source
 	users map[string]string // lower-cased tracker identity → user name
 	now   time.Time
-	ctx   context.Context
-	st    store.Store // for events that concern tasks already stored
+	// stored reads tasks already stored, for events that concern them
+	// (GitHub's milestone events).
+	stored groupReader
 	// unknown lists the assignees no user claims, for metrics and the log.
 	unknown []string
-	// milestones maps the GitHub tasks of this delivery to their
-	// milestone, for the milestone index.
-	milestones map[string]milestoneRef
+	// index and members: the group index this delivery updates, and where
+	// each of its tasks is now, by task id (GitHub's milestones). They are
+	// stored with the tasks, in the same transaction.
+	index   bridge.GroupIndex
+	members map[string]bridge.Membership
 	// lim bounds the records the adapter makes.
 	lim bridge.FieldLimits
 }
 
-// milestoneRef is the milestone (id, "" for none) a task record puts its
-// task in, and the record's time, which says whether it is the stored one.
-type milestoneRef struct {
-	id string
-	at time.Time
+// groupReader is the part of Ingester an adapter reads stored tasks with.
+type groupReader interface {
+	GroupTasks(ctx context.Context, source string, idx bridge.GroupIndex, group string) ([]bridge.TaskInput, error)
 }
 
-func newMapping(cfg *config.Config, src *config.Source, now time.Time) *mapping {
-	m := &mapping{src: src, users: map[string]string{}, now: now, ctx: context.Background(), milestones: map[string]milestoneRef{},
+func newMapping(cfg *config.Config, src *config.Source, now time.Time, stored groupReader) *mapping {
+	m := &mapping{src: src, users: map[string]string{}, now: now, stored: stored, members: map[string]bridge.Membership{},
 		lim: bridge.FieldLimitsOf(cfg)}
 	for _, u := range cfg.Users {
 		if id := strings.TrimSpace(u.Identities[src.Kind]); id != "" {
@@ -208,6 +177,26 @@ func newMapping(cfg *config.Config, src *config.Source, now time.Time) *mapping 
 		}
 	}
 	return m
+}
+
+// member records the group (id, "" for none) a task record puts its task
+// in; the record's time says whether it is the stored one.
+func (m *mapping) member(task, group string, at time.Time) {
+	m.members[task] = bridge.Membership{Task: task, Group: group, At: at}
+}
+
+// delivery is what the core stores for the mapped tasks: them, and the
+// group index updates they bring, in task id order.
+func (m *mapping) delivery(tasks []bridge.TaskInput) bridge.Delivery {
+	d := bridge.Delivery{Tasks: tasks}
+	if len(m.members) == 0 {
+		return d
+	}
+	d.Index = m.index
+	for _, id := range slices.Sorted(maps.Keys(m.members)) {
+		d.Members = append(d.Members, m.members[id])
+	}
+	return d
 }
 
 // user returns the user claiming any of an assignee's identifiers (login,
@@ -418,15 +407,15 @@ func requiredTime(field string, s *string) (time.Time, error) {
 }
 
 // parseDate reads a date without time ("2026-12-01") as an all-day When.
-func parseDate(field string, s *string) (store.When, error) {
+func parseDate(field string, s *string) (bridge.When, error) {
 	if s == nil || *s == "" {
-		return store.When{}, nil
+		return bridge.When{}, nil
 	}
 	d, err := time.Parse("2006-01-02", *s)
 	if err != nil {
-		return store.When{}, fieldErr(field, "not a date (YYYY-MM-DD): %q", *s)
+		return bridge.When{}, fieldErr(field, "not a date (YYYY-MM-DD): %q", *s)
 	}
-	return store.When{Time: d, AllDay: true}, nil
+	return bridge.When{Time: d, AllDay: true}, nil
 }
 
 // str dereferences an optional string.

@@ -42,7 +42,7 @@ func NewCloser(o CloserOptions) *Closer {
 // it has no API for: generic ones, or trackers without sources[].api_token.
 // An error is retried by the callback worker with backoff.
 func (c *Closer) Deliver(ctx context.Context, src *config.Source, body bridge.CallbackBody) (bool, error) {
-	tr, ok := trackerKinds[src.Kind]
+	tr, ok := trackers[src.Kind]
 	if !ok || src.APIToken == "" {
 		return false, nil
 	}

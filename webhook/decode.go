@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/store"
 )
 
 // MaxBatch is the largest number of tasks one request may carry.
@@ -133,25 +132,25 @@ func decodeOne(raw []byte) (bridge.TaskInput, *bridge.FieldError) {
 }
 
 // parseWhen reads an RFC 3339 date-time, or a date alone for all-day.
-func parseWhen(s string) (store.When, error) {
+func parseWhen(s string) (bridge.When, error) {
 	if s == "" {
-		return store.When{}, nil
+		return bridge.When{}, nil
 	}
 	if len(s) == len("2006-01-02") {
 		d, err := time.Parse("2006-01-02", s)
 		if err != nil {
-			return store.When{}, fmt.Errorf("not a date (YYYY-MM-DD): %q", s)
+			return bridge.When{}, fmt.Errorf("not a date (YYYY-MM-DD): %q", s)
 		}
-		return store.When{Time: d, AllDay: true}, nil
+		return bridge.When{Time: d, AllDay: true}, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return store.When{}, fmt.Errorf("not an RFC 3339 date-time or a YYYY-MM-DD date: %q", s)
+		return bridge.When{}, fmt.Errorf("not an RFC 3339 date-time or a YYYY-MM-DD date: %q", s)
 	}
 	if t.Year() < 1970 || t.Year() > 9999 {
-		return store.When{}, fmt.Errorf("year out of range: %q", s)
+		return bridge.When{}, fmt.Errorf("year out of range: %q", s)
 	}
-	return store.When{Time: t.UTC().Truncate(time.Second)}, nil
+	return bridge.When{Time: t.UTC().Truncate(time.Second)}, nil
 }
 
 func jsonReason(err error) string {

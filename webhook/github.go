@@ -6,17 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/store"
 )
 
 // github maps GitHub's "issues" webhook events (repository or organization
@@ -114,7 +111,8 @@ type ghIssuesEvent struct {
 	} `json:"changes"`
 }
 
-func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInput, string, error) {
+func (g github) tasks(ctx context.Context, m *mapping, h http.Header, body []byte) ([]bridge.TaskInput, string, error) {
+	m.index = milestoneIndex(m.src.Name)
 	event := h.Get(githubEventHeader)
 	switch event {
 	case "":
@@ -123,7 +121,7 @@ func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInpu
 		return nil, "ping: the webhook is set up", nil
 	case "issues":
 	case "milestone":
-		return g.milestoneTasks(m, body)
+		return g.milestoneTasks(ctx, m, body)
 	default:
 		// Comments, reactions, pushes...: nothing a task record holds.
 		return nil, fmt.Sprintf("GitHub %q events carry no task changes", event), nil
@@ -151,7 +149,7 @@ func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInpu
 	case "deleted":
 		in.Deleted = true
 		in.UpdatedAt = deleteTime(in.UpdatedAt, m.now)
-		m.milestones[in.ID] = milestoneRef{at: in.UpdatedAt}
+		m.member(in.ID, "", in.UpdatedAt)
 		return []bridge.TaskInput{in}, "", nil
 	case "transferred":
 		// The issue left this repository: it is gone under its old id and
@@ -159,7 +157,7 @@ func (g github) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInpu
 		// also receive events for; the records agree either way).
 		in.Deleted = true
 		in.UpdatedAt = deleteTime(in.UpdatedAt, m.now)
-		m.milestones[in.ID] = milestoneRef{at: in.UpdatedAt}
+		m.member(in.ID, "", in.UpdatedAt)
 		out := []bridge.TaskInput{in}
 		if ni, nr := ev.Changes.NewIssue, ev.Changes.NewRepository; ni != nil && nr != nil && nr.FullName != "" {
 			moved, err := g.task(m, "changes.new_issue", ni, nr)
@@ -222,157 +220,42 @@ func (github) task(m *mapping, path string, is *ghIssue, repo *ghRepo) (bridge.T
 	default:
 		return bridge.TaskInput{}, fieldErr(path+".state", "unknown state %q (want open or closed)", is.State)
 	}
-	ref := milestoneRef{at: in.UpdatedAt}
+	milestone := ""
 	if ms := is.Milestone; ms != nil {
 		if in.Due, err = milestoneDue(path+".milestone.due_on", ms.DueOn); err != nil {
 			return bridge.TaskInput{}, err
 		}
 		if ms.ID != nil {
-			ref.id = strconv.FormatInt(*ms.ID, 10)
+			milestone = strconv.FormatInt(*ms.ID, 10)
 		}
 	}
-	m.milestones[in.ID] = ref
+	m.member(in.ID, milestone, in.UpdatedAt)
 	return m.finish(in), nil
 }
 
 // milestoneDue reads a milestone's due_on. A milestone has a date, not a
 // time: GitHub stores the chosen day at a fixed hour (07:00 or 08:00 UTC,
 // Pacific midnight), so the UTC date is the day.
-func milestoneDue(field string, dueOn *string) (store.When, error) {
+func milestoneDue(field string, dueOn *string) (bridge.When, error) {
 	if str(dueOn) == "" {
-		return store.When{}, nil
+		return bridge.When{}, nil
 	}
 	due, err := parseTime(field, *dueOn)
 	if err != nil {
-		return store.When{}, err
+		return bridge.When{}, err
 	}
-	return store.When{Time: time.Date(due.Year(), due.Month(), due.Day(), 0, 0, 0, 0, time.UTC), AllDay: true}, nil
+	return bridge.When{Time: time.Date(due.Year(), due.Month(), due.Day(), 0, 0, 0, 0, time.UTC), AllDay: true}, nil
 }
 
 // The milestone index. GitHub announces a milestone's new due date once, in
 // a "milestone" event, not with each of its issues; to move their due
-// dates the adapter keeps, in the store's KV, which tasks are in which
-// milestone: milestoneKey → JSON array of task ids, and issueMilestoneKey →
-// the task's milestone id ("" for none).
-func milestoneKey(source, milestone string) string {
-	return "webhook/github/" + source + "/milestone/" + milestone
-}
-
-func issueMilestoneKey(source, task string) string {
-	return "webhook/github/" + source + "/issue-milestone/" + task
-}
-
-// getKV reads a KV value, "" when unset.
-func getKV(tx store.Tx, key string) (string, error) {
-	v, err := tx.Get(key)
-	if errors.Is(err, store.ErrNotFound) {
-		return "", nil
+// dates the adapter has the core keep, with the tasks, which tasks are in
+// which milestone. Its keys are the ones it has always had in the store.
+func milestoneIndex(source string) bridge.GroupIndex {
+	return bridge.GroupIndex{
+		Groups: "webhook/github/" + source + "/milestone/",
+		Tasks:  "webhook/github/" + source + "/issue-milestone/",
 	}
-	return v, err
-}
-
-// afterIngest brings the milestone index up to date with the delivery's
-// tasks. It reads first and writes only when a task changed milestone,
-// which is rare, so most deliveries cost no second write transaction.
-func (github) afterIngest(m *mapping) error {
-	if len(m.milestones) == 0 {
-		return nil
-	}
-	var stale bool
-	err := m.st.View(m.ctx, func(tx store.Tx) error {
-		for task, ref := range m.milestones {
-			move, err := milestoneMove(tx, m.src.Name, task, ref)
-			if err != nil {
-				return err
-			}
-			stale = stale || move
-		}
-		return nil
-	})
-	if err != nil || !stale {
-		return err
-	}
-	return m.st.Update(m.ctx, func(tx store.Tx) error {
-		for task, ref := range m.milestones {
-			if move, err := milestoneMove(tx, m.src.Name, task, ref); err != nil || !move {
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			cur, err := getKV(tx, issueMilestoneKey(m.src.Name, task))
-			if err != nil {
-				return err
-			}
-			if cur != "" {
-				if err := editMilestone(tx, m.src.Name, cur, task, false); err != nil {
-					return err
-				}
-			}
-			if ref.id != "" {
-				if err := editMilestone(tx, m.src.Name, ref.id, task, true); err != nil {
-					return err
-				}
-			}
-			if err := tx.Set(issueMilestoneKey(m.src.Name, task), ref.id); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// milestoneMove reports whether the index must move task to ref.id: it is
-// elsewhere now, and the record that says so is the stored state (a late
-// delivery that ingest ignored must not move the index back either).
-func milestoneMove(tx store.Tx, source, task string, ref milestoneRef) (bool, error) {
-	cur, err := getKV(tx, issueMilestoneKey(source, task))
-	if err != nil || cur == ref.id {
-		return false, err
-	}
-	t, err := tx.Task(source, task)
-	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return t.UpdatedAt.Equal(ref.at), nil
-}
-
-// editMilestone adds a task to, or removes it from, a milestone's list.
-func editMilestone(tx store.Tx, source, milestone, task string, add bool) error {
-	key := milestoneKey(source, milestone)
-	tasks, err := milestoneTasks(tx, key)
-	if err != nil {
-		return err
-	}
-	i := slices.Index(tasks, task)
-	switch {
-	case add && i < 0:
-		tasks = append(tasks, task)
-	case !add && i >= 0:
-		tasks = slices.Delete(tasks, i, i+1)
-	default:
-		return nil
-	}
-	b, err := json.Marshal(tasks)
-	if err != nil {
-		return err
-	}
-	return tx.Set(key, string(b))
-}
-
-func milestoneTasks(tx store.Tx, key string) ([]string, error) {
-	v, err := getKV(tx, key)
-	if err != nil || v == "" {
-		return nil, err
-	}
-	var tasks []string
-	if err := json.Unmarshal([]byte(v), &tasks); err != nil {
-		return nil, fmt.Errorf("milestone index %s: %w", key, err)
-	}
-	return tasks, nil
 }
 
 type ghMilestoneEvent struct {
@@ -386,7 +269,7 @@ type ghMilestoneEvent struct {
 // ordered at the later of its own time and the milestone's, so an issue
 // event from before the change cannot bring the old date back, and one
 // from after it wins.
-func (github) milestoneTasks(m *mapping, body []byte) ([]bridge.TaskInput, string, error) {
+func (github) milestoneTasks(ctx context.Context, m *mapping, body []byte) ([]bridge.TaskInput, string, error) {
 	var ev ghMilestoneEvent
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, "", err
@@ -414,40 +297,25 @@ func (github) milestoneTasks(m *mapping, body []byte) ([]bridge.TaskInput, strin
 	}
 	msID := strconv.FormatInt(*ev.Milestone.ID, 10)
 	if *ev.Action == "deleted" {
-		due = store.When{}
+		due = bridge.When{}
 	}
-	var out []bridge.TaskInput
-	err = m.st.View(m.ctx, func(tx store.Tx) error {
-		ids, err := milestoneTasks(tx, milestoneKey(m.src.Name, msID))
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			t, err := tx.Task(m.src.Name, id)
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if t.Deleted || t.Due == due {
-				continue
-			}
-			in := bridge.TaskInput{ID: t.ID, Title: t.Title, Description: t.Description, URL: t.URL, Project: t.Project,
-				Assignees: t.Assignees, Labels: t.Labels, Start: t.Start, Due: due, Status: t.Status,
-				Priority: t.Priority, UpdatedAt: t.UpdatedAt, Version: t.Version}
-			if at.After(in.UpdatedAt) {
-				in.UpdatedAt = at
-			}
-			out = append(out, in)
-			if *ev.Action == "deleted" {
-				m.milestones[id] = milestoneRef{at: in.UpdatedAt}
-			}
-		}
-		return nil
-	})
+	stored, err := m.stored.GroupTasks(ctx, m.src.Name, m.index, msID)
 	if err != nil {
 		return nil, "", fmt.Errorf("read milestone %s: %w", msID, err)
+	}
+	var out []bridge.TaskInput
+	for _, in := range stored {
+		if in.Due == due {
+			continue
+		}
+		in.Due = due
+		if at.After(in.UpdatedAt) {
+			in.UpdatedAt = at
+		}
+		out = append(out, in)
+		if *ev.Action == "deleted" {
+			m.member(in.ID, "", in.UpdatedAt)
+		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Sprintf("milestone %s: no stored task has a different due date", *ev.Action), nil

@@ -1,8 +1,16 @@
 package webhook
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
 )
 
 // TestGitHubIssueLifecycle walks one issue through every mapped action, as
@@ -147,5 +155,87 @@ func TestGitHubMilestoneDeleted(t *testing.T) {
 	})
 	if objs := e.objectsOf("bob"); len(objs) != 1 {
 		t.Errorf("bob's objects %v, want the reminder only (no due date, no event)", objs)
+	}
+}
+
+// TestGitHubMilestoneIndexWithTasks: the milestone index is stored in the
+// delivery's own transaction, so a delivery whose index update fails
+// stores nothing and is retried, rather than storing the task and leaving
+// the index behind (the next milestone event would miss the task).
+func TestGitHubMilestoneIndexWithTasks(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	const id = "octo-org/hello-world#1347"
+	// A milestone list the index cannot read: its update must fail.
+	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+		return tx.Set("webhook/github/github/milestone/1002604", "not json")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.snapshot()
+	e.mustPost(delivery{file: "issues-milestoned.json"}, 503)
+	if after := e.snapshot(); after != before {
+		t.Errorf("the task was stored without its milestone index:\n%s", after)
+	}
+}
+
+// fakeIngester is the core as a ten-line fake: it records deliveries.
+type fakeIngester struct {
+	now     func() time.Time
+	cfg     *config.Config
+	metrics *bridge.Metrics
+	got     []bridge.Delivery
+}
+
+func (f *fakeIngester) Config() *config.Config   { return f.cfg }
+func (f *fakeIngester) Now() time.Time           { return f.now() }
+func (f *fakeIngester) Metrics() *bridge.Metrics { return f.metrics }
+func (f *fakeIngester) IngestDelivery(_ context.Context, _ string, d bridge.Delivery) (bridge.Result, error) {
+	f.got = append(f.got, d)
+	return bridge.Result{Accepted: len(d.Tasks)}, nil
+}
+func (f *fakeIngester) GroupTasks(context.Context, string, bridge.GroupIndex, string) ([]bridge.TaskInput, error) {
+	return nil, nil
+}
+
+// TestGitHubDeliveryCarriesMilestone: one IngestDelivery call carries the
+// issue and where it now is in the milestone index, as of its own time.
+func TestGitHubDeliveryCarriesMilestone(t *testing.T) {
+	t.Parallel()
+	e := newTrackerEnv(t, "github")
+	fake := &fakeIngester{now: e.clock.Now, cfg: e.svc.Config(), metrics: bridge.NewMetrics()}
+	mux := http.NewServeMux()
+	mux.Handle("POST /hooks/{source}", NewHandler(fake, Options{}))
+	e.srv = httptest.NewServer(mux)
+	t.Cleanup(e.srv.Close)
+	e.mustPost(delivery{file: "issues-milestoned.json"}, 200)
+	if len(fake.got) != 1 {
+		t.Fatalf("%d deliveries, want 1", len(fake.got))
+	}
+	d := fake.got[0]
+	if len(d.Tasks) != 1 || len(d.Members) != 1 {
+		t.Fatalf("delivery %+v, want one task and its membership", d)
+	}
+	if m := d.Members[0]; m.Task != d.Tasks[0].ID || m.Group != "1002604" || !m.At.Equal(d.Tasks[0].UpdatedAt) {
+		t.Errorf("membership %+v for task %s updated %v", m, d.Tasks[0].ID, d.Tasks[0].UpdatedAt)
+	}
+	if d.Index != milestoneIndex("github") {
+		t.Errorf("index %+v", d.Index)
+	}
+}
+
+// TestTrackerKindsHaveAdapters: config declares the tracker kinds; each
+// has an adapter here, and no adapter serves a kind config refuses.
+func TestTrackerKindsHaveAdapters(t *testing.T) {
+	for _, k := range config.TrackerKinds {
+		if trackers[k] == nil {
+			t.Errorf("config.TrackerKinds has %q, which has no adapter", k)
+		}
+	}
+	for k := range trackers {
+		if !config.IsTrackerKind(k) {
+			t.Errorf("adapter for %q, which config.TrackerKinds lacks", k)
+		}
 	}
 }

@@ -96,7 +96,7 @@ type glEvent struct {
 // records rather than tasks.
 var gitlabTaskTypes = map[string]bool{"": true, "Issue": true, "Task": true, "Incident": true}
 
-func (gitlab) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInput, string, error) {
+func (gitlab) tasks(_ context.Context, m *mapping, h http.Header, body []byte) ([]bridge.TaskInput, string, error) {
 	switch event := h.Get(gitlabEventHeader); event {
 	case "":
 		return nil, "", fieldErr(gitlabEventHeader, "required header")

@@ -1,7 +1,8 @@
 // Package webhook receives task records from task systems: POST
 // /hooks/{source}, signed with HMAC-SHA256, one task or a batch, stored in one
-// transaction before the 200 is sent. Sources of kind github, gitlab, jira
-// or linear take that tracker's own webhooks instead (adapter.go).
+// transaction before the 200 is sent. Sources of one of config.TrackerKinds
+// take that tracker's own webhooks instead (adapter.go). The package sees
+// the core through Ingester only and writes nothing itself.
 package webhook
 
 import (
@@ -24,26 +25,46 @@ import (
 // SignatureHeader carries "sha256=<hex HMAC-SHA256 of the raw body>".
 const SignatureHeader = bridge.SignatureHeader
 
+// Ingester is the core as the webhook handler sees it: the configuration
+// (sources, users' tracker identities, limits), the time, the core's
+// metrics, and the two store operations a delivery needs. *bridge.Service
+// implements it; the handler writes nothing itself.
+type Ingester interface {
+	// Config is the configuration snapshot a request is handled with.
+	Config() *config.Config
+	Now() time.Time
+	// Metrics holds the counter of task records by result, which the
+	// handler counts refusals on, and the registry its own metrics join.
+	Metrics() *bridge.Metrics
+	// IngestDelivery stores a delivery's task records and group index
+	// updates in one transaction; a *bridge.FieldError names a bad record.
+	IngestDelivery(ctx context.Context, source string, d bridge.Delivery) (bridge.Result, error)
+	// GroupTasks reads the stored tasks a group index lists in a group.
+	GroupTasks(ctx context.Context, source string, idx bridge.GroupIndex, group string) ([]bridge.TaskInput, error)
+}
+
+var _ Ingester = (*bridge.Service)(nil)
+
 // Handler serves POST /hooks/{source}.
 type Handler struct {
-	svc      *bridge.Service
+	core     Ingester
 	log      *slog.Logger
-	trackers *trackerState // sources of kind github, gitlab, jira, linear
+	trackers *trackerState // sources of the config.TrackerKinds
 }
 
 // Options for NewHandler. Zero values are fine.
 type Options struct {
-	// Logger; if nil, the service's logger is used.
+	// Logger; if nil, slog.Default().
 	Logger *slog.Logger
 }
 
 // NewHandler returns the webhook handler. It expects the {source} path
 // value set by the mux pattern "POST /hooks/{source}".
-func NewHandler(svc *bridge.Service, o Options) *Handler {
+func NewHandler(core Ingester, o Options) *Handler {
 	if o.Logger == nil {
-		o.Logger = svc.Logger()
+		o.Logger = slog.Default()
 	}
-	return &Handler{svc: svc, log: o.Logger, trackers: newTrackerState(svc, o.Logger)}
+	return &Handler{core: core, log: o.Logger, trackers: newTrackerState(core.Metrics().Registry)}
 }
 
 type errorBody struct {
@@ -60,7 +81,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, source string, status int, body errorBody) {
-	h.svc.Metrics().WebhookTasks.WithLabelValues(metricSource(h.svc.Config(), source), "rejected").Inc()
+	h.core.Metrics().WebhookTasks.WithLabelValues(metricSource(h.core.Config(), source), "rejected").Inc()
 	h.log.Info("webhook refused", "source", source, "status", status, "error", body.Error, "field", body.Field, "remote", r.RemoteAddr)
 	writeJSON(w, status, body)
 }
@@ -74,7 +95,7 @@ func metricSource(cfg *config.Config, name string) string {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	cfg := h.svc.Config() // one snapshot for the whole request
+	cfg := h.core.Config() // one snapshot for the whole request
 	name := r.PathValue("source")
 	src := cfg.Source(name)
 	if src == nil {
@@ -99,12 +120,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: "reading body: " + err.Error()})
 		return
 	}
-	if tr, ok := trackerKinds[src.Kind]; ok {
+	if tr, ok := trackers[src.Kind]; ok {
 		h.serveTracker(w, r, cfg, src, tr, body)
 		return
 	}
 	ts := r.Header.Get(TimestampHeader)
-	if msg := verifyAt(src, r.Header.Get(SignatureHeader), ts, body, h.svc.Now(), timestampWindow(cfg)); msg != "" {
+	if msg := verifyAt(src, r.Header.Get(SignatureHeader), ts, body, h.core.Now(), timestampWindow(cfg)); msg != "" {
 		h.fail(w, r, name, http.StatusUnauthorized, errorBody{Error: msg})
 		return
 	}
@@ -123,28 +144,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	replayKey := ""
 	if ts != "" {
 		replayKey = "signed:" + r.Header.Get(SignatureHeader)
-		if h.trackers.seen.seen(name, replayKey, h.svc.Now()) {
+		if h.trackers.seen.seen(name, replayKey, h.core.Now()) {
 			h.log.Info("webhook request already handled; ignored", "source", name)
 			writeJSON(w, http.StatusOK, bridge.Result{Ignored: len(tasks)})
 			return
 		}
 	}
-	res, ok := h.ingest(w, r, name, tasks)
+	res, ok := h.ingest(w, r, name, bridge.Delivery{Tasks: tasks})
 	if !ok {
 		return
 	}
-	h.trackers.seen.add(name, replayKey, h.svc.Now())
+	h.trackers.seen.add(name, replayKey, h.core.Now())
 	h.log.Debug("webhook stored", "source", name, "accepted", res.Accepted, "ignored", res.Ignored)
 	writeJSON(w, http.StatusOK, res)
 }
 
-// ingest stores tasks; Ingest validates them, so a bad field becomes a 400
-// naming it (with its place in a batch) and a store failure a 503. It
-// reports whether the tasks were stored.
-func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, tasks []bridge.TaskInput) (bridge.Result, bool) {
+// ingest stores a delivery; the core validates its records, so a bad field
+// becomes a 400 naming it (with its place in a batch) and a store failure
+// a 503. It reports whether the delivery was stored.
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, d bridge.Delivery) (bridge.Result, bool) {
 	// The client going away must not abort a commit half-way through the
 	// response path: detach from the request's cancellation.
-	res, err := h.svc.Ingest(context.WithoutCancel(r.Context()), source, tasks)
+	res, err := h.core.IngestDelivery(context.WithoutCancel(r.Context()), source, d)
 	if err == nil {
 		return res, true
 	}

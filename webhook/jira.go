@@ -92,7 +92,7 @@ var jiraCancelled = map[string]bool{
 	"declined": true, "incomplete": true, "obsolete": true,
 }
 
-func (jira) tasks(m *mapping, _ http.Header, body []byte) ([]bridge.TaskInput, string, error) {
+func (jira) tasks(_ context.Context, m *mapping, _ http.Header, body []byte) ([]bridge.TaskInput, string, error) {
 	var ev jiraEvent
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, "", err

@@ -95,7 +95,7 @@ type linEvent struct {
 	URL    string          `json:"url"`
 }
 
-func (linear) tasks(m *mapping, h http.Header, body []byte) ([]bridge.TaskInput, string, error) {
+func (linear) tasks(_ context.Context, m *mapping, h http.Header, body []byte) ([]bridge.TaskInput, string, error) {
 	var ev linEvent
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, "", err

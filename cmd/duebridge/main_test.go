@@ -380,7 +380,7 @@ func TestImportRules(t *testing.T) {
 		"calendar":         {}, // declares its Backend; bridge implements it (bridge/caldav.go)
 		"imapserver":       {"bridge", "store", "config", "tlsutil"},
 		"submission":       {"bridge", "store", "config", "tlsutil"},
-		"webhook":          {"bridge", "store", "config"},
+		"webhook":          {"bridge", "config"}, // the core through webhook.Ingester, never the store
 		"setup":            {"bridge", "store", "config", "tlsutil"},
 		"internal/testsvc": {"bridge", "store", "config"},
 		// Test helpers; no production package may import them (none lists them).
