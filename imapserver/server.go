@@ -1,11 +1,14 @@
 // Package imapserver serves each user's notification mail over IMAP, for
 // iPhone Mail and every desktop client, on top of go-imap v2's imapserver.
 //
-// Messages live in the store; nothing is copied into memory except, per open
-// mailbox, the list of UIDs and flags that IMAP sequence numbers are made of.
-// Store events (published after commit) drive go-imap's MailboxTracker, so an
-// idling client hears of a new notification the moment its transaction
-// commits, and of another session's flag changes and expunges.
+// It sees the rest of duebridge only through Backend (backend.go), declared
+// here in IMAP's terms and implemented by the core (bridge.Service.IMAP):
+// messages live behind it, and nothing is copied into memory except, per
+// open mailbox, the list of UIDs and flags that IMAP sequence numbers are
+// made of. The backend's events (sent after commit) drive go-imap's
+// MailboxTracker, so an idling client hears of a new notification the
+// moment its transaction commits, and of another session's flag changes and
+// expunges.
 //
 // What go-imap (v2.0.0-beta.9) does not do is done here, in a net.Conn
 // wrapper the library reads through (conn.go, one documented state
