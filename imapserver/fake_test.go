@@ -49,10 +49,13 @@ func (f *fakeBackend) deliver(name string, data []byte) {
 	b.data[uid] = data
 }
 
-func (f *fakeBackend) box(name string) (*fakeBox, error) {
+// lock locks the backend and returns a mailbox; on error it is unlocked.
+func (f *fakeBackend) lock(name string) (*fakeBox, error) {
+	f.mu.Lock()
 	if b := f.boxes[name]; b != nil {
 		return b, nil
 	}
+	f.mu.Unlock()
 	return nil, ErrNoMailbox
 }
 
@@ -94,23 +97,21 @@ func (f *fakeBackend) Mailbox(_ context.Context, _, name string) (*Mailbox, erro
 }
 
 func (f *fakeBackend) Status(_ context.Context, _, name string) (*MailboxStatus, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, err := f.box(name)
+	b, err := f.lock(name)
 	if err != nil {
 		return nil, err
 	}
+	defer f.mu.Unlock()
 	return &MailboxStatus{Mailbox: b.mb, Messages: uint32(len(b.msgs))}, nil
 }
 
 // Changes always lists every UID, which is allowed and simplest.
 func (f *fakeBackend) Changes(_ context.Context, _, name string, since View) (*Changes, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, err := f.box(name)
+	b, err := f.lock(name)
 	if err != nil {
 		return nil, err
 	}
+	defer f.mu.Unlock()
 	out := &Changes{Mailbox: b.mb, Listed: true}
 	for _, m := range b.msgs {
 		out.UIDs = append(out.UIDs, m.UID)
@@ -123,12 +124,11 @@ func (f *fakeBackend) Changes(_ context.Context, _, name string, since View) (*C
 }
 
 func (f *fakeBackend) Bodies(_ context.Context, _, name string, uids []uint32) (map[uint32][]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, err := f.box(name)
+	b, err := f.lock(name)
 	if err != nil {
 		return nil, err
 	}
+	defer f.mu.Unlock()
 	out := map[uint32][]byte{}
 	for _, u := range uids {
 		if d, ok := b.data[u]; ok {
@@ -139,12 +139,11 @@ func (f *fakeBackend) Bodies(_ context.Context, _, name string, uids []uint32) (
 }
 
 func (f *fakeBackend) StoreFlags(_ context.Context, _, name string, uids []uint32, op FlagOp, flags []string) ([]Message, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, err := f.box(name)
+	b, err := f.lock(name)
 	if err != nil {
 		return nil, err
 	}
+	defer f.mu.Unlock()
 	var changed []Message
 	for i := range b.msgs {
 		m := &b.msgs[i]
@@ -171,12 +170,11 @@ func (f *fakeBackend) StoreFlags(_ context.Context, _, name string, uids []uint3
 }
 
 func (f *fakeBackend) Expunge(_ context.Context, _, name string, uids []uint32) ([]uint32, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, err := f.box(name)
+	b, err := f.lock(name)
 	if err != nil {
 		return nil, err
 	}
+	defer f.mu.Unlock()
 	var gone []uint32
 	b.msgs = slices.DeleteFunc(b.msgs, func(m Message) bool {
 		del := slices.Contains(uids, m.UID) && slices.Contains(m.Flags, `\Deleted`)
@@ -193,15 +191,14 @@ func (f *fakeBackend) Expunge(_ context.Context, _, name string, uids []uint32) 
 }
 
 func (f *fakeBackend) Copy(_ context.Context, _, from, to string, uids []uint32, move bool) (*CopyResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	src, err := f.box(from)
+	src, err := f.lock(from)
 	if err != nil {
 		return nil, err
 	}
-	dst, err := f.box(to)
-	if err != nil {
-		return nil, err
+	defer f.mu.Unlock()
+	dst := f.boxes[to]
+	if dst == nil {
+		return nil, ErrNoMailbox
 	}
 	f.modseq++
 	out := &CopyResult{UIDValidity: dst.mb.UIDValidity}
