@@ -85,7 +85,9 @@ for _ in $(seq 1 100); do
 done
 grep -q '^  IMAPS:' "$work/stdout" || { cat "$work/stdout" "$work/stderr" >&2; fail "duebridge did not report its listeners"; }
 field() { awk -v k="$1" '$1 == k { print $2; exit }' "$work/stdout"; }
-base=$(field "Webhooks:" | sed 's|/hooks/.*||')
+# With http.public_url set, the banner prints the real address as "Listens:".
+base=$(field "Listens:")
+[ -n "$base" ] || base=$(field "Webhooks:" | sed 's|/hooks/.*||')
 imap=$(field "IMAP:")
 imaps=$(field "IMAPS:")
 smtp=$(field "SMTP:")

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 // Benchmarks:
 //
@@ -39,6 +39,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"fmt"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -226,20 +227,5 @@ func TestLogoutFreesSlotAtOnce(t *testing.T) {
 		b.expect(`^2 OK `)
 		a.c.Close()
 		b.c.Close()
-	}
-}
-
-func TestValidMailboxName(t *testing.T) {
-	for name, want := range map[string]bool{
-		"INBOX": true, "Trash": true, "&-": true, "a&-b": true, "&AOk-t&AOk-": true, "*": true, "%": true,
-		"Entw&APw-rfe": true, "&2D3eAA-": true, "M&APw-nchen/Stra&AN8-e": true, "Müller": true,
-		"&": false, "&Jjo": false, "&AGE-": false, "&Jjo-&Jjo-": false, "&2D0-": false, "a\x01": false, "&AOk=-": false,
-	} {
-		if got := validMailboxName(name); got != want {
-			t.Errorf("validMailboxName(%q) = %v, want %v", name, got, want)
-		}
-	}
-	if got := listArgs([]byte(`"" "&AOk-*" RETURN (SPECIAL-USE STATUS (MESSAGES))` + "\r\n")); len(got) != 3 || got[0] != "" || got[1] != "&AOk-*" || got[2] != "RETURN" {
-		t.Errorf("listArgs: %q", got)
 	}
 }

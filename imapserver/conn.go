@@ -325,7 +325,7 @@ func nesting(line []byte, depth int) (deepest, end int, openQuote bool) {
 var errLimit = errors.New("imap: connection limit exceeded")
 
 func (c *conn) literalLimit() int64 {
-	if n := c.srv.svc.Config().Limits.IMAPLiteralBytes; n > 0 {
+	if n := c.srv.backend.Limits().LiteralBytes; n > 0 {
 		return n
 	}
 	return 1 << 20

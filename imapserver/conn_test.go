@@ -4,8 +4,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
 // TestReaderStateMachine drives the wrapper's reader (conn.fill) step by
@@ -14,9 +12,7 @@ import (
 // it answers itself and the state after each step.
 func TestReaderStateMachine(t *testing.T) {
 	t.Parallel()
-	cfg := testsvc.Config(t)
-	cfg.Limits.IMAPLiteralBytes = 100
-	srv := New(testsvc.New(t, testsvc.Options{Config: cfg}), Options{Logger: testLogger(t), Version: "1"})
+	srv := New(newFakeBackend(Limits{LiteralBytes: 100}), Options{Logger: discardLogger(), Version: "1"})
 	t.Cleanup(func() { srv.Close() })
 
 	type step struct {

@@ -12,11 +12,9 @@ import (
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
-
-	"github.com/duebridge/duebridge/store"
 )
 
-// fetchChunk is how many messages one store read loads for FETCH and
+// fetchChunk is how many messages one backend read loads for FETCH and
 // SEARCH: large enough to amortise the query, small enough to bound memory.
 const fetchChunk = 128
 
@@ -76,16 +74,11 @@ func (s *session) markSeen(sel *selection, items []item) (map[imap.UID]bool, err
 	if len(uids) == 0 {
 		return nil, nil
 	}
-	var changed []store.Message
-	err := s.store().Update(s.ctx(), func(tx store.Tx) error {
-		var err error
-		changed, err = tx.ChangeFlags(s.user, st.key.name, uids, store.FlagsAdd, []string{string(imap.FlagSeen)})
-		return err
-	})
+	changed, err := s.backend().StoreFlags(s.ctx(), s.user, st.key.name, uids, FlagsAdd, []string{string(imap.FlagSeen)})
 	if err != nil {
 		return nil, fmt.Errorf("set \\Seen: %w", err)
 	}
-	if _, err := st.refreshLocked(s.ctx(), s.store(), sel.tracker); err != nil {
+	if _, err := st.refreshLocked(s.ctx(), s.backend(), sel.tracker); err != nil {
 		return nil, err
 	}
 	seen := make(map[imap.UID]bool, len(changed))
@@ -136,7 +129,7 @@ type loadedMsg struct {
 }
 
 // load reads what items need: parsed headers and structures from the cache
-// where possible, message bytes in one store read for the rest.
+// where possible, message bytes in one backend read for the rest.
 func (s *session) load(st *mailboxState, items []item, n need) ([]loadedMsg, error) {
 	out := make([]loadedMsg, len(items))
 	if !n.parsed && !n.data {
@@ -154,24 +147,15 @@ func (s *session) load(st *mailboxState, items []item, n need) ([]loadedMsg, err
 	if len(uids) == 0 {
 		return out, nil
 	}
-	var msgs []store.Message
-	err := s.store().View(s.ctx(), func(tx store.Tx) error {
-		var err error
-		msgs, err = tx.MessagesData(s.user, st.key.name, uids)
-		return err
-	})
+	data, err := s.backend().Bodies(s.ctx(), s.user, st.key.name, uids)
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
-	}
-	data := make(map[imap.UID][]byte, len(msgs))
-	for _, m := range msgs {
-		data[imap.UID(m.UID)] = m.Data
 	}
 	for i, it := range items {
 		if !n.data && out[i].parsed != nil {
 			continue
 		}
-		b, ok := data[it.meta.uid]
+		b, ok := data[uint32(it.meta.uid)]
 		if !ok {
 			out[i].missing = true
 			continue

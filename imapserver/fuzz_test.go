@@ -15,13 +15,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
 // Fuzz targets. `go test` runs the seeds (the client lines of
 // testdata/imap/*.txt and a few hand-made ones); `go test -fuzz=FuzzX`
-// explores. Both speak to the real wrapper / the real server.
+// explores. FuzzConnReader drives the real wrapper (on the fake backend,
+// which it never reaches); FuzzSession (fuzzsession_test.go) the real
+// server on the real core.
 
 // fuzzSeeds returns the client side of every transcript, one seed each.
 func fuzzSeeds(f *testing.F) [][]byte {
@@ -109,44 +109,6 @@ func checkResponses(t *testing.T, r *bufio.Reader) error {
 	}
 }
 
-// FuzzSession sends a logged-in client's bytes (INBOX selected, three
-// messages) to a real server, then LOGOUT, and half-closes. Properties: the server answers
-// with well-formed lines only, never NO [SERVERBUG], and closes the
-// connection within 10 seconds (it never hangs).
-func FuzzSession(f *testing.F) {
-	for _, s := range fuzzSeeds(f) {
-		f.Add(s)
-	}
-	cfg := testsvc.Config(f)
-	cfg.Limits.LoginFailureDelay = 0
-	cfg.Limits.LockoutFailures = 1 << 30
-	cfg.Limits.IMAPConnsPerUser = 1 << 20
-	cfg.Limits.IMAPLiteralBytes = 64 << 10
-	ts := serve(f, testsvc.New(f, testsvc.Options{Config: cfg}), Options{LoginTimeout: 5 * time.Second})
-	for _, id := range []string{"F-1", "F-2", "F-3"} {
-		testsvc.Ingest(f, ts.svc, task(id, "Fuzz "+id, "alice"))
-	}
-	f.Fuzz(func(t *testing.T, in []byte) {
-		c, err := net.Dial("tcp", ts.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		done := make(chan error, 1)
-		go func() {
-			_, err := io.Copy(c, io.MultiReader(strings.NewReader("L1 LOGIN alice alice-pw\r\nL2 SELECT INBOX\r\n"),
-				bytes.NewReader(in), strings.NewReader("\r\nZZ LOGOUT\r\n")))
-			c.(*net.TCPConn).CloseWrite()
-			done <- err
-		}()
-		if err := checkResponses(t, bufio.NewReader(c)); err != nil {
-			t.Fatalf("%v; input %q", err, in)
-		}
-		<-done
-	})
-}
-
 // FuzzConnReader drives the wrapper alone (conn.go) the way go-imap does:
 // it reads what the wrapper hands on and answers "+" to each synchronising
 // literal. Properties: no panic and no hang; the wrapper hands on only
@@ -156,9 +118,7 @@ func FuzzConnReader(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
-	cfg := testsvc.Config(f)
-	cfg.Limits.IMAPLiteralBytes = 64 << 10
-	srv := New(testsvc.New(f, testsvc.Options{Config: cfg}), Options{Logger: testLogger(f)})
+	srv := New(newFakeBackend(Limits{LiteralBytes: 64 << 10}), Options{Logger: discardLogger()})
 	f.Cleanup(func() { srv.Close() })
 	f.Fuzz(func(t *testing.T, in []byte) {
 		tr := &scriptedConn{r: bytes.NewReader(in)}

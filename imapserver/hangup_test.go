@@ -1,9 +1,10 @@
-package imapserver
+package imapserver_test
 
 import (
 	"testing"
 	"time"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 

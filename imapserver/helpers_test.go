@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"bufio"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -36,7 +37,7 @@ func serve(t testing.TB, svc *bridge.Service, opts Options) *testServer {
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
-	srv := New(svc, opts)
+	srv := New(svc.IMAP(), opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

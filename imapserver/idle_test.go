@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"slices"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -59,13 +60,9 @@ func TestIdleAnnouncesUpdateQueuedBetweenDoneAndIdle(t *testing.T) {
 	testsvc.Ingest(t, ts.svc, task("T-1", "Between", "alice"))
 	// Wait until the server has queued it for this session (the refresh
 	// runs after the commit, on the event loop).
-	st := ts.srv.reg.lookup(mboxKey{"alice", Inbox})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		st.mu.Lock()
-		n := len(st.msgs)
-		st.mu.Unlock()
-		if n == 1 {
+		if ts.srv.OpenMessages("alice", Inbox) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {

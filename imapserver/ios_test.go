@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -68,6 +69,7 @@ func TestIOSSequence(t *testing.T) {
 	if sel.NumMessages != 2 || sel.UIDNext != 3 || sel.UIDValidity == 0 {
 		t.Fatalf("SELECT INBOX: %+v", sel)
 	}
+	systemFlags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
 	if !slices.Equal(sel.Flags, systemFlags) {
 		t.Errorf("FLAGS: %v, want %v", sel.Flags, systemFlags)
 	}

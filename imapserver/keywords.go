@@ -6,9 +6,6 @@ import (
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
-
-	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // Keywords are the flags a client makes up ("$Work", "Later"). SELECT's
@@ -58,39 +55,39 @@ func keywordError(limit, format string, args ...any) *keywordLimitError {
 
 // checkKeywords refuses a STORE that would break a keyword limit, before
 // anything is written. Call with st.mu held and st refreshed.
-func checkKeywords(lim config.Limits, st *mailboxState, items []item, op store.FlagOp, names []string) *keywordLimitError {
+func checkKeywords(lim Limits, st *mailboxState, items []item, op FlagOp, names []string) *keywordLimitError {
 	var add []imap.Flag
 	for _, n := range names {
 		f := imap.Flag(n)
 		if !isKeyword(f) {
 			continue
 		}
-		if lim.IMAPKeywordBytes > 0 && len(n) > lim.IMAPKeywordBytes {
-			return keywordError("imap_keyword_bytes", "Keywords are limited to %d bytes", lim.IMAPKeywordBytes)
+		if lim.KeywordBytes > 0 && len(n) > lim.KeywordBytes {
+			return keywordError("imap_keyword_bytes", "Keywords are limited to %d bytes", lim.KeywordBytes)
 		}
 		if !hasFlag(add, f) {
 			add = append(add, f)
 		}
 	}
-	if len(add) == 0 || op == store.FlagsRemove {
+	if len(add) == 0 || op == FlagsRemove {
 		return nil
 	}
-	if lim.IMAPKeywordsPerMessage > 0 {
+	if lim.KeywordsPerMessage > 0 {
 		for _, it := range items {
 			n := len(add)
-			if op == store.FlagsAdd {
+			if op == FlagsAdd {
 				for _, f := range it.meta.flags {
 					if isKeyword(f) && !hasFlag(add, f) {
 						n++
 					}
 				}
 			}
-			if n > lim.IMAPKeywordsPerMessage {
-				return keywordError("imap_keywords_per_message", "A message can have at most %d keywords", lim.IMAPKeywordsPerMessage)
+			if n > lim.KeywordsPerMessage {
+				return keywordError("imap_keywords_per_message", "A message can have at most %d keywords", lim.KeywordsPerMessage)
 			}
 		}
 	}
-	if lim.IMAPKeywordsPerMailbox > 0 {
+	if lim.KeywordsPerMailbox > 0 {
 		// Keywords in use now (announced ones may no longer be).
 		var inUse []imap.Flag
 		for _, m := range st.msgs {
@@ -106,8 +103,8 @@ func checkKeywords(lim config.Limits, st *mailboxState, items []item, op store.F
 				n++
 			}
 		}
-		if n > lim.IMAPKeywordsPerMailbox {
-			return keywordError("imap_keywords_per_mailbox", "A mailbox can have at most %d different keywords", lim.IMAPKeywordsPerMailbox)
+		if n > lim.KeywordsPerMailbox {
+			return keywordError("imap_keywords_per_mailbox", "A mailbox can have at most %d different keywords", lim.KeywordsPerMailbox)
 		}
 	}
 	return nil

@@ -1,11 +1,10 @@
-package imapserver
+package imapserver_test
 
 import (
 	"strings"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -59,13 +58,7 @@ func TestKeywordLimits(t *testing.T) {
 	testsvc.Ingest(t, ts.svc, task("T-1", "One", "alice"))
 	testsvc.Ingest(t, ts.svc, task("T-2", "Two", "alice"))
 	rc := selected(t, ts)
-	metric := func(limit string) float64 {
-		var m dto.Metric
-		if err := ts.srv.metrics.keywordLimit.WithLabelValues(limit).Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return m.GetCounter().GetValue()
-	}
+	metric := ts.srv.KeywordLimitCount
 
 	rc.send(`1 STORE 1 +FLAGS.SILENT (k1 k2 k3)`)
 	rc.next(`^1 NO \[LIMIT\] .*at most 2 keywords \(limits\.imap_keywords_per_message\)$`)

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"crypto/tls"
@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/tlsutil"
 )
@@ -106,8 +107,8 @@ func TestTLS(t *testing.T) {
 	t.Parallel()
 	serverTLS, clientTLS := devTLS(t)
 	svc := testsvc.New(t, testsvc.Options{})
-	srv := New(svc, Options{TLSConfig: serverTLS, Logger: testLogger(t)})
-	srv.handshakeTimeout = 500 * time.Millisecond
+	srv := New(svc.IMAP(), Options{TLSConfig: serverTLS, Logger: testLogger(t)})
+	srv.SetHandshakeTimeout(500 * time.Millisecond)
 	plainLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

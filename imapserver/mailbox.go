@@ -12,16 +12,13 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
-
-	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/store"
 )
 
 // mboxKey names one mailbox of one user.
 type mboxKey struct{ user, name string }
 
 // registry holds the mailboxes some session has selected. Each is loaded
-// from the store on first selection and dropped when its last session
+// from the backend on first selection and dropped when its last session
 // leaves; events for mailboxes nobody has open cost one map look-up.
 type registry struct {
 	srv *Server
@@ -38,7 +35,7 @@ func newRegistry(srv *Server) *registry {
 // MailboxTracker, which turns changes into each session's EXISTS, EXPUNGE
 // and FETCH responses.
 //
-// Every change is applied under mu, in store order, by refreshLocked, which
+// Every change is applied under mu, in commit order, by refreshLocked, which
 // reads what changed since the last refresh. That keeps the tracker's rules
 // (counts never decrease; an expunged number exists) true by construction:
 // breaking them panics inside go-imap.
@@ -63,7 +60,7 @@ type mailboxState struct {
 }
 
 // msgMeta is what FETCH FLAGS/UID/RFC822.SIZE/INTERNALDATE and most of
-// SEARCH need, without touching the store.
+// SEARCH need, without asking the backend.
 type msgMeta struct {
 	uid   imap.UID
 	flags []imap.Flag
@@ -72,7 +69,7 @@ type msgMeta struct {
 }
 
 // acquire returns the loaded state of a mailbox, loading it if no session
-// has it open. ErrNotFound if the user has no such mailbox.
+// has it open. ErrNoMailbox if the user has no such mailbox.
 func (r *registry) acquire(ctx context.Context, user, name string) (*mailboxState, error) {
 	k := mboxKey{user, name}
 	r.mu.Lock()
@@ -87,7 +84,7 @@ func (r *registry) acquire(ctx context.Context, user, name string) (*mailboxStat
 	st.refs++
 	r.mu.Unlock()
 	if !ok {
-		st.loadErr = st.load(ctx, r.srv.svc.Store())
+		st.loadErr = st.load(ctx, r.srv.backend)
 		st.mu.Unlock()
 	}
 	st.mu.Lock()
@@ -124,32 +121,24 @@ func (r *registry) all() []*mailboxState {
 	return out
 }
 
-func (st *mailboxState) load(ctx context.Context, s store.Store) error {
-	var mb *store.Mailbox
-	var msgs []store.Message
-	err := s.View(ctx, func(tx store.Tx) error {
-		var err error
-		if mb, err = tx.Mailbox(st.key.user, st.key.name); err != nil {
-			return err
-		}
-		msgs, err = tx.ChangedMessages(st.key.user, st.key.name, 0)
-		return err
-	})
+func (st *mailboxState) load(ctx context.Context, b Backend) error {
+	ch, err := b.Changes(ctx, st.key.user, st.key.name, View{MailboxModSeq: -1})
 	if err != nil {
 		return fmt.Errorf("load mailbox %s/%s: %w", st.key.user, st.key.name, err)
 	}
+	mb := &ch.Mailbox
 	st.uidValidity, st.uidNext, st.specialUse, st.mboxModSeq = mb.UIDValidity, mb.UIDNext, mb.SpecialUse, mb.ModSeq
-	st.msgs = make([]msgMeta, len(msgs))
-	for i, m := range msgs {
-		st.msgs[i] = metaOf(&m)
-		st.msgModSeq = max(st.msgModSeq, m.ModSeq)
+	st.msgs = make([]msgMeta, len(ch.Messages))
+	for i := range ch.Messages {
+		st.msgs[i] = metaOf(&ch.Messages[i])
+		st.msgModSeq = max(st.msgModSeq, ch.Messages[i].ModSeq)
 		st.addKeywords(st.msgs[i].flags)
 	}
 	st.tracker = goimapserver.NewMailboxTracker(uint32(len(st.msgs)))
 	return nil
 }
 
-func metaOf(m *store.Message) msgMeta {
+func metaOf(m *Message) msgMeta {
 	return msgMeta{uid: imap.UID(m.UID), flags: toFlags(m.Flags), size: m.Size, date: m.InternalDate}
 }
 
@@ -182,54 +171,22 @@ func cmpUID(a, b imap.UID) int {
 	return 0
 }
 
-// refreshLocked brings the state up to the store's and queues what changed
-// on the tracker: expunges (highest first), flag changes (not to source,
-// the session that made them and answers for them itself), then new
+// refreshLocked brings the state up to the backend's and queues what
+// changed on the tracker: expunges (highest first), flag changes (not to
+// source, the session that made them and answers for them itself), then new
 // messages one EXISTS at a time (go-imap's sequence-number translation is
 // only exact for steps of one). It reports whether anything changed.
-func (st *mailboxState) refreshLocked(ctx context.Context, s store.Store, source *goimapserver.SessionTracker) (bool, error) {
-	var (
-		mb      *store.Mailbox
-		changed []store.Message
-		uids    []uint32
-		listed  bool // uids holds every UID (possibly none)
-	)
+func (st *mailboxState) refreshLocked(ctx context.Context, b Backend, source *goimapserver.SessionTracker) (bool, error) {
 	var lastUID imap.UID
 	if n := len(st.msgs); n > 0 {
 		lastUID = st.msgs[n-1].uid
 	}
-	err := s.View(ctx, func(tx store.Tx) error {
-		var err error
-		if mb, err = tx.Mailbox(st.key.user, st.key.name); err != nil {
-			return err
-		}
-		if mb.ModSeq == st.mboxModSeq {
-			return nil
-		}
-		if changed, err = tx.ChangedMessages(st.key.user, st.key.name, st.msgModSeq); err != nil {
-			return err
-		}
-		count, err := tx.CountMessages(st.key.user, st.key.name)
-		if err != nil {
-			return err
-		}
-		added := 0
-		for _, m := range changed {
-			if imap.UID(m.UID) > lastUID {
-				added++
-			}
-		}
-		// Without expunges the count is what we had plus what is new; any
-		// difference means some known UIDs are gone: list them all.
-		if int(count) != len(st.msgs)+added {
-			uids, err = tx.MessageUIDs(st.key.user, st.key.name)
-			listed = true
-		}
-		return err
-	})
+	ch, err := b.Changes(ctx, st.key.user, st.key.name, View{
+		MailboxModSeq: st.mboxModSeq, MessageModSeq: st.msgModSeq, Count: len(st.msgs), LastUID: uint32(lastUID)})
 	if err != nil {
 		return false, fmt.Errorf("refresh mailbox %s/%s: %w", st.key.user, st.key.name, err)
 	}
+	mb, changed, uids, listed := &ch.Mailbox, ch.Messages, ch.UIDs, ch.Listed
 	if mb.ModSeq == st.mboxModSeq {
 		return false, nil
 	}
@@ -300,26 +257,30 @@ func (st *mailboxState) refreshLocked(ctx context.Context, s store.Store, source
 	return any, nil
 }
 
-// fanout turns store events into refreshes of open mailboxes. It never
-// blocks on a refresh: each mailbox gets at most one refresher at a time,
-// and events arriving meanwhile only mark it dirty (a burst of commits
-// costs one or two store reads, not one each).
-func (s *Server) fanout(sub *bridge.Subscription) {
+// fanout turns the backend's events into refreshes of open mailboxes and
+// ends the sessions of users whose credentials changed. It never blocks on
+// a refresh: each mailbox gets at most one refresher at a time, and events
+// arriving meanwhile only mark it dirty (a burst of commits costs one or
+// two reads, not one each).
+func (s *Server) fanout(events <-chan Event) {
 	defer s.wg.Done()
-	defer sub.Close()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case ev := <-sub.C:
-			if sub.Lagged() {
+		case ev := <-events:
+			switch ev.Kind {
+			case EventLagged:
 				// Events were dropped: any open mailbox may have changed.
 				for _, st := range s.reg.all() {
 					s.markDirty(st)
 				}
-			}
-			if st := s.reg.lookup(mboxKey{ev.User, ev.Name}); st != nil {
-				s.markDirty(st)
+			case EventCredentials:
+				s.revoke(ev.User)
+			case EventMailbox:
+				if st := s.reg.lookup(mboxKey{ev.User, ev.Mailbox}); st != nil {
+					s.markDirty(st)
+				}
 			}
 		}
 	}
@@ -369,7 +330,7 @@ func (s *Server) refreshSafely(st *mailboxState) {
 	if st.loadErr != nil || st.tracker == nil {
 		return
 	}
-	changed, err := st.refreshLocked(s.ctx, s.svc.Store(), nil)
+	changed, err := st.refreshLocked(s.ctx, s.backend, nil)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			s.log.Error("imap mailbox refresh", "user", st.key.user, "mailbox", st.key.name, "err", err)

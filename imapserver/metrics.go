@@ -7,7 +7,7 @@ import (
 )
 
 // metrics are the IMAP server's Prometheus collectors, registered on the
-// service's registry.
+// backend's registerer.
 type metrics struct {
 	conns      prometheus.Gauge
 	sessions   prometheus.Gauge
@@ -35,7 +35,7 @@ func init() {
 	}
 }
 
-func newMetrics(reg *prometheus.Registry) *metrics {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "duebridge_imap_connections", Help: "Open IMAP connections.",
@@ -90,7 +90,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 
 // register adds c to reg, or returns the collector already registered under
 // its name (a second Server on one service, as in tests, shares them).
-func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	if reg == nil {
 		return c
 	}

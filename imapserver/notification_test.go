@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"net"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -17,7 +18,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	cfg := testsvc.Config(t)
 	r := openReopenable(t, cfg)
 
-	srv := New(r.svc, Options{Logger: testLogger(t)})
+	srv := New(r.svc.IMAP(), Options{Logger: testLogger(t)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/duebridge/duebridge/config"
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 

@@ -1,11 +1,14 @@
 // Package imapserver serves each user's notification mail over IMAP, for
 // iPhone Mail and every desktop client, on top of go-imap v2's imapserver.
 //
-// Messages live in the store; nothing is copied into memory except, per open
-// mailbox, the list of UIDs and flags that IMAP sequence numbers are made of.
-// Store events (published after commit) drive go-imap's MailboxTracker, so an
-// idling client hears of a new notification the moment its transaction
-// commits, and of another session's flag changes and expunges.
+// It sees the rest of duebridge only through Backend (backend.go), declared
+// here in IMAP's terms and implemented by the core (bridge.Service.IMAP):
+// messages live behind it, and nothing is copied into memory except, per
+// open mailbox, the list of UIDs and flags that IMAP sequence numbers are
+// made of. The backend's events (sent after commit) drive go-imap's
+// MailboxTracker, so an idling client hears of a new notification the
+// moment its transaction commits, and of another session's flag changes and
+// expunges.
 //
 // What go-imap (v2.0.0-beta.9) does not do is done here, in a net.Conn
 // wrapper the library reads through (conn.go, one documented state
@@ -30,15 +33,12 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
-
-	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/store"
 )
 
 // Mailbox names. INBOX receives notifications; Trash (SPECIAL-USE \Trash) is
 // where iOS Mail moves what the user deletes.
 const (
-	Inbox = bridge.Inbox
+	Inbox = "INBOX"
 	Trash = "Trash"
 )
 
@@ -57,7 +57,7 @@ type Options struct {
 	// TLSConfig, if set, enables STARTTLS on Serve's listeners and is what
 	// ServeTLS uses. With it, LOGIN on a connection without TLS is refused.
 	TLSConfig *tls.Config
-	// Logger; if nil, the service's logger is used.
+	// Logger; if nil, slog.Default() is used.
 	Logger *slog.Logger
 	// Version is reported in the ID response; if empty, "dev".
 	Version string
@@ -80,7 +80,7 @@ type Options struct {
 // Server is duebridge's IMAP server. Build it with New, run it with Serve
 // and/or ServeTLS, stop it with Close.
 type Server struct {
-	svc     *bridge.Service
+	backend Backend
 	opts    Options
 	log     *slog.Logger
 	imap    *goimapserver.Server
@@ -103,10 +103,10 @@ type Server struct {
 	sessions sync.WaitGroup // open sessions
 }
 
-// New builds a server; it starts nothing.
-func New(svc *bridge.Service, opts Options) *Server {
+// New builds a server over backend; it starts nothing.
+func New(backend Backend, opts Options) *Server {
 	if opts.Logger == nil {
-		opts.Logger = svc.Logger()
+		opts.Logger = slog.Default()
 	}
 	if opts.Version == "" {
 		opts.Version = "dev"
@@ -125,11 +125,11 @@ func New(svc *bridge.Service, opts Options) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		svc:       svc,
+		backend:   backend,
 		opts:      opts,
 		log:       opts.Logger.With("component", "imap"),
 		cache:     newMsgCache(opts.CacheBytes),
-		metrics:   newMetrics(svc.Metrics().Registry),
+		metrics:   newMetrics(backend.Registerer()),
 		ctx:       ctx,
 		cancel:    cancel,
 		userConns: map[string]int{},
@@ -191,8 +191,8 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	return nil
 }
 
-// start subscribes to store events once, before the first connection can
-// select a mailbox.
+// start subscribes to the backend's changes once, before the first
+// connection can select a mailbox.
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -203,37 +203,25 @@ func (s *Server) start() error {
 		return nil
 	}
 	s.started = true
-	sub := s.svc.Hub().Subscribe("", store.EventMail)
+	events := s.backend.Subscribe(s.ctx)
 	s.wg.Add(1)
-	go s.fanout(sub)
-	creds := s.svc.Hub().Subscribe("", bridge.EventCredentials)
-	s.wg.Add(1)
-	go s.revoker(creds)
+	go s.fanout(events)
 	return nil
 }
 
-// revoker closes the connections of users whose credentials changed.
-func (s *Server) revoker(sub *bridge.Subscription) {
-	defer s.wg.Done()
-	defer sub.Close()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case ev := <-sub.C:
-			s.mu.Lock()
-			var conns []*conn
-			for sess := range s.byUser[ev.User] {
-				conns = append(conns, sess.c)
-			}
-			s.mu.Unlock()
-			for _, c := range conns {
-				c.Close()
-			}
-			if len(conns) > 0 {
-				s.log.Info("closed imap sessions after a credential change", "user", ev.User, "sessions", len(conns))
-			}
-		}
+// revoke closes the connections of a user whose credentials changed.
+func (s *Server) revoke(user string) {
+	s.mu.Lock()
+	var conns []*conn
+	for sess := range s.byUser[user] {
+		conns = append(conns, sess.c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	if len(conns) > 0 {
+		s.log.Info("closed imap sessions after a credential change", "user", user, "sessions", len(conns))
 	}
 }
 
@@ -289,7 +277,7 @@ func (s *Server) goTracked(f func()) bool {
 // acquireUserConn counts a logged-in connection of user against
 // limits.imap_conns_per_user.
 func (s *Server) acquireUserConn(user string, sess *session) bool {
-	limit := s.svc.Config().Limits.IMAPConnsPerUser
+	limit := s.backend.Limits().ConnsPerUser
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if limit > 0 && s.userConns[user] >= limit {

@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 

@@ -12,9 +12,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-sasl"
-
-	"github.com/duebridge/duebridge/bridge"
-	"github.com/duebridge/duebridge/store"
 )
 
 // session is one IMAP connection's state above the wire: who is logged in
@@ -61,9 +58,9 @@ func (w *selection) wake() {
 var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
 
 // mailboxes every user has; created at first login.
-var userMailboxes = []struct{ name, specialUse string }{
-	{Inbox, ""},
-	{Trash, string(imap.MailboxAttrTrash)},
+var userMailboxes = []MailboxSpec{
+	{Name: Inbox},
+	{Name: Trash, SpecialUse: string(imap.MailboxAttrTrash)},
 }
 
 func (s *Server) newSession(gc *goimapserver.Conn) (goimapserver.Session, *goimapserver.GreetingData, error) {
@@ -83,7 +80,7 @@ func (s *Server) newSession(gc *goimapserver.Conn) (goimapserver.Session, *goima
 }
 
 func (s *session) ctx() context.Context { return s.srv.ctx }
-func (s *session) store() store.Store   { return s.srv.svc.Store() }
+func (s *session) backend() Backend     { return s.srv.backend }
 
 func (s *session) Close() error {
 	if s.sel.Load() != nil {
@@ -138,13 +135,13 @@ func (s *session) Login(username, password string) error {
 	// The core delays failures (more with each recent one, per user name and
 	// per client address) and locks out guessing; it blocks only this
 	// connection.
-	u, err := s.srv.svc.AuthenticateFrom(s.ctx(), "imap", username, password, s.c.RemoteAddr().String())
-	if errors.Is(err, bridge.ErrBadCredentials) {
+	user, err := s.backend().Authenticate(s.ctx(), username, password, s.c.RemoteAddr().String())
+	if errors.Is(err, ErrBadCredentials) || errors.Is(err, ErrLockedOut) {
 		s.failures++
 		if s.failures >= s.srv.opts.MaxLoginFailures {
 			s.gc.Bye("Too many failed logins")
 		}
-		if errors.Is(err, bridge.ErrLockedOut) {
+		if errors.Is(err, ErrLockedOut) {
 			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed,
 				Text: "Too many failed logins; try again later"}
 		}
@@ -153,54 +150,22 @@ func (s *session) Login(username, password string) error {
 	if err != nil {
 		return fmt.Errorf("authenticate: %w", err)
 	}
-	if !s.srv.acquireUserConn(u.Name, s) {
+	if !s.srv.acquireUserConn(user, s) {
 		s.srv.metrics.limited.Inc()
-		s.log.Warn("imap connection limit reached", "user", u.Name, "limit", s.srv.svc.Config().Limits.IMAPConnsPerUser)
+		s.log.Warn("imap connection limit reached", "user", user, "limit", s.backend().Limits().ConnsPerUser)
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
 			Text: "Too many connections for this user; close another mail client or device"}
 	}
-	if err := s.ensureMailboxes(u.Name); err != nil {
-		s.srv.releaseUserConn(u.Name, s)
-		return err
+	if err := s.backend().EnsureMailboxes(s.ctx(), user, userMailboxes); err != nil {
+		s.srv.releaseUserConn(user, s)
+		return fmt.Errorf("create mailboxes of %s: %w", user, err)
 	}
-	s.user = u.Name
-	s.log = s.log.With("user", u.Name)
+	s.user = user
+	s.log = s.log.With("user", user)
 	s.c.setAuthenticated()
 	s.srv.metrics.sessions.Inc()
 	s.log.Info("imap login", "tls", s.c.TLS(), "client", s.c.clientID)
 	return nil
-}
-
-// ensureMailboxes creates INBOX and Trash once per user, so that a user who
-// has had no notification yet can still select INBOX, and its UIDVALIDITY
-// is fixed from then on.
-func (s *session) ensureMailboxes(user string) error {
-	var have []store.Mailbox
-	err := s.store().View(s.ctx(), func(tx store.Tx) error {
-		var err error
-		have, err = tx.Mailboxes(user)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("list mailboxes of %s: %w", user, err)
-	}
-	missing := false
-	for _, want := range userMailboxes {
-		if !slices.ContainsFunc(have, func(m store.Mailbox) bool { return m.Name == want.name }) {
-			missing = true
-		}
-	}
-	if !missing {
-		return nil
-	}
-	return s.store().Update(s.ctx(), func(tx store.Tx) error {
-		for _, m := range userMailboxes {
-			if _, err := tx.EnsureMailbox(user, m.name, m.specialUse); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // mailboxName maps a client's name to ours: INBOX is case-insensitive.
@@ -216,7 +181,7 @@ var errNoMailbox = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.Respo
 func (s *session) Select(name string, options *imap.SelectOptions) (*imap.SelectData, error) {
 	name = mailboxName(name)
 	st, err := s.srv.reg.acquire(s.ctx(), s.user, name)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, ErrNoMailbox) {
 		return nil, errNoMailbox
 	}
 	if err != nil {
@@ -226,7 +191,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	defer st.mu.Unlock()
 	// Refresh first so that the numbers below and the tracker agree: every
 	// change after this point reaches the new session through the tracker.
-	if _, err := st.refreshLocked(s.ctx(), s.store(), nil); err != nil {
+	if _, err := st.refreshLocked(s.ctx(), s.backend(), nil); err != nil {
 		s.srv.reg.release(st)
 		return nil, err
 	}
@@ -242,7 +207,7 @@ func (s *session) Select(name string, options *imap.SelectOptions) (*imap.Select
 	}
 	// "\*" only while new keywords may still be made (RFC 3501 7.1).
 	permanent := st.flagList()
-	if lim := s.srv.svc.Config().Limits.IMAPKeywordsPerMailbox; lim <= 0 || len(st.keywords) < lim {
+	if lim := s.backend().Limits().KeywordsPerMailbox; lim <= 0 || len(st.keywords) < lim {
 		permanent = append(permanent, imap.FlagWildcard)
 	}
 	return &imap.SelectData{
@@ -297,14 +262,9 @@ func (s *session) Unsubscribe(name string) error {
 	return err
 }
 
-func (s *session) mailbox(name string) (*store.Mailbox, error) {
-	var mb *store.Mailbox
-	err := s.store().View(s.ctx(), func(tx store.Tx) error {
-		var err error
-		mb, err = tx.Mailbox(s.user, name)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
+func (s *session) mailbox(name string) (*Mailbox, error) {
+	mb, err := s.backend().Mailbox(s.ctx(), s.user, name)
+	if errors.Is(err, ErrNoMailbox) {
 		return nil, errNoMailbox
 	}
 	return mb, err
@@ -319,17 +279,12 @@ func (s *session) List(w *goimapserver.ListWriter, ref string, patterns []string
 		// LIST "" "": the hierarchy delimiter and root.
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: '/'})
 	}
-	var mbs []store.Mailbox
-	err := s.store().View(s.ctx(), func(tx store.Tx) error {
-		var err error
-		mbs, err = tx.Mailboxes(s.user)
-		return err
-	})
+	mbs, err := s.backend().Mailboxes(s.ctx(), s.user)
 	if err != nil {
 		return fmt.Errorf("list mailboxes: %w", err)
 	}
 	// INBOX first, as clients expect.
-	slices.SortStableFunc(mbs, func(a, b store.Mailbox) int {
+	slices.SortStableFunc(mbs, func(a, b Mailbox) int {
 		switch {
 		case a.Name == Inbox && b.Name != Inbox:
 			return -1
@@ -355,7 +310,7 @@ func (s *session) List(w *goimapserver.ListWriter, ref string, patterns []string
 			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
 		}
 		if options.ReturnStatus != nil {
-			if data.Status, err = s.status(&mb, options.ReturnStatus); err != nil {
+			if data.Status, err = s.status(mb.Name, options.ReturnStatus); err != nil {
 				return err
 			}
 		}
@@ -375,28 +330,22 @@ func listMatch(name, ref, pattern string) bool {
 }
 
 func (s *session) Status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
-	mb, err := s.mailbox(mailboxName(name))
-	if err != nil {
-		return nil, err
-	}
-	return s.status(mb, options)
+	return s.status(mailboxName(name), options)
 }
 
-func (s *session) status(mb *store.Mailbox, options *imap.StatusOptions) (*imap.StatusData, error) {
-	var stats *store.MailboxStats
-	err := s.store().View(s.ctx(), func(tx store.Tx) error {
-		var err error
-		stats, err = tx.MailboxStats(s.user, mb.Name)
-		return err
-	})
+func (s *session) status(name string, options *imap.StatusOptions) (*imap.StatusData, error) {
+	stats, err := s.backend().Status(s.ctx(), s.user, name)
+	if errors.Is(err, ErrNoMailbox) {
+		return nil, errNoMailbox
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("status of %s: %w", name, err)
 	}
 	zero := uint32(0)
 	var zero64 int64
 	// go-imap writes every requested item and dereferences its pointer, so
 	// each requested one gets a value.
-	data := &imap.StatusData{Mailbox: mb.Name, UIDNext: imap.UID(mb.UIDNext), UIDValidity: mb.UIDValidity}
+	data := &imap.StatusData{Mailbox: stats.Name, UIDNext: imap.UID(stats.UIDNext), UIDValidity: stats.UIDValidity}
 	if options.NumMessages {
 		data.NumMessages = &stats.Messages
 	}
@@ -474,25 +423,23 @@ func (s *session) Expunge(w *goimapserver.ExpungeWriter, uids *imap.UIDSet) erro
 	st := sel.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, err := st.refreshLocked(s.ctx(), s.store(), nil); err != nil {
+	if _, err := st.refreshLocked(s.ctx(), s.backend(), nil); err != nil {
 		return err
 	}
-	var gone []uint32
+	var deleted []uint32
 	for _, m := range st.msgs {
 		if slices.Contains(m.flags, imap.FlagDeleted) && (uids == nil || uids.Contains(m.uid)) {
-			gone = append(gone, uint32(m.uid))
+			deleted = append(deleted, uint32(m.uid))
 		}
 	}
-	if len(gone) == 0 {
+	if len(deleted) == 0 {
 		return nil
 	}
-	err := s.store().Update(s.ctx(), func(tx store.Tx) error {
-		return tx.Expunge(s.user, st.key.name, gone)
-	})
-	if err != nil {
+	// The backend expunges those still \Deleted when it commits.
+	if _, err := s.backend().Expunge(s.ctx(), s.user, st.key.name, deleted); err != nil {
 		return fmt.Errorf("expunge: %w", err)
 	}
-	_, err = st.refreshLocked(s.ctx(), s.store(), nil)
+	_, err := st.refreshLocked(s.ctx(), s.backend(), nil)
 	return err
 }
 
@@ -501,14 +448,14 @@ func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *
 	if sel.readOnly {
 		return errReadOnly
 	}
-	var op store.FlagOp
+	var op FlagOp
 	switch flags.Op {
 	case imap.StoreFlagsSet:
-		op = store.FlagsSet
+		op = FlagsSet
 	case imap.StoreFlagsAdd:
-		op = store.FlagsAdd
+		op = FlagsAdd
 	case imap.StoreFlagsDel:
-		op = store.FlagsRemove
+		op = FlagsRemove
 	default:
 		return fmt.Errorf("store: unknown operation %v", flags.Op)
 	}
@@ -517,16 +464,16 @@ func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *
 		if strings.EqualFold(string(f), `\Recent`) {
 			continue // session-only, never stored
 		}
-		names = append(names, store.CanonicalFlag(string(f)))
+		names = append(names, string(f))
 	}
 	st := sel.st
 	st.mu.Lock()
-	if _, err := st.refreshLocked(s.ctx(), s.store(), nil); err != nil {
+	if _, err := st.refreshLocked(s.ctx(), s.backend(), nil); err != nil {
 		st.mu.Unlock()
 		return err
 	}
 	items := sel.resolve(numSet)
-	if kerr := checkKeywords(s.srv.svc.Config().Limits, st, items, op, names); kerr != nil {
+	if kerr := checkKeywords(s.backend().Limits(), st, items, op, names); kerr != nil {
 		st.mu.Unlock()
 		s.srv.metrics.keywordLimit.WithLabelValues(kerr.limit).Inc()
 		return kerr.resp
@@ -535,14 +482,11 @@ func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *
 	for i, it := range items {
 		uids[i] = uint32(it.meta.uid)
 	}
-	err := s.store().Update(s.ctx(), func(tx store.Tx) error {
-		_, err := tx.ChangeFlags(s.user, st.key.name, uids, op, names)
-		return err
-	})
+	_, err := s.backend().StoreFlags(s.ctx(), s.user, st.key.name, uids, op, names)
 	if err == nil {
 		// This session answers below; the others hear of it from the
 		// tracker.
-		_, err = st.refreshLocked(s.ctx(), s.store(), sel.tracker)
+		_, err = st.refreshLocked(s.ctx(), s.backend(), sel.tracker)
 	}
 	for i := range items {
 		if idx := st.index(items[i].meta.uid); idx >= 0 {
@@ -575,6 +519,8 @@ func (s *session) Store(w *goimapserver.FetchWriter, numSet imap.NumSet, flags *
 	return nil
 }
 
+var errTryCreate = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+
 var errSameMailbox = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "Source and destination are the same mailbox"}
 
 func (s *session) Copy(numSet imap.NumSet, dest string) (*imap.CopyData, error) {
@@ -604,16 +550,15 @@ func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyDa
 	if dest == st.key.name {
 		return nil, errSameMailbox
 	}
-	dmb, err := s.mailbox(dest)
-	if err != nil {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+	if _, err := s.mailbox(dest); err != nil {
+		return nil, errTryCreate
 	}
 	// Only the source is locked: the destination learns of the new messages
 	// through the store event, and locking both could deadlock two sessions
 	// moving in opposite directions.
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, err := st.refreshLocked(s.ctx(), s.store(), nil); err != nil {
+	if _, err := st.refreshLocked(s.ctx(), s.backend(), nil); err != nil {
 		return nil, err
 	}
 	items := sel.resolve(numSet)
@@ -624,29 +569,27 @@ func (s *session) copy(numSet imap.NumSet, dest string, move bool) (*imap.CopyDa
 	for i, it := range items {
 		uids[i] = uint32(it.meta.uid)
 	}
-	var src, dst []uint32
-	err = s.store().Update(s.ctx(), func(tx store.Tx) error {
-		var err error
-		src, dst, err = tx.CopyMessages(s.user, st.key.name, dest, uids, move)
-		return err
-	})
+	res, err := s.backend().Copy(s.ctx(), s.user, st.key.name, dest, uids, move)
+	if errors.Is(err, ErrNoMailbox) {
+		return nil, errTryCreate
+	}
 	if err != nil {
 		return nil, fmt.Errorf("copy to %s: %w", dest, err)
 	}
 	if move {
-		if _, err := st.refreshLocked(s.ctx(), s.store(), nil); err != nil {
+		if _, err := st.refreshLocked(s.ctx(), s.backend(), nil); err != nil {
 			return nil, err
 		}
 	}
-	if len(src) == 0 {
+	if len(res.Source) == 0 {
 		return nil, nil
 	}
 	var srcSet, dstSet imap.UIDSet
-	for i := range src {
-		srcSet.AddNum(imap.UID(src[i]))
-		dstSet.AddNum(imap.UID(dst[i]))
+	for i := range res.Source {
+		srcSet.AddNum(imap.UID(res.Source[i]))
+		dstSet.AddNum(imap.UID(res.Dest[i]))
 	}
-	return &imap.CopyData{UIDValidity: dmb.UIDValidity, SourceUIDs: srcSet, DestUIDs: dstSet}, nil
+	return &imap.CopyData{UIDValidity: res.UIDValidity, SourceUIDs: srcSet, DestUIDs: dstSet}, nil
 }
 
 // item is one message of a command's set: the client's sequence number for

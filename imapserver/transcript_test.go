@@ -1,4 +1,4 @@
-package imapserver
+package imapserver_test
 
 import (
 	"bufio"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 

@@ -39,7 +39,7 @@ func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, lo
 		imapTLS, subTLS = tlsConf.Clone(), tlsConf.Clone()
 	}
 	m := &mailServers{
-		imap: imapserver.New(svc, imapserver.Options{TLSConfig: imapTLS, Logger: log, Version: version}),
+		imap: imapserver.New(svc.IMAP(), imapserver.Options{TLSConfig: imapTLS, Logger: log, Version: version}),
 		sub:  submission.New(svc, submission.Options{TLSConfig: subTLS, Logger: log, Hostname: cfg.HTTP.PublicURL.Hostname()}),
 	}
 	var once sync.Once
