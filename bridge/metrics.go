@@ -1,11 +1,10 @@
 package bridge
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // Metrics are the core's Prometheus collectors. Adapters register their own
@@ -65,19 +64,9 @@ func NewMetrics() *Metrics {
 // panics rather than leaving a metric that is never exported.
 func Register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 	if reg == nil {
-		return c
+		return c // a typed nil must not reach the interface
 	}
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	panic(fmt.Sprintf("register metric: %v", err))
+	return metricsreg.Register(reg, c)
 }
 
 // register adds c to the service's registry (see Register).

@@ -25,6 +25,8 @@ import (
 
 	"github.com/emersion/go-ical"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // Paths outside the DAV tree that the handler also serves.
@@ -76,11 +78,11 @@ func NewHandler(be Backend, o Options) *Handler {
 	h := &Handler{be: be, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20),
 		objects: newObjectCache(64 << 20)}
 	h.health = newSyncHealth(reg, be.Now)
-	h.writes = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	h.writes = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_writes_total",
 		Help: "CalDAV writes from devices by outcome (completed, reopened, phone-state, created, updated, deleted, hidden, unchanged, refused-<status>).",
 	}, []string{"outcome"}))
-	h.limits = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	h.limits = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_limit_hits_total",
 		Help: "CalDAV requests refused or objects cut short by a limit (multiget_hrefs: multiget refused; recurrence_steps: an object's recurrence judged overlapping unexpanded).",
 	}, []string{"limit"}))

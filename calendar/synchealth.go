@@ -3,7 +3,6 @@ package calendar
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"maps"
 	"net/http"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // Sync health answers "why does Ana's phone not show the new deadline?":
@@ -70,30 +71,15 @@ type syncHealth struct {
 
 func newSyncHealth(reg prometheus.Registerer, now func() time.Time) *syncHealth {
 	h := &syncHealth{now: now, started: now(), users: map[string]map[string]*device{}}
-	h.syncs = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	h.syncs = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_syncs_total",
 		Help: "CalDAV sync requests by kind: full, incremental, token_reset, poll, query, multiget.",
 	}, []string{"kind"}))
-	h.lastSync = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	h.lastSync = metricsreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "duebridge_caldav_last_sync_timestamp_seconds",
 		Help: "When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time.",
 	}, []string{"user", "client"}))
 	return h
-}
-
-// register adds c to reg, or returns the collector already registered under
-// the same name (several handlers may share one service in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err) // a programming error: two different collectors, one name
-	}
-	return c
 }
 
 // clientFamily keeps the metric label bounded: a few known clients, else "other".

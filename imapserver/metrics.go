@@ -1,9 +1,9 @@
 package imapserver
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // metrics are the IMAP server's Prometheus collectors, registered on the
@@ -74,35 +74,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}),
 	}
-	m.conns = register(reg, m.conns)
-	m.sessions = register(reg, m.sessions)
-	m.idling = register(reg, m.idling)
-	m.refreshers = register(reg, m.refreshers)
-	m.commands = register(reg, m.commands)
-	m.timeouts = register(reg, m.timeouts)
-	m.limited = register(reg, m.limited)
-	m.keywordLimit = register(reg, m.keywordLimit)
-	m.starttls = register(reg, m.starttls)
-	m.panics = register(reg, m.panics)
-	m.pushSeconds = register(reg, m.pushSeconds)
+	m.conns = metricsreg.Register(reg, m.conns)
+	m.sessions = metricsreg.Register(reg, m.sessions)
+	m.idling = metricsreg.Register(reg, m.idling)
+	m.refreshers = metricsreg.Register(reg, m.refreshers)
+	m.commands = metricsreg.Register(reg, m.commands)
+	m.timeouts = metricsreg.Register(reg, m.timeouts)
+	m.limited = metricsreg.Register(reg, m.limited)
+	m.keywordLimit = metricsreg.Register(reg, m.keywordLimit)
+	m.starttls = metricsreg.Register(reg, m.starttls)
+	m.panics = metricsreg.Register(reg, m.panics)
+	m.pushSeconds = metricsreg.Register(reg, m.pushSeconds)
 	return m
-}
-
-// register adds c to reg, or returns the collector already registered under
-// its name (a second Server on one service, as in tests, shares them).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 func (m *metrics) command(name string) {

@@ -1,9 +1,9 @@
 package submission
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // metrics are the submission listener's collectors, on the service's
@@ -32,26 +32,9 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Help: "Submission connections closed by limits.submission_auth_timeout.",
 		}),
 	}
-	m.unauth = register(reg, m.unauth)
-	m.sessions = register(reg, m.sessions)
-	m.refused = register(reg, m.refused)
-	m.authTimeouts = register(reg, m.authTimeouts)
+	m.unauth = metricsreg.Register(reg, m.unauth)
+	m.sessions = metricsreg.Register(reg, m.sessions)
+	m.refused = metricsreg.Register(reg, m.refused)
+	m.authTimeouts = metricsreg.Register(reg, m.authTimeouts)
 	return m
-}
-
-// register adds c to reg, or returns the collector already registered under
-// its name (a second Server on one service, as in tests, shares them).
-func register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

@@ -377,14 +377,16 @@ func TestImportRules(t *testing.T) {
 		"store":   {},
 		"tlsutil": {},
 		// bridge implements the interfaces the protocol packages declare.
-		"bridge":   {"store", "config", "calendar", "imapserver"},
-		"calendar": {}, // declares its Backend; bridge implements it (bridge/caldav.go)
+		"bridge":   {"store", "config", "calendar", "imapserver", "internal/metricsreg"},
+		"calendar": {"internal/metricsreg"}, // declares its Backend; bridge implements it (bridge/caldav.go)
 		// imapserver sees only its Backend interface, never the store.
-		"imapserver":       {},
-		"submission":       {"bridge", "store", "config", "tlsutil"},
-		"webhook":          {"bridge", "config"}, // the core through webhook.Ingester, never the store
-		"setup":            {"bridge", "store", "config", "tlsutil"},
-		"internal/testsvc": {"bridge", "store", "config"},
+		"imapserver": {"internal/metricsreg"},
+		"submission": {"bridge", "store", "config", "tlsutil", "internal/metricsreg"},
+		// The one "register or reuse" helper for collectors.
+		"internal/metricsreg": {},
+		"webhook":             {"bridge", "config"}, // the core through webhook.Ingester, never the store
+		"setup":               {"bridge", "store", "config", "tlsutil"},
+		"internal/testsvc":    {"bridge", "store", "config"},
 		// Test helpers; no production package may import them (none lists them).
 		"internal/fakeclock": {"bridge"},
 		"internal/iphone":    {},
