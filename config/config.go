@@ -26,6 +26,7 @@ type Config struct {
 	Notifications Notifications
 	Limits        Limits
 	Setup         Setup
+	Feeds         Feeds
 
 	// Path is the file the config came from ("" for the demo or env-only).
 	Path string
@@ -131,6 +132,28 @@ type Source struct {
 	LabelProjects map[string]string
 	// LeadTimes overrides notifications.lead_times for this source's tasks.
 	LeadTimes []time.Duration
+	// Stream is the broker of a kafka or nats source; nil for the others.
+	// Consumers start with the server: changes apply on restart.
+	Stream *Stream
+}
+
+// Stream is where a kafka or nats source reads its task records.
+type Stream struct {
+	Brokers  []string // kafka: seed brokers, host:port
+	Topics   []string // kafka
+	Group    string   // kafka consumer group (default duebridge-NAME)
+	URL      string   // nats://host:port
+	Stream   string   // nats: JetStream stream
+	Subjects []string // nats: filter subjects (default: the whole stream)
+	Durable  string   // nats: durable consumer name (default duebridge-NAME)
+	// DeadLetter is a topic (kafka) or subject (nats) malformed records are
+	// copied to; "" = they are logged, counted and skipped.
+	DeadLetter string
+	TLS        bool
+	CAFile     string // PEM roots for the broker's certificate (implies TLS)
+	SASL       string // kafka: plain | scram-sha-256 | scram-sha-512
+	Username   string
+	Password   string
 }
 
 type Mail struct {
@@ -161,6 +184,13 @@ type Limits struct {
 	LockoutWindow     time.Duration
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
+}
+
+// Feeds configure the calendar feeds (/feeds/<token>.ics).
+type Feeds struct {
+	// Refresh is the polling period the feed asks clients for
+	// (REFRESH-INTERVAL, X-PUBLISHED-TTL).
+	Refresh time.Duration
 }
 
 type Setup struct {

@@ -60,6 +60,7 @@ var keys = []key{
 	{Name: "limits.lockout_failures", Default: 10, Doc: "failures of one name or address that lock it", Value: func(c *Config) any { return c.Limits.LockoutFailures }},
 	{Name: "limits.lockout_window", Default: "15m", Doc: "counting window and lock duration", Value: func(c *Config) any { return c.Limits.LockoutWindow.String() }},
 	{Name: "setup.profile_passwords", Default: false, Doc: "put the password into the setup profile", Value: func(c *Config) any { return c.Setup.ProfilePasswords }},
+	{Name: "feeds.refresh", Default: "1h", Doc: "how often calendar feed subscribers are asked to poll (15m-168h)", Value: func(c *Config) any { return c.Feeds.Refresh.String() }},
 	{Name: "setup.sign_profiles", Default: false, Doc: "sign the setup profile with the server certificate", Value: func(c *Config) any { return c.Setup.SignProfiles }},
 }
 

@@ -383,6 +383,8 @@ func TestImportRules(t *testing.T) {
 		"webhook":          {"bridge", "store", "config"},
 		"setup":            {"bridge", "store", "config", "tlsutil"},
 		"internal/testsvc": {"bridge", "store", "config"},
+		"feed":             {},
+		"stream":           {},
 		// Test helpers; no production package may import them (none lists them).
 		"internal/fakeclock": {"bridge"},
 		"internal/iphone":    {},
