@@ -29,6 +29,8 @@ type KafkaOptions struct {
 	Metrics    *Metrics // nil = unregistered
 	// MaxPoll bounds the records handled per poll (default 1000).
 	MaxPoll int
+	// MaxRecordBytes: larger records are malformed (0 = no limit).
+	MaxRecordBytes int64
 }
 
 // Kafka consumes task records from Kafka topics in a consumer group.
@@ -152,7 +154,7 @@ func (k *Kafka) partition(ctx context.Context, cl *kgo.Client, p kgo.FetchTopicP
 	for i, r := range p.Records {
 		values[i] = r.Value
 	}
-	bad, err := applyAll(ctx, k.sink, k.o.Source, values, k.m, k.log)
+	bad, err := applyAll(ctx, k.sink, k.o.Source, values, k.o.MaxRecordBytes, k.m, k.log)
 	if err != nil {
 		return err
 	}

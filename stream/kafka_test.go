@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
@@ -244,6 +246,22 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 }
 
+// flakySink fails its first calls without storing anything, like a store
+// that is briefly unreachable.
+type flakySink struct {
+	next  stream.Sink
+	fails atomic.Int64
+}
+
+func (f *flakySink) Apply(ctx context.Context, source string, values [][]byte) ([]error, error) {
+	if f.fails.Add(-1) >= 0 {
+		return nil, errors.New("store unreachable")
+	}
+	return f.next.Apply(ctx, source, values)
+}
+
+// A malformed or oversized record is counted and skipped without blocking
+// its partition; a store failure is retried, and the offsets wait for it.
 func TestKafkaMalformedSkippedWithoutDeadLetter(t *testing.T) {
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "tasks"))
 	if err != nil {
@@ -257,23 +275,36 @@ func TestKafkaMalformedSkippedWithoutDeadLetter(t *testing.T) {
 	defer prod.Close()
 	// One partition: the good record after the bad ones must still apply.
 	produce(t, prod, "tasks", []string{"x", "x", "x", "x"}, malformed)
+	produce(t, prod, "tasks", []string{"x"}, [][]byte{[]byte(`{"id":"big","title":"` + strings.Repeat("x", 300) + `"}`)})
 	produce(t, prod, "tasks", []string{"T-0"}, [][]byte{record("T-0", 1)})
 
 	svc := testsvc.New(t, testsvc.Options{})
 	metrics := stream.NewMetrics(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	k := stream.NewKafka(bridge.NewStreamSink(svc, webhook.Decode), stream.KafkaOptions{Source: "tracker",
+	flaky := &flakySink{next: bridge.NewStreamSink(svc, webhook.Decode)}
+	flaky.fails.Store(2)
+	k := stream.NewKafka(flaky, stream.KafkaOptions{Source: "tracker", MaxRecordBytes: 256,
 		Brokers: cluster.ListenAddrs(), Topics: []string{"tasks"}, Group: "g", Logger: quiet, Metrics: metrics})
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()
 	waitVersions(t, svc, 1, 1, 10*time.Second)
 	waitFor(t, "malformed count", func() bool {
-		return testutil.ToFloat64(metrics.Records.WithLabelValues("tracker", "malformed")) == float64(len(malformed))
+		return testutil.ToFloat64(metrics.Records.WithLabelValues("tracker", "malformed")) == float64(len(malformed)+1)
 	})
+	// The group's offset moves past everything, the bad records included.
+	adm, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	waitFor(t, "commit past the last record", func() bool { return committedOffset(t, adm, "g", "tasks", 0) == int64(len(malformed)+2) })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(metrics.Errors.WithLabelValues("tracker", "apply")); n != 2 {
+		t.Errorf("apply errors %v, want 2", n)
 	}
 }
 
@@ -305,4 +336,26 @@ func TestUnwrap(t *testing.T) {
 			t.Errorf("Unwrap(%s) = %s, %v; want %s", c.in, got, err, c.want)
 		}
 	}
+}
+
+func committedOffset(t *testing.T, cl *kgo.Client, group, topic string, partition int32) int64 {
+	t.Helper()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = group
+	rt := kmsg.NewOffsetFetchRequestTopic()
+	rt.Topic = topic
+	rt.Partitions = []int32{partition}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range resp.Topics {
+		for _, p := range tp.Partitions {
+			if p.Partition == partition {
+				return p.Offset
+			}
+		}
+	}
+	return -1 // nothing committed yet
 }

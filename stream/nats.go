@@ -27,6 +27,8 @@ type NATSOptions struct {
 	Metrics    *Metrics
 	// Batch bounds the messages handled per fetch (default 500).
 	Batch int
+	// MaxRecordBytes: larger messages are malformed (0 = no limit).
+	MaxRecordBytes int64
 	// AckWait is how long JetStream waits for an ack before redelivering
 	// (default 30s). Transient store failures are retried within it.
 	AckWait time.Duration
@@ -160,7 +162,7 @@ func (n *NATS) handle(ctx context.Context, js jetstream.JetStream, msgs []jetstr
 	for i, m := range msgs {
 		values[i] = m.Data()
 	}
-	bad, err := applyAll(ctx, n.sink, n.o.Source, values, n.m, n.log)
+	bad, err := applyAll(ctx, n.sink, n.o.Source, values, n.o.MaxRecordBytes, n.m, n.log)
 	if err != nil {
 		return err
 	}

@@ -136,11 +136,15 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // applyAll unwraps values and applies them, retrying transient failures
 // until ctx ends. It returns the per-record errors (ErrMalformed).
-func applyAll(ctx context.Context, sink Sink, source string, values [][]byte, m *Metrics, log *slog.Logger) ([]error, error) {
+func applyAll(ctx context.Context, sink Sink, source string, values [][]byte, maxBytes int64, m *Metrics, log *slog.Logger) ([]error, error) {
 	bad := make([]error, len(values))
 	records := make([][]byte, 0, len(values))
 	idx := make([]int, 0, len(values))
 	for i, v := range values {
+		if maxBytes > 0 && int64(len(v)) > maxBytes {
+			bad[i] = fmt.Errorf("%w: %d bytes, over limits.webhook_body_bytes (%d)", ErrMalformed, len(v), maxBytes)
+			continue
+		}
 		r, err := Unwrap(v)
 		if err != nil {
 			bad[i] = err

@@ -40,11 +40,11 @@ func startStreams(cfg *config.Config, svc *bridge.Service, log *slog.Logger, goR
 		case "kafka":
 			r = stream.NewKafka(sink, stream.KafkaOptions{Source: src.Name, Brokers: s.Brokers, Topics: s.Topics, Group: s.Group,
 				DeadLetter: s.DeadLetter, TLS: tlsConf, SASL: s.SASL, Username: s.Username, Password: s.Password,
-				Logger: log, Metrics: metrics})
+				Logger: log, Metrics: metrics, MaxRecordBytes: cfg.Limits.WebhookBodyBytes})
 		case "nats":
 			r = stream.NewNATS(sink, stream.NATSOptions{Source: src.Name, URL: s.URL, Stream: s.Stream, Subjects: s.Subjects,
 				Durable: s.Durable, DeadLetter: s.DeadLetter, TLS: tlsConf, Username: s.Username, Password: s.Password,
-				Logger: log, Metrics: metrics})
+				Logger: log, Metrics: metrics, MaxRecordBytes: cfg.Limits.WebhookBodyBytes})
 		default:
 			continue
 		}
