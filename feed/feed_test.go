@@ -29,12 +29,18 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	cfg := testsvc.Config(t)
 	svc := testsvc.New(t, testsvc.Options{Config: cfg})
+	return &env{svc: svc, srv: startServer(t, svc), dir: cfg.DataDir}
+}
+
+func startServer(t testing.TB, svc *bridge.Service) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.Handle(feed.Path, feed.NewHandler(svc, feed.Options{Refresh: func() time.Duration { return svc.Config().Feeds.Refresh }}))
 	srv := httptest.NewServer(mux) // 127.0.0.1:0
 	t.Cleanup(srv.Close)
-	return &env{svc: svc, srv: srv, dir: cfg.DataDir}
+	return srv
 }
+
+func newServer(t testing.TB, svc *bridge.Service) string { return startServer(t, svc).URL }
 
 func (e *env) get(t *testing.T, path string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
