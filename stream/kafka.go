@@ -109,18 +109,31 @@ func (k *Kafka) Run(ctx context.Context) error {
 	}
 	defer cl.CloseAllowingRebalance()
 	k.log.Info("kafka source consuming", "brokers", k.o.Brokers, "topics", k.o.Topics, "group", k.o.Group)
+	failing := 0
 	for {
 		fetches := cl.PollRecords(ctx, k.o.MaxPoll)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return nil
 		}
+		errs := 0
 		for _, fe := range fetches.Errors() {
 			if errors.Is(fe.Err, context.Canceled) {
 				continue
 			}
+			errs++
 			k.m.Errors.WithLabelValues(k.o.Source, "fetch").Inc()
 			k.log.Warn("kafka fetch", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
 		}
+		if errs > 0 && fetches.NumRecords() == 0 {
+			// Brokers unreachable or refusing: do not spin on the error.
+			cl.AllowRebalance()
+			if sleep(ctx, retryDelay(failing)) != nil {
+				return nil
+			}
+			failing++
+			continue
+		}
+		failing = 0
 		var perr error
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if perr != nil || len(p.Records) == 0 {
