@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -107,4 +110,50 @@ func TestKafkaSourceAcrossServerRestart(t *testing.T) {
 		!strings.Contains(metrics, `duebridge_stream_records_total{outcome="applied",source="ops"}`) {
 		t.Errorf("/metrics lacks the stream metrics (%d)", code)
 	}
+}
+
+// TestNATSSourceWiring: a nats source in the config consumes from an
+// embedded JetStream server once serve runs.
+func TestNATSSourceWiring(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "INC", Subjects: []string{"inc.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	ce := `{"specversion":"1.0","id":"e1","source":"/pager","type":"task","data":{"id":"N-1","title":"Postmortem","version":1,"assignees":["alice"]}}`
+	if _, err := js.Publish(ctx, "inc.tasks", []byte(ce)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir, "alice")
+	b, _ := os.ReadFile(cfgPath)
+	b = append(b, fmt.Sprintf("  - name: inc\n    kind: nats\n    secret: inc-secret-123\n    stream:\n      url: %s\n      stream: INC\n", ns.ClientURL())...)
+	writeAtomic(t, cfgPath, string(b))
+	r := start(t, cfgPath)
+	waitFor(t, 20*time.Second, "N-1 stored", func() bool {
+		found := false
+		r.svc.Store().View(ctx, func(tx store.Tx) error {
+			task, err := tx.Task("inc", "N-1")
+			found = err == nil && task.Title == "Postmortem"
+			return nil
+		})
+		return found
+	})
 }
