@@ -26,6 +26,7 @@ type Config struct {
 	Notifications Notifications
 	Limits        Limits
 	Setup         Setup
+	Feeds         Feeds
 
 	// Path is the file the config came from ("" for the demo or env-only).
 	Path string
@@ -134,6 +135,29 @@ type Source struct {
 	// RequireTimestamp refuses generic webhooks without a signed
 	// X-Duebridge-Timestamp (replay protection).
 	RequireTimestamp bool
+
+	// Stream is the broker of a kafka or nats source; nil for the others.
+	// Consumers start with the server: changes apply on restart.
+	Stream *Stream
+}
+
+// Stream is where a kafka or nats source reads its task records.
+type Stream struct {
+	Brokers  []string // kafka: seed brokers, host:port
+	Topics   []string // kafka
+	Group    string   // kafka consumer group (default duebridge-NAME)
+	URL      string   // nats://host:port
+	Stream   string   // nats: JetStream stream
+	Subjects []string // nats: filter subjects (default: the whole stream)
+	Durable  string   // nats: durable consumer name (default duebridge-NAME)
+	// DeadLetter is a topic (kafka) or subject (nats) malformed records are
+	// copied to; "" = they are logged, counted and skipped.
+	DeadLetter string
+	TLS        bool
+	CAFile     string // PEM roots for the broker's certificate (implies TLS)
+	SASL       string // kafka: plain | scram-sha-256 | scram-sha-512
+	Username   string
+	Password   string
 }
 
 type Mail struct {
@@ -187,6 +211,13 @@ type Limits struct {
 	// WebhookTimestampWindow is how far X-Duebridge-Timestamp may be from
 	// now (either way) on a generic webhook.
 	WebhookTimestampWindow time.Duration
+}
+
+// Feeds configure the calendar feeds (/feeds/<token>.ics).
+type Feeds struct {
+	// Refresh is the polling period the feed asks clients for
+	// (REFRESH-INTERVAL, X-PUBLISHED-TTL).
+	Refresh time.Duration
 }
 
 type Setup struct {

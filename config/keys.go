@@ -72,6 +72,7 @@ var keys = []key{
 	{Name: "limits.task_labels", Default: 100, Doc: "labels per task", Value: func(c *Config) any { return c.Limits.TaskLabels }},
 	{Name: "limits.webhook_timestamp_window", Default: "5m", Doc: "how far a signed X-Duebridge-Timestamp may be from now", Value: func(c *Config) any { return c.Limits.WebhookTimestampWindow.String() }},
 	{Name: "setup.profile_passwords", Default: false, Doc: "put the password into the setup profile", Value: func(c *Config) any { return c.Setup.ProfilePasswords }},
+	{Name: "feeds.refresh", Default: "1h", Doc: "how often calendar feed subscribers are asked to poll (15m-168h)", Value: func(c *Config) any { return c.Feeds.Refresh.String() }},
 	{Name: "setup.sign_profiles", Default: false, Doc: "sign the setup profile with the server certificate", Value: func(c *Config) any { return c.Setup.SignProfiles }},
 }
 

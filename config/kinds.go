@@ -22,6 +22,16 @@ const (
 	KindLinear = "linear"
 )
 
+// StreamKinds are the sources[].kind values read from a broker, not POSTed:
+// each record is one task record in the generic format.
+var StreamKinds = []string{KindKafka, KindNATS}
+
+// The stream kinds by name.
+const (
+	KindKafka = "kafka"
+	KindNATS  = "nats"
+)
+
 // IsTrackerKind reports whether k is one of TrackerKinds.
 func IsTrackerKind(k string) bool {
 	for _, t := range TrackerKinds {
@@ -33,7 +43,9 @@ func IsTrackerKind(k string) bool {
 }
 
 // validKind reports whether k is a sources[].kind.
-func validKind(k string) bool { return k == KindGeneric || IsTrackerKind(k) }
+func validKind(k string) bool {
+	return k == KindGeneric || IsTrackerKind(k) || k == KindKafka || k == KindNATS
+}
 
 // kindList spells kinds as prose: "a, b, c or d".
 func kindList(kinds ...string) string {

@@ -89,6 +89,9 @@ type raw struct {
 		ProfilePasswords bool `mapstructure:"profile_passwords"`
 		SignProfiles     bool `mapstructure:"sign_profiles"`
 	} `mapstructure:"setup"`
+	Feeds struct {
+		Refresh string `mapstructure:"refresh"`
+	} `mapstructure:"feeds"`
 }
 
 type rawUser struct {
@@ -129,7 +132,25 @@ type rawSource struct {
 	LabelProjects map[string]string `mapstructure:"label_projects"`
 	LeadTimes     []string          `mapstructure:"lead_times"`
 	// RequireTimestamp: generic webhooks must carry a signed X-Duebridge-Timestamp.
-	RequireTimestamp bool `mapstructure:"require_timestamp"`
+	RequireTimestamp bool       `mapstructure:"require_timestamp"`
+	Stream           *rawStream `mapstructure:"stream"`
+}
+
+// rawStream is the broker connection of a kafka or nats source.
+type rawStream struct {
+	Brokers    []string `mapstructure:"brokers"`
+	Topics     []string `mapstructure:"topics"`
+	Group      string   `mapstructure:"group"`
+	URL        string   `mapstructure:"url"`
+	Stream     string   `mapstructure:"stream"`
+	Subjects   []string `mapstructure:"subjects"`
+	Durable    string   `mapstructure:"durable"`
+	DeadLetter string   `mapstructure:"dead_letter"`
+	TLS        bool     `mapstructure:"tls"`
+	CAFile     string   `mapstructure:"ca_file"`
+	SASL       string   `mapstructure:"sasl"`
+	Username   string   `mapstructure:"username"`
+	Password   string   `mapstructure:"password"`
 }
 
 // Load reads path (YAML) with environment overrides and validates the result.
@@ -399,6 +420,10 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		e.add("mail.coalesce_window", "must be between 0 (off) and 1h, got %s", r.Mail.CoalesceWindow)
 	}
 	c.Notifications.LeadTimes = durations(&e, "notifications.lead_times", r.Notifications.LeadTimes)
+	c.Feeds.Refresh = duration(&e, "feeds.refresh", r.Feeds.Refresh)
+	if c.Feeds.Refresh < 15*time.Minute || c.Feeds.Refresh > 7*24*time.Hour {
+		e.add("feeds.refresh", "must be between 15m and 168h, got %s", r.Feeds.Refresh)
+	}
 
 	c.Limits = Limits{
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
@@ -573,8 +598,9 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 			s.Kind = KindGeneric
 		}
 		if !validKind(s.Kind) {
-			e.add(key+".kind", "unknown kind %q (want %s)", rs.Kind, kindList(append([]string{KindGeneric}, TrackerKinds...)...))
+			e.add(key+".kind", "unknown kind %q (want %s)", rs.Kind, kindList(append(append([]string{KindGeneric}, TrackerKinds...), StreamKinds...)...))
 		}
+		s.Stream = streamOf(&e, key, s.Name, s.Kind, rs.Stream)
 		if rs.SecretFile != "" {
 			if rs.Secret != "" {
 				e.add(key+".secret_file", "set either secret or secret_file, not both")
@@ -622,6 +648,80 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// streamOf validates the stream block of a kafka or nats source; other
+// kinds must not have one.
+func streamOf(e *errs, key, name, kind string, rs *rawStream) *Stream {
+	key += ".stream"
+	if kind != "kafka" && kind != "nats" {
+		if rs != nil {
+			e.add(key, "only kafka and nats sources have a stream block")
+		}
+		return nil
+	}
+	if rs == nil {
+		e.add(key, "required for a %s source", kind)
+		return nil
+	}
+	s := &Stream{Brokers: rs.Brokers, Topics: rs.Topics, Group: rs.Group, URL: rs.URL, Stream: rs.Stream,
+		Subjects: rs.Subjects, Durable: rs.Durable, DeadLetter: rs.DeadLetter, TLS: rs.TLS, CAFile: rs.CAFile,
+		SASL: rs.SASL, Username: rs.Username, Password: rs.Password}
+	if s.CAFile != "" {
+		s.TLS = true
+	}
+	other := func(field string, set bool) {
+		if set {
+			e.add(key+"."+field, "not used by a %s source", kind)
+		}
+	}
+	switch kind {
+	case "kafka":
+		if len(s.Brokers) == 0 {
+			e.add(key+".brokers", "required: at least one host:port")
+		}
+		for i, b := range s.Brokers {
+			if _, _, err := net.SplitHostPort(b); err != nil {
+				e.add(fmt.Sprintf("%s.brokers[%d]", key, i), "not host:port: %q", b)
+			}
+		}
+		if len(s.Topics) == 0 {
+			e.add(key+".topics", "required: at least one topic")
+		}
+		if s.Group == "" {
+			s.Group = "duebridge-" + name
+		}
+		switch s.SASL {
+		case "", "plain", "scram-sha-256", "scram-sha-512":
+		default:
+			e.add(key+".sasl", "unknown mechanism %q (want plain, scram-sha-256 or scram-sha-512)", s.SASL)
+		}
+		if s.SASL != "" && (s.Username == "" || s.Password == "") {
+			e.add(key+".sasl", "needs username and password")
+		}
+		other("url", s.URL != "")
+		other("stream", s.Stream != "")
+		other("subjects", len(s.Subjects) > 0)
+		other("durable", s.Durable != "")
+	case "nats":
+		if u, err := url.Parse(s.URL); s.URL == "" || err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
+			e.add(key+".url", "required: nats://host:port or tls://host:port, got %q", s.URL)
+		}
+		if s.Stream == "" {
+			e.add(key+".stream", "required: the JetStream stream to consume")
+		}
+		if s.Durable == "" {
+			s.Durable = "duebridge-" + name
+		}
+		if (s.Username == "") != (s.Password == "") {
+			e.add(key+".username", "username and password go together")
+		}
+		other("brokers", len(s.Brokers) > 0)
+		other("topics", len(s.Topics) > 0)
+		other("group", s.Group != "")
+		other("sasl", s.SASL != "")
+	}
+	return s
 }
 
 func checkAddr(e *errs, key, addr string, required bool) {

@@ -387,6 +387,8 @@ func TestImportRules(t *testing.T) {
 		"webhook":             {"bridge", "config"}, // the core through webhook.Ingester, never the store
 		"setup":               {"bridge", "store", "config", "tlsutil"},
 		"internal/testsvc":    {"bridge", "store", "config"},
+		"feed":                {},
+		"stream":              {},
 		// Test helpers; no production package may import them (none lists them).
 		"internal/fakeclock": {"bridge"},
 		"internal/iphone":    {},

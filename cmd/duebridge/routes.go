@@ -13,6 +13,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/calendar"
+	"github.com/duebridge/duebridge/feed"
 	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -30,6 +31,8 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 	mux.Handle("PROPFIND /{$}", cal) // iOS walks from the bare host
 	mux.Handle("OPTIONS /{$}", cal)
 	mux.Handle("GET "+calendar.SyncHealthPath, cal)
+	mux.Handle("GET "+feed.Path, feed.NewHandler(svc, feed.Options{Logger: log,
+		Refresh: func() time.Duration { return svc.Config().Feeds.Refresh }}))
 	setupHandler := setup.NewHandler(svc, setupOpts)
 	mux.Handle("GET "+setup.PagePath, setupHandler)
 	mux.Handle("GET "+setup.ProfilePath, setupHandler)

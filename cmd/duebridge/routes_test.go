@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -42,5 +48,47 @@ func TestMetricsGuard(t *testing.T) {
 		if w.Code != c.want {
 			t.Errorf("%s: %d, want %d", c.name, w.Code, c.want)
 		}
+	}
+}
+
+func TestFeedURLCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir, "alice")
+	r := start(t, cfgPath)
+	due := time.Now().UTC().Add(72 * time.Hour).Truncate(time.Second)
+	body := fmt.Sprintf(`{"id":"F-1","title":"Ship it","project":"Apollo","assignees":["alice"],"due":%q}`, due.Format(time.RFC3339))
+	if code, resp := postTask(t, r.base, []byte(body)); code != http.StatusOK {
+		t.Fatalf("post task: %d %s", code, resp)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		cmd := rootCmd()
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(append([]string{"feed-url", "--config", cfgPath, "--user", "alice"}, args...))
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("feed-url %v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	lines := strings.Split(run("--project", "Apollo"), "\n")
+	u, err := url.Parse(lines[0])
+	if err != nil || u.Host != "duebridge.test" || !strings.HasPrefix(u.Path, "/feeds/") || u.Query().Get("project") != "Apollo" {
+		t.Fatalf("printed URL %q", lines[0])
+	}
+	if !strings.HasPrefix(lines[1], "webcal://duebridge.test/feeds/") {
+		t.Errorf("webcal line %q", lines[1])
+	}
+	feedURL := r.base + u.RequestURI()
+	code, ics := get(t, feedURL)
+	if code != http.StatusOK || !strings.Contains(ics, "UID:"+bridge.EventUID("tracker", "F-1")) || !strings.Contains(ics, "X-WR-CALNAME:Deadlines: Apollo") {
+		t.Fatalf("GET feed: %d\n%s", code, ics)
+	}
+	if out := run("--revoke"); !strings.Contains(out, "revoked") {
+		t.Errorf("revoke said %q", out)
+	}
+	if code, _ := get(t, feedURL); code != http.StatusNotFound {
+		t.Errorf("revoked feed: %d", code)
 	}
 }

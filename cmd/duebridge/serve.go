@@ -132,6 +132,9 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
 	scheduler := bridge.NewScheduler(svc, bridge.SchedulerOptions{})
 	goRun("scheduler", func() error { return scheduler.Run(runCtx) })
+	if err := startStreams(cfg, svc, log, goRun, runCtx); err != nil {
+		return err
+	}
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
