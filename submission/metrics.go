@@ -15,7 +15,7 @@ type metrics struct {
 	authTimeouts prometheus.Counter
 }
 
-func newMetrics(reg *prometheus.Registry) *metrics {
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		unauth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "duebridge_submission_unauthenticated", Help: "Submission connections that have not authenticated yet.",

@@ -21,7 +21,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
 )
 
 // Options configure a Server. The zero value serves plain SMTP without TLS.
@@ -31,8 +34,10 @@ type Options struct {
 	TLSConfig *tls.Config
 	// Hostname is used in the greeting; if empty, "duebridge".
 	Hostname string
-	// Logger; if nil, the service's logger is used.
+	// Logger; if nil, slog.Default().
 	Logger *slog.Logger
+	// Registry receives the duebridge_submission_* metrics; nil: none.
+	Registry prometheus.Registerer
 	// MaxConns bounds concurrent authenticated sessions; if zero, 100.
 	MaxConns int
 	// Timeout is the time allowed for each command; if zero, 5 minutes
@@ -76,7 +81,7 @@ const (
 
 // Server is the submission listener.
 type Server struct {
-	svc  *bridge.Service
+	svc  Core
 	opts Options
 	log  *slog.Logger
 
@@ -120,13 +125,22 @@ func (s *Server) limits() limits {
 	return l
 }
 
+// Core is what the submission server needs of the core: the shared login
+// check (delays and lock-outs across IMAP, CalDAV and SMTP; its refusals
+// wrap bridge.ErrBadCredentials and bridge.ErrLockedOut) and the live
+// configuration, whose limits.submission_* apply to each new connection.
+type Core interface {
+	AuthenticateFrom(ctx context.Context, service, name, password, addr string) (*config.User, error)
+	Config() *config.Config
+}
+
 // New builds a server; it starts nothing.
-func New(svc *bridge.Service, opts Options) *Server {
+func New(svc Core, opts Options) *Server {
 	if opts.Hostname == "" {
 		opts.Hostname = "duebridge"
 	}
 	if opts.Logger == nil {
-		opts.Logger = svc.Logger()
+		opts.Logger = slog.Default()
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 100
@@ -135,7 +149,7 @@ func New(svc *bridge.Service, opts Options) *Server {
 		opts.Timeout = 5 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{svc: svc, opts: opts, log: opts.Logger.With("component", "submission"), m: newMetrics(svc.Metrics().Registry),
+	return &Server{svc: svc, opts: opts, log: opts.Logger.With("component", "submission"), m: newMetrics(opts.Registry),
 		listeners: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, unauthBy: map[string]int{},
 		ctx: ctx, cancel: cancel}
 }

@@ -381,7 +381,7 @@ func TestImportRules(t *testing.T) {
 		"calendar": {"internal/metricsreg"}, // declares its Backend; bridge implements it (bridge/caldav.go)
 		// imapserver sees only its Backend interface, never the store.
 		"imapserver": {"internal/metricsreg"},
-		"submission": {"bridge", "store", "config", "tlsutil", "internal/metricsreg"},
+		"submission": {"bridge", "config", "tlsutil", "internal/metricsreg"}, // the core through submission.Core
 		// The one "register or reuse" helper for collectors.
 		"internal/metricsreg": {},
 		"webhook":             {"bridge", "config"}, // the core through webhook.Ingester, never the store
