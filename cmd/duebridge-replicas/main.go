@@ -321,20 +321,20 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // for every user, and times send → EXISTS on every IDLE client.
 func (r *run) fanout(ctx context.Context, idlers []*idler) error {
 	var mu sync.Mutex
-	var sent []time.Time
-	base := map[*idler]uint32{}
+	var sent []time.Time         // send time of fan-out webhook i
+	var acks []time.Duration     // send → 200
+	start := map[*idler]uint32{} // message count before the first
+	seen := map[*idler]uint32{}  // messages timed so far
 	lat := map[string][]time.Duration{}
 	for _, d := range idlers {
-		base[d] = d.Count()
+		start[d], seen[d] = d.Count(), 0
 		d.onExists = func(d *idler, n uint32, at time.Time) {
 			mu.Lock()
 			defer mu.Unlock()
-			for i := base[d]; i < n; i++ {
-				if int(i-base[d]) < len(sent) {
-					lat[d.home] = append(lat[d.home], at.Sub(sent[i-base[d]]))
-				}
+			// Message start+j+1 is fan-out webhook j's mail.
+			for ; start[d]+seen[d] < n && int(seen[d]) < len(sent); seen[d]++ {
+				lat[d.home] = append(lat[d.home], at.Sub(sent[seen[d]]))
 			}
-			base[d] = max(base[d], n)
 		}
 	}
 	hc := &http.Client{Timeout: 10 * time.Second}
@@ -344,16 +344,18 @@ func (r *run) fanout(ctx context.Context, idlers []*idler) error {
 		mu.Lock()
 		sent = append(sent, time.Now())
 		mu.Unlock()
-		// base moves as messages arrive, so index by arrival count instead.
 		t := task{ID: "F-" + itoa(i), Title: "fan-out " + itoa(i), Project: "Rep", Assignees: r.users, Status: "open", Version: 1}
 		if err := r.sendAcked(ctx, hc, t, &st); err != nil {
 			return err
 		}
+		mu.Lock()
+		acks = append(acks, time.Since(sent[i]))
+		mu.Unlock()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			all := true
 			for _, d := range idlers {
-				if d.Count() < uint32(i+1) {
+				if d.Count() < start[d]+uint32(i+1) {
 					all = false
 				}
 			}
@@ -363,7 +365,7 @@ func (r *run) fanout(ctx context.Context, idlers []*idler) error {
 			if time.Now().After(deadline) {
 				var behind []string
 				for _, d := range idlers {
-					if d.Count() < uint32(i+1) {
+					if d.Count() < start[d]+uint32(i+1) {
 						behind = append(behind, d.user+"@"+d.home)
 					}
 				}
@@ -388,6 +390,7 @@ func (r *run) fanout(ctx context.Context, idlers []*idler) error {
 	}
 	r.check(len(all) == r.o.fanout*len(idlers), "fan-out: %d webhooks through the balancer reached all %d IDLE clients on %d replicas (%d EXISTS)", r.o.fanout, len(idlers), len(r.rs), len(all))
 	r.figure("send → EXISTS across replicas: p50 %v p99 %v max %v; %s", percentile(all, .5).Round(100*time.Microsecond), percentile(all, .99).Round(100*time.Microsecond), percentile(all, 1).Round(100*time.Microsecond), strings.Join(per, "; "))
+	r.figure("send → 200 (durable) of those webhooks: p50 %v p99 %v", percentile(acks, .5).Round(100*time.Microsecond), percentile(acks, .99).Round(100*time.Microsecond))
 	r.figure("fan-out webhooks answered: %s; %.0f sequential webhooks/s incl. waiting for every EXISTS", st.String(), float64(r.o.fanout)/elapsed.Seconds())
 	// The next sync on every replica lists them.
 	for _, rep := range r.rs {
