@@ -133,4 +133,3 @@ func (tx *sqlTx) PruneLogins(now int64) error {
 	}
 	return nil
 }
-

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,4 +100,12 @@ func TestMetricsReplicaLabel(t *testing.T) {
 	if samples == 0 || !strings.Contains(string(b), `duebridge_http_requests_total{code="200",method="GET",replica="db-2",route="GET /healthz"}`) {
 		t.Fatalf("no labelled HTTP series in:\n%.2000s", b)
 	}
+}
+
+var replicaLabel = regexp.MustCompile(`,replica="[^"]*"|replica="[^"]*",?`)
+
+// withoutReplica drops the replica label from a /metrics body, for tests
+// that look for series by their other labels.
+func withoutReplica(body string) string {
+	return strings.ReplaceAll(replicaLabel.ReplaceAllString(body, ""), "{}", "")
 }
