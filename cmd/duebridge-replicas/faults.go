@@ -100,6 +100,8 @@ func (r *run) faults(ctx context.Context, db *sql.DB, idlers []*idler) error {
 						mine = append(mine, t.ID)
 					}
 				}
+				// Spread the ticks over the load, so some fall into each fault.
+				pace := r.o.load / time.Duration(len(mine)+1)
 				for lctx.Err() == nil && len(mine) > 0 {
 					select {
 					case <-rep.exited:
@@ -124,7 +126,7 @@ func (r *run) faults(ctx context.Context, db *sql.DB, idlers []*idler) error {
 					}
 					compMu.Unlock()
 					mine = mine[1:]
-					time.Sleep(300 * time.Millisecond)
+					time.Sleep(pace)
 				}
 			}()
 		}
