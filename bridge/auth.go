@@ -192,7 +192,7 @@ func newAuthenticator(s *Service) *authenticator {
 		s:       s,
 		key:     key,
 		hashq:   make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
-		guard:   newGuard(),
+		guard:   newGuard(s.st),
 		m:       newAuthMetrics(s),
 		cache:   map[[32]byte]cacheEntry{},
 		dummies: map[string]string{},

@@ -1,10 +1,19 @@
 package bridge
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/duebridge/duebridge/store"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -41,10 +50,17 @@ const (
 
 // guard holds failure records keyed "u\x00<name>" and "c\x00<client>", and
 // trusted "<name>\x00<client>" pairs with their expiry.
+//
+// With a store shared by several processes (PostgreSQL), the records also
+// live in the database (store.LoginTx), so N replicas behind a balancer give
+// an attacker the guesses of one, not N times as many. The memory records
+// stay: they carry on alone while the database is unreachable.
 type guard struct {
 	mu      sync.Mutex
 	keys    map[string]*failureLog
 	trusted map[string]time.Time
+	shared  store.Store // nil: this process only
+	writes  int         // shared failure writes, to prune now and then
 }
 
 type failureLog struct {
@@ -60,8 +76,14 @@ type failureLog struct {
 // stands for "unknown" and never matches.
 type attempt [32]byte
 
-func newGuard() *guard {
-	return &guard{keys: map[string]*failureLog{}, trusted: map[string]time.Time{}}
+// newGuard returns a guard that shares its records through st when st is
+// shared by several processes (store.SharesLogins); st may be nil.
+func newGuard(st store.Store) *guard {
+	g := &guard{keys: map[string]*failureLog{}, trusted: map[string]time.Time{}}
+	if st != nil && store.SharesLogins(st) {
+		g.shared = st
+	}
+	return g
 }
 
 // maxKeyName bounds the user name a failure record is kept under. Names
@@ -86,12 +108,27 @@ func clientKeyOf(client string) string { return "c\x00" + client }
 // devices keep working behind a NAT or proxy shared with whoever caused
 // the lock; wrong passwords from there are still slowed by the delay.
 func (g *guard) locked(name, client string, now time.Time) (time.Time, bool) {
+	memUntil, memLocked, trusted := g.lockedMem(name, client, now)
+	if trusted || g.shared == nil {
+		return memUntil, memLocked
+	}
+	until, trusted, err := g.lockedShared(name, client, now)
+	if err != nil || trusted {
+		return memUntil, memLocked && err != nil
+	}
+	if memUntil.After(until) {
+		until = memUntil
+	}
+	return until, !until.IsZero()
+}
+
+// lockedMem is locked on this process's records.
+func (g *guard) lockedMem(name, client string, now time.Time) (until time.Time, locked, trusted bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.isTrusted(name, client, now) {
-		return time.Time{}, false
+		return time.Time{}, false, true
 	}
-	var until time.Time
 	if client != "" {
 		if fl := g.keys[clientKeyOf(client)]; fl != nil && now.Before(fl.lockedUntil) {
 			until = fl.lockedUntil
@@ -102,7 +139,7 @@ func (g *guard) locked(name, client string, now time.Time) (time.Time, bool) {
 			until = fl.lockedUntil
 		}
 	}
-	return until, !until.IsZero()
+	return until, !until.IsZero(), false
 }
 
 func (g *guard) isTrusted(name, client string, now time.Time) bool {
@@ -128,6 +165,20 @@ type failureResult struct {
 // address and starts a lock on either when it reaches lim.failures. The
 // same attempt (name and password) within the window counts once.
 func (g *guard) failure(name, client string, at attempt, now time.Time, lim limits) failureResult {
+	mem := g.failureMem(name, client, at, now, lim)
+	if g.shared == nil {
+		return mem
+	}
+	r, err := g.failureShared(name, client, at, now, lim)
+	if err != nil {
+		return mem // the database is away: this process's count carries on
+	}
+	r.userFailures, r.clientFailures = max(r.userFailures, mem.userFailures), max(r.clientFailures, mem.clientFailures)
+	return r
+}
+
+// failureMem is failure on this process's records.
+func (g *guard) failureMem(name, client string, at attempt, now time.Time, lim limits) failureResult {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var r failureResult
@@ -156,6 +207,11 @@ func (g *guard) record(key string, at attempt, now time.Time, lim limits) (int, 
 		fl = &failureLog{}
 		g.keys[key] = fl
 	}
+	return fl.add(at, now, lim)
+}
+
+// add counts a failure in fl; see failure.
+func (fl *failureLog) add(at attempt, now time.Time, lim limits) (int, *lockEvent) {
 	if now.Before(fl.lockedUntil) {
 		// Already locked (a trusted address got through a user lock and
 		// failed): the lock neither grows nor restarts.
@@ -193,11 +249,19 @@ func (g *guard) success(name, client string, now time.Time) {
 	if client == "" {
 		return
 	}
+	if g.successMem(name, client, now) && g.shared != nil {
+		g.trustShared(name, client, now.Add(trustTTL))
+	}
+}
+
+// successMem remembers the pair in memory and reports whether it was new
+// or due for a refresh (then the shared record is written too).
+func (g *guard) successMem(name, client string, now time.Time) bool {
 	k := name + "\x00" + client
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if exp, ok := g.trusted[k]; ok && exp.Sub(now) > trustTTL-time.Hour {
-		return // refreshed within the hour; CalDAV logs in on every request
+		return false // refreshed within the hour; CalDAV logs in on every request
 	}
 	if _, ok := g.trusted[k]; !ok && len(g.trusted) >= maxTrusted {
 		for tk, exp := range g.trusted {
@@ -213,6 +277,7 @@ func (g *guard) success(name, client string, now time.Time) {
 		}
 	}
 	g.trusted[k] = now.Add(trustTTL)
+	return true
 }
 
 // prune drops records that no longer hold a lock or a failure within the
@@ -278,4 +343,172 @@ func newAuthMetrics(s *Service) *authMetrics {
 			Help: "Logins refused without a password check because a lock-out was in force, by protocol.",
 		}, []string{"protocol"})),
 	}
+}
+
+// sharedTimeout bounds one shared-record transaction: a login must not hang
+// on a database that is away (the memory records carry on then).
+const sharedTimeout = time.Second
+
+// sharedKey is the database key of a memory key ("u\x00name" -> "u:name").
+// Names that PostgreSQL text cannot hold (NUL, invalid UTF-8) go by a hash.
+func sharedKey(k string) string {
+	scope, rest := k[:1], k[2:]
+	if strings.IndexByte(rest, 0) >= 0 || !utf8.ValidString(rest) {
+		sum := sha256.Sum256([]byte(rest))
+		return scope + "#" + hex.EncodeToString(sum[:])
+	}
+	return scope + ":" + rest
+}
+
+// sharedLog is a failureLog as stored: Unix nanoseconds and hex attempts.
+type sharedLog struct {
+	Times    []int64  `json:"t,omitempty"`
+	Attempts []string `json:"a,omitempty"`
+	Locked   int64    `json:"l,omitempty"`
+}
+
+func decodeLog(state string) *failureLog {
+	var sl sharedLog
+	fl := &failureLog{}
+	if json.Unmarshal([]byte(state), &sl) != nil || len(sl.Times) != len(sl.Attempts) {
+		return fl // unreadable: start afresh rather than fail the login
+	}
+	for i, t := range sl.Times {
+		var at attempt
+		hex.Decode(at[:], []byte(sl.Attempts[i]))
+		fl.times, fl.attempts = append(fl.times, time.Unix(0, t)), append(fl.attempts, at)
+	}
+	if sl.Locked != 0 {
+		fl.lockedUntil = time.Unix(0, sl.Locked)
+	}
+	return fl
+}
+
+// encodeLog returns fl's state and when it can be dropped.
+func encodeLog(fl *failureLog, lim limits) (string, int64) {
+	var sl sharedLog
+	expires := fl.lockedUntil
+	for i, t := range fl.times {
+		sl.Times = append(sl.Times, t.UnixNano())
+		sl.Attempts = append(sl.Attempts, hex.EncodeToString(fl.attempts[i][:]))
+		if end := t.Add(max(lim.window, time.Hour)); end.After(expires) {
+			expires = end
+		}
+	}
+	if !fl.lockedUntil.IsZero() {
+		sl.Locked = fl.lockedUntil.UnixNano()
+	}
+	b, _ := json.Marshal(sl)
+	return string(b), expires.UnixNano()
+}
+
+func loginTx(tx store.Tx) (store.LoginTx, error) {
+	ltx, ok := tx.(store.LoginTx)
+	if !ok {
+		return nil, errors.New("the store keeps no shared login records")
+	}
+	return ltx, nil
+}
+
+// lockedShared is locked on the shared records.
+func (g *guard) lockedShared(name, client string, now time.Time) (until time.Time, trusted bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	err = g.shared.View(ctx, func(tx store.Tx) error {
+		ltx, err := loginTx(tx)
+		if err != nil {
+			return err
+		}
+		if client != "" {
+			if trusted, err = ltx.LoginTrusted(name, client, now.UnixNano()); err != nil || trusted {
+				return err
+			}
+		}
+		keys := []string{sharedKey(userKey(name))}
+		if client != "" {
+			keys = append(keys, sharedKey(clientKeyOf(client)))
+		}
+		recs, err := ltx.LoginRecords(keys, now.UnixNano())
+		if err != nil {
+			return err
+		}
+		for _, state := range recs {
+			if fl := decodeLog(state); now.Before(fl.lockedUntil) && fl.lockedUntil.After(until) {
+				until = fl.lockedUntil
+			}
+		}
+		return nil
+	})
+	return until, trusted, err
+}
+
+// failureShared is failure on the shared records: read with a row lock,
+// counted by the same rules as in memory, written back in one transaction,
+// so two replicas counting at once both count.
+func (g *guard) failureShared(name, client string, at attempt, now time.Time, lim limits) (failureResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	g.mu.Lock()
+	g.writes++
+	prune := g.writes%256 == 1
+	g.mu.Unlock()
+	var r failureResult
+	err := g.shared.Update(ctx, func(tx store.Tx) error {
+		r = failureResult{}
+		ltx, err := loginTx(tx)
+		if err != nil {
+			return err
+		}
+		if prune {
+			if err := ltx.PruneLogins(now.UnixNano()); err != nil {
+				return err
+			}
+		}
+		type rec struct{ scope, key, mem string }
+		recs := []rec{{"user", name, userKey(name)}}
+		if client != "" {
+			recs = append(recs, rec{"client", client, clientKeyOf(client)})
+		}
+		keys := make([]string, len(recs))
+		for i, rc := range recs {
+			keys[i] = sharedKey(rc.mem)
+		}
+		states, err := ltx.LoginRecords(keys, now.UnixNano())
+		if err != nil {
+			return err
+		}
+		for i, rc := range recs {
+			fl := decodeLog(states[keys[i]])
+			n, ev := fl.add(at, now, lim)
+			if rc.scope == "user" {
+				r.userFailures = n
+			} else {
+				r.clientFailures = n
+			}
+			if ev != nil {
+				ev.scope, ev.key = rc.scope, rc.key
+				r.locks = append(r.locks, *ev)
+			}
+			state, expires := encodeLog(fl, lim)
+			if err := ltx.SetLoginRecord(keys[i], state, expires); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return r, err
+}
+
+// trustShared records a successful login's pair in the database. A failure
+// only costs the pair on other replicas (they fall back to the lock rules).
+func (g *guard) trustShared(name, client string, until time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	defer cancel()
+	g.shared.Update(ctx, func(tx store.Tx) error {
+		ltx, err := loginTx(tx)
+		if err != nil {
+			return err
+		}
+		return ltx.TrustLogin(name, client, until.UnixNano())
+	})
 }

@@ -28,7 +28,7 @@ func TestClientKey(t *testing.T) {
 // maxGuardKeys records of them stayed in memory. Names longer than any
 // user's are kept under a bounded prefix.
 func TestGuardKeysBounded(t *testing.T) {
-	g := newGuard()
+	g := newGuard(nil)
 	lim := limits{failures: 10, window: time.Hour}
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	long := strings.Repeat("x", 1<<20)

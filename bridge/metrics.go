@@ -1,8 +1,13 @@
 package bridge
 
 import (
+	"slices"
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/internal/metricsreg"
 )
@@ -71,3 +76,22 @@ func Register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
 
 // register adds c to the service's registry (see Register).
 func register[C prometheus.Collector](s *Service, c C) C { return Register(s.metrics.Registry, c) }
+
+// WithReplica returns g with the label replica=name on every sample, so the
+// series of several processes behind one balancer stay apart. (Not
+// "instance": Prometheus sets that one itself from the scrape target and
+// would rename ours to exported_instance.)
+func WithReplica(g prometheus.Gatherer, name string) prometheus.Gatherer {
+	lname, lvalue := "replica", name
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := g.Gather()
+		for _, mf := range mfs {
+			for _, m := range mf.Metric {
+				m.Label = append(m.Label, &dto.LabelPair{Name: &lname, Value: &lvalue})
+				// Label pairs must stay sorted by name for the exposition.
+				slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
+			}
+		}
+		return mfs, err
+	})
+}

@@ -15,6 +15,9 @@ type Config struct {
 	DataDir     string
 	Store       string // "sqlite" or "postgres"
 	PostgresURL string
+	// Instance names this process in metrics (the replica label); "" means
+	// host name and HTTP port, filled in by serve.
+	Instance string
 
 	HTTP          HTTP
 	IMAP          IMAP

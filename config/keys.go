@@ -32,6 +32,7 @@ var keys = []key{
 	{Name: "data_dir", Default: "./data", Restart: true, Path: true, Doc: "SQLite database directory", Value: func(c *Config) any { return c.DataDir }},
 	{Name: "store", Default: "sqlite", Restart: true, Doc: "sqlite or postgres", Value: func(c *Config) any { return c.Store }},
 	{Name: "postgres_url", Default: "", Restart: true, Secret: true, Doc: "connection URL with store: postgres", Value: func(c *Config) any { return c.PostgresURL }},
+	{Name: "instance", Default: "", Restart: true, Doc: "this process's name in metrics (label replica); default host name:HTTP port", Value: func(c *Config) any { return c.Instance }},
 	{Name: "http.listen", Default: "127.0.0.1:8080", Restart: true, Doc: "CalDAV, webhooks, setup page, metrics", Value: func(c *Config) any { return c.HTTP.Listen }},
 	{Name: "http.public_url", Default: "", Doc: "the URL phones and trackers reach (default: from http.listen); no path", Value: func(c *Config) any { return urlString(c.HTTP.PublicURL) }},
 	{Name: "http.trusted_proxies", Default: []string{}, Doc: "CIDRs whose X-Forwarded-For / Forwarded name the client (reverse proxies)", Value: func(c *Config) any { return prefixStrings(c.HTTP.TrustedProxies) }},

@@ -28,6 +28,7 @@ type raw struct {
 	DataDir     string `mapstructure:"data_dir"`
 	Store       string `mapstructure:"store"`
 	PostgresURL string `mapstructure:"postgres_url"`
+	Instance    string `mapstructure:"instance"`
 	HTTP        struct {
 		Listen         string   `mapstructure:"listen"`
 		PublicURL      string   `mapstructure:"public_url"`
@@ -334,6 +335,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		DataDir:     r.DataDir,
 		Store:       r.Store,
 		PostgresURL: r.PostgresURL,
+		Instance:    r.Instance,
 		HTTP:        HTTP{Listen: r.HTTP.Listen},
 		IMAP:        IMAP{Listen: r.IMAP.Listen, TLSListen: r.IMAP.TLSListen, ProxyProtocol: r.IMAP.ProxyProtocol},
 		Submission: Submission{Listen: r.Submission.Listen, TLSListen: r.Submission.TLSListen,

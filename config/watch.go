@@ -149,7 +149,7 @@ func RestartRequired(old, new *Config) []string {
 // The two functions name the same keys; TestKeepRestartKeys ties them.
 func KeepRestartKeys(running, c *Config) *Config {
 	cp := *c
-	cp.DataDir, cp.Store, cp.PostgresURL = running.DataDir, running.Store, running.PostgresURL
+	cp.DataDir, cp.Store, cp.PostgresURL, cp.Instance = running.DataDir, running.Store, running.PostgresURL, running.Instance
 	cp.HTTP.Listen, cp.IMAP, cp.Submission = running.HTTP.Listen, running.IMAP, running.Submission // incl. proxy_protocol
 	cp.TLS.CertFile, cp.TLS.KeyFile = running.TLS.CertFile, running.TLS.KeyFile
 	cp.TLS.ACMEHosts, cp.TLS.ACMEEmail = running.TLS.ACMEHosts, running.TLS.ACMEEmail

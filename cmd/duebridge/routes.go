@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -15,13 +17,14 @@ import (
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/feed"
 	"github.com/duebridge/duebridge/setup"
+	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
 
 // routes is the HTTP surface in one readable list.
 func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("POST /hooks/{source}", webhook.NewHandler(svc, webhook.Options{Logger: log}))
+	mux.Handle("POST /hooks/{source}", retryAfter(webhook.NewHandler(svc, webhook.Options{Logger: log})))
 	cal := calendar.NewHandler(svc.CalDAV(), calendar.Options{Logger: log, IsAdmin: func(name string) bool {
 		u := svc.Config().User(name)
 		return u != nil && u.Admin
@@ -43,18 +46,14 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})
+	replica := replicaName(svc)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if err := svc.Store().Ping(ctx); err != nil {
-			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
+		writeReadiness(w, replica, readiness(ctx, svc.Store()))
 	})
 	reg := svc.Metrics().Registry
-	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(bridge.WithReplica(reg, replica), promhttp.HandlerOpts{Registry: reg})))
 	return instrument(mux, limitBodies(mux, svc), reg, log)
 }
 
@@ -121,3 +120,81 @@ func adminOrLoopback(svc *bridge.Service, next http.Handler) http.Handler {
 		http.Error(w, "metrics need an admin login or a loopback client", http.StatusUnauthorized)
 	})
 }
+
+// replicaName is the replica label of this process's metrics and readiness:
+// config key instance, else host name and HTTP port, which tells apart
+// several processes on one host as well as one process on several hosts.
+func replicaName(svc *bridge.Service) string {
+	cfg := svc.Config()
+	if cfg.Instance != "" {
+		return cfg.Instance
+	}
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	_, port, err := net.SplitHostPort(cfg.HTTP.Listen)
+	if err != nil {
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// readiness lists why this process should not get traffic: the store does
+// not answer, or (PostgreSQL) the event listener is down, so IMAP IDLE here
+// would miss other replicas' commits. Empty: ready.
+func readiness(ctx context.Context, st store.Store) []string {
+	var why []string
+	if err := st.Ping(ctx); err != nil {
+		why = append(why, "store unreachable: "+err.Error())
+	}
+	if err := store.EventsReady(st); err != nil {
+		why = append(why, err.Error())
+	}
+	return why
+}
+
+// readyRetry is the Retry-After of a refusal while the store is away: a
+// PostgreSQL restart or fail-over takes seconds.
+const readyRetry = "5"
+
+// writeReadiness answers /readyz: 200 or 503, with a JSON body naming the
+// replica and the reasons, so an operator (or the balancer's log) sees why.
+func writeReadiness(w http.ResponseWriter, replica string, why []string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	body := struct {
+		Ready   bool     `json:"ready"`
+		Replica string   `json:"replica"`
+		Reasons []string `json:"reasons"`
+	}{len(why) == 0, replica, why}
+	if body.Reasons == nil {
+		body.Reasons = []string{}
+	}
+	if !body.Ready {
+		w.Header().Set("Retry-After", readyRetry)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	json.NewEncoder(w).Encode(body)
+}
+
+// retryAfter adds Retry-After to a 503 that has none: a tracker told when
+// to retry backs off instead of hammering a replica whose database is
+// restarting, and retries instead of dropping the update.
+func retryAfter(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&retryAfterWriter{ResponseWriter: w}, r)
+	})
+}
+
+type retryAfterWriter struct{ http.ResponseWriter }
+
+func (w *retryAfterWriter) WriteHeader(code int) {
+	if code == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", readyRetry)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *retryAfterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -106,6 +106,7 @@ func TestKafkaSourceAcrossServerRestart(t *testing.T) {
 	defer stop()
 	waitFor(t, 30*time.Second, "every task at version 12", func() bool { return versionsAt(svc, 12) == ids })
 	code, metrics := get(t, base+"/metrics")
+	metrics = replicaLabel.ReplaceAllString(metrics, "") // every sample also names its replica
 	if code != 200 || !strings.Contains(metrics, `duebridge_stream_lag{source="ops"}`) ||
 		!strings.Contains(metrics, `duebridge_stream_records_total{outcome="applied",source="ops"}`) {
 		t.Errorf("/metrics lacks the stream metrics (%d)", code)
