@@ -132,6 +132,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
 	scheduler := bridge.NewScheduler(svc, bridge.SchedulerOptions{})
 	goRun("scheduler", func() error { return scheduler.Run(runCtx) })
+	retention := bridge.NewRetention(svc, bridge.RetentionOptions{})
+	goRun("retention", func() error { return retention.Run(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
