@@ -10,11 +10,13 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/iphone"
 	"github.com/duebridge/duebridge/store"
 )
@@ -228,4 +230,49 @@ func TestHealthcheckCommand(t *testing.T) {
 	if _, err := runCLI(t, "healthcheck", "--url", "http://"+ln.Addr().String(), "--timeout", "2s"); err == nil {
 		t.Fatal("healthcheck with no server succeeded")
 	}
+}
+
+// TestRetentionExpungeSeenByIMAP: a retention pass on the running server
+// reaches an IDLEing IMAP client as an ordinary EXPUNGE.
+func TestRetentionExpungeSeenByIMAP(t *testing.T) {
+	var offset atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	cfgPath := writeConfig(t, t.TempDir(), "alice")
+	a, svc := serveReady(t, loadConfig(t, cfgPath), serveOptions{Now: now})
+	if code, body := postTask(t, "http://"+a.HTTP.String(), []byte(`{"id":"T-1","title":"Old news","assignees":["alice"],"version":1}`)); code != 200 {
+		t.Fatalf("webhook: %d %s", code, body)
+	}
+	expunged := make(chan uint32, 4)
+	c, err := imapclient.DialInsecure(a.IMAP.String(), &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Expunge: func(seq uint32) { expunged <- seq },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", "alice-pw").Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.Select("INBOX", nil).Wait(); err != nil || d.NumMessages != 1 {
+		t.Fatalf("SELECT: %v %+v", err, d)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset.Store(int64(366 * 24 * time.Hour)) // default retention.mail_days is 365
+	got, err := bridge.NewRetention(svc, bridge.RetentionOptions{}).RunOnce(context.Background())
+	if err != nil || got[bridge.RetainInbox] != 1 {
+		t.Fatalf("retention: %v %v", got, err)
+	}
+	select {
+	case seq := <-expunged:
+		if seq != 1 {
+			t.Errorf("EXPUNGE %d, want 1", seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no EXPUNGE reached the IDLEing client")
+	}
+	idle.Close()
+	idle.Wait()
 }
