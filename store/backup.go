@@ -87,6 +87,11 @@ func Backup(ctx context.Context, dialect, source, out string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("backup: copy %s: %w", path, err)
 	}
+	// The copy holds what the database holds: readable by its owner only.
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("backup: %w", err)
+	}
 	if err := syncFile(tmp); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("backup: %w", err)

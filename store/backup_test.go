@@ -62,6 +62,9 @@ func TestBackupWhileWriting(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup file: %v %v, want mode 0600", fi.Mode(), err)
+	}
 	if _, err := os.Stat(out + ".partial"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("partial file left behind: %v", err)
 	}
