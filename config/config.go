@@ -27,6 +27,7 @@ type Config struct {
 	Sources       []Source
 	Mail          Mail
 	Notifications Notifications
+	Retention     Retention
 	Limits        Limits
 	Setup         Setup
 	Feeds         Feeds
@@ -169,6 +170,19 @@ type Mail struct {
 	// so ticking a reminder on and off sends one mail with the final state
 	// (none if it ends as it began). 0 sends each at once.
 	CoalesceWindow time.Duration
+}
+
+// Retention: how long stored mail and tombstones are kept, in days; 0 keeps
+// them forever. The retention job (bridge/retention.go) applies it.
+type Retention struct {
+	// MailDays: INBOX mails older than this (by arrival) are expunged.
+	MailDays int
+	// TrashDays: mails are expunged this long after they entered Trash.
+	TrashDays int
+	// TombstoneDays: deleted calendar objects and deleted tasks are
+	// forgotten after this long (phones with older sync tokens resync in
+	// full; a webhook older than this could recreate a deleted task).
+	TombstoneDays int
 }
 
 type Notifications struct {

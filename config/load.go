@@ -60,6 +60,11 @@ type raw struct {
 	Notifications struct {
 		LeadTimes []string `mapstructure:"lead_times"`
 	} `mapstructure:"notifications"`
+	Retention struct {
+		MailDays      int `mapstructure:"mail_days"`
+		TrashDays     int `mapstructure:"trash_days"`
+		TombstoneDays int `mapstructure:"tombstone_days"`
+	} `mapstructure:"retention"`
 	Limits struct {
 		WebhookBodyBytes  int64  `mapstructure:"webhook_body_bytes"`
 		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
@@ -425,6 +430,15 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	c.Feeds.Refresh = duration(&e, "feeds.refresh", r.Feeds.Refresh)
 	if c.Feeds.Refresh < 15*time.Minute || c.Feeds.Refresh > 7*24*time.Hour {
 		e.add("feeds.refresh", "must be between 15m and 168h, got %s", r.Feeds.Refresh)
+	}
+	c.Retention = Retention{MailDays: r.Retention.MailDays, TrashDays: r.Retention.TrashDays, TombstoneDays: r.Retention.TombstoneDays}
+	for k, n := range map[string]int{"retention.mail_days": r.Retention.MailDays, "retention.trash_days": r.Retention.TrashDays,
+		"retention.tombstone_days": r.Retention.TombstoneDays} {
+		// 100 years: beyond it a day count is a typo, and the cut-off
+		// times stay far from overflowing.
+		if n < 0 || n > 36500 {
+			e.add(k, "must be between 0 (keep forever) and 36500 days, got %d", n)
+		}
 	}
 
 	c.Limits = Limits{

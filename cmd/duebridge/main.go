@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"strings"
 	"text/tabwriter"
 
@@ -19,9 +18,6 @@ import (
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	if err := rootCmd().Execute(); err != nil {
@@ -37,6 +33,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: false,
 	}
 	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd(), feedCmd())
+	root.AddCommand(backupCmd(), restoreCmd(), healthcheckCmd())
 	return root
 }
 
@@ -178,21 +175,6 @@ func readPassword(in io.Reader, prompt io.Writer) (string, error) {
 		return "", fmt.Errorf("read password from stdin: %w", err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
-}
-
-func versionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			v := version
-			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-				v = bi.Main.Version
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "duebridge %s\n", v)
-		},
-	}
 }
 
 // newLogger logs JSON unless stderr is a terminal.

@@ -117,7 +117,14 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		go func() {
 			defer wg.Done()
 			if err := f(); err != nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				// The first failure stops the server; later ones (the
+				// others failing as it stops) are logged, never left to
+				// block a goroutine shutdown waits for.
+				select {
+				case errc <- fmt.Errorf("%s: %w", name, err):
+				default:
+					log.Error("background task failed", "task", name, "err", err)
+				}
 			}
 		}()
 	}
@@ -135,6 +142,8 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	if err := startStreams(cfg, svc, log, goRun, runCtx); err != nil {
 		return err
 	}
+	retention := bridge.NewRetention(svc, bridge.RetentionOptions{})
+	goRun("retention", func() error { return retention.Run(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
