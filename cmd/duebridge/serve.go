@@ -132,6 +132,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
 	scheduler := bridge.NewScheduler(svc, bridge.SchedulerOptions{})
 	goRun("scheduler", func() error { return scheduler.Run(runCtx) })
+	goRun("devices", func() error { return svc.RunDevices(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
