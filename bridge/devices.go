@@ -401,7 +401,9 @@ func (s *Service) RunDevices(ctx context.Context) error {
 	}
 }
 
-// isDevicePassword reports whether pw has the form of a device password.
+// IsDevicePassword reports whether pw has the form of a device password.
+func IsDevicePassword(pw string) bool { return isDevicePassword(pw) }
+
 func isDevicePassword(pw string) bool {
 	_, _, ok := parseDevicePassword(pw)
 	return ok
