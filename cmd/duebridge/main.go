@@ -36,7 +36,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd())
+	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd(), devicesCmd())
 	return root
 }
 
