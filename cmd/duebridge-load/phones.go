@@ -162,36 +162,43 @@ func (r *phoneRun) newPhone(i int) *phone {
 }
 
 // cold runs each taking part phone's first poll, as fast as the server
-// answers (--phone-prep-workers at a time), bounded by --phone-cold.
+// answers (--phone-prep-workers at a time), bounded by --phone-cold. With
+// --device-passwords the two halves (own password, device password) run in
+// alternating blocks, so the noise of a shared machine falls on both alike.
 func (r *phoneRun) cold(ctx context.Context) error {
 	e, o := r.e, r.e.o
-	type group struct {
-		name     string
-		from, to int
-	}
-	groups := []group{{"cold poll: PROPFIND home Depth 1, login not cached", 0, r.np}}
-	if o.DevicePWs && r.np >= 2 {
-		groups = []group{
-			{fmt.Sprintf("cold poll, own password (%s)", o.Hash), 0, r.np / 2},
-			{"cold poll, device password (HMAC)", r.np / 2, r.np},
-		}
-	}
 	all := make([]*phone, r.np)
-	var rates []float64
-	for _, g := range groups {
-		s, cpu, err := r.coldGroup(ctx, g.name, all, g.from, g.to)
+	poll := func(ctx context.Context, i int) error {
+		p := r.newPhone(i)
+		cols, err := r.pollHome(ctx, p, p.tickets)
 		if err != nil {
+			if ctx.Err() == nil {
+				e.logf("cold poll %s: %v", e.users[i], err)
+			}
 			return err
 		}
-		rates = append(rates, s.Rate)
-		e.rep.fig(g.name+": polls/s", s.Rate, "req/s")
-		if cpu > 0 {
-			e.rep.fig(g.name+": server CPU per poll", cpu, "ms")
+		// The phone synced before: it knows every list's state.
+		for _, c := range cols {
+			p.state[c.Path] = pollState{ctag: c.CTag, token: c.Token}
+		}
+		all[i] = p
+		return nil
+	}
+	vs := []*variant{{name: "cold poll: PROPFIND home Depth 1, login not cached", from: 0, to: r.np, do: poll}}
+	if o.DevicePWs && r.np >= 2 {
+		vs = []*variant{
+			{name: fmt.Sprintf("cold poll, own password (%s)", o.Hash), from: 0, to: r.np / 2, do: poll},
+			{name: "cold poll, device password (HMAC)", from: r.np / 2, to: r.np, do: poll},
 		}
 	}
-	r.coldRate = rates[len(rates)-1]
-	if len(rates) == 2 && rates[0] > 0 {
-		e.rep.fig("cold polls/s, device password ÷ own password", rates[1]/rates[0], "×")
+	coldCtx, cancel := context.WithTimeout(ctx, o.PhoneCold)
+	defer cancel()
+	r.sideBySide(coldCtx, vs)
+	for _, v := range vs {
+		r.coldRate = v.report(e)
+	}
+	if len(vs) == 2 && vs[0].rate() > 0 {
+		e.rep.fig("cold polls/s, device password ÷ own password", vs[1].rate()/vs[0].rate(), "×")
 	}
 	for _, p := range all {
 		if p != nil {
@@ -204,55 +211,90 @@ func (r *phoneRun) cold(ctx context.Context) error {
 	if len(r.phones) < r.np {
 		e.rep.note("cold phase stopped after %v (--phone-cold) with %d of %d phones polled; the later steps cycle over those", o.PhoneCold, len(r.phones), r.np)
 	}
-	return nil
+	return ctx.Err()
 }
 
-// coldGroup is the first poll of phones [from, to), into all[i]; it returns
-// the summary and the server's CPU milliseconds per poll (0 if unknown).
-func (r *phoneRun) coldGroup(ctx context.Context, name string, all []*phone, from, to int) (Summary, float64, error) {
-	e, o := r.e, r.e.o
-	h := newHist(name)
-	coldCtx, cancel := context.WithTimeout(ctx, o.PhoneCold)
-	defer cancel()
-	stop := e.progress(coldCtx, "phones cold", h)
-	cpu0 := cpuTime(e.pid)
-	next := atomic.Int64{}
-	next.Store(int64(from))
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for range o.PhoneWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for coldCtx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= to {
-					return
-				}
-				p := r.newPhone(i)
-				t1 := time.Now()
-				cols, err := r.pollHome(coldCtx, p, p.tickets)
-				if err != nil {
-					if coldCtx.Err() == nil {
-						h.Err()
-						e.logf("cold poll %s: %v", e.users[i], err)
-					}
-					continue
-				}
-				h.Add(time.Since(t1))
-				// The phone synced before: it knows every list's state.
-				for _, c := range cols {
-					p.state[c.Path] = pollState{ctag: c.CTag, token: c.Token}
-				}
-				all[i] = p
-			}
-		}()
+// variant is one side of a side by side measurement: items [from, to),
+// each done by do; time and server CPU are summed over its blocks.
+type variant struct {
+	name     string
+	from, to int
+	do       func(ctx context.Context, i int) error
+	h        *Hist
+	next     int
+	busy     time.Duration
+	cpu      time.Duration
+}
+
+func (v *variant) rate() float64 {
+	if v.busy <= 0 {
+		return 0
 	}
-	wg.Wait()
-	el := time.Since(t0)
-	stop()
-	s := e.rep.op(h, el)
-	return s, cpuPerOp(cpu0, cpuTime(e.pid), s.Count), ctx.Err()
+	return float64(v.h.Summarize(v.busy).Count) / v.busy.Seconds()
+}
+
+// report adds the variant's latencies, rate and CPU per item; it returns
+// the rate.
+func (v *variant) report(e *env) float64 {
+	s := e.rep.op(v.h, v.busy)
+	e.rep.fig(v.name+": polls/s", v.rate(), "req/s")
+	if v.cpu > 0 && s.Count > 0 {
+		e.rep.fig(v.name+": server CPU per poll", float64(v.cpu)/float64(time.Millisecond)/float64(s.Count), "ms")
+	}
+	return v.rate()
+}
+
+// sideBySide runs the variants in alternating blocks (about a tenth of
+// each, --phone-prep-workers items at a time) until all are done or ctx
+// ends. Each variant's rate is its items over the time its own blocks
+// took, so slow drifts in the machine's load hit every variant alike.
+func (r *phoneRun) sideBySide(ctx context.Context, vs []*variant) {
+	e, o := r.e, r.e.o
+	for _, v := range vs {
+		v.h, v.next = newHist(v.name), v.from
+	}
+	for ctx.Err() == nil {
+		left := false
+		for _, v := range vs {
+			if v.next >= v.to {
+				continue
+			}
+			left = true
+			block := max(o.PhoneWorkers, (v.to-v.from+9)/10)
+			end := min(v.next+block, v.to)
+			cpu0, t0 := cpuTime(e.pid), time.Now()
+			var next atomic.Int64
+			next.Store(int64(v.next))
+			var wg sync.WaitGroup
+			for range o.PhoneWorkers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						i := int(next.Add(1) - 1)
+						if i >= end {
+							return
+						}
+						t1 := time.Now()
+						if err := v.do(ctx, i); err != nil {
+							if ctx.Err() == nil {
+								v.h.Err()
+							}
+							continue
+						}
+						v.h.Add(time.Since(t1))
+					}
+				}()
+			}
+			wg.Wait()
+			v.busy += time.Since(t0)
+			v.cpu += cpuTime(e.pid) - cpu0
+			v.next = end
+		}
+		if !left {
+			return
+		}
+	}
 }
 
 // pollHome is one PROPFIND of p's home on a connection of its own.
@@ -262,11 +304,11 @@ func (r *phoneRun) pollHome(ctx context.Context, p *phone, tickets tls.ClientSes
 	return dc.homeDepth1(ctx, p.home)
 }
 
-// returning measures polls of phones that polled before, --returning of
-// them in a closed loop each way: a full TLS handshake (no ticket), then a
-// resumed one (the phone's ticket). Logins are the same (device passwords
-// are never cached; own passwords are cached by now), so the difference
-// is the handshake.
+// returning measures --returning polls of phones that polled before, each
+// way in alternating blocks: with a full TLS handshake (no ticket) and with
+// a resumed one (the phone's ticket). Logins are the same (device
+// passwords are never cached; own passwords are cached by now), so the
+// difference is the handshake.
 func (r *phoneRun) returning(ctx context.Context) error {
 	e, o := r.e, r.e.o
 	if !o.TLS || o.Returning <= 0 {
@@ -284,54 +326,26 @@ func (r *phoneRun) returning(ctx context.Context) error {
 			p.tickets = tls.NewLRUClientSessionCache(1)
 		}
 	}
-	var rates [2]float64
-	for k, resume := range []bool{false, true} {
-		name := "returning poll, full TLS handshake"
-		if resume {
-			name = "returning poll, resumed TLS session"
-		}
-		h := newHist(name)
-		cpu0 := cpuTime(e.pid)
-		var next atomic.Int64
-		var resumed atomic.Int64
-		var wg sync.WaitGroup
-		t0 := time.Now()
-		for range o.PhoneWorkers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for ctx.Err() == nil {
-					i := int(next.Add(1) - 1)
-					if i >= o.Returning {
-						return
-					}
-					p := ps[i%len(ps)]
-					tickets := tls.ClientSessionCache(nil)
-					if resume {
-						tickets = p.tickets
-					}
-					t1 := time.Now()
-					if _, err := r.pollHomeResumed(ctx, p, tickets, &resumed); err != nil {
-						h.Err()
-						continue
-					}
-					h.Add(time.Since(t1))
-				}
-			}()
-		}
-		wg.Wait()
-		s := e.rep.op(h, time.Since(t0))
-		rates[k] = s.Rate
-		e.rep.fig(name+": polls/s (handshakes/s)", s.Rate, "req/s")
-		if cpu := cpuPerOp(cpu0, cpuTime(e.pid), s.Count); cpu > 0 {
-			e.rep.fig(name+": server CPU per poll", cpu, "ms")
-		}
-		if resume {
-			e.rep.fig("returning polls that resumed", float64(resumed.Load()), "")
+	var resumed atomic.Int64
+	poll := func(resume bool) func(context.Context, int) error {
+		return func(ctx context.Context, i int) error {
+			p := ps[i%len(ps)]
+			tickets := tls.ClientSessionCache(nil)
+			if resume {
+				tickets = p.tickets
+			}
+			_, err := r.pollHomeResumed(ctx, p, tickets, &resumed)
+			return err
 		}
 	}
-	if rates[0] > 0 {
-		e.rep.fig("returning polls/s, resumed ÷ full handshake", rates[1]/rates[0], "×")
+	full := &variant{name: "returning poll, full TLS handshake", from: 0, to: o.Returning, do: poll(false)}
+	res := &variant{name: "returning poll, resumed TLS session", from: 0, to: o.Returning, do: poll(true)}
+	r.sideBySide(ctx, []*variant{full, res})
+	full.report(e)
+	res.report(e)
+	e.rep.fig("returning polls that resumed", float64(resumed.Load()), "")
+	if full.rate() > 0 {
+		e.rep.fig("returning polls/s, resumed ÷ full handshake", res.rate()/full.rate(), "×")
 	}
 	return ctx.Err()
 }
