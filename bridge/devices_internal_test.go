@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -20,7 +22,7 @@ func deviceService(t testing.TB, dir string, users []config.User) *Service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return New(st, hub, &config.Config{Users: users}, Options{})
+	return New(st, hub, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 // TestDeviceRefusalCostsWhatEveryRefusalCosts: a refused login runs the
