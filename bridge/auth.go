@@ -143,9 +143,10 @@ type authenticator struct {
 	guard *guard
 	m     *authMetrics
 
-	// verifyHash is VerifyPassword; tests see through it which checks a
-	// login costs.
-	verifyHash func(hash, pw string) bool
+	// verifyHash is VerifyPassword and verifyDevice the device step
+	// (devices.verify); tests see through them which checks a login costs.
+	verifyHash   func(hash, pw string) bool
+	verifyDevice func(ctx context.Context, name, pw string) bool
 
 	mu      sync.Mutex
 	cache   map[[32]byte]cacheEntry
@@ -188,7 +189,7 @@ func newAuthenticator(s *Service) *authenticator {
 		// would make cache keys guessable, so do not go on.
 		panic(fmt.Sprintf("bridge: read random cache key: %v", err))
 	}
-	return &authenticator{
+	a := &authenticator{
 		s:       s,
 		key:     key,
 		hashq:   make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
@@ -199,6 +200,10 @@ func newAuthenticator(s *Service) *authenticator {
 
 		verifyHash: VerifyPassword,
 	}
+	if s.devices != nil {
+		a.verifyDevice = s.devices.verify
+	}
+	return a
 }
 
 // reset drops cached verifications (on a config change: a removed user or
@@ -269,23 +274,28 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	}
 
 	u := cfg.User(name)
+	// Device passwords never go through the cache: a revoked one must stop
+	// at once, and their own check costs no more than a cache lookup.
+	shaped := isDevicePassword(pw)
 	key := a.cacheKey(name, pw)
-	a.mu.Lock()
-	e, ok := a.cache[key]
-	ok = ok && now.Before(e.expires) && now.Before(e.limit) && u != nil
-	if ok {
-		e.expires = now.Add(authCacheTTL)
-		a.cache[key] = e
+	if !shaped {
+		a.mu.Lock()
+		e, ok := a.cache[key]
+		ok = ok && now.Before(e.expires) && now.Before(e.limit) && u != nil
+		if ok {
+			e.expires = now.Add(authCacheTTL)
+			a.cache[key] = e
+		}
+		a.mu.Unlock()
+		if ok {
+			s.metrics.LoginCache.WithLabelValues("hit").Inc()
+			a.guard.success(name, client, now)
+			return u, nil
+		}
+		s.metrics.LoginCache.WithLabelValues("miss").Inc()
 	}
-	a.mu.Unlock()
-	if ok {
-		s.metrics.LoginCache.WithLabelValues("hit").Inc()
-		a.guard.success(name, client, now)
-		return u, nil
-	}
-	s.metrics.LoginCache.WithLabelValues("miss").Inc()
 
-	ok, err := a.verify(ctx, cfg, u, pw)
+	ok, err := a.check(ctx, cfg, u, name, pw)
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +304,9 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 		return nil, a.failed(ctx, protocol, name, client, attempt(key), lim, now)
 	}
 	a.guard.success(name, client, now)
+	if shaped {
+		return u, nil
+	}
 	a.mu.Lock()
 	if len(a.cache) >= authCacheMax {
 		// Drop what has expired; if that is not enough, start over (a full
@@ -310,6 +323,23 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	a.cache[key] = cacheEntry{user: name, expires: now.Add(authCacheTTL), limit: now.Add(authCacheMaxAge)}
 	a.mu.Unlock()
 	return u, nil
+}
+
+// check is a login not answered from the cache: the device step (one store
+// read and one HMAC, microseconds; devices.verify), and unless that matched,
+// the hash plan (verify). Every refusal runs both, whatever the password's
+// shape and whether the name exists, so a wrong device password costs what
+// any refused login costs. The device step comes first and outside the
+// hash semaphore, so phones with device passwords never queue behind
+// argon2id checks (a restart storm costs microseconds per phone).
+func (a *authenticator) check(ctx context.Context, cfg *config.Config, u *config.User, name, pw string) (bool, error) {
+	if a.verifyDevice != nil && a.verifyDevice(ctx, name, pw) && u != nil {
+		return true, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	return a.verify(ctx, cfg, u, pw)
 }
 
 // verify checks pw against u's main and app passwords, at most len(hashq)

@@ -34,6 +34,7 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	auth    *authenticator
+	devices *devices
 	metrics *Metrics
 }
 
@@ -52,6 +53,7 @@ func New(st store.Store, hub *Hub, cfg *config.Config, o Options) *Service {
 	}
 	s := &Service{st: st, hub: hub, log: o.Logger, now: o.Now, metrics: o.Metrics}
 	s.cfg.Store(cfg)
+	s.devices = newDevices(s)
 	s.auth = newAuthenticator(s)
 	return s
 }

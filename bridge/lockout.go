@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,11 +31,17 @@ type limits struct {
 	delay    time.Duration // per recent failure
 	failures int           // failures within window that lock; <= 0: never
 	window   time.Duration // counting window and lock duration; <= 0: never
+	devices  int           // device passwords per user
 }
 
 func limitsOf(c *config.Config) limits {
-	return limits{delay: c.Limits.LoginFailureDelay, failures: c.Limits.LockoutFailures, window: c.Limits.LockoutWindow}
+	return limits{delay: c.Limits.LoginFailureDelay, failures: c.Limits.LockoutFailures, window: c.Limits.LockoutWindow,
+		devices: cmp.Or(max(c.Limits.DevicesPerUser, 0), defaultDevicesPerUser)}
 }
+
+// defaultDevicesPerUser is limits.devices_per_user's default, for configs
+// built in code.
+const defaultDevicesPerUser = 50
 
 func (l limits) lockout() bool { return l.failures > 0 && l.window > 0 }
 

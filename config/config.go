@@ -208,6 +208,8 @@ type Limits struct {
 	LoginFailureDelay time.Duration
 	LockoutFailures   int
 	LockoutWindow     time.Duration
+	// DevicesPerUser caps a user's device passwords (/setup issues them).
+	DevicesPerUser int
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
 

@@ -65,6 +65,7 @@ var keys = []key{
 	{Name: "limits.conns_per_address", Default: 100, Restart: true, Doc: "concurrent connections per client address (IPv6: /64) on each listener", Value: func(c *Config) any { return c.Limits.ConnsPerAddress }},
 	{Name: "limits.login_failure_delay", Default: "1s", Doc: "delay per recent failed login", Value: func(c *Config) any { return c.Limits.LoginFailureDelay.String() }},
 	{Name: "limits.lockout_failures", Default: 10, Doc: "failures of one name or address that lock it", Value: func(c *Config) any { return c.Limits.LockoutFailures }},
+	{Name: "limits.devices_per_user", Default: 50, Doc: "device passwords one user may hold", Value: func(c *Config) any { return c.Limits.DevicesPerUser }},
 	{Name: "limits.lockout_window", Default: "15m", Doc: "counting window and lock duration", Value: func(c *Config) any { return c.Limits.LockoutWindow.String() }},
 	{Name: "limits.submission_auth_timeout", Default: "60s", Doc: "time from connecting to a successful AUTH on submission", Value: func(c *Config) any { return c.Limits.SubmissionAuthTimeout.String() }},
 	{Name: "limits.submission_unauth_conns", Default: 50, Doc: "submission connections not yet logged in, in all", Value: func(c *Config) any { return c.Limits.SubmissionUnauthConns }},

@@ -79,6 +79,7 @@ type raw struct {
 		LoginFailureDelay string `mapstructure:"login_failure_delay"`
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
 		LockoutWindow     string `mapstructure:"lockout_window"`
+		DevicesPerUser    int    `mapstructure:"devices_per_user"`
 
 		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
 		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
@@ -444,7 +445,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	c.Limits = Limits{
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
-		LockoutFailures: r.Limits.LockoutFailures, ConnsPerAddress: r.Limits.ConnsPerAddress,
+		LockoutFailures: r.Limits.LockoutFailures, DevicesPerUser: r.Limits.DevicesPerUser, ConnsPerAddress: r.Limits.ConnsPerAddress,
 		MultigetHrefs:          r.Limits.MultigetHrefs,
 		IMAPKeywordsPerMessage: r.Limits.IMAPKeywordsMsg, IMAPKeywordsPerMailbox: r.Limits.IMAPKeywordsMbox,
 		IMAPKeywordBytes:      r.Limits.IMAPKeywordBytes,
@@ -457,6 +458,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.client_props_bytes": r.Limits.ClientPropsBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
 		"limits.lockout_failures":          int64(r.Limits.LockoutFailures),
+		"limits.devices_per_user":          int64(r.Limits.DevicesPerUser),
 		"limits.conns_per_address":         int64(r.Limits.ConnsPerAddress),
 		"limits.multiget_hrefs":            int64(r.Limits.MultigetHrefs),
 		"limits.imap_keywords_per_message": int64(r.Limits.IMAPKeywordsMsg),

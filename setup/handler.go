@@ -20,13 +20,19 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/tlsutil"
 )
 
-// Paths the handler answers; mount it on both.
+// Paths the handler answers; mount it on all four (the last two take POST
+// only, from a page of the same origin).
 const (
 	PagePath    = "/setup"
 	ProfilePath = "/setup/duebridge.mobileconfig"
+	// DevicesPath makes a device password (form field "name") and shows it
+	// once; RevokePath revokes one (form field "id").
+	DevicesPath = "/setup/devices"
+	RevokePath  = "/setup/devices/revoke"
 )
 
 // ProfileContentType is what makes Safari hand the file to the profile
@@ -53,6 +59,9 @@ type Handler struct {
 	log  *slog.Logger
 	cert func() *tls.Certificate
 	root func() *x509.Certificate
+	// csrf refuses the POSTs when a browser says they come from another
+	// site: the browser sends Basic credentials along with any request.
+	csrf *http.CrossOriginProtection
 }
 
 // NewHandler returns the handler for PagePath and ProfilePath. Both need
@@ -62,16 +71,28 @@ func NewHandler(svc *bridge.Service, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = svc.Logger()
 	}
-	return &Handler{svc: svc, log: o.Logger, cert: o.Certificate, root: o.Root}
+	return &Handler{svc: svc, log: o.Logger, cert: o.Certificate, root: o.Root, csrf: http.NewCrossOriginProtection()}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	post := r.URL.Path == DevicesPath || r.URL.Path == RevokePath
+	switch {
+	case post && r.Method != http.MethodPost:
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	case !post && r.Method != http.MethodGet && r.Method != http.MethodHead:
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	// Both answers carry account data (and maybe a password): never cache
+	if post {
+		if err := h.csrf.Check(r); err != nil {
+			http.Error(w, "cross-origin request refused", http.StatusForbidden)
+			return
+		}
+	}
+	// Every answer carry account data (and maybe a password): never cache
 	// them, never let another site frame or sniff them.
 	hd := w.Header()
 	hd.Set("Cache-Control", "no-store")
@@ -83,6 +104,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.page(w, r)
 	case ProfilePath:
 		h.profile(w, r)
+	case DevicesPath:
+		h.addDevice(w, r)
+	case RevokePath:
+		h.revokeDevice(w, r)
 	default:
 		// "/setup/", "/setup/index.html", "/" and whatever else a person
 		// types on the way: send them to the page rather than a 404.
@@ -137,6 +162,17 @@ func (h *Handler) profile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if cfg.Setup.ProfilePasswords {
+		// Each download is a device with a password of its own, so that
+		// the phone can be shut out alone and logs in without an
+		// argon2id check; one already logged in with a device password
+		// keeps it.
+		var err error
+		if pw, err = h.devicePassword(r, u.Name, pw); err != nil {
+			h.deviceError(w, err)
+			return
+		}
+	}
 	body, signed := h.build(cfg, u, pw)
 	w.Header().Set("Content-Type", ProfileContentType)
 	w.Header().Set("Content-Disposition", `attachment; filename="duebridge.mobileconfig"`)
@@ -150,8 +186,7 @@ func (h *Handler) profile(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) build(cfg *config.Config, u *config.User, pw string) ([]byte, bool) {
 	o := ProfileOptions{CAs: h.cas(cfg)}
 	if cfg.Setup.ProfilePasswords {
-		// The password just used to log in: an app password when the user
-		// logged in with one, so the phone's access can be revoked alone.
+		// The device's own password (profile issued it).
 		o.Password = pw
 	}
 	body := Profile(AccountFor(cfg, u), o)
@@ -220,6 +255,13 @@ type pageData struct {
 	Signed            bool
 	PasswordInProfile bool
 	AppPasswords      []string
+	Devices           []deviceRow
+	DevicesPath       string
+	RevokePath        string
+}
+
+type deviceRow struct {
+	ID, Name, Created, LastUsed string
 }
 
 // page serves the setup page.
@@ -247,6 +289,18 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 	for _, ap := range u.AppPasswords {
 		d.AppPasswords = append(d.AppPasswords, ap.Name)
 	}
+	d.DevicesPath, d.RevokePath = "setup/devices", "setup/devices/revoke"
+	devs, err := h.svc.Devices(r.Context(), u.Name)
+	if err != nil {
+		h.log.Error("list devices for the setup page", "user", u.Name, "err", err)
+	}
+	for _, dv := range devs {
+		row := deviceRow{ID: dv.ID, Name: dv.Name, Created: dv.Created.UTC().Format("2006-01-02 15:04 MST"), LastUsed: "never"}
+		if !dv.LastUsed.IsZero() {
+			row.LastUsed = dv.LastUsed.UTC().Format("2006-01-02 15:04 MST")
+		}
+		d.Devices = append(d.Devices, row)
+	}
 	for _, c := range h.cas(cfg) {
 		d.CAs = append(d.CAs, caInfo{Name: c.Subject.CommonName, Fingerprint: tlsutil.Fingerprint(c),
 			NotAfter: c.NotAfter.UTC().Format("2006-01-02")})
@@ -269,4 +323,72 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 	if d.PlainHTTP {
 		h.log.Warn("setup page served over plain HTTP to a non-loopback client; configure TLS", "user", u.Name, "client", r.RemoteAddr)
 	}
+}
+
+// devicePassword returns the password a profile carries: the login
+// password if it is a device password of the user (it still works), else a
+// new device password named by the "device" query parameter.
+func (h *Handler) devicePassword(r *http.Request, user, loginPW string) (string, error) {
+	if bridge.IsDevicePassword(loginPW) {
+		return loginPW, nil
+	}
+	name := r.URL.Query().Get("device")
+	if name == "" {
+		name = "Profile of " + h.svc.Now().UTC().Format("2006-01-02 15:04 MST")
+	}
+	_, pw, err := h.svc.IssueDevicePassword(r.Context(), user, name)
+	return pw, err
+}
+
+// deviceError answers a failed issue: the user's own problem (a bad name,
+// too many devices) as 400 naming it, anything else as 500.
+func (h *Handler) deviceError(w http.ResponseWriter, err error) {
+	if errors.Is(err, bridge.ErrDeviceName) || errors.Is(err, bridge.ErrTooManyDevices) {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.log.Error("issue device password", "err", err)
+	http.Error(w, "internal error", http.StatusInternalServerError)
+}
+
+// addDevice makes a device password and shows it, once.
+func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
+	_, u, _, ok := h.login(w, r)
+	if !ok {
+		return
+	}
+	dev, pw, err := h.svc.IssueDevicePassword(r.Context(), u.Name, r.PostFormValue("name"))
+	if err != nil {
+		h.deviceError(w, err)
+		return
+	}
+	var b bytes.Buffer
+	if err := shownTmpl.Execute(&b, map[string]string{"User": u.Name, "Name": dev.Name, "Password": pw}); err != nil {
+		h.log.Error("render device password page", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Write(b.Bytes())
+}
+
+// revokeDevice revokes a device password and returns to the page.
+func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request) {
+	_, u, _, ok := h.login(w, r)
+	if !ok {
+		return
+	}
+	id := r.PostFormValue("id")
+	if err := h.svc.RevokeDevicePassword(r.Context(), u.Name, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			http.Error(w, "no such device password", http.StatusNotFound)
+			return
+		}
+		h.log.Error("revoke device password", "user", u.Name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h.log.Info("device password revoked on the setup page", "user", u.Name, "device", id, "client", r.RemoteAddr)
+	http.Redirect(w, r, PagePath, http.StatusSeeOther)
 }

@@ -23,6 +23,8 @@ h3 { font-size: 1em; margin: 1em 0 .3em; }
 .qr img { width: 256px; height: 256px; max-width: 100%; image-rendering: pixelated; background: #fff; padding: 8px; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin: 0; }
 dt { color: gray; }
+table { border-collapse: collapse; width: 100%; }
+td, th { text-align: left; padding: 4px 6px 4px 0; vertical-align: top; }
 dd { margin: 0; overflow-wrap: anywhere; }
 code { overflow-wrap: anywhere; font-size: .9em; }
 ol { padding-left: 1.3em; }
@@ -31,7 +33,7 @@ ol { padding-left: 1.3em; }
 var pageCSP = func() string {
 	sum := sha256.Sum256([]byte(pageCSS))
 	return "default-src 'none'; img-src data:; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
-		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 }()
 
 var pageTmpl = template.Must(template.New("setup").Funcs(template.FuncMap{
@@ -116,10 +118,44 @@ log in here with an app password so that a lost phone can be shut out alone.</p>
 </dl>
 <p>Compare the fingerprint with the one the phone shows before you trust it.</p>{{end}}
 
+<h2>Devices</h2>
+<p>Every profile you download gets a password of its own for that device{{if not .PasswordInProfile}} (when the administrator
+puts passwords into profiles; here, make one below and type it in when the phone asks){{end}}. Revoking it shuts that device out
+at once; your other devices keep working.</p>
+{{if .Devices}}<table id="devices">
+<tr><th>Device</th><th>Issued</th><th>Last used</th><th></th></tr>
+{{range .Devices}}<tr><td>{{.Name}}</td><td>{{.Created}}</td><td>{{.LastUsed}}</td>
+<td><form method="post" action="{{$.RevokePath}}"><input type="hidden" name="id" value="{{.ID}}"><button type="submit">Revoke</button></form></td></tr>
+{{end}}</table>{{else}}<p id="no-devices">No device passwords yet.</p>{{end}}
+<form method="post" action="{{.DevicesPath}}" id="add-device"><label>New device password for
+<input name="name" maxlength="100" required placeholder="Anna's iPad"></label> <button type="submit">Create</button></form>
+
 <h2>Passwords</h2>
 <p>Use the same password everywhere{{if .AppPasswords}}, or one of your app passwords ({{range $i, $n := .AppPasswords}}{{if $i}}, {{end}}{{$n}}{{end}}){{end}}.
 An app password per device means a lost phone costs only that one: ask the administrator to remove it from the configuration.
 After repeated wrong passwords the login is locked for a while.</p>
+</body>
+</html>
+`))
+
+// shownTmpl shows a new device password, the only time it is shown.
+var shownTmpl = template.Must(template.New("device").Funcs(template.FuncMap{
+	"css": func() template.CSS { return template.CSS(pageCSS) },
+}).Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>duebridge: password for {{.Name}}</title>
+<style>{{css}}</style>
+</head>
+<body>
+<h1>Password for {{.Name}}</h1>
+<p>Enter this as the password of user <b>{{.User}}</b> on {{.Name}} (Calendar, Reminders and Mail):</p>
+<p><code id="device-password">{{.Password}}</code></p>
+<div class="warning"><p><strong>It is shown only now.</strong> duebridge keeps only a hash of it; if it is lost, revoke it
+on the setup page and make a new one.</p></div>
+<p><a href="../../setup">Back to the setup page</a></p>
 </body>
 </html>
 `))

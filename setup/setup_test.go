@@ -2,6 +2,7 @@ package setup_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -349,7 +350,11 @@ func TestProfileWithoutTLSListenersOrCA(t *testing.T) {
 	}
 }
 
-func TestProfilePasswordsUseTheLoginPassword(t *testing.T) {
+// TestProfileIssuesADevicePassword: with setup.profile_passwords on, each
+// download is a device with its own random password, which logs in; the
+// setup page lists it with its last use. A download made with a device
+// password carries that one, not another.
+func TestProfileIssuesADevicePassword(t *testing.T) {
 	h, err := bridge.HashPassword("alice-phone-app-pw")
 	if err != nil {
 		t.Fatal(err)
@@ -358,12 +363,124 @@ func TestProfilePasswordsUseTheLoginPassword(t *testing.T) {
 		cfg.Setup.ProfilePasswords = true
 		cfg.Users[0].AppPasswords = []config.AppPassword{{Name: "phone", Hash: h}}
 	})
-	p, _ := profileOf(t, w, "alice", "alice-phone-app-pw")
+	resp := w.do(t, setup.ProfilePath+"?device="+url.QueryEscape("Alice's iPhone"), "alice", "alice-phone-app-pw", "", true)
+	b := body(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("profile: %d %s", resp.StatusCode, b)
+	}
+	var p map[string]any
+	if _, err := plist.Unmarshal([]byte(b), &p); err != nil {
+		t.Fatal(err)
+	}
 	pl := payloads(t, p)
-	wantKeys(t, "CalDAV", pl[setup.PayloadCalDAV], map[string]any{"CalDAVPassword": "alice-phone-app-pw"})
-	wantKeys(t, "mail", pl[setup.PayloadMail], map[string]any{
-		"IncomingPassword": "alice-phone-app-pw", "OutgoingPassword": "alice-phone-app-pw",
-	})
+	pw, _ := pl[setup.PayloadCalDAV]["CalDAVPassword"].(string)
+	if !bridge.IsDevicePassword(pw) || len(pw) < 40 {
+		t.Fatalf("profile password %q is not a device password", pw)
+	}
+	wantKeys(t, "mail", pl[setup.PayloadMail], map[string]any{"IncomingPassword": pw, "OutgoingPassword": pw})
+	if _, err := w.svc.Authenticate("imap", "alice", pw); err != nil {
+		t.Fatalf("the profile's device password does not log in: %v", err)
+	}
+	if _, err := w.svc.Authenticate("imap", "bob", pw); err == nil {
+		t.Fatal("alice's device password logs bob in")
+	}
+	// Downloading again with the device password: the same password.
+	p2, _ := profileOf(t, w, "alice", pw)
+	if got := payloads(t, p2)[setup.PayloadCalDAV]["CalDAVPassword"]; got != pw {
+		t.Fatalf("download with a device password carries %q, want the same %q", got, pw)
+	}
+	devs, _ := w.svc.Devices(context.Background(), "alice")
+	if len(devs) != 1 || devs[0].Name != "Alice's iPhone" || devs[0].LastUsed.IsZero() {
+		t.Fatalf("devices after two downloads: %+v", devs)
+	}
+	page := pageOf(t, w)
+	if !strings.Contains(page, html.EscapeString("Alice's iPhone")) || strings.Contains(page, pw) || strings.Contains(page, `id="no-devices"`) {
+		t.Fatalf("setup page does not list the device (or shows its password):\n%s", page)
+	}
+}
+
+// post sends a form POST through the handler as user with headers.
+func (w *world) post(t *testing.T, path, user, pw string, form url.Values, hdr map[string]string) *http.Response {
+	t.Helper()
+	r := httptest.NewRequest("POST", path, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.SetBasicAuth(user, pw)
+	r.TLS = &tls.ConnectionState{}
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	w.handler().ServeHTTP(rec, r)
+	return rec.Result()
+}
+
+// TestDevicePasswordOnThePage: the page's form makes a device password and
+// shows it once; it logs in; the page's revoke button ends it. Another
+// site cannot make the browser do either, another user cannot revoke it,
+// and bad input is answered 4xx with nothing changed.
+func TestDevicePasswordOnThePage(t *testing.T) {
+	w := newWorld(t, nil)
+	alicePW := testsvc.Password("alice")
+	sameSite := map[string]string{"Sec-Fetch-Site": "same-origin"}
+	resp := w.post(t, setup.DevicesPath, "alice", alicePW, url.Values{"name": {"iPad"}}, sameSite)
+	b := body(t, resp)
+	m := regexp.MustCompile(`id="device-password">(dbp-[a-z0-9-]+)<`).FindStringSubmatch(b)
+	if resp.StatusCode != 200 || m == nil {
+		t.Fatalf("add device: %d %s", resp.StatusCode, b)
+	}
+	pw := m[1]
+	if _, err := w.svc.Authenticate("imap", "alice", pw); err != nil {
+		t.Fatalf("new device password: %v", err)
+	}
+	page := pageOf(t, w)
+	if strings.Contains(page, pw) || !strings.Contains(page, "<td>iPad</td>") {
+		t.Fatalf("page after adding:\n%s", page)
+	}
+	devs, _ := w.svc.Devices(context.Background(), "alice")
+	id := devs[0].ID
+
+	for _, c := range []struct {
+		path, user string
+		form       url.Values
+		hdr        map[string]string
+		want       int
+	}{
+		{setup.DevicesPath, "alice", url.Values{"name": {"evil"}}, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{setup.RevokePath, "alice", url.Values{"id": {id}}, map[string]string{"Origin": "https://evil.example"}, 403},
+		{setup.DevicesPath, "alice", url.Values{"name": {""}}, sameSite, 400},
+		{setup.DevicesPath, "alice", url.Values{"name": {strings.Repeat("x", 101)}}, sameSite, 400},
+		{setup.RevokePath, "alice", url.Values{"id": {"nope"}}, sameSite, 404},
+		{setup.RevokePath, "bob", url.Values{"id": {id}}, sameSite, 404},
+	} {
+		pw := testsvc.Password(c.user)
+		if resp := w.post(t, c.path, c.user, pw, c.form, c.hdr); resp.StatusCode != c.want {
+			t.Errorf("POST %s as %s %v %v: %d, want %d", c.path, c.user, c.form, c.hdr, resp.StatusCode, c.want)
+		}
+	}
+	if devs, _ := w.svc.Devices(context.Background(), "alice"); len(devs) != 1 {
+		t.Fatalf("refused requests changed the devices: %+v", devs)
+	}
+	if resp := w.do(t, setup.DevicesPath, "alice", alicePW, "", true); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET %s: %d, want 405", setup.DevicesPath, resp.StatusCode)
+	}
+
+	sub := w.svc.Hub().Subscribe("alice", bridge.EventCredentials)
+	defer sub.Close()
+	resp = w.post(t, setup.RevokePath, "alice", alicePW, url.Values{"id": {id}}, sameSite)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != setup.PagePath {
+		t.Fatalf("revoke: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	select {
+	case <-sub.C:
+	default:
+		t.Fatal("revoking did not end alice's sessions")
+	}
+	if _, err := w.svc.Authenticate("imap", "alice", pw); err == nil {
+		t.Fatal("revoked device password still logs in")
+	}
+	if page := pageOf(t, w); !strings.Contains(page, `id="no-devices"`) {
+		t.Fatalf("page after revoking still lists a device:\n%s", page)
+	}
 }
 
 func TestSignedProfile(t *testing.T) {

@@ -140,6 +140,26 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_fire ON alerts (fire_at) WHERE fire_at IS NOT NULL;
 CREATE INDEX alerts_user_due ON alerts (username, due_at);
 `},
+	// Device passwords (store/devices.go): a keyed hash per device, found by
+	// the non-secret ID in the password. device_revocations lets every
+	// process sharing the database end a revoked device's sessions.
+	{50, `
+CREATE TABLE device_passwords (
+	id        TEXT PRIMARY KEY,
+	username  TEXT NOT NULL,
+	name      TEXT NOT NULL,
+	hash      {{blob}} NOT NULL,
+	created   BIGINT NOT NULL,
+	last_used BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX device_passwords_user ON device_passwords (username, created);
+CREATE TABLE device_revocations (
+	seq       {{autoid}},
+	username  TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	revoked   BIGINT NOT NULL
+);
+`},
 }
 
 func init() {

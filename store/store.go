@@ -50,6 +50,7 @@ type Tx interface {
 	OutboxTx
 	KVTx
 	AlertTx
+	DeviceTx
 }
 
 // EventKind says what changed.

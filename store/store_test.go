@@ -144,6 +144,7 @@ func runSuite(t *testing.T, b backend) {
 		{"Mailboxes", testMailboxes},
 		{"KV", testKV},
 		{"Outbox", testOutbox},
+		{"DevicePasswords", testDevicePasswords},
 		{"Reopen", testReopen},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"MigrateFromV0", testMigrateFromV0},

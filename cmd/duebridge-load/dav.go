@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/xml"
 	"errors"
@@ -173,6 +174,8 @@ type davClient struct {
 	user, pass string
 	authz      string
 	ua         string
+	// onTLS, if set, sees each response's TLS state (nil over plain HTTP).
+	onTLS func(*tls.ConnectionState)
 }
 
 // ErrInvalidToken is a 403 (or 409/412) on sync-collection: the client
@@ -254,6 +257,9 @@ func (c *davClient) do(ctx context.Context, method, path, depth string, body []b
 		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
+	if c.onTLS != nil {
+		c.onTLS(resp.TLS)
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return resp.StatusCode, resp.Header, nil, err

@@ -16,123 +16,185 @@ import (
 	"time"
 )
 
+// davRun is one dav-scenario run and what its steps hand each other.
+type davRun struct {
+	e       *env
+	user    string
+	dc      *davClient
+	home    string
+	cols    []collection
+	objects map[string][]string // collection → its objects' hrefs
+	biggest string              // the collection multiget and sync measure on
+}
+
 // runDAV measures closed-loop CalDAV throughput on one user's home: the
-// same requests against duebridge, Radicale or Xandikos.
+// same requests against duebridge, Radicale or Xandikos. Steps: seed (with
+// --start), discover the home (and --seed-ics it), list every object,
+// --export-ics, then measure each of --ops.
 func (e *env) runDAV(ctx context.Context) error {
-	o := e.o
 	if e.httpURL == "" {
 		return errors.New("the dav scenario needs --target or --start")
 	}
-	if o.Start && o.Tasks > 0 {
-		if err := e.seed(ctx, "webhook batch (seed)", func(j int) task {
-			return seedTask(j, len(e.users), o.Projects, e.users)
-		}, o.Tasks); err != nil {
+	r := &davRun{e: e}
+	for _, step := range []func(context.Context) error{r.seed, r.discover, r.listObjects, r.export, r.measure} {
+		if err := step(ctx); err != nil {
 			return err
 		}
 	}
-	user := o.DAVUser
-	if user == "" {
-		user = e.users[0]
+	return nil
+}
+
+func (r *davRun) seed(ctx context.Context) error {
+	e, o := r.e, r.e.o
+	if !o.Start || o.Tasks <= 0 {
+		return nil
 	}
-	dc := newDAVClient(e.base, e.tr, user, o.Password)
-	home, err := dc.discover(ctx)
-	if err != nil {
+	return e.seed(ctx, "webhook batch (seed)", func(j int) task {
+		return seedTask(j, len(e.users), o.Projects, e.users)
+	}, o.Tasks)
+}
+
+// discover finds the user's home and, with --seed-ics, fills it.
+func (r *davRun) discover(ctx context.Context) error {
+	e, o := r.e, r.e.o
+	r.user = o.DAVUser
+	if r.user == "" {
+		r.user = e.users[0]
+	}
+	r.dc = newDAVClient(e.base, e.tr, r.user, o.Password)
+	var err error
+	if r.home, err = r.dc.discover(ctx); err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}
-	e.rep.Params["home"] = home
+	e.rep.Params["home"] = r.home
 	e.rep.Params["workers"] = o.Workers
 	e.rep.Params["multiget_size"] = o.MultigetSize
 	if o.SeedICS != "" {
-		if err := e.seedICS(ctx, dc, home, o.SeedICS); err != nil {
+		if err := e.seedICS(ctx, r.dc, r.home, o.SeedICS); err != nil {
 			return fmt.Errorf("seed from %s: %w", o.SeedICS, err)
 		}
 	}
-	cols, err := dc.homeDepth1(ctx, home)
-	if err != nil {
+	return nil
+}
+
+// listObjects reads every object of every collection via a full sync and
+// picks the biggest collection.
+func (r *davRun) listObjects(ctx context.Context) error {
+	e := r.e
+	var err error
+	if r.cols, err = r.dc.homeDepth1(ctx, r.home); err != nil {
 		return err
 	}
-	// Every object of every collection, via a full sync.
-	objects := map[string][]string{}
-	var biggest string
+	r.objects = map[string][]string{}
 	total := 0
-	for _, c := range cols {
-		res, err := dc.syncCollection(ctx, c.Path, "")
+	for _, c := range r.cols {
+		res, err := r.dc.syncCollection(ctx, c.Path, "")
 		if err != nil {
 			return fmt.Errorf("full sync of %s: %w", c.Path, err)
 		}
 		sort.Strings(res.Changed)
-		objects[c.Path] = res.Changed
+		r.objects[c.Path] = res.Changed
 		total += len(res.Changed)
-		if len(res.Changed) > len(objects[biggest]) || biggest == "" {
-			biggest = c.Path
+		if len(res.Changed) > len(r.objects[r.biggest]) || r.biggest == "" {
+			r.biggest = c.Path
 		}
 	}
-	e.rep.fig("calendars in the home", float64(len(cols)), "")
+	e.rep.fig("calendars in the home", float64(len(r.cols)), "")
 	e.rep.fig("objects in the home", float64(total), "")
-	e.rep.fig("objects in the multiget/sync calendar", float64(len(objects[biggest])), "")
-	e.logf("home %s: %d calendars, %d objects; measuring on %s (%d objects)", home, len(cols), total, biggest, len(objects[biggest]))
-	if o.ExportICS != "" {
-		if err := exportICS(ctx, dc, cols, objects, o.ExportICS); err != nil {
-			return fmt.Errorf("export: %w", err)
-		}
-		e.logf("exported %d objects to %s", total, o.ExportICS)
+	e.rep.fig("objects in the multiget/sync calendar", float64(len(r.objects[r.biggest])), "")
+	e.logf("home %s: %d calendars, %d objects; measuring on %s (%d objects)", r.home, len(r.cols), total, r.biggest, len(r.objects[r.biggest]))
+	return nil
+}
+
+// export writes the objects as .ics files (--export-ics).
+func (r *davRun) export(ctx context.Context) error {
+	dir := r.e.o.ExportICS
+	if dir == "" {
+		return nil
 	}
-	hrefs := objects[biggest]
-	for _, op := range strings.Split(o.DAVOps, ",") {
-		switch strings.TrimSpace(op) {
-		case "propfind":
-			s := e.closedLoop(ctx, "PROPFIND home Depth 1", func(ctx context.Context, dc *davClient, i int) (int, error) {
-				cs, err := dc.homeDepth1(ctx, home)
-				if err == nil && len(cs) != len(cols) {
-					err = fmt.Errorf("home listed %d calendars, want %d", len(cs), len(cols))
-				}
-				return len(cs), err
-			}, user)
-			e.rep.fig("PROPFIND home Depth 1 throughput", s.Rate, "req/s")
-		case "multiget":
-			if len(hrefs) == 0 {
-				e.rep.note("multiget skipped: no objects")
-				continue
-			}
-			size := min(o.MultigetSize, len(hrefs))
-			s := e.closedLoop(ctx, fmt.Sprintf("calendar-multiget (%d)", size), func(ctx context.Context, dc *davClient, i int) (int, error) {
-				lo := (i * size) % len(hrefs)
-				batch := make([]string, 0, size)
-				for k := 0; k < size; k++ {
-					batch = append(batch, hrefs[(lo+k)%len(hrefs)])
-				}
-				got, err := dc.multiget(ctx, biggest, batch)
-				return len(got), err
-			}, user)
-			e.rep.fig(fmt.Sprintf("calendar-multiget (%d) throughput", size), s.Rate, "req/s")
-		case "sync":
-			token, err := e.prepareDelta(ctx, dc, biggest, hrefs)
-			if err != nil {
-				return fmt.Errorf("sync: %w", err)
-			}
-			var short atomic.Int64
-			s := e.closedLoop(ctx, fmt.Sprintf("sync-collection (%d changed of %d)", o.SyncDelta, len(hrefs)), func(ctx context.Context, dc *davClient, i int) (int, error) {
-				res, err := dc.syncCollection(ctx, biggest, token)
-				if err == nil && len(res.Changed) < o.SyncDelta {
-					short.Add(1)
-				}
-				if err != nil {
-					return 0, err
-				}
-				return len(res.Changed), nil
-			}, user)
-			if n := short.Load(); n > 0 {
-				e.rep.note("%d incremental syncs returned fewer than %d changes", n, o.SyncDelta)
-			}
-			e.rep.fig("incremental sync-collection throughput", s.Rate, "req/s")
-		case "":
-		default:
+	if err := exportICS(ctx, r.dc, r.cols, r.objects, dir); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	r.e.logf("exported the objects to %s", dir)
+	return nil
+}
+
+// measure runs each of --ops in a closed loop.
+func (r *davRun) measure(ctx context.Context) error {
+	ops := map[string]func(context.Context) error{"propfind": r.propfind, "multiget": r.multiget, "sync": r.sync}
+	for _, op := range strings.Split(r.e.o.DAVOps, ",") {
+		op = strings.TrimSpace(op)
+		if op == "" {
+			continue
+		}
+		f, ok := ops[op]
+		if !ok {
 			return fmt.Errorf("--ops: unknown operation %q", op)
+		}
+		if err := f(ctx); err != nil {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+func (r *davRun) propfind(ctx context.Context) error {
+	s := r.e.closedLoop(ctx, "PROPFIND home Depth 1", func(ctx context.Context, dc *davClient, i int) (int, error) {
+		cs, err := dc.homeDepth1(ctx, r.home)
+		if err == nil && len(cs) != len(r.cols) {
+			err = fmt.Errorf("home listed %d calendars, want %d", len(cs), len(r.cols))
+		}
+		return len(cs), err
+	}, r.user)
+	r.e.rep.fig("PROPFIND home Depth 1 throughput", s.Rate, "req/s")
+	return nil
+}
+
+func (r *davRun) multiget(ctx context.Context) error {
+	hrefs := r.objects[r.biggest]
+	if len(hrefs) == 0 {
+		r.e.rep.note("multiget skipped: no objects")
+		return nil
+	}
+	size := min(r.e.o.MultigetSize, len(hrefs))
+	s := r.e.closedLoop(ctx, fmt.Sprintf("calendar-multiget (%d)", size), func(ctx context.Context, dc *davClient, i int) (int, error) {
+		lo := (i * size) % len(hrefs)
+		batch := make([]string, 0, size)
+		for k := 0; k < size; k++ {
+			batch = append(batch, hrefs[(lo+k)%len(hrefs)])
+		}
+		got, err := dc.multiget(ctx, r.biggest, batch)
+		return len(got), err
+	}, r.user)
+	r.e.rep.fig(fmt.Sprintf("calendar-multiget (%d) throughput", size), s.Rate, "req/s")
+	return nil
+}
+
+func (r *davRun) sync(ctx context.Context) error {
+	e, o := r.e, r.e.o
+	hrefs := r.objects[r.biggest]
+	token, err := e.prepareDelta(ctx, r.dc, r.biggest, hrefs)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	var short atomic.Int64
+	s := e.closedLoop(ctx, fmt.Sprintf("sync-collection (%d changed of %d)", o.SyncDelta, len(hrefs)), func(ctx context.Context, dc *davClient, i int) (int, error) {
+		res, err := dc.syncCollection(ctx, r.biggest, token)
+		if err != nil {
+			return 0, err
+		}
+		if len(res.Changed) < o.SyncDelta {
+			short.Add(1)
+		}
+		return len(res.Changed), nil
+	}, r.user)
+	if n := short.Load(); n > 0 {
+		e.rep.note("%d incremental syncs returned fewer than %d changes", n, o.SyncDelta)
+	}
+	e.rep.fig("incremental sync-collection throughput", s.Rate, "req/s")
 	return nil
 }
 

@@ -50,218 +50,278 @@ type loadHists struct {
 	ack, seedAck, exists, existsSend, visible, propfind, sync, multiget *Hist
 }
 
+// loadRun is one load-scenario run: the histograms and what the steps hand
+// each other.
+type loadRun struct {
+	e         *env
+	hs        loadHists
+	idlers    []*idler
+	arrivals  atomic.Int64
+	announced *Hist // progress only: announcements as they arrive
+	toks      *tokens
+	homes     map[int]string
+	pollWG    sync.WaitGroup
+	stopPolls context.CancelFunc
+	app       *appender
+}
+
+// runLoad is the load scenario:
+//   - seed M tasks through the webhook, in batches;
+//   - open K connections in IDLE, reading server memory before and after;
+//   - start C CalDAV clients (an initial full sync each, then polls);
+//   - drive R triggers per second for D and report what they cost.
 func (e *env) runLoad(ctx context.Context) error {
-	o := e.o
+	r := newLoadRun(e)
+	defer r.close()
+	for _, step := range []func(context.Context) error{r.seed, r.openIdle, r.startPollers, r.drive} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func newLoadRun(e *env) *loadRun {
 	ack := "webhook ack"
 	existsName, existsSendName := "webhook ack → IDLE EXISTS", "webhook send → IDLE EXISTS"
-	if o.Trigger == "append" {
+	if e.o.Trigger == "append" {
 		ack = "APPEND ack"
 		existsName, existsSendName = "APPEND ack → IDLE EXISTS", "APPEND send → IDLE EXISTS"
 	}
-	hs := loadHists{
+	return &loadRun{e: e, hs: loadHists{
 		ack: newHist(ack), exists: newHist(existsName), existsSend: newHist(existsSendName),
 		visible: newHist("webhook ack → visible in sync-collection"), propfind: newHist("PROPFIND home Depth 1"),
 		sync: newHist("sync-collection"), multiget: newHist("calendar-multiget (50)"),
-	}
+	}, announced: newHist("EXISTS"), toks: &tokens{m: map[string]string{}}, homes: map[int]string{}, stopPolls: func() {}}
+}
 
-	// 1. Seed M tasks through the webhook, in batches.
-	if o.Trigger == "webhook" && o.Tasks > 0 {
-		if err := e.seed(ctx, "webhook batch (seed)", func(j int) task {
-			return seedTask(j, len(e.users), o.Projects, e.users)
-		}, o.Tasks); err != nil {
-			return fmt.Errorf("seed: %w", err)
-		}
-		time.Sleep(500 * time.Millisecond) // let the notification fan-out settle
+// close stops the pollers and closes the IDLE connections and the appender.
+func (r *loadRun) close() {
+	r.stopDAVPolls()
+	if r.app != nil {
+		r.app.close()
 	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, d := range r.idlers {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() { defer wg.Done(); d.close(); <-sem }()
+	}
+	wg.Wait()
+}
 
-	// 2. K connections in IDLE; memory before and after.
-	var idlers []*idler
-	var arrivals atomic.Int64
-	announced := newHist("EXISTS") // progress only: announcements as they arrive
-	if o.Idle > 0 && e.imapAddr != "" {
-		mem0 := e.serverMem()
-		rss0 := e.rss(ctx)
-		g0 := e.goroutines(ctx)
-		t0 := time.Now()
-		var err error
-		idlers, err = openIdlers(ctx, e.imapAddr, o.Idle, e.users, func(int) string { return o.Password }, o.IdleParallel,
-			func(n int) {
-				if !o.Quiet {
-					e.logf("IDLE: %d connections open", n)
-				}
-			}, func() { arrivals.Add(1); announced.Add(0) })
-		defer func() {
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 64)
-			for _, d := range idlers {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() { defer wg.Done(); d.close(); <-sem }()
-			}
-			wg.Wait()
-		}()
-		e.logf("IDLE: %d of %d connections open in %v", len(idlers), o.Idle, time.Since(t0).Round(time.Millisecond))
-		if err != nil {
-			e.rep.note("IDLE: %d of %d connections opened; first error: %v", len(idlers), o.Idle, err)
-			if len(idlers) == 0 {
-				return fmt.Errorf("no IMAP connection: %w", err)
-			}
-		}
-		time.Sleep(2 * time.Second) // let buffers and GC settle before reading memory
-		mem1 := e.serverMem()
-		rss1 := e.rss(ctx)
-		g1 := e.goroutines(ctx)
-		n := float64(len(idlers))
-		e.rep.fig("IMAP connections in IDLE", n, "")
-		if rss1 > 0 {
-			e.rep.fig("server RSS before IDLE connections", rss0/(1<<20), "MiB")
-			e.rep.fig("server RSS with IDLE connections", rss1/(1<<20), "MiB")
-			e.rep.fig("server RSS per idle IMAP connection", (rss1-rss0)/n/1024, "KiB")
-		}
-		if mem0.Procs > 0 && mem1.PSS > 0 {
-			e.rep.fig("server PSS (process tree) per idle IMAP connection", float64(mem1.PSS-mem0.PSS)/n/1024, "KiB")
-			e.rep.fig("server processes with IDLE connections", float64(mem1.Procs), "")
-		}
-		if g0 >= 0 && g1 >= 0 {
-			e.rep.fig("server goroutines per idle IMAP connection", (g1-g0)/n, "")
-		}
-	} else if o.Idle > 0 {
+func (r *loadRun) stopDAVPolls() { r.stopPolls(); r.pollWG.Wait() }
+
+// seed sends M tasks through the webhook, in batches.
+func (r *loadRun) seed(ctx context.Context) error {
+	e, o := r.e, r.e.o
+	if o.Trigger != "webhook" || o.Tasks <= 0 {
+		return nil
+	}
+	if err := e.seed(ctx, "webhook batch (seed)", func(j int) task {
+		return seedTask(j, len(e.users), o.Projects, e.users)
+	}, o.Tasks); err != nil {
+		return fmt.Errorf("seed: %w", err)
+	}
+	time.Sleep(500 * time.Millisecond) // let the notification fan-out settle
+	return nil
+}
+
+// openIdle opens K connections in IDLE and reports what they cost the
+// server in memory and goroutines.
+func (r *loadRun) openIdle(ctx context.Context) error {
+	e, o := r.e, r.e.o
+	if o.Idle <= 0 {
+		return nil
+	}
+	if e.imapAddr == "" {
 		e.rep.note("no IMAP server: IDLE parts skipped")
+		return nil
 	}
-
-	// 3. C CalDAV clients: an initial full sync each, then polls.
-	toks := &tokens{m: map[string]string{}}
-	homes := map[int]string{}
-	var pollWG sync.WaitGroup
-	pollCtx, stopPolls := context.WithCancel(ctx)
-	defer stopPolls()
-	if o.DAV > 0 && e.caldav {
-		var ready sync.WaitGroup
-		var mu sync.Mutex
-		for i := 0; i < o.DAV; i++ {
-			u := i % len(e.users)
-			dc := newDAVClient(e.base, e.tr, e.users[u], o.Password)
-			home, err := dc.discover(ctx)
-			if err != nil {
-				return fmt.Errorf("CalDAV discovery for %s: %w", e.users[u], err)
+	mem0, rss0, g0 := e.serverMem(), e.rss(ctx), e.goroutines(ctx)
+	t0 := time.Now()
+	var err error
+	r.idlers, err = openIdlers(ctx, e.imapAddr, o.Idle, e.users, func(int) string { return o.Password }, o.IdleParallel,
+		func(n int) {
+			if !o.Quiet {
+				e.logf("IDLE: %d connections open", n)
 			}
-			mu.Lock()
-			homes[u] = home
-			mu.Unlock()
-			ready.Add(1)
-			pollWG.Add(1)
-			go func() {
-				defer pollWG.Done()
-				e.poller(pollCtx, dc, home, &hs, toks, ready.Done)
-			}()
+		}, func() { r.arrivals.Add(1); r.announced.Add(0) })
+	e.logf("IDLE: %d of %d connections open in %v", len(r.idlers), o.Idle, time.Since(t0).Round(time.Millisecond))
+	if err != nil {
+		e.rep.note("IDLE: %d of %d connections opened; first error: %v", len(r.idlers), o.Idle, err)
+		if len(r.idlers) == 0 {
+			return fmt.Errorf("no IMAP connection: %w", err)
 		}
-		t0 := time.Now()
-		ready.Wait()
-		e.logf("CalDAV: %d clients did their initial sync in %v", o.DAV, time.Since(t0).Round(time.Millisecond))
 	}
-	stopDAVPolls := func() { stopPolls(); pollWG.Wait() }
-	defer stopDAVPolls()
+	time.Sleep(2 * time.Second) // let buffers and GC settle before reading memory
+	mem1, rss1, g1 := e.serverMem(), e.rss(ctx), e.goroutines(ctx)
+	n := float64(len(r.idlers))
+	e.rep.fig("IMAP connections in IDLE", n, "")
+	if rss1 > 0 {
+		e.rep.fig("server RSS before IDLE connections", rss0/(1<<20), "MiB")
+		e.rep.fig("server RSS with IDLE connections", rss1/(1<<20), "MiB")
+		e.rep.fig("server RSS per idle IMAP connection", (rss1-rss0)/n/1024, "KiB")
+	}
+	if mem0.Procs > 0 && mem1.PSS > 0 {
+		e.rep.fig("server PSS (process tree) per idle IMAP connection", float64(mem1.PSS-mem0.PSS)/n/1024, "KiB")
+		e.rep.fig("server processes with IDLE connections", float64(mem1.Procs), "")
+	}
+	if g0 >= 0 && g1 >= 0 {
+		e.rep.fig("server goroutines per idle IMAP connection", (g1-g0)/n, "")
+	}
+	return nil
+}
 
-	// 4. The measured phase: R triggers per second for D.
+// startPollers starts C CalDAV clients and waits for their initial sync.
+func (r *loadRun) startPollers(ctx context.Context) error {
+	e, o := r.e, r.e.o
+	if o.DAV <= 0 || !e.caldav {
+		return nil
+	}
+	pollCtx, stop := context.WithCancel(ctx)
+	r.stopPolls = stop
+	var ready sync.WaitGroup
+	for i := 0; i < o.DAV; i++ {
+		u := i % len(e.users)
+		dc := newDAVClient(e.base, e.tr, e.users[u], o.Password)
+		home, err := dc.discover(ctx)
+		if err != nil {
+			return fmt.Errorf("CalDAV discovery for %s: %w", e.users[u], err)
+		}
+		r.homes[u] = home
+		ready.Add(1)
+		r.pollWG.Add(1)
+		go func() {
+			defer r.pollWG.Done()
+			e.poller(pollCtx, dc, home, &r.hs, r.toks, ready.Done)
+		}()
+	}
+	t0 := time.Now()
+	ready.Wait()
+	e.logf("CalDAV: %d clients did their initial sync in %v", o.DAV, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// drive is the measured phase: R triggers per second for D, then the
+// trailing announcements and the report.
+func (r *loadRun) drive(ctx context.Context) error {
+	e, o := r.e, r.e.o
 	idleUsers := map[int][]*idler{}
-	for _, d := range idlers {
+	for _, d := range r.idlers {
 		idleUsers[d.user] = append(idleUsers[d.user], d)
 		d.record()
 	}
-	var targets []int // users the triggers go to
-	if len(idleUsers) > 0 {
-		for u := range e.users {
-			if len(idleUsers[u]) > 0 {
-				targets = append(targets, u)
-			}
-		}
-	} else {
-		for u := range e.users {
+	if o.Trigger == "append" {
+		r.app = &appender{addr: e.imapAddr, user: e.users, pass: func(int) string { return o.Password }}
+	}
+	if o.Rate <= 0 || (e.hook == nil && r.app == nil) {
+		return nil
+	}
+	stop := e.progress(ctx, "load", r.hs.ack, r.announced, r.hs.visible, r.hs.propfind, r.hs.sync)
+	start := time.Now()
+	events := r.trigger(ctx, r.targets(idleUsers))
+	stop()
+	elapsed := time.Since(start)
+	r.awaitAnnouncements(events, idleUsers)
+	r.stopDAVPolls()
+	r.report(ctx, events, elapsed)
+	return nil
+}
+
+// targets are the users the triggers go to: those with IDLE connections,
+// else everyone.
+func (r *loadRun) targets(idleUsers map[int][]*idler) []int {
+	var targets []int
+	for u := range r.e.users {
+		if len(idleUsers) == 0 || len(idleUsers[u]) > 0 {
 			targets = append(targets, u)
 		}
 	}
-	var evMu sync.Mutex
-	events := map[int][]*event{}
+	return targets
+}
+
+// trigger sends R triggers per second for D, round robin over targets,
+// skipping when --max-inflight are in flight; it returns the events per
+// user once all have been answered.
+func (r *loadRun) trigger(ctx context.Context, targets []int) map[int][]*event {
+	e, o := r.e, r.e.o
 	probeEvery := o.ProbeEvery
 	if probeEvery <= 0 {
 		probeEvery = max(1, int(o.Rate/20))
 	}
-	var app *appender
-	if o.Trigger == "append" {
-		app = &appender{addr: e.imapAddr, user: e.users, pass: func(int) string { return o.Password }}
-		defer app.close()
+	var evMu sync.Mutex
+	events := map[int][]*event{}
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	var inflight, skipped atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(o.Duration)
+	var seq int64
+	for next := start; next.Before(end) && ctx.Err() == nil; next = next.Add(interval) {
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		i := seq
+		seq++
+		if inflight.Load() >= int64(o.MaxInflight) {
+			skipped.Add(1)
+			continue
+		}
+		u := targets[int(i)%len(targets)]
+		ev := &event{}
+		evMu.Lock()
+		for b := 0; b < o.Batch; b++ {
+			events[u] = append(events[u], ev)
+		}
+		evMu.Unlock()
+		inflight.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer inflight.Add(-1)
+			e.trigger(ctx, i, u, ev, r.app, &r.hs, r.toks, r.homes, i%int64(probeEvery) == 0)
+		}()
 	}
-	if o.Rate > 0 && (e.hook != nil || app != nil) {
-		stop := e.progress(ctx, "load", hs.ack, announced, hs.visible, hs.propfind, hs.sync)
-		interval := time.Duration(float64(time.Second) / o.Rate)
-		var inflight atomic.Int64
-		var skipped atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		end := start.Add(o.Duration)
-		var seq int64
-		for next := start; next.Before(end) && ctx.Err() == nil; next = next.Add(interval) {
-			if d := time.Until(next); d > 0 {
-				time.Sleep(d)
-			}
-			i := seq
-			seq++
-			if inflight.Load() >= int64(o.MaxInflight) {
-				skipped.Add(1)
-				continue
-			}
-			u := targets[int(i)%len(targets)]
-			ev := &event{}
-			evMu.Lock()
-			for b := 0; b < o.Batch; b++ {
-				events[u] = append(events[u], ev)
-			}
-			evMu.Unlock()
-			inflight.Add(1)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer inflight.Add(-1)
-				e.trigger(ctx, i, u, ev, app, &hs, toks, homes, i%int64(probeEvery) == 0)
-			}()
-		}
-		wg.Wait()
-		stop()
-		elapsed := time.Since(start)
-		if n := skipped.Load(); n > 0 {
-			e.rep.note("%d triggers skipped: %d requests were in flight (the server did not keep up with %.0f/s)", n, o.MaxInflight, o.Rate)
-		}
-		// Trailing announcements.
-		deadline := time.Now().Add(3 * time.Second)
-		want := int64(0)
-		for u, evs := range events {
-			want += int64(len(evs) * len(idleUsers[u]))
-		}
-		for time.Now().Before(deadline) && arrivals.Load() < want {
-			time.Sleep(10 * time.Millisecond)
-		}
-		stopDAVPolls()
-		g := e.goroutines(ctx)
-		rss := e.rss(ctx)
-		e.correlate(idlers, events, &hs)
-		e.rep.op(hs.ack, elapsed)
-		e.rep.op(hs.exists, elapsed)
-		e.rep.op(hs.existsSend, elapsed)
-		e.rep.op(hs.visible, elapsed)
-		if g >= 0 {
-			e.rep.fig("server goroutines at the end of the measured phase", g, "")
-		}
-		if rss > 0 {
-			e.rep.fig("server RSS at the end of the measured phase", rss/(1<<20), "MiB")
-		}
-		e.rep.op(hs.propfind, elapsed)
-		e.rep.op(hs.sync, elapsed)
-		e.rep.op(hs.multiget, elapsed)
-		e.loadTargets(len(idlers))
-	} else {
-		stopDAVPolls()
+	wg.Wait()
+	if n := skipped.Load(); n > 0 {
+		e.rep.note("%d triggers skipped: %d requests were in flight (the server did not keep up with %.0f/s)", n, o.MaxInflight, o.Rate)
 	}
-	return ctx.Err()
+	return events
+}
+
+// awaitAnnouncements waits (at most 3 s) for the EXISTS of every trigger
+// on every IDLE connection of its user.
+func (r *loadRun) awaitAnnouncements(events map[int][]*event, idleUsers map[int][]*idler) {
+	deadline := time.Now().Add(3 * time.Second)
+	want := int64(0)
+	for u, evs := range events {
+		want += int64(len(evs) * len(idleUsers[u]))
+	}
+	for time.Now().Before(deadline) && r.arrivals.Load() < want {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// report puts the measured phase into the report.
+func (r *loadRun) report(ctx context.Context, events map[int][]*event, elapsed time.Duration) {
+	e, hs := r.e, &r.hs
+	g, rss := e.goroutines(ctx), e.rss(ctx)
+	e.correlate(r.idlers, events, hs)
+	for _, h := range []*Hist{hs.ack, hs.exists, hs.existsSend, hs.visible} {
+		e.rep.op(h, elapsed)
+	}
+	if g >= 0 {
+		e.rep.fig("server goroutines at the end of the measured phase", g, "")
+	}
+	if rss > 0 {
+		e.rep.fig("server RSS at the end of the measured phase", rss/(1<<20), "MiB")
+	}
+	for _, h := range []*Hist{hs.propfind, hs.sync, hs.multiget} {
+		e.rep.op(h, elapsed)
+	}
+	e.loadTargets(len(r.idlers))
 }
 
 // trigger sends one webhook (or APPEND) for user u and, when probe is set,

@@ -147,6 +147,39 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 	})
 
+	// TLS with the dev CA and device passwords: the cold phase reports the
+	// own password and the device password side by side, the returning
+	// step a full and a resumed handshake; every poll resumes when it can.
+	t.Run("phones-tls-devices", func(t *testing.T) {
+		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
+			"--tls", "--device-passwords", "--returning", "20"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run(ctx, o, &logs)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var out bytes.Buffer
+		rep.print(&out)
+		t.Log(out.String())
+		if !strings.HasPrefix(rep.Target, "https://") {
+			t.Errorf("target %s, want https", rep.Target)
+		}
+		for _, name := range []string{"cold poll, own password (bcrypt-min)", "cold poll, device password (HMAC)",
+			"returning poll, full TLS handshake", "returning poll, resumed TLS session", "phone poll (PROPFIND + syncs + multigets)"} {
+			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
+				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
+			}
+		}
+		if n, _ := rep.Fig("returning polls that resumed"); n != 20 {
+			t.Errorf("%v of 20 returning polls resumed", n)
+		}
+		if _, ok := rep.Fig("cold polls/s, device password ÷ own password"); !ok {
+			t.Error("no side by side cold figure")
+		}
+	})
+
 	t.Run("dav", func(t *testing.T) {
 		dir := t.TempDir()
 		o, err := parseFlags(append(base, "--scenario", "dav", "--tasks", "60", "--duration", "500ms", "--workers", "2",

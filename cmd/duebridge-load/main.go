@@ -85,6 +85,10 @@ type options struct {
 	SLO          time.Duration
 	KeepAlive    bool
 	PhoneWorkers int
+	TLS          bool
+	TLSResume    bool
+	DevicePWs    bool
+	Returning    int
 
 	DAVOps       string
 	Workers      int
@@ -144,6 +148,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.SLO, "slo", time.Second, "phones mode: p99 bound of one poll for 'keeps up'")
 	fs.BoolVar(&o.KeepAlive, "keepalive", false, "phones mode: reuse connections across phones (iOS sends Connection: close)")
 	fs.IntVar(&o.PhoneWorkers, "phone-prep-workers", 8, "phones mode: concurrency of the untimed preparation")
+	fs.BoolVar(&o.TLS, "tls", false, "with --start: serve HTTPS with a dev CA the phones trust")
+	fs.BoolVar(&o.TLSResume, "tls-resume", true, "phones mode with --tls: each phone keeps its TLS session ticket between polls")
+	fs.BoolVar(&o.DevicePWs, "device-passwords", false, "phones mode with --start: phones log in with device passwords; the cold phase compares them with the own (--hash) password side by side")
+	fs.IntVar(&o.Returning, "returning", 200, "phones mode with --tls: polls of returning phones measured with a full handshake and with a resumed one, side by side")
 
 	fs.StringVar(&o.DAVOps, "ops", "propfind,multiget,sync", "dav scenario: operations to measure, in order")
 	fs.IntVar(&o.Workers, "workers", 4, "dav scenario: concurrent closed-loop clients")
@@ -201,6 +209,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.Rate < 0 || o.Rate > 100000 {
 		return nil, errors.New("--rate must be within 0..100000")
+	}
+	if (o.TLS || o.DevicePWs) && !o.Start {
+		return nil, errors.New("--tls and --device-passwords need --start (the load tool makes the CA and the passwords)")
 	}
 	if o.Label == "" {
 		o.Label = "duebridge"

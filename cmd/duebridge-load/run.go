@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -76,12 +77,22 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 			Bin: o.Bin, Src: o.Src, Users: e.users, Password: o.Password, Hash: o.Hash,
 			Source: o.Source, Secret: secret, IMAP: true, Keep: o.Keep, Log: e.logf,
 			ConnsPerUser: max(20, (o.Idle+nUsers-1)/nUsers+2),
+			TLS:          o.TLS,
+			DevicePasswords: func() int {
+				if o.DevicePWs && o.Scenario == "phones" {
+					return nUsers
+				}
+				return 0
+			}(),
 		})
 		if err != nil {
 			return nil, err
 		}
 		defer c.Stop()
 		e.child, e.pid = c, c.Pid
+		if c.CAs != nil {
+			e.tr.TLSClientConfig = &tls.Config{RootCAs: c.CAs}
+		}
 		e.httpURL, e.imapAddr = c.HTTPURL, c.IMAPAddr
 		o.Secret = secretOf(c)
 	} else {

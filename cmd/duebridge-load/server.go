@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +24,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+	"github.com/duebridge/duebridge/tlsutil"
 )
 
 // serverOpts is what --start needs to write a config and run duebridge.
@@ -37,6 +44,11 @@ type serverOpts struct {
 	Log      func(format string, a ...any)
 	// ConnsPerUser is limits.imap_conns_per_user.
 	ConnsPerUser int
+	// TLS serves HTTPS (and IMAPS) with a dev CA made in the temp dir.
+	TLS bool
+	// DevicePasswords issues a device password to each of the first n
+	// users before the server starts (in its store, as /setup would).
+	DevicePasswords int
 }
 
 // child is a duebridge serve started by the load tool.
@@ -50,6 +62,12 @@ type child struct {
 	logPath  string
 	secret   string
 	exited   chan struct{}
+	// CAs trusts the dev CA (nil without TLS).
+	CAs *x509.CertPool
+	// DevicePW[i] is users[i]'s device password (DevicePasswords of them).
+	DevicePW []string
+	// tlsFiles: dev CA, certificate and key for the config.
+	tlsFiles *tlsutil.DevCertResult
 }
 
 func freePort() (int, error) {
@@ -115,7 +133,7 @@ func hashPassword(kind, pw string) (string, error) {
 func yamlQuote(s string) string { return strconv.Quote(s) }
 
 // writeConfig writes the YAML config for o into dir.
-func writeConfig(dir string, o serverOpts, httpPort, imapPort int) (string, error) {
+func writeConfig(dir string, o serverOpts, httpPort, imapPort int, tf *tlsutil.DevCertResult) (string, error) {
 	hash, err := hashPassword(o.Hash, o.Password)
 	if err != nil {
 		return "", err
@@ -134,7 +152,13 @@ func writeConfig(dir string, o serverOpts, httpPort, imapPort int) (string, erro
 	w := bufio.NewWriterSize(f, 1<<20)
 	fmt.Fprintf(w, "# written by duebridge-load; throwaway\n")
 	fmt.Fprintf(w, "data_dir: %s\nstore: sqlite\n", yamlQuote(filepath.Join(dir, "data")))
-	fmt.Fprintf(w, "http:\n  listen: 127.0.0.1:%d\n  public_url: http://127.0.0.1:%d\n", httpPort, httpPort)
+	scheme := "http"
+	if tf != nil {
+		scheme = "https"
+		fmt.Fprintf(w, "tls:\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n",
+			yamlQuote(tf.ServerCertFile), yamlQuote(tf.ServerKeyFile), yamlQuote(tf.CACertFile))
+	}
+	fmt.Fprintf(w, "http:\n  listen: 127.0.0.1:%d\n  public_url: %s://127.0.0.1:%d\n", httpPort, scheme, httpPort)
 	if imapPort > 0 {
 		fmt.Fprintf(w, "imap:\n  listen: 127.0.0.1:%d\n", imapPort)
 	}
@@ -194,11 +218,25 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 		}
 	}
 	t0 := time.Now()
-	cfgPath, err := writeConfig(dir, o, httpPort, imapPort)
+	if o.TLS {
+		if c.tlsFiles, err = tlsutil.DevCert([]string{"127.0.0.1", "localhost"}, filepath.Join(dir, "certs"), time.Time{}); err != nil {
+			return fail(fmt.Errorf("dev CA: %w", err))
+		}
+		c.CAs = x509.NewCertPool()
+		c.CAs.AddCert(c.tlsFiles.CA)
+	}
+	cfgPath, err := writeConfig(dir, o, httpPort, imapPort, c.tlsFiles)
 	if err != nil {
 		return fail(err)
 	}
 	o.Log("config with %d users (%s hashes) written in %v", len(o.Users), o.Hash, time.Since(t0).Round(time.Millisecond))
+	if o.DevicePasswords > 0 {
+		t1 := time.Now()
+		if c.DevicePW, err = issueDevicePasswords(ctx, cfgPath, o.Users[:min(o.DevicePasswords, len(o.Users))]); err != nil {
+			return fail(err)
+		}
+		o.Log("%d device passwords issued in %v", len(c.DevicePW), time.Since(t1).Round(time.Millisecond))
+	}
 	c.logPath = filepath.Join(dir, "serve.log")
 	logf, err := os.Create(c.logPath)
 	if err != nil {
@@ -215,12 +253,16 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 	c.cmd, c.Pid = cmd, cmd.Process.Pid
 	go func() { cmd.Wait(); logf.Close(); close(c.exited) }()
 	c.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	if c.CAs != nil {
+		c.HTTPURL = fmt.Sprintf("https://127.0.0.1:%d", httpPort)
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.CAs}}
+	}
 	if imapPort > 0 {
 		c.IMAPAddr = fmt.Sprintf("127.0.0.1:%d", imapPort)
 	}
 	// Ready: /healthz answers. A config of 100,000 users takes a while.
 	deadline := time.Now().Add(5 * time.Minute)
-	hc := &http.Client{Timeout: 2 * time.Second}
 	for {
 		select {
 		case <-c.exited:
@@ -255,6 +297,29 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 	}
 	o.Log("duebridge serve pid %d ready in %v: %s imap %s", c.Pid, time.Since(t0).Round(time.Millisecond), c.HTTPURL, c.IMAPAddr)
 	return c, nil
+}
+
+// issueDevicePasswords gives each user a device password, in the store the
+// config names, the way /setup does (the server is not running yet).
+func issueDevicePasswords(ctx context.Context, cfgPath string, users []string) ([]string, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	hub := bridge.NewHub()
+	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish})
+	if err != nil {
+		return nil, fmt.Errorf("open the store for device passwords: %w", err)
+	}
+	defer st.Close()
+	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	out := make([]string, len(users))
+	for i, u := range users {
+		if _, out[i], err = svc.IssueDevicePassword(ctx, u, "load phone"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // cleanEnv is the environment without DUEBRIDGE_* overrides, so the

@@ -25,6 +25,9 @@ type certSource struct {
 	acme       *autocert.Manager // nil without acme_hosts
 	acmeHosts  map[string]bool
 	publicHost string
+	// tickets are the session ticket keys every listener shares, so a
+	// phone resumes on HTTPS, IMAPS and submission alike.
+	tickets *tlsutil.TicketKeys
 	// lastPublic is the certificate last served for the public host name;
 	// with ACME it is the one that signs setup profiles (asking the
 	// manager could start an issuance in the middle of a page request).
@@ -36,7 +39,8 @@ func newCertSource(cfg *config.Config, log *slog.Logger) (*certSource, error) {
 	if !cfg.TLS.Enabled() {
 		return nil, nil
 	}
-	c := &certSource{publicHost: strings.ToLower(cfg.HTTP.PublicURL.Hostname())}
+	c := &certSource{publicHost: strings.ToLower(cfg.HTTP.PublicURL.Hostname()),
+		tickets: tlsutil.NewTicketKeys(0, -1, nil)}
 	if cfg.TLS.CertFile != "" {
 		r, err := tlsutil.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsutil.WithLogger(log))
 		if err != nil {
@@ -103,7 +107,9 @@ func (c *certSource) TLSConfig() *tls.Config {
 	if c == nil {
 		return nil
 	}
-	return tlsutil.ServerConfig(c.GetCertificate)
+	conf := tlsutil.ServerConfig(c.GetCertificate)
+	c.tickets.Install(conf) // the clones for each listener share the keys
+	return conf
 }
 
 // HTTPNextProtos are the ALPN protocols of the HTTPS listener: HTTP/2 and

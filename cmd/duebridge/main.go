@@ -32,7 +32,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd(), feedCmd())
+	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd(), feedCmd(), devicesCmd())
 	root.AddCommand(backupCmd(), restoreCmd(), healthcheckCmd())
 	return root
 }

@@ -39,6 +39,8 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 	setupHandler := setup.NewHandler(svc, setupOpts)
 	mux.Handle("GET "+setup.PagePath, setupHandler)
 	mux.Handle("GET "+setup.ProfilePath, setupHandler)
+	mux.Handle("POST "+setup.DevicesPath, setupHandler)
+	mux.Handle("POST "+setup.RevokePath, setupHandler)
 	for _, p := range setup.Typed { // "/setup/", "/": redirected to the page
 		mux.Handle(p, setupHandler)
 	}

@@ -144,6 +144,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 	retention := bridge.NewRetention(svc, bridge.RetentionOptions{})
 	goRun("retention", func() error { return retention.Run(runCtx) })
+	goRun("devices", func() error { return svc.RunDevices(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {

@@ -1,0 +1,410 @@
+package bridge
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/store"
+)
+
+// Device passwords: /setup gives each device its own random password. It is
+// random, not chosen, so nothing is gained by a slow hash: it is checked with
+// HMAC-SHA256 under a server key (like GitHub's and Apple's app-specific
+// tokens), which costs microseconds. That is what makes a restart cheap: a
+// phone's first poll after it costs what a cached login costs, where the
+// user's own (argon2id) password costs ~100 ms of CPU.
+//
+// A password is "dbp-<id>-<secret>": id (64 bits) is not secret and finds the
+// stored row, secret is 160 random bits. The store keeps only the HMAC of
+// both under the key in kv[deviceKeyName]; the key never leaves the store.
+
+const (
+	devicePrefix  = "dbp-"
+	deviceIDBytes = 8
+	// deviceSecretBytes: 160 bits, beyond guessing online or offline.
+	deviceSecretBytes = 20
+	deviceKeyName     = "device_password_key"
+	// deviceFlushInterval: last use is kept in memory and written at most
+	// this often, so a poll never costs a write.
+	deviceFlushInterval = 5 * time.Minute
+	// deviceRevocationPoll is how often RunDevices looks for revocations
+	// made by another process (the CLI, another node).
+	deviceRevocationPoll = 5 * time.Second
+	// maxDeviceNameBytes bounds a device's name.
+	maxDeviceNameBytes = 100
+)
+
+// ErrTooManyDevices is returned by IssueDevicePassword when the user already
+// has limits.devices_per_user device passwords.
+var ErrTooManyDevices = errors.New("too many device passwords; revoke one first")
+
+// ErrDeviceName is returned for an unusable device name.
+var ErrDeviceName = errors.New("device name must be 1 to 100 characters of printable text")
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// Device is a device password as listed: no secret, no hash.
+type Device struct {
+	ID       string
+	User     string
+	Name     string
+	Created  time.Time
+	LastUsed time.Time // zero: never
+}
+
+// devices is the service's device-password state: the key, the last uses
+// not yet written, and how far revocations have been handed to the hub.
+type devices struct {
+	s *Service
+
+	keyMu sync.Mutex
+	key   []byte // nil until loaded
+
+	mu      sync.Mutex
+	pending map[string]time.Time // id → last use not yet flushed
+
+	// poll is deviceRevocationPoll (tests shorten it).
+	poll time.Duration
+
+	revMu   sync.Mutex
+	revSeen int64
+	revInit bool
+
+	dummy [32]byte // compared against when no row matches
+
+	checks *prometheus.CounterVec // result
+}
+
+func newDevices(s *Service) *devices {
+	d := &devices{s: s, pending: map[string]time.Time{}, poll: deviceRevocationPoll}
+	rand.Read(d.dummy[:])
+	d.checks = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duebridge_device_password_checks_total",
+		Help: "Device password checks (HMAC-SHA256, microseconds each), by result (ok|refused).",
+	}, []string{"result"}))
+	return d
+}
+
+// serverKey loads the HMAC key, creating it on first use (once per database).
+func (d *devices) serverKey(ctx context.Context) ([]byte, error) {
+	d.keyMu.Lock()
+	defer d.keyMu.Unlock()
+	if d.key != nil {
+		return d.key, nil
+	}
+	var key []byte
+	err := d.s.st.Update(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(deviceKeyName)
+		if errors.Is(err, store.ErrNotFound) {
+			k := make([]byte, 32)
+			rand.Read(k)
+			v = hex.EncodeToString(k)
+			err = tx.Set(deviceKeyName, v)
+		}
+		if err != nil {
+			return err
+		}
+		key, err = hex.DecodeString(v)
+		if err == nil && len(key) < 32 {
+			err = errors.New("key too short")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load device password key: %w", err)
+	}
+	d.key = key
+	return key, nil
+}
+
+func deviceMAC(key []byte, id, secret string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("duebridge device password v1\x00"))
+	m.Write([]byte(id))
+	m.Write([]byte{0})
+	m.Write([]byte(secret))
+	return m.Sum(nil)
+}
+
+// parseDevicePassword splits a device password; ok is false for anything
+// else (a user's own password, say).
+func parseDevicePassword(pw string) (id, secret string, ok bool) {
+	rest, found := strings.CutPrefix(pw, devicePrefix)
+	if !found {
+		return "", "", false
+	}
+	id, secret, found = strings.Cut(rest, "-")
+	if !found || len(id) != b32.EncodedLen(deviceIDBytes) || len(secret) != b32.EncodedLen(deviceSecretBytes) {
+		return "", "", false
+	}
+	if _, err := b32.DecodeString(strings.ToUpper(id)); err != nil {
+		return "", "", false
+	}
+	if _, err := b32.DecodeString(strings.ToUpper(secret)); err != nil {
+		return "", "", false
+	}
+	return id, secret, true
+}
+
+// verify is the device step of a login. It costs the same for every
+// refusal: one store read by ID (a password of another shape reads a
+// non-existent ID) and one HMAC compared in constant time, whether or not
+// the ID exists or belongs to the user.
+func (d *devices) verify(ctx context.Context, user, pw string) bool {
+	id, secret, shaped := parseDevicePassword(pw)
+	if !shaped {
+		id, secret = "", pw // reads no row; the HMAC below still runs
+	}
+	var row *store.DevicePassword
+	key, err := d.serverKey(ctx)
+	if err == nil {
+		err = d.s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			row, err = tx.DevicePassword(id)
+			return err
+		})
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		d.s.log.Error("device password check", "err", err)
+	}
+	want := d.dummy[:]
+	if row != nil {
+		want = row.Hash
+	}
+	if key == nil {
+		key = d.dummy[:]
+	}
+	match := subtle.ConstantTimeCompare(deviceMAC(key, id, secret), want) == 1
+	ok := shaped && row != nil && match && row.User == user
+	if !ok {
+		d.checks.WithLabelValues("refused").Inc()
+		return false
+	}
+	d.checks.WithLabelValues("ok").Inc()
+	d.mu.Lock()
+	d.pending[id] = d.s.now()
+	d.mu.Unlock()
+	return true
+}
+
+// IssueDevicePassword makes a new password for one of user's devices and
+// returns it; it is not stored anywhere and cannot be shown again.
+func (s *Service) IssueDevicePassword(ctx context.Context, user, name string) (Device, string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" || len(name) > maxDeviceNameBytes || !utf8.ValidString(name) || strings.ContainsFunc(name, isControl) {
+		return Device{}, "", ErrDeviceName
+	}
+	if s.Config().User(user) == nil {
+		return Device{}, "", fmt.Errorf("issue device password: no user %q", user)
+	}
+	key, err := s.devices.serverKey(ctx)
+	if err != nil {
+		return Device{}, "", err
+	}
+	idb := make([]byte, deviceIDBytes)
+	sec := make([]byte, deviceSecretBytes)
+	rand.Read(idb)
+	rand.Read(sec)
+	id, secret := strings.ToLower(b32.EncodeToString(idb)), strings.ToLower(b32.EncodeToString(sec))
+	limit := limitsOf(s.Config()).devices
+	row := store.DevicePassword{ID: id, User: user, Name: name, Hash: deviceMAC(key, id, secret)}
+	err = s.st.Update(ctx, func(tx store.Tx) error {
+		have, err := tx.DevicePasswords(user)
+		if err != nil {
+			return err
+		}
+		if len(have) >= limit {
+			return ErrTooManyDevices
+		}
+		row.Created = tx.Now()
+		return tx.AddDevicePassword(&row)
+	})
+	if err != nil {
+		if errors.Is(err, ErrTooManyDevices) {
+			return Device{}, "", err
+		}
+		return Device{}, "", fmt.Errorf("issue device password for %s: %w", user, err)
+	}
+	s.log.Info("device password issued", "user", user, "device", id, "name", name)
+	return Device{ID: id, User: user, Name: name, Created: row.Created}, devicePrefix + id + "-" + secret, nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
+
+// Devices lists user's device passwords ("" = every user's), with last use
+// as this process knows it (including uses not yet written).
+func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
+	var rows []store.DevicePassword
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		rows, err = tx.DevicePasswords(user)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list device passwords: %w", err)
+	}
+	d := s.devices
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Device, len(rows))
+	for i, r := range rows {
+		out[i] = Device{ID: r.ID, User: r.User, Name: r.Name, Created: r.Created, LastUsed: r.LastUsed}
+		if t, ok := d.pending[r.ID]; ok && t.After(r.LastUsed) {
+			out[i].LastUsed = t
+		}
+	}
+	return out, nil
+}
+
+// RevokeDevicePassword deletes one of user's device passwords: it stops
+// working at once, and the user's IMAP sessions are closed (the IMAP server
+// closes a user's sessions on EventCredentials; the other devices log in
+// again on their own). Other processes sharing the store do the same within
+// deviceRevocationPoll (RunDevices). store.ErrNotFound if there is none.
+func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
+	if err := s.markRevocations(ctx); err != nil {
+		return fmt.Errorf("revoke device password: %w", err)
+	}
+	err := s.st.Update(ctx, func(tx store.Tx) error { return tx.RevokeDevicePassword(user, id) })
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return fmt.Errorf("revoke device password: %w", err)
+	}
+	s.log.Info("device password revoked", "user", user, "device", id)
+	s.devices.mu.Lock()
+	delete(s.devices.pending, id)
+	s.devices.mu.Unlock()
+	return s.publishRevocations(ctx)
+}
+
+// markRevocations notes, once, where the revocation log ends: revocations
+// from before that ended the sessions of a process that is gone.
+func (s *Service) markRevocations(ctx context.Context) error {
+	d := s.devices
+	d.revMu.Lock()
+	defer d.revMu.Unlock()
+	if d.revInit {
+		return nil
+	}
+	return s.st.View(ctx, func(tx store.Tx) error {
+		last, err := tx.LastDeviceRevocation()
+		if err == nil {
+			d.revSeen, d.revInit = last, true
+		}
+		return err
+	})
+}
+
+// publishRevocations hands revocations made since markRevocations (by this
+// process or another) to the hub, once each.
+func (s *Service) publishRevocations(ctx context.Context) error {
+	if err := s.markRevocations(ctx); err != nil {
+		return err
+	}
+	d := s.devices
+	d.revMu.Lock()
+	defer d.revMu.Unlock()
+	for {
+		var revs []store.DeviceRevocation
+		err := s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			revs, err = tx.DeviceRevocations(d.revSeen, 1000)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if len(revs) == 0 {
+			return nil
+		}
+		events := make([]store.Event, 0, len(revs))
+		for _, r := range revs {
+			events = append(events, store.Event{Kind: EventCredentials, User: r.User})
+			d.revSeen = r.Seq
+		}
+		s.hub.Publish(events)
+	}
+}
+
+// flushDeviceUses writes the last uses gathered since the previous flush.
+func (s *Service) flushDeviceUses(ctx context.Context) error {
+	d := s.devices
+	d.mu.Lock()
+	used := d.pending
+	d.pending = map[string]time.Time{}
+	d.mu.Unlock()
+	if len(used) == 0 {
+		return nil
+	}
+	err := s.st.Update(ctx, func(tx store.Tx) error { return tx.TouchDevicePasswords(used) })
+	if err != nil {
+		// Put them back (unless newer ones came in) for the next flush.
+		d.mu.Lock()
+		for id, t := range used {
+			if t.After(d.pending[id]) {
+				d.pending[id] = t
+			}
+		}
+		d.mu.Unlock()
+		return fmt.Errorf("record device last use: %w", err)
+	}
+	return nil
+}
+
+// RunDevices writes device last-use times every few minutes (and once more
+// on the way out), and ends the sessions of device passwords revoked by
+// other processes sharing the store. It returns when ctx is done.
+func (s *Service) RunDevices(ctx context.Context) error {
+	// The mark for revocations is set now, so that one made by the CLI
+	// after start-up is published.
+	if err := s.markRevocations(ctx); err != nil {
+		s.log.Error("device revocations", "err", err)
+	}
+	flush := time.NewTicker(deviceFlushInterval)
+	defer flush.Stop()
+	poll := time.NewTicker(s.devices.poll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// The context is done; a short one of its own writes the rest.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := s.flushDeviceUses(fctx); err != nil {
+				s.log.Error("device last use on shutdown", "err", err)
+			}
+			return nil
+		case <-flush.C:
+			if err := s.flushDeviceUses(ctx); err != nil {
+				s.log.Error("device last use", "err", err)
+			}
+		case <-poll.C:
+			if err := s.publishRevocations(ctx); err != nil {
+				s.log.Error("device revocations", "err", err)
+			}
+		}
+	}
+}
+
+// IsDevicePassword reports whether pw has the form of a device password.
+func IsDevicePassword(pw string) bool { return isDevicePassword(pw) }
+
+func isDevicePassword(pw string) bool {
+	_, _, ok := parseDevicePassword(pw)
+	return ok
+}

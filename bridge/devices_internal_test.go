@@ -1,0 +1,186 @@
+package bridge
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/store"
+)
+
+// deviceService is a real service on a temporary SQLite store.
+func deviceService(t testing.TB, dir string, users []config.User) *Service {
+	t.Helper()
+	hub := NewHub()
+	st, err := store.Open(context.Background(), store.SQLite, dir, store.Options{OnCommit: hub.Publish})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return New(st, hub, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+// TestDeviceRefusalCostsWhatEveryRefusalCosts: a refused login runs the
+// same checks, in the same order, whether the password is shaped like a
+// device password (a guessed one, another user's, a revoked one) or not,
+// and whether the name exists. The right device password costs the device
+// step alone: no hash check.
+func TestDeviceRefusalCostsWhatEveryRefusalCosts(t *testing.T) {
+	ctx := context.Background()
+	s := deviceService(t, t.TempDir(), []config.User{
+		{Name: "alice", PasswordHash: cheapArgon(t, "alice-pw", 64)},
+		{Name: "bob", PasswordHash: cheapBcrypt(t, "bob-pw", 4)},
+	})
+	alicePW := issue(t, s, "alice", "phone")
+	bobPW := issue(t, s, "bob", "phone")
+	d, revoked, err := s.IssueDevicePassword(ctx, "alice", "old phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeDevicePassword(ctx, "alice", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seq []string
+	a := s.auth
+	a.verifyHash = func(hash, pw string) bool {
+		mu.Lock()
+		seq = append(seq, hashShape(hash))
+		mu.Unlock()
+		return VerifyPassword(hash, pw)
+	}
+	a.verifyDevice = func(ctx context.Context, name, pw string) bool {
+		mu.Lock()
+		seq = append(seq, "hmac-sha256")
+		mu.Unlock()
+		return s.devices.verify(ctx, name, pw)
+	}
+	run := func(name, pw string) (bool, []string) {
+		seq = nil
+		_, err := s.AuthenticateFrom(ctx, "test", name, pw, "")
+		return err == nil, slices.Clone(seq)
+	}
+	_, want := run("nobody", "guess")
+	if !slices.Contains(want, "hmac-sha256") || len(want) < 2 {
+		t.Fatalf("an unknown name checked %v; want the device step and the hash plan", want)
+	}
+	guess := "dbp-aaaaaaaaaaaaa-" + "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	for _, c := range []struct{ name, pw string }{
+		{"alice", "wrong"}, {"bob", "wrong"}, {"alice", guess}, {"nobody", guess},
+		{"alice", bobPW}, {"nobody", alicePW}, {"alice", revoked}, {"alice", alicePW[:len(alicePW)-1] + "x"},
+	} {
+		ok, got := run(c.name, c.pw)
+		if ok {
+			t.Fatalf("%s logged in with %q", c.name, c.pw)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("refusing %s with %q checked %v; an unknown name checks %v", c.name, c.pw, got, want)
+		}
+	}
+	if ok, got := run("alice", alicePW); !ok || !slices.Equal(got, []string{"hmac-sha256"}) {
+		t.Errorf("alice's device password: ok=%v, checked %v; want the device step alone", ok, got)
+	}
+	if ok, _ := run("alice", "alice-pw"); !ok {
+		t.Error("alice's own password refused")
+	}
+}
+
+func issue(t testing.TB, s *Service, user, name string) string {
+	t.Helper()
+	_, pw, err := s.IssueDevicePassword(context.Background(), user, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pw
+}
+
+// TestRevocationInAnotherProcessEndsSessions: a device password revoked by
+// another process sharing the store (the CLI) ends the user's sessions in
+// this one, through RunDevices.
+func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
+	dir := t.TempDir()
+	users := []config.User{{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)}}
+	server := deviceService(t, dir, users)
+	server.devices.poll = 10 * time.Millisecond
+	cli := deviceService(t, dir, users)
+	pw := issue(t, server, "alice", "phone")
+	if _, err := server.Authenticate("imap", "alice", pw); err != nil {
+		t.Fatal(err)
+	}
+	sub := server.Hub().Subscribe("", EventCredentials)
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() {
+		// The first revocation check marks where the log ends.
+		server.markRevocations(ctx)
+		close(ready)
+		done <- server.RunDevices(ctx)
+	}()
+	<-ready
+	dev, err := cli.Devices(ctx, "alice")
+	if err != nil || len(dev) != 1 {
+		t.Fatalf("devices seen by the CLI: %v, %v", dev, err)
+	}
+	if err := cli.RevokeDevicePassword(ctx, "alice", dev[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-sub.C:
+		if ev.User != "alice" {
+			t.Fatalf("credentials event for %q", ev.User)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not end alice's sessions after the CLI revoked her device")
+	}
+	if _, err := server.Authenticate("imap", "alice", pw); err == nil {
+		t.Fatal("revoked device password still works")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkColdLogin compares what a login costs when the cache does not
+// know it (a phone's first poll after a restart): a device password
+// (HMAC-SHA256) against the user's own argon2id password (RFC 9106
+// parameters), and a warm login answered from the cache.
+func BenchmarkColdLogin(b *testing.B) {
+	ctx := context.Background()
+	hash, err := HashPassword("alice-own-password")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := deviceService(b, b.TempDir(), []config.User{{Name: "alice", PasswordHash: hash}})
+	devicePW := issue(b, s, "alice", "phone")
+	login := func(b *testing.B, pw string) {
+		if _, err := s.AuthenticateFrom(ctx, "imap", "alice", pw, "192.0.2.1:1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("device-password-cold", func(b *testing.B) {
+		for b.Loop() {
+			s.auth.reset()
+			login(b, devicePW)
+		}
+	})
+	b.Run("argon2id-cold", func(b *testing.B) {
+		for b.Loop() {
+			s.auth.reset()
+			login(b, "alice-own-password")
+		}
+	})
+	b.Run("argon2id-warm", func(b *testing.B) {
+		login(b, "alice-own-password")
+		for b.Loop() {
+			login(b, "alice-own-password")
+		}
+	})
+}

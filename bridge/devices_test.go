@@ -1,0 +1,169 @@
+package bridge_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/store"
+)
+
+// TestDevicePasswordIssueUseRevoke: a device password is long and random,
+// stored only as a hash, logs its user in without a password hash check,
+// nobody else, and stops working (and ends the user's sessions) when
+// revoked. The user's own password keeps working.
+func TestDevicePasswordIssueUseRevoke(t *testing.T) {
+	ctx := context.Background()
+	svc, clock, _ := authWorld(t)
+	dev, pw, err := svc.IssueDevicePassword(ctx, "alice", "  Alice's iPhone ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Name != "Alice's iPhone" || dev.User != "alice" || dev.ID == "" || !strings.Contains(pw, dev.ID) {
+		t.Fatalf("issued %+v, %q", dev, pw)
+	}
+	// 32 base32 characters of secret: 160 bits.
+	if i := strings.LastIndexByte(pw, '-'); len(pw)-i-1 < 26 {
+		t.Fatalf("password %q has a secret under 128 bits", pw)
+	}
+	_, pw2, _ := svc.IssueDevicePassword(ctx, "alice", "iPad")
+	if pw2 == pw {
+		t.Fatal("two devices got the same password")
+	}
+	// Only a hash is stored.
+	svc.Store().View(ctx, func(tx store.Tx) error {
+		rows, err := tx.DevicePasswords("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			secret := pw[strings.LastIndexByte(pw, '-')+1:]
+			if strings.Contains(string(r.Hash), secret) || len(r.Hash) != 32 {
+				t.Fatalf("stored %x for %s", r.Hash, r.ID)
+			}
+		}
+		return nil
+	})
+
+	hashChecks := func() float64 {
+		var m dto.Metric
+		svc.Metrics().HashChecks.Write(&m)
+		return m.GetCounter().GetValue()
+	}
+	before := hashChecks()
+	clock.Advance(time.Minute)
+	mustLogin(t, svc, "alice", pw, "192.0.2.1:1")
+	mustLogin(t, svc, "alice", pw, "192.0.2.1:1")
+	if got := hashChecks() - before; got != 0 {
+		t.Fatalf("device password logins ran %v password hash checks, want 0", got)
+	}
+	mustFail(t, svc, "bob", pw, "192.0.2.2:1", bridge.ErrBadCredentials)
+	mustLogin(t, svc, "alice", testsvc.Password("alice"), "192.0.2.1:1")
+
+	list, err := svc.Devices(ctx, "alice")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("devices: %+v, %v", list, err)
+	}
+	// Both were issued at the same instant: find them by ID.
+	if list[0].ID != dev.ID {
+		list[0], list[1] = list[1], list[0]
+	}
+	if list[0].ID != dev.ID || !list[0].LastUsed.Equal(clock.Now()) || !list[1].LastUsed.IsZero() {
+		t.Fatalf("devices: %+v; want %s used at %v, the other never", list, dev.ID, clock.Now())
+	}
+	if other, _ := svc.Devices(ctx, "bob"); len(other) != 0 {
+		t.Fatalf("bob sees devices %+v", other)
+	}
+
+	sub := svc.Hub().Subscribe("alice", bridge.EventCredentials)
+	defer sub.Close()
+	if err := svc.RevokeDevicePassword(ctx, "bob", dev.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("bob revoking alice's device: %v, want ErrNotFound", err)
+	}
+	if err := svc.RevokeDevicePassword(ctx, "alice", dev.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.C:
+	default:
+		t.Fatal("revocation did not publish EventCredentials for alice (her IMAP sessions stay open)")
+	}
+	mustFail(t, svc, "alice", pw, "192.0.2.1:1", bridge.ErrBadCredentials)
+	mustLogin(t, svc, "alice", pw2, "192.0.2.1:1")
+	if list, _ := svc.Devices(ctx, "alice"); len(list) != 1 || list[0].Name != "iPad" || list[0].ID == dev.ID {
+		t.Fatalf("after revoking: %+v", list)
+	}
+}
+
+func TestDevicePasswordLimitsAndNames(t *testing.T) {
+	ctx := context.Background()
+	cfg := testsvc.Config(t)
+	cfg.Limits.DevicesPerUser = 2
+	svc := testsvc.New(t, testsvc.Options{Config: cfg})
+	for _, bad := range []string{"", "   ", strings.Repeat("x", 101), "tab\there", "\xff"} {
+		if _, _, err := svc.IssueDevicePassword(ctx, "alice", bad); !errors.Is(err, bridge.ErrDeviceName) {
+			t.Errorf("name %q: %v, want ErrDeviceName", bad, err)
+		}
+	}
+	for i := range 2 {
+		if _, _, err := svc.IssueDevicePassword(ctx, "alice", "phone "+string(rune('a'+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := svc.IssueDevicePassword(ctx, "alice", "third"); !errors.Is(err, bridge.ErrTooManyDevices) {
+		t.Fatalf("third device: %v, want ErrTooManyDevices", err)
+	}
+	if _, _, err := svc.IssueDevicePassword(ctx, "bob", "phone"); err != nil {
+		t.Fatalf("bob's first device: %v", err)
+	}
+	if _, _, err := svc.IssueDevicePassword(ctx, "mallory", "phone"); err == nil {
+		t.Fatal("a device password for an unknown user")
+	}
+}
+
+// TestDeviceLastUseIsCoalesced: polls record last use in memory; the store
+// is written when RunDevices flushes (every few minutes, and on the way out),
+// not once per poll.
+func TestDeviceLastUseIsCoalesced(t *testing.T) {
+	ctx := context.Background()
+	svc, clock, _ := authWorld(t)
+	dev, pw, err := svc.IssueDevicePassword(ctx, "alice", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() time.Time {
+		var at time.Time
+		svc.Store().View(ctx, func(tx store.Tx) error {
+			d, err := tx.DevicePassword(dev.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = d.LastUsed
+			return nil
+		})
+		return at
+	}
+	for range 20 {
+		clock.Advance(time.Second)
+		mustLogin(t, svc, "alice", pw, "192.0.2.1:1")
+	}
+	if at := stored(); !at.IsZero() {
+		t.Fatalf("a poll wrote last use (%v) to the store", at)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- svc.RunDevices(runCtx) }()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if at := stored(); !at.Equal(clock.Now()) {
+		t.Fatalf("stored last use %v after the flush, want %v", at, clock.Now())
+	}
+}

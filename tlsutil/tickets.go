@@ -1,0 +1,163 @@
+package tlsutil
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"sync"
+	"time"
+)
+
+// Session tickets let a returning client (a phone polling every few
+// minutes, one TLS connection per poll) resume: the server skips the
+// certificate signature and the client its verification. crypto/tls does
+// tickets by default, but with a key per tls.Config, so the HTTPS, IMAPS
+// and submission listeners (clones of one Config) could not resume each
+// other's tickets, and its rotation is implicit. TicketKeys makes it
+// explicit: one set of keys for every Config it is installed on, a new key
+// every rotate interval, the previous ones kept for decryption for keep
+// intervals more. Keys live in memory only: a restart costs each phone
+// one full handshake, and a stolen disk yields no ticket key.
+
+// Defaults for NewTicketKeys: a ticket is resumable for 18 to 24 hours,
+// well beyond iOS's polling intervals.
+const (
+	DefaultTicketRotate = 6 * time.Hour
+	DefaultTicketKeep   = 3
+)
+
+// TicketKeys encrypts and decrypts session tickets for every tls.Config it
+// is installed on. Safe for concurrent use.
+type TicketKeys struct {
+	rotate time.Duration
+	keep   int
+	now    func() time.Time
+
+	mu    sync.Mutex
+	keys  []ticketKey // newest first
+	next  uint32
+	force bool // Rotate was called
+}
+
+type ticketKey struct {
+	id      uint32
+	aead    cipher.AEAD
+	created time.Time
+}
+
+// NewTicketKeys returns keys that rotate every rotate (<= 0: the default)
+// and keep keep older keys for decryption (< 0: the default). now is the
+// clock (nil: time.Now).
+func NewTicketKeys(rotate time.Duration, keep int, now func() time.Time) *TicketKeys {
+	if rotate <= 0 {
+		rotate = DefaultTicketRotate
+	}
+	if keep < 0 {
+		keep = DefaultTicketKeep
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &TicketKeys{rotate: rotate, keep: keep, now: now}
+}
+
+// Install makes c (and Configs cloned from it afterwards) use these keys
+// for session tickets, in TLS 1.2 and 1.3.
+func (k *TicketKeys) Install(c *tls.Config) {
+	c.SessionTicketsDisabled = false
+	c.WrapSession = k.wrap
+	c.UnwrapSession = k.unwrap
+}
+
+// current returns the key new tickets are sealed with, rotating (and
+// dropping keys past the window) when it is due. Rotation is lazy: no
+// goroutine, and an idle server makes no keys.
+func (k *TicketKeys) current() ticketKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	k.expireLocked(now)
+	if len(k.keys) == 0 || now.Sub(k.keys[0].created) >= k.rotate || k.force {
+		k.force = false
+		var raw [32]byte
+		rand.Read(raw[:])
+		block, _ := aes.NewCipher(raw[:]) // a 32-byte key cannot fail
+		aead, _ := cipher.NewGCM(block)
+		k.next++
+		k.keys = append([]ticketKey{{id: k.next, aead: aead, created: now}}, k.keys...)
+		k.expireLocked(now)
+	}
+	return k.keys[0]
+}
+
+// expireLocked drops keys older than (keep+1) rotate intervals, and all but
+// the newest keep+1: a ticket is resumable for at most that long.
+func (k *TicketKeys) expireLocked(now time.Time) {
+	maxAge := time.Duration(k.keep+1) * k.rotate
+	for i := range k.keys {
+		if i > k.keep || now.Sub(k.keys[i].created) >= maxAge {
+			k.keys = k.keys[:i]
+			return
+		}
+	}
+}
+
+func (k *TicketKeys) lookup(id uint32) (cipher.AEAD, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.expireLocked(k.now())
+	for _, key := range k.keys {
+		if key.id == id {
+			return key.aead, true
+		}
+	}
+	return nil, false
+}
+
+// Rotate makes a new key for new tickets now; the old ones still decrypt
+// within their window.
+func (k *TicketKeys) Rotate() {
+	k.mu.Lock()
+	k.force = true
+	k.mu.Unlock()
+	k.current()
+}
+
+// ticket layout: key id (4 bytes) | GCM nonce | sealed session state.
+func (k *TicketKeys) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	state, err := ss.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	key := k.current()
+	out := make([]byte, 4, 4+key.aead.NonceSize()+len(state)+key.aead.Overhead())
+	binary.BigEndian.PutUint32(out, key.id)
+	nonce := make([]byte, key.aead.NonceSize())
+	rand.Read(nonce)
+	out = append(out, nonce...)
+	return key.aead.Seal(out, nonce, state, out[:4]), nil
+}
+
+// unwrap returns (nil, nil) for a ticket it cannot open (an old key, a
+// restart, garbage): crypto/tls then does a full handshake.
+func (k *TicketKeys) unwrap(ticket []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+	if len(ticket) < 4 {
+		return nil, nil
+	}
+	aead, ok := k.lookup(binary.BigEndian.Uint32(ticket))
+	if !ok || len(ticket) < 4+aead.NonceSize() {
+		return nil, nil
+	}
+	nonce := ticket[4 : 4+aead.NonceSize()]
+	state, err := aead.Open(nil, nonce, ticket[4+aead.NonceSize():], ticket[:4])
+	if err != nil {
+		return nil, nil
+	}
+	ss, err := tls.ParseSessionState(state)
+	if err != nil {
+		return nil, nil
+	}
+	return ss, nil
+}
