@@ -15,56 +15,12 @@
 # Thunderbird and Xvfb are stopped by their pids. KEEP=1 keeps the temp dir.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
-PY=/usr/bin/python3
+NAME=thunderbird
+. "$(dirname "$0")/lib.sh"
 limit=${TB_SECONDS:-120}
 
-log() { echo "thunderbird: $*" >&2; }
-passed=0
-failed=0
-ok() {
-	echo "ok   $*"
-	passed=$((passed + 1))
-}
-bad() {
-	echo "FAIL $*"
-	failed=$((failed + 1))
-}
+need thunderbird xvfb xauth curl openssl python3
 
-need=()
-for p in thunderbird xvfb xauth curl openssl python3; do
-	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-	if [ "$(id -u)" != 0 ]; then
-		log "must run as root to install: ${need[*]}"
-		exit 1
-	fi
-	log "installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	if [ "${KEEP:-}" = 1 ] || [ "$failed" -gt 0 ]; then
-		log "kept $work (server log: $work/server.log, Thunderbird: $work/thunderbird.log)"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-
-free_port() {
-	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 http_port=$(free_port)
 imap_port=$(free_port)
 base="http://127.0.0.1:$http_port"

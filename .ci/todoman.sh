@@ -18,55 +18,11 @@
 # its pid on exit. KEEP=1 keeps the temp dir for a look.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-root=$PWD
-PY=/usr/bin/python3
+NAME=todoman
+. "$(dirname "$0")/lib.sh"
 
-log() { echo "todoman: $*" >&2; }
-passed=0
-failed=0
-ok() {
-	echo "ok   $*"
-	passed=$((passed + 1))
-}
-bad() {
-	echo "FAIL $*"
-	failed=$((failed + 1))
-}
+need todoman vdirsyncer curl openssl python3
 
-need=()
-for p in todoman vdirsyncer curl openssl python3; do
-	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-	if [ "$(id -u)" != 0 ]; then
-		log "must run as root to install: ${need[*]}"
-		exit 1
-	fi
-	log "installing ${need[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-fi
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if [ "${KEEP:-}" = 1 ] || [ "$failed" -gt 0 ]; then
-		log "kept $work (server log: $work/server.log)"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-
-free_port() {
-	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 http_port=$(free_port)
 imap_port=$(free_port)
 cb_port=$(free_port)
