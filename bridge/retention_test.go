@@ -25,8 +25,8 @@ func newRetentionWorld(t *testing.T, edit func(*config.Config)) *retentionWorld 
 		edit(cfg)
 	}
 	w := &retentionWorld{t: t, clock: fakeclock.New(t0)}
-	w.svc = testsvc.New(t, testsvc.Options{Config: cfg, Now: w.clock.Now})
-	w.ret = bridge.NewRetention(w.svc, bridge.RetentionOptions{Clock: w.clock, BatchSize: 3})
+	w.svc = testsvc.New(t, testsvc.Options{Config: cfg, Clock: w.clock})
+	w.ret = bridge.NewRetention(w.svc, bridge.RetentionOptions{BatchSize: 3})
 	return w
 }
 
@@ -234,7 +234,7 @@ func TestRetentionTombstones(t *testing.T) {
 func TestRetentionRunsOnTheClock(t *testing.T) {
 	t.Parallel()
 	w := newRetentionWorld(t, func(c *config.Config) { c.Retention.MailDays = 1 })
-	w.ret = bridge.NewRetention(w.svc, bridge.RetentionOptions{Clock: w.clock, Interval: time.Hour})
+	w.ret = bridge.NewRetention(w.svc, bridge.RetentionOptions{Interval: time.Hour})
 	testsvc.Ingest(t, w.svc, bridge.TaskInput{ID: "T-1", Title: "task", Assignees: []string{"alice"}, UpdatedAt: w.clock.Now()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
