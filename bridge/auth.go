@@ -260,7 +260,7 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	a := s.auth
 	lim := limitsOf(cfg)
 	client := clientKey(remoteAddr)
-	now := s.now()
+	now := s.Now()
 
 	if until, locked := a.guard.locked(name, client, now); locked {
 		a.m.refused.WithLabelValues(protocol).Inc()
@@ -299,7 +299,7 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	if err != nil {
 		return nil, err
 	}
-	now = s.now() // hashing and queueing took time
+	now = s.Now() // hashing and queueing took time
 	if !ok {
 		return nil, a.failed(ctx, protocol, name, client, attempt(key), lim, now)
 	}

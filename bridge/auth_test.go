@@ -17,26 +17,9 @@ import (
 	"github.com/duebridge/duebridge/config"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
-
-// fakeClock is a settable clock for bridge.Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -57,16 +40,16 @@ func (s *syncBuffer) String() string {
 
 // authWorld is a service with lock-outs after 3 failures in 15 minutes and
 // no failure delay, on a fake clock, logging into a buffer.
-func authWorld(t *testing.T) (*bridge.Service, *fakeClock, *syncBuffer) {
+func authWorld(t *testing.T) (*bridge.Service, *fakeclock.Clock, *syncBuffer) {
 	t.Helper()
 	cfg := testsvc.Config(t)
 	cfg.Limits.LoginFailureDelay = 0
 	cfg.Limits.LockoutFailures = 3
 	cfg.Limits.LockoutWindow = 15 * time.Minute
-	clock := &fakeClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now, Logger: log})
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Clock: clock, Logger: log})
 	return svc, clock, logs
 }
 

@@ -20,8 +20,11 @@ import (
 type Options struct {
 	// Logger; if nil, slog.Default() is used.
 	Logger *slog.Logger
-	// Now is the clock; if nil, time.Now is used. Tests inject a fake one.
-	Now func() time.Time
+	// Clock is the one clock of the service: Now, the store's timestamps
+	// (pass its Now to store.Options) and the timers of the scheduler, the
+	// retention job and the callback worker. If nil, the wall clock. Tests
+	// pass internal/fakeclock to run everything in virtual time.
+	Clock Clock
 	// Metrics; if nil, metrics are collected but not registered anywhere.
 	Metrics *Metrics
 }
@@ -32,7 +35,7 @@ type Service struct {
 	hub     *Hub
 	cfg     atomic.Pointer[config.Config]
 	log     *slog.Logger
-	now     func() time.Time
+	clock   Clock
 	auth    *authenticator
 	devices *devices
 	metrics *Metrics
@@ -45,13 +48,13 @@ func New(st store.Store, hub *Hub, cfg *config.Config, o Options) *Service {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = SystemClock(nil)
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics()
 	}
-	s := &Service{st: st, hub: hub, log: o.Logger, now: o.Now, metrics: o.Metrics}
+	s := &Service{st: st, hub: hub, log: o.Logger, clock: o.Clock, metrics: o.Metrics}
 	s.cfg.Store(cfg)
 	s.devices = newDevices(s)
 	s.auth = newAuthenticator(s)
@@ -70,8 +73,8 @@ func (s *Service) Logger() *slog.Logger { return s.log }
 // Metrics returns the service's metrics.
 func (s *Service) Metrics() *Metrics { return s.metrics }
 
-// Now reads the service clock.
-func (s *Service) Now() time.Time { return s.now() }
+// Now reads the service clock (Options.Clock).
+func (s *Service) Now() time.Time { return s.clock.Now() }
 
 // Config returns the current configuration snapshot. Read it once per request
 // and use that snapshot throughout.

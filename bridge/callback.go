@@ -37,8 +37,8 @@ type CallbackWorker struct {
 type CallbackOptions struct {
 	// Client; if nil, one with a 15s timeout is used.
 	Client *http.Client
-	// Clock; if nil, the service clock with real timers. Tests pass a
-	// fake clock (internal/fakeclock) to run the backoff in virtual time.
+	// Clock; if nil, the service's (bridge.Options.Clock), which is what
+	// tests set to run the backoff in virtual time.
 	Clock Clock
 	// Tracker, if set, is offered every completion first, to close or
 	// reopen the issue through the task system's own API; if nil, only the
@@ -70,7 +70,7 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 	}
 	w := &CallbackWorker{s: s, client: o.Client, tracker: o.Tracker}
 	if o.Clock == nil {
-		o.Clock = SystemClock(s.now)
+		o.Clock = s.clock
 	}
 	w.clock = o.Clock
 	w.sent = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{

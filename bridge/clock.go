@@ -13,7 +13,9 @@ import (
 // due date means, lives with the rendering in ical.go because the VALARMs and
 // the reminder mails must share it.
 
-// Clock is what the scheduler and the callback worker know of time.
+// Clock is the service's one source of time (Options.Clock): Service.Now,
+// and the timers of the scheduler, the retention job and the callback worker
+// all read it, so a test that swaps it moves everything together.
 type Clock interface {
 	Now() time.Time
 	// NewTimer returns a timer that fires once, d from now.
@@ -32,9 +34,9 @@ type Timer interface {
 	Reset(d time.Duration) bool
 }
 
-// SystemClock returns a Clock that reads now (time.Now if nil) and uses real
-// timers. A service built with an injected Options.Now still waits in real
-// time with it; tests that want virtual time use internal/fakeclock for both.
+// SystemClock returns a Clock that reads now (time.Now if nil) and waits with
+// real timers: the wall clock, or a shifted wall clock for tests that move
+// the date but still wait in real time. Virtual time is internal/fakeclock.
 func SystemClock(now func() time.Time) Clock {
 	if now == nil {
 		now = time.Now

@@ -51,6 +51,10 @@ const (
 // has limits.devices_per_user device passwords.
 var ErrTooManyDevices = errors.New("too many device passwords; revoke one first")
 
+// ErrNoDevice is returned by RevokeDevicePassword when the user has no
+// device password with that id. It matches store.ErrNotFound too.
+var ErrNoDevice = fmt.Errorf("no such device password: %w", store.ErrNotFound)
+
 // ErrDeviceName is returned for an unusable device name.
 var ErrDeviceName = errors.New("device name must be 1 to 100 characters of printable text")
 
@@ -195,7 +199,7 @@ func (d *devices) verify(ctx context.Context, user, pw string) bool {
 	}
 	d.checks.WithLabelValues("ok").Inc()
 	d.mu.Lock()
-	d.pending[id] = d.s.now()
+	d.pending[id] = d.s.Now()
 	d.mu.Unlock()
 	return true
 }
@@ -273,7 +277,7 @@ func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
 // working at once, and the user's IMAP sessions are closed (the IMAP server
 // closes a user's sessions on EventCredentials; the other devices log in
 // again on their own). Other processes sharing the store do the same within
-// deviceRevocationPoll (RunDevices). store.ErrNotFound if there is none.
+// deviceRevocationPoll (RunDevices). ErrNoDevice if there is none.
 func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
 	if err := s.markRevocations(ctx); err != nil {
 		return fmt.Errorf("revoke device password: %w", err)
@@ -281,7 +285,7 @@ func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) err
 	err := s.st.Update(ctx, func(tx store.Tx) error { return tx.RevokeDevicePassword(user, id) })
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return err
+			return ErrNoDevice
 		}
 		return fmt.Errorf("revoke device password: %w", err)
 	}

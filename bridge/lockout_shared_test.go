@@ -13,6 +13,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -20,7 +21,7 @@ import (
 // replicaPair returns two services, as two replicas would be, on one fresh
 // PostgreSQL schema (TEST_DUEBRIDGE_POSTGRES; skipped without it), sharing
 // a clock.
-func replicaPair(t *testing.T) (a, b *bridge.Service, clock *fakeClock) {
+func replicaPair(t *testing.T) (a, b *bridge.Service, clock *fakeclock.Clock) {
 	t.Helper()
 	base := os.Getenv("TEST_DUEBRIDGE_POSTGRES")
 	if base == "" {
@@ -41,7 +42,7 @@ func replicaPair(t *testing.T) (a, b *bridge.Service, clock *fakeClock) {
 		sep = "&"
 	}
 	source := base + sep + "search_path=" + schema
-	clock = &fakeClock{t: time.Now().Truncate(time.Second)}
+	clock = fakeclock.New(time.Now().Truncate(time.Second))
 	cfg := testsvc.Config(t)
 	cfg.Limits.LoginFailureDelay = 0
 	cfg.Limits.LockoutFailures = 4
@@ -53,7 +54,7 @@ func replicaPair(t *testing.T) (a, b *bridge.Service, clock *fakeClock) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		return bridge.New(st, hub, cfg, bridge.Options{Now: clock.Now})
+		return bridge.New(st, hub, cfg, bridge.Options{Clock: clock})
 	}
 	return open(), open(), clock
 }

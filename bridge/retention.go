@@ -34,8 +34,6 @@ type Retention struct {
 
 // RetentionOptions for NewRetention. Zero values are fine.
 type RetentionOptions struct {
-	// Clock; if nil, the service clock with real timers.
-	Clock Clock
 	// BatchSize is how many records one transaction removes; 0 means 200.
 	BatchSize int
 	// Interval between passes; 0 means one hour.
@@ -58,16 +56,13 @@ const retentionBatches = 50
 // NewRetention builds the retention job and registers its metrics; it
 // starts nothing.
 func NewRetention(s *Service, o RetentionOptions) *Retention {
-	if o.Clock == nil {
-		o.Clock = SystemClock(s.now)
-	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 200
 	}
 	if o.Interval <= 0 {
 		o.Interval = time.Hour
 	}
-	r := &Retention{s: s, clock: o.Clock, batch: o.BatchSize, interval: o.Interval}
+	r := &Retention{s: s, clock: s.clock, batch: o.BatchSize, interval: o.Interval}
 	r.removed = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_retention_removed_total",
 		Help: "Records removed by retention, by kind: inbox and trash mails, calendar object and task tombstones.",

@@ -51,9 +51,6 @@ type Scheduler struct {
 
 // SchedulerOptions for NewScheduler. Zero values are fine.
 type SchedulerOptions struct {
-	// Clock; if nil, the service clock with real timers. Tests pass a fake
-	// (internal/fakeclock) whose Now is also the service's and the store's.
-	Clock Clock
 	// BatchSize is how many schedules one transaction handles; 0 means 256.
 	BatchSize int
 	// MaxSleep bounds how long Run waits between ticks, which is how soon a
@@ -84,16 +81,13 @@ const (
 // NewScheduler builds the scheduler and registers its metrics; it starts
 // nothing.
 func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
-	if o.Clock == nil {
-		o.Clock = SystemClock(s.now)
-	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 256
 	}
 	if o.MaxSleep <= 0 {
 		o.MaxSleep = time.Minute
 	}
-	sc := &Scheduler{s: s, clock: o.Clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
+	sc := &Scheduler{s: s, clock: s.clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
 	sc.held = register(s, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "duebridge_alerts_held_total", Help: "Alert mails postponed to the end of a user's quiet hours.",
 	}))

@@ -74,8 +74,8 @@ func benchPipeline(b *testing.B, n int) {
 	cfg := testsvc.Config(b)
 	cfg.Notifications.LeadTimes = []time.Duration{time.Hour}
 	cfg.User("alice").Notify = config.NotifyMail
-	svc := testsvc.New(b, testsvc.Options{Config: cfg, Now: clock.Now})
-	sched := bridge.NewScheduler(svc, bridge.SchedulerOptions{Clock: clock, BatchSize: 512})
+	svc := testsvc.New(b, testsvc.Options{Config: cfg, Clock: clock})
+	sched := bridge.NewScheduler(svc, bridge.SchedulerOptions{BatchSize: 512})
 	st := svc.Store()
 	// Due over a ten-minute spread two days out: the 1h reminders all pass
 	// at fireAt, the due instants all later.

@@ -50,8 +50,8 @@ func newWorld(t *testing.T, edit func(*config.Config)) *world {
 // start opens the store in the config's data dir and builds a scheduler on
 // it: a fresh process as far as the data is concerned.
 func (w *world) start() {
-	w.svc = testsvc.New(w.t, testsvc.Options{Config: w.cfg, Now: w.clock.Now})
-	w.sched = bridge.NewScheduler(w.svc, bridge.SchedulerOptions{Clock: w.clock})
+	w.svc = testsvc.New(w.t, testsvc.Options{Config: w.cfg, Clock: w.clock})
+	w.sched = bridge.NewScheduler(w.svc, bridge.SchedulerOptions{})
 }
 
 // restart closes the store and starts again on the same data.

@@ -6,6 +6,7 @@ package setup
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -20,7 +21,6 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/tlsutil"
 )
 
@@ -39,9 +39,30 @@ const (
 // installer instead of showing it.
 const ProfileContentType = "application/x-apple-aspen-config"
 
+// Core is what the setup pages need of the core, in their own terms: log a
+// browser in (with the core's lock-out), read the live configuration and
+// the time, and issue, list and revoke a user's device passwords.
+// *bridge.Service implements it; tests may pass anything that does.
+type Core interface {
+	// AuthenticateFrom checks a login from remoteAddr. Errors:
+	// bridge.ErrBadCredentials, a *bridge.LockoutError, or an internal one.
+	AuthenticateFrom(ctx context.Context, protocol, name, pw, remoteAddr string) (*config.User, error)
+	// Config is the current configuration snapshot.
+	Config() *config.Config
+	// Now is the core's clock (lock-out Retry-After, default device names).
+	Now() time.Time
+	// IssueDevicePassword makes a device password and returns it, once.
+	// Errors: bridge.ErrDeviceName, bridge.ErrTooManyDevices.
+	IssueDevicePassword(ctx context.Context, user, name string) (bridge.Device, string, error)
+	// Devices lists the user's device passwords.
+	Devices(ctx context.Context, user string) ([]bridge.Device, error)
+	// RevokeDevicePassword ends one. Error: bridge.ErrNoDevice.
+	RevokeDevicePassword(ctx context.Context, user, id string) error
+}
+
 // Options for NewHandler. Zero values are fine.
 type Options struct {
-	// Logger; if nil, svc.Logger() is used.
+	// Logger; if nil, slog.Default() is used.
 	Logger *slog.Logger
 	// Certificate returns the certificate the HTTPS listener serves, with
 	// its private key and chain. It signs profiles when setup.sign_profiles
@@ -55,7 +76,7 @@ type Options struct {
 
 // Handler serves the setup page and the profile.
 type Handler struct {
-	svc  *bridge.Service
+	svc  Core
 	log  *slog.Logger
 	cert func() *tls.Certificate
 	root func() *x509.Certificate
@@ -67,9 +88,9 @@ type Handler struct {
 // NewHandler returns the handler for PagePath and ProfilePath. Both need
 // HTTP Basic credentials of a configured user (main or app password),
 // checked by the bridge with its login protection.
-func NewHandler(svc *bridge.Service, o Options) *Handler {
+func NewHandler(svc Core, o Options) *Handler {
 	if o.Logger == nil {
-		o.Logger = svc.Logger()
+		o.Logger = slog.Default()
 	}
 	return &Handler{svc: svc, log: o.Logger, cert: o.Certificate, root: o.Root, csrf: http.NewCrossOriginProtection()}
 }
@@ -381,7 +402,7 @@ func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PostFormValue("id")
 	if err := h.svc.RevokeDevicePassword(r.Context(), u.Name, id); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, bridge.ErrNoDevice) {
 			http.Error(w, "no such device password", http.StatusNotFound)
 			return
 		}

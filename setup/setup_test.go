@@ -607,3 +607,35 @@ func pageOf(t *testing.T, w *world) string {
 	}
 	return string(b)
 }
+
+// lockedCore is a setup.Core whose every login is locked out until 90s
+// after its own clock: the handler must take the time from the core.
+type lockedCore struct{ now time.Time }
+
+func (c lockedCore) AuthenticateFrom(context.Context, string, string, string, string) (*config.User, error) {
+	return nil, &bridge.LockoutError{Until: c.now.Add(90 * time.Second)}
+}
+func (c lockedCore) Config() *config.Config { return nil }
+func (c lockedCore) Now() time.Time         { return c.now }
+func (c lockedCore) IssueDevicePassword(context.Context, string, string) (bridge.Device, string, error) {
+	return bridge.Device{}, "", bridge.ErrTooManyDevices
+}
+func (c lockedCore) Devices(context.Context, string) ([]bridge.Device, error) { return nil, nil }
+func (c lockedCore) RevokeDevicePassword(context.Context, string, string) error {
+	return bridge.ErrNoDevice
+}
+
+// TestHandlerOnANarrowCore: the handler runs on any setup.Core, not only
+// *bridge.Service, and answers a lock-out with Retry-After by the core's
+// clock (an hour from the wall clock here, so the wall clock would be wrong).
+func TestHandlerOnANarrowCore(t *testing.T) {
+	t.Parallel()
+	h := setup.NewHandler(lockedCore{now: time.Now().Add(time.Hour)}, setup.Options{})
+	r := httptest.NewRequest("GET", setup.PagePath, nil)
+	r.SetBasicAuth("alice", "whatever")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "90" {
+		t.Fatalf("locked-out login: %d, Retry-After %q; want 429, 90", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}

@@ -56,8 +56,10 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// One clock for the store's timestamps and the service's timers.
+	clock := bridge.SystemClock(o.Now)
 	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Now: o.Now, Logger: log})
+	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Now: clock.Now, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -66,7 +68,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 			log.Error("close store", "err", err)
 		}
 	}()
-	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: log, Now: o.Now})
+	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: log, Clock: clock})
 	if _, err := svc.RerenderIfStale(ctx); err != nil {
 		return fmt.Errorf("re-render stored objects: %w", err)
 	}

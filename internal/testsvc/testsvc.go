@@ -48,9 +48,14 @@ func Config(t testing.TB) *config.Config {
 
 // Options for New.
 type Options struct {
-	Config *config.Config   // nil = Config(t)
-	Now    func() time.Time // nil = time.Now
-	Logger *slog.Logger     // nil = discard
+	Config *config.Config // nil = Config(t)
+	// Clock is the service's and the store's one clock; nil = Now read
+	// with real timers. Pass a *fakeclock.Clock to run timers virtually.
+	Clock bridge.Clock
+	// Now, when Clock is nil, moves the date only (bridge.SystemClock(Now));
+	// nil = time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger // nil = discard
 }
 
 // New opens a store in a temp dir and returns the service; both are closed
@@ -63,13 +68,16 @@ func New(t testing.TB, o Options) *bridge.Service {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if o.Clock == nil {
+		o.Clock = bridge.SystemClock(o.Now)
+	}
 	hub := bridge.NewHub()
-	st, err := store.Open(context.Background(), store.SQLite, o.Config.DataDir, store.Options{OnCommit: hub.Publish, Now: o.Now})
+	st, err := store.Open(context.Background(), store.SQLite, o.Config.DataDir, store.Options{OnCommit: hub.Publish, Now: o.Clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return bridge.New(st, hub, o.Config, bridge.Options{Logger: o.Logger, Now: o.Now})
+	return bridge.New(st, hub, o.Config, bridge.Options{Logger: o.Logger, Clock: o.Clock})
 }
 
 // Ingest stores tasks from source "tracker" or fails the test.
