@@ -38,6 +38,7 @@ var (
 	pCalendarColor               = xml.Name{Space: nsApple, Local: "calendar-color"}
 	pCalendarOrder               = xml.Name{Space: nsApple, Local: "calendar-order"}
 	eValidSyncToken              = xml.Name{Space: nsDAV, Local: "valid-sync-token"}
+	eQuotaNotExceeded            = xml.Name{Space: nsDAV, Local: "quota-not-exceeded"}
 	eSupportedReport             = xml.Name{Space: nsDAV, Local: "supported-report"}
 	eSyncTraversalSupported      = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
 	eMaxResourceSize             = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
