@@ -129,6 +129,22 @@ func TestOwnReminderBudgets(t *testing.T) {
 		t.Fatalf("after a delete: %d %s", resp.StatusCode, out)
 	}
 
+	// RFC 4331 quota properties on the list: what the user's own
+	// reminders use and what is left; a deadlines calendar has none.
+	for _, c := range []struct{ coll, used, avail string }{
+		{coll, "<d:quota-used-bytes>600</d:quota-used-bytes>", "<d:quota-available-bytes>200</d:quota-available-bytes>"},
+		{"/dav/alice/calendars/release-deadlines/", "", ""},
+	} {
+		resp, out := e.do("PROPFIND", c.coll, `<?xml version="1.0"?><d:propfind xmlns:d="DAV:"><d:prop>`+
+			`<d:quota-used-bytes/><d:quota-available-bytes/></d:prop></d:propfind>`, "Depth", "0", "Content-Type", "text/xml")
+		if resp.StatusCode != http.StatusMultiStatus || !strings.Contains(out, c.used) || !strings.Contains(out, c.avail) {
+			t.Fatalf("PROPFIND %s quota: %d %s", c.coll, resp.StatusCode, out)
+		}
+		if c.used == "" && (strings.Contains(out, "quota-used-bytes>6") || !strings.Contains(out, "404")) {
+			t.Fatalf("a deadlines calendar answers quota: %s", out)
+		}
+	}
+
 	// The tracker task stays writable: it is not the user's own.
 	etag, data := e.get(releaseTodo)
 	e.put(releaseTodo, etag, edit(t, data, map[string]string{"STATUS": "COMPLETED", "PERCENT-COMPLETE": "100"}), vdirsyncer)

@@ -64,6 +64,9 @@ type Backend interface {
 	// them; only when it returns true are they stored. A DisplayName set to
 	// "" restores the default name. ErrNotFound: no such collection.
 	SetCollectionProps(ctx context.Context, user, coll string, edit func(*CollectionProps) bool) error
+	// Quota reads the user's storage budget of own objects (RFC 4331):
+	// bytes used and bytes still available (negative: no limit).
+	Quota(ctx context.Context, user string) (used, available int64, err error)
 	// PhonePut applies a device's PUT of an object.
 	PhonePut(ctx context.Context, p Put) (PutResult, error)
 	// PhoneDelete applies a device's DELETE of an object and says what

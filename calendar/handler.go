@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-ical"
@@ -481,7 +482,12 @@ func (h *Handler) view(ctx context.Context, u *User) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &view{user: u, limits: h.be.Limits(), epoch: epoch, escapes: h.escapes}, nil
+	v := &view{user: u, limits: h.be.Limits(), epoch: epoch, escapes: h.escapes}
+	v.quota = sync.OnceValues(func() (quota, error) {
+		used, avail, err := h.be.Quota(ctx, u.Name)
+		return quota{used: used, available: avail}, err
+	})
+	return v, nil
 }
 
 // statusWriter remembers the status for the request log.
