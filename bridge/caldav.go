@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -54,7 +55,8 @@ func (b caldavBackend) Users() []string {
 
 func (b caldavBackend) Limits() calendar.Limits {
 	l := b.s.Config().Limits
-	return calendar.Limits{ICalObjectBytes: l.ICalObjectBytes, MultigetHrefs: l.MultigetHrefs}
+	return calendar.Limits{ICalObjectBytes: l.ICalObjectBytes, MultigetHrefs: l.MultigetHrefs,
+		RecurrenceSteps: l.RecurrenceSteps, RecurrenceStepsPerRequest: l.RecurrenceStepsPerRequest}
 }
 
 func (b caldavBackend) Now() time.Time { return b.s.Now() }
@@ -88,6 +90,21 @@ func (b caldavBackend) SyncEpoch(ctx context.Context) (string, error) {
 		return tx.Set(epochKey, epoch)
 	})
 	return epoch, err
+}
+
+func (b caldavBackend) Quota(ctx context.Context, user string) (used, available int64, err error) {
+	err = b.s.st.View(ctx, func(tx store.Tx) error {
+		_, used, err = tx.OwnUsage(user)
+		return err
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("quota of %s: %w", user, err)
+	}
+	limit := b.s.Config().Limits.OwnReminderBytesPerUser
+	if limit <= 0 {
+		return used, -1, nil // no limit
+	}
+	return used, max(0, limit-used), nil
 }
 
 func (b caldavBackend) Collections(ctx context.Context, user string) ([]calendar.Collection, error) {

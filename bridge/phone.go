@@ -33,7 +33,8 @@ import (
 
 // Phone writes are refused with the CalDAV handler's errors
 // (calendar.ErrPrecondition, ErrReadOnly, ErrNoCollection, ErrUIDConflict,
-// ErrUnsupportedComponent, ErrInvalidObject): they come only from CalDAV.
+// ErrUnsupportedComponent, ErrInvalidObject, *QuotaError): they come only
+// from CalDAV.
 
 // UIDConflictError says which resource already holds the UID.
 type UIDConflictError struct {
@@ -190,6 +191,9 @@ func (w *writer) phoneOwnPut(pw calendar.Put, cur *store.Object, uid string, res
 		res.Outcome = "unchanged"
 		return nil // same bytes: keep ctag and sync token still
 	}
+	if err := w.ownBudget(pw, cur); err != nil {
+		return err
+	}
 	res.Outcome = "updated"
 	if cur == nil {
 		res.Outcome = "created"
@@ -197,6 +201,36 @@ func (w *writer) phoneOwnPut(pw calendar.Put, cur *store.Object, uid string, res
 	data := append([]byte(nil), pw.Data...)
 	return w.tx.PutObject(&store.Object{User: pw.User, Collection: pw.Collection, Name: pw.Name, UID: uid,
 		ETag: etag, Data: data})
+}
+
+// ownBudget checks, inside the write's transaction, that storing pw (in
+// place of cur, if any) keeps the user within the own-reminder budgets: a
+// new object must fit under the count, and the bytes may not grow past the
+// limit (an update that shrinks or keeps them is always fine, so a user
+// over a lowered limit can still edit).
+func (w *writer) ownBudget(pw calendar.Put, cur *store.Object) error {
+	l := w.cfg.Limits
+	count, size, err := w.tx.OwnUsage(pw.User)
+	if err != nil {
+		return err
+	}
+	var qe *calendar.QuotaError
+	grow := int64(len(pw.Data))
+	if cur != nil {
+		grow -= int64(len(cur.Data))
+	}
+	switch {
+	case cur == nil && l.OwnRemindersPerUser > 0 && count >= int64(l.OwnRemindersPerUser):
+		qe = &calendar.QuotaError{Limit: "own_reminders", Max: int64(l.OwnRemindersPerUser),
+			Detail: fmt.Sprintf("at most %d own reminders per user (limits.own_reminders_per_user)", l.OwnRemindersPerUser)}
+	case grow > 0 && l.OwnReminderBytesPerUser > 0 && size+grow > l.OwnReminderBytesPerUser:
+		qe = &calendar.QuotaError{Limit: "own_reminder_bytes", Max: l.OwnReminderBytesPerUser,
+			Detail: fmt.Sprintf("own reminders are limited to %d bytes per user (limits.own_reminder_bytes_per_user)", l.OwnReminderBytesPerUser)}
+	}
+	if qe != nil {
+		return qe // the CalDAV handler counts it by qe.Limit
+	}
+	return nil
 }
 
 // phoneTaskPut applies a device's PUT of a tracker task's VTODO.

@@ -64,6 +64,9 @@ type Backend interface {
 	// them; only when it returns true are they stored. A DisplayName set to
 	// "" restores the default name. ErrNotFound: no such collection.
 	SetCollectionProps(ctx context.Context, user, coll string, edit func(*CollectionProps) bool) error
+	// Quota reads the user's storage budget of own objects (RFC 4331):
+	// bytes used and bytes still available (negative: no limit).
+	Quota(ctx context.Context, user string) (used, available int64, err error)
 	// PhonePut applies a device's PUT of an object.
 	PhonePut(ctx context.Context, p Put) (PutResult, error)
 	// PhoneDelete applies a device's DELETE of an object and says what
@@ -96,6 +99,9 @@ var (
 	// ErrInvalidObject: not a valid calendar object resource
 	// (409 CALDAV:valid-calendar-object-resource).
 	ErrInvalidObject = errors.New("invalid calendar object")
+	// ErrQuotaExceeded: the write would take the user past a storage
+	// budget (507 DAV:quota-not-exceeded, RFC 4331 §6).
+	ErrQuotaExceeded = errors.New("quota exceeded")
 	// ErrSyncTokenExpired: Changes cannot answer from that revision
 	// (403 DAV:valid-sync-token; the client syncs again in full).
 	ErrSyncTokenExpired = errors.New("sync token expired")
@@ -108,6 +114,20 @@ type LockedOutError struct {
 }
 
 func (e *LockedOutError) Error() string { return "too many failed logins; try again later" }
+
+// QuotaError refuses a write that would take the user past a storage
+// budget; it wraps ErrQuotaExceeded.
+type QuotaError struct {
+	// Limit names the budget, the label of duebridge_caldav_limit_hits_total.
+	Limit string
+	Max   int64
+	// Detail is the explanation sent to the client.
+	Detail string
+}
+
+func (e *QuotaError) Error() string { return e.Detail }
+
+func (e *QuotaError) Unwrap() error { return ErrQuotaExceeded }
 
 // User is an authenticated user.
 type User struct {
@@ -126,6 +146,11 @@ type Limits struct {
 	ICalObjectBytes int64
 	// MultigetHrefs is the most distinct hrefs a calendar-multiget may ask for.
 	MultigetHrefs int
+	// RecurrenceSteps is the work one object's recurrences may cost a
+	// time-range test; RecurrenceStepsPerRequest bounds one request's
+	// objects together (see recur.go).
+	RecurrenceSteps           int
+	RecurrenceStepsPerRequest int
 }
 
 // Collection is a calendar collection: a read-only calendar of deadline

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-ical"
@@ -84,17 +85,25 @@ func NewHandler(be Backend, o Options) *Handler {
 	}, []string{"outcome"}))
 	h.limits = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_limit_hits_total",
-		Help: "CalDAV requests refused or objects cut short by a limit (multiget_hrefs: multiget refused; recurrence_steps: an object's recurrence judged overlapping unexpanded).",
+		Help: "CalDAV requests refused or objects cut short by a limit (multiget_hrefs: multiget refused; recurrence_steps: an object's recurrence judged overlapping unexpanded; own_reminders, own_reminder_bytes: a PUT refused with 507).",
 	}, []string{"limit"}))
 	return h
 }
 
 // evaluation starts the filter evaluation of one object for a request;
-// shared is the request's step budget (see RequestRecurrenceSteps).
+// shared is the request's step budget (see requestSteps).
 func (h *Handler) evaluation(ctx context.Context, loc *time.Location, shared *int) *evaluation {
-	ev := newEvaluation(ctx, loc, DefaultRecurrenceSteps)
+	ev := newEvaluation(ctx, loc, h.be.Limits().RecurrenceSteps)
 	ev.shared = shared
 	return ev
+}
+
+// requestSteps is a request's recurrence budget, all objects together.
+func (h *Handler) requestSteps() int {
+	if n := h.be.Limits().RecurrenceStepsPerRequest; n > 0 {
+		return n
+	}
+	return RequestRecurrenceSteps
 }
 
 // evaluated counts an object whose recurrence ran out of budget.
@@ -102,7 +111,7 @@ func (h *Handler) evaluated(ev *evaluation, user, coll, name string) {
 	if ev.exhausted {
 		h.limits.WithLabelValues("recurrence_steps").Inc()
 		h.log.Info("recurrence not expanded within its budget; counted as matching", "user", user,
-			"collection", coll, "name", name, "steps", DefaultRecurrenceSteps)
+			"collection", coll, "name", name, "steps", ev.steps)
 	}
 }
 
@@ -378,6 +387,11 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, u *User, t 
 		code, cond = http.StatusConflict, eSupportedCalendarComponent
 	case errors.Is(err, ErrInvalidObject):
 		code, cond = http.StatusConflict, eValidCalendarObjectResource
+	case errors.Is(err, ErrQuotaExceeded):
+		code, cond = http.StatusInsufficientStorage, eQuotaNotExceeded
+		if qe := (*QuotaError)(nil); errors.As(err, &qe) {
+			h.limits.WithLabelValues(qe.Limit).Inc()
+		}
 	case errors.Is(err, context.Canceled):
 		return
 	default:
@@ -468,7 +482,12 @@ func (h *Handler) view(ctx context.Context, u *User) (*view, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &view{user: u, limits: h.be.Limits(), epoch: epoch, escapes: h.escapes}, nil
+	v := &view{user: u, limits: h.be.Limits(), epoch: epoch, escapes: h.escapes}
+	v.quota = sync.OnceValues(func() (quota, error) {
+		used, avail, err := h.be.Quota(ctx, u.Name)
+		return quota{used: used, available: avail}, err
+	})
+	return v, nil
 }
 
 // statusWriter remembers the status for the request log.

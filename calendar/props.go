@@ -24,13 +24,17 @@ var (
 	pGetContentLength        = xml.Name{Space: nsDAV, Local: "getcontentlength"}
 	pGetLastModified         = xml.Name{Space: nsDAV, Local: "getlastmodified"}
 
-	pCalendarHomeSet             = xml.Name{Space: nsCalDAV, Local: "calendar-home-set"}
-	pCalendarUserAddressSet      = xml.Name{Space: nsCalDAV, Local: "calendar-user-address-set"}
-	pCalendarUserType            = xml.Name{Space: nsCalDAV, Local: "calendar-user-type"}
-	pCalendarDescription         = xml.Name{Space: nsCalDAV, Local: "calendar-description"}
-	pSupportedComponentSet       = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component-set"}
-	pSupportedCalendarData       = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
-	pMaxResourceSize             = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
+	pCalendarHomeSet        = xml.Name{Space: nsCalDAV, Local: "calendar-home-set"}
+	pCalendarUserAddressSet = xml.Name{Space: nsCalDAV, Local: "calendar-user-address-set"}
+	pCalendarUserType       = xml.Name{Space: nsCalDAV, Local: "calendar-user-type"}
+	pCalendarDescription    = xml.Name{Space: nsCalDAV, Local: "calendar-description"}
+	pSupportedComponentSet  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-component-set"}
+	pSupportedCalendarData  = xml.Name{Space: nsCalDAV, Local: "supported-calendar-data"}
+	pMaxResourceSize        = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
+	// RFC 4331 quota properties: answered only when asked for by name
+	// (not in allprop), on writable lists.
+	pQuotaAvailableBytes         = xml.Name{Space: nsDAV, Local: "quota-available-bytes"}
+	pQuotaUsedBytes              = xml.Name{Space: nsDAV, Local: "quota-used-bytes"}
 	pCalendarData                = xml.Name{Space: nsCalDAV, Local: "calendar-data"}
 	pScheduleCalendarTransp      = xml.Name{Space: nsCalDAV, Local: "schedule-calendar-transp"}
 	pGetCTag                     = xml.Name{Space: nsCS, Local: "getctag"}
@@ -38,6 +42,7 @@ var (
 	pCalendarColor               = xml.Name{Space: nsApple, Local: "calendar-color"}
 	pCalendarOrder               = xml.Name{Space: nsApple, Local: "calendar-order"}
 	eValidSyncToken              = xml.Name{Space: nsDAV, Local: "valid-sync-token"}
+	eQuotaNotExceeded            = xml.Name{Space: nsDAV, Local: "quota-not-exceeded"}
 	eSupportedReport             = xml.Name{Space: nsDAV, Local: "supported-report"}
 	eSyncTraversalSupported      = xml.Name{Space: nsDAV, Local: "sync-traversal-supported"}
 	eMaxResourceSize             = xml.Name{Space: nsCalDAV, Local: "max-resource-size"}
@@ -134,7 +139,14 @@ type view struct {
 	limits  Limits
 	epoch   string
 	escapes *escapeCache
+	// quota is read once per request, and only when a writable list's
+	// quota properties are asked for.
+	quota func() (quota, error)
 }
+
+// quota is the user's own-object storage budget (RFC 4331), shared by
+// every writable list.
+type quota struct{ used, available int64 }
 
 var rootNames = []xml.Name{pResourceType, pDisplayName, pCurrentUserPrincipal, pPrincipalCollectionSet,
 	pCurrentUserPrivilegeSet, pSupportedReportSet}
@@ -266,6 +278,18 @@ func (v *view) collection(c Collection) resource {
 			return calendarDataTypeXML, true
 		case pMaxResourceSize:
 			return strconv.FormatInt(v.limits.ICalObjectBytes, 10), v.limits.ICalObjectBytes > 0
+		case pQuotaAvailableBytes, pQuotaUsedBytes:
+			if !writable(c) || v.quota == nil {
+				return "", false
+			}
+			q, err := v.quota()
+			if err != nil {
+				return "", false // a store error leaves the property out, not the whole answer
+			}
+			if n == pQuotaUsedBytes {
+				return strconv.FormatInt(q.used, 10), true
+			}
+			return strconv.FormatInt(q.available, 10), q.available >= 0
 		case pGetCTag:
 			return escaped(ctag(v.epoch, c.Seq)), true
 		case pSyncToken:

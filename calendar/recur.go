@@ -9,15 +9,16 @@ import (
 	"github.com/teambition/rrule-go"
 )
 
-// DefaultRecurrenceSteps is the work one object's recurrences may cost a
+// DefaultRecurrenceSteps (limits.recurrence_steps) is the work one object's recurrences may cost a
 // time-range test: the candidate instances and jumps walked, all
 // components of the object together. BenchmarkRecurrenceBudget: about
 // 60 ms for the whole budget.
 const DefaultRecurrenceSteps = 100_000
 
-// RequestRecurrenceSteps bounds the steps of all objects of one request
+// RequestRecurrenceSteps (limits.recurrence_steps_per_request) bounds the steps of all objects of one request
 // together, so that many heavy objects cannot add up: once spent, every
-// further recurrence of the request counts as matching unexpanded.
+// further recurrence of the request counts as matching unexpanded. Both
+// are defaults: Backend.Limits may set others.
 const RequestRecurrenceSteps = 10 * DefaultRecurrenceSteps
 
 // evaluation is what evaluating a filter on one object needs beyond the

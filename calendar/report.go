@@ -378,7 +378,7 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *User, t targe
 	}
 	ms := newMultistatus(preferMinimal(r)).stream(w)
 	n := 0
-	steps := RequestRecurrenceSteps
+	steps := h.requestSteps()
 	for i := range objs {
 		if r.Context().Err() != nil {
 			return // the client went away; stop working for it

@@ -212,6 +212,15 @@ type Limits struct {
 	DevicesPerUser int
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
+	// OwnRemindersPerUser and OwnReminderBytesPerUser bound what one user
+	// may store of their own (reminders created on a device in a
+	// duebridge list): how many, and their bytes all together.
+	OwnRemindersPerUser     int
+	OwnReminderBytesPerUser int64
+	// RecurrenceSteps is the work one object's recurrences may cost a
+	// time-range query; RecurrenceStepsPerRequest bounds one request.
+	RecurrenceSteps           int
+	RecurrenceStepsPerRequest int
 
 	// Submission listener: the time from connecting to a successful AUTH,
 	// and the connections that have not authenticated yet, in all and

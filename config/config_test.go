@@ -233,6 +233,7 @@ func TestLoadValid(t *testing.T) {
 		SubmissionAuthTimeout: time.Minute, SubmissionUnauthConns: 50, SubmissionUnauthPerAddress: 10,
 		TaskTitleBytes: 1024, TaskDescriptionBytes: 64 << 10, TaskURLBytes: 2048, TaskLabelBytes: 256, TaskLabels: 100,
 		WebhookTimestampWindow: 5 * time.Minute,
+		OwnRemindersPerUser:    5000, OwnReminderBytesPerUser: 50 << 20, RecurrenceSteps: 100_000, RecurrenceStepsPerRequest: 1_000_000,
 	}
 	if c.Limits != wantLimits {
 		t.Errorf("limits = %+v, want %+v", c.Limits, wantLimits)
@@ -349,6 +350,7 @@ func checkDefaults(t *testing.T, c *Config) {
 		SubmissionAuthTimeout: time.Minute, SubmissionUnauthConns: 50, SubmissionUnauthPerAddress: 10,
 		TaskTitleBytes: 1024, TaskDescriptionBytes: 64 << 10, TaskURLBytes: 2048, TaskLabelBytes: 256, TaskLabels: 100,
 		WebhookTimestampWindow: 5 * time.Minute,
+		OwnRemindersPerUser:    5000, OwnReminderBytesPerUser: 50 << 20, RecurrenceSteps: 100_000, RecurrenceStepsPerRequest: 1_000_000,
 	}
 	if c.Limits != want {
 		t.Errorf("limits defaults = %+v, want %+v", c.Limits, want)

@@ -72,6 +72,10 @@ type raw struct {
 		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
 		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
 		MultigetHrefs     int    `mapstructure:"multiget_hrefs"`
+		OwnReminders      int    `mapstructure:"own_reminders_per_user"`
+		OwnReminderBytes  int64  `mapstructure:"own_reminder_bytes_per_user"`
+		RecurrenceSteps   int    `mapstructure:"recurrence_steps"`
+		RecurrenceStepsRq int    `mapstructure:"recurrence_steps_per_request"`
 		IMAPKeywordsMsg   int    `mapstructure:"imap_keywords_per_message"`
 		IMAPKeywordsMbox  int    `mapstructure:"imap_keywords_per_mailbox"`
 		IMAPKeywordBytes  int    `mapstructure:"imap_keyword_bytes"`
@@ -446,7 +450,9 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, DevicesPerUser: r.Limits.DevicesPerUser, ConnsPerAddress: r.Limits.ConnsPerAddress,
-		MultigetHrefs:          r.Limits.MultigetHrefs,
+		MultigetHrefs:       r.Limits.MultigetHrefs,
+		OwnRemindersPerUser: r.Limits.OwnReminders, OwnReminderBytesPerUser: r.Limits.OwnReminderBytes,
+		RecurrenceSteps: r.Limits.RecurrenceSteps, RecurrenceStepsPerRequest: r.Limits.RecurrenceStepsRq,
 		IMAPKeywordsPerMessage: r.Limits.IMAPKeywordsMsg, IMAPKeywordsPerMailbox: r.Limits.IMAPKeywordsMbox,
 		IMAPKeywordBytes:      r.Limits.IMAPKeywordBytes,
 		SubmissionUnauthConns: r.Limits.SubmissionUnauthConns, SubmissionUnauthPerAddress: r.Limits.SubmissionUnauthPerAddress,
@@ -457,13 +463,17 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.webhook_body_bytes": r.Limits.WebhookBodyBytes, "limits.ical_object_bytes": r.Limits.ICalObjectBytes,
 		"limits.client_props_bytes": r.Limits.ClientPropsBytes,
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
-		"limits.lockout_failures":          int64(r.Limits.LockoutFailures),
-		"limits.devices_per_user":          int64(r.Limits.DevicesPerUser),
-		"limits.conns_per_address":         int64(r.Limits.ConnsPerAddress),
-		"limits.multiget_hrefs":            int64(r.Limits.MultigetHrefs),
-		"limits.imap_keywords_per_message": int64(r.Limits.IMAPKeywordsMsg),
-		"limits.imap_keywords_per_mailbox": int64(r.Limits.IMAPKeywordsMbox),
-		"limits.imap_keyword_bytes":        int64(r.Limits.IMAPKeywordBytes),
+		"limits.lockout_failures":             int64(r.Limits.LockoutFailures),
+		"limits.devices_per_user":             int64(r.Limits.DevicesPerUser),
+		"limits.conns_per_address":            int64(r.Limits.ConnsPerAddress),
+		"limits.multiget_hrefs":               int64(r.Limits.MultigetHrefs),
+		"limits.own_reminders_per_user":       int64(r.Limits.OwnReminders),
+		"limits.own_reminder_bytes_per_user":  r.Limits.OwnReminderBytes,
+		"limits.recurrence_steps":             int64(r.Limits.RecurrenceSteps),
+		"limits.recurrence_steps_per_request": int64(r.Limits.RecurrenceStepsRq),
+		"limits.imap_keywords_per_message":    int64(r.Limits.IMAPKeywordsMsg),
+		"limits.imap_keywords_per_mailbox":    int64(r.Limits.IMAPKeywordsMbox),
+		"limits.imap_keyword_bytes":           int64(r.Limits.IMAPKeywordBytes),
 
 		"limits.submission_unauth_conns":       int64(r.Limits.SubmissionUnauthConns),
 		"limits.submission_unauth_per_address": int64(r.Limits.SubmissionUnauthPerAddress),

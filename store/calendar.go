@@ -73,6 +73,9 @@ type CalendarTx interface {
 	ObjectsForTaskUser(source, id, user string) ([]Object, error)
 	// ObjectsOfUser lists all live objects of a user (for re-rendering).
 	ObjectsOfUser(user string) ([]Object, error)
+	// OwnUsage counts a user's live own reminders (objects of no task
+	// source) and their bytes, for the per-user budgets.
+	OwnUsage(user string) (count, bytes int64, err error)
 	// Changes lists objects (tombstones included, no data) of a collection
 	// changed after revision since, in revision order.
 	Changes(user, collection string, since int64) ([]Object, error)
@@ -284,6 +287,15 @@ func (tx *sqlTx) ObjectsForTaskUser(source, id, user string) ([]Object, error) {
 
 func (tx *sqlTx) ObjectsOfUser(user string) ([]Object, error) {
 	return tx.listObjects(false, `username = ? AND deleted = 0`, user)
+}
+
+func (tx *sqlTx) OwnUsage(user string) (count, bytes int64, err error) {
+	err = tx.queryRow(`SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM objects
+		WHERE username = ? AND source = '' AND deleted = 0`, user).Scan(&count, &bytes)
+	if err != nil {
+		return 0, 0, fmt.Errorf("own usage of %s: %w", user, err)
+	}
+	return count, bytes, nil
 }
 
 func (tx *sqlTx) Changes(user, collection string, since int64) ([]Object, error) {
