@@ -33,8 +33,8 @@ type ruleFile struct {
 
 var metricName = regexp.MustCompile(`\bduebridge_[a-z0-9_]+`)
 
-// TestAlertRules parses packaging/prometheus/alerts.yml, checks each rule's
-// shape, and checks that every duebridge_* name it uses is on the /metrics
+// TestAlertRules parses packaging/prometheus/alerts.yml and the Grafana
+// dashboard, checks each rule's and panel's shape, and checks that every duebridge_* name it uses is on the /metrics
 // of a running server (with a stream source, a webhook delivery, a lock-out
 // and a CalDAV limit hit, so labelled series exist).
 func TestAlertRules(t *testing.T) {
@@ -78,12 +78,65 @@ func TestAlertRules(t *testing.T) {
 	if len(seen) < 10 || len(used) < 10 {
 		t.Fatalf("only %d rules on %d duebridge metrics", len(seen), len(used))
 	}
+	dash := dashboardMetrics(t)
 	have := scrapeLiveServer(t)
 	for n := range used {
 		if !have[n] {
 			t.Errorf("alerts.yml uses %s, which the server does not export", n)
 		}
 	}
+	for n := range dash {
+		if !have[n] {
+			t.Errorf("grafana/duebridge.json uses %s, which the server does not export", n)
+		}
+	}
+}
+
+// dashboardMetrics decodes packaging/grafana/duebridge.json, checks each
+// panel has a title, a unique id and PromQL targets, and returns the
+// duebridge_* names the targets use.
+func dashboardMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile("../../packaging/grafana/duebridge.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Title  string `json:"title"`
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			Type    string `json:"type"`
+			Targets []struct {
+				RefID string `json:"refId"`
+				Expr  string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("duebridge.json: %v", err)
+	}
+	if d.Title == "" || d.UID == "" || len(d.Panels) < 8 {
+		t.Fatalf("dashboard: title %q uid %q, %d panels", d.Title, d.UID, len(d.Panels))
+	}
+	used := map[string]bool{}
+	ids := map[int]bool{}
+	for _, p := range d.Panels {
+		if p.Title == "" || p.Type == "" || ids[p.ID] || len(p.Targets) == 0 {
+			t.Errorf("panel %d %q: needs a title, a type, a unique id and targets", p.ID, p.Title)
+		}
+		ids[p.ID] = true
+		for _, tg := range p.Targets {
+			if tg.RefID == "" || strings.Count(tg.Expr, "(") != strings.Count(tg.Expr, ")") {
+				t.Errorf("panel %q: target %q: %s", p.Title, tg.RefID, tg.Expr)
+			}
+			for _, n := range metricName.FindAllString(tg.Expr, -1) {
+				used[n] = true
+			}
+		}
+	}
+	return used
 }
 
 // scrapeLiveServer starts the server with a kafka source and limits low
