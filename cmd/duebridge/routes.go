@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/duebridge/duebridge/admin"
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/feed"
@@ -54,6 +55,7 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 		defer cancel()
 		writeReadiness(w, replica, readiness(ctx, svc.Store()))
 	})
+	mux.Handle("GET "+admin.Path, adminPage(svc, cal, replica, log))
 	reg := svc.Metrics().Registry
 	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(bridge.WithReplica(reg, replica), promhttp.HandlerOpts{Registry: reg})))
 	return instrument(mux, limitBodies(mux, svc), reg, log)

@@ -1,0 +1,192 @@
+package admin_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/duebridge/duebridge/admin"
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/calendar"
+	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/store"
+)
+
+type env struct {
+	t   *testing.T
+	svc *bridge.Service
+	srv *httptest.Server
+}
+
+// newEnv serves the admin page and the CalDAV handler (whose sync health the
+// page shows) on 127.0.0.1:0; alice is the admin, bob and carol are not.
+func newEnv(t *testing.T) *env {
+	cfg := testsvc.Config(t)
+	cfg.Users[0].Admin = true
+	cfg.Limits.LoginFailureDelay = time.Millisecond
+	cfg.Limits.LockoutFailures = 3
+	cfg.Limits.LockoutWindow = time.Minute
+	svc := testsvc.New(t, testsvc.Options{Config: cfg})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cal := calendar.NewHandler(svc.CalDAV(), calendar.Options{Logger: log})
+	mux := http.NewServeMux()
+	mux.Handle(calendar.Prefix, cal)
+	mux.Handle("GET "+admin.Path, admin.New(admin.Deps{
+		Auth: svc, Sync: cal, Queues: svc, Users: svc.CalDAV().Users,
+		Ready: func(ctx context.Context) []string {
+			if err := svc.Store().Ping(ctx); err != nil {
+				return []string{"store unreachable: " + err.Error()}
+			}
+			return nil
+		},
+		Metrics: svc.Metrics().Registry, Version: "v9.8.7-test", Replica: "r1", Logger: log,
+	}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &env{t: t, svc: svc, srv: srv}
+}
+
+func (e *env) get(user, pw string) (*http.Response, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.srv.URL+admin.Path, nil)
+	if user != "" {
+		req.SetBasicAuth(user, pw)
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// sync makes user's device (ua) run a full sync-collection of its first
+// collection, so the sync health knows it.
+func (e *env) sync(user, ua string) {
+	e.t.Helper()
+	colls, err := e.svc.CalDAV().Collections(context.Background(), user)
+	if err != nil || len(colls) == 0 {
+		e.t.Fatalf("%s's collections: %v %v", user, colls, err)
+	}
+	body := `<?xml version="1.0" encoding="utf-8"?><d:sync-collection xmlns:d="DAV:"><d:sync-token/><d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop></d:sync-collection>`
+	req, _ := http.NewRequest("REPORT", e.srv.URL+"/dav/"+user+"/calendars/"+colls[0].Name+"/", strings.NewReader(body))
+	req.SetBasicAuth(user, testsvc.Password(user))
+	req.Header.Set("Content-Type", "application/xml")
+	req.Header.Set("User-Agent", ua)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMultiStatus {
+		e.t.Fatalf("sync-collection of %s: %d", user, resp.StatusCode)
+	}
+}
+
+func TestAdminPage(t *testing.T) {
+	e := newEnv(t)
+	due := store.When{Time: time.Now().UTC().Add(72 * time.Hour).Truncate(time.Second)}
+	testsvc.Ingest(t, e.svc,
+		bridge.TaskInput{ID: "A-1", Title: "Ship it", Project: "Apollo", Assignees: []string{"alice"}, Due: due, Status: "open"},
+		bridge.TaskInput{ID: "B-1", Title: "Bob's secret task", Project: "Zeus", Assignees: []string{"bob"}, Due: due, Status: "open"})
+	const aliceUA = "iOS/18.1 (22B83) dataaccessd/1.0 alice-phone"
+	const bobUA = "macOS/15.1 (24B83) CalendarAgent/1000 bob-mac"
+	e.sync("alice", aliceUA)
+	e.sync("bob", bobUA)
+	if _, err := bridge.NewRetention(e.svc, bridge.RetentionOptions{}).RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, page := e.get("alice", testsvc.Password("alice"))
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("admin: %d %s", resp.StatusCode, page)
+	}
+	csp := resp.Header.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'none'") || strings.Contains(csp, "script-src") || strings.Contains(page, "<script") {
+		t.Errorf("CSP %q, or the page has a script", csp)
+	}
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control %q", resp.Header.Get("Cache-Control"))
+	}
+	for _, want := range []string{
+		`id="ready" class="ok"`, "v9.8.7-test",
+		"<th>Alert schedules</th><td>2</td>",
+		"<th>Completion callbacks pending</th><td>0</td>",
+		"<h3>alice</h3>", "<h3>bob</h3>", "<h3>carol</h3>",
+		aliceUA, bobUA,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("admin page lacks %q:\n%s", want, page)
+		}
+	}
+	if m := regexp.MustCompile(`Last pass completed: (\S+);`).FindStringSubmatch(page); m == nil || m[1] == "never" {
+		t.Errorf("retention ran, page says %v", m)
+	}
+
+	// Not an admin: 403, and nothing of anyone's data, own or other.
+	resp, body := e.get("bob", testsvc.Password("bob"))
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob: %d, want 403", resp.StatusCode)
+	}
+	for _, secret := range []string{aliceUA, bobUA, "alice", "Ship it", "Bob's secret", "v9.8.7-test"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("bob's 403 shows %q: %s", secret, body)
+		}
+	}
+
+	// Anonymous and wrong password: 401 with a challenge, no data.
+	for _, c := range []struct{ user, pw string }{{"", ""}, {"alice", "wrong"}} {
+		resp, body := e.get(c.user, c.pw)
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" || strings.Contains(body, aliceUA) {
+			t.Errorf("login %q: %d %q %s", c.user, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		}
+	}
+
+	// Writes are refused.
+	r, err := e.srv.Client().Post(e.srv.URL+admin.Path, "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", r.StatusCode)
+	}
+}
+
+// TestAdminLockout: the page shares the core's lock-out: after
+// limits.lockout_failures wrong passwords, even the right one gets 429.
+func TestAdminLockout(t *testing.T) {
+	e := newEnv(t)
+	for i := range 3 { // distinct passwords: a repeated attempt counts once
+		e.get("alice", "wrong"+strconv.Itoa(i))
+	}
+	resp, body := e.get("alice", testsvc.Password("alice"))
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || strings.Contains(body, "<h3>") {
+		t.Fatalf("after 3 failures: %d Retry-After %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+// TestAdminNotReady: with the store gone the page still answers, says not
+// ready and why, and names what it could not read.
+func TestAdminNotReady(t *testing.T) {
+	e := newEnv(t)
+	e.get("alice", testsvc.Password("alice")) // the login is cached; the store is not needed for it
+	e.svc.Store().Close()
+	resp, page := e.get("alice", testsvc.Password("alice"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin with the store closed: %d %s", resp.StatusCode, page)
+	}
+	for _, want := range []string{`id="ready" class="bad"`, "store unreachable", "Could not read the queues"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q:\n%s", want, page)
+		}
+	}
+}
