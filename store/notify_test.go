@@ -152,16 +152,13 @@ func TestPostgresResyncAfterListenerReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	listenQuery := `LISTEN "duebridge_` + schema + `"`
-	var pid int
-	if err := admin.QueryRowContext(ctx, `SELECT pid FROM pg_stat_activity WHERE query = $1`, listenQuery).Scan(&pid); err != nil {
-		t.Fatalf("find B's listener (%s): %v", listenQuery, err)
-	}
-	if _, err := admin.ExecContext(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+	// A listens too (it has an OnCommit): end both listeners.
+	if _, err := admin.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1`, listenQuery); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("the listener's backend to end", func() bool {
+	waitFor("the listeners' backends to end", func() bool {
 		var n int
-		admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n)
+		admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = $1`, listenQuery).Scan(&n)
 		return n == 0
 	})
 	appendMail("bob", "in the gap") // B is (most likely) not listening: only the resync tells it
