@@ -61,6 +61,9 @@ const (
 	callbackClaim      = 2 * time.Minute
 	callbackFirstRetry = 10 * time.Second
 	callbackMaxRetry   = time.Hour
+	// Retries of the bookkeeping after a send while the store is away.
+	callbackStoreRetry    = 250 * time.Millisecond
+	callbackStoreRetryMax = 5 * time.Second
 )
 
 // NewCallbackWorker builds the worker and registers its metrics.
@@ -132,6 +135,7 @@ func (w *CallbackWorker) Run(ctx context.Context) error {
 // deliverDue sends every due callback and returns when the next is due
 // (zero if none is pending).
 func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
+outer:
 	for {
 		var due []store.Callback
 		var claimedAt time.Time
@@ -156,6 +160,7 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 	batch:
 		for i, c := range due {
 			if ctx.Err() != nil {
+				w.release(due[i:])
 				return time.Time{}, nil
 			}
 			// A batch of slow receivers outlasts one claim (50 sends of up
@@ -169,21 +174,15 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 				}
 				rest := due[i:]
 				if err := w.s.st.Update(ctx, func(tx store.Tx) error { return claimCallbacks(tx, rest, now) }); err != nil {
-					return time.Time{}, err
+					return time.Time{}, err // the claim still holds for a minute and lapses by itself
 				}
 				claimedAt = now
 			}
 			sendCtx, cancel := context.WithTimeout(ctx, callbackClaim/2)
 			sendErr := w.send(sendCtx, c)
 			cancel()
-			now := w.clock.Now()
-			err := w.s.st.Update(ctx, func(tx store.Tx) error {
-				if sendErr == nil {
-					return tx.MarkDelivered(c.ID, now)
-				}
-				attempts := c.Attempts + 1
-				return tx.MarkFailed(c.ID, attempts, now.Add(backoff(attempts)), sendErr.Error())
-			})
+			rest := due[i+1:]
+			failures, err := w.record(ctx, c, sendErr, claimedAt.Add(callbackClaim), rest)
 			if err != nil {
 				return time.Time{}, err
 			}
@@ -193,6 +192,11 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 			} else {
 				w.sent.WithLabelValues("failed").Inc()
 				w.s.log.Warn("callback failed; will retry", "source", c.Source, "task", c.TaskID, "attempt", c.Attempts+1, "err", sendErr)
+			}
+			if failures > 0 {
+				// The store was away and has released the rest of the
+				// batch: claim afresh (another worker may take some).
+				continue outer
 			}
 		}
 	}
@@ -205,6 +209,76 @@ func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 		return err
 	})
 	return next, err
+}
+
+// record writes the outcome of one send. When the store fails (a database
+// restart), it retries with backoff while the claim still holds (until
+// claimEnd): giving up would leave the rest of the batch hidden until the
+// claim lapses and re-send a delivered callback then. Once the store answers
+// after a failure, the same transaction releases rest (makes it due now), so
+// that nothing waits out the claim; failures says how many attempts failed.
+func (w *CallbackWorker) record(ctx context.Context, c store.Callback, sendErr error, claimEnd time.Time, rest []store.Callback) (failures int, err error) {
+	delay := callbackStoreRetry
+	for {
+		now := w.clock.Now()
+		// A send that happened is recorded even while the worker stops.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err = w.s.st.Update(uctx, func(tx store.Tx) error {
+			var err error
+			if sendErr == nil {
+				err = tx.MarkDelivered(c.ID, now)
+			} else {
+				attempts := c.Attempts + 1
+				err = tx.MarkFailed(c.ID, attempts, now.Add(backoff(attempts)), sendErr.Error())
+			}
+			if err != nil || failures == 0 {
+				return err
+			}
+			return releaseCallbacks(tx, rest, now)
+		})
+		cancel()
+		if err == nil {
+			if failures > 0 {
+				w.s.log.Info("callback bookkeeping recovered; released the rest of the batch", "event_id", c.EventID, "failures", failures, "released", len(rest))
+			}
+			return failures, nil
+		}
+		failures++
+		if ctx.Err() != nil || !w.clock.Now().Add(delay).Before(claimEnd) {
+			return failures, fmt.Errorf("record callback %s (gave up within its claim after %d tries): %w", c.EventID, failures, err)
+		}
+		w.s.log.Warn("callback bookkeeping failed; retrying", "event_id", c.EventID, "in", delay, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-w.clock.After(delay):
+		}
+		delay = min(2*delay, callbackStoreRetryMax)
+	}
+}
+
+// release makes the unsent rest of a batch due again when the worker stops
+// mid-batch, so another worker need not wait out the claim. Best effort:
+// the claim lapses by itself if the store does not answer.
+func (w *CallbackWorker) release(rest []store.Callback) {
+	if len(rest) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	now := w.clock.Now()
+	if err := w.s.st.Update(ctx, func(tx store.Tx) error { return releaseCallbacks(tx, rest, now) }); err != nil {
+		w.s.log.Warn("release unsent callbacks; they wait out their claim", "count", len(rest), "err", err)
+	}
+}
+
+// releaseCallbacks makes claimed, unsent callbacks due at now.
+func releaseCallbacks(tx store.Tx, cs []store.Callback, now time.Time) error {
+	for _, c := range cs {
+		if err := tx.ClaimCallback(c.ID, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // claimCallbacks hides callbacks from other workers for callbackClaim from now.

@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -335,5 +339,101 @@ func TestSecondCallbackWorkerSharesMetrics(t *testing.T) {
 	bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
 	if p := gauge(t, svc, "duebridge_callbacks_pending"); p != 0 {
 		t.Errorf("pending = %v", p)
+	}
+}
+
+// logTap records every log line of a service, to wait for a logged failure.
+type logTap struct {
+	mu    *sync.Mutex
+	lines *[]string
+}
+
+func newLogTap() logTap { return logTap{mu: new(sync.Mutex), lines: new([]string)} }
+
+func (l logTap) Enabled(context.Context, slog.Level) bool { return true }
+func (l logTap) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l logTap) WithGroup(string) slog.Handler            { return l }
+func (l logTap) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	l.mu.Lock()
+	*l.lines = append(*l.lines, line)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l logTap) has(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range *l.lines {
+		if strings.Contains(line, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// The database went away right after a send (a PostgreSQL restart): the
+// worker gave up on the batch, so the callbacks it had claimed but not sent
+// sat hidden for the whole 2-minute claim, and the one it had delivered but
+// not marked was sent again once the claim lapsed. The failure is a real
+// one of the real store: the outbox table is renamed away from a second
+// connection to the same SQLite file, and back. The worker now retries its
+// bookkeeping and, once the store answers, releases the rest of the batch.
+func TestCallbackBookkeepingSurvivesStoreOutage(t *testing.T) {
+	t.Parallel()
+	clock := fakeclock.New(t0)
+	r := newReceiver(t, clock.Now)
+	cfg := callbackConfig(t, r)
+	tap := newLogTap()
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now, Logger: slog.New(tap)})
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(cfg.DataDir, "duebridge.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	rename := func(from, to string) {
+		if _, err := raw.Exec(`ALTER TABLE ` + from + ` RENAME TO ` + to); err != nil {
+			t.Errorf("rename %s: %v", from, err)
+		}
+	}
+	ids := []string{"T-1", "T-2", "T-3", "T-4", "T-5"}
+	for _, id := range ids {
+		testsvc.Ingest(t, svc, bridge.TaskInput{ID: id, Title: id, Assignees: []string{"alice"}, UpdatedAt: t0})
+		if err := svc.Complete(context.Background(), "alice", "tracker", id, true, clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.setFail(func(n int) int {
+		if n == 1 { // the store goes away while the first send is on the wire
+			rename("outbox", "outbox_away")
+		}
+		return http.StatusOK
+	})
+	runWorker(t, svc, clock)
+	deadline := time.Now().Add(10 * time.Second)
+	for !tap.has("no such table: outbox") {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never met the failing store")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	clock.Advance(time.Second) // a retry or two fail as well
+	time.Sleep(20 * time.Millisecond)
+	rename("outbox_away", "outbox")
+	advanceUntil(t, clock, time.Second, "all callbacks delivered", func() bool { return len(r.delivered()) == len(ids) })
+	if took := clock.Now().Sub(t0); took >= 30*time.Second {
+		t.Errorf("the rest of the batch waited %s of virtual time (the claim is 2m), want it released when the store answers", took)
+	}
+	advanceUntil(t, clock, time.Second, "the outbox to drain", func() bool { p, _ := outbox(t, svc); return p == 0 })
+	clock.Advance(10 * time.Minute) // past any claim: nothing is sent again
+	time.Sleep(50 * time.Millisecond)
+	for id, n := range r.delivered() {
+		if n != 1 {
+			t.Errorf("event %s delivered %d times, want once", id, n)
+		}
+	}
+	if !tap.has("released the rest of the batch") {
+		t.Error("no log line of the recovered bookkeeping")
 	}
 }

@@ -63,7 +63,13 @@ func (h *Hub) Publish(events []store.Event) {
 	defer h.mu.Unlock()
 	for s := range h.subs {
 		for _, e := range events {
-			if (s.user != "" && s.user != e.User) || (s.kind != "" && s.kind != e.Kind) {
+			if e.Kind == store.EventResync {
+				// Anything may have changed: mark every subscriber lagged
+				// (it must re-read) and wake it with the event itself.
+				s.lagMu.Lock()
+				s.lagged = true
+				s.lagMu.Unlock()
+			} else if (s.user != "" && s.user != e.User) || (s.kind != "" && s.kind != e.Kind) {
 				continue
 			}
 			select {

@@ -283,6 +283,11 @@ func (b imapBackend) Subscribe(ctx context.Context) <-chan imapserver.Event {
 			case <-ctx.Done():
 				return
 			case e := <-mail.C:
+				if e.Kind == store.EventResync {
+					mail.Lagged() // the resync says it already
+					ev = imapserver.Event{Kind: imapserver.EventLagged}
+					break
+				}
 				ev = imapserver.Event{Kind: imapserver.EventMailbox, User: e.User, Mailbox: e.Name}
 				if mail.Lagged() {
 					select {
@@ -292,6 +297,9 @@ func (b imapBackend) Subscribe(ctx context.Context) <-chan imapserver.Event {
 					}
 				}
 			case e := <-creds.C:
+				if e.Kind == store.EventResync {
+					continue // no user to revoke; the mail subscription reports the resync
+				}
 				ev = imapserver.Event{Kind: imapserver.EventCredentials, User: e.User}
 			}
 			select {

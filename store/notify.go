@@ -19,9 +19,11 @@ import (
 // transaction (PostgreSQL delivers them only on commit, in commit order), and
 // each listens on a dedicated connection and hands other processes' events to
 // its own OnCommit. Notifications are not durable: events sent while a
-// listener was disconnected are lost, but every reader re-reads the store
-// from its own position (IMAP from its last MODSEQ, CalDAV from the client's
-// sync token), so the next change of that mailbox or collection catches up.
+// listener was disconnected are lost. So after every re-LISTEN the listener
+// hands OnCommit one EventResync, and every reader re-reads the store from
+// its own position (IMAP from its last MODSEQ, CalDAV from the client's sync
+// token): what another process committed during the gap shows at once, not
+// only with that user's next change.
 
 // notifyLimit keeps payloads under PostgreSQL's 8,000-byte NOTIFY limit.
 const notifyLimit = 7000
@@ -108,13 +110,15 @@ func (s *sqlStore) publish(ctx context.Context, tx *sql.Tx, seq int64, events []
 // with backoff.
 func (s *sqlStore) listen(ctx context.Context, source string, log *slog.Logger) {
 	delay := 100 * time.Millisecond
+	resync := false // the first LISTEN follows Open: nobody can have missed anything yet
 	for ctx.Err() == nil {
-		connected, err := s.listenOnce(ctx, source)
+		connected, err := s.listenOnce(ctx, source, resync)
 		if ctx.Err() != nil {
 			return
 		}
 		if connected {
 			delay = 100 * time.Millisecond // a working connection resets the backoff
+			resync = true
 		}
 		log.Warn("store: lost the PostgreSQL event listener; reconnecting", "err", err, "in", delay)
 		select {
@@ -127,8 +131,10 @@ func (s *sqlStore) listen(ctx context.Context, source string, log *slog.Logger) 
 }
 
 // listenOnce listens on one connection until it fails; connected reports
-// whether LISTEN took effect.
-func (s *sqlStore) listenOnce(ctx context.Context, source string) (connected bool, err error) {
+// whether LISTEN took effect. With resync, it publishes EventResync once
+// LISTEN holds: events committed before that moment are then either seen by
+// the readers' re-read or arrive as notifications, never lost in between.
+func (s *sqlStore) listenOnce(ctx context.Context, source string, resync bool) (connected bool, err error) {
 	conn, err := pgx.Connect(ctx, source)
 	if err != nil {
 		return false, err
@@ -139,6 +145,11 @@ func (s *sqlStore) listenOnce(ctx context.Context, source string) (connected boo
 	}
 	s.listening.Store(true)
 	defer s.listening.Store(false)
+	if resync {
+		s.commitMu.Lock()
+		s.opts.OnCommit([]Event{{Kind: EventResync}})
+		s.commitMu.Unlock()
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

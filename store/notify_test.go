@@ -83,3 +83,93 @@ func TestPostgresCrossProcessEvents(t *testing.T) {
 		t.Fatalf("A got its own events %d times, want exactly once each (500)", n)
 	}
 }
+
+// TestPostgresResyncAfterListenerReconnect: process B's LISTEN connection is
+// killed, process A commits while B is not listening (that notification is
+// lost), and B, once it listens again, hands its OnCommit one EventResync so
+// its readers re-read and see A's commit at once.
+func TestPostgresResyncAfterListenerReconnect(t *testing.T) {
+	b := postgresBackend(t)
+	source := b.newSource(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var heard []store.Event
+	stA, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func([]store.Event) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stA.Close() })
+	stB, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func(ev []store.Event) {
+		mu.Lock()
+		heard = append(heard, ev...)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stB.Close() })
+	has := func(kind store.EventKind, user string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range heard {
+			if e.Kind == kind && e.User == user {
+				return true
+			}
+		}
+		return false
+	}
+	appendMail := func(user, subject string) {
+		t.Helper()
+		err := stA.Update(ctx, func(tx store.Tx) error {
+			if _, err := tx.EnsureMailbox(user, "INBOX", ""); err != nil {
+				return err
+			}
+			return tx.AppendMessage(&store.Message{User: user, Mailbox: "INBOX", Data: []byte("Subject: " + subject + "\r\n\r\nx")})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// B listens once it hears A.
+	waitFor("B to hear A", func() bool { appendMail("alice", "first"); return has(store.EventMail, "alice") })
+	if has(store.EventResync, "") {
+		t.Fatal("a resync on the first LISTEN: nothing can have been missed yet")
+	}
+
+	admin := b.raw(t, source)
+	var schema string
+	if err := admin.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		t.Fatal(err)
+	}
+	listenQuery := `LISTEN "duebridge_` + schema + `"`
+	// A listens too (it has an OnCommit): end both listeners.
+	if _, err := admin.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1`, listenQuery); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the listeners' backends to end", func() bool {
+		var n int
+		admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE query = $1`, listenQuery).Scan(&n)
+		return n == 0
+	})
+	appendMail("bob", "in the gap") // B is (most likely) not listening: only the resync tells it
+
+	waitFor("B's resync after it listens again", func() bool { return has(store.EventResync, "") })
+	var n uint32
+	err = stB.View(ctx, func(tx store.Tx) (err error) {
+		n, err = tx.CountMessages("bob", "INBOX")
+		return err
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("B re-reads bob's INBOX after the resync: %d messages, %v", n, err)
+	}
+}

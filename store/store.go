@@ -62,6 +62,10 @@ const (
 	EventMail     EventKind = "mail"     // a mailbox of User changed (Name = mailbox)
 	EventOutbox   EventKind = "outbox"   // a callback is waiting for delivery
 	EventAlert    EventKind = "alert"    // the alert schedule changed
+	// EventResync says events may have been missed (on PostgreSQL, the
+	// listener reconnected): every reader re-reads everything it shows. It
+	// carries no user and reaches every subscriber whatever its filter.
+	EventResync EventKind = "resync"
 )
 
 // Event is published after commit. It says where to look, not what is there:
