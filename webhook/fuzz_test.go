@@ -131,7 +131,9 @@ func fuzzTracker(f *testing.F, kind string) {
 	})
 }
 
-func FuzzGitHubWebhook(f *testing.F) { fuzzTracker(f, "github") }
-func FuzzGitLabWebhook(f *testing.F) { fuzzTracker(f, "gitlab") }
-func FuzzJiraWebhook(f *testing.F)   { fuzzTracker(f, "jira") }
-func FuzzLinearWebhook(f *testing.F) { fuzzTracker(f, "linear") }
+func FuzzGitHubWebhook(f *testing.F)  { fuzzTracker(f, "github") }
+func FuzzGitLabWebhook(f *testing.F)  { fuzzTracker(f, "gitlab") }
+func FuzzJiraWebhook(f *testing.F)    { fuzzTracker(f, "jira") }
+func FuzzLinearWebhook(f *testing.F)  { fuzzTracker(f, "linear") }
+func FuzzGiteaWebhook(f *testing.F)   { fuzzTracker(f, "gitea") }
+func FuzzForgejoWebhook(f *testing.F) { fuzzTracker(f, "forgejo") }
