@@ -131,7 +131,7 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		writeJSON(w, http.StatusOK, trackerReply{Skipped: skip})
 		return
 	}
-	res, ok := h.ingest(w, r, src.Name, m.delivery(tasks))
+	res, ok := h.ingest(w, r, src.Name, m.delivery(tasks), nil)
 	if !ok {
 		return // not remembered as seen: the tracker's retry must be applied
 	}
