@@ -58,6 +58,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		{file: "invalid_lead_time.yaml", key: "notifications.lead_times[0]", also: `"1d"`},
 		{file: "invalid_duplicate_users.yaml", key: "users[1].name", also: "duplicate"},
 		{file: "invalid_jira_token_no_url.yaml", key: "sources[0].api_url", also: "required with api_token"},
+		{file: "invalid_forgejo_token_no_url.yaml", key: "sources[0].api_url", also: "required with api_token for a forgejo source"},
 		{file: "invalid_no_password_hash.yaml", key: "users[0].password_hash", also: "required"},
 		{file: "invalid_plain_password_hash.yaml", key: "users[0].password_hash", also: "not a bcrypt or argon2id hash", never: "correct-horse-battery"},
 		{file: "invalid_password_key.yaml", key: "users[0].password:", also: "plain passwords are not accepted", never: "correct-horse-battery"},

@@ -12,14 +12,16 @@ const KindGeneric = "generic"
 // its error messages derive from it here, and the webhook package keys its
 // adapters by it (a test there checks that every kind has one). It lives in
 // config because config validates kinds and may import nothing of ours.
-var TrackerKinds = []string{KindGitHub, KindGitLab, KindJira, KindLinear}
+var TrackerKinds = []string{KindGitHub, KindGitLab, KindJira, KindLinear, KindForgejo, KindGitea}
 
 // The tracker kinds by name, for the code that handles one of them.
 const (
-	KindGitHub = "github"
-	KindGitLab = "gitlab"
-	KindJira   = "jira"
-	KindLinear = "linear"
+	KindGitHub  = "github"
+	KindGitLab  = "gitlab"
+	KindJira    = "jira"
+	KindLinear  = "linear"
+	KindForgejo = "forgejo"
+	KindGitea   = "gitea"
 )
 
 // StreamKinds are the sources[].kind values read from a broker, not POSTed:

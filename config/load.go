@@ -665,6 +665,8 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 				e.add(key+".api_token", "only tracker kinds (%s) use an API token", strings.Join(TrackerKinds, ", "))
 			case s.Kind == KindJira && rs.APIURL == "":
 				e.add(key+".api_url", "required with api_token for a jira source (https://your-domain.atlassian.net)")
+			case (s.Kind == KindForgejo || s.Kind == KindGitea) && rs.APIURL == "":
+				e.add(key+".api_url", "required with api_token for a %s source (the instance, https://git.example.com)", s.Kind)
 			}
 		}
 		if rs.LeadTimes != nil {

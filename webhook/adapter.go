@@ -47,10 +47,12 @@ type tracker interface {
 // declared there, once (TestTrackerKindsHaveAdapters keeps the two in
 // step). Sources of kind config.KindGeneric take the contract's own format.
 var trackers = map[string]tracker{
-	config.KindGitHub: github{},
-	config.KindGitLab: gitlab{},
-	config.KindJira:   jira{},
-	config.KindLinear: linear{},
+	config.KindGitHub:  github{},
+	config.KindGitLab:  gitlab{},
+	config.KindJira:    jira{},
+	config.KindLinear:  linear{},
+	config.KindForgejo: gitea{brand: "Forgejo"},
+	config.KindGitea:   gitea{brand: "Gitea"},
 }
 
 // trackerState is what the tracker adapters share across requests: the
@@ -129,7 +131,7 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		writeJSON(w, http.StatusOK, trackerReply{Skipped: skip})
 		return
 	}
-	res, ok := h.ingest(w, r, src.Name, m.delivery(tasks))
+	res, ok := h.ingest(w, r, src.Name, m.delivery(tasks), nil)
 	if !ok {
 		return // not remembered as seen: the tracker's retry must be applied
 	}

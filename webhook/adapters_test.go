@@ -40,6 +40,12 @@ var trackerSamples = []trackerSample{
 	{kind: "linear", good: "issue-create.json", goodID: "2174add1-f7c8-44e3-bbf3-2d60b5ea8bc9", ignored: "comment-create.json",
 		unknown: "issue-create-unknown-assignee.json", unknownID: "d2f5e6a7-1b2c-4d3e-8f4a-5b6c7d8e9f0a", unknownTo: nil,
 		bad: "issue-bad-missing-id.json", badField: "data.id", authHdr: "Linear-Signature"},
+	{kind: "gitea", good: "issues-opened.json", goodID: "infra/deploys#31", ignored: "issue_comment-created.json",
+		unknown: "issues-opened-unknown-assignee.json", unknownID: "infra/deploys#32", unknownTo: []string{"alice"},
+		bad: "issues-bad-missing-number.json", badField: "issue.number", authHdr: "X-Gitea-Signature"},
+	{kind: "forgejo", good: "issues-opened.json", goodID: "infra/deploys#31", ignored: "issue_comment-created.json",
+		unknown: "issues-opened-unknown-assignee.json", unknownID: "infra/deploys#32", unknownTo: []string{"alice"},
+		bad: "issues-bad-missing-number.json", badField: "issue.number", authHdr: "X-Forgejo-Signature"},
 }
 
 // TestTrackerBadSignature: a delivery signed with another secret, or not

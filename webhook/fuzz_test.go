@@ -131,7 +131,41 @@ func fuzzTracker(f *testing.F, kind string) {
 	})
 }
 
-func FuzzGitHubWebhook(f *testing.F) { fuzzTracker(f, "github") }
-func FuzzGitLabWebhook(f *testing.F) { fuzzTracker(f, "gitlab") }
-func FuzzJiraWebhook(f *testing.F)   { fuzzTracker(f, "jira") }
-func FuzzLinearWebhook(f *testing.F) { fuzzTracker(f, "linear") }
+func FuzzGitHubWebhook(f *testing.F)  { fuzzTracker(f, "github") }
+func FuzzGitLabWebhook(f *testing.F)  { fuzzTracker(f, "gitlab") }
+func FuzzJiraWebhook(f *testing.F)    { fuzzTracker(f, "jira") }
+func FuzzLinearWebhook(f *testing.F)  { fuzzTracker(f, "linear") }
+func FuzzGiteaWebhook(f *testing.F)   { fuzzTracker(f, "gitea") }
+func FuzzForgejoWebhook(f *testing.F) { fuzzTracker(f, "forgejo") }
+
+// FuzzCloudEventsWebhook: any signed body in each CloudEvents mode
+// (structured, batch, binary) through the real handler.
+func FuzzCloudEventsWebhook(f *testing.F) {
+	ev := `{"specversion":"1.0","id":"e1","source":"/ops","type":"t","data":{"id":"x","title":"t","version":1}}`
+	f.Add(uint8(0), []byte(ev))
+	f.Add(uint8(0), []byte(`{"specversion":"1.0","id":"e2","source":"/ops","type":"t","data":[{"id":"x","title":"u","version":2},{"id":"y","deleted":true}]}`))
+	f.Add(uint8(0), []byte(`{"specversion":"1.0","id":"e3","source":"/ops","type":"t","data_base64":"e30="}`))
+	f.Add(uint8(1), []byte(`[`+ev+`,{"specversion":"1.0","id":"e4","source":"/ops","type":"t","data":{"id":"x","due":"2026-12-01"}}]`))
+	f.Add(uint8(2), []byte(`{"id":"x","title":"t","version":3}`))
+	f.Add(uint8(2), []byte(`[{"id":"x","title":"t"},{"id":"x","deleted":true}]`))
+	svc := testsvc.New(f, testsvc.Options{})
+	mux := http.NewServeMux()
+	mux.Handle("POST /hooks/{source}", NewHandler(svc, Options{}))
+	f.Fuzz(func(t *testing.T, mode uint8, body []byte) {
+		req := httptest.NewRequest("POST", "/hooks/tracker", bytes.NewReader(body))
+		switch mode % 3 {
+		case 0:
+			req.Header.Set("Content-Type", ceStructuredType)
+		case 1:
+			req.Header.Set("Content-Type", ceBatchType)
+		case 2:
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("ce-specversion", "1.0")
+			req.Header.Set("ce-id", newID())
+			req.Header.Set("ce-source", "/fuzz")
+			req.Header.Set("ce-type", "t")
+		}
+		req.Header.Set(SignatureHeader, Sign(testsvc.Secret, body))
+		checkDelivery(t, mux, svc, "tracker", req)
+	})
+}

@@ -129,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, name, http.StatusUnauthorized, errorBody{Error: msg})
 		return
 	}
-	tasks, err := Decode(body)
+	units, err := decodeRequest(r.Header, body)
 	if err != nil {
 		var fe *bridge.FieldError
 		if errors.As(err, &fe) {
@@ -139,22 +139,51 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
+	now := h.core.Now()
+	seen := h.trackers.seen
 	// A timestamped request is remembered by its signature for the window:
-	// a copy replayed within it is answered 200 and not applied again.
+	// a copy replayed within it is answered 200 and not applied again. So
+	// is a CloudEvent by its source and id, which its sender keeps when it
+	// sends the event again.
 	replayKey := ""
 	if ts != "" {
 		replayKey = "signed:" + r.Header.Get(SignatureHeader)
-		if h.trackers.seen.seen(name, replayKey, h.core.Now()) {
-			h.log.Info("webhook request already handled; ignored", "source", name)
-			writeJSON(w, http.StatusOK, bridge.Result{Ignored: len(tasks)})
-			return
-		}
 	}
-	res, ok := h.ingest(w, r, name, bridge.Delivery{Tasks: tasks})
+	var tasks []bridge.TaskInput
+	var origin []int // each record's index for error replies
+	repeated := 0
+	for _, u := range units {
+		if (replayKey != "" && seen.seen(name, replayKey, now)) || (u.key != "" && seen.seen(name, u.key, now)) {
+			repeated += len(u.tasks)
+			continue
+		}
+		for i := range u.tasks {
+			if u.index >= 0 { // a batch of events: the event's index
+				origin = append(origin, u.index)
+			} else {
+				origin = append(origin, i)
+			}
+		}
+		tasks = append(tasks, u.tasks...)
+	}
+	if len(tasks) == 0 {
+		h.log.Info("webhook request already handled; ignored", "source", name)
+		writeJSON(w, http.StatusOK, bridge.Result{Ignored: repeated})
+		return
+	}
+	res, ok := h.ingest(w, r, name, bridge.Delivery{Tasks: tasks}, func(fe *bridge.FieldError) {
+		if fe.Index >= 0 && fe.Index < len(origin) {
+			fe.Index = origin[fe.Index]
+		}
+	})
 	if !ok {
 		return
 	}
-	h.trackers.seen.add(name, replayKey, h.core.Now())
+	seen.add(name, replayKey, now)
+	for _, u := range units {
+		seen.add(name, u.key, now)
+	}
+	res.Ignored += repeated
 	h.log.Debug("webhook stored", "source", name, "accepted", res.Accepted, "ignored", res.Ignored)
 	writeJSON(w, http.StatusOK, res)
 }
@@ -162,7 +191,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ingest stores a delivery; the core validates its records, so a bad field
 // becomes a 400 naming it (with its place in a batch) and a store failure
 // a 503. It reports whether the delivery was stored.
-func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, d bridge.Delivery) (bridge.Result, bool) {
+// remap, if set, turns a refused record's index into the one the sender
+// knows it by.
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, d bridge.Delivery, remap func(*bridge.FieldError)) (bridge.Result, bool) {
 	// The client going away must not abort a commit half-way through the
 	// response path: detach from the request's cancellation.
 	res, err := h.core.IngestDelivery(context.WithoutCancel(r.Context()), source, d)
@@ -171,6 +202,9 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, 
 	}
 	var fe *bridge.FieldError
 	if errors.As(err, &fe) {
+		if remap != nil {
+			remap(fe)
+		}
 		h.fail(w, r, source, http.StatusBadRequest, fieldErrorBody(fe))
 		return res, false
 	}

@@ -35,8 +35,10 @@ var testNow = time.Date(2026, 11, 20, 9, 45, 0, 0, time.UTC)
 
 // Tracker identities of the test users, as users[].identities holds them.
 var testIdentities = map[string]map[string]string{
-	"alice": {"github": "octocat", "gitlab": "jsmith", "jira": "5b10ac8d82e05b22cc7d4ef5", "linear": "alice@example.com"},
-	"bob":   {"github": "Hubot", "gitlab": "user1", "jira": "5b10a2844c20165700ede21g", "linear": "8a7c1e3e-7f0f-4a3e-9e7e-2f1b0b1c2d3e"},
+	"alice": {"github": "octocat", "gitlab": "jsmith", "jira": "5b10ac8d82e05b22cc7d4ef5", "linear": "alice@example.com",
+		"gitea": "alice", "forgejo": "alice"},
+	"bob": {"github": "Hubot", "gitlab": "user1", "jira": "5b10a2844c20165700ede21g", "linear": "8a7c1e3e-7f0f-4a3e-9e7e-2f1b0b1c2d3e",
+		"gitea": "bobby", "forgejo": "bobby"},
 }
 
 // eventHeaderValues maps a sample file's prefix to the value of the
