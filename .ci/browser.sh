@@ -74,6 +74,7 @@ APP_HASH=$(printf '%s\n' "$APP_PASSWORD" | "$WORK/duebridge" hash-password)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 HTTP_PORT=$(free_port)
 IMAP_PORT=$(free_port)
+SUBMISSION_PORT=$(free_port)
 BASE="https://localhost:$HTTP_PORT"
 
 cat >"$WORK/duebridge.yaml" <<EOF
@@ -83,6 +84,8 @@ http:
   public_url: $BASE
 imap:
   listen: 127.0.0.1:$IMAP_PORT
+submission:                # the profile offers a mail account only with an outgoing server
+  listen: 127.0.0.1:$SUBMISSION_PORT
 tls:
   cert_file: $WORK/certs/server.crt
   key_file: $WORK/certs/server.key
