@@ -625,6 +625,10 @@ func (c lockedCore) RevokeDevicePassword(context.Context, string, string) error 
 	return bridge.ErrNoDevice
 }
 
+func (c lockedCore) IssueFeedToken(context.Context, string) (string, error) { return "", nil }
+func (c lockedCore) RevokeFeedToken(context.Context, string) (bool, error)  { return false, nil }
+func (c lockedCore) HasFeedToken(context.Context, string) (bool, error)     { return false, nil }
+
 // TestHandlerOnANarrowCore: the handler runs on any setup.Core, not only
 // *bridge.Service, and answers a lock-out with Retry-After by the core's
 // clock (an hour from the wall clock here, so the wall clock would be wrong).
