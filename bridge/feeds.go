@@ -75,6 +75,24 @@ func (s *Service) RevokeFeedToken(ctx context.Context, user string) (revoked boo
 	return revoked, nil
 }
 
+// HasFeedToken reports whether user has a live feed token (the token
+// itself cannot be shown again: only its hash is stored).
+func (s *Service) HasFeedToken(ctx context.Context, user string) (bool, error) {
+	var live bool
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		h, err := tx.Get(kvFeedUser + user)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		live = h != ""
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("look up feed token of %s: %w", user, err)
+	}
+	return live, nil
+}
+
 func revokeFeed(tx store.Tx, user string) error {
 	h, err := tx.Get(kvFeedUser + user)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && h == "") {

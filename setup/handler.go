@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	qrcode "github.com/skip2/go-qrcode"
@@ -33,7 +34,15 @@ const (
 	// once; RevokePath revokes one (form field "id").
 	DevicesPath = "/setup/devices"
 	RevokePath  = "/setup/devices/revoke"
+	// FeedPath issues (or renews) the user's calendar feed URL and shows
+	// it once; FeedRevokePath turns the feed off. Both take POST only.
+	FeedPath       = "/setup/feed"
+	FeedRevokePath = "/setup/feed/revoke"
 )
+
+// feedPrefix is where feed.Handler serves the feeds (feed.Path without
+// its pattern); setup does not import feed, so it is repeated here.
+const feedPrefix = "/feeds/"
 
 // ProfileContentType is what makes Safari hand the file to the profile
 // installer instead of showing it.
@@ -58,6 +67,14 @@ type Core interface {
 	Devices(ctx context.Context, user string) ([]bridge.Device, error)
 	// RevokeDevicePassword ends one. Error: bridge.ErrNoDevice.
 	RevokeDevicePassword(ctx context.Context, user, id string) error
+	// IssueFeedToken makes the user's calendar feed token, revoking the
+	// previous one, and returns it once.
+	IssueFeedToken(ctx context.Context, user string) (string, error)
+	// RevokeFeedToken turns the user's feed off; revoked reports whether
+	// there was a live one.
+	RevokeFeedToken(ctx context.Context, user string) (revoked bool, err error)
+	// HasFeedToken reports whether the user has a live feed token.
+	HasFeedToken(ctx context.Context, user string) (bool, error)
 }
 
 // Options for NewHandler. Zero values are fine.
@@ -96,7 +113,7 @@ func NewHandler(svc Core, o Options) *Handler {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	post := r.URL.Path == DevicesPath || r.URL.Path == RevokePath
+	post := r.URL.Path == DevicesPath || r.URL.Path == RevokePath || r.URL.Path == FeedPath || r.URL.Path == FeedRevokePath
 	switch {
 	case post && r.Method != http.MethodPost:
 		w.Header().Set("Allow", "POST")
@@ -129,6 +146,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.addDevice(w, r)
 	case RevokePath:
 		h.revokeDevice(w, r)
+	case FeedPath:
+		h.issueFeed(w, r)
+	case FeedRevokePath:
+		h.revokeFeed(w, r)
 	default:
 		// "/setup/", "/setup/index.html", "/" and whatever else a person
 		// types on the way: send them to the page rather than a 404.
@@ -279,6 +300,9 @@ type pageData struct {
 	Devices           []deviceRow
 	DevicesPath       string
 	RevokePath        string
+	FeedLive          bool
+	FeedPath          string
+	FeedRevokePath    string
 }
 
 type deviceRow struct {
@@ -322,16 +346,15 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Devices = append(d.Devices, row)
 	}
+	d.FeedPath, d.FeedRevokePath = "setup/feed", "setup/feed/revoke"
+	if d.FeedLive, err = h.svc.HasFeedToken(r.Context(), u.Name); err != nil {
+		h.log.Error("look up the feed for the setup page", "user", u.Name, "err", err)
+	}
 	for _, c := range h.cas(cfg) {
 		d.CAs = append(d.CAs, caInfo{Name: c.Subject.CommonName, Fingerprint: tlsutil.Fingerprint(c),
 			NotAfter: c.NotAfter.UTC().Format("2006-01-02")})
 	}
-	png, err := qrcode.Encode(d.ProfileLink, qrcode.Medium, 256)
-	if err != nil {
-		h.log.Error("QR code for the setup page", "err", err)
-	} else {
-		d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))
-	}
+	d.QR = h.qr(d.ProfileLink)
 	var b bytes.Buffer
 	if err := pageTmpl.Execute(&b, d); err != nil {
 		h.log.Error("render setup page", "err", err)
@@ -411,5 +434,75 @@ func (h *Handler) revokeDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("device password revoked on the setup page", "user", u.Name, "device", id, "client", r.RemoteAddr)
+	http.Redirect(w, r, PagePath, http.StatusSeeOther)
+}
+
+// qr is a QR code of link as a data: URL for an <img> (the page's CSP
+// allows only data: images); "" if it cannot be made.
+func (h *Handler) qr(link string) template.URL {
+	png, err := qrcode.Encode(link, qrcode.Medium, 256)
+	if err != nil {
+		h.log.Error("QR code for the setup page", "err", err)
+		return ""
+	}
+	return template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(png))
+}
+
+// issueFeed makes (or renews) the user's calendar feed URL and shows it,
+// once: only the token's hash is stored.
+func (h *Handler) issueFeed(w http.ResponseWriter, r *http.Request) {
+	cfg, u, _, ok := h.login(w, r)
+	if !ok {
+		return
+	}
+	tok, err := h.svc.IssueFeedToken(r.Context(), u.Name)
+	if err != nil {
+		h.log.Error("issue feed token", "user", u.Name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	link := *cfg.HTTP.PublicURL
+	link.Path = strings.TrimSuffix(link.Path, "/") + feedPrefix + tok + ".ics"
+	link.RawQuery, link.Fragment = "", ""
+	webcal := link
+	webcal.Scheme = "webcal"
+	d := feedData{User: u.Name, URL: link.String(), Webcal: template.URL(webcal.String()), WebcalText: webcal.String()}
+	// The QR code carries the webcal:// form: an iPhone camera opens it as
+	// a calendar subscription, where https:// would only download a copy.
+	d.QR = h.qr(webcal.String())
+	var b bytes.Buffer
+	if err := feedTmpl.Execute(&b, d); err != nil {
+		h.log.Error("render feed URL page", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Write(b.Bytes())
+	h.log.Info("feed URL issued on the setup page", "user", u.Name, "client", r.RemoteAddr)
+}
+
+type feedData struct {
+	User, URL, WebcalText string
+	// Webcal is marked safe: html/template would otherwise blank a link
+	// with a scheme other than http(s)/mailto. It is built from the
+	// configured public URL and a base64url token, never from input.
+	Webcal template.URL
+	QR     template.URL
+}
+
+// revokeFeed turns the user's feed off and returns to the page.
+func (h *Handler) revokeFeed(w http.ResponseWriter, r *http.Request) {
+	_, u, _, ok := h.login(w, r)
+	if !ok {
+		return
+	}
+	revoked, err := h.svc.RevokeFeedToken(r.Context(), u.Name)
+	if err != nil {
+		h.log.Error("revoke feed token", "user", u.Name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h.log.Info("feed URL revoked on the setup page", "user", u.Name, "had_one", revoked, "client", r.RemoteAddr)
 	http.Redirect(w, r, PagePath, http.StatusSeeOther)
 }

@@ -130,6 +130,17 @@ at once; your other devices keep working.</p>
 <form method="post" action="{{.DevicesPath}}" id="add-device"><label>New device password for
 <input name="name" maxlength="100" required placeholder="Anna's iPad"></label> <button type="submit">Create</button></form>
 
+<h2>Calendar feed</h2>
+<p>Calendars that subscribe to a link (Google Calendar, Outlook, Android, or an iPhone that only wants the
+deadlines without an account) can show your deadlines from a secret feed URL. It is read-only and needs no password,
+so keep it to yourself.</p>
+{{if .FeedLive}}<p id="feed-live">You have a feed URL. It was shown only when it was made; if it is lost or
+leaked, renew it (the old one stops working at once) or turn it off.</p>
+<form method="post" action="{{.FeedPath}}" id="renew-feed"><button type="submit">Renew feed URL</button></form>
+<form method="post" action="{{.FeedRevokePath}}" id="revoke-feed"><button type="submit">Turn the feed off</button></form>
+{{else}}<p id="no-feed">No feed URL yet.</p>
+<form method="post" action="{{.FeedPath}}" id="create-feed"><button type="submit">Create feed URL</button></form>{{end}}
+
 <h2>Passwords</h2>
 <p>Use the same password everywhere{{if .AppPasswords}}, or one of your app passwords ({{range $i, $n := .AppPasswords}}{{if $i}}, {{end}}{{$n}}{{end}}){{end}}.
 An app password per device means a lost phone costs only that one: ask the administrator to remove it from the configuration.
@@ -156,6 +167,35 @@ var shownTmpl = template.Must(template.New("device").Funcs(template.FuncMap{
 <div class="warning"><p><strong>It is shown only now.</strong> duebridge keeps only a hash of it; if it is lost, revoke it
 on the setup page and make a new one.</p></div>
 <p><a href="../../setup">Back to the setup page</a></p>
+</body>
+</html>
+`))
+
+// feedTmpl shows a new feed URL, the only time it is shown.
+var feedTmpl = template.Must(template.New("feed").Funcs(template.FuncMap{
+	"css": func() template.CSS { return template.CSS(pageCSS) },
+}).Parse(`<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>duebridge: calendar feed of {{.User}}</title>
+<style>{{css}}</style>
+</head>
+<body>
+<h1>Calendar feed of {{.User}}</h1>
+<p><a class="button" id="webcal" href="{{.Webcal}}">Subscribe on this device</a></p>
+<div class="qr">{{if .QR}}<img id="feed-qr" src="{{.QR}}" alt="QR code of the feed link" width="256" height="256">{{end}}
+<p>Scan with the phone's camera to subscribe there.</p></div>
+<dl>
+<dt>Feed URL</dt><dd><code id="feed-url">{{.URL}}</code></dd>
+<dt>Subscribe link</dt><dd><code id="feed-webcal">{{.WebcalText}}</code></dd>
+</dl>
+<p>In Google Calendar: Other calendars &gt; From URL, paste the feed URL. In Outlook: Add calendar &gt; Subscribe from web.
+Add <code>?project=NAME</code> to see one project only.</p>
+<div class="warning"><p><strong>It is shown only now.</strong> duebridge keeps only a hash of it; anyone with the link
+sees your deadlines. If it is lost or leaked, renew it on the setup page: the old link stops working at once.</p></div>
+<p><a href="../setup">Back to the setup page</a></p>
 </body>
 </html>
 `))

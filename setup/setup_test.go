@@ -625,6 +625,10 @@ func (c lockedCore) RevokeDevicePassword(context.Context, string, string) error 
 	return bridge.ErrNoDevice
 }
 
+func (c lockedCore) IssueFeedToken(context.Context, string) (string, error) { return "", nil }
+func (c lockedCore) RevokeFeedToken(context.Context, string) (bool, error)  { return false, nil }
+func (c lockedCore) HasFeedToken(context.Context, string) (bool, error)     { return false, nil }
+
 // TestHandlerOnANarrowCore: the handler runs on any setup.Core, not only
 // *bridge.Service, and answers a lock-out with Retry-After by the core's
 // clock (an hour from the wall clock here, so the wall clock would be wrong).
@@ -637,5 +641,40 @@ func TestHandlerOnANarrowCore(t *testing.T) {
 	h.ServeHTTP(rec, r)
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "90" {
 		t.Fatalf("locked-out login: %d, Retry-After %q; want 429, 90", rec.Code, rec.Header().Get("Retry-After"))
+	}
+}
+
+// TestFeedURLShownOnce: the setup handler issues the feed URL under the
+// public URL's path, shows it with its webcal:// link and QR code once,
+// and the page afterwards offers renewing and turning off, not the URL.
+func TestFeedURLShownOnce(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) { c.HTTP.PublicURL, _ = url.Parse("https://tasks.example.com/db") })
+	sameSite := map[string]string{"Sec-Fetch-Site": "same-origin"}
+	resp := w.post(t, setup.FeedPath, "alice", testsvc.Password("alice"), nil, sameSite)
+	b := body(t, resp)
+	m := regexp.MustCompile(`id="feed-url">https://tasks\.example\.com/db/feeds/([A-Za-z0-9_-]{43})\.ics<`).FindStringSubmatch(b)
+	if resp.StatusCode != 200 || m == nil {
+		t.Fatalf("issue feed: %d\n%s", resp.StatusCode, b)
+	}
+	tok := m[1]
+	if !strings.Contains(b, `href="webcal://tasks.example.com/db/feeds/`+tok+`.ics"`) || !strings.Contains(b, `id="feed-qr" src="data:image/png;base64,`) {
+		t.Fatalf("feed page lacks the webcal link or the QR code:\n%s", b)
+	}
+	if user, ok, err := w.svc.FeedOwner(context.Background(), tok); err != nil || !ok || user != "alice" {
+		t.Fatalf("shown token belongs to %q %v %v", user, ok, err)
+	}
+	page := pageOf(t, w)
+	if strings.Contains(page, tok) || !strings.Contains(page, `id="renew-feed"`) || !strings.Contains(page, `id="revoke-feed"`) {
+		t.Fatalf("page with a feed:\n%s", page)
+	}
+	resp = w.post(t, setup.FeedRevokePath, "alice", testsvc.Password("alice"), nil, sameSite)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", resp.StatusCode)
+	}
+	if _, ok, _ := w.svc.FeedOwner(context.Background(), tok); ok {
+		t.Fatal("revoked token still owned")
+	}
+	if page := pageOf(t, w); !strings.Contains(page, `id="create-feed"`) {
+		t.Fatalf("page after revoking:\n%s", page)
 	}
 }

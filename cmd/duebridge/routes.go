@@ -42,6 +42,8 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 	mux.Handle("GET "+setup.ProfilePath, setupHandler)
 	mux.Handle("POST "+setup.DevicesPath, setupHandler)
 	mux.Handle("POST "+setup.RevokePath, setupHandler)
+	mux.Handle("POST "+setup.FeedPath, setupHandler)
+	mux.Handle("POST "+setup.FeedRevokePath, setupHandler)
 	for _, p := range setup.Typed { // "/setup/", "/": redirected to the page
 		mux.Handle(p, setupHandler)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +91,114 @@ func TestFeedURLCommand(t *testing.T) {
 	}
 	if code, _ := get(t, feedURL); code != http.StatusNotFound {
 		t.Errorf("revoked feed: %d", code)
+	}
+}
+
+// TestFeedOnSetupPage: the setup page's form makes the feed URL and shows
+// it once (https, webcal:// and a QR code); the feed answers at it through
+// the real server; renewing ends the old URL, turning it off ends the new,
+// and another site cannot make the browser do either.
+func TestFeedOnSetupPage(t *testing.T) {
+	dir := t.TempDir()
+	r := start(t, writeConfig(t, dir, "alice", "bob"))
+	due := time.Now().UTC().Add(48 * time.Hour).Truncate(time.Second)
+	body := fmt.Sprintf(`{"id":"S-1","title":"Feed me","project":"Apollo","assignees":["alice"],"due":%q}`, due.Format(time.RFC3339))
+	if code, resp := postTask(t, r.base, []byte(body)); code != http.StatusOK {
+		t.Fatalf("post task: %d %s", code, resp)
+	}
+	send := func(method, path, user string, hdr map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, r.base+path, nil)
+		req.SetBasicAuth(user, user+"-pw")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp, b.String()
+	}
+	page := func() string {
+		t.Helper()
+		resp, b := send("GET", "/setup", "alice", nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("setup page: %d", resp.StatusCode)
+		}
+		return b
+	}
+	if p := page(); !strings.Contains(p, `id="no-feed"`) || !strings.Contains(p, `action="setup/feed"`) {
+		t.Fatalf("page without a feed:\n%s", p)
+	}
+	urlRE := regexp.MustCompile(`id="feed-url">(http://duebridge\.test/feeds/[A-Za-z0-9_-]{43}\.ics)<`)
+	issue := func() string {
+		t.Helper()
+		resp, b := send("POST", "/setup/feed", "alice", map[string]string{"Sec-Fetch-Site": "same-origin"})
+		m := urlRE.FindStringSubmatch(b)
+		if resp.StatusCode != 200 || m == nil {
+			t.Fatalf("issue feed: %d\n%s", resp.StatusCode, b)
+		}
+		webcal := "webcal://" + strings.TrimPrefix(m[1], "http://")
+		if !strings.Contains(b, `href="`+webcal+`"`) || !strings.Contains(b, `id="feed-qr" src="data:image/png;base64,`) {
+			t.Fatalf("feed page lacks the webcal link or the QR code:\n%s", b)
+		}
+		if resp.Header.Get("Cache-Control") != "no-store" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
+			t.Errorf("feed page headers: %v", resp.Header)
+		}
+		u, _ := url.Parse(m[1])
+		return r.base + u.RequestURI()
+	}
+	first := issue()
+	if code, ics := get(t, first); code != 200 || !strings.Contains(ics, "UID:"+bridge.EventUID("tracker", "S-1")) {
+		t.Fatalf("GET feed: %d\n%s", code, ics)
+	}
+	p := page()
+	if !strings.Contains(p, `id="feed-live"`) || strings.Contains(p, strings.TrimPrefix(first, r.base)) {
+		t.Fatalf("page with a feed (must not show the URL again):\n%s", p)
+	}
+
+	// Another site cannot renew or revoke through the browser; bob's
+	// revoke does not touch alice's feed; GET is not a way in.
+	for _, c := range []struct {
+		method, path, user string
+		hdr                map[string]string
+		want               int
+	}{
+		{"POST", "/setup/feed", "alice", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"POST", "/setup/feed/revoke", "alice", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"GET", "/setup/feed", "alice", nil, 405},
+		{"POST", "/setup/feed/revoke", "bob", nil, 303},
+	} {
+		if resp, _ := send(c.method, c.path, c.user, c.hdr); resp.StatusCode != c.want {
+			t.Errorf("%s %s as %s %v: %d, want %d", c.method, c.path, c.user, c.hdr, resp.StatusCode, c.want)
+		}
+	}
+	if code, _ := get(t, first); code != 200 {
+		t.Fatalf("refused requests changed alice's feed: %d", code)
+	}
+
+	second := issue()
+	if second == first {
+		t.Fatal("renewing gave the same URL")
+	}
+	if code, _ := get(t, first); code != http.StatusNotFound {
+		t.Errorf("old feed URL after renewing: %d, want 404", code)
+	}
+	if code, _ := get(t, second); code != 200 {
+		t.Errorf("renewed feed URL: %d", code)
+	}
+	resp, _ := send("POST", "/setup/feed/revoke", "alice", map[string]string{"Sec-Fetch-Site": "same-origin"})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/setup" {
+		t.Fatalf("revoke: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if code, _ := get(t, second); code != http.StatusNotFound {
+		t.Errorf("revoked feed URL: %d, want 404", code)
+	}
+	if p := page(); !strings.Contains(p, `id="no-feed"`) {
+		t.Fatalf("page after revoking:\n%s", p)
 	}
 }
