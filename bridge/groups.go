@@ -29,7 +29,31 @@ type Delivery struct {
 	// the record that says so is the stored state: a late record that
 	// ingest ignored must not move the index back either.
 	Members []Membership
+	// Keys are the delivery's replay keys (the tracker's delivery id, a
+	// signature): when any was recorded for the source within
+	// ReplayWindow, nothing is applied and IngestDelivery returns
+	// ErrReplayed. Otherwise they are recorded in the same transaction as
+	// the tasks, so every replica sharing the store knows them.
+	Keys []string
+	// TaskKeys, when set, has one key per task ("" for none): a task whose
+	// key was recorded within the window is left out and counted ignored
+	// (a batch of events some of which were delivered before).
+	TaskKeys []string
 }
+
+// ReplayWindow is how long delivery keys are remembered. GitHub lets an
+// admin redeliver for three days, Jira and GitLab retry within hours,
+// Linear's timestamp check closes its window after a minute; three days
+// covers all of them.
+const ReplayWindow = 72 * time.Hour
+
+// pruneDeliveries bounds how many expired delivery records one delivery
+// deletes, so the cleanup never makes one request slow.
+const pruneDeliveries = 100
+
+// ErrReplayed is IngestDelivery's answer to a delivery already applied
+// within ReplayWindow: nothing was stored.
+var ErrReplayed = errors.New("delivery already handled")
 
 // GroupIndex names a source's group index by the KV key prefixes of its
 // two halves: Groups+group → JSON array of task ids, and Tasks+task id →
@@ -48,12 +72,63 @@ type Membership struct {
 }
 
 // IngestDelivery applies a delivery's task records as Ingest does and
-// brings its group index up to date, in one transaction.
+// brings its group index up to date, in one transaction that also checks
+// and records the delivery's replay keys.
 func (s *Service) IngestDelivery(ctx context.Context, source string, d Delivery) (Result, error) {
 	if len(d.Members) > 0 && (d.Index.Groups == "" || d.Index.Tasks == "") {
 		return Result{}, fmt.Errorf("store tasks from %s: group memberships without a group index", source)
 	}
-	return s.ingest(ctx, source, d.Tasks, func(tx store.Tx) error {
+	if d.TaskKeys != nil && len(d.TaskKeys) != len(d.Tasks) {
+		return Result{}, fmt.Errorf("store tasks from %s: %d task keys for %d tasks", source, len(d.TaskKeys), len(d.Tasks))
+	}
+	now := s.Now()
+	since := now.Add(-ReplayWindow).UnixNano()
+	tasks, keys, origin, dropped := d.Tasks, nonEmpty(d.Keys), []int(nil), 0
+	if d.TaskKeys != nil {
+		// Leave out the tasks already delivered; the transaction below
+		// checks the rest again, so a concurrent copy is still caught.
+		var seen map[string]bool
+		err := s.st.View(ctx, func(tx store.Tx) error {
+			var err error
+			seen, err = deliveryTx(tx).DeliveriesSeen(source, nonEmpty(d.TaskKeys), since)
+			return err
+		})
+		if err != nil {
+			return Result{}, fmt.Errorf("store tasks from %s: %w", source, err)
+		}
+		tasks = nil
+		for i, k := range d.TaskKeys {
+			if k != "" && seen[k] {
+				dropped++
+				continue
+			}
+			tasks = append(tasks, d.Tasks[i])
+			origin = append(origin, i)
+			if k != "" {
+				keys = append(keys, k)
+			}
+		}
+		if len(tasks) == 0 && len(d.Tasks) > 0 {
+			return Result{Ignored: dropped}, ErrReplayed
+		}
+	}
+	res, err := s.ingest(ctx, source, tasks, func(tx store.Tx) error {
+		dt := deliveryTx(tx)
+		if len(keys) > 0 {
+			seen, err := dt.DeliveriesSeen(source, keys, since)
+			if err != nil {
+				return err
+			}
+			if len(seen) > 0 {
+				return ErrReplayed // rolls back what was applied
+			}
+			if err := dt.RecordDeliveries(source, keys, now.UnixNano()); err != nil {
+				return err
+			}
+			if err := dt.PruneDeliveries(since, pruneDeliveries); err != nil {
+				return err
+			}
+		}
 		for _, m := range d.Members {
 			if err := moveMember(tx, source, d.Index, m); err != nil {
 				return fmt.Errorf("group index of %s: %w", source, err)
@@ -61,6 +136,28 @@ func (s *Service) IngestDelivery(ctx context.Context, source string, d Delivery)
 		}
 		return nil
 	})
+	if errors.Is(err, ErrReplayed) {
+		return Result{Ignored: len(d.Tasks)}, ErrReplayed
+	}
+	var fe *FieldError
+	if origin != nil && errors.As(err, &fe) && fe.Index >= 0 && fe.Index < len(origin) {
+		fe.Index = origin[fe.Index]
+	}
+	res.Ignored += dropped
+	return res, err
+}
+
+// deliveryTx is the store's record of deliveries; every store implements it.
+func deliveryTx(tx store.Tx) store.DeliveryTx { return tx.(store.DeliveryTx) }
+
+func nonEmpty(keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // GroupTasks returns, as records, the source's stored tasks that the index

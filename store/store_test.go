@@ -150,6 +150,7 @@ func runSuite(t *testing.T, b backend) {
 		{"MigrateFromV0", testMigrateFromV0},
 		{"SchemaTooNew", testSchemaTooNew},
 		{"ConcurrentOpen", testConcurrentOpen},
+		{"Deliveries", testDeliveries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -58,7 +59,6 @@ var trackers = map[string]tracker{
 // trackerState is what the tracker adapters share across requests: the
 // record of recent deliveries and their metrics.
 type trackerState struct {
-	seen       *deliveryLog
 	unknown    *prometheus.CounterVec // source
 	deliveries *prometheus.CounterVec // source, result
 }
@@ -67,7 +67,6 @@ func newTrackerState(reg *prometheus.Registry) *trackerState {
 	// Several handlers may share one registry (tests, and a handler rebuilt
 	// on the same service): bridge.Register shares their counters.
 	return &trackerState{
-		seen: newDeliveryLog(deliveryWindow, deliveryMax),
 		unknown: bridge.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_webhook_unknown_assignees_total",
 			Help: "Tracker assignees that no user claims in users[].identities, by source. They are left out of the task.",
@@ -77,6 +76,15 @@ func newTrackerState(reg *prometheus.Registry) *trackerState {
 			Help: "Authenticated tracker deliveries, by source and result (ingested|skipped|duplicate).",
 		}, []string{"source", "result"})),
 	}
+}
+
+// replayed answers a redelivery (the tracker's retry or a "redeliver"
+// click) or a replay: the first copy was applied, so this one was not, and
+// a 2xx keeps the tracker from marking the hook as failing.
+func (h *Handler) replayed(w http.ResponseWriter, st *trackerState, source, id string, log *slog.Logger) {
+	st.deliveries.WithLabelValues(source, "duplicate").Inc()
+	log.Info("webhook delivery already handled; ignored")
+	writeJSON(w, http.StatusOK, trackerReply{Skipped: "delivery " + id + " was already handled"})
 }
 
 // trackerReply is the 200 body for a tracker delivery: the contract's
@@ -102,15 +110,6 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 	}
 	id := tr.deliveryID(r.Header)
 	log := h.log.With("source", src.Name, "kind", src.Kind, "delivery", id)
-	if id != "" && st.seen.seen(src.Name, id, now) {
-		// A redelivery (the tracker's retry or a "redeliver" click) or a
-		// replay: the first copy was applied, so this one must not be, and a
-		// 2xx keeps the tracker from marking the hook as failing.
-		st.deliveries.WithLabelValues(src.Name, "duplicate").Inc()
-		log.Info("webhook delivery already handled; ignored")
-		writeJSON(w, http.StatusOK, trackerReply{Skipped: "delivery " + id + " was already handled"})
-		return
-	}
 	m := newMapping(cfg, src, now, h.core)
 	ctx := context.WithoutCancel(r.Context())
 	tasks, skip, err := tr.tasks(ctx, m, r.Header, body)
@@ -124,18 +123,36 @@ func (h *Handler) serveTracker(w http.ResponseWriter, r *http.Request, cfg *conf
 		h.fail(w, r, src.Name, http.StatusServiceUnavailable, errorBody{Error: "could not read the store; retry later"})
 		return
 	}
+	d := m.delivery(tasks)
+	if id != "" {
+		d.Keys = []string{id}
+	}
 	if len(tasks) == 0 {
-		st.seen.add(src.Name, id, now)
+		// Remembered too, so a redelivery is answered as one. A skipped
+		// event stores nothing else.
+		_, err := h.core.IngestDelivery(ctx, src.Name, bridge.Delivery{Keys: d.Keys})
+		if errors.Is(err, bridge.ErrReplayed) {
+			h.replayed(w, st, src.Name, id, log)
+			return
+		}
+		if err != nil {
+			log.Error("webhook store failed", "err", err)
+			h.fail(w, r, src.Name, http.StatusServiceUnavailable, errorBody{Error: "could not store the update; retry later"})
+			return
+		}
 		st.deliveries.WithLabelValues(src.Name, "skipped").Inc()
 		log.Debug("webhook event skipped", "reason", skip)
 		writeJSON(w, http.StatusOK, trackerReply{Skipped: skip})
 		return
 	}
-	res, ok := h.ingest(w, r, src.Name, m.delivery(tasks), nil)
+	res, replayed, ok := h.ingest(w, r, src.Name, d, nil)
 	if !ok {
 		return // not remembered as seen: the tracker's retry must be applied
 	}
-	st.seen.add(src.Name, id, now)
+	if replayed {
+		h.replayed(w, st, src.Name, id, log)
+		return
+	}
 	st.deliveries.WithLabelValues(src.Name, "ingested").Inc()
 	for _, login := range m.unknown {
 		st.unknown.WithLabelValues(src.Name).Inc()

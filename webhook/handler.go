@@ -139,39 +139,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, name, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
-	now := h.core.Now()
-	seen := h.trackers.seen
-	// A timestamped request is remembered by its signature for the window:
-	// a copy replayed within it is answered 200 and not applied again. So
-	// is a CloudEvent by its source and id, which its sender keeps when it
-	// sends the event again.
-	replayKey := ""
+	// A timestamped request is remembered by its signature for the
+	// bridge's replay window: a copy replayed within it is answered 200 and
+	// not applied again. So is a CloudEvent by its source and id, which its
+	// sender keeps when it sends the event again. The record is in the
+	// store, shared by every replica.
+	d := bridge.Delivery{}
 	if ts != "" {
-		replayKey = "signed:" + r.Header.Get(SignatureHeader)
+		d.Keys = []string{"signed:" + r.Header.Get(SignatureHeader)}
 	}
-	var tasks []bridge.TaskInput
 	var origin []int // each record's index for error replies
-	repeated := 0
 	for _, u := range units {
-		if (replayKey != "" && seen.seen(name, replayKey, now)) || (u.key != "" && seen.seen(name, u.key, now)) {
-			repeated += len(u.tasks)
-			continue
-		}
 		for i := range u.tasks {
 			if u.index >= 0 { // a batch of events: the event's index
 				origin = append(origin, u.index)
 			} else {
 				origin = append(origin, i)
 			}
+			d.TaskKeys = append(d.TaskKeys, u.key)
 		}
-		tasks = append(tasks, u.tasks...)
+		d.Tasks = append(d.Tasks, u.tasks...)
 	}
-	if len(tasks) == 0 {
-		h.log.Info("webhook request already handled; ignored", "source", name)
-		writeJSON(w, http.StatusOK, bridge.Result{Ignored: repeated})
-		return
-	}
-	res, ok := h.ingest(w, r, name, bridge.Delivery{Tasks: tasks}, func(fe *bridge.FieldError) {
+	res, replayed, ok := h.ingest(w, r, name, d, func(fe *bridge.FieldError) {
 		if fe.Index >= 0 && fe.Index < len(origin) {
 			fe.Index = origin[fe.Index]
 		}
@@ -179,26 +168,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	seen.add(name, replayKey, now)
-	for _, u := range units {
-		seen.add(name, u.key, now)
+	if replayed {
+		h.log.Info("webhook request already handled; ignored", "source", name)
+		writeJSON(w, http.StatusOK, bridge.Result{Ignored: res.Ignored})
+		return
 	}
-	res.Ignored += repeated
 	h.log.Debug("webhook stored", "source", name, "accepted", res.Accepted, "ignored", res.Ignored)
 	writeJSON(w, http.StatusOK, res)
 }
 
 // ingest stores a delivery; the core validates its records, so a bad field
 // becomes a 400 naming it (with its place in a batch) and a store failure
-// a 503. It reports whether the delivery was stored.
+// a 503. It reports whether the delivery was already handled (nothing was
+// stored) and whether the request is answered 2xx.
 // remap, if set, turns a refused record's index into the one the sender
 // knows it by.
-func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, d bridge.Delivery, remap func(*bridge.FieldError)) (bridge.Result, bool) {
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, d bridge.Delivery, remap func(*bridge.FieldError)) (res bridge.Result, replayed, ok bool) {
 	// The client going away must not abort a commit half-way through the
 	// response path: detach from the request's cancellation.
 	res, err := h.core.IngestDelivery(context.WithoutCancel(r.Context()), source, d)
 	if err == nil {
-		return res, true
+		return res, false, true
+	}
+	if errors.Is(err, bridge.ErrReplayed) {
+		return res, true, true
 	}
 	var fe *bridge.FieldError
 	if errors.As(err, &fe) {
@@ -206,11 +199,11 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, source string, 
 			remap(fe)
 		}
 		h.fail(w, r, source, http.StatusBadRequest, fieldErrorBody(fe))
-		return res, false
+		return res, false, false
 	}
 	h.log.Error("webhook store failed", "source", source, "err", err)
 	h.fail(w, r, source, http.StatusServiceUnavailable, errorBody{Error: "could not store the update; retry later"})
-	return res, false
+	return res, false, false
 }
 
 func fieldErrorBody(fe *bridge.FieldError) errorBody {

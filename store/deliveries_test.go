@@ -1,0 +1,59 @@
+package store_test
+
+// The record of applied webhook deliveries (migration 71), on both backends
+// through runSuite; helpers from store_test.go.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/duebridge/duebridge/store"
+)
+
+func testDeliveries(t *testing.T, b backend) {
+	e := newEnv(t, b)
+	at := t0.UnixNano()
+	seen := func(source string, keys []string, since int64) map[string]bool {
+		t.Helper()
+		var out map[string]bool
+		e.view(func(tx store.Tx) error {
+			var err error
+			out, err = tx.(store.DeliveryTx).DeliveriesSeen(source, keys, since)
+			return err
+		})
+		return out
+	}
+	e.update(func(tx store.Tx) error {
+		return tx.(store.DeliveryTx).RecordDeliveries("gh", []string{"d1", "d2"}, at)
+	})
+	if got := seen("gh", []string{"d1", "d3"}, at); !got["d1"] || len(got) != 1 {
+		t.Errorf("seen = %v, want only d1", got)
+	}
+	if got := seen("jira", []string{"d1"}, at); len(got) != 0 {
+		t.Errorf("another source's key counted: %v", got)
+	}
+	if got := seen("gh", []string{"d1"}, at+1); len(got) != 0 {
+		t.Errorf("a key older than the window counted: %v", got)
+	}
+	// Recording again moves seen_at on (no conflict error).
+	later := t0.Add(time.Hour).UnixNano()
+	e.update(func(tx store.Tx) error {
+		return tx.(store.DeliveryTx).RecordDeliveries("gh", []string{"d2"}, later)
+	})
+	// Pruning is bounded: one of the two old rows (d1 only: d2 moved on)
+	// goes per call of limit 1.
+	e.update(func(tx store.Tx) error {
+		return tx.(store.DeliveryTx).RecordDeliveries("gl", []string{"x"}, at)
+	})
+	e.update(func(tx store.Tx) error { return tx.(store.DeliveryTx).PruneDeliveries(later, 1) })
+	if got := len(seen("gh", []string{"d1"}, 0)) + len(seen("gl", []string{"x"}, 0)); got != 1 {
+		t.Errorf("after a prune of limit 1, %d of the 2 old rows left, want 1", got)
+	}
+	e.update(func(tx store.Tx) error { return tx.(store.DeliveryTx).PruneDeliveries(later, 10) })
+	if got := len(seen("gh", []string{"d1"}, 0)) + len(seen("gl", []string{"x"}, 0)); got != 0 {
+		t.Errorf("old rows left after prune: %d", got)
+	}
+	if got := seen("gh", []string{"d2"}, later); !got["d2"] {
+		t.Error("prune dropped a row within the window")
+	}
+}

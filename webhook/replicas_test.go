@@ -1,0 +1,90 @@
+package webhook
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/store"
+)
+
+// replicaEnvs returns two tracker worlds for kind whose services, as two
+// replicas behind a balancer, share one fresh PostgreSQL schema
+// (TEST_DUEBRIDGE_POSTGRES; skipped without it) and one clock.
+func replicaEnvs(t *testing.T, kind string) (a, b *trackerEnv) {
+	t.Helper()
+	base := os.Getenv("TEST_DUEBRIDGE_POSTGRES")
+	if base == "" {
+		t.Skip("TEST_DUEBRIDGE_POSTGRES is not set (eval \"$(sh .ci/postgres.sh)\")")
+	}
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	schema := fmt.Sprintf("duebridge_replay_%016x", rand.Uint64())
+	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	source := base + sep + "search_path=" + schema
+	proto := newTrackerEnv(t, kind) // the configuration, clock and samples
+	open := func() *trackerEnv {
+		hub := bridge.NewHub()
+		st, err := store.Open(context.Background(), store.Postgres, source, store.Options{OnCommit: hub.Publish, Now: proto.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		svc := bridge.New(st, hub, proto.svc.Config(), bridge.Options{Clock: bridge.SystemClock(proto.clock.Now)})
+		mux := http.NewServeMux()
+		mux.Handle("POST /hooks/{source}", NewHandler(svc, Options{}))
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+		e := *proto
+		e.svc, e.srv = svc, srv
+		return &e
+	}
+	return open(), open()
+}
+
+// TestReplayWindowSharedByReplicas: a tracker's redelivery that lands on
+// another replica is answered as a replay (2xx, nothing accepted) and
+// changes nothing.
+func TestReplayWindowSharedByReplicas(t *testing.T) {
+	t.Parallel()
+	s := trackerSamples[0] // github
+	a, b := replicaEnvs(t, s.kind)
+	if r := a.mustPost(delivery{file: s.good, id: "delivery-1"}, 200); func() int { n, _ := r.counts(); return n }() != 1 {
+		t.Fatalf("first copy: %s, want the task stored", r.raw)
+	}
+	before := b.snapshot()
+	r := b.mustPost(delivery{file: s.good, id: "delivery-1"}, 200)
+	if msg, _ := r.body["skipped"].(string); !strings.Contains(msg, "already handled") {
+		t.Errorf("redelivery through the other replica: %s, want a skip naming the repeated delivery", r.raw)
+	}
+	if b.snapshot() != before {
+		t.Error("the redelivery changed the store")
+	}
+	if got := b.metric("duebridge_webhook_deliveries_total", map[string]string{"source": s.kind, "result": "duplicate"}); got != 1 {
+		t.Errorf("duplicate deliveries counted %v on the second replica, want 1", got)
+	}
+	// A new delivery id is still applied (by the ordering rule: ignored).
+	r = b.mustPost(delivery{file: s.good, id: "delivery-2"}, 200)
+	if acc, ign := r.counts(); acc != 0 || ign != 1 {
+		t.Errorf("same event under a new id: %s, want accepted 0 ignored 1", r.raw)
+	}
+}
