@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -9,11 +10,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/duebridge/duebridge/store"
+	"github.com/emersion/go-ical"
 )
 
 // Calendar feed tokens. The store keeps only a keyed hash of each token
@@ -154,26 +157,33 @@ func (s *Service) FeedOwner(ctx context.Context, token string) (user string, ok 
 	return user, true, nil
 }
 
-// feedCollections are the user's deadline collections of project ("" = all).
-func feedCollections(tx store.Tx, user, project string) ([]store.Collection, error) {
+// feedCollections are the user's deadline collections of project ("" =
+// all), and the Reminders lists of the same projects: the feed's alarms
+// come from those, so their revisions are part of the feed's version.
+func feedCollections(tx store.Tx, user, project string) (events, todos []store.Collection, err error) {
 	cs, err := tx.Collections(user)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := cs[:0]
 	for _, c := range cs {
-		if c.Kind == store.KindEvents && (project == "" || c.Project == project) {
-			out = append(out, c)
+		if project != "" && c.Project != project {
+			continue
+		}
+		switch c.Kind {
+		case store.KindEvents:
+			events = append(events, c)
+		case store.KindTodos:
+			todos = append(todos, c)
 		}
 	}
-	return out, nil
+	return events, todos, nil
 }
 
 // feedVersion changes whenever an object in one of cs changes: every write
 // advances its collection's revision.
-func feedVersion(cs []store.Collection) string {
+func feedVersion(events, todos []store.Collection) string {
 	var b strings.Builder
-	for _, c := range cs {
+	for _, c := range append(slices.Clip(events), todos...) {
 		b.WriteString(c.Name)
 		b.WriteByte('=')
 		b.WriteString(strconv.FormatInt(c.Seq, 10))
@@ -187,8 +197,8 @@ func feedVersion(cs []store.Collection) string {
 func (s *Service) FeedVersion(ctx context.Context, user, project string) (string, error) {
 	var v string
 	err := s.st.View(ctx, func(tx store.Tx) error {
-		cs, err := feedCollections(tx, user, project)
-		v = feedVersion(cs)
+		events, todos, err := feedCollections(tx, user, project)
+		v = feedVersion(events, todos)
 		return err
 	})
 	if err != nil {
@@ -199,21 +209,34 @@ func (s *Service) FeedVersion(ctx context.Context, user, project string) (string
 
 // FeedObjects returns the iCalendar data of user's deadlines (of project,
 // "" = all) with the version they were read at and the latest change.
+//
+// On CalDAV only the reminder alerts (one alerting object per task), but a
+// feed subscriber has no reminder: each deadline carries the alarms of the
+// user's reminder of the same task, so the feed alerts as configured
+// (lead times, notify: mail, done tasks, a dismissed alarm) and no more.
 func (s *Service) FeedObjects(ctx context.Context, user, project string) (objs [][]byte, version string, modified time.Time, err error) {
 	err = s.st.View(ctx, func(tx store.Tx) error {
 		objs, modified = nil, time.Time{}
-		cs, err := feedCollections(tx, user, project)
+		events, todos, err := feedCollections(tx, user, project)
 		if err != nil {
 			return err
 		}
-		version = feedVersion(cs)
-		for _, c := range cs {
+		version = feedVersion(events, todos)
+		todosOf := map[string]string{}
+		for _, c := range todos {
+			todosOf[c.Project] = c.Name
+		}
+		for _, c := range events {
 			os, err := tx.Objects(user, c.Name, true)
 			if err != nil {
 				return err
 			}
 			for _, o := range os {
-				objs = append(objs, o.Data)
+				data, err := withReminderAlarms(tx, user, todosOf[c.Project], o.Name, o.Data)
+				if err != nil {
+					return err
+				}
+				objs = append(objs, data)
 				if o.Modified.After(modified) {
 					modified = o.Modified
 				}
@@ -225,4 +248,50 @@ func (s *Service) FeedObjects(ctx context.Context, user, project string) (objs [
 		return nil, "", time.Time{}, fmt.Errorf("read feed of %s: %w", user, err)
 	}
 	return objs, version, modified, nil
+}
+
+// withReminderAlarms returns event with the VALARMs of the reminder named
+// name in the list todos; event itself when there is none (the user hid
+// the reminder, notify: mail, a closed task).
+func withReminderAlarms(tx store.Tx, user, todos, name string, event []byte) ([]byte, error) {
+	if todos == "" {
+		return event, nil
+	}
+	todo, err := tx.Object(user, todos, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return event, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var alarms []*ical.Component
+	if tc, err := ical.NewDecoder(bytes.NewReader(todo.Data)).Decode(); err == nil {
+		for _, c := range tc.Children {
+			if c.Name == ical.CompToDo {
+				for _, a := range c.Children {
+					if a.Name == ical.CompAlarm {
+						alarms = append(alarms, a)
+					}
+				}
+			}
+		}
+	}
+	if len(alarms) == 0 {
+		return event, nil
+	}
+	ec, err := ical.NewDecoder(bytes.NewReader(event)).Decode()
+	if err != nil {
+		return event, nil // stored by us; serve it as it is rather than fail the feed
+	}
+	for _, c := range ec.Children {
+		if c.Name == ical.CompEvent {
+			c.Children = append(c.Children, alarms...)
+			var buf bytes.Buffer
+			if err := ical.NewEncoder(&buf).Encode(ec); err != nil {
+				return event, nil
+			}
+			return Fold(buf.Bytes()), nil
+		}
+	}
+	return event, nil
 }

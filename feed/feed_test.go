@@ -305,3 +305,48 @@ func keys(m map[string]*ical.Component) []string {
 	}
 	return out
 }
+
+// TestFeedCarriesTheRemindersAlarms: on CalDAV only the reminder alerts, but
+// a feed subscriber has no reminder, so each deadline in the feed carries the
+// user's alarms for that task (lead times 24h and 1h in the test config), and
+// none once the task is done.
+func TestFeedCarriesTheRemindersAlarms(t *testing.T) {
+	e := newEnv(t)
+	due := time.Now().UTC().AddDate(0, 0, 3).Truncate(time.Hour)
+	testsvc.Ingest(t, e.svc, task("1", "Apollo", due, false, "alice"))
+	tok := issue(t, e.svc, "alice")
+
+	_, body := e.get(t, "/feeds/"+tok+".ics")
+	_, evs := events(t, body)
+	ev := evs[bridge.EventUID("tracker", "1")]
+	if ev == nil {
+		t.Fatalf("no event for task 1:\n%s", body)
+	}
+	var triggers []time.Time
+	for _, a := range ev.Children {
+		if a.Name != ical.CompAlarm {
+			continue
+		}
+		at, err := a.Props.DateTime(ical.PropTrigger, time.UTC)
+		if err != nil {
+			t.Fatalf("alarm trigger: %v", err)
+		}
+		triggers = append(triggers, at)
+	}
+	if len(triggers) != len(e.svc.Config().Notifications.LeadTimes) || len(triggers) == 0 {
+		t.Fatalf("feed event has %d alarms %v, want one per lead time %v:\n%s", len(triggers), triggers, e.svc.Config().Notifications.LeadTimes, body)
+	}
+	for i, lead := range e.svc.Config().Notifications.LeadTimes {
+		if !triggers[i].Equal(due.Add(-lead)) {
+			t.Errorf("alarm %d at %v, want %v", i, triggers[i], due.Add(-lead))
+		}
+	}
+
+	done := task("1", "Apollo", due, false, "alice")
+	done.Status, done.UpdatedAt = "done", done.UpdatedAt.Add(time.Second)
+	testsvc.Ingest(t, e.svc, done)
+	_, body = e.get(t, "/feeds/"+tok+".ics")
+	if bytes.Contains(body, []byte("BEGIN:VALARM")) {
+		t.Errorf("a done task's deadline still alerts in the feed:\n%s", body)
+	}
+}
