@@ -1,7 +1,8 @@
 // Package admin serves /admin: one server-rendered page (no JavaScript)
 // with what an operator checks first: readiness and why not, per-user sync
 // health, queue depths, the last retention pass and the version. Only
-// users with users[].admin may read it; it writes nothing.
+// users with users[].admin may read it; its one write is the button that
+// retries failed callbacks now (POST RetryPath).
 package admin
 
 import (
@@ -27,6 +28,9 @@ import (
 // Path is where the page is served.
 const Path = "/admin"
 
+// RetryPath takes the POST of the "retry failed callbacks now" button.
+const RetryPath = "/admin/retry-callbacks"
+
 // Authenticator checks a login with the core's lock-out protection
 // (bridge.Service.AuthenticateFrom).
 type Authenticator interface {
@@ -39,9 +43,11 @@ type SyncReporter interface {
 	SyncReport(ctx context.Context, users []string) (*calendar.SyncReport, error)
 }
 
-// QueueReader reads the queue depths (bridge.Service.Queues).
+// QueueReader reads the queue depths (bridge.Service.Queues) and retries
+// failed callbacks (bridge.Service.RetryFailedCallbacks).
 type QueueReader interface {
 	Queues(ctx context.Context) (bridge.Queues, error)
+	RetryFailedCallbacks(ctx context.Context) (int, error)
 }
 
 // Deps are what the page reads; every field is required.
@@ -58,14 +64,19 @@ type Deps struct {
 }
 
 // Handler serves the admin page.
-type Handler struct{ d Deps }
+type Handler struct {
+	d Deps
+	// csrf refuses the POST when a browser says it comes from another
+	// site: the browser sends Basic credentials along with any request.
+	csrf *http.CrossOriginProtection
+}
 
-// New returns the handler of GET /admin.
+// New returns the handler of GET Path and POST RetryPath.
 func New(d Deps) *Handler {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	return &Handler{d: d}
+	return &Handler{d: d, csrf: http.NewCrossOriginProtection()}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -74,6 +85,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("X-Frame-Options", "DENY")
+	if r.URL.Path == RetryPath {
+		h.retry(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hd.Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -87,6 +102,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	v := h.view(ctx)
+	if n, err := strconv.Atoi(r.URL.Query().Get("retried")); err == nil && n >= 0 {
+		v.Retried = &n
+	}
 	var buf bytes.Buffer
 	if err := pageTmpl.Execute(&buf, v); err != nil {
 		h.d.Logger.Error("admin page: rendering", "err", err)
@@ -96,6 +114,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Content-Security-Policy", pageCSP)
 	w.Write(buf.Bytes())
+}
+
+// retry serves the button: POST only, same-origin only, admins only; it
+// answers 303 to the page, which says how many callbacks were made due.
+func (h *Handler) retry(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := h.csrf.Check(r); err != nil {
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		return
+	}
+	if !h.login(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	n, err := h.d.Queues.RetryFailedCallbacks(ctx)
+	if err != nil {
+		h.d.Logger.Error("admin: retry failed callbacks", "err", err)
+		http.Error(w, "could not retry the failed callbacks: the store did not answer", http.StatusServiceUnavailable)
+		return
+	}
+	h.d.Logger.Info("admin: failed callbacks made due now", "count", n)
+	http.Redirect(w, r, Path+"?retried="+strconv.Itoa(n), http.StatusSeeOther)
 }
 
 // login admits admins; on refusal it has answered: 401 without or with
@@ -146,6 +191,7 @@ type view struct {
 	Retention retention
 	Sync      *calendar.SyncReport
 	SyncErr   string
+	Retried   *int // set after the retry button: how many were made due
 }
 
 type retention struct {
@@ -219,7 +265,7 @@ code { overflow-wrap: anywhere; font-size: .9em; }
 var pageCSP = func() string {
 	sum := sha256.Sum256([]byte(pageCSS))
 	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
-		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 }()
 
 func when(t time.Time) string {
@@ -255,6 +301,8 @@ var pageTmpl = template.Must(template.New("admin").Funcs(template.FuncMap{
 <tr><th>Alert schedules</th><td>{{.Alerts}}</td></tr>
 <tr><th>with an alert mail still to come</th><td>{{.AlertsArmed}}</td></tr>
 </table>{{else}}<p class="bad">Could not read the queues: {{.QueuesErr}}</p>{{end}}
+{{with .Retried}}<p id="retried" class="ok">{{.}} failing callback(s) made due now.</p>{{end}}
+<form id="retry" method="post" action="/admin/retry-callbacks"><button type="submit">Retry failed callbacks now</button></form>
 
 <h2>Retention</h2>
 <p id="retention">Last pass completed: {{when .Retention.LastRun}}; passes {{printf "%.0f" .Retention.Runs}},

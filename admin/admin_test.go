@@ -38,7 +38,7 @@ func newEnv(t *testing.T) *env {
 	cal := calendar.NewHandler(svc.CalDAV(), calendar.Options{Logger: log})
 	mux := http.NewServeMux()
 	mux.Handle(calendar.Prefix, cal)
-	mux.Handle("GET "+admin.Path, admin.New(admin.Deps{
+	adm := admin.New(admin.Deps{
 		Auth: svc, Sync: cal, Queues: svc, Users: svc.CalDAV().Users,
 		Ready: func(ctx context.Context) []string {
 			if err := svc.Store().Ping(ctx); err != nil {
@@ -47,7 +47,9 @@ func newEnv(t *testing.T) *env {
 			return nil
 		},
 		Metrics: svc.Metrics().Registry, Version: "v9.8.7-test", Replica: "r1", Logger: log,
-	}))
+	})
+	mux.Handle("GET "+admin.Path, adm)
+	mux.Handle("POST "+admin.RetryPath, adm)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &env{t: t, svc: svc, srv: srv}
@@ -187,6 +189,105 @@ func TestAdminNotReady(t *testing.T) {
 	for _, want := range []string{`id="ready" class="bad"`, "store unreachable", "Could not read the queues"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q:\n%s", want, page)
+		}
+	}
+}
+
+// post sends the retry button's POST; site is the Sec-Fetch-Site a browser sends.
+func (e *env) post(user, pw, site string) *http.Response {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+admin.RetryPath, nil)
+	req.SetBasicAuth(user, pw)
+	req.Header.Set("Sec-Fetch-Site", site)
+	c := *e.srv.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := c.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// dueNow lists the event ids of callbacks due now.
+func (e *env) dueNow() []string {
+	e.t.Helper()
+	var ids []string
+	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+		cs, err := tx.DueCallbacks(e.svc.Now(), 100)
+		for _, c := range cs {
+			ids = append(ids, c.EventID)
+		}
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ids
+}
+
+// failing queues a callback for source that failed attempts times with
+// lastErr and waits until next.
+func (e *env) failing(source, eventID, lastErr string, next time.Time) {
+	e.t.Helper()
+	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+		c := &store.Callback{EventID: eventID, Source: source, TaskID: "T-" + eventID, Body: []byte(`{}`)}
+		if err := tx.EnqueueCallback(c); err != nil {
+			return err
+		}
+		return tx.MarkFailed(c.ID, 3, next, lastErr)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// TestAdminRetryCallbacks: the button makes failing callbacks due now, for
+// an admin's same-origin POST only.
+func TestAdminRetryCallbacks(t *testing.T) {
+	e := newEnv(t)
+	src := e.svc.Config().Sources[0].Name
+	e.failing(src, "ev-late", "callback answered 502 Bad Gateway", e.svc.Now().Add(time.Hour))
+	// Claimed right now (being delivered): a retry would send it twice.
+	e.failing(src, "ev-claimed", "callback answered 500", e.svc.Now().Add(time.Minute))
+	if due := e.dueNow(); len(due) != 0 {
+		t.Fatalf("due before the retry: %v", due)
+	}
+	for _, c := range []struct {
+		user, site string
+		want       int
+	}{
+		{"alice", "cross-site", http.StatusForbidden},
+		{"bob", "same-origin", http.StatusForbidden},
+		{"alice", "", http.StatusUnauthorized}, // wrong password below
+	} {
+		pw := testsvc.Password(c.user)
+		if c.want == http.StatusUnauthorized {
+			pw = "wrong"
+		}
+		if resp := e.post(c.user, pw, c.site); resp.StatusCode != c.want {
+			t.Errorf("%s %s: %d, want %d", c.user, c.site, resp.StatusCode, c.want)
+		}
+	}
+	if due := e.dueNow(); len(due) != 0 {
+		t.Fatalf("refused POSTs changed the outbox: due %v", due)
+	}
+	resp := e.post("alice", testsvc.Password("alice"), "same-origin")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != admin.Path+"?retried=1" {
+		t.Fatalf("retry: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if due := e.dueNow(); len(due) != 1 || due[0] != "ev-late" {
+		t.Errorf("due after the retry: %v, want [ev-late]", due)
+	}
+	_, page := e.get("alice", testsvc.Password("alice"))
+	if !strings.Contains(page, `<form id="retry" method="post" action="/admin/retry-callbacks">`) {
+		t.Errorf("page lacks the retry button:\n%s", page)
+	}
+	if r, err := e.srv.Client().Get(e.srv.URL + admin.RetryPath); err == nil {
+		r.Body.Close()
+		if r.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("GET %s: %d", admin.RetryPath, r.StatusCode)
 		}
 	}
 }
