@@ -50,11 +50,18 @@ type QueueReader interface {
 	RetryFailedCallbacks(ctx context.Context) (int, error)
 }
 
+// SourceReader reads each source's deliveries and callback queue
+// (bridge.Service.Sources).
+type SourceReader interface {
+	Sources(ctx context.Context) ([]bridge.SourceStatus, error)
+}
+
 // Deps are what the page reads; every field is required.
 type Deps struct {
 	Auth    Authenticator
 	Sync    SyncReporter
 	Queues  QueueReader
+	Sources SourceReader
 	Users   func() []string                    // every user's name
 	Ready   func(ctx context.Context) []string // why not ready; empty: ready
 	Metrics prometheus.Gatherer                // for duebridge_retention_*
@@ -181,17 +188,19 @@ func challenge(w http.ResponseWriter) {
 }
 
 type view struct {
-	Now       time.Time
-	Version   string
-	Replica   string
-	Ready     bool
-	Reasons   []string
-	Queues    *bridge.Queues
-	QueuesErr string
-	Retention retention
-	Sync      *calendar.SyncReport
-	SyncErr   string
-	Retried   *int // set after the retry button: how many were made due
+	Now        time.Time
+	Version    string
+	Replica    string
+	Ready      bool
+	Reasons    []string
+	Queues     *bridge.Queues
+	QueuesErr  string
+	Sources    []bridge.SourceStatus
+	SourcesErr string
+	Retention  retention
+	Sync       *calendar.SyncReport
+	SyncErr    string
+	Retried    *int // set after the retry button: how many were made due
 }
 
 type retention struct {
@@ -211,6 +220,11 @@ func (h *Handler) view(ctx context.Context) view {
 		v.QueuesErr = err.Error()
 	} else {
 		v.Queues = &q
+	}
+	if src, err := h.d.Sources.Sources(ctx); err != nil {
+		v.SourcesErr = err.Error()
+	} else {
+		v.Sources = src
 	}
 	if rep, err := h.d.Sync.SyncReport(ctx, h.d.Users()); err != nil {
 		v.SyncErr = err.Error()
@@ -293,6 +307,16 @@ var pageTmpl = template.Must(template.New("admin").Funcs(template.FuncMap{
 <h2>Health</h2>
 {{if .Ready}}<p id="ready" class="ok">Ready.</p>{{else}}<p id="ready" class="bad">Not ready:</p>
 <ul id="reasons">{{range .Reasons}}<li>{{.}}</li>{{end}}</ul>{{end}}
+
+<h2>Sources</h2>
+{{if .SourcesErr}}<p class="bad">Could not read the sources: {{.SourcesErr}}</p>{{else}}<table id="sources">
+<tr><th>Source</th><th>Last delivery</th><th>Task records (since the start)</th><th>Callbacks</th></tr>
+{{range .Sources}}<tr><td>{{.Name}}{{if not .Configured}} <span class="muted">(no longer configured)</span>{{end}}</td>
+<td>{{when .LastChange}}</td>
+<td>{{printf "%.0f" .Accepted}} accepted, {{printf "%.0f" .Ignored}} ignored, <span{{if .Rejected}} class="bad"{{end}}>{{printf "%.0f" .Rejected}} rejected</span></td>
+<td>{{with .Callbacks}}{{.Pending}} pending, <span{{if .Failing}} class="bad"{{end}}>{{.Failing}} failing</span>; last delivered {{when .LastDelivered}}{{if .LastError}}<br>last error: <code>{{.LastError}}</code>{{end}}{{end}}</td></tr>
+{{else}}<tr><td colspan="4" class="muted">No source is configured.</td></tr>{{end}}
+</table>{{end}}
 
 <h2>Queues</h2>
 {{with .Queues}}<table id="queues">

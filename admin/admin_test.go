@@ -17,6 +17,7 @@ import (
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
+	"github.com/duebridge/duebridge/webhook"
 )
 
 type env struct {
@@ -39,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	mux.Handle(calendar.Prefix, cal)
 	adm := admin.New(admin.Deps{
-		Auth: svc, Sync: cal, Queues: svc, Users: svc.CalDAV().Users,
+		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Users: svc.CalDAV().Users,
 		Ready: func(ctx context.Context) []string {
 			if err := svc.Store().Ping(ctx); err != nil {
 				return []string{"store unreachable: " + err.Error()}
@@ -50,6 +51,7 @@ func newEnv(t *testing.T) *env {
 	})
 	mux.Handle("GET "+admin.Path, adm)
 	mux.Handle("POST "+admin.RetryPath, adm)
+	mux.Handle("POST /hooks/{source}", webhook.NewHandler(svc, webhook.Options{Logger: log}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &env{t: t, svc: svc, srv: srv}
@@ -289,5 +291,70 @@ func TestAdminRetryCallbacks(t *testing.T) {
 		if r.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("GET %s: %d", admin.RetryPath, r.StatusCode)
 		}
+	}
+}
+
+// hook sends a webhook delivery for source "tracker", signed with sig.
+func (e *env) hook(body []byte, sig string) int {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+"/hooks/tracker", strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(webhook.SignatureHeader, sig)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestAdminSources: per source the last delivery, the accepted and
+// rejected records, and the callback queue with its last error.
+func TestAdminSources(t *testing.T) {
+	e := newEnv(t)
+	due := store.When{Time: time.Now().UTC().Add(48 * time.Hour).Truncate(time.Second)}
+	body := testsvc.JSON(t, map[string]any{"id": "S-1", "title": "Sourced", "assignees": []string{"alice"},
+		"due": due.Time.Format(time.RFC3339), "version": 1})
+	if got := e.hook(body, webhook.Sign(testsvc.Secret, body)); got != http.StatusOK {
+		t.Fatalf("signed delivery: %d", got)
+	}
+	if got := e.hook(body, webhook.Sign("wrong-secret", body)); got/100 != 4 {
+		t.Fatalf("badly signed delivery: %d", got)
+	}
+	e.failing("tracker", "ev-1", "callback answered 502 Bad Gateway", e.svc.Now().Add(time.Hour))
+	e.failing("gone", "ev-2", "source \"gone\" is no longer configured", e.svc.Now().Add(time.Hour))
+	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+		c := &store.Callback{EventID: "ev-3", Source: "tracker", TaskID: "S-1", Body: []byte(`{}`)}
+		if err := tx.EnqueueCallback(c); err != nil {
+			return err
+		}
+		return tx.MarkDelivered(c.ID, e.svc.Now())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	resp, page := e.get("alice", testsvc.Password("alice"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin: %d %s", resp.StatusCode, page)
+	}
+	row := regexp.MustCompile(`(?s)<tr><td>tracker</td>\s*<td>(\S+)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td></tr>`).FindStringSubmatch(page)
+	if row == nil {
+		t.Fatalf("no row for tracker:\n%s", page)
+	}
+	if _, err := time.Parse(time.RFC3339, row[1]); err != nil {
+		t.Errorf("tracker's last delivery %q", row[1])
+	}
+	if !strings.Contains(row[2], "1 accepted") || !strings.Contains(row[2], `class="bad">1 rejected`) {
+		t.Errorf("tracker's records: %s", row[2])
+	}
+	if !strings.Contains(row[3], "1 pending") || !strings.Contains(row[3], `class="bad">1 failing`) ||
+		!strings.Contains(row[3], "502 Bad Gateway") || strings.Contains(row[3], "last delivered never") {
+		t.Errorf("tracker's callbacks: %s", row[3])
+	}
+	if !strings.Contains(page, `<tr><td>gone <span class="muted">(no longer configured)</span></td>`) ||
+		!strings.Contains(page, "1 pending") {
+		t.Errorf("page lacks the unconfigured source with queued callbacks:\n%s", page)
 	}
 }

@@ -3,6 +3,10 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/store"
 )
@@ -32,4 +36,82 @@ func (s *Service) Queues(ctx context.Context) (Queues, error) {
 		return nil
 	})
 	return q, err
+}
+
+// SourceStatus is one source on the admin page: what it delivered, what
+// was refused, and its completion callbacks.
+type SourceStatus struct {
+	Name       string
+	Configured bool      // false: only queued callbacks remain of it
+	LastChange time.Time // when a webhook delivery last changed a task; zero: never
+	// Webhook task records since the start, by result (the
+	// duebridge_webhook_tasks_total counters).
+	Accepted, Ignored, Rejected float64
+	Callbacks                   store.SourceOutbox
+}
+
+// Sources reads every source's status: the configured ones in config
+// order, then any that only have callbacks left. The store part is one
+// read transaction.
+func (s *Service) Sources(ctx context.Context) ([]SourceStatus, error) {
+	var last map[string]time.Time
+	var queues []store.SourceOutbox
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		if last, err = tx.LastChanges(); err != nil {
+			return err
+		}
+		queues, err = tx.OutboxBySource()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the sources' status: %w", err)
+	}
+	var out []SourceStatus
+	idx := map[string]int{}
+	for _, src := range s.Config().Sources {
+		idx[src.Name] = len(out)
+		out = append(out, SourceStatus{Name: src.Name, Configured: true, LastChange: last[src.Name]})
+	}
+	for _, q := range queues {
+		i, ok := idx[q.Source]
+		if !ok {
+			i = len(out)
+			idx[q.Source] = i
+			out = append(out, SourceStatus{Name: q.Source, LastChange: last[q.Source]})
+		}
+		out[i].Callbacks = q
+	}
+	// Collect reads the existing series only; WithLabelValues would
+	// create empty ones.
+	ch := make(chan prometheus.Metric, 16)
+	go func() { s.metrics.WebhookTasks.Collect(ch); close(ch) }()
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil {
+			continue
+		}
+		var src, result string
+		for _, l := range d.GetLabel() {
+			switch l.GetName() {
+			case "source":
+				src = l.GetValue()
+			case "result":
+				result = l.GetValue()
+			}
+		}
+		i, ok := idx[src]
+		if !ok {
+			continue
+		}
+		switch v := d.GetCounter().GetValue(); result {
+		case "accepted":
+			out[i].Accepted += v
+		case "ignored":
+			out[i].Ignored += v
+		case "rejected":
+			out[i].Rejected += v
+		}
+	}
+	return out, nil
 }
