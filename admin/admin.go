@@ -56,18 +56,24 @@ type SourceReader interface {
 	Sources(ctx context.Context) ([]bridge.SourceStatus, error)
 }
 
+// LockoutReader lists the login lock-outs in force (bridge.Service.Lockouts).
+type LockoutReader interface {
+	Lockouts() ([]bridge.Lockout, int)
+}
+
 // Deps are what the page reads; every field is required.
 type Deps struct {
-	Auth    Authenticator
-	Sync    SyncReporter
-	Queues  QueueReader
-	Sources SourceReader
-	Users   func() []string                    // every user's name
-	Ready   func(ctx context.Context) []string // why not ready; empty: ready
-	Metrics prometheus.Gatherer                // for duebridge_retention_*
-	Version string
-	Replica string
-	Logger  *slog.Logger
+	Auth     Authenticator
+	Sync     SyncReporter
+	Queues   QueueReader
+	Sources  SourceReader
+	Lockouts LockoutReader
+	Users    func() []string                    // every user's name
+	Ready    func(ctx context.Context) []string // why not ready; empty: ready
+	Metrics  prometheus.Gatherer                // for duebridge_retention_*
+	Version  string
+	Replica  string
+	Logger   *slog.Logger
 }
 
 // Handler serves the admin page.
@@ -188,19 +194,21 @@ func challenge(w http.ResponseWriter) {
 }
 
 type view struct {
-	Now        time.Time
-	Version    string
-	Replica    string
-	Ready      bool
-	Reasons    []string
-	Queues     *bridge.Queues
-	QueuesErr  string
-	Sources    []bridge.SourceStatus
-	SourcesErr string
-	Retention  retention
-	Sync       *calendar.SyncReport
-	SyncErr    string
-	Retried    *int // set after the retry button: how many were made due
+	Now           time.Time
+	Version       string
+	Replica       string
+	Ready         bool
+	Reasons       []string
+	Queues        *bridge.Queues
+	QueuesErr     string
+	Sources       []bridge.SourceStatus
+	SourcesErr    string
+	Lockouts      []bridge.Lockout
+	LockoutsTotal int // all in force; Lockouts may show fewer
+	Retention     retention
+	Sync          *calendar.SyncReport
+	SyncErr       string
+	Retried       *int // set after the retry button: how many were made due
 }
 
 type retention struct {
@@ -231,6 +239,7 @@ func (h *Handler) view(ctx context.Context) view {
 	} else {
 		v.Sync = rep
 	}
+	v.Lockouts, v.LockoutsTotal = h.d.Lockouts.Lockouts()
 	v.Retention = readRetention(h.d.Metrics)
 	return v
 }
@@ -327,6 +336,13 @@ var pageTmpl = template.Must(template.New("admin").Funcs(template.FuncMap{
 </table>{{else}}<p class="bad">Could not read the queues: {{.QueuesErr}}</p>{{end}}
 {{with .Retried}}<p id="retried" class="ok">{{.}} failing callback(s) made due now.</p>{{end}}
 <form id="retry" method="post" action="/admin/retry-callbacks"><button type="submit">Retry failed callbacks now</button></form>
+
+<h2>Lock-outs now</h2>
+{{if .Lockouts}}<table id="lockouts">
+<tr><th>Locked</th><th>Until</th></tr>
+{{range .Lockouts}}<tr><td>{{if .User}}user <code>{{.User}}</code>{{else}}address <code>{{.Client}}</code>{{end}}</td><td>{{when .Until}}</td></tr>
+{{end}}</table>{{if gt .LockoutsTotal (len .Lockouts)}}<p class="bad">and {{.LockoutsTotal}} in all.</p>{{end}}
+{{else}}<p id="lockouts" class="ok">None.</p>{{end}}
 
 <h2>Retention</h2>
 <p id="retention">Last pass completed: {{when .Retention.LastRun}}; passes {{printf "%.0f" .Retention.Runs}},

@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	mux.Handle(calendar.Prefix, cal)
 	adm := admin.New(admin.Deps{
-		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Users: svc.CalDAV().Users,
+		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Users: svc.CalDAV().Users,
 		Ready: func(ctx context.Context) []string {
 			if err := svc.Store().Ping(ctx); err != nil {
 				return []string{"store unreachable: " + err.Error()}
@@ -356,5 +356,33 @@ func TestAdminSources(t *testing.T) {
 	if !strings.Contains(page, `<tr><td>gone <span class="muted">(no longer configured)</span></td>`) ||
 		!strings.Contains(page, "1 pending") {
 		t.Errorf("page lacks the unconfigured source with queued callbacks:\n%s", page)
+	}
+}
+
+// TestAdminLockoutsNow: the page lists the lock-outs in force.
+func TestAdminLockoutsNow(t *testing.T) {
+	e := newEnv(t)
+	// alice logs in first: her address is then trusted, so the lock that
+	// bob's guesses put on 127.0.0.1 does not shut her out.
+	if _, page := e.get("alice", testsvc.Password("alice")); !strings.Contains(page, `<p id="lockouts" class="ok">None.</p>`) {
+		t.Fatalf("no lock-outs yet, page says:\n%s", page)
+	}
+	for i := range 3 {
+		e.get("bob", "wrong"+strconv.Itoa(i))
+	}
+	resp, page := e.get("alice", testsvc.Password("alice"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin: %d %s", resp.StatusCode, page)
+	}
+	m := regexp.MustCompile(`<tr><td>user <code>bob</code></td><td>(\S+)</td></tr>`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("page lacks bob's lock-out:\n%s", page)
+	}
+	until, err := time.Parse(time.RFC3339, m[1])
+	if err != nil || until.Before(e.svc.Now()) || until.After(e.svc.Now().Add(time.Minute+time.Second)) {
+		t.Errorf("bob locked until %q (%v), want within limits.lockout_window from now", m[1], err)
+	}
+	if strings.Contains(page, "user <code>alice</code>") {
+		t.Errorf("alice shown locked:\n%s", page)
 	}
 }

@@ -1,8 +1,11 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,4 +117,52 @@ func (s *Service) Sources(ctx context.Context) ([]SourceStatus, error) {
 		}
 	}
 	return out, nil
+}
+
+// Lockout is one login lock-out in force: of a user name or of a client
+// address (the host part the guard keys on).
+type Lockout struct {
+	User   string // set for a user's lock
+	Client string // set for an address's lock
+	Until  time.Time
+}
+
+// maxLockoutsShown bounds the snapshot: in a storm of distinct names the
+// page shows the first ones and the count of all.
+const maxLockoutsShown = 200
+
+// Lockouts returns the lock-outs this process holds now, soonest-ending
+// last (the newest first), at most maxLockoutsShown of them, and how many
+// there are in all. With a store shared by replicas (PostgreSQL), locks
+// that only another replica's records hold are not listed: each replica's
+// page shows its own.
+func (s *Service) Lockouts() ([]Lockout, int) {
+	now := s.clock.Now()
+	g := s.auth.guard
+	g.mu.Lock()
+	var out []Lockout
+	for k, fl := range g.keys {
+		if !now.Before(fl.lockedUntil) {
+			continue
+		}
+		l := Lockout{Until: fl.lockedUntil}
+		switch {
+		case strings.HasPrefix(k, "u\x00"):
+			l.User = k[2:]
+		case strings.HasPrefix(k, "c\x00"):
+			l.Client = k[2:]
+		default:
+			continue
+		}
+		out = append(out, l)
+	}
+	g.mu.Unlock()
+	slices.SortFunc(out, func(a, b Lockout) int {
+		return cmp.Or(b.Until.Compare(a.Until), cmp.Compare(a.User, b.User), cmp.Compare(a.Client, b.Client))
+	})
+	n := len(out)
+	if n > maxLockoutsShown {
+		out = out[:maxLockoutsShown]
+	}
+	return out, n
 }
