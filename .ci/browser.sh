@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Browser test of onboarding: headless Chromium (Debian's package) logs into
-# /setup over HTTPS with HTTP Basic, sees the QR code and downloads the
-# configuration profile. Installs what it needs (idempotent), runs
+# Browser test of onboarding and the admin page: headless Chromium (Debian's
+# package) logs into /setup over HTTPS with HTTP Basic, sees the QR code and
+# downloads the configuration profile; then logs into /admin as an admin,
+# checks the rendered sections and presses "Retry failed callbacks now". Installs what it needs (idempotent), runs
 # duebridge on loopback with a dev certificate, exits non-zero on failure.
 #
-# Screenshots and the downloaded profile land in $BROWSER_ARTIFACTS
+# Screenshots (setup.png, admin.png), the admin page's DOM (admin.html) and
+# the downloaded profile land in $BROWSER_ARTIFACTS
 # (default: a temporary directory, printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +96,7 @@ users:
   - name: alice
     email: alice@example.com
     password_hash: "$HASH"
+    admin: true
     app_passwords:
       - name: phone
         hash: "$APP_HASH"
@@ -118,6 +121,17 @@ for _ in $(seq 1 150); do
 	sleep 0.2
 done
 curl -fsS --cacert "$WORK/certs/ca.crt" "$BASE/healthz" >/dev/null
+
+# Two webhook deliveries for the admin page's source row: one signed
+# right (accepted), one signed wrong (rejected).
+TASK_BODY='{"id":"B-1","title":"Browser task","assignees":["alice"],"due":"2030-01-01T17:00:00Z","version":1}'
+hook() {
+	curl -sS -o /dev/null -w '%{http_code}' --cacert "$WORK/certs/ca.crt" -H 'Content-Type: application/json' \
+		-H "X-Duebridge-Signature: sha256=$(printf '%s' "$TASK_BODY" | openssl dgst -sha256 -hmac "$1" | awk '{print $NF}')" \
+		--data-binary "$TASK_BODY" "$BASE/hooks/tracker"
+}
+[ "$(hook browser-test-secret)" = 200 ] || { say "signed webhook delivery refused"; exit 1; }
+[ "$(hook wrong-secret)" = 401 ] || { say "badly signed webhook delivery not refused with 401"; exit 1; }
 
 # Chromium trusts exactly this server key (the dev CA is not in its store):
 # the base64 SHA-256 of the certificate's SubjectPublicKeyInfo.
@@ -236,6 +250,38 @@ const check = (ok, what) => { console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`); if
     check(text.includes('<string>localhost</string>') && text.includes('<string>alice</string>'), 'host and user in the profile');
     check(!text.includes(process.env.APP_PASSWORD), 'no password in the profile');
     await ctx.close();
+
+    // The admin page, as the admin on a phone-sized screen.
+    const adm = await browser.newContext({
+      httpCredentials: { username: 'alice', password: process.env.PASSWORD },
+      viewport: { width: 390, height: 844 }, deviceScaleFactor: 1,
+    });
+    const ap = await adm.newPage();
+    const ar = await ap.goto(`${base}/admin`);
+    check(ar.status() === 200, `GET /admin as the admin answers 200 (got ${ar.status()})`);
+    check((await ap.textContent('h1')).trim() === 'duebridge admin', 'the admin page is rendered');
+    const h2 = (await ap.locator('h2').allTextContents()).map(s => s.trim());
+    for (const sec of ['Health', 'Sources', 'Queues', 'Lock-outs now', 'Retention', 'Sync health']) {
+      check(h2.includes(sec), `the admin page has the section "${sec}" (has ${h2.join(', ')})`);
+    }
+    check((await ap.textContent('#ready')).trim() === 'Ready.', 'the admin page says ready');
+    const row = (await ap.locator('#sources tr', { hasText: 'tracker' }).textContent()) || '';
+    check(/1 accepted/.test(row) && /1 rejected/.test(row) && /0 pending/.test(row),
+      `the source row shows the deliveries and the callback queue (${row.replace(/\s+/g, ' ').trim()})`);
+    check(/20\d\d-\d\d-\d\dT/.test(row), 'the source row has a last delivery time');
+    check((await ap.textContent('#lockouts')).trim() === 'None.', 'no lock-outs in force');
+    const wide = await ap.evaluate(() => document.documentElement.scrollWidth);
+    check(wide <= 390, `the admin page fits an iPhone screen (${wide}px wide)`);
+    await ap.screenshot({ path: path.join(art, 'admin.png'), fullPage: true });
+    fs.writeFileSync(path.join(art, 'admin.html'), await ap.content());
+    // The retry button: a same-origin POST, then back on the page.
+    const [retried] = await Promise.all([
+      ap.waitForNavigation(),
+      ap.click('#retry button'),
+    ]);
+    check(retried.status() === 200 && new URL(ap.url()).pathname === '/admin', `the retry button lands on /admin (${ap.url()})`);
+    check(/0 failing callback\(s\) made due now/.test(await ap.textContent('#retried')), 'the page says how many were retried');
+    await adm.close();
   } finally {
     await browser.close();
   }
@@ -249,7 +295,7 @@ const check = (ok, what) => { console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`); if
 EOF
 
 say "driving $("$CHROMIUM" --version 2>/dev/null | head -n1)"
-BASE="$BASE" ART="$ART" IMAP_PORT="$IMAP_PORT" SPKI="$SPKI" APP_PASSWORD="$APP_PASSWORD" CHROMIUM="$CHROMIUM" \
+BASE="$BASE" ART="$ART" IMAP_PORT="$IMAP_PORT" SPKI="$SPKI" APP_PASSWORD="$APP_PASSWORD" PASSWORD="$PASSWORD" CHROMIUM="$CHROMIUM" \
 	NODE_PATH="$PW_DIR/node_modules" timeout 240 node "$WORK/browser-test.js"
 
 # The profile the browser saved is the one the server makes: compare with

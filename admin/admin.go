@@ -1,7 +1,8 @@
 // Package admin serves /admin: one server-rendered page (no JavaScript)
 // with what an operator checks first: readiness and why not, per-user sync
 // health, queue depths, the last retention pass and the version. Only
-// users with users[].admin may read it; it writes nothing.
+// users with users[].admin may read it; its one write is the button that
+// retries failed callbacks now (POST RetryPath).
 package admin
 
 import (
@@ -27,6 +28,9 @@ import (
 // Path is where the page is served.
 const Path = "/admin"
 
+// RetryPath takes the POST of the "retry failed callbacks now" button.
+const RetryPath = "/admin/retry-callbacks"
+
 // Authenticator checks a login with the core's lock-out protection
 // (bridge.Service.AuthenticateFrom).
 type Authenticator interface {
@@ -39,33 +43,53 @@ type SyncReporter interface {
 	SyncReport(ctx context.Context, users []string) (*calendar.SyncReport, error)
 }
 
-// QueueReader reads the queue depths (bridge.Service.Queues).
+// QueueReader reads the queue depths (bridge.Service.Queues) and retries
+// failed callbacks (bridge.Service.RetryFailedCallbacks).
 type QueueReader interface {
 	Queues(ctx context.Context) (bridge.Queues, error)
+	RetryFailedCallbacks(ctx context.Context) (int, error)
+}
+
+// SourceReader reads each source's deliveries and callback queue
+// (bridge.Service.Sources).
+type SourceReader interface {
+	Sources(ctx context.Context) ([]bridge.SourceStatus, error)
+}
+
+// LockoutReader lists the login lock-outs in force (bridge.Service.Lockouts).
+type LockoutReader interface {
+	Lockouts() ([]bridge.Lockout, int)
 }
 
 // Deps are what the page reads; every field is required.
 type Deps struct {
-	Auth    Authenticator
-	Sync    SyncReporter
-	Queues  QueueReader
-	Users   func() []string                    // every user's name
-	Ready   func(ctx context.Context) []string // why not ready; empty: ready
-	Metrics prometheus.Gatherer                // for duebridge_retention_*
-	Version string
-	Replica string
-	Logger  *slog.Logger
+	Auth     Authenticator
+	Sync     SyncReporter
+	Queues   QueueReader
+	Sources  SourceReader
+	Lockouts LockoutReader
+	Users    func() []string                    // every user's name
+	Ready    func(ctx context.Context) []string // why not ready; empty: ready
+	Metrics  prometheus.Gatherer                // for duebridge_retention_*
+	Version  string
+	Replica  string
+	Logger   *slog.Logger
 }
 
 // Handler serves the admin page.
-type Handler struct{ d Deps }
+type Handler struct {
+	d Deps
+	// csrf refuses the POST when a browser says it comes from another
+	// site: the browser sends Basic credentials along with any request.
+	csrf *http.CrossOriginProtection
+}
 
-// New returns the handler of GET /admin.
+// New returns the handler of GET Path and POST RetryPath.
 func New(d Deps) *Handler {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	return &Handler{d: d}
+	return &Handler{d: d, csrf: http.NewCrossOriginProtection()}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -74,6 +98,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Referrer-Policy", "no-referrer")
 	hd.Set("X-Frame-Options", "DENY")
+	if r.URL.Path == RetryPath {
+		h.retry(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		hd.Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -87,6 +115,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	v := h.view(ctx)
+	if n, err := strconv.Atoi(r.URL.Query().Get("retried")); err == nil && n >= 0 {
+		v.Retried = &n
+	}
 	var buf bytes.Buffer
 	if err := pageTmpl.Execute(&buf, v); err != nil {
 		h.d.Logger.Error("admin page: rendering", "err", err)
@@ -96,6 +127,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Content-Security-Policy", pageCSP)
 	w.Write(buf.Bytes())
+}
+
+// retry serves the button: POST only, same-origin only, admins only; it
+// answers 303 to the page, which says how many callbacks were made due.
+func (h *Handler) retry(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := h.csrf.Check(r); err != nil {
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		return
+	}
+	if !h.login(w, r) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	n, err := h.d.Queues.RetryFailedCallbacks(ctx)
+	if err != nil {
+		h.d.Logger.Error("admin: retry failed callbacks", "err", err)
+		http.Error(w, "could not retry the failed callbacks: the store did not answer", http.StatusServiceUnavailable)
+		return
+	}
+	h.d.Logger.Info("admin: failed callbacks made due now", "count", n)
+	http.Redirect(w, r, Path+"?retried="+strconv.Itoa(n), http.StatusSeeOther)
 }
 
 // login admits admins; on refusal it has answered: 401 without or with
@@ -136,16 +194,21 @@ func challenge(w http.ResponseWriter) {
 }
 
 type view struct {
-	Now       time.Time
-	Version   string
-	Replica   string
-	Ready     bool
-	Reasons   []string
-	Queues    *bridge.Queues
-	QueuesErr string
-	Retention retention
-	Sync      *calendar.SyncReport
-	SyncErr   string
+	Now           time.Time
+	Version       string
+	Replica       string
+	Ready         bool
+	Reasons       []string
+	Queues        *bridge.Queues
+	QueuesErr     string
+	Sources       []bridge.SourceStatus
+	SourcesErr    string
+	Lockouts      []bridge.Lockout
+	LockoutsTotal int // all in force; Lockouts may show fewer
+	Retention     retention
+	Sync          *calendar.SyncReport
+	SyncErr       string
+	Retried       *int // set after the retry button: how many were made due
 }
 
 type retention struct {
@@ -166,11 +229,17 @@ func (h *Handler) view(ctx context.Context) view {
 	} else {
 		v.Queues = &q
 	}
+	if src, err := h.d.Sources.Sources(ctx); err != nil {
+		v.SourcesErr = err.Error()
+	} else {
+		v.Sources = src
+	}
 	if rep, err := h.d.Sync.SyncReport(ctx, h.d.Users()); err != nil {
 		v.SyncErr = err.Error()
 	} else {
 		v.Sync = rep
 	}
+	v.Lockouts, v.LockoutsTotal = h.d.Lockouts.Lockouts()
 	v.Retention = readRetention(h.d.Metrics)
 	return v
 }
@@ -219,7 +288,7 @@ code { overflow-wrap: anywhere; font-size: .9em; }
 var pageCSP = func() string {
 	sum := sha256.Sum256([]byte(pageCSS))
 	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
-		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 }()
 
 func when(t time.Time) string {
@@ -248,6 +317,16 @@ var pageTmpl = template.Must(template.New("admin").Funcs(template.FuncMap{
 {{if .Ready}}<p id="ready" class="ok">Ready.</p>{{else}}<p id="ready" class="bad">Not ready:</p>
 <ul id="reasons">{{range .Reasons}}<li>{{.}}</li>{{end}}</ul>{{end}}
 
+<h2>Sources</h2>
+{{if .SourcesErr}}<p class="bad">Could not read the sources: {{.SourcesErr}}</p>{{else}}<table id="sources">
+<tr><th>Source</th><th>Last delivery</th><th>Task records (since the start)</th><th>Callbacks</th></tr>
+{{range .Sources}}<tr><td>{{.Name}}{{if not .Configured}} <span class="muted">(no longer configured)</span>{{end}}</td>
+<td>{{when .LastChange}}</td>
+<td>{{printf "%.0f" .Accepted}} accepted, {{printf "%.0f" .Ignored}} ignored, <span{{if .Rejected}} class="bad"{{end}}>{{printf "%.0f" .Rejected}} rejected</span></td>
+<td>{{with .Callbacks}}{{.Pending}} pending, <span{{if .Failing}} class="bad"{{end}}>{{.Failing}} failing</span>; last delivered {{when .LastDelivered}}{{if .LastError}}<br>last error: <code>{{.LastError}}</code>{{end}}{{end}}</td></tr>
+{{else}}<tr><td colspan="4" class="muted">No source is configured.</td></tr>{{end}}
+</table>{{end}}
+
 <h2>Queues</h2>
 {{with .Queues}}<table id="queues">
 <tr><th>Completion callbacks pending</th><td>{{.CallbacksPending}}</td></tr>
@@ -255,6 +334,15 @@ var pageTmpl = template.Must(template.New("admin").Funcs(template.FuncMap{
 <tr><th>Alert schedules</th><td>{{.Alerts}}</td></tr>
 <tr><th>with an alert mail still to come</th><td>{{.AlertsArmed}}</td></tr>
 </table>{{else}}<p class="bad">Could not read the queues: {{.QueuesErr}}</p>{{end}}
+{{with .Retried}}<p id="retried" class="ok">{{.}} failing callback(s) made due now.</p>{{end}}
+<form id="retry" method="post" action="/admin/retry-callbacks"><button type="submit">Retry failed callbacks now</button></form>
+
+<h2>Lock-outs now</h2>
+{{if .Lockouts}}<table id="lockouts">
+<tr><th>Locked</th><th>Until</th></tr>
+{{range .Lockouts}}<tr><td>{{if .User}}user <code>{{.User}}</code>{{else}}address <code>{{.Client}}</code>{{end}}</td><td>{{when .Until}}</td></tr>
+{{end}}</table>{{if gt .LockoutsTotal (len .Lockouts)}}<p class="bad">and {{.LockoutsTotal}} in all.</p>{{end}}
+{{else}}<p id="lockouts" class="ok">None.</p>{{end}}
 
 <h2>Retention</h2>
 <p id="retention">Last pass completed: {{when .Retention.LastRun}}; passes {{printf "%.0f" .Retention.Runs}},

@@ -351,3 +351,26 @@ func Sign(secret string, body []byte) string {
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
+
+// RetryFailedCallbacks makes every failing callback due now (the admin
+// page's button, after fixing a receiver), in one transaction, and wakes
+// the workers. Callbacks due within a claim are left alone: they are being
+// delivered right now (a second send would duplicate it) or due shortly anyway.
+func (s *Service) RetryFailedCallbacks(ctx context.Context) (int, error) {
+	var n int
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		now := s.clock.Now()
+		var err error
+		if n, err = tx.RetryFailed(now, now.Add(callbackClaim)); err != nil {
+			return err
+		}
+		if n > 0 {
+			tx.Emit(store.Event{Kind: store.EventOutbox})
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("retrying failed callbacks: %w", err)
+	}
+	return n, nil
+}

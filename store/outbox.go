@@ -38,6 +38,20 @@ type OutboxTx interface {
 	OutboxCounts() (pending, failing int, err error)
 	// PruneDelivered deletes delivered callbacks older than before.
 	PruneDelivered(before time.Time) error
+	// RetryFailed makes pending callbacks that failed at least once and
+	// wait past after due at now; it returns how many.
+	RetryFailed(now, after time.Time) (int, error)
+	// OutboxBySource summarises the outbox per source, by source name.
+	OutboxBySource() ([]SourceOutbox, error)
+}
+
+// SourceOutbox is one source's part of the outbox.
+type SourceOutbox struct {
+	Source        string
+	Pending       int
+	Failing       int       // pending and failed at least once
+	LastError     string    // of the most recently queued failing callback
+	LastDelivered time.Time // zero: none delivered (or all pruned)
 }
 
 func (tx *sqlTx) EnqueueCallback(c *Callback) error {
@@ -119,4 +133,58 @@ func (tx *sqlTx) OutboxCounts() (pending, failing int, err error) {
 func (tx *sqlTx) PruneDelivered(before time.Time) error {
 	_, err := tx.exec(`DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?`, nanos(before))
 	return err
+}
+
+func (tx *sqlTx) RetryFailed(now, after time.Time) (int, error) {
+	res, err := tx.exec(`UPDATE outbox SET next_attempt = ? WHERE delivered IS NULL AND attempts > 0 AND next_attempt > ?`, nanos(now), nanos(after))
+	if err != nil {
+		return 0, fmt.Errorf("retry failed callbacks: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func (tx *sqlTx) OutboxBySource() ([]SourceOutbox, error) {
+	rows, err := tx.query(`SELECT source, COUNT(CASE WHEN delivered IS NULL THEN 1 END),
+		COUNT(CASE WHEN delivered IS NULL AND attempts > 0 THEN 1 END), COALESCE(MAX(delivered), 0)
+		FROM outbox GROUP BY source ORDER BY source`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox by source: %w", err)
+	}
+	var out []SourceOutbox
+	idx := map[string]int{}
+	for rows.Next() {
+		var so SourceOutbox
+		var last int64
+		if err := rows.Scan(&so.Source, &so.Pending, &so.Failing, &last); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if last > 0 {
+			so.LastDelivered = fromNanos(last)
+		}
+		idx[so.Source] = len(out)
+		out = append(out, so)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// The newest error per source: the outbox of a healthy system is
+	// small, and the failing part smaller.
+	rows, err = tx.query(`SELECT source, last_error FROM outbox WHERE delivered IS NULL AND attempts > 0 ORDER BY id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox errors by source: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var src, msg string
+		if err := rows.Scan(&src, &msg); err != nil {
+			return nil, err
+		}
+		if i, ok := idx[src]; ok && out[i].LastError == "" {
+			out[i].LastError = msg
+		}
+	}
+	return out, rows.Err()
 }

@@ -74,6 +74,26 @@ type TaskTx interface {
 	// UserTask returns a user's state for a task, ErrNotFound if none.
 	UserTask(user, source, id string) (*UserTask, error)
 	PutUserTask(u *UserTask) error
+	// LastChanges returns, per source, when a delivery last changed a task.
+	LastChanges() (map[string]time.Time, error)
+}
+
+func (tx *sqlTx) LastChanges() (map[string]time.Time, error) {
+	rows, err := tx.query(`SELECT source, MAX(modified) FROM tasks GROUP BY source`)
+	if err != nil {
+		return nil, fmt.Errorf("last change per source: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var src string
+		var last int64
+		if err := rows.Scan(&src, &last); err != nil {
+			return nil, err
+		}
+		out[src] = fromNanos(last)
+	}
+	return out, rows.Err()
 }
 
 const taskCols = `source, id, data, version, updated_at, due_at, status, deleted, seq, modified`

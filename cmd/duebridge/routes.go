@@ -57,7 +57,9 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 		defer cancel()
 		writeReadiness(w, replica, readiness(ctx, svc.Store()))
 	})
-	mux.Handle("GET "+admin.Path, adminPage(svc, cal, replica, log))
+	adm := adminPage(svc, cal, replica, log)
+	mux.Handle("GET "+admin.Path, adm)
+	mux.Handle("POST "+admin.RetryPath, adm)
 	reg := svc.Metrics().Registry
 	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(bridge.WithReplica(reg, replica), promhttp.HandlerOpts{Registry: reg})))
 	return instrument(mux, limitBodies(mux, svc), reg, log)
