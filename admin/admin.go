@@ -61,6 +61,12 @@ type LockoutReader interface {
 	Lockouts() ([]bridge.Lockout, int)
 }
 
+// DeviceLister lists device passwords, "" for every user's
+// (bridge.Service.Devices): names and use, never a password or its hash.
+type DeviceLister interface {
+	Devices(ctx context.Context, user string) ([]bridge.Device, error)
+}
+
 // Deps are what the page reads; every field is required.
 type Deps struct {
 	Auth     Authenticator
@@ -68,6 +74,7 @@ type Deps struct {
 	Queues   QueueReader
 	Sources  SourceReader
 	Lockouts LockoutReader
+	Devices  DeviceLister
 	Users    func() []string                    // every user's name
 	Ready    func(ctx context.Context) []string // why not ready; empty: ready
 	Metrics  prometheus.Gatherer                // for duebridge_retention_*
@@ -208,6 +215,8 @@ type view struct {
 	Retention     retention
 	Sync          *calendar.SyncReport
 	SyncErr       string
+	Devices       []bridge.Device // device passwords, by user
+	DevicesErr    string
 	Retried       *int // set after the retry button: how many were made due
 }
 
@@ -238,6 +247,11 @@ func (h *Handler) view(ctx context.Context) view {
 		v.SyncErr = err.Error()
 	} else {
 		v.Sync = rep
+	}
+	if ds, err := h.d.Devices.Devices(ctx, ""); err != nil {
+		v.DevicesErr = err.Error()
+	} else {
+		v.Devices = ds
 	}
 	v.Lockouts, v.LockoutsTotal = h.d.Lockouts.Lockouts()
 	v.Retention = readRetention(h.d.Metrics)
@@ -343,6 +357,13 @@ var pageTmpl = template.Must(template.New("admin").Funcs(template.FuncMap{
 {{range .Lockouts}}<tr><td>{{if .User}}user <code>{{.User}}</code>{{else}}address <code>{{.Client}}</code>{{end}}</td><td>{{when .Until}}</td></tr>
 {{end}}</table>{{if gt .LockoutsTotal (len .Lockouts)}}<p class="bad">and {{.LockoutsTotal}} in all.</p>{{end}}
 {{else}}<p id="lockouts" class="ok">None.</p>{{end}}
+
+<h2>Device passwords</h2>
+{{if .DevicesErr}}<p class="bad">Could not read the device passwords: {{.DevicesErr}}</p>{{else if .Devices}}<table id="devices">
+<tr><th>User</th><th>Device</th><th>Issued</th><th>Last used</th></tr>
+{{range .Devices}}<tr><td>{{.User}}</td><td>{{.Name}}</td><td>{{when .Created}}</td><td>{{when .LastUsed}}</td></tr>
+{{end}}</table><p class="muted">Users revoke their own on <code>/setup</code>; operators with <code>duebridge devices revoke</code>.</p>
+{{else}}<p id="devices" class="muted">None issued.</p>{{end}}
 
 <h2>Retention</h2>
 <p id="retention">Last pass completed: {{when .Retention.LastRun}}; passes {{printf "%.0f" .Retention.Runs}},

@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	mux.Handle(calendar.Prefix, cal)
 	adm := admin.New(admin.Deps{
-		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Users: svc.CalDAV().Users,
+		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Devices: svc, Users: svc.CalDAV().Users,
 		Ready: func(ctx context.Context) []string {
 			if err := svc.Store().Ping(ctx); err != nil {
 				return []string{"store unreachable: " + err.Error()}
@@ -108,6 +108,10 @@ func TestAdminPage(t *testing.T) {
 	if _, err := bridge.NewRetention(e.svc, bridge.RetentionOptions{}).RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	_, devicePW, err := e.svc.IssueDevicePassword(context.Background(), "bob", "bob's iPad")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	resp, page := e.get("alice", testsvc.Password("alice"))
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
@@ -126,10 +130,14 @@ func TestAdminPage(t *testing.T) {
 		"<th>Completion callbacks pending</th><td>0</td>",
 		"<h3>alice</h3>", "<h3>bob</h3>", "<h3>carol</h3>",
 		aliceUA, bobUA,
+		"<tr><td>bob</td><td>bob&#39;s iPad</td>", // device passwords: who and which device
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("admin page lacks %q:\n%s", want, page)
 		}
+	}
+	if strings.Contains(page, devicePW) || strings.Contains(page, devicePW[len(devicePW)-20:]) {
+		t.Error("the admin page shows a device password")
 	}
 	if m := regexp.MustCompile(`Last pass completed: (\S+);`).FindStringSubmatch(page); m == nil || m[1] == "never" {
 		t.Errorf("retention ran, page says %v", m)
@@ -140,7 +148,7 @@ func TestAdminPage(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("bob: %d, want 403", resp.StatusCode)
 	}
-	for _, secret := range []string{aliceUA, bobUA, "alice", "Ship it", "Bob's secret", "v9.8.7-test"} {
+	for _, secret := range []string{aliceUA, bobUA, "alice", "Ship it", "Bob's secret", "v9.8.7-test", "iPad"} {
 		if strings.Contains(body, secret) {
 			t.Errorf("bob's 403 shows %q: %s", secret, body)
 		}

@@ -35,7 +35,7 @@ func adminPage(svc *bridge.Service, cal *calendar.Handler, replica string, log *
 	}))
 	v := b.Version + " (" + b.Revision + ")"
 	return admin.New(admin.Deps{
-		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Users: svc.CalDAV().Users,
+		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Devices: svc, Users: svc.CalDAV().Users,
 		Ready:   func(ctx context.Context) []string { return readiness(ctx, svc.Store()) },
 		Metrics: svc.Metrics().Registry, Version: v, Replica: replica, Logger: log,
 	})
