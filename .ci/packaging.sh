@@ -40,6 +40,12 @@ mkdir -p "$work/secrets" && echo "k8s-lint-secret-123456" >"$work/secrets/tracke
 sed "s|/secrets/webhooks/tracker|$work/secrets/tracker|" "$work/k8s-config.yaml" >"$work/k8s-config2.yaml"
 DUEBRIDGE_POSTGRES_URL=postgres://u:p@127.0.0.1:1/db packaging/container/duebridge check-config -c "$work/k8s-config2.yaml"
 
+echo "--- Prometheus alert rules: promtool check rules"
+# promtool from Debian's prometheus package, unpacked rather than installed:
+# installing it would also set up (and try to start) a Prometheus server.
+(cd "$work" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } && dpkg-deb -x prometheus_*.deb promx)
+"$work/promx/usr/bin/promtool" check rules packaging/prometheus/alerts.yml
+
 echo "--- container image: build FROM scratch (nothing pulled)"
 podman build --format docker -q -t localhost/duebridge:ci -f packaging/container/Containerfile packaging/container
 podman image inspect localhost/duebridge:ci --format '{{.Config.User}} {{.Config.Volumes}} {{.Config.Healthcheck.Test}}'
