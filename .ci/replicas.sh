@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # .ci/replicas.sh: three duebridge replicas on one PostgreSQL behind HAProxy
-# (the README's configuration), under load, with one replica killed (-9) and
+# (docs/operations.md's configuration), under load, with one replica killed (-9) and
 # the database restarted; cmd/duebridge-replicas checks that nothing
 # acknowledged is lost and no callback or alert mail is sent twice.
 # Runs as root on Debian (installs haproxy and PostgreSQL); about a minute.
@@ -24,6 +24,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; pg_ctlcluster "$version" "$cluster" start 2>/dev/null || true' EXIT
 go build -o "$tmp/duebridge" ./cmd/duebridge
 go build -o "$tmp/duebridge-replicas" ./cmd/duebridge-replicas
-timeout 300 "$tmp/duebridge-replicas" -bin "$tmp/duebridge" -readme README.md \
+timeout 300 "$tmp/duebridge-replicas" -bin "$tmp/duebridge" -readme docs/operations.md \
 	-pg-stop "pg_ctlcluster $version $cluster stop -m fast" \
 	-pg-start "pg_ctlcluster $version $cluster start" "$@"

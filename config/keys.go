@@ -15,7 +15,7 @@ import (
 // whether its value is a secret or a file path, a one-line description, and
 // how to read its effective value from a *Config. The defaults viper needs,
 // the DUEBRIDGE_* variables, RestartRequired, `check-config --print` and
-// the README's key reference (TestKeyReferenceInREADME) all come from this
+// the key reference in docs/configuration.md (TestKeyReferenceInREADME) all come from this
 // table. Adding a key: a field in raw (for decoding), a row here, and its
 // validation in validate; TestKeysCoverEveryLeafKey ties raw to this table.
 type key struct {

@@ -56,8 +56,8 @@ var listKeyDocs = map[string]string{
 }
 
 // Reference is the Markdown table of every config key: default, whether a
-// reload applies it, and what it does. The README's configuration reference
-// is this text (TestKeyReferenceInREADME).
+// reload applies it, and what it does. The configuration reference
+// (docs/configuration.md) is this text (TestKeyReferenceInREADME).
 func Reference() string {
 	var b strings.Builder
 	b.WriteString("| key | default | reload | |\n|---|---|---|---|\n")

@@ -213,8 +213,9 @@ func TestEmailWithDisplayName(t *testing.T) {
 	}
 }
 
-// The README's key reference is generated from the key table, so it cannot
-// drift: DUEBRIDGE_TEST_UPDATE=1 go test ./config -run TestKeyReference rewrites it.
+// The configuration reference (docs/configuration.md) is generated from the
+// key table, so it cannot drift: DUEBRIDGE_TEST_UPDATE=1 go test ./config
+// -run TestKeyReference rewrites it.
 func TestKeyReferenceInREADME(t *testing.T) {
 	for _, k := range knownKeys() {
 		if lookupKey(k) == nil && listKeyDocs[k] == "" && (strings.HasPrefix(k, "users") || strings.HasPrefix(k, "sources")) {
@@ -222,7 +223,7 @@ func TestKeyReferenceInREADME(t *testing.T) {
 		}
 	}
 	const begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
-	path := filepath.Join("..", "README.md")
+	path := filepath.Join("..", "docs", "configuration.md")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func TestKeyReferenceInREADME(t *testing.T) {
 	s := string(b)
 	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {
-		t.Fatalf("README.md lacks the %q ... %q markers", begin, end)
+		t.Fatalf("%s lacks the %q ... %q markers", path, begin, end)
 	}
 	want := s[:i+len(begin)] + Reference() + s[j:]
 	if want == s {
@@ -242,7 +243,7 @@ func TestKeyReferenceInREADME(t *testing.T) {
 		}
 		return
 	}
-	t.Errorf("README.md's key reference is out of date; run DUEBRIDGE_TEST_UPDATE=1 go test ./config -run TestKeyReference")
+	t.Errorf("%s's key reference is out of date; run DUEBRIDGE_TEST_UPDATE=1 go test ./config -run TestKeyReference", path)
 }
 
 // FuzzLoad: any file is either refused with an error or loads into a config

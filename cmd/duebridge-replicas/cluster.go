@@ -22,7 +22,7 @@ import (
 )
 
 // This file starts the parts: a fresh schema on the test PostgreSQL, the
-// duebridge replicas, and HAProxy with the README's configuration.
+// duebridge replicas, and HAProxy with the configuration in docs/operations.md.
 
 // schema is the PostgreSQL schema the replicas use, dropped and created
 // afresh on every run so runs never see each other's data.
@@ -185,7 +185,7 @@ func tail(path string, n int) string {
 	return string(b)
 }
 
-// The README's HAProxy example names these addresses; the test swaps in
+// The HAProxy example in docs/operations.md names these addresses; the test swaps in
 // the ports it got, and nothing else.
 var (
 	readmeHTTPFront = "127.0.0.1:8080"
@@ -197,7 +197,7 @@ var (
 
 var haproxyBlock = regexp.MustCompile("(?s)<!-- replicas-haproxy:begin -->\\s*```[a-z]*\\n(.*?)```\\s*<!-- replicas-haproxy:end -->")
 
-// haproxyConfig reads the example from the README and points it at the
+// haproxyConfig reads the example from docs/operations.md and points it at the
 // test's ports.
 func haproxyConfig(readme string, httpFront, imapFront int, rs []*replica) (string, error) {
 	b, err := os.ReadFile(readme)

@@ -1,5 +1,5 @@
 // Command duebridge-replicas runs several duebridge serve processes on one
-// PostgreSQL database behind HAProxy (configured with the README's example)
+// PostgreSQL database behind HAProxy (configured with docs/operations.md's example)
 // and checks, under load, what the README promises of them: fan-out of a
 // webhook to IMAP IDLE clients on every replica, no acknowledged update lost
 // when a replica is killed or the database restarts, no callback and no
@@ -40,7 +40,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.bin, "bin", "", "duebridge binary (default: go build ./cmd/duebridge)")
 	flag.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary")
-	flag.StringVar(&o.readme, "readme", "README.md", "README with the HAProxy example")
+	flag.StringVar(&o.readme, "readme", "docs/operations.md", "the operations guide with the HAProxy example")
 	flag.StringVar(&o.pgStop, "pg-stop", "", "shell command that stops the PostgreSQL server (empty: no database restart)")
 	flag.StringVar(&o.pgStart, "pg-start", "", "shell command that starts it again")
 	flag.IntVar(&o.replicas, "replicas", 3, "duebridge processes (2 or 3)")
