@@ -2,11 +2,13 @@ package imapserver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 // her mailboxes in memory, no events. The wrapper's tests run on it, and
 // TestOnFakeBackend shows the server needs nothing of the core but this.
 type fakeBackend struct {
+	down   atomic.Bool // the store is unreachable: every call fails
 	mu     sync.Mutex
 	limits Limits
 	modseq int64
@@ -60,6 +63,9 @@ func (f *fakeBackend) lock(name string) (*fakeBox, error) {
 }
 
 func (f *fakeBackend) Authenticate(_ context.Context, username, password, _ string) (string, error) {
+	if f.down.Load() {
+		return "", errors.New("read user: store unreachable")
+	}
 	if username != "alice" || password != "pw" {
 		return "", ErrBadCredentials
 	}
@@ -67,6 +73,9 @@ func (f *fakeBackend) Authenticate(_ context.Context, username, password, _ stri
 }
 
 func (f *fakeBackend) EnsureMailboxes(_ context.Context, _ string, want []MailboxSpec) error {
+	if f.down.Load() {
+		return errors.New("create mailboxes: store unreachable")
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, w := range want {
@@ -284,5 +293,36 @@ func TestOnFakeBackend(t *testing.T) {
 	st, _ := fb.Status(context.Background(), "alice", Inbox)
 	if st.Messages != 0 {
 		t.Errorf("the backend still holds %d messages after EXPUNGE", st.Messages)
+	}
+}
+
+// TestLoginWhileStoreUnavailable: a login the core cannot check because its
+// store is away is a temporary failure (NO [UNAVAILABLE], RFC 5530), not a
+// server bug, and the connection stays usable for a retry.
+func TestLoginWhileStoreUnavailable(t *testing.T) {
+	t.Parallel()
+	fb := newFakeBackend(Limits{})
+	srv := New(fb, Options{Logger: discardLogger()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	fb.down.Store(true)
+	err = c.Login("alice", "pw").Wait()
+	var ie *imap.Error
+	if !errors.As(err, &ie) || ie.Type != imap.StatusResponseTypeNo || ie.Code != imap.ResponseCodeUnavailable {
+		t.Fatalf("LOGIN while the store is away: %v, want NO [UNAVAILABLE]", err)
+	}
+	fb.down.Store(false)
+	if err := c.Login("alice", "pw").Wait(); err != nil {
+		t.Fatalf("LOGIN once the store is back: %v", err)
 	}
 }

@@ -128,6 +128,12 @@ var errTLSRequired = &imap.Error{
 	Text: "TLS is required to log in: use port 993 or STARTTLS",
 }
 
+// errUnavailable answers a login the core could not check or complete
+// because its store is away (a replica during a database restart): a
+// temporary failure the client retries (RFC 5530), not a server bug.
+var errUnavailable = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+	Text: "The mail store is unavailable; try again shortly"}
+
 func (s *session) Login(username, password string) error {
 	if s.srv.opts.TLSConfig != nil && !s.c.TLS() {
 		return errTLSRequired
@@ -148,7 +154,8 @@ func (s *session) Login(username, password string) error {
 		return goimapserver.ErrAuthFailed
 	}
 	if err != nil {
-		return fmt.Errorf("authenticate: %w", err)
+		s.log.Error("login not checked: the store is unavailable", "user", username, "err", err)
+		return errUnavailable
 	}
 	if !s.srv.acquireUserConn(user, s) {
 		s.srv.metrics.limited.Inc()
@@ -158,7 +165,8 @@ func (s *session) Login(username, password string) error {
 	}
 	if err := s.backend().EnsureMailboxes(s.ctx(), user, userMailboxes); err != nil {
 		s.srv.releaseUserConn(user, s)
-		return fmt.Errorf("create mailboxes of %s: %w", user, err)
+		s.log.Error("login not completed: the store is unavailable", "user", user, "err", err)
+		return errUnavailable
 	}
 	s.user = user
 	s.log = s.log.With("user", user)
