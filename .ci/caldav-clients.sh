@@ -31,8 +31,7 @@ alice_pw="alice-$(openssl rand -hex 6)"
 bob_pw="bob-$(openssl rand -hex 6)"
 
 # 1. Build and configure.
-log "building duebridge"
-go build -o "$work/duebridge" ./cmd/duebridge
+build_duebridge
 alice_hash=$(printf %s "$alice_pw" | "$work/duebridge" hash-password)
 bob_hash=$(printf %s "$bob_pw" | "$work/duebridge" hash-password)
 cat >"$work/duebridge.yaml" <<EOF
@@ -56,22 +55,11 @@ sources:
 notifications:
   lead_times: [24h, 1h]
 EOF
-"$work/duebridge" check-config --config "$work/duebridge.yaml" >&2
 
 # 2. The task system's callback endpoint, then duebridge.
 "$PY" "$root/testdata/caldav/clients/callback_receiver.py" "$cb_port" "$secret" "$work/callbacks.jsonl" &
 pids+=($!)
-"$work/duebridge" serve --config "$work/duebridge.yaml" >"$work/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-	curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-	sleep 0.2
-done
-if ! curl -fsS "$base/healthz" >/dev/null; then
-	log "duebridge did not come up:"
-	tail -20 "$work/server.log" >&2
-	exit 1
-fi
+start_duebridge
 
 # 3. Tasks through the signed webhook.
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)

@@ -28,8 +28,7 @@ base="http://127.0.0.1:$http_port"
 secret="ci-secret-$(openssl rand -hex 8)"
 alice_pw="alice-$(openssl rand -hex 6)"
 
-log "building duebridge"
-go build -o "$work/duebridge" ./cmd/duebridge
+build_duebridge
 alice_hash=$(printf %s "$alice_pw" | "$work/duebridge" hash-password)
 cat >"$work/duebridge.yaml" <<EOF
 data_dir: $work/data
@@ -46,19 +45,8 @@ sources:
   - name: tracker
     secret: $secret
 EOF
-"$work/duebridge" check-config --config "$work/duebridge.yaml" >&2
 
-"$work/duebridge" serve --config "$work/duebridge.yaml" >"$work/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-	curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-	sleep 0.2
-done
-if ! curl -fsS "$base/healthz" >/dev/null; then
-	log "duebridge did not come up:"
-	tail -20 "$work/server.log" >&2
-	exit 1
-fi
+start_duebridge
 
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 due1=$(date -u -d '+2 days' +%Y-%m-%dT%H:00:00Z)

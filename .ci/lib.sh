@@ -57,3 +57,24 @@ trap cleanup EXIT
 free_port() {
 	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# build_duebridge: the binary the scripts run, as $work/duebridge.
+build_duebridge() {
+	log "building duebridge"
+	go build -o "$work/duebridge" ./cmd/duebridge
+}
+
+# start_duebridge: validates $work/duebridge.yaml, serves it in the
+# background (stopped on exit) and waits until $base/healthz answers.
+start_duebridge() {
+	"$work/duebridge" check-config --config "$work/duebridge.yaml" >&2
+	"$work/duebridge" serve --config "$work/duebridge.yaml" >"$work/server.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 100); do
+		curl -fsS "$base/healthz" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	log "duebridge did not come up:"
+	tail -20 "$work/server.log" >&2
+	exit 1
+}

@@ -27,8 +27,7 @@ base="http://127.0.0.1:$http_port"
 secret="ci-secret-$(openssl rand -hex 8)"
 alice_pw="alice-$(openssl rand -hex 6)"
 
-log "building duebridge"
-go build -o "$work/duebridge" ./cmd/duebridge
+build_duebridge
 alice_hash=$(printf %s "$alice_pw" | "$work/duebridge" hash-password)
 cat >"$work/duebridge.yaml" <<EOF
 data_dir: $work/data
@@ -47,17 +46,7 @@ sources:
 notifications:
   lead_times: [24h, 1h]
 EOF
-"$work/duebridge" check-config --config "$work/duebridge.yaml" >&2
-"$work/duebridge" serve --config "$work/duebridge.yaml" >"$work/server.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-	curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-	sleep 0.2
-done
-curl -fsS "$base/healthz" >/dev/null || {
-	log "duebridge did not come up"
-	exit 1
-}
+start_duebridge
 
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 due1=$(date -u -d '+2 days' +%Y-%m-%dT%H:00:00Z)
