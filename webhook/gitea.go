@@ -52,17 +52,11 @@ type giteaMilestone struct {
 }
 
 type giteaIssue struct {
-	Number      *int64          `json:"number"`
-	Title       *string         `json:"title"`
-	Body        *string         `json:"body"`
-	HTMLURL     string          `json:"html_url"`
-	State       string          `json:"state"`
+	forgeIssue
 	DueDate     *string         `json:"due_date"`
-	Labels      []ghLabel       `json:"labels"`
 	Assignee    *giteaUser      `json:"assignee"`
 	Assignees   []giteaUser     `json:"assignees"`
 	Milestone   *giteaMilestone `json:"milestone"`
-	UpdatedAt   *string         `json:"updated_at"`
 	PullRequest *struct{}       `json:"pull_request"`
 }
 
@@ -114,25 +108,9 @@ func (g gitea) tasks(_ context.Context, m *mapping, h http.Header, body []byte) 
 }
 
 func (g gitea) task(m *mapping, is *giteaIssue, repo *ghRepo) (bridge.TaskInput, error) {
-	switch {
-	case is.Number == nil:
-		return bridge.TaskInput{}, missing("issue.number")
-	case is.Title == nil:
-		return bridge.TaskInput{}, missing("issue.title")
-	}
-	updated, err := requiredTime("issue.updated_at", is.UpdatedAt)
+	in, err := is.forgeIssue.task(m, "issue", repo)
 	if err != nil {
 		return bridge.TaskInput{}, err
-	}
-	in := bridge.TaskInput{
-		ID:          fmt.Sprintf("%s#%d", repo.FullName, *is.Number),
-		Title:       *is.Title,
-		Description: str(is.Body),
-		URL:         is.HTMLURL,
-		UpdatedAt:   updated,
-	}
-	for _, l := range is.Labels {
-		in.Labels = append(in.Labels, l.Name)
 	}
 	users := is.Assignees
 	if len(users) == 0 && is.Assignee != nil {
@@ -140,20 +118,6 @@ func (g gitea) task(m *mapping, is *giteaIssue, repo *ghRepo) (bridge.TaskInput,
 	}
 	for _, u := range users {
 		in.Assignees = m.addAssignee(in.Assignees, u.Login, u.Username)
-	}
-	name := repo.Name
-	if name == "" {
-		name = repo.FullName
-	}
-	in.Project = m.project(in.Labels, name)
-	in.Priority = priorityFromLabels(in.Labels)
-	switch is.State {
-	case "open", "":
-		in.Status = "open"
-	case "closed":
-		in.Status = "done"
-	default:
-		return bridge.TaskInput{}, fieldErr("issue.state", "unknown state %q (want open or closed)", is.State)
 	}
 	// The issue's own due date wins; without one, its milestone's. Both are
 	// dates the user picked, sent as a time on that day.

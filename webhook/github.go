@@ -81,18 +81,66 @@ type ghMilestone struct {
 	UpdatedAt *string `json:"updated_at"`
 }
 
+// forgeIssue is the part of an issue GitHub, Gitea and Forgejo send alike
+// (Gitea's API copies GitHub's), mapped once by task.
+type forgeIssue struct {
+	Number    *int64    `json:"number"`
+	Title     *string   `json:"title"`
+	Body      *string   `json:"body"`
+	HTMLURL   string    `json:"html_url"`
+	State     string    `json:"state"`
+	Labels    []ghLabel `json:"labels"`
+	UpdatedAt *string   `json:"updated_at"`
+}
+
+// task maps the shared fields of the issue at path in repo: id, title,
+// description, URL, update time, labels, project, priority, and the state
+// (closed is "done"; the caller refines it). Assignees and due dates are
+// the caller's: the forges send them differently.
+func (is *forgeIssue) task(m *mapping, path string, repo *ghRepo) (bridge.TaskInput, error) {
+	switch {
+	case is.Number == nil:
+		return bridge.TaskInput{}, missing(path + ".number")
+	case is.Title == nil:
+		return bridge.TaskInput{}, missing(path + ".title")
+	}
+	updated, err := requiredTime(path+".updated_at", is.UpdatedAt)
+	if err != nil {
+		return bridge.TaskInput{}, err
+	}
+	in := bridge.TaskInput{
+		ID:          fmt.Sprintf("%s#%d", repo.FullName, *is.Number),
+		Title:       *is.Title,
+		Description: str(is.Body),
+		URL:         is.HTMLURL,
+		UpdatedAt:   updated,
+	}
+	for _, l := range is.Labels {
+		in.Labels = append(in.Labels, l.Name)
+	}
+	name := repo.Name
+	if name == "" {
+		name = repo.FullName
+	}
+	in.Project = m.project(in.Labels, name)
+	in.Priority = priorityFromLabels(in.Labels)
+	switch is.State {
+	case "open", "":
+		in.Status = "open"
+	case "closed":
+		in.Status = "done"
+	default:
+		return bridge.TaskInput{}, fieldErr(path+".state", "unknown state %q (want open or closed)", is.State)
+	}
+	return in, nil
+}
+
 type ghIssue struct {
-	Number      *int64          `json:"number"`
-	Title       *string         `json:"title"`
-	Body        *string         `json:"body"`
-	HTMLURL     string          `json:"html_url"`
-	State       string          `json:"state"`
+	forgeIssue
 	StateReason *string         `json:"state_reason"`
 	Assignee    *ghUser         `json:"assignee"`
 	Assignees   []ghUser        `json:"assignees"`
-	Labels      []ghLabel       `json:"labels"`
 	Milestone   *ghMilestone    `json:"milestone"`
-	UpdatedAt   *string         `json:"updated_at"`
 	PullRequest json.RawMessage `json:"pull_request"`
 }
 
@@ -176,25 +224,12 @@ func (g github) tasks(ctx context.Context, m *mapping, h http.Header, body []byt
 
 // task maps one GitHub issue object; path names it in error messages.
 func (github) task(m *mapping, path string, is *ghIssue, repo *ghRepo) (bridge.TaskInput, error) {
-	switch {
-	case is.Number == nil:
-		return bridge.TaskInput{}, missing(path + ".number")
-	case is.Title == nil:
-		return bridge.TaskInput{}, missing(path + ".title")
-	}
-	updated, err := requiredTime(path+".updated_at", is.UpdatedAt)
+	in, err := is.forgeIssue.task(m, path, repo)
 	if err != nil {
 		return bridge.TaskInput{}, err
 	}
-	in := bridge.TaskInput{
-		ID:          fmt.Sprintf("%s#%d", repo.FullName, *is.Number),
-		Title:       *is.Title,
-		Description: str(is.Body),
-		URL:         is.HTMLURL,
-		UpdatedAt:   updated,
-	}
-	for _, l := range is.Labels {
-		in.Labels = append(in.Labels, l.Name)
+	if r := str(is.StateReason); in.Status == "done" && (r == "not_planned" || r == "duplicate") {
+		in.Status = "cancelled"
 	}
 	users := is.Assignees
 	if len(users) == 0 && is.Assignee != nil {
@@ -202,23 +237,6 @@ func (github) task(m *mapping, path string, is *ghIssue, repo *ghRepo) (bridge.T
 	}
 	for _, u := range users {
 		in.Assignees = m.addAssignee(in.Assignees, u.Login)
-	}
-	name := repo.Name
-	if name == "" {
-		name = repo.FullName
-	}
-	in.Project = m.project(in.Labels, name)
-	in.Priority = priorityFromLabels(in.Labels)
-	switch is.State {
-	case "open", "":
-		in.Status = "open"
-	case "closed":
-		in.Status = "done"
-		if r := str(is.StateReason); r == "not_planned" || r == "duplicate" {
-			in.Status = "cancelled"
-		}
-	default:
-		return bridge.TaskInput{}, fieldErr(path+".state", "unknown state %q (want open or closed)", is.State)
 	}
 	milestone := ""
 	if ms := is.Milestone; ms != nil {
