@@ -22,39 +22,8 @@ NAME=caldav-clients
 
 need python3-caldav vdirsyncer khal litmus curl openssl
 
-http_port=$(free_port)
-imap_port=$(free_port)
-cb_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-secret="ci-secret-$(openssl rand -hex 8)"
-alice_pw="alice-$(openssl rand -hex 6)"
-bob_pw="bob-$(openssl rand -hex 6)"
-
 # 1. Build and configure.
-build_duebridge
-alice_hash=$(printf %s "$alice_pw" | "$work/duebridge" hash-password)
-bob_hash=$(printf %s "$bob_pw" | "$work/duebridge" hash-password)
-cat >"$work/duebridge.yaml" <<EOF
-data_dir: $work/data
-http:
-  listen: 127.0.0.1:$http_port
-  public_url: $base
-imap:
-  listen: 127.0.0.1:$imap_port
-users:
-  - name: alice
-    email: alice@example.com
-    password_hash: "$alice_hash"
-  - name: bob
-    email: bob@example.com
-    password_hash: "$bob_hash"
-sources:
-  - name: tracker
-    secret: $secret
-    callback_url: http://127.0.0.1:$cb_port/callback
-notifications:
-  lead_times: [24h, 1h]
-EOF
+configure_duebridge --callback alice bob
 
 # 2. The task system's callback endpoint, then duebridge.
 "$PY" "$root/testdata/caldav/clients/callback_receiver.py" "$cb_port" "$secret" "$work/callbacks.jsonl" &
@@ -62,9 +31,7 @@ pids+=($!)
 start_duebridge
 
 # 3. Tasks through the signed webhook.
-now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-due1=$(date -u -d '+2 days' +%Y-%m-%dT%H:00:00Z)
-due2=$(date -u -d '+4 days' +%Y-%m-%d)
+task_dates
 body=$(
 	cat <<EOF
 [{"id":"CI-1","title":"Ship release 2.1","project":"Release","assignees":["alice","bob"],"due":"$due1","priority":"high","url":"https://tracker.example.com/CI-1","updated_at":"$now","version":1},
@@ -73,9 +40,7 @@ body=$(
  {"id":"CI-4","title":"Bob only","project":"Release","assignees":["bob"],"due":"$due1","updated_at":"$now","version":1}]
 EOF
 )
-sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$secret" -hex | sed 's/^.*= //')
-answer=$(curl -sS -X POST -H "Content-Type: application/json" -H "X-Duebridge-Signature: sha256=$sig" \
-	--data-binary "$body" "$base/hooks/tracker")
+answer=$(post_tasks "$body")
 if [ "$answer" = '{"accepted":4,"ignored":0}' ]; then ok "webhook accepted 4 tasks"; else bad "webhook: $answer"; fi
 
 # 4a. python3-caldav.

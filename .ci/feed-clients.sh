@@ -22,35 +22,11 @@ NAME=feed-clients
 
 need python3-icalendar khal curl openssl
 
-http_port=$(free_port)
-imap_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-secret="ci-secret-$(openssl rand -hex 8)"
-alice_pw="alice-$(openssl rand -hex 6)"
-
-build_duebridge
-alice_hash=$(printf %s "$alice_pw" | "$work/duebridge" hash-password)
-cat >"$work/duebridge.yaml" <<EOF
-data_dir: $work/data
-http:
-  listen: 127.0.0.1:$http_port
-  public_url: $base
-imap:
-  listen: 127.0.0.1:$imap_port
-users:
-  - name: alice
-    email: alice@example.com
-    password_hash: "$alice_hash"
-sources:
-  - name: tracker
-    secret: $secret
-EOF
+configure_duebridge alice
 
 start_duebridge
 
-now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-due1=$(date -u -d '+2 days' +%Y-%m-%dT%H:00:00Z)
-due2=$(date -u -d '+4 days' +%Y-%m-%d)
+task_dates
 body=$(
 	cat <<EOF
 [{"id":"FD-1","title":"Ship release 2.1","project":"Release","assignees":["alice"],"due":"$due1","updated_at":"$now","version":1},
@@ -58,9 +34,7 @@ body=$(
  {"id":"FD-3","title":"Review the backup report","project":"Ops","assignees":["alice"],"updated_at":"$now","version":1}]
 EOF
 )
-sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$secret" -hex | sed 's/^.*= //')
-answer=$(curl -sS -m 10 -X POST -H "Content-Type: application/json" -H "X-Duebridge-Signature: sha256=$sig" \
-	--data-binary "$body" "$base/hooks/tracker")
+answer=$(post_tasks "$body")
 if [ "$answer" = '{"accepted":3,"ignored":0}' ]; then ok "webhook accepted 3 tasks"; else bad "webhook: $answer"; fi
 
 feed=$("$work/duebridge" feed-url --config "$work/duebridge.yaml" --user alice | head -1)

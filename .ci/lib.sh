@@ -78,3 +78,53 @@ start_duebridge() {
 	tail -20 "$work/server.log" >&2
 	exit 1
 }
+
+# configure_duebridge [--callback] USER...: picks $http_port and $imap_port
+# (and $cb_port with --callback), $base, the webhook $secret and a random
+# password per user ($alice_pw, ...), builds duebridge and writes
+# $work/duebridge.yaml: those users (USER@example.com), one source "tracker"
+# (calling back to 127.0.0.1:$cb_port/callback with --callback) and lead
+# times 24h and 1h. Append to the file for more.
+configure_duebridge() {
+	local callback= u pwvar hash
+	if [ "${1:-}" = --callback ]; then
+		callback=1
+		shift
+		cb_port=$(free_port)
+	fi
+	http_port=$(free_port)
+	imap_port=$(free_port)
+	base="http://127.0.0.1:$http_port"
+	secret="ci-secret-$(openssl rand -hex 8)"
+	build_duebridge
+	{
+		printf 'data_dir: %s\nhttp:\n  listen: 127.0.0.1:%s\n  public_url: %s\n' "$work/data" "$http_port" "$base"
+		printf 'imap:\n  listen: 127.0.0.1:%s\nusers:\n' "$imap_port"
+		for u; do
+			pwvar="${u}_pw"
+			printf -v "$pwvar" '%s' "$u-$(openssl rand -hex 6)"
+			hash=$(printf %s "${!pwvar}" | "$work/duebridge" hash-password)
+			printf '  - name: %s\n    email: %s@example.com\n    password_hash: "%s"\n' "$u" "$u" "$hash"
+		done
+		printf 'sources:\n  - name: tracker\n    secret: %s\n' "$secret"
+		[ -z "$callback" ] || printf '    callback_url: http://127.0.0.1:%s/callback\n' "$cb_port"
+		printf 'notifications:\n  lead_times: [24h, 1h]\n'
+	} >"$work/duebridge.yaml"
+}
+
+# task_dates: $now, and due dates two days ($due1, a time) and four days
+# ($due2, a date) from now, so the scripts pass on any day.
+task_dates() {
+	now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	due1=$(date -u -d '+2 days' +%Y-%m-%dT%H:00:00Z)
+	due2=$(date -u -d '+4 days' +%Y-%m-%d)
+}
+
+# post_tasks BODY: sends BODY to source "tracker" signed with $secret and
+# prints the answer.
+post_tasks() {
+	local sig
+	sig=$(printf %s "$1" | openssl dgst -sha256 -hmac "$secret" -hex | sed 's/^.*= //')
+	curl -sS -m 30 -X POST -H "Content-Type: application/json" -H "X-Duebridge-Signature: sha256=$sig" \
+		--data-binary "$1" "$base/hooks/tracker"
+}

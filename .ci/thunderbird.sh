@@ -21,36 +21,10 @@ limit=${TB_SECONDS:-120}
 
 need thunderbird xvfb xauth curl openssl python3
 
-http_port=$(free_port)
-imap_port=$(free_port)
-base="http://127.0.0.1:$http_port"
-secret="ci-secret-$(openssl rand -hex 8)"
-alice_pw="alice-$(openssl rand -hex 6)"
-
-build_duebridge
-alice_hash=$(printf %s "$alice_pw" | "$work/duebridge" hash-password)
-cat >"$work/duebridge.yaml" <<EOF
-data_dir: $work/data
-http:
-  listen: 127.0.0.1:$http_port
-  public_url: $base
-imap:
-  listen: 127.0.0.1:$imap_port
-users:
-  - name: alice
-    email: alice@example.com
-    password_hash: "$alice_hash"
-sources:
-  - name: tracker
-    secret: $secret
-notifications:
-  lead_times: [24h, 1h]
-EOF
+configure_duebridge alice
 start_duebridge
 
-now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-due1=$(date -u -d '+2 days' +%Y-%m-%dT%H:00:00Z)
-due2=$(date -u -d '+4 days' +%Y-%m-%d)
+task_dates
 body=$(
 	cat <<EOF
 [{"id":"TB-1","title":"Ship release 2.1","project":"Release","assignees":["alice"],"due":"$due1","priority":"high","updated_at":"$now","version":1},
@@ -58,9 +32,7 @@ body=$(
  {"id":"TB-3","title":"Review the backup report","project":"Ops","assignees":["alice"],"updated_at":"$now","version":1}]
 EOF
 )
-sig=$(printf %s "$body" | openssl dgst -sha256 -hmac "$secret" -hex | sed 's/^.*= //')
-answer=$(curl -sS -X POST -H "Content-Type: application/json" -H "X-Duebridge-Signature: sha256=$sig" \
-	--data-binary "$body" "$base/hooks/tracker")
+answer=$(post_tasks "$body")
 if [ "$answer" = '{"accepted":3,"ignored":0}' ]; then ok "webhook accepted 3 tasks"; else bad "webhook: $answer"; fi
 
 # The profile.
