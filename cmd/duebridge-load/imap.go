@@ -172,7 +172,7 @@ func openIdlers(ctx context.Context, addr string, k int, users []string, pass fu
 	if e := firstErr.get(); e != nil {
 		return opened, e
 	}
-	return opened, nil
+	return opened, idleBarrier.wait(ctx, len(opened))
 }
 
 // appender delivers messages by APPEND, the trigger against servers without

@@ -70,6 +70,7 @@ type options struct {
 	Idle         int
 	IdleParallel int
 	SourceAddrs  []netip.Addr
+	IdleBarrier  barrier
 	DAV          int
 	PollInterval time.Duration
 	Rate         float64
@@ -133,6 +134,8 @@ func parseFlags(args []string) (*options, error) {
 
 	fs.IntVar(&o.Idle, "idle", 100, "IMAP connections held in IDLE (K)")
 	fs.IntVar(&o.IdleParallel, "idle-parallel", 32, "IMAP connections opened at a time")
+	fs.StringVar(&o.IdleBarrier.ReadyFile, "idle-ready", "", "after opening the IDLE connections, write their count to this file (several load processes, bench/idle100k.sh)")
+	fs.StringVar(&o.IdleBarrier.GoFile, "idle-go", "", "after opening the IDLE connections, wait until this file exists before the measured phase")
 	srcAddrs := fs.String("source-addrs", "", "local loopback addresses the IMAP connections bind to, round-robin, e.g. 127.0.0.2,127.0.0.3 (each has ~28,000 ephemeral ports)")
 	fs.IntVar(&o.DAV, "dav", 10, "CalDAV clients polling the way iOS does (C)")
 	fs.DurationVar(&o.PollInterval, "poll-interval", time.Second, "pause between one CalDAV client's polls")
@@ -260,7 +263,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "duebridge-load:", err)
 		os.Exit(2)
 	}
-	idleSources = newSources(o.SourceAddrs)
+	idleSources, idleBarrier = newSources(o.SourceAddrs), o.IdleBarrier
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, o, os.Stderr)

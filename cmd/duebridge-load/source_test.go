@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 )
@@ -56,5 +57,43 @@ func TestSourceAddrsLoopbackOnly(t *testing.T) {
 		if _, err := parseFlags([]string{"--imap", "127.0.0.1:1", "--source-addrs", bad}); err == nil {
 			t.Errorf("--source-addrs %q accepted", bad)
 		}
+	}
+}
+
+// The barrier reports the open connections and waits for the go file.
+func TestIdleBarrier(t *testing.T) {
+	dir := t.TempDir()
+	b := barrier{ReadyFile: dir + "/ready", GoFile: dir + "/go"}
+	done := make(chan error, 1)
+	go func() { done <- b.wait(context.Background(), 42) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := os.ReadFile(b.ReadyFile)
+		if err == nil {
+			if string(got) != "42\n" {
+				t.Fatalf("ready file %q, want 42", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no ready file")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("returned before the go file: %v", err)
+	default:
+	}
+	if err := os.WriteFile(b.GoFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := (barrier{GoFile: dir + "/never"}).wait(ctx, 1); err == nil {
+		t.Error("a cancelled wait returned nil")
 	}
 }
