@@ -75,12 +75,13 @@ pg_cluster=${DUEBRIDGE_CI_PG_CLUSTER:-duebridge}
 if [ -n "$pg_version" ] && ! pg_lsclusters -h 2>/dev/null | awk -v v="$pg_version" -v c="$pg_cluster" '$1==v && $2==c && $4=="online" {f=1} END {exit !f}'; then
 	pg_started=1
 fi
-export DUEBRIDGE_CI_PG_DB=duebridge_idle100k
-eval "$(sh .ci/postgres.sh)"
+# Not exported: duebridge reads DUEBRIDGE_* variables as config keys.
+db=duebridge_idle100k
+eval "$(DUEBRIDGE_CI_PG_DB=$db sh .ci/postgres.sh)"
 pg_version=$(ls /usr/lib/postgresql/ | sort -n | tail -1)
 runuser -u postgres -- psql -X -q -h /var/run/postgresql -p "${DUEBRIDGE_CI_PG_PORT:-5433}" -d postgres \
-	-c "DROP DATABASE IF EXISTS $DUEBRIDGE_CI_PG_DB WITH (FORCE)" \
-	-c "CREATE DATABASE $DUEBRIDGE_CI_PG_DB OWNER ${DUEBRIDGE_CI_PG_USER:-duebridge}"
+	-c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
+	-c "CREATE DATABASE $db OWNER ${DUEBRIDGE_CI_PG_USER:-duebridge}"
 
 log "building into $OUT"
 go build -o "$OUT/duebridge" ./cmd/duebridge
@@ -221,18 +222,20 @@ sleep 5 # let the last IDLEs settle
 {
 	echo "# bench/idle100k.sh $(date -u +%FT%TZ) commit $commit: CONNS=$CONNS REPLICAS=$REPLICAS USERS=$USERS RATE=$RATE DURATION=$DURATION"
 	echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-	printf '%-8s %8s %8s %10s %12s %10s %10s\n' replica conns idling rss_mib kib_per_conn goroutines g_per_conn
-	tot_rss=0 tot_rss0=0 tot_g=0 tot_g0=0 tot_idle=0
+	printf '%-8s %8s %8s %10s %12s %10s %10s %9s %9s\n' replica conns idling rss_mib kib_per_conn goroutines g_per_conn heap_mib stack_mib
+	tot_rss=0 tot_rss0=0 tot_g=0 tot_g0=0 tot_idle=0 tot_heap=0 tot_stack=0
 	for ((r = 0; r < REPLICAS; r++)); do
 		rss=$(rss_kib "${rpids[r]}") g=$(metric "$r" go_goroutines) idl=$(metric "$r" duebridge_imap_idling)
 		c=$(metric "$r" duebridge_imap_connections)
+		heap=$(metric "$r" go_memstats_heap_inuse_bytes) stack=$(metric "$r" go_memstats_stack_inuse_bytes)
+		tot_heap=$((tot_heap + heap)) tot_stack=$((tot_stack + stack))
 		tot_rss=$((tot_rss + rss)) tot_rss0=$((tot_rss0 + rss0[r])) tot_g=$((tot_g + g)) tot_g0=$((tot_g0 + g0[r]))
 		tot_idle=$((tot_idle + idl))
-		awk -v r="r$r" -v c="$c" -v i="$idl" -v rss="$rss" -v rss0="${rss0[r]}" -v g="$g" -v g0="${g0[r]}" 'BEGIN {
-			printf "%-8s %8d %8d %10.0f %12.1f %10d %10.2f\n", r, c, i, rss/1024, (rss-rss0)/(i>0?i:1), g, (g-g0)/(i>0?i:1) }'
+		awk -v r="r$r" -v c="$c" -v i="$idl" -v rss="$rss" -v rss0="${rss0[r]}" -v g="$g" -v g0="${g0[r]}" -v h="$heap" -v s="$stack" 'BEGIN {
+			printf "%-8s %8d %8d %10.0f %12.1f %10d %10.2f %9.0f %9.0f\n", r, c, i, rss/1024, (rss-rss0)/(i>0?i:1), g, (g-g0)/(i>0?i:1), h/2^20, s/2^20 }'
 	done
-	awk -v i="$tot_idle" -v rss="$tot_rss" -v rss0="$tot_rss0" -v g="$tot_g" -v g0="$tot_g0" 'BEGIN {
-		printf "%-8s %8s %8d %10.0f %12.1f %10d %10.2f\n", "total", "", i, rss/1024, (rss-rss0)/(i>0?i:1), g, (g-g0)/(i>0?i:1) }'
+	awk -v i="$tot_idle" -v rss="$tot_rss" -v rss0="$tot_rss0" -v g="$tot_g" -v g0="$tot_g0" -v h="$tot_heap" -v s="$tot_stack" 'BEGIN {
+		printf "%-8s %8s %8d %10.0f %12.1f %10d %10.2f %9.0f %9.0f\n", "total", "", i, rss/1024, (rss-rss0)/(i>0?i:1), g, (g-g0)/(i>0?i:1), h/2^20, s/2^20 }'
 } | tee "$OUT/summary.txt"
 
 touch "$OUT/go"

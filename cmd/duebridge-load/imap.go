@@ -169,10 +169,15 @@ func openIdlers(ctx context.Context, addr string, k int, users []string, pass fu
 			opened = append(opened, d)
 		}
 	}
+	// The other load processes wait for this one's count even when some
+	// connections failed (the caller reports those).
+	if err := idleBarrier.wait(ctx, len(opened)); err != nil {
+		return opened, err
+	}
 	if e := firstErr.get(); e != nil {
 		return opened, e
 	}
-	return opened, idleBarrier.wait(ctx, len(opened))
+	return opened, nil
 }
 
 // appender delivers messages by APPEND, the trigger against servers without
