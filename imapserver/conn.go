@@ -50,7 +50,14 @@ type conn struct {
 
 	// Reader state, owned by the goroutine that calls Read (the library's
 	// connection goroutine; SetReadDeadline comes from it too).
+	//
+	// r is borrowed from readBufs only while bytes are buffered or a command
+	// is being read: between commands (and all through IDLE, where nearly
+	// every connection spends its life) it is nil and the goroutine waits
+	// in a one-byte read (src), so an idle connection holds no read buffer.
 	r        *bufio.Reader
+	src      firstByte
+	bufHeld  atomic.Bool // r is borrowed (counted in Server.readBufsHeld)
 	state    readState
 	pending  []byte // what the next Read returns
 	readErr  error  // returned once pending is drained
@@ -101,7 +108,77 @@ func newConn(srv *Server, c net.Conn, implicitTLS bool) *conn {
 		start:     time.Now(),
 		transport: c,
 		isTLS:     implicitTLS,
-		r:         bufio.NewReaderSize(c, connBufSize),
+	}
+}
+
+// readBufs holds the read buffers of connections that are between
+// commands. go-imap keeps its own 4 KiB reader and writer per connection;
+// ours need not stay too.
+var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, connBufSize) }}
+
+// firstByte is the source of a borrowed read buffer: the byte (or error)
+// the wait for the next command returned, then the transport.
+type firstByte struct {
+	c   *conn
+	b   [1]byte
+	n   int
+	err error
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	if f.n > 0 && len(p) > 0 {
+		p[0], f.n = f.b[0], 0
+		return 1, nil
+	}
+	if f.err != nil {
+		err := f.err
+		f.err = nil
+		return 0, err
+	}
+	// transport changes only on this goroutine (startTLS), so no lock.
+	return f.c.transport.Read(p)
+}
+
+// buf returns the read buffer, first waiting (without one) for the next
+// byte from the client when none is borrowed.
+func (c *conn) buf() (*bufio.Reader, error) {
+	if c.r != nil {
+		return c.r, nil
+	}
+	c.src.c = c
+	n, err := c.transport.Read(c.src.b[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return nil, err
+	}
+	c.src.n, c.src.err = n, err
+	c.r = readBufs.Get().(*bufio.Reader)
+	c.r.Reset(&c.src)
+	if !c.bufHeld.Swap(true) {
+		c.srv.readBufsHeld.Add(1)
+	}
+	return c.r, nil
+}
+
+// releaseBuf returns an empty read buffer between commands. Only called
+// when pending is drained: pending may be a view into the buffer.
+func (c *conn) releaseBuf() {
+	if c.r == nil || c.r.Buffered() > 0 || (c.state != stCommand && c.state != stIdle) {
+		return
+	}
+	c.r.Reset(nil)
+	readBufs.Put(c.r)
+	c.r = nil
+	c.unholdBuf()
+}
+
+// unholdBuf uncounts the borrowed buffer: when it goes back to the pool,
+// or when the connection closes or fails with it (then the GC takes it).
+func (c *conn) unholdBuf() {
+	if c.bufHeld.Swap(false) {
+		c.srv.readBufsHeld.Add(-1)
 	}
 }
 
@@ -122,10 +199,12 @@ func (c *conn) setAuthenticated() {
 
 func (c *conn) Read(p []byte) (int, error) {
 	for len(c.pending) == 0 {
+		c.releaseBuf()
 		if err := c.fill(); err != nil {
 			// Errors are final: the library may otherwise answer a
 			// half-read command with BAD and try to read on.
 			c.readErr = err
+			c.unholdBuf()
 			return 0, err
 		}
 	}
@@ -184,12 +263,16 @@ func (c *conn) fill() error {
 				continue
 			}
 			c.litSync = false
-			if _, err := c.r.Peek(1); err != nil {
+			r, err := c.buf()
+			if err == nil {
+				_, err = r.Peek(1)
+			}
+			if err != nil {
 				return c.failed(err)
 			}
-			n := min(int64(c.r.Buffered()), c.literal)
-			b, _ := c.r.Peek(int(n))
-			c.r.Discard(int(n))
+			n := min(int64(r.Buffered()), c.literal)
+			b, _ := r.Peek(int(n))
+			r.Discard(int(n))
 			if c.literal -= n; c.literal == 0 {
 				c.state = stContinued
 			}
@@ -280,13 +363,17 @@ func (c *conn) fill() error {
 // or, for a line longer than the buffer, a copy of at most maxCommandLine
 // bytes (go-imap's own limit on a command).
 func (c *conn) readLine() ([]byte, error) {
-	line, err := c.r.ReadSlice('\n')
+	r, err := c.buf()
+	if err != nil {
+		return nil, err
+	}
+	line, err := r.ReadSlice('\n')
 	if !errors.Is(err, bufio.ErrBufferFull) {
 		return line, err
 	}
 	long := bytes.Clone(line)
 	for {
-		more, err := c.r.ReadSlice('\n')
+		more, err := r.ReadSlice('\n')
 		long = append(long, more...)
 		if len(long) > maxCommandLine {
 			c.bye("Command line too long")
@@ -473,12 +560,16 @@ func (c *conn) answerID(tag string, line []byte) error {
 			}
 		}
 		for n > 0 {
-			b, err := c.r.Peek(int(min(n, connBufSize)))
+			r, err := c.buf()
+			if err != nil {
+				return err
+			}
+			b, err := r.Peek(int(min(n, connBufSize)))
 			if len(b) == 0 {
 				return err
 			}
 			add(b)
-			c.r.Discard(len(b))
+			r.Discard(len(b))
 			n -= int64(len(b))
 		}
 		var err error
@@ -556,10 +647,10 @@ func (c *conn) startTLS(tag string) error {
 	// Bytes the client sent after STARTTLS in the same packet belong to the
 	// handshake (or are an injection attempt, which then fails it); they are
 	// never read as commands.
-	if n := c.r.Buffered(); n > 0 {
-		b, _ := c.r.Peek(n)
+	if c.r != nil && c.r.Buffered() > 0 {
+		b, _ := c.r.Peek(c.r.Buffered())
 		rd = io.MultiReader(bytes.NewReader(bytes.Clone(b)), raw)
-		c.r.Discard(n)
+		c.r.Discard(len(b))
 	}
 	tc := tls.Server(&prefixConn{Conn: raw, r: rd}, c.srv.opts.TLSConfig)
 	c.transport, c.isTLS = tc, true
@@ -569,7 +660,8 @@ func (c *conn) startTLS(tag string) error {
 		return fmt.Errorf("starttls handshake: %w", err)
 	}
 	raw.SetWriteDeadline(time.Time{})
-	c.r.Reset(tc)
+	// The buffer, if still borrowed, is empty; its source reads the new
+	// transport from now on.
 	c.srv.metrics.starttls.Inc()
 	return c.applyReadDeadline()
 }
@@ -655,6 +747,7 @@ func (c *conn) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
 		c.srv.metrics.conns.Dec()
+		c.unholdBuf()
 		c.wmu.Lock()
 		t := c.transport
 		c.wmu.Unlock()

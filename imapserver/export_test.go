@@ -62,3 +62,6 @@ func HeaderFieldsFast(data []byte, bs *imap.FetchItemBodySection) (out []byte, s
 	}
 	return b.Bytes(), size, true
 }
+
+// ReadBuffersHeld reports how many connections hold a read buffer.
+func (s *Server) ReadBuffersHeld() int64 { return s.readBufsHeld.Load() }

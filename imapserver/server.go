@@ -29,6 +29,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -92,6 +93,10 @@ type Server struct {
 	cancel context.CancelFunc
 
 	handshakeTimeout time.Duration // TLS handshakes (tests shorten it)
+
+	// readBufsHeld counts connections holding a read buffer (conn.buf):
+	// those reading a command, not those between commands or in IDLE.
+	readBufsHeld atomic.Int64
 
 	mu        sync.Mutex
 	closed    bool

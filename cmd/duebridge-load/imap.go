@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,9 +31,8 @@ type idler struct {
 // and enters IDLE.
 func dialIdler(ctx context.Context, addr string, user int, name, pass string, onArrive func()) (*idler, error) {
 	d := &idler{user: user, onArrive: onArrive}
-	var dialer net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := dialer.DialContext(dctx, "tcp", addr)
+	conn, err := idleSources.dial(dctx, addr)
 	cancel()
 	if err != nil {
 		return nil, err
@@ -170,6 +168,11 @@ func openIdlers(ctx context.Context, addr string, k int, users []string, pass fu
 		if d != nil {
 			opened = append(opened, d)
 		}
+	}
+	// The other load processes wait for this one's count even when some
+	// connections failed (the caller reports those).
+	if err := idleBarrier.wait(ctx, len(opened)); err != nil {
+		return opened, err
 	}
 	if e := firstErr.get(); e != nil {
 		return opened, e

@@ -35,6 +35,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -68,6 +69,8 @@ type options struct {
 
 	Idle         int
 	IdleParallel int
+	SourceAddrs  []netip.Addr
+	IdleBarrier  barrier
 	DAV          int
 	PollInterval time.Duration
 	Rate         float64
@@ -131,6 +134,9 @@ func parseFlags(args []string) (*options, error) {
 
 	fs.IntVar(&o.Idle, "idle", 100, "IMAP connections held in IDLE (K)")
 	fs.IntVar(&o.IdleParallel, "idle-parallel", 32, "IMAP connections opened at a time")
+	fs.StringVar(&o.IdleBarrier.ReadyFile, "idle-ready", "", "after opening the IDLE connections, write their count to this file (several load processes, bench/idle100k.sh)")
+	fs.StringVar(&o.IdleBarrier.GoFile, "idle-go", "", "after opening the IDLE connections, wait until this file exists before the measured phase")
+	srcAddrs := fs.String("source-addrs", "", "local loopback addresses the IMAP connections bind to, round-robin, e.g. 127.0.0.2,127.0.0.3 (each has ~28,000 ephemeral ports)")
 	fs.IntVar(&o.DAV, "dav", 10, "CalDAV clients polling the way iOS does (C)")
 	fs.DurationVar(&o.PollInterval, "poll-interval", time.Second, "pause between one CalDAV client's polls")
 	fs.Float64Var(&o.Rate, "rate", 50, "webhook requests per second in the measured phase (R)")
@@ -171,6 +177,10 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if o.SourceAddrs, err = parseSourceAddrs(*srcAddrs); err != nil {
+		return nil, err
 	}
 	if o.Phones > 0 {
 		o.Scenario = "phones"
@@ -253,6 +263,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "duebridge-load:", err)
 		os.Exit(2)
 	}
+	idleSources, idleBarrier = newSources(o.SourceAddrs), o.IdleBarrier
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, o, os.Stderr)
