@@ -68,6 +68,14 @@ type guard struct {
 	trusted map[string]time.Time
 	shared  store.Store // nil: this process only
 	writes  int         // shared failure writes, to prune now and then
+
+	// Trusted pairs bound for the shared records are written in batches,
+	// one transaction each, by at most one goroutine at a time (flushing):
+	// while one batch is written the next fills, so the logins of a
+	// restart's reconnect storm cost a few transactions instead of one
+	// each, all queued on the store's single writer.
+	nextTrust *trustBatch
+	flushing  bool
 }
 
 type failureLog struct {
@@ -257,7 +265,7 @@ func (g *guard) success(name, client string, now time.Time) {
 		return
 	}
 	if g.successMem(name, client, now) && g.shared != nil {
-		g.trustShared(name, client, now.Add(trustTTL))
+		g.queueTrust(name, client, now.Add(trustTTL))
 	}
 }
 
@@ -506,9 +514,60 @@ func (g *guard) failureShared(name, client string, at attempt, now time.Time, li
 	return r, err
 }
 
-// trustShared records a successful login's pair in the database. A failure
-// only costs the pair on other replicas (they fall back to the lock rules).
-func (g *guard) trustShared(name, client string, until time.Time) {
+// trustBatch is the pairs of successful logins one shared transaction
+// writes; done is closed when it has been written (or has failed).
+type trustBatch struct {
+	pairs map[[2]string]time.Time
+	done  chan struct{}
+}
+
+// queueTrust hands a successful login's pair to the shared records' writer,
+// starting it if none runs, and waits until its batch is written or
+// sharedTimeout has passed: a login answered after that is trusted on
+// every replica, as when each wrote its own.
+func (g *guard) queueTrust(name, client string, until time.Time) {
+	g.mu.Lock()
+	if g.nextTrust == nil {
+		g.nextTrust = &trustBatch{pairs: map[[2]string]time.Time{}, done: make(chan struct{})}
+	}
+	b := g.nextTrust
+	b.pairs[[2]string{name, client}] = until
+	if !g.flushing {
+		g.flushing = true
+		go g.flushTrust()
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(sharedTimeout)
+	defer t.Stop()
+	select {
+	case <-b.done:
+	case <-t.C:
+	}
+}
+
+// flushTrust writes batches until none is waiting. A failed write only
+// costs those pairs on other replicas (they fall back to the lock rules),
+// as a lost pair always did.
+func (g *guard) flushTrust() {
+	for {
+		g.mu.Lock()
+		b := g.nextTrust
+		g.nextTrust = nil
+		if b == nil {
+			g.flushing = false
+		}
+		g.mu.Unlock()
+		if b == nil {
+			return
+		}
+		g.trustShared(b.pairs)
+		close(b.done)
+	}
+}
+
+// trustShared records successful logins' pairs in the database, in one
+// transaction.
+func (g *guard) trustShared(batch map[[2]string]time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
 	defer cancel()
 	g.shared.Update(ctx, func(tx store.Tx) error {
@@ -516,6 +575,11 @@ func (g *guard) trustShared(name, client string, until time.Time) {
 		if err != nil {
 			return err
 		}
-		return ltx.TrustLogin(name, client, until.UnixNano())
+		for k, until := range batch {
+			if err := ltx.TrustLogin(k[0], k[1], until.UnixNano()); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
