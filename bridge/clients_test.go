@@ -17,6 +17,7 @@ import (
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -300,7 +301,7 @@ func TestRerenderIfStale(t *testing.T) {
 		"DESCRIPTION:x\r\nTRIGGER;VALUE=DATE-TIME:20260101T000000Z\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
 	err := e.svc.Store().Update(ctx, func(tx store.Tx) error {
 		if err := tx.PutObject(&store.Object{User: "alice", Collection: "release-deadlines", Name: "tracker-T-1.ics",
-			UID: "deadline-tracker-T-1@duebridge", Source: "tracker", TaskID: "T-1", ETag: bridge.ETag([]byte(old)), Data: []byte(old)}); err != nil {
+			UID: "deadline-tracker-T-1@duebridge", Source: "tracker", TaskID: "T-1", ETag: render.ETag([]byte(old)), Data: []byte(old)}); err != nil {
 			return err
 		}
 		return tx.Set("render_version", "1")

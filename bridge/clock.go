@@ -4,12 +4,13 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 )
 
 // This file holds the deadline engine's time handling: the clock seam that
 // lets tests run in virtual time (the fake lives in internal/fakeclock, out
 // of production code), and every calendar computation in a user's
-// zone (quiet hours, digest times). DueInstant, which defines what an all-day
+// zone (quiet hours, digest times). render.DueInstant, which defines what an all-day
 // due date means, lives with the rendering in ical.go because the VALARMs and
 // the reminder mails must share it.
 
@@ -58,14 +59,6 @@ func (t realTimer) C() <-chan time.Time        { return t.t.C }
 func (t realTimer) Stop() bool                 { return t.t.Stop() }
 func (t realTimer) Reset(d time.Duration) bool { return t.t.Reset(d) }
 
-// userLocation is the zone of a user's local times (UTC if unset).
-func userLocation(u *config.User) *time.Location {
-	if u == nil || u.Location == nil {
-		return time.UTC
-	}
-	return u.Location
-}
-
 // clockOn returns the instant of a local time of day (an offset from local
 // midnight, as the config stores HH:MM) on the date of day in loc. It goes
 // through time.Date, not midnight plus a duration, so 07:00 stays 07:00 on
@@ -88,7 +81,7 @@ func QuietUntil(u *config.User, now time.Time) (time.Time, bool) {
 	if u == nil || u.QuietHours == nil {
 		return time.Time{}, false
 	}
-	q, loc := u.QuietHours, userLocation(u)
+	q, loc := u.QuietHours, render.UserLocation(u)
 	tod := timeOfDay(now, loc)
 	switch {
 	case q.Start < q.End && tod >= q.Start && tod < q.End:
@@ -105,7 +98,7 @@ func QuietUntil(u *config.User, now time.Time) (time.Time, bool) {
 // user's daily digest was due, and that slot's local date (the key that
 // makes each day's digest go out once).
 func digestSlot(u *config.User, now time.Time) (time.Time, string) {
-	loc := userLocation(u)
+	loc := render.UserLocation(u)
 	slot := clockOn(now, u.DigestAt, loc)
 	if slot.After(now) {
 		slot = clockOn(now.In(loc).AddDate(0, 0, -1), u.DigestAt, loc)
@@ -115,7 +108,7 @@ func digestSlot(u *config.User, now time.Time) (time.Time, string) {
 
 // nextDigestSlot returns the first digest time after now.
 func nextDigestSlot(u *config.User, now time.Time) time.Time {
-	loc := userLocation(u)
+	loc := render.UserLocation(u)
 	slot := clockOn(now, u.DigestAt, loc)
 	if !slot.After(now) {
 		slot = clockOn(now.In(loc).AddDate(0, 0, 1), u.DigestAt, loc)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -217,8 +218,8 @@ func TestProjectColourStable(t *testing.T) {
 		}
 		return ""
 	}
-	want := bridge.Palette[bridge.ProjectColor("Payments")]
-	if colour(a) != want || (bridge.ProjectColor("Zebra") != bridge.ProjectColor("Payments") && colour(b) != want) {
+	want := render.Palette[render.ProjectColor("Payments")]
+	if colour(a) != want || (render.ProjectColor("Zebra") != render.ProjectColor("Payments") && colour(b) != want) {
 		t.Fatalf("Payments is %s alone and %s after Zebra, want %s", colour(a), colour(b), want)
 	}
 }

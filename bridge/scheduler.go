@@ -12,13 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
 // Scheduler is the deadline engine: it writes the "due soon" mail at each
 // lead time before a task's due instant and the "overdue" mail at the due
 // instant, for users whose notify setting asks for mail (for the others the
-// VALARMs on the CalDAV objects carry the same lead times and DueInstant),
+// VALARMs on the CalDAV objects carry the same lead times and render.DueInstant),
 // and the opt-in daily digest. It also writes the done/reopened mails that
 // waited out their coalescing window (coalesce.go).
 //
@@ -282,7 +283,7 @@ func hiddenFor(tx store.Tx, user string, t *store.Task) (bool, error) {
 // re-planned (after a reload, or a config edited while duebridge was down).
 func alertFingerprint(cfg *config.Config, u *config.User) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "notify=%s;tz=%s;default=%v", u.Notify, userLocation(u), cfg.LeadTimesFor(u, nil))
+	fmt.Fprintf(&b, "notify=%s;tz=%s;default=%v", u.Notify, render.UserLocation(u), cfg.LeadTimesFor(u, nil))
 	for i := range cfg.Sources {
 		fmt.Fprintf(&b, ";%s=%v", cfg.Sources[i].Name, cfg.LeadTimesFor(u, &cfg.Sources[i]))
 	}
@@ -384,8 +385,8 @@ func (p *firePass) fire(a *store.Alert) error {
 		return err
 	}
 
-	loc := userLocation(u)
-	due := DueInstant(t.Due, loc)
+	loc := render.UserLocation(u)
+	due := render.DueInstant(t.Due, loc)
 	instants := alertInstants(p.cfg, u, p.cfg.Source(t.Source), due)
 	var first, latest time.Time
 	for _, at := range instants {
@@ -397,7 +398,7 @@ func (p *firePass) fire(a *store.Alert) error {
 		}
 	}
 	if !latest.IsZero() {
-		urgent := Urgency(t, due, now) >= UrgentScore
+		urgent := render.Urgency(t, due, now) >= render.UrgentScore
 		if end, quiet := QuietUntil(u, now); quiet && !(urgent && u.QuietHours.AllowUrgent) {
 			a.AlertAt, a.FireAt = first, end
 			p.sc.held.Inc()
@@ -437,27 +438,27 @@ func alertInstants(cfg *config.Config, u *config.User, src *config.Source, due t
 
 // alertMail writes the due-soon or overdue mail for the instant at.
 func (p *firePass) alertMail(u *config.User, t *store.Task, due, at time.Time, urgent bool) error {
-	ev, lead := MailOverdue, time.Duration(0)
+	ev, lead := render.MailOverdue, time.Duration(0)
 	if at.Before(due) {
-		ev, lead = MailDueSoon, due.Sub(at)
+		ev, lead = render.MailDueSoon, due.Sub(at)
 		if p.now.Sub(at) > catchUpGrace {
 			// Late (downtime, quiet hours): say how long is actually left.
 			lead = max(due.Sub(p.now).Truncate(time.Minute), time.Minute)
 		}
 	}
-	in := MailInput{Event: ev, Task: t, User: u, Lead: lead, Urgent: urgent}
+	in := render.MailInput{Event: ev, Task: t, User: u, Lead: lead, Urgent: urgent}
 	if err := p.fill(&in); err != nil {
 		return err
 	}
-	data, err := NotificationMail(in)
+	data, err := render.NotificationMail(in)
 	if err != nil {
 		return fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
 	}
-	return p.append(u, t.Source, t.ID, MessageID(in), data, urgent, ev)
+	return p.append(u, t.Source, t.ID, render.MessageID(in), data, urgent, ev)
 }
 
-// fill sets the parts of a MailInput every scheduler mail shares.
-func (p *firePass) fill(in *MailInput) error {
+// fill sets the parts of a render.MailInput every scheduler mail shares.
+func (p *firePass) fill(in *render.MailInput) error {
 	seq, err := p.tx.Seq()
 	if err != nil {
 		return err
@@ -466,7 +467,7 @@ func (p *firePass) fill(in *MailInput) error {
 	return nil
 }
 
-func (p *firePass) append(u *config.User, source, taskID, msgID string, data []byte, urgent bool, ev MailEvent) error {
+func (p *firePass) append(u *config.User, source, taskID, msgID string, data []byte, urgent bool, ev render.MailEvent) error {
 	if !p.inbox[u.Name] {
 		if _, err := p.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
 			return err

@@ -17,6 +17,7 @@ import (
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -137,7 +138,7 @@ func (w *world) mails(user string, events ...string) []sentMail {
 // alerts returns the due-soon and overdue mails of alice.
 func (w *world) alerts() []sentMail {
 	w.t.Helper()
-	return w.mails("alice", string(bridge.MailDueSoon), string(bridge.MailOverdue))
+	return w.mails("alice", string(render.MailDueSoon), string(render.MailOverdue))
 }
 
 // plainText returns the first text/plain part, decoded.
@@ -215,7 +216,7 @@ func TestEachLeadTimeFiresOnce(t *testing.T) {
 		t.Fatalf("after arming, next wake-up = %s, want the 24h lead time %s", next, due.Add(-24*time.Hour))
 	}
 	w.wantAlerts("before the first lead time")
-	if n := len(w.mails("alice", string(bridge.MailAssigned))); n != 1 {
+	if n := len(w.mails("alice", string(render.MailAssigned))); n != 1 {
 		t.Fatalf("assignment mails = %d, want 1", n)
 	}
 
@@ -321,7 +322,7 @@ func TestMovingDueDateRearms(t *testing.T) {
 	in.Due, in.UpdatedAt = store.When{Time: due.Add(12 * time.Hour)}, w.clock.Now()
 	w.ingest(in)
 	w.tick()
-	if n := len(w.mails("alice", string(bridge.MailDueChanged))); n != 1 {
+	if n := len(w.mails("alice", string(render.MailDueChanged))); n != 1 {
 		t.Fatalf("due-changed mails = %d, want 1", n)
 	}
 	w.at(due) // the old due time passes: no overdue mail
@@ -421,7 +422,7 @@ func TestAlarmsAndMailAgree(t *testing.T) {
 	w.ingest(bridge.TaskInput{ID: "T-1", Title: "All-day task", Assignees: []string{"alice"}, Due: store.When{Time: day, AllDay: true}})
 	var todo []byte
 	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
-		o, err := tx.Object("alice", "inbox-tasks", bridge.ObjectName("tracker", "T-1"))
+		o, err := tx.Object("alice", "inbox-tasks", render.ObjectName("tracker", "T-1"))
 		if err == nil {
 			todo = o.Data
 		}
@@ -668,7 +669,7 @@ func TestUrgencyScore(t *testing.T) {
 		if !c.noDue {
 			due = now.Add(c.left)
 		}
-		if got := bridge.Urgency(tk, due, now); got != c.want {
+		if got := render.Urgency(tk, due, now); got != c.want {
 			t.Errorf("%s: Urgency = %d, want %d", name, got, c.want)
 		}
 	}
@@ -676,7 +677,7 @@ func TestUrgencyScore(t *testing.T) {
 	tk := &store.Task{Priority: "normal", Status: "open"}
 	prev := -1
 	for left := 10 * 24 * time.Hour; left > -24*time.Hour; left -= 10 * time.Minute {
-		s := bridge.Urgency(tk, now.Add(left), now)
+		s := render.Urgency(tk, now.Add(left), now)
 		if s < prev {
 			t.Fatalf("score fell from %d to %d at %v before due", prev, s, left)
 		}
@@ -695,7 +696,7 @@ func TestRankByUrgencyIsTotal(t *testing.T) {
 		{Source: "z", ID: "9", Priority: "urgent", Status: "open"},
 	}
 	var got []string
-	for _, r := range bridge.RankByUrgency(tasks, time.UTC, t0) {
+	for _, r := range render.RankByUrgency(tasks, time.UTC, t0) {
 		got = append(got, r.Task.Source+"/"+r.Task.ID)
 	}
 	if want := []string{"z/9", "a/0", "a/1", "a/2", "b/1"}; !slices.Equal(got, want) {

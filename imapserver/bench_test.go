@@ -41,6 +41,7 @@ import (
 	"github.com/duebridge/duebridge/config"
 	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -224,7 +225,7 @@ func fillInbox(b *testing.B, svc *bridge.Service, n int) {
 		for i := range n {
 			t := &store.Task{Source: "tracker", ID: fmt.Sprint("H-", i), Title: fmt.Sprint("Task number ", i),
 				Status: "open", Priority: "normal", URL: "https://tracker.example.com/H"}
-			data, err := bridge.NotificationMail(bridge.MailInput{Event: bridge.MailAssigned, Task: t, User: u,
+			data, err := render.NotificationMail(render.MailInput{Event: render.MailAssigned, Task: t, User: u,
 				From: "duebridge <tasks@example.com>", Host: "duebridge.test", Date: time.Now(), Seq: int64(i + 1)})
 			if err != nil {
 				return err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -169,14 +170,14 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	// The task is in alice's Reminders list and calendar, and in her INBOX.
 	err := r.svc.Store().View(context.Background(), func(tx store.Tx) error {
-		todo, err := tx.Object("alice", "release-tasks", bridge.ObjectName("tracker", "T-1"))
+		todo, err := tx.Object("alice", "release-tasks", render.ObjectName("tracker", "T-1"))
 		if err != nil {
 			return fmt.Errorf("todo: %w", err)
 		}
 		if !bytes.Contains(todo.Data, []byte("SUMMARY:Ship it")) || !bytes.Contains(todo.Data, []byte("BEGIN:VALARM")) {
 			t.Errorf("todo lacks summary or alarm:\n%s", todo.Data)
 		}
-		if _, err := tx.Object("alice", "release-deadlines", bridge.ObjectName("tracker", "T-1")); err != nil {
+		if _, err := tx.Object("alice", "release-deadlines", render.ObjectName("tracker", "T-1")); err != nil {
 			return fmt.Errorf("event: %w", err)
 		}
 		msgs, err := tx.Messages("alice", bridge.Inbox)
@@ -378,7 +379,10 @@ func TestImportRules(t *testing.T) {
 		"store":   {},
 		"tlsutil": {},
 		// bridge implements the interfaces the protocol packages declare.
-		"bridge":   {"store", "config", "calendar", "imapserver", "internal/metricsreg"},
+		"bridge": {"store", "config", "render", "calendar", "imapserver", "internal/metricsreg"},
+		// render is pure: task records and config in, iCalendar and mail bytes out.
+		// Only bridge (and cmd) import it; no protocol package renders.
+		"render":   {"store", "config"},
 		"calendar": {"internal/metricsreg"}, // declares its Backend; bridge implements it (bridge/caldav.go)
 		// imapserver sees only its Backend interface, never the store.
 		"imapserver": {"internal/metricsreg"},
