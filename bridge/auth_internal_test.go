@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 )
 
 // cheapArgon makes an argon2id hash with small parameters (the shape is what
@@ -55,9 +56,9 @@ func TestRefusalCostIsTheSameSequence(t *testing.T) {
 	var seq []string
 	a.verifyHash = func(hash, pw string) bool {
 		mu.Lock()
-		seq = append(seq, hashShape(hash))
+		seq = append(seq, password.Shape(hash))
 		mu.Unlock()
-		return VerifyPassword(hash, pw)
+		return password.Verify(hash, pw)
 	}
 	run := func(name, pw string) (bool, []string) {
 		seq = nil

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/internal/fakeclock"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -106,7 +107,7 @@ func counter(t *testing.T, svc *bridge.Service, name string, labels map[string]s
 func TestAppPasswordsAndRevocation(t *testing.T) {
 	svc, _, _ := authWorld(t)
 	cfg := *svc.Config()
-	h, err := bridge.HashPassword("phone-app-pw")
+	h, err := password.Hash("phone-app-pw")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,24 +263,6 @@ func TestUnknownUserAndOversizedPassword(t *testing.T) {
 	mustFail(t, svc, "nobody", "x", "192.0.2.1:1", bridge.ErrBadCredentials)
 	mustFail(t, svc, "alice", "", "192.0.2.2:1", bridge.ErrBadCredentials)
 	mustFail(t, svc, "alice", strings.Repeat("a", 2000), "192.0.2.3:1", bridge.ErrBadCredentials)
-}
-
-func TestHashPasswordVerifies(t *testing.T) {
-	h, err := bridge.HashPassword("correct horse")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(h, "$argon2id$v=19$m=65536,t=3,p=4$") {
-		t.Fatalf("hash %q", h)
-	}
-	if !bridge.VerifyPassword(h, "correct horse") || bridge.VerifyPassword(h, "correct horse!") {
-		t.Fatal("argon2id verification wrong")
-	}
-	for _, bad := range []string{"", "$argon2id$v=19$m=0,t=1,p=1$AAAA$AAAA", "$argon2id$v=18$m=8,t=1,p=1$AAAA$AAAA", "plain"} {
-		if bridge.VerifyPassword(bad, "") {
-			t.Errorf("VerifyPassword(%q) accepted", bad)
-		}
-	}
 }
 
 // TestLoginCacheOutlastsPollInterval: a phone polling every 15 minutes is

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -50,9 +51,9 @@ func TestDeviceRefusalCostsWhatEveryRefusalCosts(t *testing.T) {
 	a := s.auth
 	a.verifyHash = func(hash, pw string) bool {
 		mu.Lock()
-		seq = append(seq, hashShape(hash))
+		seq = append(seq, password.Shape(hash))
 		mu.Unlock()
-		return VerifyPassword(hash, pw)
+		return password.Verify(hash, pw)
 	}
 	a.verifyDevice = func(ctx context.Context, name, pw string) bool {
 		mu.Lock()
@@ -164,7 +165,7 @@ func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 // parameters), and a warm login answered from the cache.
 func BenchmarkColdLogin(b *testing.B) {
 	ctx := context.Background()
-	hash, err := HashPassword("alice-own-password")
+	hash, err := password.Hash("alice-own-password")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/tlsutil"
@@ -355,7 +356,7 @@ func TestProfileWithoutTLSListenersOrCA(t *testing.T) {
 // setup page lists it with its last use. A download made with a device
 // password carries that one, not another.
 func TestProfileIssuesADevicePassword(t *testing.T) {
-	h, err := bridge.HashPassword("alice-phone-app-pw")
+	h, err := password.Hash("alice-phone-app-pw")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +375,7 @@ func TestProfileIssuesADevicePassword(t *testing.T) {
 	}
 	pl := payloads(t, p)
 	pw, _ := pl[setup.PayloadCalDAV]["CalDAVPassword"].(string)
-	if !bridge.IsDevicePassword(pw) || len(pw) < 40 {
+	if !password.IsDevice(pw) || len(pw) < 40 {
 		t.Fatalf("profile password %q is not a device password", pw)
 	}
 	wantKeys(t, "mail", pl[setup.PayloadMail], map[string]any{"IncomingPassword": pw, "OutgoingPassword": pw})

@@ -25,6 +25,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/tlsutil"
 )
@@ -119,7 +120,7 @@ func buildServer(ctx context.Context, src, dir string) (string, error) {
 func hashPassword(kind, pw string) (string, error) {
 	switch kind {
 	case "argon2id", "":
-		return bridge.HashPassword(pw)
+		return password.Hash(pw)
 	case "bcrypt":
 		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
 		return string(h), err

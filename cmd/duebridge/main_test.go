@@ -379,7 +379,7 @@ func TestImportRules(t *testing.T) {
 		"store":   {},
 		"tlsutil": {},
 		// bridge implements the interfaces the protocol packages declare.
-		"bridge": {"store", "config", "render", "calendar", "imapserver", "internal/metricsreg"},
+		"bridge": {"store", "config", "render", "internal/password", "calendar", "imapserver", "internal/metricsreg"},
 		// render is pure: task records and config in, iCalendar and mail bytes out.
 		// Only bridge (and cmd) import it; no protocol package renders.
 		"render":   {"store", "config"},
@@ -389,12 +389,14 @@ func TestImportRules(t *testing.T) {
 		"submission": {"bridge", "config", "tlsutil", "internal/metricsreg"}, // the core through submission.Core
 		// The one "register or reuse" helper for collectors.
 		"internal/metricsreg": {},
-		"webhook":             {"bridge", "config"},            // the core through webhook.Ingester, never the store
-		"setup":               {"bridge", "config", "tlsutil"}, // the core through setup.Core, never the store
-		"internal/testsvc":    {"bridge", "store", "config"},
-		"feed":                {},
-		"admin":               {"bridge", "calendar", "config"}, // narrow interfaces, never the store
-		"stream":              {},
+		"webhook":             {"bridge", "config"},                                 // the core through webhook.Ingester, never the store
+		"setup":               {"bridge", "config", "tlsutil", "internal/password"}, // the core through setup.Core, never the store
+		// Password formats (hashes, device passwords): a leaf, pure functions.
+		"internal/password": {},
+		"internal/testsvc":  {"bridge", "store", "config"},
+		"feed":              {},
+		"admin":             {"bridge", "calendar", "config"}, // narrow interfaces, never the store
+		"stream":            {},
 		// Test helpers; no production package may import them (none lists them).
 		"internal/fakeclock": {"bridge"},
 		"internal/iphone":    {},
