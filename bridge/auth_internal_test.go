@@ -50,7 +50,7 @@ func TestRefusalCostIsTheSameSequence(t *testing.T) {
 		{Name: "carol", PasswordHash: cheapBcrypt(t, "carol-pw", 4), AppPasswords: []config.AppPassword{
 			{Name: "a", Hash: cheapBcrypt(t, "carol-a", 4)}, {Name: "b", Hash: cheapArgon(t, "carol-b", 32)}}},
 	}}
-	s := &Service{metrics: NewMetrics()}
+	s := &Service{metrics: newMetrics(nil)}
 	a := newAuthenticator(s)
 	var mu sync.Mutex
 	var seq []string

@@ -15,7 +15,6 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/password"
@@ -79,7 +78,7 @@ func mustFail(t *testing.T, svc *bridge.Service, name, pw, addr string, want err
 
 func counter(t *testing.T, svc *bridge.Service, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := svc.Metrics().Registry.Gather()
+	mfs, err := svc.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,9 +271,7 @@ func TestLoginCacheOutlastsPollInterval(t *testing.T) {
 	svc, clock, _ := authWorld(t)
 	ctx := context.Background()
 	misses := func() float64 {
-		var m dto.Metric
-		svc.Metrics().LoginCache.WithLabelValues("miss").Write(&m)
-		return m.GetCounter().GetValue()
+		return testsvc.Metric(t, svc, "duebridge_login_cache_total", "result", "miss")
 	}
 	login := func() {
 		t.Helper()
@@ -308,9 +305,7 @@ func TestRefusalCostIsUniform(t *testing.T) {
 	cfg.Users[0].AppPasswords = []config.AppPassword{{Name: "phone", Hash: cfg.Users[1].PasswordHash}, {Name: "mac", Hash: cfg.Users[2].PasswordHash}}
 	svc.SetConfig(context.Background(), &cfg)
 	checks := func() float64 {
-		var m dto.Metric
-		svc.Metrics().HashChecks.Write(&m)
-		return m.GetCounter().GetValue()
+		return testsvc.Metric(t, svc, "duebridge_password_hash_checks_total")
 	}
 	cost := func(name string) float64 {
 		before := checks()

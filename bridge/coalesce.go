@@ -118,7 +118,7 @@ func (w *writer) dropFlip(user string, t *store.Task) error {
 
 // deliverFlips writes the waiting flip mails whose time has come, in one
 // transaction, and returns when the next one is due (zero if none waits).
-func (sc *Scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
+func (sc *scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
 	var next time.Time
 	var unsent int
 	err := sc.s.st.Update(ctx, func(tx store.Tx) error {

@@ -17,13 +17,17 @@ import (
 // deviceService is a real service on a temporary SQLite store.
 func deviceService(t testing.TB, dir string, users []config.User) *Service {
 	t.Helper()
-	hub := NewHub()
-	st, err := store.Open(context.Background(), store.SQLite, dir, store.Options{OnCommit: hub.Publish})
+	s, err := New(func(o store.Options) (store.Store, error) {
+		st, err := store.Open(context.Background(), store.SQLite, dir, o)
+		if err == nil {
+			t.Cleanup(func() { st.Close() })
+		}
+		return st, err
+	}, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	return New(st, hub, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return s
 }
 
 // TestDeviceRefusalCostsWhatEveryRefusalCosts: a refused login runs the
@@ -123,7 +127,7 @@ func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 	if _, err := server.Authenticate("imap", "alice", pw); err != nil {
 		t.Fatal(err)
 	}
-	sub := server.Hub().Subscribe("", EventCredentials)
+	sub := server.hub.Subscribe("", EventCredentials)
 	defer sub.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

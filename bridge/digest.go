@@ -16,7 +16,7 @@ import (
 // a digest). Each slot is handled once: its local date is stored with the
 // mail. After downtime only the latest missed slot is sent; a user seen for
 // the first time starts with the next slot rather than one already past.
-func (sc *Scheduler) digests(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
+func (sc *scheduler) digests(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
 	var next time.Time
 	earliest := func(t time.Time) {
 		if next.IsZero() || t.Before(next) {
@@ -80,7 +80,7 @@ func (sc *Scheduler) digests(ctx context.Context, cfg *config.Config, now time.T
 // writeDigest lists the user's open tasks due before the next slot (overdue
 // ones included), most urgent first, in one mail; nothing is written when
 // there is nothing to list.
-func (sc *Scheduler) writeDigest(tx store.Tx, cfg *config.Config, u *config.User, slot, now time.Time) error {
+func (sc *scheduler) writeDigest(tx store.Tx, cfg *config.Config, u *config.User, slot, now time.Time) error {
 	loc := render.UserLocation(u)
 	until := nextDigestSlot(u, slot)
 	// The stored due time of an all-day task is midnight UTC, up to a day

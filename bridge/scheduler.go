@@ -16,7 +16,7 @@ import (
 	"github.com/duebridge/duebridge/store"
 )
 
-// Scheduler is the deadline engine: it writes the "due soon" mail at each
+// scheduler is the deadline engine: it writes the "due soon" mail at each
 // lead time before a task's due instant and the "overdue" mail at the due
 // instant, for users whose notify setting asks for mail (for the others the
 // VALARMs on the CalDAV objects carry the same lead times and render.DueInstant),
@@ -35,7 +35,7 @@ import (
 // cost follows the work due, not the number of tasks waiting. Between ticks
 // Run sleeps on a timer until the earliest FireAt, and wakes early on an
 // EventAlert (a task was armed) or after MaxSleep (to see config reloads).
-type Scheduler struct {
+type scheduler struct {
 	s        *Service
 	clock    Clock
 	batch    int
@@ -50,8 +50,8 @@ type Scheduler struct {
 	tickDur     prometheus.Histogram
 }
 
-// SchedulerOptions for NewScheduler. Zero values are fine.
-type SchedulerOptions struct {
+// schedulerOptions for newScheduler. Zero values are fine.
+type schedulerOptions struct {
 	// BatchSize is how many schedules one transaction handles; 0 means 256.
 	BatchSize int
 	// MaxSleep bounds how long Run waits between ticks, which is how soon a
@@ -79,16 +79,16 @@ const (
 	digestScan = 5000
 )
 
-// NewScheduler builds the scheduler and registers its metrics; it starts
+// newScheduler builds the scheduler and registers its metrics; it starts
 // nothing.
-func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
+func newScheduler(s *Service, o schedulerOptions) *scheduler {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 256
 	}
 	if o.MaxSleep <= 0 {
 		o.MaxSleep = time.Minute
 	}
-	sc := &Scheduler{s: s, clock: s.clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
+	sc := &scheduler{s: s, clock: s.clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
 	sc.held = register(s, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "duebridge_alerts_held_total", Help: "Alert mails postponed to the end of a user's quiet hours.",
 	}))
@@ -126,7 +126,7 @@ func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
 }
 
 // Run ticks until ctx is done.
-func (sc *Scheduler) Run(ctx context.Context) error {
+func (sc *scheduler) Run(ctx context.Context) error {
 	sub := sc.s.hub.Subscribe("", store.EventAlert)
 	defer sub.Close()
 	timer := sc.clock.NewTimer(0)
@@ -161,7 +161,7 @@ func (sc *Scheduler) Run(ctx context.Context) error {
 // and returns when the next one is (zero if none is planned). Run calls it;
 // tests that drive virtual time call it directly. It must not be called
 // concurrently.
-func (sc *Scheduler) Tick(ctx context.Context) (time.Time, error) {
+func (sc *scheduler) Tick(ctx context.Context) (time.Time, error) {
 	start := time.Now()
 	defer func() { sc.tickDur.Observe(time.Since(start).Seconds()) }()
 	cfg := sc.s.Config()
@@ -211,7 +211,7 @@ func (sc *Scheduler) Tick(ctx context.Context) (time.Time, error) {
 // backfill arms schedules for open tasks that were stored before this
 // version, in batches; instants before now count as covered, so an upgrade
 // sends no stale reminders.
-func (sc *Scheduler) backfill(ctx context.Context, cfg *config.Config) error {
+func (sc *scheduler) backfill(ctx context.Context, cfg *config.Config) error {
 	var done bool
 	if err := sc.s.st.View(ctx, func(tx store.Tx) error {
 		v, err := tx.Get(kvAlertBackfill)
@@ -295,7 +295,7 @@ func alertFingerprint(cfg *config.Config, u *config.User) string {
 
 // replan hands the schedules of users whose alert settings changed back to
 // the fire pass, and drops the schedules of users no longer configured.
-func (sc *Scheduler) replan(ctx context.Context, cfg *config.Config, now time.Time) error {
+func (sc *scheduler) replan(ctx context.Context, cfg *config.Config, now time.Time) error {
 	names := make([]string, 0, len(cfg.Users))
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
@@ -327,7 +327,7 @@ func (sc *Scheduler) replan(ctx context.Context, cfg *config.Config, now time.Ti
 
 // fireBatch handles up to one batch of due schedules in one transaction and
 // returns how many it read.
-func (sc *Scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time.Time) (int, error) {
+func (sc *scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time.Time) (int, error) {
 	var n int
 	err := sc.s.st.Update(ctx, func(tx store.Tx) error {
 		due, err := tx.DueAlerts(now, sc.batch)
@@ -351,7 +351,7 @@ func (sc *Scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time
 
 // firePass is one transaction of the fire pass.
 type firePass struct {
-	sc    *Scheduler
+	sc    *scheduler
 	tx    store.Tx
 	cfg   *config.Config
 	now   time.Time

@@ -24,13 +24,17 @@ import (
 // t0 is a Monday morning; every scheduler test starts there.
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
+// runTimers is how many timers Service.Run keeps armed on the clock while
+// idle: the scheduler's, retention's and the callback worker's. Waiting for
+// all of them means every loop has finished its pass.
+const runTimers = 3
+
 // world is one duebridge on a temp store, in virtual time.
 type world struct {
 	t     *testing.T
 	clock *fakeclock.Clock
 	cfg   *config.Config
 	svc   *bridge.Service
-	sched *bridge.Scheduler
 }
 
 // newWorld starts at t0 with alice on notify: mail, lead times 24h and 1h;
@@ -52,13 +56,12 @@ func newWorld(t *testing.T, edit func(*config.Config)) *world {
 // it: a fresh process as far as the data is concerned.
 func (w *world) start() {
 	w.svc = testsvc.New(w.t, testsvc.Options{Config: w.cfg, Clock: w.clock})
-	w.sched = bridge.NewScheduler(w.svc, bridge.SchedulerOptions{})
 }
 
 // restart closes the store and starts again on the same data.
 func (w *world) restart() {
 	w.t.Helper()
-	if err := w.svc.Store().Close(); err != nil {
+	if err := testsvc.Store(w.t, w.svc).Close(); err != nil {
 		w.t.Fatal(err)
 	}
 	w.start()
@@ -66,7 +69,7 @@ func (w *world) restart() {
 
 func (w *world) tick() time.Time {
 	w.t.Helper()
-	next, err := w.sched.Tick(context.Background())
+	next, err := w.svc.SchedulerTick(context.Background())
 	if err != nil {
 		w.t.Fatalf("Tick at %s: %v", w.clock.Now(), err)
 	}
@@ -102,7 +105,7 @@ type sentMail struct {
 func (w *world) mails(user string, events ...string) []sentMail {
 	w.t.Helper()
 	var out []sentMail
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		msgs, err := tx.Messages(user, bridge.Inbox)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
@@ -174,7 +177,7 @@ func (w *world) wantAlerts(step string, want ...string) {
 
 func (w *world) schedules() (total, armed int64) {
 	w.t.Helper()
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		total, armed, err = tx.CountAlerts()
 		return err
@@ -189,7 +192,7 @@ func (w *world) schedules() (total, armed int64) {
 func (w *world) userSchedules(user string) int {
 	w.t.Helper()
 	var n int
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.AlertTasks(user, time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), 1000)
 		n = len(tasks)
 		return err
@@ -421,7 +424,7 @@ func TestAlarmsAndMailAgree(t *testing.T) {
 	day := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	w.ingest(bridge.TaskInput{ID: "T-1", Title: "All-day task", Assignees: []string{"alice"}, Due: store.When{Time: day, AllDay: true}})
 	var todo []byte
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		o, err := tx.Object("alice", "inbox-tasks", render.ObjectName("tracker", "T-1"))
 		if err == nil {
 			todo = o.Data
@@ -711,14 +714,14 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 	w := newWorld(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.sched.Run(ctx) }()
+	go func() { done <- w.svc.Run(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	if !w.clock.WaitForTimers(1, 5*time.Second) {
+	if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 		t.Fatal("Run armed no timer")
 	}
 	// Armed at 10:00, due 11:30: the 1h reminder is at 10:30, before the
@@ -735,13 +738,13 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 		}
 	}
 	for w.clock.Now().Before(t0.Add(30 * time.Minute)) {
-		if !w.clock.WaitForTimers(1, 5*time.Second) {
+		if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 			t.Fatal("Run stopped waiting")
 		}
 		w.clock.Advance(time.Minute)
 	}
 	waitFor("at the 1h lead time", 1)
-	w.clock.WaitForTimers(1, 5*time.Second)
+	w.clock.WaitForTimers(runTimers, 5*time.Second)
 	w.clock.Set(t0.Add(90 * time.Minute))
 	waitFor("at the due time", 2)
 }

@@ -26,7 +26,7 @@ func fill(b testing.TB, e *env, coll string, n int) {
 	_, data := e.do("GET", "/dav/alice/calendars/release-tasks/tracker-T-1.ics", "alice", "")
 	ctx := context.Background()
 	for start := 0; start < n; start += 5000 {
-		err := e.svc.Store().Update(ctx, func(tx store.Tx) error {
+		err := testsvc.Store(b, e.svc).Update(ctx, func(tx store.Tx) error {
 			if _, err := tx.EnsureCollection(&store.Collection{User: "alice", Name: coll, Project: coll, Kind: store.KindTodos,
 				DisplayName: coll}); err != nil {
 				return err
@@ -50,7 +50,7 @@ func fill(b testing.TB, e *env, coll string, n int) {
 // touch changes one object of coll in its own revision.
 func touch(b testing.TB, e *env, coll string, i int) {
 	b.Helper()
-	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(b, e.svc).Update(context.Background(), func(tx store.Tx) error {
 		id := fmt.Sprintf("B-%06d", i)
 		o, err := tx.Object("alice", coll, render.ObjectName("tracker", id))
 		if err != nil {

@@ -16,7 +16,7 @@ import (
 // limitHits reads duebridge_caldav_limit_hits_total{limit}.
 func (e *env) limitHits(limit string) float64 {
 	e.t.Helper()
-	mfs, err := e.svc.Metrics().Registry.Gather()
+	mfs, err := e.svc.Registry().Gather()
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ var phoneAlarm = []string{
 func outboxPending(t *testing.T, e *env) int {
 	t.Helper()
 	var n int
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		n, _, err = tx.OutboxCounts()
 		return err
@@ -291,7 +291,7 @@ func TestOwnReminder(t *testing.T) {
 	if n := outboxPending(t, e); n != 0 {
 		t.Fatalf("own reminder queued %d callbacks", n)
 	}
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.TasksBySource("tracker", true)
 		if len(tasks) != 4 {
 			return errors.New("a task was created")

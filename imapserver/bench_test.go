@@ -218,7 +218,7 @@ func memNow() (live, stacks, inuse float64) {
 func fillInbox(b *testing.B, svc *bridge.Service, n int) {
 	b.Helper()
 	u := svc.Config().User("alice")
-	err := svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(b, svc).Update(context.Background(), func(tx store.Tx) error {
 		if _, err := tx.EnsureMailbox("alice", Inbox, ""); err != nil {
 			return err
 		}

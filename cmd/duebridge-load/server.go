@@ -307,13 +307,16 @@ func issueDevicePasswords(ctx context.Context, cfgPath string, users []string) (
 	if err != nil {
 		return nil, err
 	}
-	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish})
+	var st store.Store
+	svc, err := bridge.New(func(o store.Options) (store.Store, error) {
+		var err error
+		st, err = store.Open(ctx, cfg.Store, cfg.StoreSource(), o)
+		return st, err
+	}, cfg, bridge.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, fmt.Errorf("open the store for device passwords: %w", err)
 	}
 	defer st.Close()
-	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	out := make([]string, len(users))
 	for i, u := range users {
 		if _, out[i], err = svc.IssueDevicePassword(ctx, u, "load phone"); err != nil {

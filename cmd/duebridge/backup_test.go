@@ -18,6 +18,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/iphone"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -124,7 +125,7 @@ func TestBackupRestore(t *testing.T) {
 
 	// Every task acknowledged before the backup, once.
 	var tasks []store.Task
-	svc2.Store().View(context.Background(), func(tx store.Tx) error {
+	testsvc.Store(t, svc2).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		tasks, err = tx.TasksBySource("tracker", true)
 		return err
@@ -261,7 +262,7 @@ func TestRetentionExpungeSeenByIMAP(t *testing.T) {
 		t.Fatal(err)
 	}
 	offset.Store(int64(366 * 24 * time.Hour)) // default retention.mail_days is 365
-	got, err := bridge.NewRetention(svc, bridge.RetentionOptions{}).RunOnce(context.Background())
+	got, err := svc.RetentionPass(context.Background())
 	if err != nil || got[bridge.RetainInbox] != 1 {
 		t.Fatalf("retention: %v %v", got, err)
 	}

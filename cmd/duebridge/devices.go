@@ -86,13 +86,12 @@ func withService(ctx context.Context, cfgPath string, fn func(*bridge.Service) e
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Logger: log})
+	st, svc, err := openService(ctx, cfg, bridge.Options{Logger: log})
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer st.Close()
-	return fn(bridge.New(st, hub, cfg, bridge.Options{Logger: log}))
+	return fn(svc)
 }
 
 func printDevices(w io.Writer, devs []bridge.Device) {
