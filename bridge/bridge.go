@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,7 +28,7 @@ type Options struct {
 	// (New hands it to the store it opens) and the timers of the background
 	// loops Run starts. If nil, the wall clock. Tests pass
 	// internal/fakeclock to run everything in virtual time.
-	Clock Clock
+	Clock clock.Clock
 	// Registry receives the core's collectors and those of the background
 	// loops; adapters register theirs on Registry(). If nil, a new registry
 	// with the Go and process collectors.
@@ -60,7 +61,7 @@ type Service struct {
 	hub     *hub
 	cfg     atomic.Pointer[config.Config]
 	log     *slog.Logger
-	clock   Clock
+	clock   clock.Clock
 	auth    *authenticator
 	devices *devices
 	metrics *coreMetrics
@@ -84,10 +85,10 @@ func New(open OpenStore, cfg *config.Config, o Options) (*Service, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Clock == nil {
-		o.Clock = SystemClock(nil)
+		o.Clock = clock.System(nil)
 	}
 	s := &Service{hub: newHub(), log: o.Logger, clock: o.Clock, metrics: newMetrics(o.Registry)}
-	st, err := open(store.Options{OnCommit: s.hub.Publish, Now: s.clock.Now})
+	st, err := open(store.Options{OnCommit: s.hub.Publish, Clock: s.clock})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

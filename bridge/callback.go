@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -27,7 +28,7 @@ import (
 type callbackWorker struct {
 	s       *Service
 	client  *http.Client
-	clock   Clock
+	clock   clock.Clock
 	tracker TrackerFunc
 	pending prometheus.GaugeFunc
 	sent    *prometheus.CounterVec

@@ -7,57 +7,11 @@ import (
 	"github.com/duebridge/duebridge/render"
 )
 
-// This file holds the deadline engine's time handling: the clock seam that
-// lets tests run in virtual time (the fake lives in internal/fakeclock, out
-// of production code), and every calendar computation in a user's
-// zone (quiet hours, digest times). render.DueInstant, which defines what an all-day
-// due date means, lives with the rendering in ical.go because the VALARMs and
-// the reminder mails must share it.
-
-// Clock is the service's one source of time (Options.Clock): Service.Now,
-// and the timers of the scheduler, the retention job and the callback worker
-// all read it, so a test that swaps it moves everything together.
-type Clock interface {
-	Now() time.Time
-	// NewTimer returns a timer that fires once, d from now.
-	NewTimer(d time.Duration) Timer
-	// After is NewTimer(d).C() for one-off waits.
-	After(d time.Duration) <-chan time.Time
-}
-
-// Timer is the part of *time.Timer a loop needs.
-type Timer interface {
-	C() <-chan time.Time
-	// Stop prevents the timer from firing; it reports whether it was armed.
-	Stop() bool
-	// Reset re-arms the timer to fire d from now. Since Go 1.23 a reset
-	// timer never delivers a stale value, so no draining is needed.
-	Reset(d time.Duration) bool
-}
-
-// SystemClock returns a Clock that reads now (time.Now if nil) and waits with
-// real timers: the wall clock, or a shifted wall clock for tests that move
-// the date but still wait in real time. Virtual time is internal/fakeclock.
-func SystemClock(now func() time.Time) Clock {
-	if now == nil {
-		now = time.Now
-	}
-	return systemClock{now: now}
-}
-
-type systemClock struct{ now func() time.Time }
-
-func (c systemClock) Now() time.Time { return c.now() }
-
-func (c systemClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-func (c systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time        { return t.t.C }
-func (t realTimer) Stop() bool                 { return t.t.Stop() }
-func (t realTimer) Reset(d time.Duration) bool { return t.t.Reset(d) }
+// This file holds the calendar computations in a user's zone (quiet
+// hours, digest times). The service's clock is internal/clock's Clock
+// (Options.Clock); render.DueInstant, which defines what an all-day due
+// date means, lives with the rendering because the VALARMs and the reminder
+// mails must share it.
 
 // clockOn returns the instant of a local time of day (an offset from local
 // midnight, as the config stores HH:MM) on the date of day in loc. It goes

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -21,7 +22,7 @@ import (
 // callback worker (30 days).
 type retention struct {
 	s        *Service
-	clock    Clock
+	clock    clock.Clock
 	batch    int
 	interval time.Duration
 

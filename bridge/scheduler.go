@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
@@ -37,7 +38,7 @@ import (
 // EventAlert (a task was armed) or after MaxSleep (to see config reloads).
 type scheduler struct {
 	s        *Service
-	clock    Clock
+	clock    clock.Clock
 	batch    int
 	maxSleep time.Duration
 

@@ -14,6 +14,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -44,7 +45,7 @@ func replicaEnvs(t *testing.T, kind string) (a, b *trackerEnv) {
 	source := base + sep + "search_path=" + schema
 	proto := newTrackerEnv(t, kind) // the configuration, clock and samples
 	open := func() *trackerEnv {
-		svc := testsvc.Open(t, proto.svc.Config(), bridge.Options{Clock: bridge.SystemClock(proto.clock.Now)}, func(o store.Options) (store.Store, error) {
+		svc := testsvc.Open(t, proto.svc.Config(), bridge.Options{Clock: clock.System(proto.clock.Now)}, func(o store.Options) (store.Store, error) {
 			return store.Open(context.Background(), store.Postgres, source, o)
 		})
 		mux := http.NewServeMux()

@@ -24,6 +24,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	sysclock "github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -97,7 +98,7 @@ func newTrackerEnv(t testing.TB, kind string, edit ...func(*config.Source)) *tra
 	}
 	cfg.Sources = append(cfg.Sources, src)
 	clock := &fakeClock{t: testNow}
-	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now,
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Clock: sysclock.System(clock.Now),
 		Service: bridge.Options{Tracker: NewCloser(CloserOptions{}).Deliver}})
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/{source}", NewHandler(svc, Options{}))

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/internal/iphone"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
@@ -239,7 +240,7 @@ func TestRetentionExpungeSeenByIMAP(t *testing.T) {
 	var offset atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	cfgPath := writeConfig(t, t.TempDir(), "alice")
-	a, svc := serveReady(t, loadConfig(t, cfgPath), serveOptions{Now: now})
+	a, svc := serveReady(t, loadConfig(t, cfgPath), serveOptions{Clock: clock.System(now)})
 	if code, body := postTask(t, "http://"+a.HTTP.String(), []byte(`{"id":"T-1","title":"Old news","assignees":["alice"],"version":1}`)); code != 200 {
 		t.Fatalf("webhook: %d %s", code, body)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
@@ -40,8 +41,9 @@ type serveOptions struct {
 	Logger *slog.Logger
 	// Ready is called once every listener is bound and serving.
 	Ready func(Addrs, *bridge.Service)
-	// Now is the clock for the service; nil = time.Now.
-	Now func() time.Time
+	// Clock is the one clock of the service and its store; nil = the wall
+	// clock.
+	Clock clock.Clock
 	// Opened, if set, is called with the service and its store once both
 	// are open (tests read the store to check what the protocols stored).
 	Opened func(*bridge.Service, store.Store)
@@ -64,7 +66,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	// The one clock (the service hands it to the store), the one registry.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	st, svc, err := openService(ctx, cfg, bridge.Options{Logger: log, Clock: bridge.SystemClock(o.Now), Registry: reg,
+	st, svc, err := openService(ctx, cfg, bridge.Options{Logger: log, Clock: o.Clock, Registry: reg,
 		Tracker: webhook.NewCloser(webhook.CloserOptions{}).Deliver})
 	if err != nil {
 		return err

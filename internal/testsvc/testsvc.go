@@ -16,6 +16,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -50,12 +51,10 @@ func Config(t testing.TB) *config.Config {
 // Options for New.
 type Options struct {
 	Config *config.Config // nil = Config(t)
-	// Clock is the service's and the store's one clock; nil = Now read
-	// with real timers. Pass a *fakeclock.Clock to run timers virtually.
-	Clock bridge.Clock
-	// Now, when Clock is nil, moves the date only (bridge.SystemClock(Now));
-	// nil = time.Now.
-	Now    func() time.Time
+	// Clock is the service's and the store's one clock; nil = the wall
+	// clock. Pass a *fakeclock.Clock to run timers virtually, or
+	// clock.System(now) to move the date only.
+	Clock  clock.Clock
 	Logger *slog.Logger // nil = discard
 	// Service holds further options for bridge.New (batch sizes, the
 	// callback client); its Logger and Clock are the fields above.
@@ -73,7 +72,7 @@ func New(t testing.TB, o Options) *bridge.Service {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Clock == nil {
-		o.Clock = bridge.SystemClock(o.Now)
+		o.Clock = clock.System(nil)
 	}
 	so := o.Service
 	so.Logger, so.Clock = o.Logger, o.Clock
