@@ -1,8 +1,12 @@
 // Package bridge is duebridge's core: the rules that hold whatever the
-// protocol — ingesting task updates, rendering tasks to iCalendar and mail,
-// completions from phones, authentication, the change hub and the deadline
-// scheduler. Protocol adapters (calendar, imapserver, webhook) import it;
-// it imports none of them.
+// protocol — ingesting task updates, completions and edits from phones,
+// authentication and device passwords, the change hub, and the background
+// loops (deadline scheduler, retention, completion callbacks) that
+// Service.Run runs. Rendering is package render; password formats are
+// internal/password. Each protocol package declares the narrow interface it
+// needs and *Service implements it (calendar.Backend, imapserver.Backend,
+// webhook.Ingester, setup.Core...); only bridge writes to the store, which
+// New opens with the service's clock and hub and nothing else hands out.
 package bridge
 
 import (

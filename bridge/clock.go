@@ -28,10 +28,10 @@ func timeOfDay(t time.Time, loc *time.Location) time.Duration {
 	return time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second
 }
 
-// QuietUntil reports whether now falls inside the user's quiet hours and, if
+// quietUntil reports whether now falls inside the user's quiet hours and, if
 // so, when they end. A window whose end is before its start wraps midnight
 // (22:00-07:00).
-func QuietUntil(u *config.User, now time.Time) (time.Time, bool) {
+func quietUntil(u *config.User, now time.Time) (time.Time, bool) {
 	if u == nil || u.QuietHours == nil {
 		return time.Time{}, false
 	}

@@ -47,7 +47,7 @@ func (sc *scheduler) digests(ctx context.Context, cfg *config.Config, now time.T
 			earliest(nextDigestSlot(u, now))
 			continue
 		}
-		if end, quiet := QuietUntil(u, now); quiet && last != "" {
+		if end, quiet := quietUntil(u, now); quiet && last != "" {
 			earliest(end)
 			continue
 		}

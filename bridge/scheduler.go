@@ -400,7 +400,7 @@ func (p *firePass) fire(a *store.Alert) error {
 	}
 	if !latest.IsZero() {
 		urgent := render.Urgency(t, due, now) >= render.UrgentScore
-		if end, quiet := QuietUntil(u, now); quiet && !(urgent && u.QuietHours.AllowUrgent) {
+		if end, quiet := quietUntil(u, now); quiet && !(urgent && u.QuietHours.AllowUrgent) {
 			a.AlertAt, a.FireAt = first, end
 			p.sc.held.Inc()
 			return tx.UpdateAlert(a)
