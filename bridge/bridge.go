@@ -120,7 +120,7 @@ func (s *Service) Run(ctx context.Context) error {
 		{"scheduler", s.sched.Run},
 		{"retention", s.ret.Run},
 		{"callbacks", s.callbacks.Run},
-		{"devices", s.RunDevices},
+		{"devices", s.runDevices},
 	}
 	errc := make(chan error, len(loops))
 	for _, l := range loops {

@@ -36,7 +36,7 @@ const (
 	// deviceFlushInterval: last use is kept in memory and written at most
 	// this often, so a poll never costs a write.
 	deviceFlushInterval = 5 * time.Minute
-	// deviceRevocationPoll is how often RunDevices looks for revocations
+	// deviceRevocationPoll is how often runDevices looks for revocations
 	// made by another process (the CLI, another node).
 	deviceRevocationPoll = 5 * time.Second
 	// maxDeviceNameBytes bounds a device's name.
@@ -247,7 +247,7 @@ func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
 // working at once, and the user's IMAP sessions are closed (the IMAP server
 // closes a user's sessions on EventCredentials; the other devices log in
 // again on their own). Other processes sharing the store do the same within
-// deviceRevocationPoll (RunDevices). ErrNoDevice if there is none.
+// deviceRevocationPoll (runDevices). ErrNoDevice if there is none.
 func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
 	if err := s.markRevocations(ctx); err != nil {
 		return fmt.Errorf("revoke device password: %w", err)
@@ -340,10 +340,10 @@ func (s *Service) flushDeviceUses(ctx context.Context) error {
 	return nil
 }
 
-// RunDevices writes device last-use times every few minutes (and once more
+// runDevices writes device last-use times every few minutes (and once more
 // on the way out), and ends the sessions of device passwords revoked by
 // other processes sharing the store. It returns when ctx is done.
-func (s *Service) RunDevices(ctx context.Context) error {
+func (s *Service) runDevices(ctx context.Context) error {
 	// The mark for revocations is set now, so that one made by the CLI
 	// after start-up is published.
 	if err := s.markRevocations(ctx); err != nil {

@@ -116,7 +116,7 @@ func issue(t testing.TB, s *Service, user, name string) string {
 
 // TestRevocationInAnotherProcessEndsSessions: a device password revoked by
 // another process sharing the store (the CLI) ends the user's sessions in
-// this one, through RunDevices.
+// this one, through runDevices.
 func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 	dir := t.TempDir()
 	users := []config.User{{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)}}
@@ -136,7 +136,7 @@ func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 		// The first revocation check marks where the log ends.
 		server.markRevocations(ctx)
 		close(ready)
-		done <- server.RunDevices(ctx)
+		done <- server.runDevices(ctx)
 	}()
 	<-ready
 	dev, err := cli.Devices(ctx, "alice")

@@ -131,7 +131,7 @@ func TestDevicePasswordLimitsAndNames(t *testing.T) {
 }
 
 // TestDeviceLastUseIsCoalesced: polls record last use in memory; the store
-// is written when RunDevices flushes (every few minutes, and on the way out),
+// is written when Run flushes (every few minutes, and on the way out),
 // not once per poll.
 func TestDeviceLastUseIsCoalesced(t *testing.T) {
 	ctx := context.Background()
@@ -161,7 +161,7 @@ func TestDeviceLastUseIsCoalesced(t *testing.T) {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
-	go func() { done <- svc.RunDevices(runCtx) }()
+	go func() { done <- svc.Run(runCtx) }()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

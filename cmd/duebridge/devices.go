@@ -19,7 +19,7 @@ import (
 // devicesCmd lists and revokes device passwords (the ones /setup issues).
 // It works on the store directly, so it works whether or not the server
 // runs; a running server ends a revoked device's sessions within seconds
-// (bridge.Service.RunDevices watches the revocation log).
+// (bridge.Service.Run watches the revocation log).
 func devicesCmd() *cobra.Command {
 	var cfgPath, user string
 	cmd := &cobra.Command{
