@@ -42,12 +42,12 @@ func newEnv(t *testing.T) *env {
 	adm := admin.New(admin.Deps{
 		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Devices: svc, Users: svc.CalDAV().Users,
 		Ready: func(ctx context.Context) []string {
-			if err := svc.Store().Ping(ctx); err != nil {
+			if err := testsvc.Store(t, svc).Ping(ctx); err != nil {
 				return []string{"store unreachable: " + err.Error()}
 			}
 			return nil
 		},
-		Metrics: svc.Metrics().Registry, Version: "v9.8.7-test", Replica: "r1", Logger: log,
+		Metrics: svc.Registry(), Version: "v9.8.7-test", Replica: "r1", Logger: log,
 	})
 	mux.Handle("GET "+admin.Path, adm)
 	mux.Handle("POST "+admin.RetryPath, adm)
@@ -105,7 +105,7 @@ func TestAdminPage(t *testing.T) {
 	const bobUA = "macOS/15.1 (24B83) CalendarAgent/1000 bob-mac"
 	e.sync("alice", aliceUA)
 	e.sync("bob", bobUA)
-	if _, err := bridge.NewRetention(e.svc, bridge.RetentionOptions{}).RunOnce(context.Background()); err != nil {
+	if _, err := e.svc.RetentionPass(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	_, devicePW, err := e.svc.IssueDevicePassword(context.Background(), "bob", "bob's iPad")
@@ -191,7 +191,7 @@ func TestAdminLockout(t *testing.T) {
 func TestAdminNotReady(t *testing.T) {
 	e := newEnv(t)
 	e.get("alice", testsvc.Password("alice")) // the login is cached; the store is not needed for it
-	e.svc.Store().Close()
+	testsvc.Store(t, e.svc).Close()
 	resp, page := e.get("alice", testsvc.Password("alice"))
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("admin with the store closed: %d %s", resp.StatusCode, page)
@@ -224,7 +224,7 @@ func (e *env) post(user, pw, site string) *http.Response {
 func (e *env) dueNow() []string {
 	e.t.Helper()
 	var ids []string
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		cs, err := tx.DueCallbacks(e.svc.Now(), 100)
 		for _, c := range cs {
 			ids = append(ids, c.EventID)
@@ -241,7 +241,7 @@ func (e *env) dueNow() []string {
 // lastErr and waits until next.
 func (e *env) failing(source, eventID, lastErr string, next time.Time) {
 	e.t.Helper()
-	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).Update(context.Background(), func(tx store.Tx) error {
 		c := &store.Callback{EventID: eventID, Source: source, TaskID: "T-" + eventID, Body: []byte(`{}`)}
 		if err := tx.EnqueueCallback(c); err != nil {
 			return err
@@ -332,7 +332,7 @@ func TestAdminSources(t *testing.T) {
 	}
 	e.failing("tracker", "ev-1", "callback answered 502 Bad Gateway", e.svc.Now().Add(time.Hour))
 	e.failing("gone", "ev-2", "source \"gone\" is no longer configured", e.svc.Now().Add(time.Hour))
-	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).Update(context.Background(), func(tx store.Tx) error {
 		c := &store.Callback{EventID: "ev-3", Source: "tracker", TaskID: "S-1", Body: []byte(`{}`)}
 		if err := tx.EnqueueCallback(c); err != nil {
 			return err

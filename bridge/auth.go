@@ -5,8 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"runtime"
@@ -15,10 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/argon2"
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 )
 
 // ErrBadCredentials is returned for an unknown user or a wrong password; the
@@ -56,75 +52,6 @@ func (e *LockoutError) RetryAfter(now time.Time) time.Duration {
 	return (d + time.Second - 1).Truncate(time.Second)
 }
 
-// argon2id parameters for new hashes (RFC 9106's second recommended option).
-const (
-	argonTime    = 3
-	argonMemory  = 64 * 1024
-	argonThreads = 4
-	argonKeyLen  = 32
-)
-
-// HashPassword returns an argon2id PHC string for the config.
-func HashPassword(pw string) (string, error) {
-	salt := make([]byte, 16)
-	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("read salt: %w", err)
-	}
-	key := argon2.IDKey([]byte(pw), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
-	b64 := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
-}
-
-// VerifyPassword checks pw against a bcrypt or argon2id hash in constant time.
-func VerifyPassword(hash, pw string) bool {
-	switch {
-	case strings.HasPrefix(hash, "$2"):
-		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
-	case strings.HasPrefix(hash, "$argon2id$"):
-		return verifyArgon2id(hash, pw)
-	}
-	return false
-}
-
-type argonParams struct {
-	m, t uint32
-	p    uint8
-}
-
-// parseArgon2id splits a PHC string into parameters, salt and key.
-func parseArgon2id(hash string) (argonParams, []byte, []byte, bool) {
-	var ap argonParams
-	parts := strings.Split(hash, "$") // "", argon2id, v=19, m=..,t=..,p=.., salt, key
-	if len(parts) != 6 {
-		return ap, nil, nil, false
-	}
-	var version int
-	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return ap, nil, nil, false
-	}
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &ap.m, &ap.t, &ap.p); err != nil ||
-		ap.m == 0 || ap.t == 0 || ap.p == 0 || ap.m > 1<<22 {
-		return ap, nil, nil, false
-	}
-	b64 := base64.RawStdEncoding
-	salt, err1 := b64.DecodeString(parts[4])
-	key, err2 := b64.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(key) == 0 || len(key) > 128 {
-		return ap, nil, nil, false
-	}
-	return ap, salt, key, true
-}
-
-func verifyArgon2id(hash, pw string) bool {
-	ap, salt, want, ok := parseArgon2id(hash)
-	if !ok {
-		return false
-	}
-	got := argon2.IDKey([]byte(pw), salt, ap.t, ap.m, ap.p, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1
-}
-
 // authenticator verifies passwords once and then answers from a cache: iOS
 // sends Basic credentials with every CalDAV request and logs in to IMAP on
 // every poll, and a bcrypt/argon2id check costs 50-150 ms. The cache key is an
@@ -143,7 +70,7 @@ type authenticator struct {
 	guard *guard
 	m     *authMetrics
 
-	// verifyHash is VerifyPassword and verifyDevice the device step
+	// verifyHash is password.Verify and verifyDevice the device step
 	// (devices.verify); tests see through them which checks a login costs.
 	verifyHash   func(hash, pw string) bool
 	verifyDevice func(ctx context.Context, name, pw string) bool
@@ -198,7 +125,7 @@ func newAuthenticator(s *Service) *authenticator {
 		cache:   map[[32]byte]cacheEntry{},
 		dummies: map[string]string{},
 
-		verifyHash: VerifyPassword,
+		verifyHash: password.Verify,
 	}
 	if s.devices != nil {
 		a.verifyDevice = s.devices.verify
@@ -276,7 +203,7 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	u := cfg.User(name)
 	// Device passwords never go through the cache: a revoked one must stop
 	// at once, and their own check costs no more than a cache lookup.
-	shaped := isDevicePassword(pw)
+	shaped := password.IsDevice(pw)
 	key := a.cacheKey(name, pw)
 	if !shaped {
 		a.mu.Lock()
@@ -361,9 +288,9 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 	defer func() { <-a.hashq }()
 	own := map[string][]string{} // shape → the user's hashes of that shape
 	if u != nil && len(pw) > 0 && len(pw) <= maxPasswordBytes {
-		own[hashShape(u.PasswordHash)] = append(own[hashShape(u.PasswordHash)], u.PasswordHash)
+		own[password.Shape(u.PasswordHash)] = append(own[password.Shape(u.PasswordHash)], u.PasswordHash)
 		for _, ap := range u.AppPasswords {
-			own[hashShape(ap.Hash)] = append(own[hashShape(ap.Hash)], ap.Hash)
+			own[password.Shape(ap.Hash)] = append(own[password.Shape(ap.Hash)], ap.Hash)
 		}
 	}
 	for _, step := range refusalPlan(cfg) {
@@ -396,16 +323,16 @@ func refusalPlan(cfg *config.Config) []planStep {
 	most := map[string]int{}
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
-		count := map[string]int{hashShape(u.PasswordHash): 1}
+		count := map[string]int{password.Shape(u.PasswordHash): 1}
 		for _, ap := range u.AppPasswords {
-			count[hashShape(ap.Hash)]++
+			count[password.Shape(ap.Hash)]++
 		}
 		for shape, n := range count {
 			most[shape] = max(most[shape], n)
 		}
 	}
 	if len(most) == 0 {
-		most[defaultShape] = 1 // nobody configured: still cost a check
+		most[password.DefaultShape] = 1 // nobody configured: still cost a check
 	}
 	plan := make([]planStep, 0, len(most))
 	for shape, n := range most {
@@ -446,47 +373,11 @@ func (a *authenticator) dummyHash(shape string) string {
 	if ok {
 		return h
 	}
-	h = makeDummy(shape)
+	h = password.Dummy(shape)
 	a.mu.Lock()
 	a.dummies[shape] = h
 	a.mu.Unlock()
 	return h
-}
-
-// defaultShape is bcrypt at the default cost, for hashes of no known shape.
-const defaultShape = "$2a$10$"
-
-// hashShape is the algorithm and cost part of a hash: "$2a$12$" or
-// "$argon2id$v=19$m=65536,t=3,p=4$".
-func hashShape(hash string) string {
-	if strings.HasPrefix(hash, "$2") {
-		if c, err := bcrypt.Cost([]byte(hash)); err == nil {
-			return fmt.Sprintf("$2a$%02d$", c)
-		}
-	}
-	if ap, _, _, ok := parseArgon2id(hash); ok {
-		return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$", argon2.Version, ap.m, ap.t, ap.p)
-	}
-	return defaultShape
-}
-
-func makeDummy(shape string) string {
-	pw := make([]byte, 16)
-	rand.Read(pw)
-	if ap, _, _, ok := parseArgon2id(shape + "AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); ok {
-		salt := make([]byte, 16)
-		rand.Read(salt)
-		key := argon2.IDKey(pw, salt, ap.t, ap.m, ap.p, argonKeyLen)
-		b64 := base64.RawStdEncoding
-		return shape + b64.EncodeToString(salt) + "$" + b64.EncodeToString(key)
-	}
-	cost := bcrypt.DefaultCost
-	fmt.Sscanf(strings.TrimPrefix(shape, "$2a$"), "%d", &cost)
-	h, err := bcrypt.GenerateFromPassword(pw, cost)
-	if err != nil {
-		h, _ = bcrypt.GenerateFromPassword(pw, bcrypt.DefaultCost)
-	}
-	return string(h)
 }
 
 // logName keeps attacker-chosen user names short in logs.

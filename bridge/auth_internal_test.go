@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 )
 
 // cheapArgon makes an argon2id hash with small parameters (the shape is what
@@ -49,15 +50,15 @@ func TestRefusalCostIsTheSameSequence(t *testing.T) {
 		{Name: "carol", PasswordHash: cheapBcrypt(t, "carol-pw", 4), AppPasswords: []config.AppPassword{
 			{Name: "a", Hash: cheapBcrypt(t, "carol-a", 4)}, {Name: "b", Hash: cheapArgon(t, "carol-b", 32)}}},
 	}}
-	s := &Service{metrics: NewMetrics()}
+	s := &Service{metrics: newMetrics(nil)}
 	a := newAuthenticator(s)
 	var mu sync.Mutex
 	var seq []string
 	a.verifyHash = func(hash, pw string) bool {
 		mu.Lock()
-		seq = append(seq, hashShape(hash))
+		seq = append(seq, password.Shape(hash))
 		mu.Unlock()
-		return VerifyPassword(hash, pw)
+		return password.Verify(hash, pw)
 	}
 	run := func(name, pw string) (bool, []string) {
 		seq = nil

@@ -15,9 +15,9 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/internal/fakeclock"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -78,7 +78,7 @@ func mustFail(t *testing.T, svc *bridge.Service, name, pw, addr string, want err
 
 func counter(t *testing.T, svc *bridge.Service, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := svc.Metrics().Registry.Gather()
+	mfs, err := svc.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func counter(t *testing.T, svc *bridge.Service, name string, labels map[string]s
 func TestAppPasswordsAndRevocation(t *testing.T) {
 	svc, _, _ := authWorld(t)
 	cfg := *svc.Config()
-	h, err := bridge.HashPassword("phone-app-pw")
+	h, err := password.Hash("phone-app-pw")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,24 +264,6 @@ func TestUnknownUserAndOversizedPassword(t *testing.T) {
 	mustFail(t, svc, "alice", strings.Repeat("a", 2000), "192.0.2.3:1", bridge.ErrBadCredentials)
 }
 
-func TestHashPasswordVerifies(t *testing.T) {
-	h, err := bridge.HashPassword("correct horse")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(h, "$argon2id$v=19$m=65536,t=3,p=4$") {
-		t.Fatalf("hash %q", h)
-	}
-	if !bridge.VerifyPassword(h, "correct horse") || bridge.VerifyPassword(h, "correct horse!") {
-		t.Fatal("argon2id verification wrong")
-	}
-	for _, bad := range []string{"", "$argon2id$v=19$m=0,t=1,p=1$AAAA$AAAA", "$argon2id$v=18$m=8,t=1,p=1$AAAA$AAAA", "plain"} {
-		if bridge.VerifyPassword(bad, "") {
-			t.Errorf("VerifyPassword(%q) accepted", bad)
-		}
-	}
-}
-
 // TestLoginCacheOutlastsPollInterval: a phone polling every 15 minutes is
 // answered from the cache for hours; the password is checked again after
 // authCacheMaxAge (12h) or 20 idle minutes.
@@ -289,9 +271,7 @@ func TestLoginCacheOutlastsPollInterval(t *testing.T) {
 	svc, clock, _ := authWorld(t)
 	ctx := context.Background()
 	misses := func() float64 {
-		var m dto.Metric
-		svc.Metrics().LoginCache.WithLabelValues("miss").Write(&m)
-		return m.GetCounter().GetValue()
+		return testsvc.Metric(t, svc, "duebridge_login_cache_total", "result", "miss")
 	}
 	login := func() {
 		t.Helper()
@@ -325,9 +305,7 @@ func TestRefusalCostIsUniform(t *testing.T) {
 	cfg.Users[0].AppPasswords = []config.AppPassword{{Name: "phone", Hash: cfg.Users[1].PasswordHash}, {Name: "mac", Hash: cfg.Users[2].PasswordHash}}
 	svc.SetConfig(context.Background(), &cfg)
 	checks := func() float64 {
-		var m dto.Metric
-		svc.Metrics().HashChecks.Write(&m)
-		return m.GetCounter().GetValue()
+		return testsvc.Metric(t, svc, "duebridge_password_hash_checks_total")
 	}
 	cost := func(name string) float64 {
 		before := checks()

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/calendar"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -223,7 +224,7 @@ func (b caldavBackend) SetCollectionProps(ctx context.Context, user, coll string
 			return nil
 		}
 		if p.DisplayName == "" {
-			todos, events := CollectionDisplayNames(c.Project)
+			todos, events := render.CollectionDisplayNames(c.Project)
 			p.DisplayName = events
 			if c.Kind == store.KindTodos {
 				p.DisplayName = todos

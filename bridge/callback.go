@@ -16,30 +16,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
-// CallbackWorker delivers queued completion callbacks: POST with the
+// callbackWorker delivers queued completion callbacks: POST with the
 // source's signature, any 2xx ends a delivery, anything else is retried with
 // exponential backoff (capped), across restarts since the queue is in the
 // store. A crash between a 2xx and its bookkeeping re-sends the same
 // event_id, which receivers de-duplicate on.
-type CallbackWorker struct {
+type callbackWorker struct {
 	s       *Service
 	client  *http.Client
-	clock   Clock
+	clock   clock.Clock
 	tracker TrackerFunc
 	pending prometheus.GaugeFunc
 	sent    *prometheus.CounterVec
 }
 
-// CallbackOptions for NewCallbackWorker.
-type CallbackOptions struct {
+// callbackOptions for newCallbackWorker.
+type callbackOptions struct {
 	// Client; if nil, one with a 15s timeout is used.
 	Client *http.Client
-	// Clock; if nil, the service's (bridge.Options.Clock), which is what
-	// tests set to run the backoff in virtual time.
-	Clock Clock
 	// Tracker, if set, is offered every completion first, to close or
 	// reopen the issue through the task system's own API; if nil, only the
 	// generic callback is sent.
@@ -66,16 +64,14 @@ const (
 	callbackStoreRetryMax = 5 * time.Second
 )
 
-// NewCallbackWorker builds the worker and registers its metrics.
-func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
+// newCallbackWorker builds the worker and registers its metrics.
+func newCallbackWorker(s *Service, o callbackOptions) *callbackWorker {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: 15 * time.Second}
 	}
-	w := &CallbackWorker{s: s, client: o.Client, tracker: o.Tracker}
-	if o.Clock == nil {
-		o.Clock = s.clock
-	}
-	w.clock = o.Clock
+	// The service's clock: tests run the backoff in virtual time through
+	// bridge.Options.Clock.
+	w := &callbackWorker{s: s, client: o.Client, clock: s.clock, tracker: o.Tracker}
 	w.sent = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_callbacks_total", Help: "Completion callback attempts, by result (delivered|failed).",
 	}, []string{"result"}))
@@ -101,7 +97,7 @@ func NewCallbackWorker(s *Service, o CallbackOptions) *CallbackWorker {
 }
 
 // Run delivers until ctx is done.
-func (w *CallbackWorker) Run(ctx context.Context) error {
+func (w *callbackWorker) Run(ctx context.Context) error {
 	sub := w.s.hub.Subscribe("", store.EventOutbox)
 	defer sub.Close()
 	timer := w.clock.NewTimer(0)
@@ -134,7 +130,7 @@ func (w *CallbackWorker) Run(ctx context.Context) error {
 
 // deliverDue sends every due callback and returns when the next is due
 // (zero if none is pending).
-func (w *CallbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
+func (w *callbackWorker) deliverDue(ctx context.Context) (time.Time, error) {
 outer:
 	for {
 		var due []store.Callback
@@ -217,7 +213,7 @@ outer:
 // claim lapses and re-send a delivered callback then. Once the store answers
 // after a failure, the same transaction releases rest (makes it due now), so
 // that nothing waits out the claim; failures says how many attempts failed.
-func (w *CallbackWorker) record(ctx context.Context, c store.Callback, sendErr error, claimEnd time.Time, rest []store.Callback) (failures int, err error) {
+func (w *callbackWorker) record(ctx context.Context, c store.Callback, sendErr error, claimEnd time.Time, rest []store.Callback) (failures int, err error) {
 	delay := callbackStoreRetry
 	for {
 		now := w.clock.Now()
@@ -259,7 +255,7 @@ func (w *CallbackWorker) record(ctx context.Context, c store.Callback, sendErr e
 // release makes the unsent rest of a batch due again when the worker stops
 // mid-batch, so another worker need not wait out the claim. Best effort:
 // the claim lapses by itself if the store does not answer.
-func (w *CallbackWorker) release(rest []store.Callback) {
+func (w *callbackWorker) release(rest []store.Callback) {
 	if len(rest) == 0 {
 		return
 	}
@@ -300,7 +296,7 @@ func backoff(n int) time.Duration {
 	return min(d, callbackMaxRetry)
 }
 
-func (w *CallbackWorker) send(ctx context.Context, c store.Callback) error {
+func (w *callbackWorker) send(ctx context.Context, c store.Callback) error {
 	src := w.s.Config().Source(c.Source)
 	if src == nil {
 		return fmt.Errorf("source %q is no longer configured", c.Source)

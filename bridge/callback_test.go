@@ -25,6 +25,7 @@ import (
 	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // receiver is a task system's callback endpoint on 127.0.0.1:0 that checks
@@ -103,12 +104,12 @@ func callbackConfig(t *testing.T, r *receiver) *config.Config {
 	return cfg
 }
 
-// runWorker starts a callback worker on svc; stop ends it and waits.
-func runWorker(t *testing.T, svc *bridge.Service, clock bridge.Clock) (stop func()) {
-	w := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{Clock: clock})
+// runWorker runs svc's background loops, the callback worker among them;
+// stop ends them and waits.
+func runWorker(t *testing.T, svc *bridge.Service) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- svc.Run(ctx) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -138,7 +139,7 @@ func advanceUntil(t *testing.T, clock *fakeclock.Clock, step time.Duration, what
 
 func outbox(t *testing.T, svc *bridge.Service) (pending, failing int) {
 	t.Helper()
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		pending, failing, err = tx.OutboxCounts()
 		return err
@@ -152,7 +153,7 @@ func outbox(t *testing.T, svc *bridge.Service) (pending, failing int) {
 // gauge reads a metric of the service's registry.
 func gauge(t *testing.T, svc *bridge.Service, name string) float64 {
 	t.Helper()
-	mfs, err := svc.Metrics().Registry.Gather()
+	mfs, err := svc.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,8 +180,8 @@ func TestCallbackRetriedUntilAcknowledgedOnce(t *testing.T) {
 		}
 		return http.StatusNoContent
 	})
-	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Now: clock.Now})
-	runWorker(t, svc, clock)
+	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Clock: clock})
+	runWorker(t, svc)
 	testsvc.Ingest(t, svc, bridge.TaskInput{ID: "T-123", Title: "Ship", Assignees: []string{"alice"}, UpdatedAt: t0})
 
 	// Only an assignee may complete: bob is told the task is not there.
@@ -236,8 +237,8 @@ func TestCallbackSurvivesRestart(t *testing.T) {
 	r := newReceiver(t, clock.Now)
 	r.setFail(func(int) int { return http.StatusServiceUnavailable })
 	cfg := callbackConfig(t, r)
-	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now})
-	stop := runWorker(t, svc, clock)
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Clock: clock})
+	stop := runWorker(t, svc)
 	testsvc.Ingest(t, svc, bridge.TaskInput{ID: "T-1", Title: "Task 1", Assignees: []string{"alice"}, UpdatedAt: t0},
 		bridge.TaskInput{ID: "T-2", Title: "Task 2", Assignees: []string{"bob"}, UpdatedAt: t0})
 	if err := svc.Complete(context.Background(), "alice", "tracker", "T-1", true, clock.Now()); err != nil {
@@ -252,15 +253,15 @@ func TestCallbackSurvivesRestart(t *testing.T) {
 	if err := svc.Complete(context.Background(), "bob", "tracker", "T-2", true, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.Store().Close(); err != nil {
+	if err := testsvc.Store(t, svc).Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	// The task system recovers; duebridge starts again on the same data.
 	r.setFail(func(int) int { return http.StatusOK })
 	clock.Advance(time.Minute)
-	svc2 := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now})
-	runWorker(t, svc2, clock)
+	svc2 := testsvc.New(t, testsvc.Options{Config: cfg, Clock: clock})
+	runWorker(t, svc2)
 	advanceUntil(t, clock, 5*time.Second, "both callbacks delivered", func() bool { return len(r.delivered()) == 2 })
 	advanceUntil(t, clock, time.Hour, "the outbox to drain", func() bool { p, _ := outbox(t, svc2); return p == 0 })
 	clock.Advance(24 * time.Hour)
@@ -292,7 +293,7 @@ func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
 	t.Parallel()
 	clock := fakeclock.New(t0)
 	r := newReceiver(t, clock.Now)
-	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Now: clock.Now})
+	svc := testsvc.New(t, testsvc.Options{Config: callbackConfig(t, r), Clock: clock})
 	ids := []string{"T-1", "T-2", "T-3", "T-4"}
 	for _, id := range ids {
 		testsvc.Ingest(t, svc, bridge.TaskInput{ID: id, Title: id, Assignees: []string{"alice"}, UpdatedAt: t0})
@@ -304,7 +305,7 @@ func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
 	r.setFail(func(int) int {
 		clock.Advance(50 * time.Second) // each answer takes 50s
 		// What another worker would pick up now, during this delivery.
-		err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+		err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 			due, err := tx.DueCallbacks(clock.Now(), 50)
 			for _, c := range due {
 				exposed = append(exposed, fmt.Sprintf("%s at %s", c.TaskID, clock.Now().Sub(t0)))
@@ -316,7 +317,7 @@ func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	runWorker(t, svc, clock)
+	runWorker(t, svc)
 	advanceUntil(t, clock, time.Second, "all callbacks delivered", func() bool { return len(r.delivered()) == len(ids) })
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -325,18 +326,18 @@ func TestCallbackClaimOutlastsSlowBatch(t *testing.T) {
 	}
 }
 
-// A second worker on the same service (a restart in-process) shares the
-// metrics of the first, as a second scheduler does, instead of panicking
-// on the duplicate registration.
-func TestSecondCallbackWorkerSharesMetrics(t *testing.T) {
-	svc := testsvc.New(t, testsvc.Options{})
-	bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
+// A second service on the same registry (a restart in-process) shares the
+// metrics of the first (the callback worker's, the scheduler's...) instead
+// of panicking on the duplicate registration.
+func TestSecondServiceSharesMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	testsvc.New(t, testsvc.Options{Service: bridge.Options{Registry: reg}})
 	defer func() {
 		if p := recover(); p != nil {
-			t.Fatalf("second NewCallbackWorker panicked: %v", p)
+			t.Fatalf("second service panicked: %v", p)
 		}
 	}()
-	bridge.NewCallbackWorker(svc, bridge.CallbackOptions{})
+	svc := testsvc.New(t, testsvc.Options{Service: bridge.Options{Registry: reg}})
 	if p := gauge(t, svc, "duebridge_callbacks_pending"); p != 0 {
 		t.Errorf("pending = %v", p)
 	}
@@ -386,7 +387,7 @@ func TestCallbackBookkeepingSurvivesStoreOutage(t *testing.T) {
 	r := newReceiver(t, clock.Now)
 	cfg := callbackConfig(t, r)
 	tap := newLogTap()
-	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now, Logger: slog.New(tap)})
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Clock: clock, Logger: slog.New(tap)})
 	raw, err := sql.Open("sqlite", "file:"+filepath.Join(cfg.DataDir, "duebridge.db")+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +411,7 @@ func TestCallbackBookkeepingSurvivesStoreOutage(t *testing.T) {
 		}
 		return http.StatusOK
 	})
-	runWorker(t, svc, clock)
+	runWorker(t, svc)
 	deadline := time.Now().Add(10 * time.Second)
 	for !tap.has("no such table: outbox") {
 		if time.Now().After(deadline) {

@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/emersion/go-ical"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -268,9 +268,8 @@ func TestThunderbirdPrivatePropsKept(t *testing.T) {
 	if _, stored = e.get(releaseTodo); strings.Contains(stored, "X-MOZ-SNOOZE-TIME") {
 		t.Fatal("client property over limits.client_props_bytes kept")
 	}
-	var m dto.Metric
-	if err := e.svc.Metrics().ClientPropsDropped.Write(&m); err != nil || m.GetCounter().GetValue() < 1 {
-		t.Fatalf("duebridge_client_props_dropped_total = %v (%v)", m.GetCounter().GetValue(), err)
+	if n := testsvc.Metric(t, e.svc, "duebridge_client_props_dropped_total"); n < 1 {
+		t.Fatalf("duebridge_client_props_dropped_total = %v", n)
 	}
 }
 
@@ -298,9 +297,9 @@ func TestRerenderIfStale(t *testing.T) {
 	old := "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:deadline-tracker-T-1@duebridge\r\n" +
 		"DTSTAMP:20260101T000000Z\r\nDTSTART:20260101T000000Z\r\nPRIORITY:5\r\nBEGIN:VALARM\r\nACTION:DISPLAY\r\n" +
 		"DESCRIPTION:x\r\nTRIGGER;VALUE=DATE-TIME:20260101T000000Z\r\nEND:VALARM\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
-	err := e.svc.Store().Update(ctx, func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).Update(ctx, func(tx store.Tx) error {
 		if err := tx.PutObject(&store.Object{User: "alice", Collection: "release-deadlines", Name: "tracker-T-1.ics",
-			UID: "deadline-tracker-T-1@duebridge", Source: "tracker", TaskID: "T-1", ETag: bridge.ETag([]byte(old)), Data: []byte(old)}); err != nil {
+			UID: "deadline-tracker-T-1@duebridge", Source: "tracker", TaskID: "T-1", ETag: render.ETag([]byte(old)), Data: []byte(old)}); err != nil {
 			return err
 		}
 		return tx.Set("render_version", "1")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -69,8 +70,8 @@ func saveFlips(tx store.Tx, flips []pendingFlip) error {
 
 // coalesces reports whether the mail ev about a change made by actor waits
 // for the window instead of going out now.
-func (w *writer) coalesces(ev MailEvent, actor string) bool {
-	return actor != "" && (ev == MailDone || ev == MailReopened) && w.cfg.Mail.CoalesceWindow > 0
+func (w *writer) coalesces(ev render.MailEvent, actor string) bool {
+	return actor != "" && (ev == render.MailDone || ev == render.MailReopened) && w.cfg.Mail.CoalesceWindow > 0
 }
 
 // deferFlip records (or keeps) the waiting mail of u about t, whose status
@@ -117,7 +118,7 @@ func (w *writer) dropFlip(user string, t *store.Task) error {
 
 // deliverFlips writes the waiting flip mails whose time has come, in one
 // transaction, and returns when the next one is due (zero if none waits).
-func (sc *Scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
+func (sc *scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
 	var next time.Time
 	var unsent int
 	err := sc.s.st.Update(ctx, func(tx store.Tx) error {
@@ -173,9 +174,9 @@ func (w *writer) flipMail(p pendingFlip) (bool, error) {
 		(t.Status != "done" && !t.Open()) {
 		return false, nil // gone, unassigned, back as it was, or cancelled (mailed as such)
 	}
-	ev := MailReopened
+	ev := render.MailReopened
 	if done {
-		ev = MailDone
+		ev = render.MailDone
 	}
 	return true, w.notify(u, ev, t, nil)
 }

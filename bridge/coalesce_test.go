@@ -7,6 +7,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 )
 
 // sharedTask is task() assigned to alice and bob.
@@ -26,7 +27,7 @@ func (w *world) flip(done bool) {
 
 // flipMails are alice's done/reopened mails.
 func (w *world) flipMails() []sentMail {
-	return w.mails("alice", string(bridge.MailDone), string(bridge.MailReopened))
+	return w.mails("alice", string(render.MailDone), string(render.MailReopened))
 }
 
 // TestFlipsCoalesce is issue 11 item 8: bob ticks and un-ticks one reminder
@@ -71,7 +72,7 @@ func TestFlipsCoalesce(t *testing.T) {
 			if !equalStrings(subjects, c.want) {
 				t.Errorf("alice's mails = %q, want %q", subjects, c.want)
 			}
-			if got := w.mails("bob", string(bridge.MailDone), string(bridge.MailReopened)); len(got) != 0 {
+			if got := w.mails("bob", string(render.MailDone), string(render.MailReopened)); len(got) != 0 {
 				t.Errorf("bob, who flipped, got %d mails", len(got))
 			}
 		})

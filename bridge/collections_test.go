@@ -14,6 +14,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -40,7 +41,7 @@ func (e *davEnv) hook(body []byte) (int, string) {
 func (e *davEnv) collections(user string) []store.Collection {
 	e.t.Helper()
 	var out []store.Collection
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		out, err = tx.Collections(user)
 		return err
@@ -74,7 +75,7 @@ func TestPoisonBatchAccepted(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("poison batch: %d %s", status, reply)
 	}
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		for _, user := range []string{"alice", "bob"} {
 			objs, err := tx.ObjectsOfUser(user)
 			if err != nil {
@@ -170,7 +171,7 @@ func TestDistinctProjectLists(t *testing.T) {
 	}
 	// Each project's tasks are in its own list.
 	for i, p := range projects {
-		err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+		err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 			objs, err := tx.ObjectsForTaskUser("tracker", fmt.Sprintf("T-%d", i), "alice")
 			for _, o := range objs {
 				if c, err := tx.Collection("alice", o.Collection); err != nil || c.Project != p {
@@ -217,8 +218,8 @@ func TestProjectColourStable(t *testing.T) {
 		}
 		return ""
 	}
-	want := bridge.Palette[bridge.ProjectColor("Payments")]
-	if colour(a) != want || (bridge.ProjectColor("Zebra") != bridge.ProjectColor("Payments") && colour(b) != want) {
+	want := render.Palette[render.ProjectColor("Payments")]
+	if colour(a) != want || (render.ProjectColor("Zebra") != render.ProjectColor("Payments") && colour(b) != want) {
 		t.Fatalf("Payments is %s alone and %s after Zebra, want %s", colour(a), colour(b), want)
 	}
 }
@@ -233,7 +234,7 @@ func TestSharedListSplitAtStart(t *testing.T) {
 		bridge.TaskInput{ID: "T-2", Title: "b", Project: "EVIL!", Assignees: []string{"alice"}})
 	ctx := context.Background()
 	// Make it look like the old store: T-2's reminder inside evil-tasks.
-	err := e.svc.Store().Update(ctx, func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).Update(ctx, func(tx store.Tx) error {
 		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice")
 		if err != nil || len(objs) != 1 {
 			return fmt.Errorf("T-2 objects %v: %v", objs, err)
@@ -257,7 +258,7 @@ func TestSharedListSplitAtStart(t *testing.T) {
 	if _, err := e.svc.RerenderIfStale(ctx); err != nil {
 		t.Fatal(err)
 	}
-	err = e.svc.Store().View(ctx, func(tx store.Tx) error {
+	err = testsvc.Store(t, e.svc).View(ctx, func(tx store.Tx) error {
 		in, err := tx.Objects("alice", "evil-tasks", false)
 		if err != nil {
 			return err

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base32"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -32,15 +32,11 @@ import (
 // both under the key in kv[deviceKeyName]; the key never leaves the store.
 
 const (
-	devicePrefix  = "dbp-"
-	deviceIDBytes = 8
-	// deviceSecretBytes: 160 bits, beyond guessing online or offline.
-	deviceSecretBytes = 20
-	deviceKeyName     = "device_password_key"
+	deviceKeyName = "device_password_key"
 	// deviceFlushInterval: last use is kept in memory and written at most
 	// this often, so a poll never costs a write.
 	deviceFlushInterval = 5 * time.Minute
-	// deviceRevocationPoll is how often RunDevices looks for revocations
+	// deviceRevocationPoll is how often runDevices looks for revocations
 	// made by another process (the CLI, another node).
 	deviceRevocationPoll = 5 * time.Second
 	// maxDeviceNameBytes bounds a device's name.
@@ -57,8 +53,6 @@ var ErrNoDevice = fmt.Errorf("no such device password: %w", store.ErrNotFound)
 
 // ErrDeviceName is returned for an unusable device name.
 var ErrDeviceName = errors.New("device name must be 1 to 100 characters of printable text")
-
-var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // Device is a device password as listed: no secret, no hash.
 type Device struct {
@@ -143,32 +137,12 @@ func deviceMAC(key []byte, id, secret string) []byte {
 	return m.Sum(nil)
 }
 
-// parseDevicePassword splits a device password; ok is false for anything
-// else (a user's own password, say).
-func parseDevicePassword(pw string) (id, secret string, ok bool) {
-	rest, found := strings.CutPrefix(pw, devicePrefix)
-	if !found {
-		return "", "", false
-	}
-	id, secret, found = strings.Cut(rest, "-")
-	if !found || len(id) != b32.EncodedLen(deviceIDBytes) || len(secret) != b32.EncodedLen(deviceSecretBytes) {
-		return "", "", false
-	}
-	if _, err := b32.DecodeString(strings.ToUpper(id)); err != nil {
-		return "", "", false
-	}
-	if _, err := b32.DecodeString(strings.ToUpper(secret)); err != nil {
-		return "", "", false
-	}
-	return id, secret, true
-}
-
 // verify is the device step of a login. It costs the same for every
 // refusal: one store read by ID (a password of another shape reads a
 // non-existent ID) and one HMAC compared in constant time, whether or not
 // the ID exists or belongs to the user.
 func (d *devices) verify(ctx context.Context, user, pw string) bool {
-	id, secret, shaped := parseDevicePassword(pw)
+	id, secret, shaped := password.ParseDevice(pw)
 	if !shaped {
 		id, secret = "", pw // reads no row; the HMAC below still runs
 	}
@@ -218,11 +192,7 @@ func (s *Service) IssueDevicePassword(ctx context.Context, user, name string) (D
 	if err != nil {
 		return Device{}, "", err
 	}
-	idb := make([]byte, deviceIDBytes)
-	sec := make([]byte, deviceSecretBytes)
-	rand.Read(idb)
-	rand.Read(sec)
-	id, secret := strings.ToLower(b32.EncodeToString(idb)), strings.ToLower(b32.EncodeToString(sec))
+	id, secret, pw := password.NewDevice()
 	limit := limitsOf(s.Config()).devices
 	row := store.DevicePassword{ID: id, User: user, Name: name, Hash: deviceMAC(key, id, secret)}
 	err = s.st.Update(ctx, func(tx store.Tx) error {
@@ -243,7 +213,7 @@ func (s *Service) IssueDevicePassword(ctx context.Context, user, name string) (D
 		return Device{}, "", fmt.Errorf("issue device password for %s: %w", user, err)
 	}
 	s.log.Info("device password issued", "user", user, "device", id, "name", name)
-	return Device{ID: id, User: user, Name: name, Created: row.Created}, devicePrefix + id + "-" + secret, nil
+	return Device{ID: id, User: user, Name: name, Created: row.Created}, pw, nil
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
@@ -277,7 +247,7 @@ func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
 // working at once, and the user's IMAP sessions are closed (the IMAP server
 // closes a user's sessions on EventCredentials; the other devices log in
 // again on their own). Other processes sharing the store do the same within
-// deviceRevocationPoll (RunDevices). ErrNoDevice if there is none.
+// deviceRevocationPoll (runDevices). ErrNoDevice if there is none.
 func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
 	if err := s.markRevocations(ctx); err != nil {
 		return fmt.Errorf("revoke device password: %w", err)
@@ -370,10 +340,10 @@ func (s *Service) flushDeviceUses(ctx context.Context) error {
 	return nil
 }
 
-// RunDevices writes device last-use times every few minutes (and once more
+// runDevices writes device last-use times every few minutes (and once more
 // on the way out), and ends the sessions of device passwords revoked by
 // other processes sharing the store. It returns when ctx is done.
-func (s *Service) RunDevices(ctx context.Context) error {
+func (s *Service) runDevices(ctx context.Context) error {
 	// The mark for revocations is set now, so that one made by the CLI
 	// after start-up is published.
 	if err := s.markRevocations(ctx); err != nil {
@@ -403,12 +373,4 @@ func (s *Service) RunDevices(ctx context.Context) error {
 			}
 		}
 	}
-}
-
-// IsDevicePassword reports whether pw has the form of a device password.
-func IsDevicePassword(pw string) bool { return isDevicePassword(pw) }
-
-func isDevicePassword(pw string) bool {
-	_, _, ok := parseDevicePassword(pw)
-	return ok
 }

@@ -10,19 +10,24 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
 )
 
 // deviceService is a real service on a temporary SQLite store.
 func deviceService(t testing.TB, dir string, users []config.User) *Service {
 	t.Helper()
-	hub := NewHub()
-	st, err := store.Open(context.Background(), store.SQLite, dir, store.Options{OnCommit: hub.Publish})
+	s, err := New(func(o store.Options) (store.Store, error) {
+		st, err := store.Open(context.Background(), store.SQLite, dir, o)
+		if err == nil {
+			t.Cleanup(func() { st.Close() })
+		}
+		return st, err
+	}, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	return New(st, hub, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return s
 }
 
 // TestDeviceRefusalCostsWhatEveryRefusalCosts: a refused login runs the
@@ -50,9 +55,9 @@ func TestDeviceRefusalCostsWhatEveryRefusalCosts(t *testing.T) {
 	a := s.auth
 	a.verifyHash = func(hash, pw string) bool {
 		mu.Lock()
-		seq = append(seq, hashShape(hash))
+		seq = append(seq, password.Shape(hash))
 		mu.Unlock()
-		return VerifyPassword(hash, pw)
+		return password.Verify(hash, pw)
 	}
 	a.verifyDevice = func(ctx context.Context, name, pw string) bool {
 		mu.Lock()
@@ -111,7 +116,7 @@ func issue(t testing.TB, s *Service, user, name string) string {
 
 // TestRevocationInAnotherProcessEndsSessions: a device password revoked by
 // another process sharing the store (the CLI) ends the user's sessions in
-// this one, through RunDevices.
+// this one, through runDevices.
 func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 	dir := t.TempDir()
 	users := []config.User{{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)}}
@@ -122,7 +127,7 @@ func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 	if _, err := server.Authenticate("imap", "alice", pw); err != nil {
 		t.Fatal(err)
 	}
-	sub := server.Hub().Subscribe("", EventCredentials)
+	sub := server.hub.Subscribe("", EventCredentials)
 	defer sub.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -131,7 +136,7 @@ func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 		// The first revocation check marks where the log ends.
 		server.markRevocations(ctx)
 		close(ready)
-		done <- server.RunDevices(ctx)
+		done <- server.runDevices(ctx)
 	}()
 	<-ready
 	dev, err := cli.Devices(ctx, "alice")
@@ -164,7 +169,7 @@ func TestRevocationInAnotherProcessEndsSessions(t *testing.T) {
 // parameters), and a warm login answered from the cache.
 func BenchmarkColdLogin(b *testing.B) {
 	ctx := context.Background()
-	hash, err := HashPassword("alice-own-password")
+	hash, err := password.Hash("alice-own-password")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -37,7 +36,7 @@ func TestDevicePasswordIssueUseRevoke(t *testing.T) {
 		t.Fatal("two devices got the same password")
 	}
 	// Only a hash is stored.
-	svc.Store().View(ctx, func(tx store.Tx) error {
+	testsvc.Store(t, svc).View(ctx, func(tx store.Tx) error {
 		rows, err := tx.DevicePasswords("")
 		if err != nil {
 			t.Fatal(err)
@@ -52,9 +51,7 @@ func TestDevicePasswordIssueUseRevoke(t *testing.T) {
 	})
 
 	hashChecks := func() float64 {
-		var m dto.Metric
-		svc.Metrics().HashChecks.Write(&m)
-		return m.GetCounter().GetValue()
+		return testsvc.Metric(t, svc, "duebridge_password_hash_checks_total")
 	}
 	before := hashChecks()
 	clock.Advance(time.Minute)
@@ -81,8 +78,11 @@ func TestDevicePasswordIssueUseRevoke(t *testing.T) {
 		t.Fatalf("bob sees devices %+v", other)
 	}
 
-	sub := svc.Hub().Subscribe("alice", bridge.EventCredentials)
-	defer sub.Close()
+	// The IMAP backend forwards credential events to the server, which
+	// ends the user's sessions.
+	subCtx, unsubscribe := context.WithCancel(ctx)
+	defer unsubscribe()
+	events := svc.IMAP().Subscribe(subCtx)
 	if err := svc.RevokeDevicePassword(ctx, "bob", dev.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("bob revoking alice's device: %v, want ErrNotFound", err)
 	}
@@ -90,8 +90,11 @@ func TestDevicePasswordIssueUseRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-sub.C:
-	default:
+	case e := <-events:
+		if e.Kind != imapserver.EventCredentials || e.User != "alice" {
+			t.Fatalf("revocation published %+v, want EventCredentials for alice", e)
+		}
+	case <-time.After(5 * time.Second):
 		t.Fatal("revocation did not publish EventCredentials for alice (her IMAP sessions stay open)")
 	}
 	mustFail(t, svc, "alice", pw, "192.0.2.1:1", bridge.ErrBadCredentials)
@@ -128,7 +131,7 @@ func TestDevicePasswordLimitsAndNames(t *testing.T) {
 }
 
 // TestDeviceLastUseIsCoalesced: polls record last use in memory; the store
-// is written when RunDevices flushes (every few minutes, and on the way out),
+// is written when Run flushes (every few minutes, and on the way out),
 // not once per poll.
 func TestDeviceLastUseIsCoalesced(t *testing.T) {
 	ctx := context.Background()
@@ -139,7 +142,7 @@ func TestDeviceLastUseIsCoalesced(t *testing.T) {
 	}
 	stored := func() time.Time {
 		var at time.Time
-		svc.Store().View(ctx, func(tx store.Tx) error {
+		testsvc.Store(t, svc).View(ctx, func(tx store.Tx) error {
 			d, err := tx.DevicePassword(dev.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -158,7 +161,7 @@ func TestDeviceLastUseIsCoalesced(t *testing.T) {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
-	go func() { done <- svc.RunDevices(runCtx) }()
+	go func() { done <- svc.Run(runCtx) }()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/emersion/go-ical"
 )
@@ -290,7 +291,7 @@ func withReminderAlarms(tx store.Tx, user, todos, name string, event []byte) ([]
 			if err := ical.NewEncoder(&buf).Encode(ec); err != nil {
 				return event, nil
 			}
-			return Fold(buf.Bytes()), nil
+			return render.Fold(buf.Bytes()), nil
 		}
 	}
 	return event, nil

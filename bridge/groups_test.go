@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
@@ -64,24 +62,4 @@ func TestIngestDeliveryGroupIndex(t *testing.T) {
 	if err == nil {
 		t.Error("memberships without an index were accepted")
 	}
-}
-
-// TestRegister: a collector registered again shares the first; a
-// different collector under the same name is a programming error.
-func TestRegister(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	opts := prometheus.CounterOpts{Name: "test_total", Help: "test"}
-	first := bridge.Register(reg, prometheus.NewCounter(opts))
-	if again := bridge.Register(reg, prometheus.NewCounter(opts)); again != first {
-		t.Error("a second registration did not return the first collector")
-	}
-	if c := bridge.Register[prometheus.Counter](nil, first); c != first {
-		t.Error("a nil registry did not return the collector")
-	}
-	defer func() {
-		if recover() == nil {
-			t.Error("a conflicting collector did not panic")
-		}
-	}()
-	bridge.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "test_total", Help: "other"}, []string{"x"}))
 }

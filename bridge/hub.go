@@ -6,19 +6,19 @@ import (
 	"github.com/duebridge/duebridge/store"
 )
 
-// Hub fans committed store events out to in-process subscribers (IMAP IDLE
+// hub fans committed store events out to in-process subscribers (IMAP IDLE
 // sessions, CalDAV sync waiters, the scheduler). Delivery never blocks the
 // committing writer: each subscriber has a small buffer, and a subscriber
 // that falls behind gets a Lagged mark instead of events, after which it must
 // re-read the store. Events only say where to look.
-type Hub struct {
+type hub struct {
 	mu   sync.Mutex
-	subs map[*Subscription]struct{}
+	subs map[*subscription]struct{}
 }
 
-// Subscription receives events for one user ("" = all users).
-type Subscription struct {
-	hub  *Hub
+// subscription receives events for one user ("" = all users).
+type subscription struct {
+	hub  *hub
 	user string
 	kind store.EventKind // "" = all kinds
 	C    chan store.Event
@@ -27,13 +27,13 @@ type Subscription struct {
 	lagged bool
 }
 
-// NewHub returns an empty hub.
-func NewHub() *Hub { return &Hub{subs: map[*Subscription]struct{}{}} }
+// newHub returns an empty hub.
+func newHub() *hub { return &hub{subs: map[*subscription]struct{}{}} }
 
 // Subscribe returns a subscription to events of user (all users if "") and
 // kind (all kinds if ""). Call Close when done.
-func (h *Hub) Subscribe(user string, kind store.EventKind) *Subscription {
-	s := &Subscription{hub: h, user: user, kind: kind, C: make(chan store.Event, 64)}
+func (h *hub) Subscribe(user string, kind store.EventKind) *subscription {
+	s := &subscription{hub: h, user: user, kind: kind, C: make(chan store.Event, 64)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
@@ -41,14 +41,14 @@ func (h *Hub) Subscribe(user string, kind store.EventKind) *Subscription {
 }
 
 // Close ends the subscription. C is not closed (a publisher may race).
-func (s *Subscription) Close() {
+func (s *subscription) Close() {
 	s.hub.mu.Lock()
 	delete(s.hub.subs, s)
 	s.hub.mu.Unlock()
 }
 
 // Lagged reports (and clears) whether events were dropped since the last call.
-func (s *Subscription) Lagged() bool {
+func (s *subscription) Lagged() bool {
 	s.lagMu.Lock()
 	defer s.lagMu.Unlock()
 	l := s.lagged
@@ -57,7 +57,7 @@ func (s *Subscription) Lagged() bool {
 }
 
 // Publish delivers events, de-duplicated, to matching subscribers.
-func (h *Hub) Publish(events []store.Event) {
+func (h *hub) Publish(events []store.Event) {
 	events = dedupe(events)
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -2,8 +2,6 @@ package bridge
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/url"
@@ -17,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -515,28 +514,28 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 }
 
 // mailEventFor picks the one notification a change deserves for a user.
-func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (MailEvent, bool) {
+func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (render.MailEvent, bool) {
 	switch {
 	case isAssigned && !wasAssigned:
 		if t.Open() {
-			return MailAssigned, true
+			return render.MailAssigned, true
 		}
 	case wasAssigned && t.Deleted:
-		return MailDeleted, true
+		return render.MailDeleted, true
 	case wasAssigned && !isAssigned:
-		return MailUnassigned, true
+		return render.MailUnassigned, true
 	case isAssigned && old != nil && old.Status != t.Status:
 		switch {
 		case t.Status == "done":
-			return MailDone, true
+			return render.MailDone, true
 		case t.Status == "cancelled":
-			return MailCancelled, true
+			return render.MailCancelled, true
 		case !old.Open() && t.Open():
-			return MailReopened, true
+			return render.MailReopened, true
 		}
 	}
 	if isAssigned && wasAssigned && old != nil && old.Due != t.Due && t.Open() {
-		return MailDueChanged, true
+		return render.MailDueChanged, true
 	}
 	return "", false
 }
@@ -549,7 +548,7 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	if err != nil {
 		return err
 	}
-	name := ObjectName(t.Source, t.ID)
+	name := render.ObjectName(t.Source, t.ID)
 	// A task first seen in this transaction has no per-user state and no
 	// objects yet: skip the lookups (they dominated batch ingest).
 	isNew := w.created[[2]string{t.Source, t.ID}]
@@ -593,34 +592,34 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	if !visible {
 		return nil
 	}
-	var phone PhoneState
+	var phone render.PhoneState
 	if ut != nil {
-		if phone, err = ParsePhoneState(ut.Extra); err != nil {
+		if phone, err = render.ParsePhoneState(ut.Extra); err != nil {
 			w.s.log.Warn("ignoring unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
 		}
 	}
 	src := w.cfg.Source(t.Source)
-	in := RenderInput{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
-	err = w.do(func() ([]byte, error) { return RenderTodo(in) }, func(todo []byte) error {
-		return w.putObject(u.Name, todoColl, store.KindTodos, t, name, TodoUID(t.Source, t.ID), todo, etags[todoColl])
+	in := render.Input{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
+	err = w.do(func() ([]byte, error) { return render.Todo(in) }, func(todo []byte) error {
+		return w.putObject(u.Name, todoColl, store.KindTodos, t, name, render.TodoUID(t.Source, t.ID), todo, etags[todoColl])
 	})
 	if err != nil || t.Due.IsZero() {
 		return err
 	}
 	evIn := in
-	evIn.Phone = PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
-	return w.do(func() ([]byte, error) { return RenderEvent(evIn) }, func(event []byte) error {
-		return w.putObject(u.Name, eventColl, store.KindEvents, t, name, EventUID(t.Source, t.ID), event, etags[eventColl])
+	evIn.Phone = render.PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
+	return w.do(func() ([]byte, error) { return render.Event(evIn) }, func(event []byte) error {
+		return w.putObject(u.Name, eventColl, store.KindEvents, t, name, render.EventUID(t.Source, t.ID), event, etags[eventColl])
 	})
 }
 
 // putObject stores an object unless its bytes are unchanged (curETag is the
-// stored one, "" if none), so ETag, ctag and sync token stay still.
+// stored one, "" if none), so render.ETag, ctag and sync token stay still.
 func (w *writer) putObject(user, coll, kind string, t *store.Task, name, uid string, data []byte, curETag string) error {
 	if err := w.ensureCollection(user, coll, kind, t.Project); err != nil {
 		return err
 	}
-	etag := ETag(data)
+	etag := render.ETag(data)
 	if etag == curETag {
 		return nil
 	}
@@ -647,8 +646,8 @@ func (w *writer) userCollections(user string) (map[string]store.Collection, erro
 
 // collectionNames returns the names of a project's list and deadlines
 // calendar for a user. A collection the user already has for the project
-// keeps its name (stores made before CollectionNames added hashes keep
-// their lists); a new one gets CollectionNames, or its hashed form when
+// keeps its name (stores made before render.CollectionNames added hashes keep
+// their lists); a new one gets render.CollectionNames, or its hashed form when
 // that name already belongs to another project, so two projects never
 // share a collection.
 func (w *writer) collectionNames(user, project string) (todos, events string, err error) {
@@ -656,7 +655,7 @@ func (w *writer) collectionNames(user, project string) (todos, events string, er
 	if err != nil {
 		return "", "", err
 	}
-	todos, events = CollectionNames(project)
+	todos, events = render.CollectionNames(project)
 	pick := func(want, kind string) string {
 		if c, ok := have[want]; ok && c.Project == project && c.Kind == kind {
 			return want
@@ -672,7 +671,7 @@ func (w *writer) collectionNames(user, project string) (todos, events string, er
 			return own[0]
 		}
 		if _, taken := have[want]; taken {
-			ht, he := hashedCollectionNames(project)
+			ht, he := render.HashedCollectionNames(project)
 			want = ht
 			if kind == store.KindEvents {
 				want = he
@@ -717,40 +716,16 @@ func (w *writer) ensureCollection(user, coll, kind, project string) error {
 	return nil
 }
 
-// Palette holds the colours lists and deadline calendars start with: iOS's
-// own calendar colours, distinct from each other, opaque (#RRGGBBAA, as
-// iOS writes them).
-var Palette = []string{
-	"#FF2968FF", // pink-red
-	"#1BADF8FF", // blue
-	"#63DA38FF", // green
-	"#FF9500FF", // orange
-	"#CC73E1FF", // purple
-	"#FFCC00FF", // yellow
-	"#A2845EFF", // brown
-	"#5856D6FF", // indigo
-	"#00C7BEFF", // teal
-	"#8E8E93FF", // grey
-}
-
-// ProjectColor is the colour a project's collections start with: picked
-// by a hash of the project name, so it depends neither on the order
-// projects arrive in nor on the user, and survives a rebuilt store.
-func ProjectColor(project string) int {
-	h := sha256.Sum256([]byte(project))
-	return int(binary.BigEndian.Uint32(h[:4]) % uint32(len(Palette)))
-}
-
 // newCollection builds a new collection given the user's existing ones. A
 // project's list and deadlines calendar share one colour, so the two are
 // recognisably the same project in both apps. The colour starts at
-// ProjectColor and moves to the next palette colour no other project of the
-// user has, so a user's first len(Palette) projects never look alike
+// render.ProjectColor and moves to the next palette colour no other project of the
+// user has, so a user's first len(render.Palette) projects never look alike
 // (when two hash alike, the second one to arrive moves). The order is after
 // every existing collection of the user, so lists keep the order they
 // appeared in and no two share a place.
 func newCollection(user, coll, kind, project string, existing []store.Collection) *store.Collection {
-	todoName, eventName := CollectionDisplayNames(project)
+	todoName, eventName := render.CollectionDisplayNames(project)
 	display := todoName
 	if kind == store.KindEvents {
 		display = eventName
@@ -767,10 +742,10 @@ func newCollection(user, coll, kind, project string, existing []store.Collection
 		}
 	}
 	if c.Color == "" {
-		first := ProjectColor(project)
-		c.Color = Palette[first]
-		for i := range Palette {
-			if p := Palette[(first+i)%len(Palette)]; !used[p] {
+		first := render.ProjectColor(project)
+		c.Color = render.Palette[first]
+		for i := range render.Palette {
+			if p := render.Palette[(first+i)%len(render.Palette)]; !used[p] {
 				c.Color = p
 				break
 			}
@@ -783,7 +758,7 @@ func newCollection(user, coll, kind, project string, existing []store.Collection
 const Inbox = "INBOX"
 
 // notify stores one notification mail for a user.
-func (w *writer) notify(u *config.User, ev MailEvent, t, old *store.Task) error {
+func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task) error {
 	if !w.inbox[u.Name] {
 		if _, err := w.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
 			return err
@@ -794,25 +769,25 @@ func (w *writer) notify(u *config.User, ev MailEvent, t, old *store.Task) error 
 	if err != nil {
 		return err
 	}
-	in := MailInput{Event: ev, Task: t, User: u, From: w.cfg.Mail.From, Host: w.cfg.HTTP.PublicURL.Hostname(),
-		Date: w.tx.Now(), Seq: seq, Urgent: IsUrgent(t, userLocation(u), w.tx.Now())} // urgency.go
+	in := render.MailInput{Event: ev, Task: t, User: u, From: w.cfg.Mail.From, Host: w.cfg.HTTP.PublicURL.Hostname(),
+		Date: w.tx.Now(), Seq: seq, Urgent: render.IsUrgent(t, render.UserLocation(u), w.tx.Now())} // urgency.go
 	if old != nil {
 		in.OldDue = old.Due
 	}
-	render := func() ([]byte, error) {
-		data, err := NotificationMail(in)
+	mail := func() ([]byte, error) {
+		data, err := render.NotificationMail(in)
 		if err != nil {
 			return nil, fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
 		}
 		return data, nil
 	}
-	return w.do(render, func(data []byte) error {
+	return w.do(mail, func(data []byte) error {
 		var flags []string
 		if in.Urgent {
 			flags = append(flags, `\Flagged`)
 		}
 		msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
-			MessageID: MessageID(in), Source: t.Source, TaskID: t.ID}
+			MessageID: render.MessageID(in), Source: t.Source, TaskID: t.ID}
 		if err := w.tx.AppendMessage(msg); err != nil {
 			return err
 		}

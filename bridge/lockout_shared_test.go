@@ -48,13 +48,18 @@ func replicaPair(t *testing.T) (a, b *bridge.Service, clock *fakeclock.Clock) {
 	cfg.Limits.LockoutFailures = 4
 	cfg.Limits.LockoutWindow = 15 * time.Minute
 	open := func() *bridge.Service {
-		hub := bridge.NewHub()
-		st, err := store.Open(context.Background(), store.Postgres, source, store.Options{OnCommit: hub.Publish, Now: clock.Now})
+		var st store.Store
+		svc, err := bridge.New(func(o store.Options) (store.Store, error) {
+			var err error
+			st, err = store.Open(context.Background(), store.Postgres, source, o)
+			return st, err
+		}, cfg, bridge.Options{Clock: clock})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		return bridge.New(st, hub, cfg, bridge.Options{Clock: clock})
+		testsvc.Track(t, svc, st)
+		return svc
 	}
 	return open(), open(), clock
 }
@@ -96,7 +101,7 @@ func TestLockoutsSharedBetweenReplicas(t *testing.T) {
 // still counted and locked, never let through unchecked.
 func TestLockoutsWhenDatabaseAway(t *testing.T) {
 	a, _, _ := replicaPair(t)
-	a.Store().Close()
+	testsvc.Store(t, a).Close()
 	for i := range 4 {
 		mustFail(t, a, "bob", fmt.Sprintf("guess-%d", i), fmt.Sprintf("198.51.100.%d:1", i), bridge.ErrBadCredentials)
 	}

@@ -1,20 +1,15 @@
 package bridge
 
 import (
-	"slices"
-	"strings"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
-// Metrics are the core's Prometheus collectors. Adapters register their own
+// coreMetrics are the core's Prometheus collectors. Adapters register their own
 // collectors on Registry. A fresh registry per Service keeps tests independent.
-type Metrics struct {
+type coreMetrics struct {
 	Registry *prometheus.Registry
 
 	WebhookTasks  *prometheus.CounterVec   // source, result: accepted|ignored|rejected
@@ -28,11 +23,15 @@ type Metrics struct {
 	ClientPropsDropped prometheus.Counter
 }
 
-// NewMetrics creates the collectors on a new registry, with Go and process
-// collectors.
-func NewMetrics() *Metrics {
-	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+// newMetrics creates the collectors and registers them on reg; a nil reg is
+// a new registry with the Go and process collectors.
+func newMetrics(reg *prometheus.Registry) *coreMetrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	m := &coreMetrics{
+		Registry: reg,
 		WebhookTasks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_webhook_tasks_total", Help: "Task records received over webhooks, by source and result.",
 		}, []string{"source", "result"}),
@@ -56,42 +55,18 @@ func NewMetrics() *Metrics {
 			Name: "duebridge_client_props_dropped_total", Help: "Client X- properties not kept because they went over limits.client_props_bytes.",
 		}),
 	}
-	m.Registry.MustRegister(m.ClientPropsDropped, m.WebhookTasks, m.StoreLatency, m.LoginFailures, m.LoginCache, m.Mails, m.HashChecks,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.ClientPropsDropped = metricsreg.Register(reg, m.ClientPropsDropped)
+	m.WebhookTasks = metricsreg.Register(reg, m.WebhookTasks)
+	m.StoreLatency = metricsreg.Register(reg, m.StoreLatency)
+	m.LoginFailures = metricsreg.Register(reg, m.LoginFailures)
+	m.LoginCache = metricsreg.Register(reg, m.LoginCache)
+	m.Mails = metricsreg.Register(reg, m.Mails)
+	m.HashChecks = metricsreg.Register(reg, m.HashChecks)
 	return m
 }
 
-// Register adds c to reg, or returns the collector registered before under
-// the same name: a handler, server, scheduler or worker built again on the
-// same registry (a restart in-process, tests) shares its metrics. A nil reg
-// registers nothing. Any other refusal (two different collectors under one
-// name) is a programming error every test run meets at construction, so it
-// panics rather than leaving a metric that is never exported.
-func Register[C prometheus.Collector](reg *prometheus.Registry, c C) C {
-	if reg == nil {
-		return c // a typed nil must not reach the interface
-	}
-	return metricsreg.Register(reg, c)
-}
-
-// register adds c to the service's registry (see Register).
-func register[C prometheus.Collector](s *Service, c C) C { return Register(s.metrics.Registry, c) }
-
-// WithReplica returns g with the label replica=name on every sample, so the
-// series of several processes behind one balancer stay apart. (Not
-// "instance": Prometheus sets that one itself from the scrape target and
-// would rename ours to exported_instance.)
-func WithReplica(g prometheus.Gatherer, name string) prometheus.Gatherer {
-	lname, lvalue := "replica", name
-	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
-		mfs, err := g.Gather()
-		for _, mf := range mfs {
-			for _, m := range mf.Metric {
-				m.Label = append(m.Label, &dto.LabelPair{Name: &lname, Value: &lvalue})
-				// Label pairs must stay sorted by name for the exposition.
-				slices.SortFunc(m.Label, func(a, b *dto.LabelPair) int { return strings.Compare(a.GetName(), b.GetName()) })
-			}
-		}
-		return mfs, err
-	})
+// register adds c to the service's registry, or returns the collector
+// registered there before under its name (see metricsreg.Register).
+func register[C prometheus.Collector](s *Service, c C) C {
+	return metricsreg.Register(s.metrics.Registry, c)
 }

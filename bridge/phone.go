@@ -15,6 +15,7 @@ import (
 
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -122,7 +123,7 @@ func (s *Service) phonePut(ctx context.Context, pw calendar.Put) (calendar.PutRe
 			} else if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			if IsTaskUID(uid) {
+			if render.IsTaskUID(uid) {
 				// A tracker task the user hid, or one no longer assigned:
 				// only the task system can bring it back.
 				return fmt.Errorf("%w: %s belongs to a task-system task", calendar.ErrUIDConflict, uid)
@@ -139,12 +140,6 @@ func (s *Service) phonePut(ctx context.Context, pw calendar.Put) (calendar.PutRe
 		return calendar.PutResult{}, fmt.Errorf("store phone write %s/%s/%s: %w", pw.User, pw.Collection, pw.Name, err)
 	}
 	return res, nil
-}
-
-// IsTaskUID reports whether uid is the UID duebridge gives a task's VTODO
-// or VEVENT (TodoUID, EventUID).
-func IsTaskUID(uid string) bool {
-	return strings.HasSuffix(uid, "@duebridge") && (strings.HasPrefix(uid, "task-") || strings.HasPrefix(uid, "deadline-"))
 }
 
 // singleComponent checks RFC 4791 §4.1 (one component type apart from
@@ -185,7 +180,7 @@ func singleComponent(cal *ical.Calendar) (*ical.Component, string, error) {
 
 // phoneOwnPut stores a reminder the user made on a device, as sent.
 func (w *writer) phoneOwnPut(pw calendar.Put, cur *store.Object, uid string, res *calendar.PutResult) error {
-	etag := ETag(pw.Data)
+	etag := render.ETag(pw.Data)
 	res.ETag, res.Verbatim, res.Created = etag, true, cur == nil
 	if cur != nil && cur.ETag == etag {
 		res.Outcome = "unchanged"
@@ -245,10 +240,10 @@ func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Comp
 	} else if err != nil {
 		return err
 	}
-	old, err := ParsePhoneState(ut.Extra)
+	old, err := render.ParsePhoneState(ut.Extra)
 	if err != nil {
 		w.s.log.Warn("replacing unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
-		old = PhoneState{}
+		old = render.PhoneState{}
 	}
 	next, dropped, err := phoneStateOf(comp, ours(t, w.cfg.LeadTimesFor(u, w.cfg.Source(t.Source))), w.cfg.Limits.ClientPropsBytes)
 	if err != nil {
@@ -295,7 +290,7 @@ func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Comp
 		// The client changed a field the task system owns and we kept ours:
 		// what it must fetch again has to differ from what it had, or a
 		// client that compares ETags (vdirsyncer, Thunderbird) keeps its
-		// own edit for good. A phone bump raises SEQUENCE and so the ETag.
+		// own edit for good. A phone bump raises SEQUENCE and so the render.ETag.
 		next.Bumps++
 		ut.Extra = next.Encode()
 		if err := w.tx.PutUserTask(ut); err != nil {
@@ -312,7 +307,7 @@ func (w *writer) phoneTaskPut(u *config.User, cur *store.Object, comp *ical.Comp
 		}
 	}
 	res.ETag = stored.ETag
-	// RFC 4791 §5.3.4: an ETag in the answer tells the client its copy is
+	// RFC 4791 §5.3.4: an render.ETag in the answer tells the client its copy is
 	// the stored one, so only when the stored bytes are exactly the body.
 	res.Verbatim = bytes.Equal(stored.Data, data)
 	return nil
@@ -357,7 +352,7 @@ type alarmSet map[string]bool
 func ours(t *store.Task, leads []time.Duration) alarmSet {
 	s := alarmSet{}
 	for _, l := range leads {
-		s[alarmUID(t, l)] = true
+		s[render.AlarmUID(t, l)] = true
 	}
 	return s
 }
@@ -381,7 +376,7 @@ func (s alarmSet) has(a *ical.Component) bool {
 // kept are bounded by maxProps bytes; dropped counts the ones left out.
 // The form is canonical (go-ical sorts properties), so equal content
 // compares equal.
-func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ PhoneState, dropped int, _ error) {
+func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ render.PhoneState, dropped int, _ error) {
 	holder := ical.NewComponent(ical.CompToDo)
 	holder.Props.SetText(ical.PropUID, "x")
 	holder.Props.SetDateTime(ical.PropDateTimeStamp, time.Unix(0, 0).UTC())
@@ -411,7 +406,7 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ Phon
 					if acked == nil {
 						acked = map[string]string{}
 					}
-					acked[AckKey(uid.Value, trig.Value)] = ack.Value
+					acked[render.AckKey(uid.Value, trig.Value)] = ack.Value
 				}
 			}
 			continue
@@ -429,13 +424,13 @@ func phoneStateOf(c *ical.Component, ourAlarms alarmSet, maxProps int64) (_ Phon
 	}
 	cal := ical.NewCalendar()
 	cal.Props.SetText(ical.PropVersion, "2.0")
-	cal.Props.SetText(ical.PropProductID, ProdID)
+	cal.Props.SetText(ical.PropProductID, render.ProdID)
 	cal.Children = append(cal.Children, holder)
 	var buf bytes.Buffer
 	if err := ical.NewEncoder(&buf).Encode(cal); err != nil {
-		return PhoneState{}, 0, fmt.Errorf("%w: %v", calendar.ErrInvalidObject, err)
+		return render.PhoneState{}, 0, fmt.Errorf("%w: %v", calendar.ErrInvalidObject, err)
 	}
-	p := PhoneState{Acked: acked}
+	p := render.PhoneState{Acked: acked}
 	var propBytes int64
 	var alarms strings.Builder
 	depth := 0 // 1 in VCALENDAR, 2 in the VTODO, 3 in a VALARM
@@ -476,7 +471,7 @@ func encodable(c *ical.Component) bool {
 	holder.Children = []*ical.Component{c}
 	cal := ical.NewCalendar()
 	cal.Props.SetText(ical.PropVersion, "2.0")
-	cal.Props.SetText(ical.PropProductID, ProdID)
+	cal.Props.SetText(ical.PropProductID, render.ProdID)
 	cal.Children = []*ical.Component{holder}
 	var buf bytes.Buffer
 	return ical.NewEncoder(&buf).Encode(cal) == nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -21,7 +22,7 @@ func ownReminder(uid string, pad int) string {
 // ownUsage reads what the store holds of alice's own reminders.
 func (e *davEnv) ownUsage() (count, bytes int64) {
 	e.t.Helper()
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		count, bytes, err = tx.OwnUsage("alice")
 		return err
@@ -35,7 +36,7 @@ func (e *davEnv) ownUsage() (count, bytes int64) {
 // limitHits reads duebridge_caldav_limit_hits_total{limit}.
 func (e *davEnv) limitHits(limit string) float64 {
 	e.t.Helper()
-	mfs, err := e.svc.Metrics().Registry.Gather()
+	mfs, err := e.svc.Registry().Gather()
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -77,19 +78,12 @@ func (s *Service) Resync(ctx context.Context, users map[string]bool) error {
 	return nil
 }
 
-// RenderVersion names the rendering rules of stored objects. Change it with
-// any change that renders existing tasks differently (it was raised for
-// PRIORITY following iOS's marks, alarms on the reminder only, and
-// collision-free list names); RerenderIfStale then brings stored objects
-// up to date at the next start.
-const RenderVersion = "2"
-
-// renderVersionKey is the store key holding the RenderVersion the stored
+// renderVersionKey is the store key holding the render.Version the stored
 // objects were made with.
 const renderVersionKey = "render_version"
 
 // RerenderIfStale re-renders every user's objects once when the store's
-// objects were made by other rendering rules than RenderVersion, and then
+// objects were made by other rendering rules than render.Version, and then
 // records the version. It reports whether it re-rendered. Several processes
 // starting at once may each re-render; the result is the same.
 func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
@@ -105,7 +99,7 @@ func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read render version: %w", err)
 	}
-	if have == RenderVersion {
+	if have == render.Version {
 		return false, nil
 	}
 	start := time.Now()
@@ -115,10 +109,10 @@ func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err // Resync stopped early: try again at the next start
 	}
-	if err := s.st.Update(ctx, func(tx store.Tx) error { return tx.Set(renderVersionKey, RenderVersion) }); err != nil {
+	if err := s.st.Update(ctx, func(tx store.Tx) error { return tx.Set(renderVersionKey, render.Version) }); err != nil {
 		return false, fmt.Errorf("record render version: %w", err)
 	}
-	s.log.Info("re-rendered stored objects for new rendering rules", "from", have, "to", RenderVersion,
+	s.log.Info("re-rendered stored objects for new rendering rules", "from", have, "to", render.Version,
 		"took", time.Since(start).Round(time.Millisecond))
 	return true, nil
 }

@@ -7,10 +7,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
-// Retention keeps the store from growing for ever (config retention.*):
+// retention keeps the store from growing for ever (config retention.*):
 // INBOX mails older than retention.mail_days, mails that entered Trash more
 // than retention.trash_days ago, and calendar objects and tasks deleted
 // more than retention.tombstone_days ago are removed. Work is done in small
@@ -19,9 +20,9 @@ import (
 // operation IMAP's EXPUNGE uses, so open sessions (iOS Mail too) see an
 // ordinary EXPUNGE or VANISHED. Delivered callbacks are pruned by the
 // callback worker (30 days).
-type Retention struct {
+type retention struct {
 	s        *Service
-	clock    Clock
+	clock    clock.Clock
 	batch    int
 	interval time.Duration
 
@@ -32,15 +33,15 @@ type Retention struct {
 	dur     prometheus.Histogram
 }
 
-// RetentionOptions for NewRetention. Zero values are fine.
-type RetentionOptions struct {
+// retentionOptions for newRetention. Zero values are fine.
+type retentionOptions struct {
 	// BatchSize is how many records one transaction removes; 0 means 200.
 	BatchSize int
 	// Interval between passes; 0 means one hour.
 	Interval time.Duration
 }
 
-// Retention kinds, the "kind" label of duebridge_retention_removed_total.
+// retention kinds, the "kind" label of duebridge_retention_removed_total.
 const (
 	RetainInbox           = "inbox"
 	RetainTrash           = "trash"
@@ -53,16 +54,16 @@ const (
 // of running for hours; 50 x 200 = 10,000 records per kind per pass.
 const retentionBatches = 50
 
-// NewRetention builds the retention job and registers its metrics; it
+// newRetention builds the retention job and registers its metrics; it
 // starts nothing.
-func NewRetention(s *Service, o RetentionOptions) *Retention {
+func newRetention(s *Service, o retentionOptions) *retention {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 200
 	}
 	if o.Interval <= 0 {
 		o.Interval = time.Hour
 	}
-	r := &Retention{s: s, clock: s.clock, batch: o.BatchSize, interval: o.Interval}
+	r := &retention{s: s, clock: s.clock, batch: o.BatchSize, interval: o.Interval}
 	r.removed = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_retention_removed_total",
 		Help: "Records removed by retention, by kind: inbox and trash mails, calendar object and task tombstones.",
@@ -87,7 +88,7 @@ func NewRetention(s *Service, o RetentionOptions) *Retention {
 }
 
 // Run makes a pass at once and then every Interval until ctx is done.
-func (r *Retention) Run(ctx context.Context) error {
+func (r *retention) Run(ctx context.Context) error {
 	timer := r.clock.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -108,7 +109,7 @@ type Removed map[string]int
 
 // RunOnce makes one retention pass with the current config and returns
 // what it removed. It must not be called concurrently.
-func (r *Retention) RunOnce(ctx context.Context) (Removed, error) {
+func (r *retention) RunOnce(ctx context.Context) (Removed, error) {
 	start := time.Now()
 	cfg := r.s.Config().Retention
 	now := r.clock.Now()
@@ -132,7 +133,7 @@ func (r *Retention) RunOnce(ctx context.Context) (Removed, error) {
 
 func days(n int) time.Duration { return time.Duration(n) * 24 * time.Hour }
 
-func (r *Retention) pass(ctx context.Context, now time.Time, mailDays, trashDays, tombDays int, out Removed) error {
+func (r *retention) pass(ctx context.Context, now time.Time, mailDays, trashDays, tombDays int, out Removed) error {
 	st := r.s.st
 	if mailDays > 0 {
 		err := r.expungeBatches(ctx, out, RetainInbox, func(tx store.Tx) ([]store.MessageRef, error) {
@@ -185,7 +186,7 @@ func (r *Retention) pass(ctx context.Context, now time.Time, mailDays, trashDays
 
 // expungeBatches finds a batch with find and expunges it, mailbox by
 // mailbox, in one transaction, until a batch comes back short.
-func (r *Retention) expungeBatches(ctx context.Context, out Removed, kind string, find func(store.Tx) ([]store.MessageRef, error)) error {
+func (r *retention) expungeBatches(ctx context.Context, out Removed, kind string, find func(store.Tx) ([]store.MessageRef, error)) error {
 	for range retentionBatches {
 		var n int
 		err := r.s.st.Update(ctx, func(tx store.Tx) error {

@@ -16,7 +16,6 @@ type retentionWorld struct {
 	t     *testing.T
 	clock *fakeclock.Clock
 	svc   *bridge.Service
-	ret   *bridge.Retention
 }
 
 func newRetentionWorld(t *testing.T, edit func(*config.Config)) *retentionWorld {
@@ -25,14 +24,13 @@ func newRetentionWorld(t *testing.T, edit func(*config.Config)) *retentionWorld 
 		edit(cfg)
 	}
 	w := &retentionWorld{t: t, clock: fakeclock.New(t0)}
-	w.svc = testsvc.New(t, testsvc.Options{Config: cfg, Clock: w.clock})
-	w.ret = bridge.NewRetention(w.svc, bridge.RetentionOptions{BatchSize: 3})
+	w.svc = testsvc.New(t, testsvc.Options{Config: cfg, Clock: w.clock, Service: bridge.Options{RetentionBatch: 3}})
 	return w
 }
 
 func (w *retentionWorld) run() bridge.Removed {
 	w.t.Helper()
-	got, err := w.ret.RunOnce(context.Background())
+	got, err := w.svc.RetentionPass(context.Background())
 	if err != nil {
 		w.t.Fatalf("retention at %s: %v", w.clock.Now(), err)
 	}
@@ -42,7 +40,7 @@ func (w *retentionWorld) run() bridge.Removed {
 func (w *retentionWorld) count(user, mailbox string) uint32 {
 	w.t.Helper()
 	var n uint32
-	if err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	if err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		n, err = tx.CountMessages(user, mailbox)
 		return err
@@ -54,7 +52,7 @@ func (w *retentionWorld) count(user, mailbox string) uint32 {
 
 func (w *retentionWorld) metric(kind string) float64 {
 	w.t.Helper()
-	mfs, err := w.svc.Metrics().Registry.Gather()
+	mfs, err := w.svc.Registry().Gather()
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -89,7 +87,7 @@ func TestRetentionInbox(t *testing.T) {
 		t.Fatalf("INBOX has %d mails, want 8", n)
 	}
 	var before *store.Mailbox
-	w.svc.Store().View(context.Background(), func(tx store.Tx) error { before, _ = tx.Mailbox("alice", bridge.Inbox); return nil })
+	testsvc.Store(t, w.svc).View(context.Background(), func(tx store.Tx) error { before, _ = tx.Mailbox("alice", bridge.Inbox); return nil })
 
 	if got := w.run(); len(got) != 0 {
 		t.Errorf("day 5: removed %v", got)
@@ -105,7 +103,7 @@ func TestRetentionInbox(t *testing.T) {
 		t.Errorf("metric inbox = %v", m)
 	}
 	var after *store.Mailbox
-	w.svc.Store().View(context.Background(), func(tx store.Tx) error { after, _ = tx.Mailbox("alice", bridge.Inbox); return nil })
+	testsvc.Store(t, w.svc).View(context.Background(), func(tx store.Tx) error { after, _ = tx.Mailbox("alice", bridge.Inbox); return nil })
 	if after.ModSeq <= before.ModSeq || after.UIDNext != before.UIDNext || after.UIDValidity != before.UIDValidity {
 		t.Errorf("mailbox before %+v after %+v: MODSEQ must rise, UIDNEXT and UIDVALIDITY stay", before, after)
 	}
@@ -135,7 +133,7 @@ func TestRetentionTrash(t *testing.T) {
 	w.clock.Advance(365 * 24 * time.Hour)
 	w.run() // a pass before the move: nothing in Trash yet
 	ctx := context.Background()
-	err := w.svc.Store().Update(ctx, func(tx store.Tx) error {
+	err := testsvc.Store(t, w.svc).Update(ctx, func(tx store.Tx) error {
 		if _, err := tx.EnsureMailbox("alice", "Trash", store.TrashUse); err != nil {
 			return err
 		}
@@ -179,7 +177,7 @@ func TestRetentionTombstones(t *testing.T) {
 	testsvc.Ingest(t, w.svc, bridge.TaskInput{ID: "T-1", Deleted: true, UpdatedAt: w.clock.Now()})
 	var tombs []store.Object
 	var colls []store.Collection
-	w.svc.Store().View(ctx, func(tx store.Tx) error {
+	testsvc.Store(t, w.svc).View(ctx, func(tx store.Tx) error {
 		colls, _ = tx.Collections("alice")
 		for _, c := range colls {
 			ch, _ := tx.Changes("alice", c.Name, 0)
@@ -203,7 +201,7 @@ func TestRetentionTombstones(t *testing.T) {
 	if got[bridge.RetainObjectTombstone] != len(tombs) || got[bridge.RetainTaskTombstone] != 1 {
 		t.Errorf("400 days: removed %v, want %d object tombstones and 1 task", got, len(tombs))
 	}
-	w.svc.Store().View(ctx, func(tx store.Tx) error {
+	testsvc.Store(t, w.svc).View(ctx, func(tx store.Tx) error {
 		if _, err := tx.Task("tracker", "T-1"); err == nil {
 			t.Error("deleted task T-1 still stored")
 		}
@@ -234,19 +232,18 @@ func TestRetentionTombstones(t *testing.T) {
 func TestRetentionRunsOnTheClock(t *testing.T) {
 	t.Parallel()
 	w := newRetentionWorld(t, func(c *config.Config) { c.Retention.MailDays = 1 })
-	w.ret = bridge.NewRetention(w.svc, bridge.RetentionOptions{Interval: time.Hour})
 	testsvc.Ingest(t, w.svc, bridge.TaskInput{ID: "T-1", Title: "task", Assignees: []string{"alice"}, UpdatedAt: w.clock.Now()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.ret.Run(ctx) }()
+	go func() { done <- w.svc.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	if !w.clock.WaitForTimers(1, 5*time.Second) {
+	if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 		t.Fatal("Run armed no timer")
 	}
 	w.clock.Advance(25 * time.Hour) // past the mail's age and the interval
 	// Advance fired the timer; Run re-arms it only after the pass, so an
 	// armed timer means the pass is over. No polling, no sleeps.
-	if !w.clock.WaitForTimers(1, 5*time.Second) {
+	if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 		t.Fatal("Run did not re-arm after the interval's pass")
 	}
 	if n := w.count("alice", bridge.Inbox); n != 0 {

@@ -12,13 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
-// Scheduler is the deadline engine: it writes the "due soon" mail at each
+// scheduler is the deadline engine: it writes the "due soon" mail at each
 // lead time before a task's due instant and the "overdue" mail at the due
 // instant, for users whose notify setting asks for mail (for the others the
-// VALARMs on the CalDAV objects carry the same lead times and DueInstant),
+// VALARMs on the CalDAV objects carry the same lead times and render.DueInstant),
 // and the opt-in daily digest. It also writes the done/reopened mails that
 // waited out their coalescing window (coalesce.go).
 //
@@ -34,9 +36,9 @@ import (
 // cost follows the work due, not the number of tasks waiting. Between ticks
 // Run sleeps on a timer until the earliest FireAt, and wakes early on an
 // EventAlert (a task was armed) or after MaxSleep (to see config reloads).
-type Scheduler struct {
+type scheduler struct {
 	s        *Service
-	clock    Clock
+	clock    clock.Clock
 	batch    int
 	maxSleep time.Duration
 
@@ -49,8 +51,8 @@ type Scheduler struct {
 	tickDur     prometheus.Histogram
 }
 
-// SchedulerOptions for NewScheduler. Zero values are fine.
-type SchedulerOptions struct {
+// schedulerOptions for newScheduler. Zero values are fine.
+type schedulerOptions struct {
 	// BatchSize is how many schedules one transaction handles; 0 means 256.
 	BatchSize int
 	// MaxSleep bounds how long Run waits between ticks, which is how soon a
@@ -78,16 +80,16 @@ const (
 	digestScan = 5000
 )
 
-// NewScheduler builds the scheduler and registers its metrics; it starts
+// newScheduler builds the scheduler and registers its metrics; it starts
 // nothing.
-func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
+func newScheduler(s *Service, o schedulerOptions) *scheduler {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 256
 	}
 	if o.MaxSleep <= 0 {
 		o.MaxSleep = time.Minute
 	}
-	sc := &Scheduler{s: s, clock: s.clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
+	sc := &scheduler{s: s, clock: s.clock, batch: o.BatchSize, maxSleep: o.MaxSleep}
 	sc.held = register(s, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "duebridge_alerts_held_total", Help: "Alert mails postponed to the end of a user's quiet hours.",
 	}))
@@ -125,7 +127,7 @@ func NewScheduler(s *Service, o SchedulerOptions) *Scheduler {
 }
 
 // Run ticks until ctx is done.
-func (sc *Scheduler) Run(ctx context.Context) error {
+func (sc *scheduler) Run(ctx context.Context) error {
 	sub := sc.s.hub.Subscribe("", store.EventAlert)
 	defer sub.Close()
 	timer := sc.clock.NewTimer(0)
@@ -160,7 +162,7 @@ func (sc *Scheduler) Run(ctx context.Context) error {
 // and returns when the next one is (zero if none is planned). Run calls it;
 // tests that drive virtual time call it directly. It must not be called
 // concurrently.
-func (sc *Scheduler) Tick(ctx context.Context) (time.Time, error) {
+func (sc *scheduler) Tick(ctx context.Context) (time.Time, error) {
 	start := time.Now()
 	defer func() { sc.tickDur.Observe(time.Since(start).Seconds()) }()
 	cfg := sc.s.Config()
@@ -210,7 +212,7 @@ func (sc *Scheduler) Tick(ctx context.Context) (time.Time, error) {
 // backfill arms schedules for open tasks that were stored before this
 // version, in batches; instants before now count as covered, so an upgrade
 // sends no stale reminders.
-func (sc *Scheduler) backfill(ctx context.Context, cfg *config.Config) error {
+func (sc *scheduler) backfill(ctx context.Context, cfg *config.Config) error {
 	var done bool
 	if err := sc.s.st.View(ctx, func(tx store.Tx) error {
 		v, err := tx.Get(kvAlertBackfill)
@@ -282,7 +284,7 @@ func hiddenFor(tx store.Tx, user string, t *store.Task) (bool, error) {
 // re-planned (after a reload, or a config edited while duebridge was down).
 func alertFingerprint(cfg *config.Config, u *config.User) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "notify=%s;tz=%s;default=%v", u.Notify, userLocation(u), cfg.LeadTimesFor(u, nil))
+	fmt.Fprintf(&b, "notify=%s;tz=%s;default=%v", u.Notify, render.UserLocation(u), cfg.LeadTimesFor(u, nil))
 	for i := range cfg.Sources {
 		fmt.Fprintf(&b, ";%s=%v", cfg.Sources[i].Name, cfg.LeadTimesFor(u, &cfg.Sources[i]))
 	}
@@ -294,7 +296,7 @@ func alertFingerprint(cfg *config.Config, u *config.User) string {
 
 // replan hands the schedules of users whose alert settings changed back to
 // the fire pass, and drops the schedules of users no longer configured.
-func (sc *Scheduler) replan(ctx context.Context, cfg *config.Config, now time.Time) error {
+func (sc *scheduler) replan(ctx context.Context, cfg *config.Config, now time.Time) error {
 	names := make([]string, 0, len(cfg.Users))
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
@@ -326,7 +328,7 @@ func (sc *Scheduler) replan(ctx context.Context, cfg *config.Config, now time.Ti
 
 // fireBatch handles up to one batch of due schedules in one transaction and
 // returns how many it read.
-func (sc *Scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time.Time) (int, error) {
+func (sc *scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time.Time) (int, error) {
 	var n int
 	err := sc.s.st.Update(ctx, func(tx store.Tx) error {
 		due, err := tx.DueAlerts(now, sc.batch)
@@ -350,7 +352,7 @@ func (sc *Scheduler) fireBatch(ctx context.Context, cfg *config.Config, now time
 
 // firePass is one transaction of the fire pass.
 type firePass struct {
-	sc    *Scheduler
+	sc    *scheduler
 	tx    store.Tx
 	cfg   *config.Config
 	now   time.Time
@@ -384,8 +386,8 @@ func (p *firePass) fire(a *store.Alert) error {
 		return err
 	}
 
-	loc := userLocation(u)
-	due := DueInstant(t.Due, loc)
+	loc := render.UserLocation(u)
+	due := render.DueInstant(t.Due, loc)
 	instants := alertInstants(p.cfg, u, p.cfg.Source(t.Source), due)
 	var first, latest time.Time
 	for _, at := range instants {
@@ -397,8 +399,8 @@ func (p *firePass) fire(a *store.Alert) error {
 		}
 	}
 	if !latest.IsZero() {
-		urgent := Urgency(t, due, now) >= UrgentScore
-		if end, quiet := QuietUntil(u, now); quiet && !(urgent && u.QuietHours.AllowUrgent) {
+		urgent := render.Urgency(t, due, now) >= render.UrgentScore
+		if end, quiet := quietUntil(u, now); quiet && !(urgent && u.QuietHours.AllowUrgent) {
 			a.AlertAt, a.FireAt = first, end
 			p.sc.held.Inc()
 			return tx.UpdateAlert(a)
@@ -437,27 +439,27 @@ func alertInstants(cfg *config.Config, u *config.User, src *config.Source, due t
 
 // alertMail writes the due-soon or overdue mail for the instant at.
 func (p *firePass) alertMail(u *config.User, t *store.Task, due, at time.Time, urgent bool) error {
-	ev, lead := MailOverdue, time.Duration(0)
+	ev, lead := render.MailOverdue, time.Duration(0)
 	if at.Before(due) {
-		ev, lead = MailDueSoon, due.Sub(at)
+		ev, lead = render.MailDueSoon, due.Sub(at)
 		if p.now.Sub(at) > catchUpGrace {
 			// Late (downtime, quiet hours): say how long is actually left.
 			lead = max(due.Sub(p.now).Truncate(time.Minute), time.Minute)
 		}
 	}
-	in := MailInput{Event: ev, Task: t, User: u, Lead: lead, Urgent: urgent}
+	in := render.MailInput{Event: ev, Task: t, User: u, Lead: lead, Urgent: urgent}
 	if err := p.fill(&in); err != nil {
 		return err
 	}
-	data, err := NotificationMail(in)
+	data, err := render.NotificationMail(in)
 	if err != nil {
 		return fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
 	}
-	return p.append(u, t.Source, t.ID, MessageID(in), data, urgent, ev)
+	return p.append(u, t.Source, t.ID, render.MessageID(in), data, urgent, ev)
 }
 
-// fill sets the parts of a MailInput every scheduler mail shares.
-func (p *firePass) fill(in *MailInput) error {
+// fill sets the parts of a render.MailInput every scheduler mail shares.
+func (p *firePass) fill(in *render.MailInput) error {
 	seq, err := p.tx.Seq()
 	if err != nil {
 		return err
@@ -466,7 +468,7 @@ func (p *firePass) fill(in *MailInput) error {
 	return nil
 }
 
-func (p *firePass) append(u *config.User, source, taskID, msgID string, data []byte, urgent bool, ev MailEvent) error {
+func (p *firePass) append(u *config.User, source, taskID, msgID string, data []byte, urgent bool, ev render.MailEvent) error {
 	if !p.inbox[u.Name] {
 		if _, err := p.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
 			return err

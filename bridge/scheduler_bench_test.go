@@ -74,14 +74,13 @@ func benchPipeline(b *testing.B, n int) {
 	cfg := testsvc.Config(b)
 	cfg.Notifications.LeadTimes = []time.Duration{time.Hour}
 	cfg.User("alice").Notify = config.NotifyMail
-	svc := testsvc.New(b, testsvc.Options{Config: cfg, Clock: clock})
-	sched := bridge.NewScheduler(svc, bridge.SchedulerOptions{BatchSize: 512})
-	st := svc.Store()
+	svc := testsvc.New(b, testsvc.Options{Config: cfg, Clock: clock, Service: bridge.Options{AlertBatch: 512}})
+	st := testsvc.Store(b, svc)
 	// Due over a ten-minute spread two days out: the 1h reminders all pass
 	// at fireAt, the due instants all later.
 	due := func(i int) time.Time { return base.Add(48*time.Hour + time.Duration(i%600)*time.Second) }
 	fireAt := base.Add(47*time.Hour + 10*time.Minute)
-	if _, err := sched.Tick(ctx); err != nil { // backfill mark, plan fingerprint
+	if _, err := svc.SchedulerTick(ctx); err != nil { // backfill mark, plan fingerprint
 		b.Fatal(err)
 	}
 
@@ -128,7 +127,7 @@ func benchPipeline(b *testing.B, n int) {
 	arm := time.Since(start)
 
 	start = time.Now()
-	next, err := sched.Tick(ctx)
+	next, err := svc.SchedulerTick(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -139,7 +138,7 @@ func benchPipeline(b *testing.B, n int) {
 
 	clock.Set(fireAt)
 	start = time.Now()
-	if _, err := sched.Tick(ctx); err != nil {
+	if _, err := svc.SchedulerTick(ctx); err != nil {
 		b.Fatal(err)
 	}
 	fire := time.Since(start)
@@ -163,7 +162,7 @@ func benchPipeline(b *testing.B, n int) {
 	const ticks = 200
 	start = time.Now()
 	for range ticks {
-		if _, err := sched.Tick(ctx); err != nil {
+		if _, err := svc.SchedulerTick(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -189,12 +188,12 @@ func benchPipeline(b *testing.B, n int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := sched.Tick(ctx); err != nil { // plan them (1h from now + 1s)
+		if _, err := svc.SchedulerTick(ctx); err != nil { // plan them (1h from now + 1s)
 			b.Fatal(err)
 		}
 		clock.Advance(time.Second)
 		start = time.Now()
-		if _, err := sched.Tick(ctx); err != nil {
+		if _, err := svc.SchedulerTick(ctx); err != nil {
 			b.Fatal(err)
 		}
 		due100 += time.Since(start)

@@ -17,11 +17,17 @@ import (
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
 // t0 is a Monday morning; every scheduler test starts there.
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+
+// runTimers is how many timers Service.Run keeps armed on the clock while
+// idle: the scheduler's, retention's and the callback worker's. Waiting for
+// all of them means every loop has finished its pass.
+const runTimers = 3
 
 // world is one duebridge on a temp store, in virtual time.
 type world struct {
@@ -29,7 +35,6 @@ type world struct {
 	clock *fakeclock.Clock
 	cfg   *config.Config
 	svc   *bridge.Service
-	sched *bridge.Scheduler
 }
 
 // newWorld starts at t0 with alice on notify: mail, lead times 24h and 1h;
@@ -51,13 +56,12 @@ func newWorld(t *testing.T, edit func(*config.Config)) *world {
 // it: a fresh process as far as the data is concerned.
 func (w *world) start() {
 	w.svc = testsvc.New(w.t, testsvc.Options{Config: w.cfg, Clock: w.clock})
-	w.sched = bridge.NewScheduler(w.svc, bridge.SchedulerOptions{})
 }
 
 // restart closes the store and starts again on the same data.
 func (w *world) restart() {
 	w.t.Helper()
-	if err := w.svc.Store().Close(); err != nil {
+	if err := testsvc.Store(w.t, w.svc).Close(); err != nil {
 		w.t.Fatal(err)
 	}
 	w.start()
@@ -65,7 +69,7 @@ func (w *world) restart() {
 
 func (w *world) tick() time.Time {
 	w.t.Helper()
-	next, err := w.sched.Tick(context.Background())
+	next, err := w.svc.SchedulerTick(context.Background())
 	if err != nil {
 		w.t.Fatalf("Tick at %s: %v", w.clock.Now(), err)
 	}
@@ -101,7 +105,7 @@ type sentMail struct {
 func (w *world) mails(user string, events ...string) []sentMail {
 	w.t.Helper()
 	var out []sentMail
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		msgs, err := tx.Messages(user, bridge.Inbox)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
@@ -137,7 +141,7 @@ func (w *world) mails(user string, events ...string) []sentMail {
 // alerts returns the due-soon and overdue mails of alice.
 func (w *world) alerts() []sentMail {
 	w.t.Helper()
-	return w.mails("alice", string(bridge.MailDueSoon), string(bridge.MailOverdue))
+	return w.mails("alice", string(render.MailDueSoon), string(render.MailOverdue))
 }
 
 // plainText returns the first text/plain part, decoded.
@@ -173,7 +177,7 @@ func (w *world) wantAlerts(step string, want ...string) {
 
 func (w *world) schedules() (total, armed int64) {
 	w.t.Helper()
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		total, armed, err = tx.CountAlerts()
 		return err
@@ -188,7 +192,7 @@ func (w *world) schedules() (total, armed int64) {
 func (w *world) userSchedules(user string) int {
 	w.t.Helper()
 	var n int
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(w.t, w.svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.AlertTasks(user, time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC), 1000)
 		n = len(tasks)
 		return err
@@ -215,7 +219,7 @@ func TestEachLeadTimeFiresOnce(t *testing.T) {
 		t.Fatalf("after arming, next wake-up = %s, want the 24h lead time %s", next, due.Add(-24*time.Hour))
 	}
 	w.wantAlerts("before the first lead time")
-	if n := len(w.mails("alice", string(bridge.MailAssigned))); n != 1 {
+	if n := len(w.mails("alice", string(render.MailAssigned))); n != 1 {
 		t.Fatalf("assignment mails = %d, want 1", n)
 	}
 
@@ -321,7 +325,7 @@ func TestMovingDueDateRearms(t *testing.T) {
 	in.Due, in.UpdatedAt = store.When{Time: due.Add(12 * time.Hour)}, w.clock.Now()
 	w.ingest(in)
 	w.tick()
-	if n := len(w.mails("alice", string(bridge.MailDueChanged))); n != 1 {
+	if n := len(w.mails("alice", string(render.MailDueChanged))); n != 1 {
 		t.Fatalf("due-changed mails = %d, want 1", n)
 	}
 	w.at(due) // the old due time passes: no overdue mail
@@ -420,8 +424,8 @@ func TestAlarmsAndMailAgree(t *testing.T) {
 	day := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	w.ingest(bridge.TaskInput{ID: "T-1", Title: "All-day task", Assignees: []string{"alice"}, Due: store.When{Time: day, AllDay: true}})
 	var todo []byte
-	err := w.svc.Store().View(context.Background(), func(tx store.Tx) error {
-		o, err := tx.Object("alice", "inbox-tasks", bridge.ObjectName("tracker", "T-1"))
+	err := testsvc.Store(t, w.svc).View(context.Background(), func(tx store.Tx) error {
+		o, err := tx.Object("alice", "inbox-tasks", render.ObjectName("tracker", "T-1"))
 		if err == nil {
 			todo = o.Data
 		}
@@ -668,7 +672,7 @@ func TestUrgencyScore(t *testing.T) {
 		if !c.noDue {
 			due = now.Add(c.left)
 		}
-		if got := bridge.Urgency(tk, due, now); got != c.want {
+		if got := render.Urgency(tk, due, now); got != c.want {
 			t.Errorf("%s: Urgency = %d, want %d", name, got, c.want)
 		}
 	}
@@ -676,7 +680,7 @@ func TestUrgencyScore(t *testing.T) {
 	tk := &store.Task{Priority: "normal", Status: "open"}
 	prev := -1
 	for left := 10 * 24 * time.Hour; left > -24*time.Hour; left -= 10 * time.Minute {
-		s := bridge.Urgency(tk, now.Add(left), now)
+		s := render.Urgency(tk, now.Add(left), now)
 		if s < prev {
 			t.Fatalf("score fell from %d to %d at %v before due", prev, s, left)
 		}
@@ -695,7 +699,7 @@ func TestRankByUrgencyIsTotal(t *testing.T) {
 		{Source: "z", ID: "9", Priority: "urgent", Status: "open"},
 	}
 	var got []string
-	for _, r := range bridge.RankByUrgency(tasks, time.UTC, t0) {
+	for _, r := range render.RankByUrgency(tasks, time.UTC, t0) {
 		got = append(got, r.Task.Source+"/"+r.Task.ID)
 	}
 	if want := []string{"z/9", "a/0", "a/1", "a/2", "b/1"}; !slices.Equal(got, want) {
@@ -710,14 +714,14 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 	w := newWorld(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.sched.Run(ctx) }()
+	go func() { done <- w.svc.Run(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	if !w.clock.WaitForTimers(1, 5*time.Second) {
+	if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 		t.Fatal("Run armed no timer")
 	}
 	// Armed at 10:00, due 11:30: the 1h reminder is at 10:30, before the
@@ -734,46 +738,15 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 		}
 	}
 	for w.clock.Now().Before(t0.Add(30 * time.Minute)) {
-		if !w.clock.WaitForTimers(1, 5*time.Second) {
+		if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 			t.Fatal("Run stopped waiting")
 		}
 		w.clock.Advance(time.Minute)
 	}
 	waitFor("at the 1h lead time", 1)
-	w.clock.WaitForTimers(1, 5*time.Second)
+	w.clock.WaitForTimers(runTimers, 5*time.Second)
 	w.clock.Set(t0.Add(90 * time.Minute))
 	waitFor("at the due time", 2)
-}
-
-func TestQuietUntil(t *testing.T) {
-	t.Parallel()
-	berlin, _ := time.LoadLocation("Europe/Berlin")
-	u := &config.User{Location: berlin, QuietHours: &config.QuietHours{Start: 22 * time.Hour, End: 7 * time.Hour}}
-	day := &config.User{Location: berlin, QuietHours: &config.QuietHours{Start: 12 * time.Hour, End: 14 * time.Hour}}
-	cases := []struct {
-		u     *config.User
-		now   time.Time
-		quiet bool
-		end   time.Time
-	}{
-		{u, time.Date(2026, 3, 28, 21, 59, 0, 0, berlin), false, time.Time{}},
-		{u, time.Date(2026, 3, 28, 22, 0, 0, 0, berlin), true, time.Date(2026, 3, 29, 7, 0, 0, 0, berlin)},
-		// The night summer time starts (29 March): still 07:00 local.
-		{u, time.Date(2026, 3, 29, 3, 30, 0, 0, berlin), true, time.Date(2026, 3, 29, 7, 0, 0, 0, berlin)},
-		{u, time.Date(2026, 3, 29, 7, 0, 0, 0, berlin), false, time.Time{}},
-		{day, time.Date(2026, 3, 29, 13, 0, 0, 0, berlin), true, time.Date(2026, 3, 29, 14, 0, 0, 0, berlin)},
-		{day, time.Date(2026, 3, 29, 14, 0, 0, 0, berlin), false, time.Time{}},
-		{&config.User{Location: berlin}, time.Date(2026, 3, 29, 3, 0, 0, 0, berlin), false, time.Time{}},
-	}
-	for _, c := range cases {
-		end, quiet := bridge.QuietUntil(c.u, c.now)
-		if quiet != c.quiet || !end.Equal(c.end) {
-			t.Errorf("QuietUntil(%s) = %s, %v; want %s, %v", c.now, end, quiet, c.end, c.quiet)
-		}
-	}
-	if got := time.Date(2026, 3, 29, 7, 0, 0, 0, berlin).Sub(time.Date(2026, 3, 28, 22, 0, 0, 0, berlin)); got != 8*time.Hour {
-		t.Fatalf("sanity: the DST night is %s long", got)
-	}
 }
 
 func TestFakeClockTimers(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -25,7 +26,7 @@ func fill(b testing.TB, e *env, coll string, n int) {
 	_, data := e.do("GET", "/dav/alice/calendars/release-tasks/tracker-T-1.ics", "alice", "")
 	ctx := context.Background()
 	for start := 0; start < n; start += 5000 {
-		err := e.svc.Store().Update(ctx, func(tx store.Tx) error {
+		err := testsvc.Store(b, e.svc).Update(ctx, func(tx store.Tx) error {
 			if _, err := tx.EnsureCollection(&store.Collection{User: "alice", Name: coll, Project: coll, Kind: store.KindTodos,
 				DisplayName: coll}); err != nil {
 				return err
@@ -33,8 +34,8 @@ func fill(b testing.TB, e *env, coll string, n int) {
 			for i := start; i < min(start+5000, n); i++ {
 				id := fmt.Sprintf("B-%06d", i)
 				d := []byte(strings.ReplaceAll(data, "T-1", id))
-				if err := tx.PutObject(&store.Object{User: "alice", Collection: coll, Name: bridge.ObjectName("tracker", id),
-					UID: bridge.TodoUID("tracker", id), Source: "tracker", TaskID: id, ETag: bridge.ETag(d), Data: d}); err != nil {
+				if err := tx.PutObject(&store.Object{User: "alice", Collection: coll, Name: render.ObjectName("tracker", id),
+					UID: render.TodoUID("tracker", id), Source: "tracker", TaskID: id, ETag: render.ETag(d), Data: d}); err != nil {
 					return err
 				}
 			}
@@ -49,14 +50,14 @@ func fill(b testing.TB, e *env, coll string, n int) {
 // touch changes one object of coll in its own revision.
 func touch(b testing.TB, e *env, coll string, i int) {
 	b.Helper()
-	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(b, e.svc).Update(context.Background(), func(tx store.Tx) error {
 		id := fmt.Sprintf("B-%06d", i)
-		o, err := tx.Object("alice", coll, bridge.ObjectName("tracker", id))
+		o, err := tx.Object("alice", coll, render.ObjectName("tracker", id))
 		if err != nil {
 			return err
 		}
 		o.Data = append(o.Data, ' ')
-		o.ETag = bridge.ETag(o.Data)
+		o.ETag = render.ETag(o.Data)
 		return tx.PutObject(o)
 	})
 	if err != nil {
@@ -129,7 +130,7 @@ func BenchmarkMultiget100(b *testing.B) {
 	var hrefs strings.Builder
 	for i := range 100 {
 		fmt.Fprintf(&hrefs, "<A:href xmlns:A=\"DAV:\">/dav/alice/calendars/bench-tasks/%s</A:href>\n",
-			bridge.ObjectName("tracker", fmt.Sprintf("B-%06d", i*7)))
+			render.ObjectName("tracker", fmt.Sprintf("B-%06d", i*7)))
 	}
 	body := fixture(b, "multiget.xml", "{{HREFS}}", hrefs.String())
 	c := newBenchClient(b, e)

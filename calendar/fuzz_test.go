@@ -110,7 +110,7 @@ func FuzzDAVBodies(f *testing.F) {
 // ETag) and tasks, to tell whether a refused write changed anything.
 func snapshot(t *testing.T, e *env) string {
 	var b strings.Builder
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		for _, u := range []string{"alice", "bob"} {
 			colls, err := tx.Collections(u)
 			if err != nil {

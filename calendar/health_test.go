@@ -108,7 +108,7 @@ func TestSyncHealth(t *testing.T) {
 	}
 
 	// And in metrics.
-	reg := e.svc.Metrics().Registry
+	reg := e.svc.Registry()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -103,7 +103,7 @@ func (e *env) do(method, path, user, body string, hdr ...string) (*http.Response
 func (e *env) object(user, coll, name string) *store.Object {
 	e.t.Helper()
 	var o *store.Object
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		o, err = tx.Object(user, coll, name)
 		return err
@@ -117,7 +117,7 @@ func (e *env) object(user, coll, name string) *store.Object {
 func (e *env) task(id string) *store.Task {
 	e.t.Helper()
 	var t *store.Task
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		t, err = tx.Task("tracker", id)
 		return err

@@ -9,14 +9,14 @@ import (
 
 	"github.com/emersion/go-ical"
 
-	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 )
 
 // limitHits reads duebridge_caldav_limit_hits_total{limit}.
 func (e *env) limitHits(limit string) float64 {
 	e.t.Helper()
-	mfs, err := e.svc.Metrics().Registry.Gather()
+	mfs, err := e.svc.Registry().Gather()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -106,11 +106,11 @@ func TestPutStatusAndValidators(t *testing.T) {
 		t.Fatalf("create: %d ETag %q %s", resp.StatusCode, resp.Header.Get("ETag"), out)
 	}
 	edited := strings.Replace(body, "Buy milk", "Buy oat milk", 1)
-	resp, out = e.do("PUT", href, "alice", edited, "Content-Type", "text/calendar", "If-Match", bridge.ETag([]byte(body)))
+	resp, out = e.do("PUT", href, "alice", edited, "Content-Type", "text/calendar", "If-Match", render.ETag([]byte(body)))
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("update answered %d, want 204: %s", resp.StatusCode, out)
 	}
-	if resp.Header.Get("ETag") != bridge.ETag([]byte(edited)) || resp.Header.Get("Location") != "" {
+	if resp.Header.Get("ETag") != render.ETag([]byte(edited)) || resp.Header.Get("Location") != "" {
 		t.Fatalf("update: ETag %q Location %q", resp.Header.Get("ETag"), resp.Header.Get("Location"))
 	}
 	// A tracker task whose title the phone changed: stored differently.

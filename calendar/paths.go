@@ -14,7 +14,7 @@ import (
 //	/dav/<user>/calendars/<collection>/       calendar collection
 //	/dav/<user>/calendars/<collection>/<name> calendar object
 //
-// Collection names come from bridge.CollectionNames ("<project>-tasks",
+// Collection names come from render.CollectionNames ("<project>-tasks",
 // "<project>-deadlines"), so none is ever called "default", a name iOS is
 // reported to hide.
 const (

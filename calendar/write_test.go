@@ -14,6 +14,7 @@ import (
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -81,7 +82,7 @@ var phoneAlarm = []string{
 func outboxPending(t *testing.T, e *env) int {
 	t.Helper()
 	var n int
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		n, _, err = tx.OutboxCounts()
 		return err
@@ -264,7 +265,7 @@ func TestOwnReminder(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create: %d %s", resp.StatusCode, out)
 	}
-	if resp.Header.Get("ETag") != bridge.ETag([]byte(body)) {
+	if resp.Header.Get("ETag") != render.ETag([]byte(body)) {
 		t.Fatalf("ETag %q", resp.Header.Get("ETag"))
 	}
 	if _, got := e.do("GET", href, "alice", ""); got != body {
@@ -284,13 +285,13 @@ func TestOwnReminder(t *testing.T) {
 	}
 	// Completing it stays local: no callback, no task.
 	done := strings.Replace(body, "STATUS:NEEDS-ACTION", "STATUS:COMPLETED", 1)
-	if resp, _ := e.do("PUT", href, "alice", done, "Content-Type", "text/calendar", "If-Match", bridge.ETag([]byte(body))); resp.StatusCode >= 300 {
+	if resp, _ := e.do("PUT", href, "alice", done, "Content-Type", "text/calendar", "If-Match", render.ETag([]byte(body))); resp.StatusCode >= 300 {
 		t.Fatalf("complete own: %d", resp.StatusCode)
 	}
 	if n := outboxPending(t, e); n != 0 {
 		t.Fatalf("own reminder queued %d callbacks", n)
 	}
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.TasksBySource("tracker", true)
 		if len(tasks) != 4 {
 			return errors.New("a task was created")

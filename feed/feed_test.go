@@ -17,6 +17,7 @@ import (
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/feed"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -121,7 +122,7 @@ func TestFeedServesOwnDeadlinesWithCaching(t *testing.T) {
 		t.Errorf("Cache-Control %q: a secret URL must not sit in shared caches", cc)
 	}
 	cal, evs := events(t, body)
-	if len(evs) != 2 || evs[bridge.EventUID("tracker", "1")] == nil || evs[bridge.EventUID("tracker", "2")] == nil {
+	if len(evs) != 2 || evs[render.EventUID("tracker", "1")] == nil || evs[render.EventUID("tracker", "2")] == nil {
 		t.Fatalf("alice's feed has %d events %v, want tasks 1 and 2", len(evs), keys(evs))
 	}
 	if len(cal.Children) != 2 {
@@ -135,7 +136,7 @@ func TestFeedServesOwnDeadlinesWithCaching(t *testing.T) {
 	if p := cal.Props.Get("REFRESH-INTERVAL"); p == nil || p.Params.Get(ical.ParamValue) != "DURATION" {
 		t.Errorf("REFRESH-INTERVAL needs VALUE=DURATION: %v", p)
 	}
-	if s, _ := evs[bridge.EventUID("tracker", "1")].Props.DateTime(ical.PropDateTimeStart, time.UTC); !s.Equal(day.Add(15 * time.Hour)) {
+	if s, _ := evs[render.EventUID("tracker", "1")].Props.DateTime(ical.PropDateTimeStart, time.UTC); !s.Equal(day.Add(15 * time.Hour)) {
 		t.Errorf("task 1 DTSTART %v", s)
 	}
 
@@ -162,7 +163,7 @@ func TestFeedServesOwnDeadlinesWithCaching(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("after deleting task 2: events %v", keys(evs))
 	}
-	if s, _ := evs[bridge.EventUID("tracker", "1")].Props.DateTime(ical.PropDateTimeStart, time.UTC); !s.Equal(day.Add(17 * time.Hour)) {
+	if s, _ := evs[render.EventUID("tracker", "1")].Props.DateTime(ical.PropDateTimeStart, time.UTC); !s.Equal(day.Add(17 * time.Hour)) {
 		t.Errorf("task 1 moved, DTSTART still %v", s)
 	}
 
@@ -188,7 +189,7 @@ func TestFeedPerProject(t *testing.T) {
 		t.Fatal(resp.Status)
 	}
 	cal, evs := events(t, body)
-	if len(evs) != 1 || evs[bridge.EventUID("tracker", "2")] == nil {
+	if len(evs) != 1 || evs[render.EventUID("tracker", "2")] == nil {
 		t.Fatalf("project Zeus: %v", keys(evs))
 	}
 	if n, _ := cal.Props.Text("X-WR-CALNAME"); n != "Deadlines: Zeus" {
@@ -210,7 +211,7 @@ func TestFeedTokens(t *testing.T) {
 	// Each token opens its own user's feed only.
 	for tok, want := range map[string]string{alice: "1", bob: "2"} {
 		_, body := e.get(t, "/feeds/"+tok+".ics")
-		if _, evs := events(t, body); len(evs) != 1 || evs[bridge.EventUID("tracker", want)] == nil {
+		if _, evs := events(t, body); len(evs) != 1 || evs[render.EventUID("tracker", want)] == nil {
 			t.Errorf("feed shows %v, want task %s only", keys(evs), want)
 		}
 	}
@@ -318,7 +319,7 @@ func TestFeedCarriesTheRemindersAlarms(t *testing.T) {
 
 	_, body := e.get(t, "/feeds/"+tok+".ics")
 	_, evs := events(t, body)
-	ev := evs[bridge.EventUID("tracker", "1")]
+	ev := evs[render.EventUID("tracker", "1")]
 	if ev == nil {
 		t.Fatalf("no event for task 1:\n%s", body)
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/duebridge/duebridge/config"
 	. "github.com/duebridge/duebridge/imapserver"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -217,14 +218,14 @@ func memNow() (live, stacks, inuse float64) {
 func fillInbox(b *testing.B, svc *bridge.Service, n int) {
 	b.Helper()
 	u := svc.Config().User("alice")
-	err := svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(b, svc).Update(context.Background(), func(tx store.Tx) error {
 		if _, err := tx.EnsureMailbox("alice", Inbox, ""); err != nil {
 			return err
 		}
 		for i := range n {
 			t := &store.Task{Source: "tracker", ID: fmt.Sprint("H-", i), Title: fmt.Sprint("Task number ", i),
 				Status: "open", Priority: "normal", URL: "https://tracker.example.com/H"}
-			data, err := bridge.NotificationMail(bridge.MailInput{Event: bridge.MailAssigned, Task: t, User: u,
+			data, err := render.NotificationMail(render.MailInput{Event: render.MailAssigned, Task: t, User: u,
 				From: "duebridge <tasks@example.com>", Host: "duebridge.test", Date: time.Now(), Seq: int64(i + 1)})
 			if err != nil {
 				return err

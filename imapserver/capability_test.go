@@ -42,7 +42,7 @@ func TestIDAdvertisedAndMessagesUntouched(t *testing.T) {
 		t.Fatalf("fetch: %v (%d messages)", err, len(msgs))
 	}
 	var stored []byte
-	ts.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	testsvc.Store(t, ts.svc).View(context.Background(), func(tx store.Tx) error {
 		m, err := tx.MessageData("alice", bridge.Inbox, 1)
 		if err == nil {
 			stored = m.Data

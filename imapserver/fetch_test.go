@@ -9,15 +9,15 @@ import (
 	"github.com/emersion/go-imap/v2"
 	goimapserver "github.com/emersion/go-imap/v2/imapserver"
 
-	"github.com/duebridge/duebridge/bridge"
 	. "github.com/duebridge/duebridge/imapserver"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
 // The header-field fast path gives exactly what go-imap's
 // ExtractBodySection gives.
 func TestHeaderFieldsMatchLibrary(t *testing.T) {
-	notification, err := bridge.NotificationMail(bridge.MailInput{Event: bridge.MailAssigned,
+	notification, err := render.NotificationMail(render.MailInput{Event: render.MailAssigned,
 		Task: &store.Task{Source: "tracker", ID: "T-1", Title: strings.Repeat("A long title that folds ", 8), Status: "open", Priority: "urgent"},
 		From: "duebridge <tasks@example.com>", Host: "duebridge.test", Date: time.Unix(1e9, 0), Seq: 7, Urgent: true})
 	if err != nil {

@@ -257,13 +257,15 @@ func openReopenable(t testing.TB, cfg *config.Config) *reopenable {
 
 func (r *reopenable) open(t testing.TB) {
 	t.Helper()
-	hub := bridge.NewHub()
-	st, err := store.Open(context.Background(), store.SQLite, r.cfg.DataDir, store.Options{OnCommit: hub.Publish})
+	svc, err := bridge.New(func(o store.Options) (store.Store, error) {
+		st, err := store.Open(context.Background(), store.SQLite, r.cfg.DataDir, o)
+		r.st = st
+		return st, err
+	}, r.cfg, bridge.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.st = st
-	r.svc = bridge.New(st, hub, r.cfg, bridge.Options{Logger: testLogger(t)})
+	r.svc = svc
 }
 
 func (r *reopenable) close(t testing.TB) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -45,13 +46,9 @@ func pgService(t *testing.T, cfg *config.Config) *bridge.Service {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	hub := bridge.NewHub()
-	st, err := store.Open(context.Background(), store.Postgres, u.String(), store.Options{OnCommit: hub.Publish})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return bridge.New(st, hub, cfg, bridge.Options{Logger: testLogger(t)})
+	return testsvc.Open(t, cfg, bridge.Options{Logger: testLogger(t)}, func(o store.Options) (store.Store, error) {
+		return store.Open(context.Background(), store.Postgres, u.String(), o)
+	})
 }
 
 // The store methods IMAP added run on PostgreSQL too: the transcripts and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	. "github.com/duebridge/duebridge/imapserver"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -46,17 +47,14 @@ func TestPostgresIdleCatchesUpAfterListenerReconnect(t *testing.T) {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	replica := func() *bridge.Service {
-		hub := bridge.NewHub()
-		st, err := store.Open(ctx, store.Postgres, u.String(), store.Options{OnCommit: hub.Publish, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return bridge.New(st, hub, transcriptConfig(t), bridge.Options{Logger: testLogger(t)})
+		return testsvc.Open(t, transcriptConfig(t), bridge.Options{Logger: testLogger(t)}, func(o store.Options) (store.Store, error) {
+			o.Logger = testLogger(t)
+			return store.Open(ctx, store.Postgres, u.String(), o)
+		})
 	}
 	a, b := replica(), replica()
 	appendOn := func(svc *bridge.Service, during func()) {
-		err := svc.Store().Update(ctx, func(tx store.Tx) error {
+		err := testsvc.Store(t, svc).Update(ctx, func(tx store.Tx) error {
 			if _, err := tx.EnsureMailbox("alice", Inbox, ""); err != nil {
 				return err
 			}
@@ -94,7 +92,7 @@ func TestPostgresIdleCatchesUpAfterListenerReconnect(t *testing.T) {
 		}
 	}
 	var exists int
-	if err := a.Store().View(ctx, func(tx store.Tx) error {
+	if err := testsvc.Store(t, a).View(ctx, func(tx store.Tx) error {
 		c, err := tx.CountMessages("alice", Inbox)
 		exists = int(c)
 		return err

@@ -94,7 +94,7 @@ func concurrentChanges(t *testing.T, svc *bridge.Service) {
 	wg.Wait()
 
 	var want []uint32
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		want, err = tx.MessageUIDs("alice", Inbox)
 		return err

@@ -22,6 +22,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/tlsutil"
 )
 
@@ -373,7 +374,7 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 // password if it is a device password of the user (it still works), else a
 // new device password named by the "device" query parameter.
 func (h *Handler) devicePassword(r *http.Request, user, loginPW string) (string, error) {
-	if bridge.IsDevicePassword(loginPW) {
+	if password.IsDevice(loginPW) {
 		return loginPW, nil
 	}
 	name := r.URL.Query().Get("device")

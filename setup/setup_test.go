@@ -26,6 +26,8 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/imapserver"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/tlsutil"
@@ -355,7 +357,7 @@ func TestProfileWithoutTLSListenersOrCA(t *testing.T) {
 // setup page lists it with its last use. A download made with a device
 // password carries that one, not another.
 func TestProfileIssuesADevicePassword(t *testing.T) {
-	h, err := bridge.HashPassword("alice-phone-app-pw")
+	h, err := password.Hash("alice-phone-app-pw")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +376,7 @@ func TestProfileIssuesADevicePassword(t *testing.T) {
 	}
 	pl := payloads(t, p)
 	pw, _ := pl[setup.PayloadCalDAV]["CalDAVPassword"].(string)
-	if !bridge.IsDevicePassword(pw) || len(pw) < 40 {
+	if !password.IsDevice(pw) || len(pw) < 40 {
 		t.Fatalf("profile password %q is not a device password", pw)
 	}
 	wantKeys(t, "mail", pl[setup.PayloadMail], map[string]any{"IncomingPassword": pw, "OutgoingPassword": pw})
@@ -464,15 +466,21 @@ func TestDevicePasswordOnThePage(t *testing.T) {
 		t.Errorf("GET %s: %d, want 405", setup.DevicesPath, resp.StatusCode)
 	}
 
-	sub := w.svc.Hub().Subscribe("alice", bridge.EventCredentials)
-	defer sub.Close()
+	// The IMAP backend forwards credential events to the server, which
+	// ends the user's sessions.
+	subCtx, unsubscribe := context.WithCancel(context.Background())
+	defer unsubscribe()
+	events := w.svc.IMAP().Subscribe(subCtx)
 	resp = w.post(t, setup.RevokePath, "alice", alicePW, url.Values{"id": {id}}, sameSite)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != setup.PagePath {
 		t.Fatalf("revoke: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	select {
-	case <-sub.C:
-	default:
+	case e := <-events:
+		if e.Kind != imapserver.EventCredentials || e.User != "alice" {
+			t.Fatalf("revoking published %+v, want EventCredentials for alice", e)
+		}
+	case <-time.After(5 * time.Second):
 		t.Fatal("revoking did not end alice's sessions")
 	}
 	if _, err := w.svc.Authenticate("imap", "alice", pw); err == nil {

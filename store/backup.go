@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/duebridge/duebridge/internal/clock"
 )
 
 // Backup and restore of the SQLite store.
@@ -169,7 +171,7 @@ func restoreFinish(ctx context.Context, tmp, dst string, now time.Time) error {
 			os.Remove(p)
 		}
 	}
-	st, err := Open(ctx, SQLite, work, Options{Now: func() time.Time { return now }})
+	st, err := Open(ctx, SQLite, work, Options{Clock: clock.System(func() time.Time { return now })})
 	if err != nil {
 		cleanup()
 		return fmt.Errorf("restore: open copy: %w", err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -164,7 +165,7 @@ func TestNewIdentity(t *testing.T) {
 			be := b.be(t)
 			ctx := context.Background()
 			now := time.Now()
-			st, err := store.Open(ctx, be.dialect, be.newSource(t), store.Options{Now: func() time.Time { return now }})
+			st, err := store.Open(ctx, be.dialect, be.newSource(t), store.Options{Clock: clock.System(func() time.Time { return now })})
 			if err != nil {
 				t.Fatal(err)
 			}

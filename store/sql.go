@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/duebridge/duebridge/internal/clock"
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
 	"modernc.org/sqlite"               // pure-Go SQLite driver "sqlite"
 )
@@ -46,8 +47,8 @@ type sqlStore struct {
 // directory (the file is duebridge.db inside it) or a path ending in .db;
 // for PostgreSQL it is a connection URL.
 func Open(ctx context.Context, dialect, source string, o Options) (Store, error) {
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.System(nil)
 	}
 	s := &sqlStore{dialect: dialect, opts: o}
 	var err error
@@ -189,7 +190,7 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 			return fmt.Errorf("begin transaction: lock revision: %w", err)
 		}
 	}
-	tx := &sqlTx{ctx: ctx, tx: sqlTxn, dialect: s.dialect, now: s.opts.Now().UTC(), readOnly: readOnly}
+	tx := &sqlTx{ctx: ctx, tx: sqlTxn, dialect: s.dialect, now: s.opts.Clock.Now().UTC(), readOnly: readOnly}
 	defer tx.closeStmts()
 	defer func() {
 		if p := recover(); p != nil {

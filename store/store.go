@@ -15,6 +15,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/duebridge/duebridge/internal/clock"
 )
 
 // ErrNotFound is returned when a looked-up record does not exist.
@@ -87,8 +89,10 @@ type Options struct {
 	// OnCommit, if set, receives the events of every committed transaction, in
 	// commit order. It runs on the committing goroutine and must not block.
 	OnCommit func([]Event)
-	// Now is the clock. If nil, time.Now is used.
-	Now func() time.Time
+	// Clock stamps each transaction (Tx.Now). bridge.New sets it to the
+	// service's clock, so there is one clock in the process; if nil, the
+	// wall clock.
+	Clock clock.Clock
 	// Logger; if nil, slog.Default() is used.
 	Logger *slog.Logger
 }

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -160,25 +161,7 @@ func runSuite(t *testing.T, b backend) {
 	}
 }
 
-// clock is the store's fake clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
 var t0 = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // env is one test's world: a fresh database, a clock, and a record of every
 // OnCommit call.
@@ -186,7 +169,7 @@ type env struct {
 	t      *testing.T
 	b      backend
 	src    string
-	clock  *clock
+	clock  *fakeclock.Clock
 	s      store.Store
 	mu     sync.Mutex
 	calls  [][]store.Event // one entry per OnCommit call
@@ -201,14 +184,14 @@ func newEnv(t *testing.T, b backend) *env {
 // openEnv opens the store on an existing source.
 func openEnv(t *testing.T, b backend, src string) *env {
 	t.Helper()
-	e := &env{t: t, b: b, src: src, clock: &clock{t: t0}}
+	e := &env{t: t, b: b, src: src, clock: fakeclock.New(t0)}
 	e.s = e.open()
 	return e
 }
 
 func (e *env) open() store.Store {
 	e.t.Helper()
-	s, err := store.Open(context.Background(), e.b.dialect, e.src, store.Options{Now: e.clock.Now, OnCommit: e.onCommit})
+	s, err := store.Open(context.Background(), e.b.dialect, e.src, store.Options{Clock: e.clock, OnCommit: e.onCommit})
 	if err != nil {
 		e.t.Fatalf("open %s store: %v", e.b.dialect, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/stream"
 	"github.com/duebridge/duebridge/webhook"
@@ -44,7 +43,7 @@ func BenchmarkKafkaDurable(b *testing.B) {
 	applied := metrics.Records.WithLabelValues("tracker", "applied")
 	b.ResetTimer()
 	start := time.Now()
-	go stream.NewKafka(bridge.NewStreamSink(svc, webhook.Decode), stream.KafkaOptions{Source: "tracker",
+	go stream.NewKafka(webhook.NewStreamSink(svc), stream.KafkaOptions{Source: "tracker",
 		Brokers: cluster.ListenAddrs(), Topics: []string{"tasks"}, Group: "bench", Logger: quiet, Metrics: metrics}).Run(ctx)
 	for testutil.ToFloat64(applied) < float64(b.N) {
 		time.Sleep(time.Millisecond)

@@ -100,7 +100,7 @@ func waitVersions(t *testing.T, svc *bridge.Service, ids int, want int64, timeou
 	deadline := time.Now().Add(timeout)
 	for {
 		missing := 0
-		err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+		err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 			for i := range ids {
 				task, err := tx.Task("tracker", fmt.Sprintf("T-%d", i))
 				if err != nil || task.Version != want {
@@ -136,7 +136,7 @@ func TestKafkaAtLeastOnceAcrossRestart(t *testing.T) {
 	defer prod.Close()
 
 	svc := testsvc.New(t, testsvc.Options{})
-	sink := bridge.NewStreamSink(svc, webhook.Decode)
+	sink := webhook.NewStreamSink(svc)
 	reg := prometheus.NewRegistry()
 	metrics := stream.NewMetrics(reg)
 	const ids = 40
@@ -187,8 +187,8 @@ func TestKafkaAtLeastOnceAcrossRestart(t *testing.T) {
 
 	// Every record applied once in effect: each version was accepted exactly
 	// once; redeliveries were ignored by the ordering rule.
-	accepted := testutil.ToFloat64(svc.Metrics().WebhookTasks.WithLabelValues("tracker", "accepted"))
-	ignored := testutil.ToFloat64(svc.Metrics().WebhookTasks.WithLabelValues("tracker", "ignored"))
+	accepted := testsvc.Metric(t, svc, "duebridge_webhook_tasks_total", "source", "tracker", "result", "accepted")
+	ignored := testsvc.Metric(t, svc, "duebridge_webhook_tasks_total", "source", "tracker", "result", "ignored")
 	total := float64(len(values) + len(values2))
 	if accepted != total {
 		t.Errorf("accepted %v records, want %v (one per distinct update)", accepted, total)
@@ -201,7 +201,7 @@ func TestKafkaAtLeastOnceAcrossRestart(t *testing.T) {
 		t.Errorf("dead-lettered %v, want %d", got, len(malformed))
 	}
 	// Nothing of a malformed record reached the store.
-	svc.Store().View(context.Background(), func(tx store.Tx) error {
+	testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		for _, id := range []string{"bad-1", "bad-2", "bad-3"} {
 			if _, err := tx.Task("tracker", id); err == nil {
 				t.Errorf("malformed record %s was stored", id)
@@ -282,7 +282,7 @@ func TestKafkaMalformedSkippedWithoutDeadLetter(t *testing.T) {
 	metrics := stream.NewMetrics(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	flaky := &flakySink{next: bridge.NewStreamSink(svc, webhook.Decode)}
+	flaky := &flakySink{next: webhook.NewStreamSink(svc)}
 	flaky.fails.Store(2)
 	k := stream.NewKafka(flaky, stream.KafkaOptions{Source: "tracker", MaxRecordBytes: 256,
 		Brokers: cluster.ListenAddrs(), Topics: []string{"tasks"}, Group: "g", Logger: quiet, Metrics: metrics})

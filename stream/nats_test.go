@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/stream"
 	"github.com/duebridge/duebridge/webhook"
@@ -59,7 +58,7 @@ func TestNATSAtLeastOnceAcrossRestart(t *testing.T) {
 	}
 
 	svc := testsvc.New(t, testsvc.Options{})
-	sink := bridge.NewStreamSink(svc, webhook.Decode)
+	sink := webhook.NewStreamSink(svc)
 	metrics := stream.NewMetrics(nil)
 	const ids = 40
 	opts := stream.NATSOptions{Source: "tracker", URL: srv.ClientURL(), Stream: "TASKS", Durable: "duebridge-tracker",
@@ -115,8 +114,8 @@ func TestNATSAtLeastOnceAcrossRestart(t *testing.T) {
 	cancel2()
 	wg.Wait()
 
-	accepted := testutil.ToFloat64(svc.Metrics().WebhookTasks.WithLabelValues("tracker", "accepted"))
-	ignored := testutil.ToFloat64(svc.Metrics().WebhookTasks.WithLabelValues("tracker", "ignored"))
+	accepted := testsvc.Metric(t, svc, "duebridge_webhook_tasks_total", "source", "tracker", "result", "accepted")
+	ignored := testsvc.Metric(t, svc, "duebridge_webhook_tasks_total", "source", "tracker", "result", "ignored")
 	if total := float64(len(values) + len(values2)); accepted != total {
 		t.Errorf("accepted %v records, want %v (one per distinct update)", accepted, total)
 	}

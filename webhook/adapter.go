@@ -17,6 +17,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // tracker is one task system's side of the bridge: how it signs its
@@ -59,19 +60,25 @@ var trackers = map[string]tracker{
 // trackerState is what the tracker adapters share across requests: the
 // record of recent deliveries and their metrics.
 type trackerState struct {
+	tasks      *prometheus.CounterVec // source, result: the core's count, which the handler adds "rejected" to
 	unknown    *prometheus.CounterVec // source
 	deliveries *prometheus.CounterVec // source, result
 }
 
 func newTrackerState(reg *prometheus.Registry) *trackerState {
 	// Several handlers may share one registry (tests, and a handler rebuilt
-	// on the same service): bridge.Register shares their counters.
+	// on the same service): metricsreg.Register shares their counters.
 	return &trackerState{
-		unknown: bridge.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		// The core registers this one (accepted, ignored) with the same
+		// description, so Register returns the core's counter.
+		tasks: metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "duebridge_webhook_tasks_total", Help: "Task records received over webhooks, by source and result.",
+		}, []string{"source", "result"})),
+		unknown: metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_webhook_unknown_assignees_total",
 			Help: "Tracker assignees that no user claims in users[].identities, by source. They are left out of the task.",
 		}, []string{"source"})),
-		deliveries: bridge.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		deliveries: metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_webhook_deliveries_total",
 			Help: "Authenticated tracker deliveries, by source and result (ingested|skipped|duplicate).",
 		}, []string{"source", "result"})),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -326,9 +327,8 @@ func TestCompletionClosesGitHubIssue(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	worker := bridge.NewCallbackWorker(e.svc, bridge.CallbackOptions{Tracker: NewCloser(CloserOptions{}).Deliver})
 	done := make(chan error, 1)
-	go func() { done <- worker.Run(ctx) }()
+	go func() { done <- e.svc.Run(ctx) }()
 	defer func() {
 		cancel()
 		<-done
@@ -337,7 +337,7 @@ func TestCompletionClosesGitHubIssue(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var pending int
-		err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+		err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
 			var err error
 			pending, _, err = tx.OutboxCounts()
 			return err

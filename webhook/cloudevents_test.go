@@ -55,7 +55,7 @@ func wantCounts(t *testing.T, step string, r reply, accepted, ignored int) {
 func storedTitle(t *testing.T, svc *bridge.Service, id string) string {
 	t.Helper()
 	var title string
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		tk, err := tx.Task("tracker", id)
 		if err == nil {
 			title = tk.Title

@@ -24,7 +24,7 @@ import (
 // object and mail of the test users.
 func storeState(t testing.TB, svc *bridge.Service, source string) string {
 	var b strings.Builder
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.TasksBySource(source, true)
 		if err != nil {
 			return err

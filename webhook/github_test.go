@@ -10,7 +10,9 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestGitHubIssueLifecycle walks one issue through every mapped action, as
@@ -167,7 +169,7 @@ func TestGitHubMilestoneIndexWithTasks(t *testing.T) {
 	e := newTrackerEnv(t, "github")
 	const id = "octo-org/hello-world#1347"
 	// A milestone list the index cannot read: its update must fail.
-	err := e.svc.Store().Update(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, e.svc).Update(context.Background(), func(tx store.Tx) error {
 		return tx.Set("webhook/github/github/milestone/1002604", "not json")
 	})
 	if err != nil {
@@ -182,15 +184,15 @@ func TestGitHubMilestoneIndexWithTasks(t *testing.T) {
 
 // fakeIngester is the core as a ten-line fake: it records deliveries.
 type fakeIngester struct {
-	now     func() time.Time
-	cfg     *config.Config
-	metrics *bridge.Metrics
-	got     []bridge.Delivery
+	now func() time.Time
+	cfg *config.Config
+	reg *prometheus.Registry
+	got []bridge.Delivery
 }
 
-func (f *fakeIngester) Config() *config.Config   { return f.cfg }
-func (f *fakeIngester) Now() time.Time           { return f.now() }
-func (f *fakeIngester) Metrics() *bridge.Metrics { return f.metrics }
+func (f *fakeIngester) Config() *config.Config         { return f.cfg }
+func (f *fakeIngester) Now() time.Time                 { return f.now() }
+func (f *fakeIngester) Registry() *prometheus.Registry { return f.reg }
 func (f *fakeIngester) IngestDelivery(_ context.Context, _ string, d bridge.Delivery) (bridge.Result, error) {
 	f.got = append(f.got, d)
 	return bridge.Result{Accepted: len(d.Tasks)}, nil
@@ -204,7 +206,7 @@ func (f *fakeIngester) GroupTasks(context.Context, string, bridge.GroupIndex, st
 func TestGitHubDeliveryCarriesMilestone(t *testing.T) {
 	t.Parallel()
 	e := newTrackerEnv(t, "github")
-	fake := &fakeIngester{now: e.clock.Now, cfg: e.svc.Config(), metrics: bridge.NewMetrics()}
+	fake := &fakeIngester{now: e.clock.Now, cfg: e.svc.Config(), reg: prometheus.NewRegistry()}
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/{source}", NewHandler(fake, Options{}))
 	e.srv = httptest.NewServer(mux)

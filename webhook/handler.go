@@ -20,6 +20,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SignatureHeader carries "sha256=<hex HMAC-SHA256 of the raw body>".
@@ -33,9 +34,9 @@ type Ingester interface {
 	// Config is the configuration snapshot a request is handled with.
 	Config() *config.Config
 	Now() time.Time
-	// Metrics holds the counter of task records by result, which the
-	// handler counts refusals on, and the registry its own metrics join.
-	Metrics() *bridge.Metrics
+	// Registry is the core's metrics registry, which the handler's metrics
+	// join (task records refused join the core's count of those accepted).
+	Registry() *prometheus.Registry
 	// IngestDelivery stores a delivery's task records and group index
 	// updates in one transaction; a *bridge.FieldError names a bad record.
 	IngestDelivery(ctx context.Context, source string, d bridge.Delivery) (bridge.Result, error)
@@ -64,7 +65,7 @@ func NewHandler(core Ingester, o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Handler{core: core, log: o.Logger, trackers: newTrackerState(core.Metrics().Registry)}
+	return &Handler{core: core, log: o.Logger, trackers: newTrackerState(core.Registry())}
 }
 
 type errorBody struct {
@@ -81,7 +82,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, source string, status int, body errorBody) {
-	h.core.Metrics().WebhookTasks.WithLabelValues(metricSource(h.core.Config(), source), "rejected").Inc()
+	h.trackers.tasks.WithLabelValues(metricSource(h.core.Config(), source), "rejected").Inc()
 	h.log.Info("webhook refused", "source", source, "status", status, "error", body.Error, "field", body.Field, "remote", r.RemoteAddr)
 	writeJSON(w, status, body)
 }

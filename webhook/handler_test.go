@@ -67,7 +67,7 @@ func signed(t testing.TB, srv *httptest.Server, body []byte) reply {
 func snapshot(t testing.TB, svc *bridge.Service) string {
 	t.Helper()
 	var b strings.Builder
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.TasksBySource("tracker", true)
 		if err != nil {
 			return err
@@ -221,7 +221,7 @@ func taskJSON(id string, version int, updated, status, due string, extra string)
 func storedTask(t testing.TB, svc *bridge.Service, id string) *store.Task {
 	t.Helper()
 	var tk *store.Task
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		tk, err = tx.Task("tracker", id)
 		return err
@@ -275,7 +275,7 @@ func TestOrderingNeverMovesBack(t *testing.T) {
 		t.Fatalf("C was resurrected by an older update: %+v", tk)
 	}
 	// alice's lists hold nothing of the deleted task A.
-	err := svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 		objs, err := tx.ObjectsForTask("tracker", "A")
 		if len(objs) != 0 {
 			t.Errorf("deleted task still has objects: %+v", objs)

@@ -14,6 +14,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/clock"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -43,13 +45,9 @@ func replicaEnvs(t *testing.T, kind string) (a, b *trackerEnv) {
 	source := base + sep + "search_path=" + schema
 	proto := newTrackerEnv(t, kind) // the configuration, clock and samples
 	open := func() *trackerEnv {
-		hub := bridge.NewHub()
-		st, err := store.Open(context.Background(), store.Postgres, source, store.Options{OnCommit: hub.Publish, Now: proto.clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		svc := bridge.New(st, hub, proto.svc.Config(), bridge.Options{Clock: bridge.SystemClock(proto.clock.Now)})
+		svc := testsvc.Open(t, proto.svc.Config(), bridge.Options{Clock: clock.System(proto.clock.Now)}, func(o store.Options) (store.Store, error) {
+			return store.Open(context.Background(), store.Postgres, source, o)
+		})
 		mux := http.NewServeMux()
 		mux.Handle("POST /hooks/{source}", NewHandler(svc, Options{}))
 		srv := httptest.NewServer(mux)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	sysclock "github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
@@ -97,7 +98,8 @@ func newTrackerEnv(t testing.TB, kind string, edit ...func(*config.Source)) *tra
 	}
 	cfg.Sources = append(cfg.Sources, src)
 	clock := &fakeClock{t: testNow}
-	svc := testsvc.New(t, testsvc.Options{Config: cfg, Now: clock.Now})
+	svc := testsvc.New(t, testsvc.Options{Config: cfg, Clock: sysclock.System(clock.Now),
+		Service: bridge.Options{Tracker: NewCloser(CloserOptions{}).Deliver}})
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks/{source}", NewHandler(svc, Options{}))
 	srv := httptest.NewServer(mux)
@@ -229,7 +231,7 @@ func (r trackerReplyT) counts() (accepted, ignored int) {
 func (e *trackerEnv) task(id string) *store.Task {
 	e.t.Helper()
 	var t *store.Task
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		t, err = tx.Task(e.kind, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -248,7 +250,7 @@ func (e *trackerEnv) task(id string) *store.Task {
 func (e *trackerEnv) snapshot() string {
 	e.t.Helper()
 	var b strings.Builder
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		tasks, err := tx.TasksBySource(e.kind, true)
 		if err != nil {
 			return err
@@ -339,7 +341,7 @@ func (e *trackerEnv) check(step, id string, w want) {
 // metric reads a counter of the service's registry; 0 if absent.
 func (e *trackerEnv) metric(name string, labels map[string]string) float64 {
 	e.t.Helper()
-	mfs, err := e.svc.Metrics().Registry.Gather()
+	mfs, err := e.svc.Registry().Gather()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -400,7 +402,7 @@ func (e *trackerEnv) run(steps []step) {
 func (e *trackerEnv) objectsOf(user string) []string {
 	e.t.Helper()
 	var names []string
-	err := e.svc.Store().View(context.Background(), func(tx store.Tx) error {
+	err := testsvc.Store(e.t, e.svc).View(context.Background(), func(tx store.Tx) error {
 		objs, err := tx.ObjectsOfUser(user)
 		for _, o := range objs {
 			names = append(names, o.Collection+"/"+o.Name)

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/render"
 )
 
 // event is one trigger (webhook request or APPEND) of the measured phase.
@@ -357,7 +357,7 @@ func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appen
 			home = "/dav/" + e.users[u] + "/calendars/"
 		}
 		dc = newDAVClient(e.base, e.tr, e.users[u], o.Password)
-		todos, _ := bridge.CollectionNames(projectName(proj))
+		todos, _ := render.CollectionNames(projectName(proj))
 		coll = home + todos + "/"
 		token = toks.get(coll)
 		t0 := time.Now()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/tlsutil"
 )
@@ -119,7 +120,7 @@ func buildServer(ctx context.Context, src, dir string) (string, error) {
 func hashPassword(kind, pw string) (string, error) {
 	switch kind {
 	case "argon2id", "":
-		return bridge.HashPassword(pw)
+		return password.Hash(pw)
 	case "bcrypt":
 		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
 		return string(h), err
@@ -306,13 +307,16 @@ func issueDevicePasswords(ctx context.Context, cfgPath string, users []string) (
 	if err != nil {
 		return nil, err
 	}
-	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish})
+	var st store.Store
+	svc, err := bridge.New(func(o store.Options) (store.Store, error) {
+		var err error
+		st, err = store.Open(ctx, cfg.Store, cfg.StoreSource(), o)
+		return st, err
+	}, cfg, bridge.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return nil, fmt.Errorf("open the store for device passwords: %w", err)
 	}
 	defer st.Close()
-	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	out := make([]string, len(users))
 	for i, u := range users {
 		if _, out[i], err = svc.IssueDevicePassword(ctx, u, "load phone"); err != nil {

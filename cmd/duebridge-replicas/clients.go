@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/render"
 )
 
 // task is the generic webhook's task record.
@@ -326,7 +327,7 @@ func (p *davPhone) sync(ctx context.Context) (int, error) {
 // If-Match. done reports whether the PUT was acknowledged (2xx); already
 // reports a task found completed (an earlier PUT whose answer was lost).
 func (p *davPhone) complete(ctx context.Context, source, id string) (done, already bool, err error) {
-	path := p.coll + bridge.ObjectName(source, id)
+	path := p.coll + render.ObjectName(source, id)
 	code, hdr, b, err := p.do(ctx, "GET", path, nil)
 	if err != nil {
 		return false, false, err

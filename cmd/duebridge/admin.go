@@ -23,12 +23,12 @@ import (
 func adminPage(svc *bridge.Service, cal *calendar.Handler, replica string, log *slog.Logger) http.Handler {
 	bi, ok := debug.ReadBuildInfo()
 	b := readBuildInfo(version, bi, ok)
-	metricsreg.Register(svc.Metrics().Registry, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	metricsreg.Register(svc.Registry(), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "duebridge_ready", Help: "1 when /readyz answers ready (store reachable, event listener up), else 0.",
 	}, func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		if len(readiness(ctx, svc.Store())) > 0 {
+		if len(svc.Ready(ctx)) > 0 {
 			return 0
 		}
 		return 1
@@ -36,7 +36,7 @@ func adminPage(svc *bridge.Service, cal *calendar.Handler, replica string, log *
 	v := b.Version + " (" + b.Revision + ")"
 	return admin.New(admin.Deps{
 		Auth: svc, Sync: cal, Queues: svc, Sources: svc, Lockouts: svc, Devices: svc, Users: svc.CalDAV().Users,
-		Ready:   func(ctx context.Context) []string { return readiness(ctx, svc.Store()) },
-		Metrics: svc.Metrics().Registry, Version: v, Replica: replica, Logger: log,
+		Ready:   func(ctx context.Context) []string { return svc.Ready(ctx) },
+		Metrics: svc.Registry(), Version: v, Replica: replica, Logger: log,
 	})
 }

@@ -17,7 +17,9 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/internal/iphone"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -124,7 +126,7 @@ func TestBackupRestore(t *testing.T) {
 
 	// Every task acknowledged before the backup, once.
 	var tasks []store.Task
-	svc2.Store().View(context.Background(), func(tx store.Tx) error {
+	testsvc.Store(t, svc2).View(context.Background(), func(tx store.Tx) error {
 		var err error
 		tasks, err = tx.TasksBySource("tracker", true)
 		return err
@@ -238,7 +240,7 @@ func TestRetentionExpungeSeenByIMAP(t *testing.T) {
 	var offset atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	cfgPath := writeConfig(t, t.TempDir(), "alice")
-	a, svc := serveReady(t, loadConfig(t, cfgPath), serveOptions{Now: now})
+	a, svc := serveReady(t, loadConfig(t, cfgPath), serveOptions{Clock: clock.System(now)})
 	if code, body := postTask(t, "http://"+a.HTTP.String(), []byte(`{"id":"T-1","title":"Old news","assignees":["alice"],"version":1}`)); code != 200 {
 		t.Fatalf("webhook: %d %s", code, body)
 	}
@@ -261,7 +263,7 @@ func TestRetentionExpungeSeenByIMAP(t *testing.T) {
 		t.Fatal(err)
 	}
 	offset.Store(int64(366 * 24 * time.Hour)) // default retention.mail_days is 365
-	got, err := bridge.NewRetention(svc, bridge.RetentionOptions{}).RunOnce(context.Background())
+	got, err := svc.RetentionPass(context.Background())
 	if err != nil || got[bridge.RetainInbox] != 1 {
 		t.Fatalf("retention: %v %v", got, err)
 	}

@@ -13,9 +13,9 @@ import (
 
 // seedDemo stores a few sample tasks the first time the demo starts, so a
 // phone added to the demo has something to show.
-func seedDemo(ctx context.Context, svc *bridge.Service) error {
+func seedDemo(ctx context.Context, st store.Store, svc *bridge.Service) error {
 	var seeded bool
-	err := svc.Store().View(ctx, func(tx store.Tx) error {
+	err := st.View(ctx, func(tx store.Tx) error {
 		_, err := tx.Get("demo_seeded")
 		seeded = err == nil
 		if errors.Is(err, store.ErrNotFound) {
@@ -48,7 +48,7 @@ func seedDemo(ctx context.Context, svc *bridge.Service) error {
 	if _, err := svc.Ingest(ctx, config.DemoSource, tasks); err != nil {
 		return err
 	}
-	return svc.Store().Update(ctx, func(tx store.Tx) error {
+	return st.Update(ctx, func(tx store.Tx) error {
 		return tx.Set("demo_seeded", fmt.Sprint(now.Unix()))
 	})
 }

@@ -19,7 +19,7 @@ import (
 // devicesCmd lists and revokes device passwords (the ones /setup issues).
 // It works on the store directly, so it works whether or not the server
 // runs; a running server ends a revoked device's sessions within seconds
-// (bridge.Service.RunDevices watches the revocation log).
+// (bridge.Service.Run watches the revocation log).
 func devicesCmd() *cobra.Command {
 	var cfgPath, user string
 	cmd := &cobra.Command{
@@ -86,13 +86,12 @@ func withService(ctx context.Context, cfgPath string, fn func(*bridge.Service) e
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Logger: log})
+	st, svc, err := openService(ctx, cfg, bridge.Options{Logger: log})
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer st.Close()
-	return fn(bridge.New(st, hub, cfg, bridge.Options{Logger: log}))
+	return fn(svc)
 }
 
 func printDevices(w io.Writer, devs []bridge.Device) {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // feedCmd issues and revokes calendar feed URLs. It writes to the store
@@ -48,12 +47,11 @@ The URL is printed once; the server keeps only a keyed hash of its token.`,
 func feedURL(cmd *cobra.Command, cfg *config.Config, user, project string, revoke bool) error {
 	ctx := cmd.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{Logger: log})
+	st, svc, err := openService(ctx, cfg, bridge.Options{Logger: log})
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer st.Close()
-	svc := bridge.New(st, bridge.NewHub(), cfg, bridge.Options{Logger: log})
 	out := cmd.OutOrStdout()
 	if revoke {
 		ok, err := svc.RevokeFeedToken(ctx, user)

@@ -40,7 +40,7 @@ func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, lo
 	}
 	m := &mailServers{
 		imap: imapserver.New(svc.IMAP(), imapserver.Options{TLSConfig: imapTLS, Logger: log, Version: version}),
-		sub:  submission.New(svc, submission.Options{TLSConfig: subTLS, Logger: log, Registry: svc.Metrics().Registry, Hostname: cfg.HTTP.PublicURL.Hostname()}),
+		sub:  submission.New(svc, submission.Options{TLSConfig: subTLS, Logger: log, Registry: svc.Registry(), Hostname: cfg.HTTP.PublicURL.Hostname()}),
 	}
 	var once sync.Once
 	m.close = func() {

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/password"
 )
 
 func main() {
@@ -152,7 +152,7 @@ func hashPasswordCmd() *cobra.Command {
 			if len(pw) < 8 {
 				return errors.New("password too short (at least 8 characters)")
 			}
-			h, err := bridge.HashPassword(pw)
+			h, err := password.Hash(pw)
 			if err != nil {
 				return err
 			}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
@@ -106,6 +108,7 @@ func startWith(t *testing.T, cfgPath string, o serveOptions) *running {
 	if cfg.TLS.Enabled() {
 		scheme = "https"
 	}
+	o.Opened = func(svc *bridge.Service, st store.Store) { testsvc.Track(t, svc, st) }
 	o.Ready = func(a Addrs, svc *bridge.Service) {
 		ready <- &running{base: scheme + "://" + a.HTTP.String(), svc: svc}
 	}
@@ -168,15 +171,15 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("webhook: %d %s", code, body)
 	}
 	// The task is in alice's Reminders list and calendar, and in her INBOX.
-	err := r.svc.Store().View(context.Background(), func(tx store.Tx) error {
-		todo, err := tx.Object("alice", "release-tasks", bridge.ObjectName("tracker", "T-1"))
+	err := testsvc.Store(t, r.svc).View(context.Background(), func(tx store.Tx) error {
+		todo, err := tx.Object("alice", "release-tasks", render.ObjectName("tracker", "T-1"))
 		if err != nil {
 			return fmt.Errorf("todo: %w", err)
 		}
 		if !bytes.Contains(todo.Data, []byte("SUMMARY:Ship it")) || !bytes.Contains(todo.Data, []byte("BEGIN:VALARM")) {
 			t.Errorf("todo lacks summary or alarm:\n%s", todo.Data)
 		}
-		if _, err := tx.Object("alice", "release-deadlines", bridge.ObjectName("tracker", "T-1")); err != nil {
+		if _, err := tx.Object("alice", "release-deadlines", render.ObjectName("tracker", "T-1")); err != nil {
 			return fmt.Errorf("event: %w", err)
 		}
 		msgs, err := tx.Messages("alice", bridge.Inbox)
@@ -246,7 +249,7 @@ func TestHotReload(t *testing.T) {
 	// Adding bob renders the task that already named him.
 	waitFor(t, 20*time.Second, "bob's objects after reload", func() bool {
 		var n int
-		r.svc.Store().View(context.Background(), func(tx store.Tx) error {
+		testsvc.Store(t, r.svc).View(context.Background(), func(tx store.Tx) error {
 			objs, err := tx.ObjectsOfUser("bob")
 			n = len(objs)
 			return err
@@ -375,24 +378,31 @@ func TestImportRules(t *testing.T) {
 	const mod = "github.com/duebridge/duebridge/"
 	allowed := map[string][]string{
 		"config":  {},
-		"store":   {},
+		"store":   {"internal/clock"}, // stamps transactions with the clock bridge hands it
 		"tlsutil": {},
 		// bridge implements the interfaces the protocol packages declare.
-		"bridge":   {"store", "config", "calendar", "imapserver", "internal/metricsreg"},
+		"bridge": {"store", "config", "render", "internal/password", "internal/clock", "calendar", "imapserver", "internal/metricsreg"},
+		// render is pure: task records and config in, iCalendar and mail bytes out.
+		// Only bridge (and cmd) import it; no protocol package renders.
+		"render":   {"store", "config"},
 		"calendar": {"internal/metricsreg"}, // declares its Backend; bridge implements it (bridge/caldav.go)
 		// imapserver sees only its Backend interface, never the store.
 		"imapserver": {"internal/metricsreg"},
 		"submission": {"bridge", "config", "tlsutil", "internal/metricsreg"}, // the core through submission.Core
 		// The one "register or reuse" helper for collectors.
 		"internal/metricsreg": {},
-		"webhook":             {"bridge", "config"},            // the core through webhook.Ingester, never the store
-		"setup":               {"bridge", "config", "tlsutil"}, // the core through setup.Core, never the store
-		"internal/testsvc":    {"bridge", "store", "config"},
-		"feed":                {},
-		"admin":               {"bridge", "calendar", "config"}, // narrow interfaces, never the store
-		"stream":              {},
+		"webhook":             {"bridge", "config", "internal/metricsreg"},          // the core through webhook.Ingester, never the store
+		"setup":               {"bridge", "config", "tlsutil", "internal/password"}, // the core through setup.Core, never the store
+		// The one Clock type (and the system clock): a leaf.
+		"internal/clock": {},
+		// Password formats (hashes, device passwords): a leaf, pure functions.
+		"internal/password": {},
+		"internal/testsvc":  {"bridge", "store", "config", "internal/clock"},
+		"feed":              {},
+		"admin":             {"bridge", "calendar", "config"}, // narrow interfaces, never the store
+		"stream":            {},
 		// Test helpers; no production package may import them (none lists them).
-		"internal/fakeclock": {"bridge"},
+		"internal/fakeclock": {"internal/clock"},
 		"internal/iphone":    {},
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {

@@ -49,7 +49,7 @@ func TestReadyzSaysWhy(t *testing.T) {
 		t.Fatalf("ready store: %d %+v", code, r)
 	}
 
-	svc.Store().Close() // the database is gone
+	testsvc.Store(t, svc).Close() // the database is gone
 	code, hdr, r := read()
 	if code != 503 || r.Ready || hdr.Get("Retry-After") == "" || len(r.Reasons) != 1 || !strings.HasPrefix(r.Reasons[0], "store unreachable: ") {
 		t.Fatalf("closed store: %d Retry-After %q %+v", code, hdr.Get("Retry-After"), r)

@@ -17,8 +17,8 @@ import (
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/calendar"
 	"github.com/duebridge/duebridge/feed"
+	"github.com/duebridge/duebridge/internal/metricsreg"
 	"github.com/duebridge/duebridge/setup"
-	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
 )
 
@@ -55,13 +55,13 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		writeReadiness(w, replica, readiness(ctx, svc.Store()))
+		writeReadiness(w, replica, svc.Ready(ctx))
 	})
 	adm := adminPage(svc, cal, replica, log)
 	mux.Handle("GET "+admin.Path, adm)
 	mux.Handle("POST "+admin.RetryPath, adm)
-	reg := svc.Metrics().Registry
-	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(bridge.WithReplica(reg, replica), promhttp.HandlerOpts{Registry: reg})))
+	reg := svc.Registry()
+	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(metricsreg.WithReplica(reg, replica), promhttp.HandlerOpts{Registry: reg})))
 	return instrument(mux, limitBodies(mux, svc), reg, log)
 }
 
@@ -146,20 +146,6 @@ func replicaName(svc *bridge.Service) string {
 		return host
 	}
 	return net.JoinHostPort(host, port)
-}
-
-// readiness lists why this process should not get traffic: the store does
-// not answer, or (PostgreSQL) the event listener is down, so IMAP IDLE here
-// would miss other replicas' commits. Empty: ready.
-func readiness(ctx context.Context, st store.Store) []string {
-	var why []string
-	if err := st.Ping(ctx); err != nil {
-		why = append(why, "store unreachable: "+err.Error())
-	}
-	if err := store.EventsReady(st); err != nil {
-		why = append(why, err.Error())
-	}
-	return why
 }
 
 // readyRetry is the Retry-After of a refusal while the store is away: a

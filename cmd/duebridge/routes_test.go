@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/render"
 )
 
 // TestMetricsGuard: /metrics names users in its labels, so from another
@@ -83,7 +83,7 @@ func TestFeedURLCommand(t *testing.T) {
 	}
 	feedURL := r.base + u.RequestURI()
 	code, ics := get(t, feedURL)
-	if code != http.StatusOK || !strings.Contains(ics, "UID:"+bridge.EventUID("tracker", "F-1")) || !strings.Contains(ics, "X-WR-CALNAME:Deadlines: Apollo") {
+	if code != http.StatusOK || !strings.Contains(ics, "UID:"+render.EventUID("tracker", "F-1")) || !strings.Contains(ics, "X-WR-CALNAME:Deadlines: Apollo") {
 		t.Fatalf("GET feed: %d\n%s", code, ics)
 	}
 	if out := run("--revoke"); !strings.Contains(out, "revoked") {
@@ -153,7 +153,7 @@ func TestFeedOnSetupPage(t *testing.T) {
 		return r.base + u.RequestURI()
 	}
 	first := issue()
-	if code, ics := get(t, first); code != 200 || !strings.Contains(ics, "UID:"+bridge.EventUID("tracker", "S-1")) {
+	if code, ics := get(t, first); code != 200 || !strings.Contains(ics, "UID:"+render.EventUID("tracker", "S-1")) {
 		t.Fatalf("GET feed: %d\n%s", code, ics)
 	}
 	p := page()

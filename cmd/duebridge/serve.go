@@ -18,9 +18,12 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/setup"
 	"github.com/duebridge/duebridge/store"
 	"github.com/duebridge/duebridge/webhook"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Addrs are the addresses the listeners got (real ports when :0 was asked).
@@ -38,8 +41,12 @@ type serveOptions struct {
 	Logger *slog.Logger
 	// Ready is called once every listener is bound and serving.
 	Ready func(Addrs, *bridge.Service)
-	// Now is the clock for the service; nil = time.Now.
-	Now func() time.Time
+	// Clock is the one clock of the service and its store; nil = the wall
+	// clock.
+	Clock clock.Clock
+	// Opened, if set, is called with the service and its store once both
+	// are open (tests read the store to check what the protocols stored).
+	Opened func(*bridge.Service, store.Store)
 	// HTTPTimeouts; zero fields take the defaults (tests shorten them).
 	HTTPTimeouts httpTimeouts
 }
@@ -56,24 +63,27 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	// One clock for the store's timestamps and the service's timers.
-	clock := bridge.SystemClock(o.Now)
-	hub := bridge.NewHub()
-	st, err := store.Open(ctx, cfg.Store, cfg.StoreSource(), store.Options{OnCommit: hub.Publish, Now: clock.Now, Logger: log})
+	// The one clock (the service hands it to the store), the one registry.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	st, svc, err := openService(ctx, cfg, bridge.Options{Logger: log, Clock: o.Clock, Registry: reg,
+		Tracker: webhook.NewCloser(webhook.CloserOptions{}).Deliver})
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	defer func() {
 		if err := st.Close(); err != nil {
 			log.Error("close store", "err", err)
 		}
 	}()
-	svc := bridge.New(st, hub, cfg, bridge.Options{Logger: log, Clock: clock})
+	if o.Opened != nil {
+		o.Opened(svc, st)
+	}
 	if _, err := svc.RerenderIfStale(ctx); err != nil {
 		return fmt.Errorf("re-render stored objects: %w", err)
 	}
 	if cfg.Demo {
-		if err := seedDemo(ctx, svc); err != nil {
+		if err := seedDemo(ctx, st, svc); err != nil {
 			return fmt.Errorf("seed demo tasks: %w", err)
 		}
 	}
@@ -137,16 +147,11 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 		}
 		return nil
 	})
-	callbacks := bridge.NewCallbackWorker(svc, bridge.CallbackOptions{Tracker: webhook.NewCloser(webhook.CloserOptions{}).Deliver})
-	goRun("callbacks", func() error { return callbacks.Run(runCtx) })
-	scheduler := bridge.NewScheduler(svc, bridge.SchedulerOptions{})
-	goRun("scheduler", func() error { return scheduler.Run(runCtx) })
+	// The scheduler, retention, completion callbacks and device upkeep.
+	goRun("core", func() error { return svc.Run(runCtx) })
 	if err := startStreams(cfg, svc, log, goRun, runCtx); err != nil {
 		return err
 	}
-	retention := bridge.NewRetention(svc, bridge.RetentionOptions{})
-	goRun("retention", func() error { return retention.Run(runCtx) })
-	goRun("devices", func() error { return svc.RunDevices(runCtx) })
 	if cfg.Path != "" {
 		goRun("config watch", func() error {
 			return config.Watch(runCtx, cfg.Path, config.WatchOptions{}, func(c *config.Config) {
@@ -232,4 +237,20 @@ func printReady(w io.Writer, cfg *config.Config) func(Addrs, *bridge.Service) {
 			fmt.Fprintf(w, "  webhook source: %s (POST %s/hooks/%s), secret %s\n", config.DemoSource, base, config.DemoSource, config.DemoSecret)
 		}
 	}
+}
+
+// openService opens the configured store under a new service; the caller
+// closes the store once done with the service.
+func openService(ctx context.Context, cfg *config.Config, o bridge.Options) (store.Store, *bridge.Service, error) {
+	var st store.Store
+	svc, err := bridge.New(func(so store.Options) (store.Store, error) {
+		so.Logger = o.Logger
+		var err error
+		st, err = store.Open(ctx, cfg.Store, cfg.StoreSource(), so)
+		return st, err
+	}, cfg, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, svc, nil
 }

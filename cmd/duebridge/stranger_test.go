@@ -25,6 +25,8 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
+	"github.com/duebridge/duebridge/store"
 )
 
 // serveReady runs serve on cfg and returns the bound addresses and the service.
@@ -38,6 +40,7 @@ func serveReady(t *testing.T, cfg *config.Config, o serveOptions) (Addrs, *bridg
 		svc *bridge.Service
 	}
 	ready := make(chan up, 1)
+	o.Opened = func(svc *bridge.Service, st store.Store) { testsvc.Track(t, svc, st) }
 	inner := o.Ready
 	o.Ready = func(a Addrs, svc *bridge.Service) {
 		if inner != nil {

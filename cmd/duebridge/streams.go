@@ -22,14 +22,14 @@ type streamRunner interface{ Run(context.Context) error }
 // added or changed by a reload start with the next restart.
 func startStreams(cfg *config.Config, svc *bridge.Service, log *slog.Logger, goRun func(string, func() error), ctx context.Context) error {
 	var metrics *stream.Metrics
-	sink := bridge.NewStreamSink(svc, webhook.Decode)
+	sink := webhook.NewStreamSink(svc)
 	for _, src := range cfg.Sources {
 		s := src.Stream
 		if s == nil {
 			continue
 		}
 		if metrics == nil {
-			metrics = stream.NewMetrics(svc.Metrics().Registry)
+			metrics = stream.NewMetrics(svc.Registry())
 		}
 		tlsConf, err := streamTLS(s)
 		if err != nil {

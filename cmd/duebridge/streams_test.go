@@ -19,6 +19,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -57,7 +58,7 @@ func TestKafkaSourceAcrossServerRestart(t *testing.T) {
 		}
 	}
 	versionsAt := func(svc *bridge.Service, want int64) (n int) {
-		svc.Store().View(context.Background(), func(tx store.Tx) error {
+		testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
 			for i := range ids {
 				if task, err := tx.Task("ops", fmt.Sprintf("O-%d", i)); err == nil && task.Version == want {
 					n++
@@ -78,7 +79,8 @@ func TestKafkaSourceAcrossServerRestart(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			done <- serve(ctx, cfg, serveOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-				Ready: func(a Addrs, svc *bridge.Service) { base = "http://" + a.HTTP.String(); ready <- svc }})
+				Opened: func(svc *bridge.Service, st store.Store) { testsvc.Track(t, svc, st) },
+				Ready:  func(a Addrs, svc *bridge.Service) { base = "http://" + a.HTTP.String(); ready <- svc }})
 		}()
 		select {
 		case svc := <-ready:
@@ -150,7 +152,7 @@ func TestNATSSourceWiring(t *testing.T) {
 	r := start(t, cfgPath)
 	waitFor(t, 20*time.Second, "N-1 stored", func() bool {
 		found := false
-		r.svc.Store().View(ctx, func(tx store.Tx) error {
+		testsvc.Store(t, r.svc).View(ctx, func(tx store.Tx) error {
 			task, err := tx.Task("inc", "N-1")
 			found = err == nil && task.Title == "Postmortem"
 			return nil

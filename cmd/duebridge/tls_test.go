@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/acme"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/tlsutil"
 )
 
@@ -174,16 +175,16 @@ func TestHTTPLimitsAndLockout(t *testing.T) {
 	dir := t.TempDir()
 	path := writeConfig(t, dir, "alice", "bob")
 	appendConfig(t, path, "limits:\n  webhook_body_bytes: 1000\n  login_failure_delay: 1ms\n  lockout_failures: 3\n  lockout_window: 10m\n")
-	clock := struct {
+	wall := struct {
 		sync.Mutex
 		now time.Time
 	}{now: time.Now()}
 	now := func() time.Time {
-		clock.Lock()
-		defer clock.Unlock()
-		return clock.now
+		wall.Lock()
+		defer wall.Unlock()
+		return wall.now
 	}
-	r := startWith(t, path, serveOptions{Now: now, HTTPTimeouts: httpTimeouts{ReadHeader: 300 * time.Millisecond, Read: 2 * time.Second}})
+	r := startWith(t, path, serveOptions{Clock: clock.System(now), HTTPTimeouts: httpTimeouts{ReadHeader: 300 * time.Millisecond, Read: 2 * time.Second}})
 	addr := strings.TrimPrefix(r.base, "http://")
 	healthy := func(what string) {
 		t.Helper()
@@ -300,9 +301,9 @@ func TestHTTPLimitsAndLockout(t *testing.T) {
 			!strings.Contains(body, `duebridge_login_failures_total{protocol="setup"} 3`) {
 			t.Errorf("metrics lack the lock-out:\n%s", grepLines(body, "login"))
 		}
-		clock.Lock()
-		clock.now = clock.now.Add(10*time.Minute + time.Second)
-		clock.Unlock()
+		wall.Lock()
+		wall.now = wall.now.Add(10*time.Minute + time.Second)
+		wall.Unlock()
 		if code := setupAs(attacker, "alice", "alice-pw"); code != 200 {
 			t.Errorf("after the window: %d, want 200", code)
 		}

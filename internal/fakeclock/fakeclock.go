@@ -1,4 +1,4 @@
-// Package fakeclock is a bridge.Clock on a virtual time line, for tests:
+// Package fakeclock is a clock.Clock on a virtual time line, for tests:
 // time stands still until Advance or Set moves it, and timers fire when it
 // passes their deadline. It lives outside production code on purpose; the
 // import-rule test lets only tests import it.
@@ -9,10 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/clock"
 )
 
-// Clock is a bridge.Clock for tests: time stands still until Advance or Set
+// Clock is a clock.Clock for tests: time stands still until Advance or Set
 // moves it, and timers fire when it passes their deadline. Pass its Now as
 // the service's and the store's clock so everything shares virtual time.
 type Clock struct {
@@ -98,7 +98,7 @@ func (c *Clock) WaitForTimers(n int, timeout time.Duration) bool {
 }
 
 // NewTimer returns a timer on the fake time line.
-func (c *Clock) NewTimer(d time.Duration) bridge.Timer {
+func (c *Clock) NewTimer(d time.Duration) clock.Timer {
 	ft := &fakeTimer{clock: c, c: make(chan time.Time, 1)}
 	ft.Reset(d)
 	return ft

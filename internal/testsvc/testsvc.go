@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -49,17 +51,18 @@ func Config(t testing.TB) *config.Config {
 // Options for New.
 type Options struct {
 	Config *config.Config // nil = Config(t)
-	// Clock is the service's and the store's one clock; nil = Now read
-	// with real timers. Pass a *fakeclock.Clock to run timers virtually.
-	Clock bridge.Clock
-	// Now, when Clock is nil, moves the date only (bridge.SystemClock(Now));
-	// nil = time.Now.
-	Now    func() time.Time
+	// Clock is the service's and the store's one clock; nil = the wall
+	// clock. Pass a *fakeclock.Clock to run timers virtually, or
+	// clock.System(now) to move the date only.
+	Clock  clock.Clock
 	Logger *slog.Logger // nil = discard
+	// Service holds further options for bridge.New (batch sizes, the
+	// callback client); its Logger and Clock are the fields above.
+	Service bridge.Options
 }
 
-// New opens a store in a temp dir and returns the service; both are closed
-// by t.Cleanup.
+// New opens a store in a temp dir and returns the service over it; the
+// store is closed by t.Cleanup. Store(svc) is that store.
 func New(t testing.TB, o Options) *bridge.Service {
 	t.Helper()
 	if o.Config == nil {
@@ -69,15 +72,44 @@ func New(t testing.TB, o Options) *bridge.Service {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Clock == nil {
-		o.Clock = bridge.SystemClock(o.Now)
+		o.Clock = clock.System(nil)
 	}
-	hub := bridge.NewHub()
-	st, err := store.Open(context.Background(), store.SQLite, o.Config.DataDir, store.Options{OnCommit: hub.Publish, Now: o.Clock.Now})
+	so := o.Service
+	so.Logger, so.Clock = o.Logger, o.Clock
+	var st store.Store
+	svc, err := bridge.New(func(so store.Options) (store.Store, error) {
+		var err error
+		st, err = store.Open(context.Background(), store.SQLite, o.Config.DataDir, so)
+		return st, err
+	}, o.Config, so)
 	if err != nil {
 		t.Fatal(err)
 	}
+	Track(t, svc, st)
 	t.Cleanup(func() { st.Close() })
-	return bridge.New(st, hub, o.Config, bridge.Options{Logger: o.Logger, Clock: o.Clock})
+	return svc
+}
+
+// stores holds the store of each live service New made or Track was told of.
+var stores sync.Map // *bridge.Service -> store.Store
+
+// Track records st as the store of svc for Store, until the test ends: for
+// services a test builds otherwise (the whole server in cmd's tests).
+func Track(t testing.TB, svc *bridge.Service, st store.Store) {
+	stores.Store(svc, st)
+	t.Cleanup(func() { stores.Delete(svc) })
+}
+
+// Store returns the store of svc (see New and Track), which the test owns: tests
+// set up and check directly what no protocol shows (alert schedules,
+// tombstones, the outbox). It fails the test for a service New did not make.
+func Store(t testing.TB, svc *bridge.Service) store.Store {
+	t.Helper()
+	st, ok := stores.Load(svc)
+	if !ok {
+		t.Fatal("testsvc.Store: the service was neither made by New nor tracked")
+	}
+	return st.(store.Store)
 }
 
 // Ingest stores tasks from source "tracker" or fails the test.
@@ -98,4 +130,57 @@ func JSON(t testing.TB, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// Metric reads the value of a counter or gauge from svc's registry: name,
+// then label name/value pairs picking one series. Missing is 0.
+func Metric(t testing.TB, svc *bridge.Service, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := svc.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// Open builds a service over the store open returns (opened with the
+// options bridge.New hands it: a PostgreSQL store, say), closes the store
+// when the test ends and tracks it for Store.
+func Open(t testing.TB, cfg *config.Config, o bridge.Options, open bridge.OpenStore) *bridge.Service {
+	t.Helper()
+	var st store.Store
+	svc, err := bridge.New(func(so store.Options) (store.Store, error) {
+		var err error
+		st, err = open(so)
+		return st, err
+	}, cfg, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	Track(t, svc, st)
+	return svc
 }

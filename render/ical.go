@@ -1,4 +1,4 @@
-package bridge
+package render
 
 import (
 	"bytes"
@@ -50,7 +50,7 @@ func DueInstant(w store.When, loc *time.Location) time.Time {
 // so existing lists keep their names and ordinary ones stay readable.
 func CollectionNames(project string) (todos, events string) {
 	if lossy(project) || project == "inbox" {
-		return hashedCollectionNames(project)
+		return HashedCollectionNames(project)
 	}
 	slug := store.Slug(project)
 	if slug == "" {
@@ -69,8 +69,8 @@ func lossy(s string) bool {
 	return false
 }
 
-// hashedCollectionNames are CollectionNames with the project's hash added.
-func hashedCollectionNames(project string) (todos, events string) {
+// HashedCollectionNames are CollectionNames with the project's hash added.
+func HashedCollectionNames(project string) (todos, events string) {
 	slug := store.Slug(project)
 	h := sha256.Sum256([]byte(project))
 	if slug != "" {
@@ -183,8 +183,8 @@ func (p PhoneState) Encode() string {
 	return string(b)
 }
 
-// RenderInput is what one rendering of a task for one user depends on.
-type RenderInput struct {
+// Input is what one rendering of a task for one user depends on.
+type Input struct {
 	Task      *store.Task
 	User      *config.User
 	LeadTimes []time.Duration
@@ -220,7 +220,7 @@ func setWhen(props ical.Props, name string, w store.When) {
 // tasks that are closed, have no due time, or whose user gets alerts by mail
 // only, and none that would have fired before the task last changed (a fresh
 // assignment is announced by mail, not by a burst of stale alarms).
-func alarms(in RenderInput) []*ical.Component {
+func alarms(in Input) []*ical.Component {
 	t := in.Task
 	if !t.Open() || t.Due.IsZero() || in.User.Notify == config.NotifyMail {
 		return nil
@@ -233,7 +233,7 @@ func alarms(in RenderInput) []*ical.Component {
 			continue
 		}
 		a := ical.NewComponent(ical.CompAlarm)
-		uid := alarmUID(t, lead)
+		uid := AlarmUID(t, lead)
 		a.Props.SetText(ical.PropUID, uid)
 		setRaw(a.Props, "X-WR-ALARMUID", uid)
 		a.Props.SetText(ical.PropAction, "DISPLAY")
@@ -258,7 +258,9 @@ func setRaw(props ical.Props, name, value string) {
 	props.Set(p)
 }
 
-func alarmUID(t *store.Task, lead time.Duration) string {
+// AlarmUID is the UID of the VALARM rendered lead before t is due: stable,
+// so a phone that drops our X-DUEBRIDGE-LEAD marker still sends it back.
+func AlarmUID(t *store.Task, lead time.Duration) string {
 	h := sha256.Sum256([]byte(t.Source + "\x00" + t.ID + "\x00" + lead.String()))
 	return strings.ToUpper(hex.EncodeToString(h[:16]))
 }
@@ -292,7 +294,7 @@ func formatLead(d time.Duration) string {
 	return "-PT" + strconv.FormatInt(int64(d/time.Second), 10) + "S"
 }
 
-func baseComponent(name, uid string, in RenderInput) *ical.Component {
+func baseComponent(name, uid string, in Input) *ical.Component {
 	t := in.Task
 	c := ical.NewComponent(name)
 	c.Props.SetText(ical.PropUID, uid)
@@ -350,8 +352,8 @@ func cleanText(s string) string {
 	}, s)
 }
 
-// RenderTodo returns the VTODO object (Reminders) of a task for one user.
-func RenderTodo(in RenderInput) ([]byte, error) {
+// Todo returns the VTODO object (Reminders) of a task for one user.
+func Todo(in Input) ([]byte, error) {
 	t := in.Task
 	c := baseComponent(ical.CompToDo, TodoUID(t.Source, t.ID), in)
 	switch t.Status {
@@ -388,9 +390,9 @@ func RenderTodo(in RenderInput) ([]byte, error) {
 	return encode(c)
 }
 
-// RenderEvent returns the deadline VEVENT (Calendar) of a task for one user,
+// Event returns the deadline VEVENT (Calendar) of a task for one user,
 // or nil if the task has no due time.
-func RenderEvent(in RenderInput) ([]byte, error) {
+func Event(in Input) ([]byte, error) {
 	t := in.Task
 	if t.Due.IsZero() {
 		return nil, nil

@@ -1,4 +1,4 @@
-package bridge
+package render
 
 import (
 	"bytes"
@@ -108,34 +108,5 @@ func TestNotificationMailStructure(t *testing.T) {
 	}
 	if ct, _, _ := e.Header.ContentType(); ct != "multipart/mixed" {
 		t.Errorf("top-level %s", ct)
-	}
-}
-
-func TestMailEventFor(t *testing.T) {
-	open := &store.Task{Status: "open", Due: store.When{Time: t0}}
-	done := &store.Task{Status: "done", Due: store.When{Time: t0}}
-	moved := &store.Task{Status: "open", Due: store.When{Time: t0.Add(time.Hour)}}
-	del := &store.Task{Status: "open", Deleted: true}
-	cases := []struct {
-		name         string
-		old, new     *store.Task
-		was, is      bool
-		want         MailEvent
-		wantAnything bool
-	}{
-		{"new assignment", nil, open, false, true, MailAssigned, true},
-		{"assigned to a done task: nothing", nil, done, false, true, "", false},
-		{"done", open, done, true, true, MailDone, true},
-		{"reopened", done, open, true, true, MailReopened, true},
-		{"due moved", open, moved, true, true, MailDueChanged, true},
-		{"unassigned", open, open, true, false, MailUnassigned, true},
-		{"deleted", open, del, true, false, MailDeleted, true},
-		{"no change", open, open, true, true, "", false},
-	}
-	for _, c := range cases {
-		got, ok := mailEventFor(c.old, c.new, c.was, c.is)
-		if ok != c.wantAnything || got != c.want {
-			t.Errorf("%s: got %q %v, want %q %v", c.name, got, ok, c.want, c.wantAnything)
-		}
 	}
 }

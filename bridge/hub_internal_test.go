@@ -1,4 +1,4 @@
-package bridge_test
+package bridge
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/imapserver"
-	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -15,8 +14,8 @@ import (
 // filter, marks it lagged, and the IMAP backend turns it into one
 // EventLagged, on which the server refreshes every open mailbox.
 func TestHubResyncReachesEverySubscriber(t *testing.T) {
-	svc := testsvc.New(t, testsvc.Options{})
-	hub := svc.Hub()
+	svc := deviceService(t, t.TempDir(), nil)
+	hub := svc.hub
 	mail := hub.Subscribe("alice", store.EventMail)
 	defer mail.Close()
 	outbox := hub.Subscribe("", store.EventOutbox)

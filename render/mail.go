@@ -1,4 +1,4 @@
-package bridge
+package render
 
 import (
 	"bytes"
@@ -305,7 +305,7 @@ func publishCalendar(in MailInput) ([]byte, error) {
 	if u == nil {
 		u = &config.User{Location: time.UTC}
 	}
-	data, err := RenderTodo(RenderInput{Task: in.Task, User: &config.User{Name: u.Name, Location: u.Location, Notify: config.NotifyMail}})
+	data, err := Todo(Input{Task: in.Task, User: &config.User{Name: u.Name, Location: u.Location, Notify: config.NotifyMail}})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package bridge
+package render
 
 import (
 	"bytes"
@@ -99,8 +99,8 @@ func triggerTime(t *testing.T, a *ical.Component) time.Time {
 }
 
 func TestRenderTodoGolden(t *testing.T) {
-	in := RenderInput{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC), LeadTimes: []time.Duration{24 * time.Hour, time.Hour}}
-	data, err := RenderTodo(in)
+	in := Input{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC), LeadTimes: []time.Duration{24 * time.Hour, time.Hour}}
+	data, err := Todo(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,8 +126,8 @@ func TestRenderTodoGolden(t *testing.T) {
 func TestRenderAllDay(t *testing.T) {
 	task := sampleTask()
 	task.Due = store.When{Time: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), AllDay: true}
-	in := RenderInput{Task: task, User: alice(config.NotifyBoth, berlin), LeadTimes: []time.Duration{24 * time.Hour, time.Hour}}
-	todo, err := RenderTodo(in)
+	in := Input{Task: task, User: alice(config.NotifyBoth, berlin), LeadTimes: []time.Duration{24 * time.Hour, time.Hour}}
+	todo, err := Todo(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestRenderAllDay(t *testing.T) {
 			t.Errorf("alarm %d at %v, want %v", i, got, want[i])
 		}
 	}
-	ev, err := RenderEvent(in)
+	ev, err := Event(in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,8 +177,8 @@ func TestAlarmRules(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			task := sampleTask()
 			c.mutate(task)
-			in := RenderInput{Task: task, User: c.user, LeadTimes: leads}
-			data, err := RenderTodo(in)
+			in := Input{Task: task, User: c.user, LeadTimes: leads}
+			data, err := Todo(in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -187,7 +187,7 @@ func TestAlarmRules(t *testing.T) {
 			}
 			// One alerting object per task: the reminder. The deadline
 			// event never carries alarms, or each alert fires twice.
-			ev, err := RenderEvent(in)
+			ev, err := Event(in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,14 +199,14 @@ func TestAlarmRules(t *testing.T) {
 }
 
 func TestRenderDeterministicAndSequence(t *testing.T) {
-	in := RenderInput{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC), LeadTimes: []time.Duration{time.Hour}}
-	a, _ := RenderTodo(in)
-	b, _ := RenderTodo(in)
+	in := Input{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC), LeadTimes: []time.Duration{time.Hour}}
+	a, _ := Todo(in)
+	b, _ := Todo(in)
 	if !bytes.Equal(a, b) || ETag(a) != ETag(b) {
 		t.Fatal("same input rendered differently")
 	}
 	in.Task.Sequence++
-	c, _ := RenderTodo(in)
+	c, _ := Todo(in)
 	if ETag(c) == ETag(a) {
 		t.Fatal("ETag unchanged after a change")
 	}
@@ -221,8 +221,8 @@ func TestPhoneStateMerged(t *testing.T) {
 		Props:  []string{"X-APPLE-SORT-ORDER:740793996"},
 		Bumps:  2,
 	}
-	in := RenderInput{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC), LeadTimes: []time.Duration{time.Hour}, Phone: phone}
-	data, err := RenderTodo(in)
+	in := Input{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC), LeadTimes: []time.Duration{time.Hour}, Phone: phone}
+	data, err := Todo(in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,39 +1,46 @@
-package bridge
+package webhook
 
 import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/duebridge/duebridge/bridge"
 )
 
-// StreamSink applies records from event streams (Kafka, NATS) with Ingest;
-// it implements the stream package's Sink. Decode is the task record
-// decoder (the webhook's JSON contract), injected so the core does not
-// import an adapter.
-type StreamSink struct {
-	s      *Service
-	decode func([]byte) ([]TaskInput, error)
+// StreamIngester is what a StreamSink needs of the core.
+type StreamIngester interface {
+	// Ingest stores task records from source in one transaction; a
+	// *bridge.FieldError names a bad one and nothing is stored.
+	Ingest(ctx context.Context, source string, inputs []bridge.TaskInput) (bridge.Result, error)
 }
 
-// NewStreamSink returns a sink over s decoding records with decode.
-func NewStreamSink(s *Service, decode func([]byte) ([]TaskInput, error)) *StreamSink {
-	return &StreamSink{s: s, decode: decode}
+var _ StreamIngester = (*bridge.Service)(nil)
+
+// StreamSink applies records from event streams (Kafka, NATS) with Ingest;
+// it implements the stream package's Sink. A record is what a webhook body
+// is (Decode's JSON contract).
+type StreamSink struct {
+	core StreamIngester
 }
+
+// NewStreamSink returns a sink ingesting into core.
+func NewStreamSink(core StreamIngester) *StreamSink { return &StreamSink{core: core} }
 
 // Apply decodes and validates each record and ingests the good ones in one
 // transaction (one fsync for a whole poll). bad[i] says why record i was left
 // out; err means nothing was stored.
 func (k *StreamSink) Apply(ctx context.Context, source string, values [][]byte) (bad []error, err error) {
 	bad = make([]error, len(values))
-	var tasks []TaskInput
+	var tasks []bridge.TaskInput
 	var owner []int // record index of each task
 	for i, v := range values {
-		in, err := k.decode(v)
+		in, err := Decode(v)
 		if err != nil {
 			bad[i] = fmt.Errorf("decode: %w", err)
 			continue
 		}
-		var fe *FieldError
+		var fe *bridge.FieldError
 		for j := range in {
 			if fe = in[j].Validate(); fe != nil {
 				if len(in) > 1 {
@@ -52,8 +59,8 @@ func (k *StreamSink) Apply(ctx context.Context, source string, values [][]byte) 
 		tasks = append(tasks, in...)
 	}
 	for len(tasks) > 0 {
-		_, err := k.s.Ingest(ctx, source, tasks)
-		var fe *FieldError
+		_, err := k.core.Ingest(ctx, source, tasks)
+		var fe *bridge.FieldError
 		if !errors.As(err, &fe) {
 			return bad, err // nil, or transient: nothing stored
 		}

@@ -1,4 +1,4 @@
-package bridge
+package render
 
 import (
 	"testing"
@@ -12,8 +12,8 @@ import (
 // (mail). Ingest renders these in parallel, so ns/op here bounds how many
 // upserts per second two cores can render. Fixtures are the golden tests'.
 
-func renderInput() RenderInput {
-	return RenderInput{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC),
+func renderInput() Input {
+	return Input{Task: sampleTask(), User: alice(config.NotifyAlarms, time.UTC),
 		LeadTimes: []time.Duration{24 * time.Hour, time.Hour}}
 }
 
@@ -23,7 +23,7 @@ func BenchmarkRenderTodo(b *testing.B) {
 	b.ReportAllocs()
 	var n int
 	for b.Loop() {
-		data, err := RenderTodo(in)
+		data, err := Todo(in)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -44,7 +44,7 @@ func BenchmarkRenderTodoPhoneState(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := RenderTodo(in); err != nil {
+		if _, err := Todo(in); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -56,7 +56,7 @@ func BenchmarkRenderEvent(b *testing.B) {
 	b.ReportAllocs()
 	var n int
 	for b.Loop() {
-		data, err := RenderEvent(in)
+		data, err := Event(in)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -92,10 +92,10 @@ func BenchmarkRenderUpsert(b *testing.B) {
 	mail := sampleMail(MailAssigned)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := RenderTodo(in); err != nil {
+		if _, err := Todo(in); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := RenderEvent(in); err != nil {
+		if _, err := Event(in); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := NotificationMail(mail); err != nil {
