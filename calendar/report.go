@@ -136,8 +136,11 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *User
 		list = truncateAtRevision(list, sr.limit)
 		token, truncated = list[len(list)-1].Seq, true
 	}
-	ms := newMultistatus(preferMinimal(r)).stream(w)
+	ms := newMultistatus(w, preferMinimal(r))
 	for i := range list {
+		if h.failedIn(ms, w, r, ms.stopped(r.Context())) {
+			return
+		}
 		o := &list[i]
 		if o.Deleted {
 			ms.status(objHref(u.Name, c.Name, o.Name), http.StatusNotFound)
@@ -151,7 +154,7 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *User
 		ms.status(collHref(u.Name, c.Name), http.StatusInsufficientStorage)
 	}
 	ms.syncToken(syncToken(v.epoch, token))
-	ms.send(w)
+	ms.send()
 	kind := syncIncremental
 	if sr.token == "" {
 		kind = syncFull
@@ -210,7 +213,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *User, t ta
 			return
 		}
 	}
-	ms := newMultistatus(preferMinimal(r))
+	ms := newMultistatus(w, preferMinimal(r))
 	n := 0
 	for i := range colls {
 		if sr.token != "" && colls[i].Seq <= since {
@@ -220,7 +223,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *User, t ta
 		ms.response(collHref(u.Name, colls[i].Name), v.collection(colls[i]).results(sr.q))
 	}
 	ms.syncToken(syncToken(v.epoch, top))
-	ms.send(w)
+	ms.send()
 	kind := syncIncremental
 	if sr.token == "" {
 		kind = syncFull
@@ -307,10 +310,10 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 			}
 		}
 	}
-	ms := newMultistatus(preferMinimal(r)).stream(w)
+	ms := newMultistatus(w, preferMinimal(r))
 	for i, href := range hrefs {
-		if r.Context().Err() != nil {
-			return
+		if h.failedIn(ms, w, r, ms.stopped(r.Context())) {
+			return // the client went away; stop working for it
 		}
 		if out[i].obj == nil {
 			ms.status(href, http.StatusNotFound)
@@ -318,7 +321,7 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 		}
 		ms.response(href, v.object(out[i].coll, out[i].obj).results(q))
 	}
-	ms.send(w)
+	ms.send()
 	h.health.synced(u.Name, r.UserAgent(), "", syncMultiget, 0, len(hrefs))
 }
 
@@ -376,11 +379,11 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *User, t targe
 	if h.failed(w, r, err) {
 		return
 	}
-	ms := newMultistatus(preferMinimal(r)).stream(w)
+	ms := newMultistatus(w, preferMinimal(r))
 	n := 0
 	steps := h.requestSteps()
 	for i := range objs {
-		if r.Context().Err() != nil {
+		if h.failedIn(ms, w, r, ms.stopped(r.Context())) {
 			return // the client went away; stop working for it
 		}
 		cal, err := ical.NewDecoder(bytes.NewReader(objs[i].Data)).Decode()
@@ -399,6 +402,6 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *User, t targe
 		res := v.object(c, &objs[i])
 		ms.response(res.href, res.results(q))
 	}
-	ms.send(w)
+	ms.send()
 	h.health.synced(u.Name, r.UserAgent(), c.Name, syncQuery, c.Seq, n)
 }
