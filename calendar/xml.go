@@ -102,11 +102,257 @@ func readXML(r *http.Request) (*node, []byte, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, body, nil
 	}
+	if n, ok := parseXMLFast(body); ok {
+		return n, body, nil
+	}
 	n, err := parseXML(body)
 	if err != nil {
 		return nil, body, err
 	}
 	return n, body, nil
+}
+
+// parseXMLFast parses the plain XML that CalDAV clients send: ASCII names
+// and text, an optional <?xml?> declaration, no entity references,
+// comments, CDATA or DOCTYPE. Every name and text of the tree is a
+// substring of one copy of body, so a multiget of 100 hrefs costs a
+// handful of allocations instead of thousands. ok is false for anything
+// else, malformed input included; parseXML then gives the answer (and
+// the error) of encoding/xml. FuzzParseXML holds both to xml.Unmarshal.
+func parseXMLFast(body []byte) (root *node, ok bool) {
+	type frame struct {
+		raw  string // the name as written, for the end tag
+		n    node
+		more []byte // text, once it comes in more than one piece
+		undo []nsUndo
+	}
+	s := string(body)
+	p := skipSpace(s, 0)
+	if strings.HasPrefix(s[p:], "<?xml") && p+5 < len(s) && isSpace(s[p+5]) {
+		end := strings.Index(s[p:], "?>")
+		if end < 0 || !plainDecl(s[p+5:p+end]) {
+			return nil, false
+		}
+		p = skipSpace(s, p+end+2)
+	}
+	var stack []frame
+	var ns map[string]string
+	// pop ends the innermost element: its namespace bindings end, it joins
+	// its parent's children; the root is returned.
+	pop := func() *node {
+		f := &stack[len(stack)-1]
+		for i := len(f.undo) - 1; i >= 0; i-- {
+			if u := f.undo[i]; u.ok {
+				ns[u.prefix] = u.old
+			} else {
+				delete(ns, u.prefix)
+			}
+		}
+		if f.more != nil {
+			f.n.Text = string(f.more)
+		}
+		n := f.n
+		stack = stack[:len(stack)-1]
+		if len(stack) == 0 {
+			return &n
+		}
+		parent := &stack[len(stack)-1].n
+		parent.Children = append(parent.Children, n)
+		return nil
+	}
+	for p < len(s) {
+		if s[p] != '<' { // text
+			q := p
+			for q < len(s) && s[q] != '<' {
+				if c := s[q]; c >= utf8.RuneSelf || c < 0x20 && c != '\n' && c != '\t' || c == '&' || c == ']' {
+					return nil, false // entities, "]]>", \r, non-ASCII: encoding/xml's rules
+				}
+				q++
+			}
+			if len(stack) == 0 {
+				return nil, false // text before the root element
+			}
+			f := &stack[len(stack)-1]
+			switch {
+			case f.n.Text == "" && f.more == nil:
+				f.n.Text = s[p:q]
+			case f.more == nil:
+				f.more = append(append(make([]byte, 0, len(f.n.Text)+q-p+16), f.n.Text...), s[p:q]...)
+			default:
+				f.more = append(f.more, s[p:q]...)
+			}
+			p = q
+			continue
+		}
+		if p+1 < len(s) && s[p+1] == '/' { // end tag
+			if len(stack) == 0 {
+				return nil, false
+			}
+			f := &stack[len(stack)-1]
+			q := p + 2 + len(f.raw)
+			if !strings.HasPrefix(s[p+2:], f.raw) {
+				return nil, false
+			}
+			q = skipSpace(s, q)
+			if q >= len(s) || s[q] != '>' {
+				return nil, false
+			}
+			p = q + 1
+			if root = pop(); root != nil {
+				return root, true // what follows the root is ignored, as by xml.Unmarshal
+			}
+			continue
+		}
+		// start tag
+		if len(stack) >= maxXMLDepth {
+			return nil, false
+		}
+		raw, q, ok := scanName(s, p+1)
+		if !ok {
+			return nil, false
+		}
+		f := frame{raw: raw}
+		var attrs []xml.Attr
+		empty := false
+		for {
+			q = skipSpace(s, q)
+			if q >= len(s) {
+				return nil, false
+			}
+			if s[q] == '>' {
+				q++
+				break
+			}
+			if s[q] == '/' {
+				if q+1 >= len(s) || s[q+1] != '>' {
+					return nil, false
+				}
+				q, empty = q+2, true
+				break
+			}
+			if q == 0 || !isSpace(s[q-1]) {
+				return nil, false // attributes not separated by space
+			}
+			aname, r, ok := scanName(s, q)
+			if !ok {
+				return nil, false
+			}
+			r = skipSpace(s, r)
+			if r >= len(s) || s[r] != '=' {
+				return nil, false
+			}
+			r = skipSpace(s, r+1)
+			if r >= len(s) || s[r] != '"' && s[r] != '\'' {
+				return nil, false
+			}
+			end := strings.IndexByte(s[r+1:], s[r])
+			if end < 0 {
+				return nil, false
+			}
+			val := s[r+1 : r+1+end]
+			for i := 0; i < len(val); i++ {
+				if c := val[i]; c >= utf8.RuneSelf || c < 0x20 && c != '\n' && c != '\t' || c == '&' || c == '<' {
+					return nil, false
+				}
+			}
+			attrs = append(attrs, xml.Attr{Name: splitName(aname), Value: val})
+			q = r + 1 + end + 1
+		}
+		for _, a := range attrs {
+			var prefix string
+			switch {
+			case a.Name.Space == "xmlns":
+				prefix = a.Name.Local
+			case a.Name.Space == "" && a.Name.Local == "xmlns":
+			default:
+				continue
+			}
+			if ns == nil {
+				ns = map[string]string{}
+			}
+			old, had := ns[prefix]
+			f.undo = append(f.undo, nsUndo{prefix, old, had})
+			ns[prefix] = a.Value
+		}
+		f.n.XMLName = resolveName(ns, splitName(raw), true)
+		for i := range attrs {
+			attrs[i].Name = resolveName(ns, attrs[i].Name, false)
+		}
+		f.n.Attrs = attrs
+		p = q
+		stack = append(stack, f)
+		if empty {
+			if root = pop(); root != nil {
+				return root, true
+			}
+		}
+	}
+	return nil, false // unexpected end
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\t' || c == '\r' }
+
+func skipSpace(s string, p int) int {
+	for p < len(s) && isSpace(s[p]) {
+		p++
+	}
+	return p
+}
+
+// scanName reads an ASCII name at s[p:]: an NCName, or two joined by one
+// colon. ok is false for anything else (left to encoding/xml).
+func scanName(s string, p int) (name string, end int, ok bool) {
+	q, colons := p, 0
+	for q < len(s) {
+		c := s[q]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_':
+		case '0' <= c && c <= '9', c == '-', c == '.':
+			if q == p || s[q-1] == ':' {
+				return "", 0, false
+			}
+		case c == ':':
+			if q == p || s[q-1] == ':' || colons > 0 {
+				return "", 0, false
+			}
+			colons++
+		default:
+			if q == p || s[q-1] == ':' {
+				return "", 0, false
+			}
+			return s[p:q], q, true
+		}
+		q++
+	}
+	return "", 0, false // the document ends inside a name
+}
+
+// splitName splits a scanned name at its colon.
+func splitName(s string) xml.Name {
+	if prefix, local, ok := strings.Cut(s, ":"); ok {
+		return xml.Name{Space: prefix, Local: local}
+	}
+	return xml.Name{Local: s}
+}
+
+// plainDecl reports whether the content of an <?xml?> declaration is one
+// encoding/xml takes without complaint: version 1.0, UTF-8.
+func plainDecl(content string) bool {
+	for _, f := range strings.Fields(content) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || len(v) < 2 || v[0] != v[len(v)-1] || v[0] != '"' && v[0] != '\'' {
+			return false
+		}
+		v = v[1 : len(v)-1]
+		switch {
+		case k == "version" && v == "1.0":
+		case k == "encoding" && strings.EqualFold(v, "utf-8"):
+		case k == "standalone" && (v == "yes" || v == "no"):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // maxXMLDepth is encoding/xml's own nesting limit for Unmarshal.

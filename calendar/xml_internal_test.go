@@ -49,6 +49,39 @@ var xmlSeeds = []string{
 	`<a><1b/></a>`,
 	`<a b="1" b="2"/>`,
 	`<a>&bogus;</a>`,
+	`<?xml version="1.0" encoding="utf-8" standalone="yes"?>` + "\n" + `<A:multiget xmlns:A="DAV:" xmlns:B='urn:b'>` + "\n\t" +
+		`<A:href>/dav/a/b c</A:href> <B:x A:y = "1"  z='2'/>tail</A:multiget >`,
+	`<?xml version="2.0"?><a/>`,
+	`<?xml encoding="latin1"?><a/>`,
+	`<a b="1"c="2"/>`,
+	`<a><b/></a >trailing`,
+	`<a:b xmlns:a="urn:a"></a:b>`,
+	`<a:b xmlns:a="urn:a"></a:c>`,
+	`<xmlns:a/>`,
+	`<a xmlns:p="urn:p" p:q="v" xmlns:q=""><q:b/></a>`,
+	`<a>]]></a>`,
+	`<a>x<!-- c -->y</a>`,
+	"<a>\r\n</a>",
+	"  \n<a/>",
+	`x<a/>`,
+}
+
+// TestParseXMLFastTakesClientBodies checks that the bodies clients send
+// take the fast path (the fuzz test checks what it takes is right).
+func TestParseXMLFastTakesClientBodies(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "caldav", "*.xml"))
+	if len(files) == 0 {
+		t.Fatal("no fixtures")
+	}
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := parseXMLFast(b); !ok {
+			t.Errorf("%s: not taken by the fast path", filepath.Base(p))
+		}
+	}
 }
 
 // FuzzParseXML checks parseXML against xml.Unmarshal into a node (the
@@ -71,6 +104,16 @@ func FuzzParseXML(f *testing.F) {
 		}
 		if werr == nil && !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q:\nparseXML  %+v\nUnmarshal %+v", body, got, want)
+		}
+		// The fast path may decline anything, but what it takes it must
+		// parse exactly as Unmarshal does.
+		if fast, ok := parseXMLFast(body); ok {
+			if werr != nil {
+				t.Fatalf("%q: Unmarshal error %v, parseXMLFast took it", body, werr)
+			}
+			if !reflect.DeepEqual(fast, want) {
+				t.Fatalf("%q:\nparseXMLFast %+v\nUnmarshal    %+v", body, fast, want)
+			}
 		}
 	})
 }
