@@ -242,13 +242,14 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 	q := reportProps(body, pGetETag, pCalendarData)
 	var hrefs []string
 	var targets []target
-	seen := map[string]bool{}
+	type hrefKey struct{ raw, user, coll, name string }
+	seen := map[hrefKey]bool{}
 	for _, hn := range body.all(nsDAV, "href") {
 		href := strings.TrimSpace(hn.Text)
 		ht := hrefTarget(hn.Text)
-		key := "raw\x00" + href
+		key := hrefKey{raw: href}
 		if ht.kind == kindObject {
-			key = ht.user + "\x00" + ht.coll + "\x00" + ht.name
+			key = hrefKey{user: ht.user, coll: ht.coll, name: ht.name}
 		}
 		if seen[key] {
 			continue
