@@ -1,10 +1,18 @@
 package calendar
 
 import (
+	"bytes"
 	"encoding/xml"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -116,4 +124,53 @@ func FuzzParseXML(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMultistatusFailure checks what a client sees when an answer fails
+// while it is being written: before the first byte, a proper 500 and no
+// multistatus; after it, a cut-off body (never a well-formed partial
+// document), and the error in the log.
+func TestMultistatusFailure(t *testing.T) {
+	var logs bytes.Buffer
+	h := &Handler{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	boom := errors.New("store gone")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ms := newMultistatus(w, false)
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for i := range n {
+			ms.status("/dav/alice/calendars/x/"+strconv.Itoa(i)+".ics", http.StatusNotFound)
+		}
+		if h.failedIn(ms, w, r, boom) {
+			return
+		}
+		ms.send()
+	}))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/?n=10") // 10 responses: still in the buffer
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusInternalServerError || bytes.Contains(b, []byte("multistatus")) {
+		t.Errorf("failure before the first byte: status %d, body %q, read error %v; want a plain 500", resp.StatusCode, b, err)
+	}
+
+	resp, err = http.Get(srv.URL + "/?n=2000") // past spillBytes: the 207 is out
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMultiStatus || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("failure after the first byte: status %d, read error %v after %d bytes; want 207 cut off (unexpected EOF)",
+			resp.StatusCode, err, len(b))
+	}
+	if bytes.Contains(b, []byte("</d:multistatus>")) {
+		t.Error("a cut-off answer ends like a complete document")
+	}
+	if !strings.Contains(logs.String(), "cut off") || !strings.Contains(logs.String(), "store gone") {
+		t.Errorf("the cut-off is not logged: %s", logs.String())
+	}
 }
