@@ -287,10 +287,10 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 		names[ht.coll] = append(names[ht.coll], ht.name)
 	}
 	for coll, idx := range wanted {
-		var byName map[string]*Object
+		var cached []*Object // aligned with idx
 		c, objs, err := h.be.ObjectsByName(r.Context(), u.Name, coll, func(seq int64) []string {
 			var missing []string
-			byName, missing = h.objects.lookup(u.Name, coll, seq, names[coll])
+			cached, missing = h.objects.lookup(u.Name, coll, seq, names[coll])
 			return missing
 		})
 		if errors.Is(err, ErrNotFound) {
@@ -299,14 +299,23 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 			h.serverError(w, r, err)
 			return
 		}
-		for j := range objs {
-			byName[objs[j].Name] = &objs[j]
-		}
+		var read map[string]*Object
 		if len(objs) > 0 {
+			read = make(map[string]*Object, len(objs))
+			for j := range objs {
+				read[objs[j].Name] = &objs[j]
+			}
 			h.objects.add(u.Name, coll, c.Seq, objs)
 		}
-		for _, i := range idx {
-			if o := byName[targets[i].name]; o != nil {
+		for k, i := range idx {
+			var o *Object
+			if k < len(cached) {
+				o = cached[k]
+			}
+			if o == nil {
+				o = read[targets[i].name]
+			}
+			if o != nil {
 				out[i] = found{coll: c, obj: o}
 			}
 		}

@@ -125,7 +125,11 @@ func parseXMLFast(body []byte) (root *node, ok bool) {
 		n    node
 		more []byte // text, once it comes in more than one piece
 		undo []nsUndo
+		kids int // where its children start in kids
 	}
+	// Children wait in one shared stack and get an exactly sized slice
+	// when their parent ends: no regrowing a parent's list per child.
+	var kids []node
 	s := string(body)
 	p := skipSpace(s, 0)
 	if strings.HasPrefix(s[p:], "<?xml") && p+5 < len(s) && isSpace(s[p+5]) {
@@ -151,13 +155,17 @@ func parseXMLFast(body []byte) (root *node, ok bool) {
 		if f.more != nil {
 			f.n.Text = string(f.more)
 		}
+		if len(kids) > f.kids {
+			f.n.Children = slices.Clone(kids[f.kids:])
+			clear(kids[f.kids:]) // no stale references to the copied nodes
+			kids = kids[:f.kids]
+		}
 		n := f.n
 		stack = stack[:len(stack)-1]
 		if len(stack) == 0 {
 			return &n
 		}
-		parent := &stack[len(stack)-1].n
-		parent.Children = append(parent.Children, n)
+		kids = append(kids, n)
 		return nil
 	}
 	for p < len(s) {
@@ -211,7 +219,7 @@ func parseXMLFast(body []byte) (root *node, ok bool) {
 		if !ok {
 			return nil, false
 		}
-		f := frame{raw: raw}
+		f := frame{raw: raw, kids: len(kids)}
 		var attrs []xml.Attr
 		empty := false
 		for {

@@ -414,6 +414,12 @@ func (e *env) seedICS(ctx context.Context, dc *davClient, home, dir string) erro
 				}
 				t0 := time.Now()
 				code, _, b, err := dc.do(ctx, "PUT", puts[i].href, "", body)
+				// A PUT of the same bytes is idempotent: a timeout on a
+				// crowded machine (Radicale serialises its writes) is
+				// retried rather than ending the run.
+				for try := 1; try < 3 && err != nil && ctx.Err() == nil; try++ {
+					code, _, b, err = dc.do(ctx, "PUT", puts[i].href, "", body)
+				}
 				if err == nil && code/100 != 2 {
 					err = &httpStatusError{"PUT", puts[i].href, code, truncate(string(b), 300)}
 				}
