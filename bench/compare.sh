@@ -7,7 +7,8 @@
 #   QUICK=1 bash bench/compare.sh    # shorter runs, smaller counts (about 5 minutes)
 #   ONLY="dav imap" bash bench/compare.sh
 #
-# Parts (ONLY selects): dav (PROPFIND Depth 1 / multiget / incremental sync on
+# Parts (ONLY selects): dav (PROPFIND Depth 1 / multiget / incremental sync, req/s
+# and each server's own CPU per request, on
 # duebridge, Radicale, Xandikos), syncscale (incremental sync at 1k and 100k),
 # load (webhook → EXISTS / sync visibility / upserts, 1,000 idling conns),
 # idle10k (memory per idle connection at 10,000), imap (Dovecot, same IMAP
