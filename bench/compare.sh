@@ -7,7 +7,8 @@
 #   QUICK=1 bash bench/compare.sh    # shorter runs, smaller counts (about 5 minutes)
 #   ONLY="dav imap" bash bench/compare.sh
 #
-# Parts (ONLY selects): dav (PROPFIND Depth 1 / multiget / incremental sync on
+# Parts (ONLY selects): dav (PROPFIND Depth 1 / multiget / incremental sync, req/s
+# and each server's own CPU per request, on
 # duebridge, Radicale, Xandikos), syncscale (incremental sync at 1k and 100k),
 # load (webhook → EXISTS / sync visibility / upserts, 1,000 idling conns),
 # idle10k (memory per idle connection at 10,000), imap (Dovecot, same IMAP
@@ -251,18 +252,34 @@ def fig(rep, prefix):
         if f["name"].startswith(prefix):
             return f["value"]
     return None
+def opfig(rep, prefix, suffix):
+    for f in (rep or {}).get("figures", []):
+        if f["name"].startswith(prefix) and f["name"].endswith(suffix):
+            return f["value"]
+    return None
 def ratio(a, b):
     return f"{a / b:.1f}x" if a and b else "n/a"
 
 d, r, x = load("dav-duebridge.json"), load("dav-radicale.json"), load("dav-xandikos.json")
 if d:
+    ops = ("PROPFIND home Depth 1", "calendar-multiget", "sync-collection")
     print("\nCalDAV, closed loop, same home and objects (req/s; p50 ms):")
     print(f"{'operation':34} {'duebridge':>16} {'radicale':>16} {'xandikos':>16} {'vs radicale':>12} {'vs xandikos':>12}")
-    for name in ("PROPFIND home Depth 1", "calendar-multiget", "sync-collection"):
+    for name in ops:
         vals = [op(rep, name, "per_second") for rep in (d, r, x)]
         p50 = [op(rep, name, "p50_ms") for rep in (d, r, x)]
         cell = lambda v, p: f"{v:8.1f} ({p:6.1f})" if v else f"{'-':>16}"
         print(f"{name:34} {cell(vals[0], p50[0])} {cell(vals[1], p50[1])} {cell(vals[2], p50[2])} {ratio(vals[0], vals[1]):>12} {ratio(vals[0], vals[2]):>12}")
+    # Server CPU per request: each server's own CPU time (process tree) over
+    # the run divided by the requests it answered; the client on the same
+    # cores does not enter it. Ratio = how many times cheaper duebridge is.
+    print("\nCalDAV, server CPU per request (µs; cores busy):")
+    print(f"{'operation':34} {'duebridge':>16} {'radicale':>16} {'xandikos':>16} {'vs radicale':>12} {'vs xandikos':>12}")
+    for name in ops:
+        us = [opfig(rep, name, "server CPU per request") for rep in (d, r, x)]
+        share = [opfig(rep, name, "server CPU share") for rep in (d, r, x)]
+        cell = lambda v, c: f"{v:8.0f} ({c:4.2f})" if v and c is not None else f"{'-':>16}"
+        print(f"{name:34} {cell(us[0], share[0])} {cell(us[1], share[1])} {cell(us[2], share[2])} {ratio(us[1], us[0]):>12} {ratio(us[2], us[0]):>12}")
 s1 = None
 for f in sorted(os.listdir(out)):
     if f.startswith("sync-") and f.endswith(".json"):

@@ -35,7 +35,7 @@ func (c *escapeCache) get(etag string, data []byte) string {
 		return s
 	}
 	c.mu.Unlock()
-	s := escaped(string(data))
+	s := string(appendEscaped(make([]byte, 0, len(data)+len(data)/16), data))
 	if len(s) > c.max/16 {
 		return s // not worth evicting others for
 	}

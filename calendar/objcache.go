@@ -30,22 +30,22 @@ func newObjectCache(maxBytes int) *objectCache {
 	return &objectCache{max: maxBytes, colls: map[[2]string]*list.Element{}, lru: list.New()}
 }
 
-// lookup returns the cached objects among names for a collection at seq,
-// and the names it does not have.
-func (c *objectCache) lookup(user, coll string, seq int64, names []string) (map[string]*Object, []string) {
+// lookup returns, aligned with names, the objects cached for a collection
+// at seq (nil where it has none), and the names it does not have.
+func (c *objectCache) lookup(user, coll string, seq int64, names []string) ([]*Object, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	found := map[string]*Object{}
 	el, ok := c.colls[[2]string{user, coll}]
 	if !ok || el.Value.(*collEntry).seq != seq {
-		return found, names
+		return make([]*Object, len(names)), names
 	}
 	c.lru.MoveToFront(el)
 	e := el.Value.(*collEntry)
+	found := make([]*Object, len(names))
 	var missing []string
-	for _, n := range names {
+	for i, n := range names {
 		if o, ok := e.objs[n]; ok {
-			found[n] = o
+			found[i] = o
 		} else {
 			missing = append(missing, n)
 		}

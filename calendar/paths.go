@@ -86,11 +86,31 @@ func parseTarget(escaped string) target {
 // hrefTarget parses an href from a request body: a path or an absolute URL.
 func hrefTarget(href string) target {
 	href = strings.TrimSpace(href)
+	if plainPath(href) {
+		return parseTarget(href) // what url.Parse(href).EscapedPath() gives
+	}
 	u, err := url.Parse(href)
 	if err != nil {
 		return target{}
 	}
 	return parseTarget(u.EscapedPath())
+}
+
+// plainPath reports whether href is an absolute path that url.Parse
+// would return as it is (no escapes, query, fragment or authority): a
+// multiget's hrefs, which need not pay for the parse.
+func plainPath(href string) bool {
+	if len(href) == 0 || href[0] != '/' || strings.HasPrefix(href, "//") {
+		return false
+	}
+	for i := 0; i < len(href); i++ {
+		c := href[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~/@:+,;=!$&'()*", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 func esc(s string) string { return url.PathEscape(s) }

@@ -2,6 +2,7 @@ package calendar
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"testing"
 )
@@ -68,5 +69,26 @@ func TestEscapeText(t *testing.T) {
 	got := escaped("a&b<c>\r\nd\x01\"")
 	if want := "a&amp;b&lt;c&gt;&#13;\nd\uFFFD\""; got != want {
 		t.Fatalf("escaped = %q, want %q", got, want)
+	}
+}
+
+// TestHrefTargetPlainPath checks that hrefs taking the fast path parse as
+// they do through url.Parse.
+func TestHrefTargetPlainPath(t *testing.T) {
+	for _, h := range []string{"/dav/alice/calendars/p-tasks/x.ics", "/dav/alice/calendars/p-tasks/a:b@c+d,e;f=g!$&'()*~.ics",
+		"/dav/alice/calendars/", "/dav/", "/", "//host/dav/alice/", "/dav/alice%40example.com/calendars/x/y.ics",
+		"/dav/alice/calendars/x/y z.ics", "/dav/alice/calendars/x/y.ics?q=1", "/dav/alice/calendars/x/y.ics#f",
+		"http://h/dav/alice/calendars/x/y.ics", "/dav/alice/calendars/x/%zz", "/dav/alice/calendars/../x/y.ics"} {
+		u, err := url.Parse(h)
+		want := target{}
+		if err == nil {
+			want = parseTarget(u.EscapedPath())
+		}
+		if got := hrefTarget(h); got != want {
+			t.Errorf("hrefTarget(%q) = %+v, want %+v", h, got, want)
+		}
+		if plainPath(h) && (err != nil || u.EscapedPath() != h) {
+			t.Errorf("plainPath(%q), but url.Parse gives %q, %v", h, u.EscapedPath(), err)
+		}
 	}
 }

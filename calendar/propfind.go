@@ -62,7 +62,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		return
 	}
 	polled := q.wants(pGetCTag) || q.wants(pSyncToken)
-	ms := newMultistatus(preferMinimal(r))
+	ms := newMultistatus(w, preferMinimal(r))
 	switch t.kind {
 	case kindServerRoot, kindRoot:
 		ms.response(t.href(), v.root(t.href()).results(q))
@@ -74,8 +74,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		ms.response(t.href(), v.principal().results(q))
 		if depth > 0 {
 			colls, err := h.be.Collections(r.Context(), u.Name)
-			if err != nil {
-				h.serverError(w, r, err)
+			if h.failedIn(ms, w, r, err) {
 				return
 			}
 			ms.response(homeHref(u.Name), v.home(maxSeq(colls)).results(q))
@@ -84,8 +83,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		// Reminders falls back to the home set and lists from here
 		// (go-vikunja/vikunja#2417), so the home answers at its own path.
 		colls, err := h.be.Collections(r.Context(), u.Name)
-		if err != nil {
-			h.serverError(w, r, err)
+		if h.failedIn(ms, w, r, err) {
 			return
 		}
 		ms.response(t.href(), v.home(maxSeq(colls)).results(q))
@@ -106,7 +104,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		} else {
 			c, objs, err = h.be.Objects(r.Context(), u.Name, t.coll, needsData(q))
 		}
-		if h.failed(w, r, err) {
+		if h.failedIn(ms, w, r, err) {
 			return
 		}
 		ms.response(t.href(), v.collection(c).results(q))
@@ -119,13 +117,13 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		}
 	case kindObject:
 		c, o, err := h.be.Object(r.Context(), u.Name, t.coll, t.name)
-		if h.failed(w, r, err) {
+		if h.failedIn(ms, w, r, err) {
 			return
 		}
 		res := v.object(c, &o)
 		ms.response(res.href, res.results(q))
 	}
-	ms.send(w)
+	ms.send()
 }
 
 func maxSeq(colls []Collection) int64 {
@@ -202,9 +200,9 @@ func (h *Handler) proppatch(w http.ResponseWriter, r *http.Request, u *User, t t
 			}
 		}
 	}
-	ms := newMultistatus(false)
+	ms := newMultistatus(w, false)
 	ms.response(t.href(), results)
-	ms.send(w)
+	ms.send()
 }
 
 // applyPatch applies one operation to c, reporting whether it is allowed.

@@ -136,8 +136,11 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *User
 		list = truncateAtRevision(list, sr.limit)
 		token, truncated = list[len(list)-1].Seq, true
 	}
-	ms := newMultistatus(preferMinimal(r)).stream(w)
+	ms := newMultistatus(w, preferMinimal(r))
 	for i := range list {
+		if h.failedIn(ms, w, r, ms.stopped(r.Context())) {
+			return
+		}
 		o := &list[i]
 		if o.Deleted {
 			ms.status(objHref(u.Name, c.Name, o.Name), http.StatusNotFound)
@@ -151,7 +154,7 @@ func (h *Handler) syncCollection(w http.ResponseWriter, r *http.Request, u *User
 		ms.status(collHref(u.Name, c.Name), http.StatusInsufficientStorage)
 	}
 	ms.syncToken(syncToken(v.epoch, token))
-	ms.send(w)
+	ms.send()
 	kind := syncIncremental
 	if sr.token == "" {
 		kind = syncFull
@@ -210,7 +213,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *User, t ta
 			return
 		}
 	}
-	ms := newMultistatus(preferMinimal(r))
+	ms := newMultistatus(w, preferMinimal(r))
 	n := 0
 	for i := range colls {
 		if sr.token != "" && colls[i].Seq <= since {
@@ -220,7 +223,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *User, t ta
 		ms.response(collHref(u.Name, colls[i].Name), v.collection(colls[i]).results(sr.q))
 	}
 	ms.syncToken(syncToken(v.epoch, top))
-	ms.send(w)
+	ms.send()
 	kind := syncIncremental
 	if sr.token == "" {
 		kind = syncFull
@@ -239,13 +242,14 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 	q := reportProps(body, pGetETag, pCalendarData)
 	var hrefs []string
 	var targets []target
-	seen := map[string]bool{}
+	type hrefKey struct{ raw, user, coll, name string }
+	seen := map[hrefKey]bool{}
 	for _, hn := range body.all(nsDAV, "href") {
 		href := strings.TrimSpace(hn.Text)
 		ht := hrefTarget(hn.Text)
-		key := "raw\x00" + href
+		key := hrefKey{raw: href}
 		if ht.kind == kindObject {
-			key = ht.user + "\x00" + ht.coll + "\x00" + ht.name
+			key = hrefKey{user: ht.user, coll: ht.coll, name: ht.name}
 		}
 		if seen[key] {
 			continue
@@ -283,10 +287,10 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 		names[ht.coll] = append(names[ht.coll], ht.name)
 	}
 	for coll, idx := range wanted {
-		var byName map[string]*Object
+		var cached []*Object // aligned with idx
 		c, objs, err := h.be.ObjectsByName(r.Context(), u.Name, coll, func(seq int64) []string {
 			var missing []string
-			byName, missing = h.objects.lookup(u.Name, coll, seq, names[coll])
+			cached, missing = h.objects.lookup(u.Name, coll, seq, names[coll])
 			return missing
 		})
 		if errors.Is(err, ErrNotFound) {
@@ -295,22 +299,31 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 			h.serverError(w, r, err)
 			return
 		}
-		for j := range objs {
-			byName[objs[j].Name] = &objs[j]
-		}
+		var read map[string]*Object
 		if len(objs) > 0 {
+			read = make(map[string]*Object, len(objs))
+			for j := range objs {
+				read[objs[j].Name] = &objs[j]
+			}
 			h.objects.add(u.Name, coll, c.Seq, objs)
 		}
-		for _, i := range idx {
-			if o := byName[targets[i].name]; o != nil {
+		for k, i := range idx {
+			var o *Object
+			if k < len(cached) {
+				o = cached[k]
+			}
+			if o == nil {
+				o = read[targets[i].name]
+			}
+			if o != nil {
 				out[i] = found{coll: c, obj: o}
 			}
 		}
 	}
-	ms := newMultistatus(preferMinimal(r)).stream(w)
+	ms := newMultistatus(w, preferMinimal(r))
 	for i, href := range hrefs {
-		if r.Context().Err() != nil {
-			return
+		if h.failedIn(ms, w, r, ms.stopped(r.Context())) {
+			return // the client went away; stop working for it
 		}
 		if out[i].obj == nil {
 			ms.status(href, http.StatusNotFound)
@@ -318,7 +331,7 @@ func (h *Handler) multiget(w http.ResponseWriter, r *http.Request, u *User, body
 		}
 		ms.response(href, v.object(out[i].coll, out[i].obj).results(q))
 	}
-	ms.send(w)
+	ms.send()
 	h.health.synced(u.Name, r.UserAgent(), "", syncMultiget, 0, len(hrefs))
 }
 
@@ -376,11 +389,11 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *User, t targe
 	if h.failed(w, r, err) {
 		return
 	}
-	ms := newMultistatus(preferMinimal(r)).stream(w)
+	ms := newMultistatus(w, preferMinimal(r))
 	n := 0
 	steps := h.requestSteps()
 	for i := range objs {
-		if r.Context().Err() != nil {
+		if h.failedIn(ms, w, r, ms.stopped(r.Context())) {
 			return // the client went away; stop working for it
 		}
 		cal, err := ical.NewDecoder(bytes.NewReader(objs[i].Data)).Decode()
@@ -399,6 +412,6 @@ func (h *Handler) query(w http.ResponseWriter, r *http.Request, u *User, t targe
 		res := v.object(c, &objs[i])
 		ms.response(res.href, res.results(q))
 	}
-	ms.send(w)
+	ms.send()
 	h.health.synced(u.Name, r.UserAgent(), c.Name, syncQuery, c.Seq, n)
 }

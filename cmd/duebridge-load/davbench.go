@@ -225,6 +225,7 @@ func (e *env) closedLoop(ctx context.Context, name string, f func(context.Contex
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr firstError
+	cpu0 := treeCPU(e.pid)
 	start := time.Now()
 	for w := 0; w < max(1, o.Workers); w++ {
 		wg.Add(1)
@@ -250,11 +251,21 @@ func (e *env) closedLoop(ctx context.Context, name string, f func(context.Contex
 	}
 	wg.Wait()
 	el := time.Since(start)
+	cpu := treeCPU(e.pid) - cpu0
 	stop()
 	if err := firstErr.get(); err != nil {
 		e.rep.note("%s: first error: %v", name, err)
 	}
-	return e.rep.op(h, el)
+	s := e.rep.op(h, el)
+	// The server's own CPU per request: unlike the rate, it does not depend
+	// on how much of the shared cores the client took.
+	if n := s.Count + s.Errors; e.pid > 0 && n > 0 && cpu > 0 {
+		e.rep.fig(name+" server CPU per request", float64(cpu.Microseconds())/float64(n), "µs")
+		e.rep.fig(name+" server CPU share", cpu.Seconds()/el.Seconds(), "cores")
+	} else if e.pid <= 0 {
+		e.rep.note("%s: no server pid (--pid), so no server CPU per request", name)
+	}
+	return s
 }
 
 // prepareDelta takes a sync token of coll, then changes --sync-delta of
@@ -403,6 +414,12 @@ func (e *env) seedICS(ctx context.Context, dc *davClient, home, dir string) erro
 				}
 				t0 := time.Now()
 				code, _, b, err := dc.do(ctx, "PUT", puts[i].href, "", body)
+				// A PUT of the same bytes is idempotent: a timeout on a
+				// crowded machine (Radicale serialises its writes) is
+				// retried rather than ending the run.
+				for try := 1; try < 3 && err != nil && ctx.Err() == nil; try++ {
+					code, _, b, err = dc.do(ctx, "PUT", puts[i].href, "", body)
+				}
 				if err == nil && code/100 != 2 {
 					err = &httpStatusError{"PUT", puts[i].href, code, truncate(string(b), 300)}
 				}

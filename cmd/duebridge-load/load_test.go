@@ -198,6 +198,9 @@ func TestLoadAgainstServer(t *testing.T) {
 			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
 				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
 			}
+			if us, ok := rep.Fig(name + " server CPU per request"); !ok || us <= 0 {
+				t.Errorf("%s: server CPU per request %v µs (reported: %v)", name, us, ok)
+			}
 		}
 		if n, _ := rep.Fig("calendars in the home"); n != 4 {
 			t.Errorf("%v calendars, want 4 (2 projects × tasks and deadlines)", n)

@@ -129,3 +129,38 @@ func scrape(ctx context.Context, hc *http.Client, url string, names ...string) m
 	}
 	return out
 }
+
+// treeCPU is the CPU time (user + system) used by the process tree of root:
+// each live process's own time plus that of the children it has reaped
+// (cutime, cstime), so a server that forks workers is counted whole and a
+// worker that exits between two readings is not lost. 0 if unknown.
+func treeCPU(root int) time.Duration {
+	if root <= 0 {
+		return 0
+	}
+	var ticks int64
+	for _, pid := range procTree(root) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // exited since the listing; its parent's cutime has it once reaped
+		}
+		// pid (comm) state ppid ... utime stime cutime cstime: fields 14-17.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		for _, k := range f[11:15] {
+			n, _ := strconv.ParseInt(k, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / userHZ
+}
+
+// userHZ is the unit of /proc/<pid>/stat's times (sysconf(_SC_CLK_TCK)),
+// 100 on every Linux this runs on.
+const userHZ = 100

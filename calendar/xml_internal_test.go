@@ -1,0 +1,176 @@
+package calendar
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// unmarshalNode is how request bodies were parsed before parseXML: the
+// reference it must agree with.
+func unmarshalNode(body []byte) (*node, error) {
+	var n node
+	if err := xml.Unmarshal(body, &n); err != nil {
+		return nil, err
+	}
+	var check func(*node) bool
+	check = func(n *node) bool {
+		if !xmlName(n.XMLName.Local) {
+			return false
+		}
+		for i := range n.Children {
+			if !check(&n.Children[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	if !check(&n) {
+		return nil, errBadXML
+	}
+	return &n, nil
+}
+
+var xmlSeeds = []string{
+	`<d:propfind xmlns:d="DAV:"><d:prop><d:getetag/></d:prop></d:propfind>`,
+	`<?xml version="1.0"?><!-- c --><propfind xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><prop><C:calendar-data/><x:y xmlns:x="urn:x" x:a="1" b="2"/></prop></propfind>trailing <junk`,
+	`<a xmlns="urn:one"><b xmlns="urn:two"><c/></b><d>text <![CDATA[cdata <here>]]> &amp; more</d><e xmlns=""/></a>`,
+	`<p:a xmlns:p="urn:p"><p:b xmlns:p="urn:q"/><p:c/><u:d/></p:a>`,
+	`<a xml:lang="en"><xml:b/></a>`,
+	`<a><b></a></b>`,
+	`<a xmlns:p="urn:p"><p:b></b></a>`,
+	`</a>`,
+	`<a>`,
+	``,
+	`text only`,
+	`<:/>`,
+	`<a><1b/></a>`,
+	`<a b="1" b="2"/>`,
+	`<a>&bogus;</a>`,
+	`<?xml version="1.0" encoding="utf-8" standalone="yes"?>` + "\n" + `<A:multiget xmlns:A="DAV:" xmlns:B='urn:b'>` + "\n\t" +
+		`<A:href>/dav/a/b c</A:href> <B:x A:y = "1"  z='2'/>tail</A:multiget >`,
+	`<?xml version="2.0"?><a/>`,
+	`<?xml encoding="latin1"?><a/>`,
+	`<a b="1"c="2"/>`,
+	`<a><b/></a >trailing`,
+	`<a:b xmlns:a="urn:a"></a:b>`,
+	`<a:b xmlns:a="urn:a"></a:c>`,
+	`<xmlns:a/>`,
+	`<a xmlns:p="urn:p" p:q="v" xmlns:q=""><q:b/></a>`,
+	`<a>]]></a>`,
+	`<a>x<!-- c -->y</a>`,
+	"<a>\r\n</a>",
+	"  \n<a/>",
+	`x<a/>`,
+}
+
+// TestParseXMLFastTakesClientBodies checks that the bodies clients send
+// take the fast path (the fuzz test checks what it takes is right).
+func TestParseXMLFastTakesClientBodies(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "caldav", "*.xml"))
+	if len(files) == 0 {
+		t.Fatal("no fixtures")
+	}
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := parseXMLFast(b); !ok {
+			t.Errorf("%s: not taken by the fast path", filepath.Base(p))
+		}
+	}
+}
+
+// FuzzParseXML checks parseXML against xml.Unmarshal into a node (the
+// parser it replaced): the same tree, or an error from both.
+func FuzzParseXML(f *testing.F) {
+	for _, s := range xmlSeeds {
+		f.Add([]byte(s))
+	}
+	files, _ := filepath.Glob(filepath.Join("..", "testdata", "caldav", "*.xml"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		want, werr := unmarshalNode(body)
+		got, gerr := parseXML(body)
+		if (werr != nil) != (gerr != nil) {
+			t.Fatalf("%q: Unmarshal error %v, parseXML error %v", body, werr, gerr)
+		}
+		if werr == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q:\nparseXML  %+v\nUnmarshal %+v", body, got, want)
+		}
+		// The fast path may decline anything, but what it takes it must
+		// parse exactly as Unmarshal does.
+		if fast, ok := parseXMLFast(body); ok {
+			if werr != nil {
+				t.Fatalf("%q: Unmarshal error %v, parseXMLFast took it", body, werr)
+			}
+			if !reflect.DeepEqual(fast, want) {
+				t.Fatalf("%q:\nparseXMLFast %+v\nUnmarshal    %+v", body, fast, want)
+			}
+		}
+	})
+}
+
+// TestMultistatusFailure checks what a client sees when an answer fails
+// while it is being written: before the first byte, a proper 500 and no
+// multistatus; after it, a cut-off body (never a well-formed partial
+// document), and the error in the log.
+func TestMultistatusFailure(t *testing.T) {
+	var logs bytes.Buffer
+	h := &Handler{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	boom := errors.New("store gone")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ms := newMultistatus(w, false)
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for i := range n {
+			ms.status("/dav/alice/calendars/x/"+strconv.Itoa(i)+".ics", http.StatusNotFound)
+		}
+		if h.failedIn(ms, w, r, boom) {
+			return
+		}
+		ms.send()
+	}))
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/?n=10") // 10 responses: still in the buffer
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusInternalServerError || bytes.Contains(b, []byte("multistatus")) {
+		t.Errorf("failure before the first byte: status %d, body %q, read error %v; want a plain 500", resp.StatusCode, b, err)
+	}
+
+	resp, err = http.Get(srv.URL + "/?n=2000") // past spillBytes: the 207 is out
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMultiStatus || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("failure after the first byte: status %d, read error %v after %d bytes; want 207 cut off (unexpected EOF)",
+			resp.StatusCode, err, len(b))
+	}
+	if bytes.Contains(b, []byte("</d:multistatus>")) {
+		t.Error("a cut-off answer ends like a complete document")
+	}
+	if !strings.Contains(logs.String(), "cut off") || !strings.Contains(logs.String(), "store gone") {
+		t.Errorf("the cut-off is not logged: %s", logs.String())
+	}
+}
