@@ -332,10 +332,12 @@ func (c *conn) fill() error {
 				c.state = stCommand
 			}
 		case !sync && n > maxNonSyncLiteral:
+			c.srv.metrics.literals.Inc()
 			c.bye("Non-synchronizing literals are limited to 4096 bytes")
 			c.Close()
 			return c.failed(errLimit)
 		case n > c.literalLimit():
+			c.srv.metrics.literals.Inc()
 			if from == stCommand && sync {
 				// The client waits for "+" before sending the bytes, so the
 				// command can be refused whole; the library never sees it.
@@ -550,6 +552,7 @@ func (c *conn) answerID(tag string, line []byte) error {
 			break
 		}
 		if n > c.literalLimit() || (!sync && n > maxNonSyncLiteral) {
+			c.srv.metrics.literals.Inc()
 			c.bye(fmt.Sprintf("Literals are limited to %d bytes", c.literalLimit()))
 			c.Close()
 			return errLimit

@@ -2,8 +2,11 @@ package imapserver
 
 import (
 	"slices"
+
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestReaderStateMachine drives the wrapper's reader (conn.fill) step by
@@ -86,5 +89,9 @@ func TestReaderStateMachine(t *testing.T) {
 				t.Errorf("wrote %q, want %q", w, tc.wrote)
 			}
 		})
+	}
+	// The literal over the limit and the non-synchronising one are counted.
+	if got := testutil.ToFloat64(srv.metrics.literals); got != 2 {
+		t.Errorf("duebridge_imap_literal_limit_total = %v, want 2", got)
 	}
 }

@@ -16,6 +16,9 @@ type metrics struct {
 	commands   *prometheus.CounterVec
 	timeouts   *prometheus.CounterVec
 	limited    prometheus.Counter
+	// literals counts literals refused by limits.imap_literal_bytes or the
+	// non-synchronising literal cap.
+	literals prometheus.Counter
 	// keywordLimit counts STOREs refused by a keyword limit, by config key.
 	keywordLimit *prometheus.CounterVec
 	starttls     prometheus.Counter
@@ -58,6 +61,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		limited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "duebridge_imap_conn_limit_total", Help: "Logins refused by limits.imap_conns_per_user.",
 		}),
+		literals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_imap_literal_limit_total",
+			Help: "Literals refused by limits.imap_literal_bytes (NO [TOOBIG], or BYE when the bytes were already on their way) or by the 4 KiB cap on non-synchronising literals.",
+		}),
 		keywordLimit: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "duebridge_imap_keyword_limit_total",
 			Help: "STOREs refused by a keyword limit, by limit (imap_keywords_per_message, imap_keywords_per_mailbox, imap_keyword_bytes).",
@@ -81,6 +88,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.commands = metricsreg.Register(reg, m.commands)
 	m.timeouts = metricsreg.Register(reg, m.timeouts)
 	m.limited = metricsreg.Register(reg, m.limited)
+	m.literals = metricsreg.Register(reg, m.literals)
 	m.keywordLimit = metricsreg.Register(reg, m.keywordLimit)
 	m.starttls = metricsreg.Register(reg, m.starttls)
 	m.panics = metricsreg.Register(reg, m.panics)

@@ -4,6 +4,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/duebridge/duebridge/internal/metricsreg"
 )
 
 // perAddressListener caps concurrent connections from one client address
@@ -14,21 +18,30 @@ import (
 // clients it names). Over the cap a connection is closed at once.
 type perAddressListener struct {
 	net.Listener
-	max    int
-	exempt func() []netip.Prefix // read per connection: the key reloads live
+	max     int
+	exempt  func() []netip.Prefix // read per connection: the key reloads live
+	refused prometheus.Counter
 
 	mu    sync.Mutex
 	count map[string]int
 }
 
-func limitPerAddress(ln net.Listener, max int, exempt func() []netip.Prefix) net.Listener {
+// connsRefused counts, per listener, connections limitPerAddress closed.
+func connsRefused(reg prometheus.Registerer) *prometheus.CounterVec {
+	return metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duebridge_conns_refused_total",
+		Help: "Connections closed at accept by limits.conns_per_address, by listener.",
+	}, []string{"listener"}))
+}
+
+func limitPerAddress(ln net.Listener, max int, exempt func() []netip.Prefix, refused prometheus.Counter) net.Listener {
 	if max <= 0 {
 		return ln
 	}
 	if exempt == nil {
 		exempt = func() []netip.Prefix { return nil }
 	}
-	return &perAddressListener{Listener: ln, max: max, exempt: exempt, count: map[string]int{}}
+	return &perAddressListener{Listener: ln, max: max, exempt: exempt, refused: refused, count: map[string]int{}}
 }
 
 func (l *perAddressListener) Accept() (net.Conn, error) {
@@ -45,6 +58,7 @@ func (l *perAddressListener) Accept() (net.Conn, error) {
 		if l.count[key] >= l.max {
 			l.mu.Unlock()
 			c.Close()
+			l.refused.Inc()
 			continue
 		}
 		l.count[key]++

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"net"
 	"testing"
 	"time"
@@ -40,7 +43,8 @@ func dialFrom(f *fakeListener, ip string) *addrConn {
 
 func TestLimitPerAddress(t *testing.T) {
 	f := &fakeListener{conns: make(chan net.Conn, 16)}
-	ln := limitPerAddress(f, 2, nil)
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
+	ln := limitPerAddress(f, 2, nil, refused)
 	accept := func() net.Conn {
 		c, err := ln.Accept()
 		if err != nil {
@@ -91,6 +95,10 @@ func TestLimitPerAddress(t *testing.T) {
 	case <-v6third.closed:
 	default:
 		t.Fatal("a third connection from one IPv6 /64 was let in")
+	}
+	// Every refusal is counted: the third, the fourth and the IPv6 third.
+	if got := testutil.ToFloat64(refused); got != 3 {
+		t.Errorf("refused counter = %v, want 3", got)
 	}
 	_, _ = a1, c2
 }

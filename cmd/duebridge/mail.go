@@ -80,7 +80,7 @@ func listenMail(cfg *config.Config, svc *bridge.Service, tlsConf *tls.Config, lo
 			// see the client the proxy names.
 			ln = acceptProxyProtocol(ln, trusted, log)
 		}
-		ln = limitPerAddress(ln, cfg.Limits.ConnsPerAddress, nil)
+		ln = limitPerAddress(ln, cfg.Limits.ConnsPerAddress, nil, connsRefused(svc.Registry()).WithLabelValues(l.name))
 		m.lns = append(m.lns, mailListener{name: l.name, ln: ln, serve: l.serve, addr: l.dst})
 	}
 	return m, nil

@@ -95,7 +95,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 	defer httpLn.Close()
 	trusted := func() []netip.Prefix { return svc.Config().HTTP.TrustedProxies }
-	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress, trusted)
+	httpLn = limitPerAddress(httpLn, cfg.Limits.ConnsPerAddress, trusted, connsRefused(reg).WithLabelValues("http"))
 
 	// TLS: certificates from files are re-read when the files change
 	// (renewal without restart), or come from ACME; every listener shares
