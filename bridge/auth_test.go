@@ -76,33 +76,6 @@ func mustFail(t *testing.T, svc *bridge.Service, name, pw, addr string, want err
 	}
 }
 
-func counter(t *testing.T, svc *bridge.Service, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := svc.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
 func TestAppPasswordsAndRevocation(t *testing.T) {
 	svc, _, _ := authWorld(t)
 	cfg := *svc.Config()
@@ -187,13 +160,13 @@ func TestUserLockoutTriggersAndReleases(t *testing.T) {
 	mustFail(t, svc, "alice", "guess-7", stranger, bridge.ErrBadCredentials)
 	mustLogin(t, svc, "alice", testsvc.Password("alice"), stranger)
 
-	if got := counter(t, svc, "duebridge_login_lockouts_total", map[string]string{"scope": "user"}); got != 1 {
+	if got := testsvc.Metric(t, svc, "duebridge_login_lockouts_total", "scope", "user"); got != 1 {
 		t.Errorf("user lock-outs = %v, want 1", got)
 	}
-	if got := counter(t, svc, "duebridge_login_refused_total", map[string]string{"protocol": "test"}); got != 4 {
+	if got := testsvc.Metric(t, svc, "duebridge_login_refused_total", "protocol", "test"); got != 4 {
 		t.Errorf("refused = %v, want 4", got)
 	}
-	if got := counter(t, svc, "duebridge_login_failures_total", map[string]string{"protocol": "test"}); got != 6 {
+	if got := testsvc.Metric(t, svc, "duebridge_login_failures_total", "protocol", "test"); got != 6 {
 		t.Errorf("failures = %v, want 6", got)
 	}
 	out := logs.String()
@@ -222,7 +195,7 @@ func TestClientLockout(t *testing.T) {
 	mustLogin(t, svc, "alice", testsvc.Password("alice"), "192.0.2.1:1")
 	clock.Advance(15 * time.Minute)
 	mustLogin(t, svc, "carol", testsvc.Password("carol"), attacker)
-	if got := counter(t, svc, "duebridge_login_lockouts_total", map[string]string{"scope": "client"}); got != 1 {
+	if got := testsvc.Metric(t, svc, "duebridge_login_lockouts_total", "scope", "client"); got != 1 {
 		t.Errorf("client lock-outs = %v, want 1", got)
 	}
 }
