@@ -152,13 +152,19 @@ func (r *phoneRun) client(p *phone, tickets tls.ClientSessionCache) (*davClient,
 func (r *phoneRun) newPhone(i int) *phone {
 	e := r.e
 	p := &phone{user: i, home: r.homeOf(i), pw: e.o.Password, state: map[string]pollState{}}
-	if e.child != nil && i < len(e.child.DevicePW) && (i >= r.np/2 || r.np < 2) {
+	if e.child != nil && i < len(e.child.DevicePW) && (!r.compare() || i >= r.np/2) {
 		p.pw = e.child.DevicePW[i]
 	}
 	if e.o.TLS && e.o.TLSResume {
 		p.tickets = tls.NewLRUClientSessionCache(1)
 	}
 	return p
+}
+
+// compare reports whether the cold phase runs the own password and the
+// device password side by side (half the phones each).
+func (r *phoneRun) compare() bool {
+	return r.e.o.DevicePWs && r.e.o.ColdCompare && r.np >= 2
 }
 
 // cold runs each taking part phone's first poll, as fast as the server
@@ -185,7 +191,7 @@ func (r *phoneRun) cold(ctx context.Context) error {
 		return nil
 	}
 	vs := []*variant{{name: "cold poll: PROPFIND home Depth 1, login not cached", from: 0, to: r.np, do: poll}}
-	if o.DevicePWs && r.np >= 2 {
+	if r.compare() {
 		vs = []*variant{
 			{name: fmt.Sprintf("cold poll, own password (%s)", o.Hash), from: 0, to: r.np / 2, do: poll},
 			{name: "cold poll, device password (HMAC)", from: r.np / 2, to: r.np, do: poll},
@@ -317,7 +323,7 @@ func (r *phoneRun) returning(ctx context.Context) error {
 	// Device-password phones, if any: their polls cost what a cold one does.
 	var ps []*phone
 	for _, p := range r.phones {
-		if !o.DevicePWs || p.user >= r.np/2 || r.np < 2 {
+		if !r.compare() || p.user >= r.np/2 {
 			ps = append(ps, p)
 		}
 	}
