@@ -180,6 +180,33 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 	})
 
+	// The capacity run: every phone on its device password, then the
+	// server killed and started again, and the schedule once more from
+	// its cold caches, each phase with its own verdict.
+	t.Run("phones-restart", func(t *testing.T) {
+		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
+			"--tls", "--device-passwords", "--cold-compare=false", "--returning", "0", "--restart-duration", "1s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run(ctx, o, &logs)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var out bytes.Buffer
+		rep.print(&out)
+		t.Log(out.String())
+		for _, name := range []string{"cold poll: PROPFIND home Depth 1, login not cached",
+			"phone poll (PROPFIND + syncs + multigets)", "after restart: phone poll (PROPFIND + syncs + multigets)"} {
+			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
+				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
+			}
+		}
+		if _, ok := rep.Fig("after restart: completed home polls/s"); !ok {
+			t.Error("no verdict figures after the restart")
+		}
+	})
+
 	t.Run("dav", func(t *testing.T) {
 		dir := t.TempDir()
 		o, err := parseFlags(append(base, "--scenario", "dav", "--tasks", "60", "--duration", "500ms", "--workers", "2",

@@ -307,7 +307,30 @@ func (r *phoneRun) sideBySide(ctx context.Context, vs []*variant) {
 func (r *phoneRun) pollHome(ctx context.Context, p *phone, tickets tls.ClientSessionCache) ([]collection, error) {
 	dc, done := r.client(p, tickets)
 	defer done()
-	return dc.homeDepth1(ctx, p.home)
+	return r.checkedHome(ctx, dc, p)
+}
+
+// checkedHome is the home PROPFIND of p, refused unless the 207 lists
+// each of the user's lists (two per project) with a ctag.
+func (r *phoneRun) checkedHome(ctx context.Context, dc *davClient, p *phone) ([]collection, error) {
+	cols, err := dc.homeDepth1(ctx, p.home)
+	if err != nil {
+		return nil, err
+	}
+	want := 2 * r.e.o.Projects
+	if r.e.hook == nil || r.e.o.Tasks <= 0 {
+		return cols, nil // not seeded here: whatever the server has
+	}
+	n := 0
+	for _, c := range cols {
+		if c.CTag != "" {
+			n++
+		}
+	}
+	if n != want {
+		return nil, fmt.Errorf("PROPFIND %s: %d lists with a ctag, want %d", p.home, n, want)
+	}
+	return cols, nil
 }
 
 // returning measures --returning polls of phones that polled before, each
@@ -365,7 +388,7 @@ func (r *phoneRun) pollHomeResumed(ctx context.Context, p *phone, tickets tls.Cl
 			resumed.Add(1)
 		}
 	}
-	return dc.homeDepth1(ctx, p.home)
+	return r.checkedHome(ctx, dc, p)
 }
 
 // timed runs the timed phase (warm: every phone has polled before) and,
@@ -553,7 +576,7 @@ func (r *phoneRun) phonePoll(ctx context.Context, p *phone, hs *loadHists) error
 	dc, done := r.client(p, p.tickets)
 	defer done()
 	t0 := time.Now()
-	cols, err := dc.homeDepth1(ctx, p.home)
+	cols, err := r.checkedHome(ctx, dc, p)
 	if err != nil {
 		hs.propfind.Err()
 		return err
