@@ -57,7 +57,8 @@ func (b caldavBackend) Users() []string {
 func (b caldavBackend) Limits() calendar.Limits {
 	l := b.s.Config().Limits
 	return calendar.Limits{ICalObjectBytes: l.ICalObjectBytes, MultigetHrefs: l.MultigetHrefs,
-		RecurrenceSteps: l.RecurrenceSteps, RecurrenceStepsPerRequest: l.RecurrenceStepsPerRequest}
+		RecurrenceSteps: l.RecurrenceSteps, RecurrenceStepsPerRequest: l.RecurrenceStepsPerRequest,
+		QuotaBytes: l.OwnReminderBytesPerUser}
 }
 
 func (b caldavBackend) Now() time.Time { return b.s.Now() }

@@ -151,6 +151,9 @@ type Limits struct {
 	// objects together (see recur.go).
 	RecurrenceSteps           int
 	RecurrenceStepsPerRequest int
+	// QuotaBytes is the budget Quota reports against; the handler only
+	// compares it, to know a remembered quota still holds.
+	QuotaBytes int64
 }
 
 // Collection is a calendar collection: a read-only calendar of deadline

@@ -67,6 +67,9 @@ type Handler struct {
 	escapes *escapeCache
 	// objects caches what multiget served, per collection revision.
 	objects *objectCache
+	// bodies and quotas make a phone's repeated home poll cheap (pollcache.go).
+	bodies propBodyCache
+	quotas *quotaCache
 }
 
 // NewHandler builds the handler over be and registers its metrics on
@@ -77,7 +80,7 @@ func NewHandler(be Backend, o Options) *Handler {
 	}
 	reg := be.Registerer()
 	h := &Handler{be: be, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20),
-		objects: newObjectCache(64 << 20)}
+		objects: newObjectCache(64 << 20), quotas: newQuotaCache()}
 	h.health = newSyncHealth(reg, be.Now)
 	h.writes = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_writes_total",

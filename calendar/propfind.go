@@ -1,11 +1,15 @@
 package calendar
 
 import (
+	"bytes"
 	"encoding/xml"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // parsePropReq reads a DAV:propfind body; no body means allprop.
@@ -40,13 +44,38 @@ func parseDepth(r *http.Request) (int, error) {
 	return 0, fmt.Errorf("bad Depth %q", r.Header.Get("Depth"))
 }
 
-func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t target) {
+// propReq reads and parses a PROPFIND body; bodies seen before (every
+// iPhone sends the same one on each poll) come from h.bodies.
+func (h *Handler) propReq(r *http.Request) (propReq, error) {
+	if h.log.Enabled(r.Context(), slog.LevelDebug) {
+		body, err := h.readXML(r) // logs the body
+		if err != nil {
+			return propReq{}, err
+		}
+		return parsePropReq(body)
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, propBodyCacheSize+1))
+	if err != nil {
+		return propReq{}, fmt.Errorf("%w: read body: %v", errBadXML, err)
+	}
+	if q, ok := h.bodies.get(raw); ok {
+		return q, nil
+	}
+	// Not seen: the usual reader, over what was read and the rest.
+	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(raw), r.Body))
 	body, err := h.readXML(r)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+		return propReq{}, err
 	}
 	q, err := parsePropReq(body)
+	if err == nil {
+		h.bodies.put(raw, q)
+	}
+	return q, err
+}
+
+func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t target) {
+	q, err := h.propReq(r)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -86,6 +115,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		if h.failedIn(ms, w, r, err) {
 			return
 		}
+		h.rememberQuota(v, u, colls)
 		ms.response(t.href(), v.home(maxSeq(colls)).results(q))
 		if depth > 0 {
 			for i := range colls {
@@ -124,6 +154,26 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		ms.response(res.href, res.results(q))
 	}
 	ms.send()
+}
+
+// rememberQuota answers v's quota from h.quotas while the user's writable
+// lists (colls, read before the quota) are at the same revisions.
+func (h *Handler) rememberQuota(v *view, u *User, colls []Collection) {
+	load := v.quota
+	if load == nil {
+		return
+	}
+	tag := h.quotas.listsTag(colls)
+	v.quota = sync.OnceValues(func() (quota, error) {
+		if q, ok := h.quotas.get(u.Name, tag, v.limits); ok {
+			return q, nil
+		}
+		q, err := load()
+		if err == nil {
+			h.quotas.put(u.Name, tag, v.limits, q)
+		}
+		return q, err
+	})
 }
 
 func maxSeq(colls []Collection) int64 {

@@ -372,43 +372,21 @@ type collection struct {
 	Comp  string // VTODO or VEVENT (the first component of the set)
 }
 
-// homeDepth1 is the iOS home poll: PROPFIND Depth 1 with the ~38-property body.
+// homeDepth1 is the iOS home poll: PROPFIND Depth 1 with the ~38-property
+// body; the answer must be a 207 (parsed by parseHome).
 func (c *davClient) homeDepth1(ctx context.Context, home string) ([]collection, error) {
-	ms, err := c.multistatus(ctx, "PROPFIND", home, "1", []byte(homePropfindBody))
+	code, _, b, err := c.do(ctx, "PROPFIND", home, "1", []byte(homePropfindBody))
 	if err != nil {
 		return nil, err
 	}
-	var out []collection
-	for _, r := range ms.Responses {
-		var col collection
-		isCal := false
-		for _, ps := range r.Propstats {
-			if !statusOK(ps.Status) {
-				continue
-			}
-			p := ps.Prop
-			if p.ResourceType.Calendar != nil {
-				isCal = true
-			}
-			if p.GetCTag != "" {
-				col.CTag = p.GetCTag
-			}
-			if p.SyncToken != "" {
-				col.Token = p.SyncToken
-			}
-			if len(p.CompSet.Comps) > 0 {
-				col.Comp = p.CompSet.Comps[0].Name
-			}
-		}
-		if isCal {
-			col.Path = hrefPath(r.Href)
-			if col.CTag == "" {
-				col.CTag = col.Token // servers without getctag: the token moves too
-			}
-			out = append(out, col)
-		}
+	if code != http.StatusMultiStatus {
+		return nil, &httpStatusError{"PROPFIND", home, code, truncate(string(b), 200)}
 	}
-	return out, nil
+	cols, err := parseHome(b)
+	if err != nil {
+		return nil, fmt.Errorf("PROPFIND %s: %w", home, err)
+	}
+	return cols, nil
 }
 
 // syncResult is what one sync-collection REPORT returned.

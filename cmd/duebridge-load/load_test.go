@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,32 @@ func TestParseMultistatus(t *testing.T) {
 	}
 	if !bytes.Contains(syncBody("a<b"), []byte("a&lt;b")) {
 		t.Error("sync token not escaped")
+	}
+
+	// The home poll's lean parser reads the same: one calendar, its ctag,
+	// token and component; the 404 propstat is left out.
+	cols, err := parseHome([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := collection{Path: "/dav/u/calendars/p-tasks/", CTag: `"c1"`, Token: "tok1", Comp: "VTODO"}
+	if len(cols) != 1 || cols[0] != want {
+		t.Fatalf("parseHome = %+v, want [%+v]", cols, want)
+	}
+	for name, bad := range map[string]string{
+		"end tag mismatch":  strings.Replace(body, "</CS:getctag>", "</CS:getctg>", 1),
+		"undeclared prefix": strings.Replace(body, "<C:calendar/>", "<X:calendar/>", 1),
+		"truncated":         body[:len(body)-20],
+		"not multistatus":   strings.ReplaceAll(body, "multistatus", "prop"),
+		"not XML":           "HTTP/1.1 207 but no body",
+	} {
+		if cols, err := parseHome([]byte(bad)); err == nil && len(cols) > 0 {
+			t.Errorf("%s: parsed %+v", name, cols)
+		}
+	}
+	// A calendar whose propstat is not 2xx does not count.
+	if cols, _ := parseHome([]byte(strings.Replace(body, "HTTP/1.1 200 OK</status></propstat>\n   <propstat>", "HTTP/1.1 403 Forbidden</status></propstat>\n   <propstat>", 1))); len(cols) != 0 {
+		t.Errorf("a 403 propstat counted: %+v", cols)
 	}
 }
 
@@ -180,6 +207,33 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 	})
 
+	// The capacity run: every phone on its device password, then the
+	// server killed and started again, and the schedule once more from
+	// its cold caches, each phase with its own verdict.
+	t.Run("phones-restart", func(t *testing.T) {
+		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
+			"--tls", "--device-passwords", "--cold-compare=false", "--returning", "0", "--restart-duration", "1s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := run(ctx, o, &logs)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, logs.String())
+		}
+		var out bytes.Buffer
+		rep.print(&out)
+		t.Log(out.String())
+		for _, name := range []string{"cold poll: PROPFIND home Depth 1, login not cached",
+			"phone poll (PROPFIND + syncs + multigets)", "after restart: phone poll (PROPFIND + syncs + multigets)"} {
+			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
+				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
+			}
+		}
+		if _, ok := rep.Fig("after restart: completed home polls/s"); !ok {
+			t.Error("no verdict figures after the restart")
+		}
+	})
+
 	t.Run("dav", func(t *testing.T) {
 		dir := t.TempDir()
 		o, err := parseFlags(append(base, "--scenario", "dav", "--tasks", "60", "--duration", "500ms", "--workers", "2",
@@ -211,6 +265,41 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 		if b, err := os.ReadFile(files[0]); err != nil || !strings.Contains(string(b), "BEGIN:VCALENDAR") {
 			t.Errorf("exported object: %v %q", err, b)
+		}
+	})
+}
+
+// BenchmarkParseHome compares the home poll's lean parser with
+// xml.Unmarshal into multistatus on a home of 10 lists as duebridge
+// answers iOS's PROPFIND (trimmed to the properties both read).
+func BenchmarkParseHome(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav" xmlns:cs="http://calendarserver.org/ns/" xmlns:a="http://apple.com/ns/ical/">`)
+	sb.WriteString(`<d:response><d:href>/dav/u/calendars/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>`)
+	for i := range 10 {
+		fmt.Fprintf(&sb, `<d:response><d:href>/dav/u/calendars/project-%d-tasks/</d:href><d:propstat><d:prop><d:displayname>Project %d</d:displayname>`+
+			`<cs:getctag>"e-%d"</cs:getctag><d:sync-token>https://duebridge/sync/e/%d</d:sync-token><d:resourcetype><d:collection/><c:calendar/></d:resourcetype>`+
+			`<c:supported-calendar-component-set><c:comp name="VTODO"/></c:supported-calendar-component-set><d:owner><d:href>/dav/u/</d:href></d:owner>`+
+			`<d:current-user-privilege-set><d:privilege><d:read/></d:privilege><d:privilege><d:write/></d:privilege></d:current-user-privilege-set>`+
+			`<a:calendar-color>#FF0000FF</a:calendar-color></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat>`+
+			`<d:propstat><d:prop><cs:invite/><cs:pushkey/><c:calendar-timezone/><cs:source/><d:add-member/><cs:publish-url/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response>`, i, i, i, i)
+	}
+	sb.WriteString(`</d:multistatus>`)
+	doc := []byte(sb.String())
+	if cols, err := parseHome(doc); err != nil || len(cols) != 10 {
+		b.Fatalf("parseHome: %d, %v", len(cols), err)
+	}
+	b.Run("lean", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			parseHome(doc)
+		}
+	})
+	b.Run("unmarshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var ms multistatus
+			xml.Unmarshal(doc, &ms)
 		}
 	})
 }

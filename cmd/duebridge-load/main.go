@@ -91,6 +91,8 @@ type options struct {
 	TLS          bool
 	TLSResume    bool
 	DevicePWs    bool
+	ColdCompare  bool
+	RestartFor   time.Duration
 	Returning    int
 
 	DAVOps       string
@@ -157,6 +159,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.TLS, "tls", false, "with --start: serve HTTPS with a dev CA the phones trust")
 	fs.BoolVar(&o.TLSResume, "tls-resume", true, "phones mode with --tls: each phone keeps its TLS session ticket between polls")
 	fs.BoolVar(&o.DevicePWs, "device-passwords", false, "phones mode with --start: phones log in with device passwords; the cold phase compares them with the own (--hash) password side by side")
+	fs.BoolVar(&o.ColdCompare, "cold-compare", true, "phones mode with --device-passwords: the cold phase runs half the phones on the own password for the side by side figure (false: every phone uses its device password, as in a capacity run)")
+	fs.DurationVar(&o.RestartFor, "restart-duration", 0, "phones mode with --start: after the timed phase, kill the server, start it again and run the poll schedule this long from its cold caches")
 	fs.IntVar(&o.Returning, "returning", 200, "phones mode with --tls: polls of returning phones measured with a full handshake and with a resumed one, side by side")
 
 	fs.StringVar(&o.DAVOps, "ops", "propfind,multiget,sync", "dav scenario: operations to measure, in order")

@@ -258,6 +258,7 @@ func (e *env) seed(ctx context.Context, name string, tasks func(j int) task, m i
 	var next atomic.Int64
 	var firstErr firstError
 	var wg sync.WaitGroup
+	var retries atomic.Int64
 	start := time.Now()
 	for w := 0; w < e.o.SeedWorkers; w++ {
 		wg.Add(1)
@@ -274,7 +275,7 @@ func (e *env) seed(ctx context.Context, name string, tasks func(j int) task, m i
 					batch = append(batch, tasks(j))
 				}
 				t0 := time.Now()
-				if err := e.hook.send(ctx, batch); err != nil {
+				if err := e.sendRetrying(ctx, batch, &retries); err != nil {
 					h.Err()
 					firstErr.set(err)
 					return
@@ -289,9 +290,33 @@ func (e *env) seed(ctx context.Context, name string, tasks func(j int) task, m i
 	el := time.Since(start)
 	s := e.rep.op(h, el)
 	e.rep.fig("durable task upserts/s ("+name+")", s.ItemRat, "tasks/s")
+	if n := retries.Load(); n > 0 {
+		e.rep.fig("webhook batches retried after a 503 ("+name+")", float64(n), "")
+	}
 	e.logf("%s: %d tasks in %v (%.0f tasks/s)", name, s.Items, el.Round(time.Millisecond), s.ItemRat)
 	if err := firstErr.get(); err != nil {
 		return err
 	}
 	return ctx.Err()
+}
+
+// sendRetrying sends a seeding batch, retrying (up to 5 times, 1 s, 2 s,
+// ... apart) when the server answers 503, as the webhook contract asks a
+// task system to: seeding is preparation, not the measurement.
+func (e *env) sendRetrying(ctx context.Context, batch []task, retries *atomic.Int64) error {
+	wait := time.Second
+	for try := 0; ; try++ {
+		err := e.hook.send(ctx, batch)
+		if err == nil || try == 5 || !strings.Contains(err.Error(), "HTTP 503") {
+			return err
+		}
+		retries.Add(1)
+		e.logf("seeding: %v; retrying in %v", err, wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }

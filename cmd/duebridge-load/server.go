@@ -69,6 +69,9 @@ type child struct {
 	DevicePW []string
 	// tlsFiles: dev CA, certificate and key for the config.
 	tlsFiles *tlsutil.DevCertResult
+	// bin, cfgPath and log are what Restart needs.
+	bin, cfgPath string
+	log          func(format string, a ...any)
 }
 
 func freePort() (int, error) {
@@ -239,49 +242,16 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 		o.Log("%d device passwords issued in %v", len(c.DevicePW), time.Since(t1).Round(time.Millisecond))
 	}
 	c.logPath = filepath.Join(dir, "serve.log")
-	logf, err := os.Create(c.logPath)
-	if err != nil {
-		return fail(err)
-	}
-	cmd := exec.Command(bin, "serve", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = cleanEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fail(err)
-	}
-	c.cmd, c.Pid = cmd, cmd.Process.Pid
-	go func() { cmd.Wait(); logf.Close(); close(c.exited) }()
+	c.bin, c.cfgPath, c.log = bin, cfgPath, o.Log
 	c.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	hc := &http.Client{Timeout: 2 * time.Second}
 	if c.CAs != nil {
 		c.HTTPURL = fmt.Sprintf("https://127.0.0.1:%d", httpPort)
-		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.CAs}}
 	}
 	if imapPort > 0 {
 		c.IMAPAddr = fmt.Sprintf("127.0.0.1:%d", imapPort)
 	}
-	// Ready: /healthz answers. A config of 100,000 users takes a while.
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		select {
-		case <-c.exited:
-			return fail(fmt.Errorf("duebridge serve exited at start; log:\n%s", tail(c.logPath, 2000)))
-		case <-ctx.Done():
-			return fail(ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-		resp, err := hc.Get(c.HTTPURL + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("duebridge serve not ready after 5 min; log:\n%s", tail(c.logPath, 2000)))
-		}
+	if err := c.run(ctx); err != nil {
+		return fail(err)
 	}
 	if c.IMAPAddr != "" {
 		conn, err := net.DialTimeout("tcp", c.IMAPAddr, time.Second)
@@ -298,6 +268,65 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 	}
 	o.Log("duebridge serve pid %d ready in %v: %s imap %s", c.Pid, time.Since(t0).Round(time.Millisecond), c.HTTPURL, c.IMAPAddr)
 	return c, nil
+}
+
+// run starts duebridge serve on c's config (appending to serve.log) and
+// waits until /healthz answers.
+func (c *child) run(ctx context.Context) error {
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.bin, "serve", "--config", c.cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = cleanEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	exited := make(chan struct{})
+	c.cmd, c.Pid, c.exited = cmd, cmd.Process.Pid, exited
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	if c.CAs != nil {
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.CAs}}
+	}
+	// Ready: /healthz answers. A config of 100,000 users takes a while.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		select {
+		case <-exited:
+			return fmt.Errorf("duebridge serve exited at start; log:\n%s", tail(c.logPath, 2000))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := hc.Get(c.HTTPURL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("duebridge serve not ready after 5 min; log:\n%s", tail(c.logPath, 2000))
+		}
+	}
+}
+
+// Restart kills the server (SIGKILL: a crash, nothing flushed beyond what
+// the store committed) and starts it again on the same config, data and
+// ports; its caches, login state and TLS ticket keys start empty.
+func (c *child) Restart(ctx context.Context) error {
+	t0 := time.Now()
+	c.cmd.Process.Kill()
+	<-c.exited
+	if err := c.run(ctx); err != nil {
+		return err
+	}
+	c.log("duebridge serve restarted (pid %d) in %v", c.Pid, time.Since(t0).Round(time.Millisecond))
+	return nil
 }
 
 // issueDevicePasswords gives each user a device password, in the store the

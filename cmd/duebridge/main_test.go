@@ -92,7 +92,7 @@ func start(t *testing.T, cfgPath string) *running {
 
 // startWith is start with serve options (timeouts, clock); the base URL is
 // https when the config has TLS.
-func startWith(t *testing.T, cfgPath string, o serveOptions) *running {
+func startWith(t testing.TB, cfgPath string, o serveOptions) *running {
 	t.Helper()
 	cfg, err := config.Load(cfgPath)
 	if err != nil {

@@ -28,7 +28,7 @@ import (
 )
 
 // appendConfig adds YAML (top-level keys writeConfig does not write).
-func appendConfig(t *testing.T, path, yaml string) {
+func appendConfig(t testing.TB, path, yaml string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -45,7 +45,8 @@ type tlsWorld struct {
 	pool    *x509.CertPool
 }
 
-func startTLS(t *testing.T, extraYAML string) *tlsWorld {
+// startTLS starts a server with TLS and users (alice and bob if none).
+func startTLS(t testing.TB, extraYAML string, users ...string) *tlsWorld {
 	t.Helper()
 	dir := t.TempDir()
 	certDir := filepath.Join(dir, "certs")
@@ -53,7 +54,10 @@ func startTLS(t *testing.T, extraYAML string) *tlsWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := writeConfig(t, dir, "alice", "bob")
+	if len(users) == 0 {
+		users = []string{"alice", "bob"}
+	}
+	path := writeConfig(t, dir, users...)
 	appendConfig(t, path, fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n%s",
 		dev.ServerCertFile, dev.ServerKeyFile, dev.CACertFile, extraYAML))
 	pool := x509.NewCertPool()
