@@ -33,6 +33,15 @@ type sqlStore struct {
 	// start of every write transaction, does; this lock makes the hand-off of
 	// events follow the same order.
 	commitMu sync.Mutex
+	// writeTurn (SQLite only, one slot) queues this process's writers
+	// before BEGIN IMMEDIATE. Without it a writer that finds the lock taken
+	// sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms, whatever
+	// the holder does), holding a pool connection: behind the scheduler's
+	// short transaction after each commit, a webhook waited 1 ms or more,
+	// and under load its waits grew to 100 ms steps. A channel hands the
+	// turn to the next writer the moment the last one commits. Other
+	// processes on the same file still meet busy_timeout.
+	writeTurn chan struct{}
 
 	// PostgreSQL only: cross-process events (notify.go).
 	process      string // this process's id in NOTIFY payloads
@@ -50,6 +59,9 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		o.Now = time.Now
 	}
 	s := &sqlStore{dialect: dialect, opts: o}
+	if dialect == SQLite {
+		s.writeTurn = make(chan struct{}, 1)
+	}
 	var err error
 	switch dialect {
 	case SQLite:
@@ -160,6 +172,16 @@ func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
 }
 
 func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (err error) {
+	if !readOnly && s.writeTurn != nil {
+		select {
+		case s.writeTurn <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("begin transaction: wait for the writer's turn: %w", ctx.Err())
+		}
+		// Held until the commit's events are handed on, like SQLite's own
+		// write lock (and commitMu) would be.
+		defer func() { <-s.writeTurn }()
+	}
 	var sqlTxn *sql.Tx
 	switch {
 	case readOnly && s.dialect == SQLite:
