@@ -42,6 +42,11 @@ type sqlStore struct {
 	// turn to the next writer the moment the last one commits. Other
 	// processes on the same file still meet busy_timeout.
 	writeTurn chan struct{}
+	// SQLite only: commits poke the background checkpointer (checkpoint.go)
+	// instead of checkpointing on the committing writer's time.
+	checkpoint     chan struct{}
+	stopCheckpoint chan struct{}
+	checkpointDone chan struct{}
 
 	// PostgreSQL only: cross-process events (notify.go).
 	process      string // this process's id in NOTIFY payloads
@@ -76,8 +81,11 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		// which is what "durable before acknowledged" needs. _txlock=immediate
 		// takes the write lock at BEGIN so writers queue on busy_timeout
 		// instead of failing with SQLITE_BUSY on upgrade.
+		// wal_autocheckpoint(0): the checkpoint (copying the WAL into the
+		// database file and fsyncing it) runs in the background
+		// (checkpoint.go), not inside whichever commit crosses 1,000 pages.
 		dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
 		s.db, err = sql.Open("sqlite", dsn)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -100,6 +108,9 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 	if err := migrate(ctx, s.db, dialect); err != nil {
 		s.db.Close()
 		return nil, err
+	}
+	if dialect == SQLite {
+		s.startCheckpointer(o.Logger)
 	}
 	if dialect == Postgres {
 		if s.channel, err = channelFor(ctx, s.db); err != nil {
@@ -155,6 +166,7 @@ func (s *sqlStore) Close() error {
 		s.stopListen()
 		<-s.listenerDone
 	}
+	s.stopCheckpointer()
 	return s.db.Close()
 }
 
@@ -241,6 +253,7 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 	if err := sqlTxn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.pokeCheckpointer()
 	if s.opts.OnCommit != nil && len(tx.events) > 0 {
 		for i := range tx.events {
 			if tx.events[i].Seq == 0 { // emitted before the revision was allocated
