@@ -39,6 +39,7 @@ type Service struct {
 	auth    *authenticator
 	devices *devices
 	metrics *Metrics
+	ingests ingestGroup // group commit of concurrent ingests (ingest.go)
 }
 
 // New builds the service; it starts nothing. The store must have been opened

@@ -310,6 +310,37 @@ func (tx *sqlTx) Emit(e Event) {
 
 var errReadOnly = errors.New("store: write in a read-only transaction")
 
+func (tx *sqlTx) Savepoint(fn func() error) error {
+	if tx.readOnly {
+		return errReadOnly
+	}
+	if tx.seq == 0 {
+		return errors.New("store: savepoint before the revision was allocated")
+	}
+	if _, err := tx.exec(`SAVEPOINT duebridge_sp`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	events := len(tx.events)
+	touched := make(map[[2]string]bool, len(tx.touched))
+	for k := range tx.touched {
+		touched[k] = true
+	}
+	if err := fn(); err != nil {
+		if _, rerr := tx.exec(`ROLLBACK TO SAVEPOINT duebridge_sp`); rerr != nil {
+			return fmt.Errorf("%w (and rolling back to the savepoint failed: %v)", err, rerr)
+		}
+		if _, rerr := tx.exec(`RELEASE SAVEPOINT duebridge_sp`); rerr != nil {
+			return fmt.Errorf("%w (and releasing the savepoint failed: %v)", err, rerr)
+		}
+		tx.events, tx.touched = tx.events[:events], touched
+		return err
+	}
+	if _, err := tx.exec(`RELEASE SAVEPOINT duebridge_sp`); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
 func (tx *sqlTx) Seq() (int64, error) {
 	if tx.seq != 0 {
 		return tx.seq, nil
