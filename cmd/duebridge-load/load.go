@@ -221,11 +221,17 @@ func (r *loadRun) drive(ctx context.Context) error {
 		return nil
 	}
 	stop := e.progress(ctx, "load", r.hs.ack, r.announced, r.hs.visible, r.hs.propfind, r.hs.sync)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(e.pid)
 	events := r.trigger(ctx, r.targets(idleUsers))
 	stop()
 	elapsed := time.Since(start)
 	r.awaitAnnouncements(events, idleUsers)
+	// Server CPU over the phase (webhooks, their pushes, the pollers and
+	// probes) per webhook: a cost figure the client on the same cores and
+	// other load on the machine disturb far less than latencies.
+	if cpu := cpuPerOp(cpu0, cpuTime(e.pid), r.hs.ack.n.Load()); cpu > 0 {
+		e.rep.fig("measured phase: server CPU per webhook (push and pollers included)", cpu, "ms")
+	}
 	r.stopDAVPolls()
 	r.report(ctx, events, elapsed)
 	return nil
