@@ -8,9 +8,10 @@ import (
 
 // SQLite's WAL grows with every commit until a checkpoint copies it into
 // the database file (and fsyncs that file). By default SQLite runs the
-// checkpoint inside the commit that takes the WAL past 1,000 pages: about
-// one webhook in fifty paid for copying the others' pages, which made the
-// tail of the webhook acknowledgement (and of push to IMAP IDLE). The
+// checkpoint inside the commit that takes the WAL past 1,000 pages: with
+// a webhook writing a few dozen pages, one webhook in every few dozen paid
+// for copying everyone's pages and fsyncing the database file, a step in
+// the tail of the webhook acknowledgement (and of push to IMAP IDLE). The
 // store turns that off and checkpoints here instead, on its own
 // connection, at most once per checkpointDelay after a commit. A PASSIVE
 // checkpoint waits for no reader or writer; durability does not depend on
