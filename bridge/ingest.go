@@ -247,8 +247,12 @@ func (s *Service) ingest(ctx context.Context, source string, inputs []TaskInput,
 // Nothing waits to be grouped: a lone webhook commits at once.
 
 // maxGroupTasks bounds the task records of one group transaction; a larger
-// delivery still commits (alone).
-const maxGroupTasks = 256
+// delivery still commits (alone). Small on purpose: one commit's events go
+// to each hub subscriber at once, and past its buffer (64) the subscriber
+// is marked lagged, which makes IMAP re-read every open mailbox. With 256,
+// a backlog of webhooks under CPU starvation grew groups past that, and
+// the re-reads deepened the backlog.
+const maxGroupTasks = 16
 
 // ingestJob is one ingest call waiting for (or in) a group transaction.
 type ingestJob struct {

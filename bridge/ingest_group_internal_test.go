@@ -215,3 +215,49 @@ func BenchmarkConcurrentIngest(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*99/100])/float64(time.Millisecond), "p99-ms")
 	}
 }
+
+// TestIngestGroupsAreBounded: a backlog is committed in groups of at most
+// maxGroupTasks task records, so one commit's events fit every hub
+// subscriber's buffer (a lagged IMAP subscriber re-reads every open
+// mailbox).
+func TestIngestGroupsAreBounded(t *testing.T) {
+	s := groupService(t)
+	sub := s.hub.Subscribe("", store.EventTask)
+	defer sub.Close()
+	release, leadDone := heldLeader(t, s)
+	const n = maxGroupTasks + 4
+	done := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Ingest(context.Background(), "tracker", []TaskInput{groupTask(fmt.Sprintf("T-%02d", i), "bob")})
+			done <- err
+		}()
+		waitQueued(t, s, i+1)
+	}
+	close(release)
+	if err := <-leadDone; err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	perSeq := map[int64]int{}
+	for id, seq := range taskSeqs(sub, n+1) {
+		if id != "lead" {
+			perSeq[seq]++
+		}
+	}
+	if len(perSeq) != 2 {
+		t.Fatalf("tasks per revision %v; want %d and 4", perSeq, maxGroupTasks)
+	}
+	for _, c := range perSeq {
+		if c != maxGroupTasks && c != 4 {
+			t.Fatalf("tasks per revision %v; want %d and 4", perSeq, maxGroupTasks)
+		}
+	}
+	if len(sub.C) > 0 || sub.Lagged() {
+		t.Fatal("task subscriber lagged or got more events")
+	}
+}
