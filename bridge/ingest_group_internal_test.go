@@ -243,6 +243,9 @@ func TestIngestGroupsAreBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if sub.Lagged() {
+		t.Fatal("the task subscriber lagged: one commit published more events than it buffers")
+	}
 	perSeq := map[int64]int{}
 	for id, seq := range taskSeqs(sub, n+1) {
 		if id != "lead" {
