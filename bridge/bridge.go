@@ -69,6 +69,7 @@ type Service struct {
 	auth    *authenticator
 	devices *devices
 	metrics *coreMetrics
+	ingests ingestGroup // group commit of concurrent ingests (ingest.go)
 
 	// The background loops Run starts.
 	sched     *scheduler

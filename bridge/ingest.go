@@ -223,37 +223,159 @@ func (s *Service) ingest(ctx context.Context, source string, inputs []TaskInput,
 			return Result{}, fe
 		}
 	}
-	var res Result
 	start := time.Now()
-	err := s.st.Update(ctx, func(tx store.Tx) error {
-		res = Result{}
-		w := s.newWriter(tx, cfg)
-		w.batch = len(inputs) > 1
-		for i := range inputs {
-			applied, err := w.apply(source, &inputs[i])
-			if err != nil {
-				return err
-			}
-			if applied {
-				res.Accepted++
-			} else {
-				res.Ignored++
-			}
+	job := &ingestJob{source: source, inputs: inputs, after: after, cfg: cfg, wake: make(chan struct{})}
+	s.ingests.do(job, func(batch []*ingestJob) { s.commitIngests(ctx, batch) })
+	s.metrics.StoreLatency.WithLabelValues("ingest").Observe(time.Since(start).Seconds())
+	if job.err != nil {
+		return Result{}, fmt.Errorf("store tasks from %s: %w", source, job.err)
+	}
+	res := job.res
+	s.metrics.WebhookTasks.WithLabelValues(source, "accepted").Add(float64(res.Accepted))
+	s.metrics.WebhookTasks.WithLabelValues(source, "ignored").Add(float64(res.Ignored))
+	return res, nil
+}
+
+// Group commit. Every ingest is durable before it returns, and on SQLite
+// one transaction is one fsync and holds the single writer for its whole
+// length. At 100 webhooks/s on a busy disk, webhooks queued behind each
+// other's fsync, so the tail of webhook → phone was mostly waiting. Ingests
+// that arrive while another one is committing are therefore gathered into
+// the next transaction, each in its own savepoint (a refused or replayed
+// delivery rolls back alone), and all of them return after that one commit.
+// Nothing waits to be grouped: a lone webhook commits at once.
+
+// maxGroupTasks bounds the task records of one group transaction; a larger
+// delivery still commits (alone). Small on purpose: one commit's events go
+// to each hub subscriber at once, and past its buffer (64) the subscriber
+// is marked lagged, which makes IMAP re-read every open mailbox. With 256,
+// a backlog of webhooks under CPU starvation grew groups past that, and
+// the re-reads deepened the backlog.
+const maxGroupTasks = 16
+
+// ingestJob is one ingest call waiting for (or in) a group transaction.
+type ingestJob struct {
+	source string
+	inputs []TaskInput
+	after  func(store.Tx) error
+	cfg    *config.Config
+
+	res  Result
+	err  error
+	lead bool          // set before wake: this job's caller commits the next group
+	wake chan struct{} // closed once: done, or lead
+}
+
+// ingestGroup queues ingests for the one caller at a time that commits
+// them (the leader).
+type ingestGroup struct {
+	mu      sync.Mutex
+	pending []*ingestJob
+	leading bool
+}
+
+// do returns once job is committed (or failed). The first caller to find
+// no leader becomes it: it commits what is queued, oldest first, then
+// hands the lead to the oldest job still waiting.
+func (g *ingestGroup) do(job *ingestJob, commit func([]*ingestJob)) {
+	g.mu.Lock()
+	g.pending = append(g.pending, job)
+	if g.leading {
+		g.mu.Unlock()
+		<-job.wake
+		if !job.lead {
+			return // committed by another caller's group
 		}
-		if err := w.finish(); err != nil {
+		g.mu.Lock()
+	}
+	g.leading = true
+	n, tasks := 0, 0
+	for n < len(g.pending) && (n == 0 || tasks+len(g.pending[n].inputs) <= maxGroupTasks) {
+		tasks += len(g.pending[n].inputs)
+		n++
+	}
+	batch := slices.Clone(g.pending[:n])
+	g.pending = slices.Delete(g.pending, 0, n)
+	g.mu.Unlock()
+
+	commit(batch)
+
+	g.mu.Lock()
+	var next *ingestJob
+	if len(g.pending) > 0 {
+		next = g.pending[0]
+		next.lead = true
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+	if next != nil {
+		close(next.wake)
+	}
+	for _, j := range batch {
+		if j != job {
+			close(j.wake)
+		}
+	}
+}
+
+// commitIngests stores a group in one transaction. The transaction is
+// detached from the leader's cancellation: it carries other callers' work.
+func (s *Service) commitIngests(ctx context.Context, batch []*ingestJob) {
+	err := s.st.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		if len(batch) == 1 {
+			j := batch[0]
+			j.res, j.err = s.applyIngest(tx, j)
+			return j.err
+		}
+		// The revision is allocated before the first savepoint, so a
+		// rolled-back delivery cannot take it back from the others.
+		if _, err := tx.Seq(); err != nil {
 			return err
 		}
-		if after != nil {
-			return after(tx)
+		for _, j := range batch {
+			j.err = tx.Savepoint(func() error {
+				var err error
+				j.res, err = s.applyIngest(tx, j)
+				return err
+			})
 		}
 		return nil
 	})
-	s.metrics.StoreLatency.WithLabelValues("ingest").Observe(time.Since(start).Seconds())
-	if err != nil {
-		return Result{}, fmt.Errorf("store tasks from %s: %w", source, err)
+	for _, j := range batch {
+		if err != nil && j.err == nil {
+			j.err = err // the commit failed: nothing of the group is stored
+		}
+		if j.err != nil {
+			j.res = Result{}
+		}
 	}
-	s.metrics.WebhookTasks.WithLabelValues(source, "accepted").Add(float64(res.Accepted))
-	s.metrics.WebhookTasks.WithLabelValues(source, "ignored").Add(float64(res.Ignored))
+}
+
+// applyIngest applies one ingest's records (and its after) in tx.
+func (s *Service) applyIngest(tx store.Tx, j *ingestJob) (Result, error) {
+	var res Result
+	w := s.newWriter(tx, j.cfg)
+	w.batch = len(j.inputs) > 1
+	for i := range j.inputs {
+		applied, err := w.apply(j.source, &j.inputs[i])
+		if err != nil {
+			return Result{}, err
+		}
+		if applied {
+			res.Accepted++
+		} else {
+			res.Ignored++
+		}
+	}
+	if err := w.finish(); err != nil {
+		return Result{}, err
+	}
+	if j.after != nil {
+		if err := j.after(tx); err != nil {
+			return Result{}, err
+		}
+	}
 	return res, nil
 }
 

@@ -34,6 +34,20 @@ type sqlStore struct {
 	// start of every write transaction, does; this lock makes the hand-off of
 	// events follow the same order.
 	commitMu sync.Mutex
+	// writeTurn (SQLite only, one slot) queues this process's writers
+	// before BEGIN IMMEDIATE. Without it a writer that finds the lock taken
+	// sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms, whatever
+	// the holder does), holding a pool connection: behind the scheduler's
+	// short transaction after each commit, a webhook waited 1 ms or more,
+	// and under load its waits grew to 100 ms steps. A channel hands the
+	// turn to the next writer the moment the last one commits. Other
+	// processes on the same file still meet busy_timeout.
+	writeTurn chan struct{}
+	// SQLite only: commits poke the background checkpointer (checkpoint.go)
+	// instead of checkpointing on the committing writer's time.
+	checkpoint     chan struct{}
+	stopCheckpoint chan struct{}
+	checkpointDone chan struct{}
 
 	// PostgreSQL only: cross-process events (notify.go).
 	process      string // this process's id in NOTIFY payloads
@@ -51,6 +65,9 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		o.Clock = clock.System(nil)
 	}
 	s := &sqlStore{dialect: dialect, opts: o}
+	if dialect == SQLite {
+		s.writeTurn = make(chan struct{}, 1)
+	}
 	var err error
 	switch dialect {
 	case SQLite:
@@ -65,8 +82,11 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		// which is what "durable before acknowledged" needs. _txlock=immediate
 		// takes the write lock at BEGIN so writers queue on busy_timeout
 		// instead of failing with SQLITE_BUSY on upgrade.
+		// wal_autocheckpoint(0): the checkpoint (copying the WAL into the
+		// database file and fsyncing it) runs in the background
+		// (checkpoint.go), not inside whichever commit crosses 1,000 pages.
 		dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
 		s.db, err = sql.Open("sqlite", dsn)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -89,6 +109,9 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 	if err := migrate(ctx, s.db, dialect); err != nil {
 		s.db.Close()
 		return nil, err
+	}
+	if dialect == SQLite {
+		s.startCheckpointer(o.Logger)
 	}
 	if dialect == Postgres {
 		if s.channel, err = channelFor(ctx, s.db); err != nil {
@@ -144,6 +167,7 @@ func (s *sqlStore) Close() error {
 		s.stopListen()
 		<-s.listenerDone
 	}
+	s.stopCheckpointer()
 	return s.db.Close()
 }
 
@@ -161,6 +185,16 @@ func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
 }
 
 func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (err error) {
+	if !readOnly && s.writeTurn != nil {
+		select {
+		case s.writeTurn <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("begin transaction: wait for the writer's turn: %w", ctx.Err())
+		}
+		// Held until the commit's events are handed on, like SQLite's own
+		// write lock (and commitMu) would be.
+		defer func() { <-s.writeTurn }()
+	}
 	var sqlTxn *sql.Tx
 	switch {
 	case readOnly && s.dialect == SQLite:
@@ -220,6 +254,7 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 	if err := sqlTxn.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.pokeCheckpointer()
 	if s.opts.OnCommit != nil && len(tx.events) > 0 {
 		for i := range tx.events {
 			if tx.events[i].Seq == 0 { // emitted before the revision was allocated
@@ -275,6 +310,37 @@ func (tx *sqlTx) Emit(e Event) {
 }
 
 var errReadOnly = errors.New("store: write in a read-only transaction")
+
+func (tx *sqlTx) Savepoint(fn func() error) error {
+	if tx.readOnly {
+		return errReadOnly
+	}
+	if tx.seq == 0 {
+		return errors.New("store: savepoint before the revision was allocated")
+	}
+	if _, err := tx.exec(`SAVEPOINT duebridge_sp`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	events := len(tx.events)
+	touched := make(map[[2]string]bool, len(tx.touched))
+	for k := range tx.touched {
+		touched[k] = true
+	}
+	if err := fn(); err != nil {
+		if _, rerr := tx.exec(`ROLLBACK TO SAVEPOINT duebridge_sp`); rerr != nil {
+			return fmt.Errorf("%w (and rolling back to the savepoint failed: %v)", err, rerr)
+		}
+		if _, rerr := tx.exec(`RELEASE SAVEPOINT duebridge_sp`); rerr != nil {
+			return fmt.Errorf("%w (and releasing the savepoint failed: %v)", err, rerr)
+		}
+		tx.events, tx.touched = tx.events[:events], touched
+		return err
+	}
+	if _, err := tx.exec(`RELEASE SAVEPOINT duebridge_sp`); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
 
 func (tx *sqlTx) Seq() (int64, error) {
 	if tx.seq != 0 {

@@ -45,6 +45,11 @@ type Tx interface {
 	Emit(Event)
 	// Now is the transaction's clock reading, shared by all its writes.
 	Now() time.Time
+	// Savepoint runs fn so that, if it returns an error, what fn wrote and
+	// emitted is undone and the transaction goes on without it (SQL
+	// SAVEPOINT). Allocate Seq before the first savepoint: a rolled-back
+	// one would also take back the revision it allocated.
+	Savepoint(fn func() error) error
 
 	TaskTx
 	CalendarTx

@@ -47,7 +47,7 @@ func (t *tokens) set(coll, tok string) {
 }
 
 type loadHists struct {
-	ack, seedAck, exists, existsSend, visible, propfind, sync, multiget *Hist
+	ack, seedAck, exists, existsSend, visible, visibleSend, propfind, sync, multiget *Hist
 }
 
 // loadRun is one load-scenario run: the histograms and what the steps hand
@@ -90,8 +90,9 @@ func newLoadRun(e *env) *loadRun {
 	}
 	return &loadRun{e: e, hs: loadHists{
 		ack: newHist(ack), exists: newHist(existsName), existsSend: newHist(existsSendName),
-		visible: newHist("webhook ack → visible in sync-collection"), propfind: newHist("PROPFIND home Depth 1"),
-		sync: newHist("sync-collection"), multiget: newHist("calendar-multiget (50)"),
+		visible: newHist("webhook ack → visible in sync-collection"), visibleSend: newHist("webhook send → visible in sync-collection"),
+		propfind: newHist("PROPFIND home Depth 1"),
+		sync:     newHist("sync-collection"), multiget: newHist("calendar-multiget (50)"),
 	}, announced: newHist("EXISTS"), toks: &tokens{m: map[string]string{}}, homes: map[int]string{}, stopPolls: func() {}}
 }
 
@@ -220,11 +221,17 @@ func (r *loadRun) drive(ctx context.Context) error {
 		return nil
 	}
 	stop := e.progress(ctx, "load", r.hs.ack, r.announced, r.hs.visible, r.hs.propfind, r.hs.sync)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(e.pid)
 	events := r.trigger(ctx, r.targets(idleUsers))
 	stop()
 	elapsed := time.Since(start)
 	r.awaitAnnouncements(events, idleUsers)
+	// Server CPU over the phase (webhooks, their pushes, the pollers and
+	// probes) per webhook: a cost figure the client on the same cores and
+	// other load on the machine disturb far less than latencies.
+	if cpu := cpuPerOp(cpu0, cpuTime(e.pid), r.hs.ack.n.Load()); cpu > 0 {
+		e.rep.fig("measured phase: server CPU per webhook (push and pollers included)", cpu, "ms")
+	}
 	r.stopDAVPolls()
 	r.report(ctx, events, elapsed)
 	return nil
@@ -309,7 +316,7 @@ func (r *loadRun) report(ctx context.Context, events map[int][]*event, elapsed t
 	e, hs := r.e, &r.hs
 	g, rss := e.goroutines(ctx), e.rss(ctx)
 	e.correlate(r.idlers, events, hs)
-	for _, h := range []*Hist{hs.ack, hs.exists, hs.existsSend, hs.visible} {
+	for _, h := range []*Hist{hs.ack, hs.exists, hs.existsSend, hs.visible, hs.visibleSend} {
 		e.rep.op(h, elapsed)
 	}
 	if g >= 0 {
@@ -398,6 +405,7 @@ func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appen
 		for _, h := range res.Changed {
 			if strings.HasSuffix(h, want) {
 				hs.visible.Add(time.Since(ev.ack))
+				hs.visibleSend.Add(time.Since(ev.send))
 				toks.set(coll, res.Token)
 				return
 			}
