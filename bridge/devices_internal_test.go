@@ -17,13 +17,20 @@ import (
 // deviceService is a real service on a temporary SQLite store.
 func deviceService(t testing.TB, dir string, users []config.User) *Service {
 	t.Helper()
+	return sqliteService(t, dir, &config.Config{Users: users})
+}
+
+// sqliteService is a real service on a SQLite store in dir, closed with
+// the test.
+func sqliteService(t testing.TB, dir string, cfg *config.Config) *Service {
+	t.Helper()
 	s, err := New(func(o store.Options) (store.Store, error) {
 		st, err := store.Open(context.Background(), store.SQLite, dir, o)
 		if err == nil {
 			t.Cleanup(func() { st.Close() })
 		}
 		return st, err
-	}, &config.Config{Users: users}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}, cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/url"
 	"slices"
 	"sync"
@@ -31,13 +29,7 @@ func groupService(t testing.TB) *Service {
 		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms, Location: time.UTC})
 	}
 	c.Sources = append(c.Sources, config.Source{Name: "tracker", Kind: "generic", Secret: "test-secret-123"})
-	hub := NewHub()
-	st, err := store.Open(context.Background(), store.SQLite, c.DataDir, store.Options{OnCommit: hub.Publish})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return New(st, hub, c, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	return sqliteService(t, c.DataDir, c)
 }
 
 func groupTask(id, user string) TaskInput {
@@ -77,7 +69,7 @@ func waitQueued(t *testing.T, s *Service, n int) {
 }
 
 // taskSeqs returns the revision each task's event carried.
-func taskSeqs(sub *Subscription, want int) map[string]int64 {
+func taskSeqs(sub *subscription, want int) map[string]int64 {
 	out := map[string]int64{}
 	for len(out) < want {
 		e := <-sub.C

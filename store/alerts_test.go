@@ -243,21 +243,7 @@ func testAlertIndex(t *testing.T, b backend) {
 		`SELECT username FROM alerts WHERE fire_at IS NOT NULL AND fire_at <= 5 ORDER BY fire_at LIMIT 10`,
 		`SELECT fire_at FROM alerts WHERE fire_at IS NOT NULL ORDER BY fire_at LIMIT 1`,
 	} {
-		rows, err := db.Query(`EXPLAIN QUERY PLAN ` + q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		joined := strings.Join(plan, "; ")
+		joined := queryPlan(t, db, q)
 		if !strings.Contains(joined, "alerts_fire") || strings.Contains(joined, "TEMP B-TREE") {
 			t.Errorf("query %q: plan %q, want a search of alerts_fire without sorting", q, joined)
 		}

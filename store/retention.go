@@ -40,6 +40,17 @@ CREATE INDEX retention_trash_seen ON retention_trash (seen_at);
 CREATE INDEX messages_date ON messages (mailbox, internal_date);
 CREATE INDEX objects_tombstones ON objects (deleted, modified);
 `})
+	// 61: objects_tombstones led with deleted, and SQLite (no statistics)
+	// took "deleted = 0" as the best index for every query of live objects
+	// by user, UID or task: each quota count, UID lookup and ingest walked
+	// all live objects of every user. It becomes a partial index over the
+	// tombstones alone, which only the retention pass can use; the quota
+	// count gets a partial index of its own (the user's own reminders).
+	migrations = append(migrations, migration{61, `
+DROP INDEX objects_tombstones;
+CREATE INDEX objects_tombstones ON objects (modified) WHERE deleted = 1;
+CREATE INDEX objects_own ON objects (username) WHERE source = '' AND deleted = 0;
+`})
 	return 0
 }()
 
