@@ -121,6 +121,24 @@ func (w *writer) dropFlip(user string, t *store.Task) error {
 func (sc *scheduler) deliverFlips(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
 	var next time.Time
 	var unsent int
+	// Read first, as fireBatch does: write only when a flip mail is due.
+	var due bool
+	if err := sc.s.st.View(ctx, func(tx store.Tx) error {
+		flips, err := loadFlips(tx)
+		for _, p := range flips {
+			if !p.At.After(now) {
+				due = true
+			} else if next.IsZero() || p.At.Before(next) {
+				next = p.At
+			}
+		}
+		return err
+	}); err != nil {
+		return time.Time{}, fmt.Errorf("deliver coalesced mails: %w", err)
+	}
+	if !due {
+		return next, nil
+	}
 	err := sc.s.st.Update(ctx, func(tx store.Tx) error {
 		next, unsent = time.Time{}, 0 // a retried transaction starts again
 		flips, err := loadFlips(tx)

@@ -21,15 +21,19 @@ func deviceService(t testing.TB, dir string, users []config.User) *Service {
 }
 
 // sqliteService is a real service on a SQLite store in dir, closed with
-// the test.
-func sqliteService(t testing.TB, dir string, cfg *config.Config) *Service {
+// the test; wrap, if given, wraps the store the service sees.
+func sqliteService(t testing.TB, dir string, cfg *config.Config, wrap ...func(store.Store) store.Store) *Service {
 	t.Helper()
 	s, err := New(func(o store.Options) (store.Store, error) {
 		st, err := store.Open(context.Background(), store.SQLite, dir, o)
-		if err == nil {
-			t.Cleanup(func() { st.Close() })
+		if err != nil {
+			return nil, err
 		}
-		return st, err
+		t.Cleanup(func() { st.Close() })
+		for _, w := range wrap {
+			st = w(st)
+		}
+		return st, nil
 	}, cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,13 @@ import (
 // source "tracker" and users alice, bob and carol.
 func groupService(t testing.TB) *Service {
 	t.Helper()
+	c := groupConfig(t)
+	return sqliteService(t, c.DataDir, c)
+}
+
+// groupConfig is groupService's configuration, in a fresh data directory.
+func groupConfig(t testing.TB) *config.Config {
+	t.Helper()
 	c, err := config.Load("")
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +36,7 @@ func groupService(t testing.TB) *Service {
 		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms, Location: time.UTC})
 	}
 	c.Sources = append(c.Sources, config.Source{Name: "tracker", Kind: "generic", Secret: "test-secret-123"})
-	return sqliteService(t, c.DataDir, c)
+	return c
 }
 
 func groupTask(id, user string) TaskInput {
