@@ -76,6 +76,7 @@ type guard struct {
 	// each, all queued on the store's single writer.
 	nextTrust *trustBatch
 	flushing  bool
+	writing   int // pairs in the batch being written
 }
 
 type failureLog struct {
@@ -514,6 +515,10 @@ func (g *guard) failureShared(name, client string, at attempt, now time.Time, li
 	return r, err
 }
 
+// trustTimeout bounds one batch's write. No login waits for it longer than
+// sharedTimeout, so it may wait longer for the writer than a login would.
+const trustTimeout = 10 * time.Second
+
 // trustBatch is the pairs of successful logins one shared transaction
 // writes; done is closed when it has been written (or has failed).
 type trustBatch struct {
@@ -555,12 +560,17 @@ func (g *guard) flushTrust() {
 		g.nextTrust = nil
 		if b == nil {
 			g.flushing = false
+		} else {
+			g.writing = len(b.pairs)
 		}
 		g.mu.Unlock()
 		if b == nil {
 			return
 		}
 		g.trustShared(b.pairs)
+		g.mu.Lock()
+		g.writing = 0
+		g.mu.Unlock()
 		close(b.done)
 	}
 }
@@ -568,7 +578,7 @@ func (g *guard) flushTrust() {
 // trustShared records successful logins' pairs in the database, in one
 // transaction.
 func (g *guard) trustShared(batch map[[2]string]time.Time) {
-	ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), trustTimeout)
 	defer cancel()
 	g.shared.Update(ctx, func(tx store.Tx) error {
 		ltx, err := loginTx(tx)
