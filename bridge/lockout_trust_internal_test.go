@@ -54,11 +54,16 @@ func TestTrustedLoginsWrittenInBatches(t *testing.T) {
 		wg.Go(func() { g.success("alice", fmt.Sprintf("192.0.2.%d", i+1), now) })
 	}
 	// One batch is being written (waiting for the writer), the other
-	// logins wait in the next one.
+	// logins wait in the next one (or all are in the first, if the writer
+	// goroutine started late).
 	deadline := time.Now().Add(trustTimeout)
 	for {
 		g.mu.Lock()
-		queued := g.writing > 0 && g.nextTrust != nil && g.writing+len(g.nextTrust.pairs) == n
+		pending := 0
+		if g.nextTrust != nil {
+			pending = len(g.nextTrust.pairs)
+		}
+		queued := g.writing > 0 && g.writing+pending == n
 		g.mu.Unlock()
 		if queued {
 			break
@@ -79,8 +84,8 @@ func TestTrustedLoginsWrittenInBatches(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if got := cs.updates.Load(); got != 2 {
-		t.Errorf("%d logins took %d write transactions, want 2", n, got)
+	if got := cs.updates.Load(); got > 2 {
+		t.Errorf("%d logins took %d write transactions, want at most 2", n, got)
 	}
 	err = st.View(ctx, func(tx store.Tx) error {
 		ltx, err := loginTx(tx)
