@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,6 +372,13 @@ func (e *env) trigger(ctx context.Context, i int64, u int, ev *event, app *appen
 		res, err := dc.syncCollection(ctx, coll, token)
 		if errors.Is(err, ErrInvalidToken) || (err == nil && token == "") {
 			res, err = dc.syncCollection(ctx, coll, "")
+		}
+		var hse *httpStatusError
+		if errors.As(err, &hse) && hse.code == http.StatusNotFound {
+			// The user's list for this project does not exist yet: this
+			// webhook makes it, and a full sync after the ack finds it.
+			hs.sync.Add(time.Since(t0))
+			res, err = &syncResult{}, nil
 		}
 		if err != nil {
 			hs.sync.Err()
