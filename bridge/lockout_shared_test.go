@@ -2,11 +2,7 @@ package bridge_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,25 +19,7 @@ import (
 // a clock.
 func replicaPair(t *testing.T) (a, b *bridge.Service, clock *fakeclock.Clock) {
 	t.Helper()
-	base := os.Getenv("TEST_DUEBRIDGE_POSTGRES")
-	if base == "" {
-		t.Skip("TEST_DUEBRIDGE_POSTGRES is not set (eval \"$(sh .ci/postgres.sh)\")")
-	}
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	schema := fmt.Sprintf("duebridge_lockout_%016x", rand.Uint64())
-	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	source := base + sep + "search_path=" + schema
+	source := testsvc.PostgresSource(t, "lockout")
 	clock = fakeclock.New(time.Now().Truncate(time.Second))
 	cfg := testsvc.Config(t)
 	cfg.Limits.LoginFailureDelay = 0

@@ -2,11 +2,6 @@ package imapserver_test
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
-	"math/rand/v2"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,29 +20,9 @@ const pgEnv = "TEST_DUEBRIDGE_POSTGRES"
 // test ends; it skips the test unless TEST_DUEBRIDGE_POSTGRES is set.
 func pgService(t *testing.T, cfg *config.Config) *bridge.Service {
 	t.Helper()
-	base := os.Getenv(pgEnv)
-	if base == "" {
-		t.Skip(pgEnv + " is not set; .ci/postgres.sh prints a value")
-	}
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	schema := fmt.Sprintf("duebridge_imap_%016x", rand.Uint64())
-	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
+	source := testsvc.PostgresSource(t, "imap")
 	return testsvc.Open(t, cfg, bridge.Options{Logger: testLogger(t)}, func(o store.Options) (store.Store, error) {
-		return store.Open(context.Background(), store.Postgres, u.String(), o)
+		return store.Open(context.Background(), store.Postgres, source, o)
 	})
 }
 

@@ -2,12 +2,8 @@ package webhook
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 
@@ -24,25 +20,7 @@ import (
 // (TEST_DUEBRIDGE_POSTGRES; skipped without it) and one clock.
 func replicaEnvs(t *testing.T, kind string) (a, b *trackerEnv) {
 	t.Helper()
-	base := os.Getenv("TEST_DUEBRIDGE_POSTGRES")
-	if base == "" {
-		t.Skip("TEST_DUEBRIDGE_POSTGRES is not set (eval \"$(sh .ci/postgres.sh)\")")
-	}
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	schema := fmt.Sprintf("duebridge_replay_%016x", rand.Uint64())
-	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	source := base + sep + "search_path=" + schema
+	source := testsvc.PostgresSource(t, "replay")
 	proto := newTrackerEnv(t, kind) // the configuration, clock and samples
 	open := func() *trackerEnv {
 		svc := testsvc.Open(t, proto.svc.Config(), bridge.Options{Clock: clock.System(proto.clock.Now)}, func(o store.Options) (store.Store, error) {
