@@ -82,13 +82,8 @@ func (g gitea) tasks(_ context.Context, m *mapping, h http.Header, body []byte) 
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, "", err
 	}
-	switch {
-	case ev.Action == nil || *ev.Action == "":
-		return nil, "", missing("action")
-	case ev.Issue == nil:
-		return nil, "", missing("issue")
-	case ev.Repository == nil || ev.Repository.FullName == "":
-		return nil, "", missing("repository.full_name")
+	if err := issueEventMissing(ev.Action, ev.Issue != nil, ev.Repository); err != nil {
+		return nil, "", err
 	}
 	if ev.Issue.PullRequest != nil {
 		return nil, "pull requests are not tasks", nil

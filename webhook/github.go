@@ -135,6 +135,20 @@ func (is *forgeIssue) task(m *mapping, path string, repo *ghRepo) (bridge.TaskIn
 	return in, nil
 }
 
+// issueEventMissing names the first part an issues event of GitHub, Gitea
+// or Forgejo lacks: the action, the issue, or the repository's full name.
+func issueEventMissing(action *string, hasIssue bool, repo *ghRepo) error {
+	switch {
+	case action == nil || *action == "":
+		return missing("action")
+	case !hasIssue:
+		return missing("issue")
+	case repo == nil || repo.FullName == "":
+		return missing("repository.full_name")
+	}
+	return nil
+}
+
 type ghIssue struct {
 	forgeIssue
 	StateReason *string         `json:"state_reason"`
@@ -178,13 +192,8 @@ func (g github) tasks(ctx context.Context, m *mapping, h http.Header, body []byt
 	if err := decodeJSON(body, &ev); err != nil {
 		return nil, "", err
 	}
-	switch {
-	case ev.Action == nil || *ev.Action == "":
-		return nil, "", missing("action")
-	case ev.Issue == nil:
-		return nil, "", missing("issue")
-	case ev.Repository == nil || ev.Repository.FullName == "":
-		return nil, "", missing("repository.full_name")
+	if err := issueEventMissing(ev.Action, ev.Issue != nil, ev.Repository); err != nil {
+		return nil, "", err
 	}
 	if len(ev.Issue.PullRequest) > 0 && string(ev.Issue.PullRequest) != "null" {
 		return nil, "pull requests are not tasks", nil
