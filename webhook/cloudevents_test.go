@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
@@ -21,7 +22,8 @@ func ceTask(id string, v int) map[string]any {
 
 func ceEvent(id string, data any) map[string]any {
 	return map[string]any{"specversion": "1.0", "id": id, "source": "/ops/deploys", "type": "com.example.task.updated",
-		"datacontenttype": "application/json", "time": "2026-11-20T09:00:00Z", "traceparent": "00-x", "data": data}
+		"datacontenttype": "application/json", "time": time.Now().UTC().Add(-time.Minute).Format(time.RFC3339),
+		"traceparent": "00-x", "data": data}
 }
 
 func mustJSON(t *testing.T, v any) []byte {

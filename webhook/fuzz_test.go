@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
@@ -92,7 +93,8 @@ func seedDir(f *testing.F, dir string, add func(name string, body []byte)) {
 // validation, ingest).
 func FuzzGenericWebhook(f *testing.F) {
 	seedDir(f, "", func(_ string, b []byte) { f.Add(b) })
-	f.Add([]byte(`{"id":"x","title":"a\rb","labels":["c\nd"],"due":"2026-12-01T10:00:00Z"}`))
+	due := time.Now().UTC().AddDate(0, 0, 2)
+	f.Add([]byte(`{"id":"x","title":"a\rb","labels":["c\nd"],"due":"` + due.Format("2006-01-02") + `T10:00:00Z"}`))
 	f.Add([]byte(`[{"id":"x","title":"t","version":1},{"id":"x","title":"u"},{"id":"x","deleted":true}]`))
 	svc := testsvc.New(f, testsvc.Options{})
 	mux := http.NewServeMux()
@@ -145,7 +147,8 @@ func FuzzCloudEventsWebhook(f *testing.F) {
 	f.Add(uint8(0), []byte(ev))
 	f.Add(uint8(0), []byte(`{"specversion":"1.0","id":"e2","source":"/ops","type":"t","data":[{"id":"x","title":"u","version":2},{"id":"y","deleted":true}]}`))
 	f.Add(uint8(0), []byte(`{"specversion":"1.0","id":"e3","source":"/ops","type":"t","data_base64":"e30="}`))
-	f.Add(uint8(1), []byte(`[`+ev+`,{"specversion":"1.0","id":"e4","source":"/ops","type":"t","data":{"id":"x","due":"2026-12-01"}}]`))
+	due := time.Now().UTC().AddDate(0, 0, 2).Format("2006-01-02")
+	f.Add(uint8(1), []byte(`[`+ev+`,{"specversion":"1.0","id":"e4","source":"/ops","type":"t","data":{"id":"x","due":"`+due+`"}}]`))
 	f.Add(uint8(2), []byte(`{"id":"x","title":"t","version":3}`))
 	f.Add(uint8(2), []byte(`[{"id":"x","title":"t"},{"id":"x","deleted":true}]`))
 	svc := testsvc.New(f, testsvc.Options{})
