@@ -240,11 +240,9 @@ var _ Backend = (*fakeBackend)(nil)
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// TestOnFakeBackend runs a mail client's round on the fake: login, LIST,
-// SELECT, FETCH of the body (which sets \Seen through the backend), STORE
-// and EXPUNGE; every write reaches the backend and nothing else.
-func TestOnFakeBackend(t *testing.T) {
-	t.Parallel()
+// serveFake serves a fake backend on a loopback port until the test ends.
+func serveFake(t *testing.T) (*fakeBackend, string) {
+	t.Helper()
 	fb := newFakeBackend(Limits{})
 	srv := New(fb, Options{Logger: discardLogger()})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -253,8 +251,16 @@ func TestOnFakeBackend(t *testing.T) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+	return fb, ln.Addr().String()
+}
 
-	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+// TestOnFakeBackend runs a mail client's round on the fake: login, LIST,
+// SELECT, FETCH of the body (which sets \Seen through the backend), STORE
+// and EXPUNGE; every write reaches the backend and nothing else.
+func TestOnFakeBackend(t *testing.T) {
+	t.Parallel()
+	fb, addr := serveFake(t)
+	c, err := imapclient.DialInsecure(addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,15 +307,8 @@ func TestOnFakeBackend(t *testing.T) {
 // server bug, and the connection stays usable for a retry.
 func TestLoginWhileStoreUnavailable(t *testing.T) {
 	t.Parallel()
-	fb := newFakeBackend(Limits{})
-	srv := New(fb, Options{Logger: discardLogger()})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	c, err := imapclient.DialInsecure(ln.Addr().String(), nil)
+	fb, addr := serveFake(t)
+	c, err := imapclient.DialInsecure(addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
