@@ -2,12 +2,10 @@ package webhook
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,55 +16,20 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/internal/testsvc"
-	"github.com/duebridge/duebridge/store"
 )
-
-// storeState is what a source's deliveries can change: its tasks and every
-// object and mail of the test users.
-func storeState(t testing.TB, svc *bridge.Service, source string) string {
-	var b strings.Builder
-	err := testsvc.Store(t, svc).View(context.Background(), func(tx store.Tx) error {
-		tasks, err := tx.TasksBySource(source, true)
-		if err != nil {
-			return err
-		}
-		for _, tk := range tasks {
-			fmt.Fprintf(&b, "task %s %q %s v%d seq%d\n", tk.ID, tk.Title, tk.Status, tk.Version, tk.Seq)
-		}
-		for _, u := range []string{"alice", "bob"} {
-			colls, err := tx.Collections(u)
-			if err != nil {
-				return err
-			}
-			for _, c := range colls {
-				fmt.Fprintf(&b, "coll %s %s %d\n", u, c.Name, c.Seq)
-			}
-			msgs, err := tx.Messages(u, bridge.Inbox)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, "mail %s %d\n", u, len(msgs))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
 
 // checkDelivery is the property every fuzzed delivery must keep: never a
 // 5xx (every input here is deterministic), and a refused one leaves the
 // store as it was.
 func checkDelivery(t *testing.T, h http.Handler, svc *bridge.Service, source string, req *http.Request) {
-	before := storeState(t, svc, source)
+	before := testsvc.StoreState(t, svc, source)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code >= 500 {
 		t.Fatalf("status %d for a deterministic input: %s", rec.Code, rec.Body.String())
 	}
 	if rec.Code != http.StatusOK {
-		if after := storeState(t, svc, source); after != before {
+		if after := testsvc.StoreState(t, svc, source); after != before {
 			t.Fatalf("refused (%d %s) but the store changed:\n%s\n---\n%s", rec.Code, rec.Body.String(), before, after)
 		}
 	}

@@ -5,9 +5,11 @@ package testsvc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,4 +185,39 @@ func Open(t testing.TB, cfg *config.Config, o bridge.Options, open bridge.OpenSt
 	t.Cleanup(func() { st.Close() })
 	Track(t, svc, st)
 	return svc
+}
+
+// StoreState is what a source's deliveries can change: its tasks and every
+// object and mail of the test users.
+func StoreState(t testing.TB, svc *bridge.Service, source string) string {
+	t.Helper()
+	var b strings.Builder
+	err := Store(t, svc).View(context.Background(), func(tx store.Tx) error {
+		tasks, err := tx.TasksBySource(source, true)
+		if err != nil {
+			return err
+		}
+		for _, tk := range tasks {
+			fmt.Fprintf(&b, "task %s %s %s v%d seq%d\n", tk.ID, tk.Title, tk.Status, tk.Version, tk.Seq)
+		}
+		for _, u := range []string{"alice", "bob"} {
+			colls, err := tx.Collections(u)
+			if err != nil {
+				return err
+			}
+			for _, c := range colls {
+				fmt.Fprintf(&b, "coll %s %s %d\n", u, c.Name, c.Seq)
+			}
+			msgs, err := tx.Messages(u, bridge.Inbox)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "mail %s %d\n", u, len(msgs))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
