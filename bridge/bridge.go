@@ -93,6 +93,7 @@ func New(open OpenStore, cfg *config.Config, o Options) (*Service, error) {
 		o.Clock = clock.System(nil)
 	}
 	s := &Service{hub: newHub(), log: o.Logger, clock: o.Clock, metrics: newMetrics(o.Registry)}
+	s.hub.register(s)
 	st, err := open(store.Options{OnCommit: s.hub.Publish, Clock: s.clock})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)

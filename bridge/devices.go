@@ -246,8 +246,10 @@ func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
 // RevokeDevicePassword deletes one of user's device passwords: it stops
 // working at once, and the user's IMAP sessions are closed (the IMAP server
 // closes a user's sessions on EventCredentials; the other devices log in
-// again on their own). Other processes sharing the store do the same within
-// deviceRevocationPoll (runDevices). ErrNoDevice if there is none.
+// again on their own). Other processes sharing a PostgreSQL store do the same
+// at once (the revocation is announced, and replayed from the log after a
+// listener gap); any other within deviceRevocationPoll (runDevices).
+// ErrNoDevice if there is none.
 func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
 	if err := s.markRevocations(ctx); err != nil {
 		return fmt.Errorf("revoke device password: %w", err)
@@ -353,6 +355,12 @@ func (s *Service) runDevices(ctx context.Context) error {
 	defer flush.Stop()
 	poll := time.NewTicker(s.devices.poll)
 	defer poll.Stop()
+	// A revocation announced by another process, or a resync (this
+	// process's PostgreSQL listener reconnected, so announcements may be
+	// lost), replays the revocation log at once; the poll covers a process
+	// that announces nothing (the CLI on SQLite).
+	announced := s.hub.Subscribe("", store.EventDevice)
+	defer announced.Close()
 	for {
 		select {
 		case <-ctx.Done():
@@ -368,6 +376,11 @@ func (s *Service) runDevices(ctx context.Context) error {
 				s.log.Error("device last use", "err", err)
 			}
 		case <-poll.C:
+			if err := s.publishRevocations(ctx); err != nil {
+				s.log.Error("device revocations", "err", err)
+			}
+		case <-announced.C:
+			announced.Lagged() // the replay reads the whole log anyway
 			if err := s.publishRevocations(ctx); err != nil {
 				s.log.Error("device revocations", "err", err)
 			}

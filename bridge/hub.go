@@ -2,6 +2,9 @@ package bridge
 
 import (
 	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/duebridge/duebridge/store"
 )
@@ -11,9 +14,17 @@ import (
 // committing writer: each subscriber has a small buffer, and a subscriber
 // that falls behind gets a Lagged mark instead of events, after which it must
 // re-read the store. Events only say where to look.
+//
+// A store.EventResync (the PostgreSQL listener reconnected, or a peer's
+// announcement was too large to send) reaches every subscriber: each re-reads
+// from its own position (IMAP sessions from their MODSEQ, the device loop
+// from its place in the revocation log, the scheduler and callback worker
+// from the whole schedule), which replays whatever the gap hid.
 type hub struct {
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
+	// resyncs counts resyncs by reason (store.Resync*), for the metric.
+	resyncs [2]atomic.Uint64
 }
 
 // subscription receives events for one user ("" = all users).
@@ -56,9 +67,29 @@ func (s *subscription) Lagged() bool {
 	return l
 }
 
+// register adds the hub's metric to s's registry.
+func (h *hub) register(s *Service) {
+	for i, reason := range []string{store.ResyncReconnect, store.ResyncOversized} {
+		register(s, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "duebridge_event_resyncs_total",
+			Help:        "Times every subscriber re-read the store because other processes' events may have been missed: the PostgreSQL listener reconnected, or an announcement was too large for NOTIFY.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(h.resyncs[i].Load()) }))
+	}
+}
+
 // Publish delivers events, de-duplicated, to matching subscribers.
 func (h *hub) Publish(events []store.Event) {
 	events = dedupe(events)
+	for _, e := range events {
+		if e.Kind == store.EventResync {
+			i := 0
+			if e.Name == store.ResyncOversized {
+				i = 1
+			}
+			h.resyncs[i].Add(1)
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {

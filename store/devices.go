@@ -121,6 +121,9 @@ func (tx *sqlTx) RevokeDevicePassword(user, id string) error {
 		user, id, nanos(tx.now)); err != nil {
 		return fmt.Errorf("record device revocation: %w", err)
 	}
+	// Announced so that other processes end the user's sessions at once;
+	// the revocation log above is what they replay after a missed one.
+	tx.Emit(Event{Kind: EventDevice, User: user})
 	return nil
 }
 

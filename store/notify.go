@@ -28,6 +28,23 @@ import (
 // notifyLimit keeps payloads under PostgreSQL's 8,000-byte NOTIFY limit.
 const notifyLimit = 7000
 
+// Reasons a store hands OnCommit an EventResync (its Name): the listener
+// reconnected, or a peer committed an event too large to announce.
+const (
+	ResyncReconnect = "reconnect"
+	ResyncOversized = "oversized"
+)
+
+// listenPing is how long the listener waits for a notification before it
+// checks the connection with a round trip: a connection that died without
+// a word (a failover, a dropped route) is noticed within listenPing plus
+// listenPingTimeout instead of TCP keepalive's many minutes, and its gap is
+// then replayed like any other. Variables so tests can shorten them.
+var (
+	listenPing        = 30 * time.Second
+	listenPingTimeout = 10 * time.Second
+)
+
 type wireEvent struct {
 	Seq    int64     `json:"q,omitempty"`
 	Kind   EventKind `json:"k"`
@@ -71,37 +88,54 @@ func channelFor(ctx context.Context, db *sql.DB) (string, error) {
 }
 
 // publish sends events with pg_notify inside the transaction, in chunks
-// under the payload limit.
+// under the payload limit. An event too large to send on its own (a long
+// mailbox name of characters JSON escapes, say) must not fail the commit: it
+// goes out as an EventResync, on which the other processes re-read
+// everything, as after a listener gap.
 func (s *sqlStore) publish(ctx context.Context, tx *sql.Tx, seq int64, events []Event) error {
-	chunk := wirePayload{Process: s.process}
-	size := 0
+	head, err := json.Marshal(s.process)
+	if err != nil {
+		return err
+	}
+	var buf []byte
+	count := 0
+	start := func() {
+		buf = append(append(append(buf[:0], `{"p":`...), head...), `,"e":[`...)
+		count = 0
+	}
 	flush := func() error {
-		if len(chunk.Events) == 0 {
+		if count == 0 {
 			return nil
 		}
-		b, err := json.Marshal(chunk)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel, string(b)); err != nil {
+		buf = append(buf, "]}"...)
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel, string(buf)); err != nil {
 			return fmt.Errorf("notify: %w", err)
 		}
-		chunk.Events, size = chunk.Events[:0], 0
+		start()
 		return nil
 	}
+	start()
 	for _, e := range events {
 		if e.Seq == 0 {
 			e.Seq = seq
 		}
-		w := wireEvent{Seq: e.Seq, Kind: e.Kind, User: e.User, Name: e.Name, Source: e.Source, TaskID: e.TaskID, Origin: e.Origin}
-		n := len(e.User) + len(e.Name) + len(e.Source) + len(e.TaskID) + len(e.Origin) + 64
-		if size+n > notifyLimit {
+		b, err := json.Marshal(wireEvent{Seq: e.Seq, Kind: e.Kind, User: e.User, Name: e.Name, Source: e.Source, TaskID: e.TaskID, Origin: e.Origin})
+		if err != nil {
+			return err
+		}
+		if len(head)+len(b)+16 > notifyLimit {
+			b, _ = json.Marshal(wireEvent{Seq: e.Seq, Kind: EventResync, Name: ResyncOversized})
+		}
+		if len(buf)+len(b)+3 > notifyLimit {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		chunk.Events = append(chunk.Events, w)
-		size += n
+		if count > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, b...)
+		count++
 	}
 	return flush()
 }
@@ -147,11 +181,24 @@ func (s *sqlStore) listenOnce(ctx context.Context, source string, resync bool) (
 	defer s.listening.Store(false)
 	if resync {
 		s.commitMu.Lock()
-		s.opts.OnCommit([]Event{{Kind: EventResync}})
+		s.opts.OnCommit([]Event{{Kind: EventResync, Name: ResyncReconnect}})
 		s.commitMu.Unlock()
 	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wait, cancel := context.WithTimeout(ctx, listenPing)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		if err != nil && ctx.Err() == nil && wait.Err() != nil {
+			// Quiet for listenPing: is the connection still there? (A
+			// timed-out wait leaves a pgx connection usable.)
+			pctx, cancel := context.WithTimeout(ctx, listenPingTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("listener ping: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return true, err
 		}

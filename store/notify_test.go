@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +172,82 @@ func TestPostgresResyncAfterListenerReconnect(t *testing.T) {
 	})
 	if err != nil || n != 1 {
 		t.Fatalf("B re-reads bob's INBOX after the resync: %d messages, %v", n, err)
+	}
+}
+
+// TestPostgresOversizedEventAnnouncedAsResync: an event too large for a
+// NOTIFY payload once JSON-escaped (a mailbox name of 3,000 '<', 18,000
+// bytes escaped) does not fail its commit; the other process hears an
+// EventResync ("oversized") in its place and re-reads, while the events
+// around it still arrive as themselves.
+func TestPostgresOversizedEventAnnouncedAsResync(t *testing.T) {
+	b := postgresBackend(t)
+	source := b.newSource(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var heard []store.Event
+	stA, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func([]store.Event) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stA.Close() })
+	stB, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func(ev []store.Event) {
+		mu.Lock()
+		heard = append(heard, ev...)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stB.Close() })
+	find := func(kind store.EventKind, user, name string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range heard {
+			if e.Kind == kind && e.User == user && e.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	appendMail := func(user, mailbox string) error {
+		return stA.Update(ctx, func(tx store.Tx) error {
+			if _, err := tx.EnsureMailbox(user, mailbox, ""); err != nil {
+				return err
+			}
+			return tx.AppendMessage(&store.Message{User: user, Mailbox: mailbox, Data: []byte("Subject: x\r\n\r\nx")})
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !find(store.EventMail, "alice", "INBOX") {
+		if time.Now().After(deadline) {
+			t.Fatal("process B never heard process A's commit")
+		}
+		if err := appendMail("alice", "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	long := strings.Repeat("<", 3000)
+	err = stA.Update(ctx, func(tx store.Tx) error {
+		tx.Emit(store.Event{Kind: store.EventMail, User: "bob", Name: "before"})
+		tx.Emit(store.Event{Kind: store.EventMail, User: "bob", Name: long})
+		tx.Emit(store.Event{Kind: store.EventMail, User: "bob", Name: "after"})
+		_, err := tx.Seq()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("a commit with an event too large for NOTIFY failed: %v", err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !find(store.EventResync, "", store.ResyncOversized) || !find(store.EventMail, "bob", "before") || !find(store.EventMail, "bob", "after") {
+		if time.Now().After(deadline) {
+			t.Fatal("B did not hear the resync in place of the oversized event and the events around it")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if find(store.EventMail, "bob", long) {
+		t.Fatal("B heard the oversized event itself")
 	}
 }

@@ -69,6 +69,7 @@ const (
 	EventMail     EventKind = "mail"     // a mailbox of User changed (Name = mailbox)
 	EventOutbox   EventKind = "outbox"   // a callback is waiting for delivery
 	EventAlert    EventKind = "alert"    // the alert schedule changed
+	EventDevice   EventKind = "device"   // a device password of User was revoked (see DeviceRevocations)
 	// EventResync says events may have been missed (on PostgreSQL, the
 	// listener reconnected): every reader re-reads everything it shows. It
 	// carries no user and reaches every subscriber whatever its filter.
