@@ -9,3 +9,12 @@ func SetCheckpointDelay(d time.Duration) (restore func()) {
 	checkpointDelay = d
 	return func() { checkpointDelay = old }
 }
+
+// SetListenPing sets how long a PostgreSQL listener waits quietly before it
+// pings its connection, and how long the ping may take; the returned
+// function restores them.
+func SetListenPing(every, timeout time.Duration) (restore func()) {
+	oldEvery, oldTimeout := listenPing, listenPingTimeout
+	listenPing, listenPingTimeout = every, timeout
+	return func() { listenPing, listenPingTimeout = oldEvery, oldTimeout }
+}

@@ -2,8 +2,11 @@ package store_test
 
 import (
 	"context"
+	"net"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,5 +252,151 @@ func TestPostgresOversizedEventAnnouncedAsResync(t *testing.T) {
 	}
 	if find(store.EventMail, "bob", long) {
 		t.Fatal("B heard the oversized event itself")
+	}
+}
+
+// blackHole is a TCP proxy to addr whose Freeze makes every connection open
+// at that moment silently swallow what either side sends, without closing
+// it: a connection lost to a failover or a dropped route. Connections made
+// afterwards work.
+type blackHole struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	frozen []*atomic.Bool
+}
+
+func newBlackHole(t *testing.T, addr string) *blackHole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	h := &blackHole{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); u.Close() })
+			frozen := new(atomic.Bool)
+			h.mu.Lock()
+			h.frozen = append(h.frozen, frozen)
+			h.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						dst.Close()
+						return
+					}
+					if !frozen.Load() {
+						dst.Write(buf[:n])
+					}
+				}
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	return h
+}
+
+func (h *blackHole) Freeze() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, f := range h.frozen {
+		f.Store(true)
+	}
+}
+
+// TestPostgresListenerNoticesSilentLoss: process B reaches PostgreSQL
+// through a proxy that starts swallowing everything on the connections it
+// holds, without closing them (no FIN, no RST: a failover or a dropped
+// route). B's listener, quiet, pings its connection, finds it dead, listens
+// again on a new one and resyncs, so what A committed meanwhile is seen
+// without waiting for TCP keepalive's many minutes. Quiet pings on a
+// healthy connection change nothing.
+func TestPostgresListenerNoticesSilentLoss(t *testing.T) {
+	b := postgresBackend(t)
+	source := b.newSource(t)
+	defer store.SetListenPing(300*time.Millisecond, 500*time.Millisecond)()
+	u, err := url.Parse(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hole := newBlackHole(t, u.Host)
+	u.Host = hole.ln.Addr().String()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var heard []store.Event
+	stA, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func([]store.Event) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stA.Close() })
+	stB, err := store.Open(ctx, store.Postgres, u.String(), store.Options{OnCommit: func(ev []store.Event) {
+		mu.Lock()
+		heard = append(heard, ev...)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stB.Close() })
+	has := func(kind store.EventKind, user string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range heard {
+			if e.Kind == kind && e.User == user {
+				return true
+			}
+		}
+		return false
+	}
+	appendMail := func(user string) {
+		t.Helper()
+		err := stA.Update(ctx, func(tx store.Tx) error {
+			if _, err := tx.EnsureMailbox(user, "INBOX", ""); err != nil {
+				return err
+			}
+			return tx.AppendMessage(&store.Message{User: user, Mailbox: "INBOX", Data: []byte("Subject: x\r\n\r\nx")})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("B to hear A", func() bool { appendMail("alice"); return has(store.EventMail, "alice") })
+	// Several quiet periods (pings) on a healthy connection: no resync, and
+	// notifications still arrive.
+	time.Sleep(time.Second)
+	appendMail("carol")
+	waitFor("B to hear A after quiet pings", func() bool { return has(store.EventMail, "carol") })
+	if has(store.EventResync, "") {
+		t.Fatal("a resync without a lost connection")
+	}
+
+	hole.Freeze()
+	appendMail("bob") // swallowed on its way to B
+	waitFor("B's resync after its listener's connection went silent", func() bool { return has(store.EventResync, "") })
+	if has(store.EventMail, "bob") {
+		t.Fatal("B heard bob's mail through a frozen connection")
 	}
 }
