@@ -106,18 +106,21 @@ func (d *idler) stop() []time.Time {
 }
 
 func (d *idler) close() {
-	if d.idle != nil {
-		done := make(chan struct{})
-		go func() {
-			d.idle.Close()
-			d.idle.Wait()
-			d.c.Logout().Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
+	d.mu.Lock()
+	idle := d.idle // nil once probe took the connection out of IDLE
+	d.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		if idle != nil {
+			idle.Close()
+			idle.Wait()
 		}
+		d.c.Logout().Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
 	}
 	d.c.Close()
 }
@@ -254,5 +257,123 @@ func (a *appender) close() {
 			c.Logout().Wait()
 			c.Close()
 		}
+	}
+}
+
+// pushAudit explains the expected EXISTS that the wait after the measured
+// phase did not see, so that a lost announcement (the server's fault) is
+// told apart from a miscount (the tool's) and a dead connection.
+type pushAudit struct {
+	Missing int // expected EXISTS not pushed by the end of the wait
+	// Queued: shown by a NOOP, i.e. the server had them for the session
+	// but never woke its IDLE.
+	Queued int
+	// Unpushed: in the mailbox (STATUS) though neither IDLE nor NOOP
+	// announced them: the announcement never reached the mailbox's
+	// refresher (a lost NOTIFY, a dropped event).
+	Unpushed int
+	// Absent: not in the mailbox at all: the trigger stored no message, so
+	// the tool expected too many.
+	Absent int
+	// Dead: expected on connections that no longer answered.
+	Dead int
+}
+
+// note is the report line for a, or "" if nothing was missing.
+func (a pushAudit) note(wait time.Duration) string {
+	if a.Missing == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d expected EXISTS not pushed within %v of the last ack: %d then shown by NOOP (queued, IDLE not woken), "+
+		"%d in the mailbox but never announced (lost announcement), %d not in the mailbox (trigger stored nothing), %d on dead connections",
+		a.Missing, wait, a.Queued, a.Unpushed, a.Absent, a.Dead)
+}
+
+// auditPushes probes every connection that saw fewer new messages than
+// expected(d), at most par at a time, and sorts its shortfall into a
+// pushAudit. The probed connections leave IDLE and stop recording.
+func auditPushes(idlers []*idler, expected func(*idler) int, par int, timeout time.Duration) pushAudit {
+	var mu sync.Mutex
+	var a pushAudit
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(par, 1))
+	for _, d := range idlers {
+		d.mu.Lock()
+		short := expected(d) - len(d.arrivals)
+		d.mu.Unlock()
+		if short <= 0 {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			queued, untold, err := d.probe(timeout)
+			mu.Lock()
+			defer mu.Unlock()
+			a.Missing += short
+			if err != nil {
+				a.Dead += short
+				return
+			}
+			q := min(queued, short)
+			u := min(max(untold, 0), short-q)
+			a.Queued += q
+			a.Unpushed += u
+			a.Absent += short - q - u
+		}()
+	}
+	wg.Wait()
+	return a
+}
+
+// probe stops recording, ends IDLE and asks the server what this connection
+// missed: queued is how many new messages a NOOP announced (updates the
+// server held for the session without pushing them), untold how many more
+// the mailbox holds (STATUS) than the connection has been told of. err: the
+// connection did not answer within timeout (it is then closed).
+func (d *idler) probe(timeout time.Duration) (queued, untold int, err error) {
+	d.mu.Lock()
+	d.recording = false
+	before := d.count
+	d.mu.Unlock()
+	type result struct {
+		queued, untold int
+		err            error
+	}
+	done := make(chan result, 1)
+	go func() {
+		if err := d.idle.Close(); err != nil {
+			done <- result{err: fmt.Errorf("DONE: %w", err)}
+			return
+		}
+		if err := d.idle.Wait(); err != nil {
+			done <- result{err: fmt.Errorf("IDLE: %w", err)}
+			return
+		}
+		d.mu.Lock()
+		d.idle = nil
+		d.mu.Unlock()
+		if err := d.c.Noop().Wait(); err != nil {
+			done <- result{err: fmt.Errorf("NOOP: %w", err)}
+			return
+		}
+		st, err := d.c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait()
+		if err != nil || st.NumMessages == nil {
+			done <- result{err: fmt.Errorf("STATUS INBOX: %v", err)}
+			return
+		}
+		d.mu.Lock()
+		r := result{queued: int(d.count) - int(before), untold: int(*st.NumMessages) - int(d.count)}
+		d.mu.Unlock()
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r.queued, r.untold, r.err
+	case <-time.After(timeout):
+		d.c.Close()
+		return 0, 0, fmt.Errorf("no answer within %v", timeout)
 	}
 }
