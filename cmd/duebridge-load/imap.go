@@ -377,3 +377,18 @@ func (d *idler) probe(timeout time.Duration) (queued, untold int, err error) {
 		return 0, 0, fmt.Errorf("no answer within %v", timeout)
 	}
 }
+
+// arrivalsAfter counts the recorded arrivals later than t over idlers.
+func arrivalsAfter(idlers []*idler, t time.Time) int {
+	n := 0
+	for _, d := range idlers {
+		d.mu.Lock()
+		for _, a := range d.arrivals {
+			if a.After(t) {
+				n++
+			}
+		}
+		d.mu.Unlock()
+	}
+	return n
+}

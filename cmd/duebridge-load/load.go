@@ -335,6 +335,20 @@ func (r *loadRun) awaitAnnouncements(events map[int][]*event, idleUsers map[int]
 	for time.Now().Before(deadline) && short() {
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Until the wait was announceWait, announcements later than this were
+	// reported as never arriving; they count apart.
+	const oldWait = 3 * time.Second
+	var lastAck time.Time
+	for _, evs := range events {
+		for _, ev := range evs {
+			if ev.ok && ev.ack.After(lastAck) {
+				lastAck = ev.ack
+			}
+		}
+	}
+	if n := arrivalsAfter(r.idlers, lastAck.Add(oldWait)); n > 0 {
+		r.e.rep.note("%d EXISTS arrived more than %v after the last ack (late, not lost)", n, oldWait)
+	}
 	a := auditPushes(r.idlers, func(d *idler) int { return acked(d.user) }, 64, 10*time.Second)
 	if n := a.note(announceWait); n != "" {
 		r.e.rep.note("%s", n)
