@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -187,8 +188,9 @@ func (s *sqlStore) listenOnce(ctx context.Context, source string, resync bool) (
 	for {
 		wait, cancel := context.WithTimeout(ctx, listenPing)
 		n, err := conn.WaitForNotification(wait)
+		quiet := ctx.Err() == nil && errors.Is(wait.Err(), context.DeadlineExceeded)
 		cancel()
-		if err != nil && ctx.Err() == nil && wait.Err() != nil {
+		if err != nil && quiet {
 			// Quiet for listenPing: is the connection still there? (A
 			// timed-out wait leaves a pgx connection usable.)
 			pctx, cancel := context.WithTimeout(ctx, listenPingTimeout)
