@@ -13,7 +13,10 @@
 # The load processes open their connections (logged in, SELECT INBOX, IDLE),
 # report through --idle-ready and wait; when all are open the script reads
 # each replica's RSS (/proc) and goroutines (/metrics) and lets them drive
-# RATE webhooks/s each for DURATION (--idle-go). Every process it started is
+# RATE webhooks/s each for DURATION (--idle-go). Each load process then waits
+# up to 10 s for the last EXISTS and audits any still missing (lost
+# announcement, trigger that stored nothing, dead connection); those notes go
+# into the summary. Every process it started is
 # stopped by pid on exit (the PostgreSQL cluster too with PG_STOP=1, if this
 # script started it).
 #
@@ -248,7 +251,7 @@ done
 	echo
 	echo "push (webhook to replica i+1, EXISTS on replica i's connections), per load process:"
 	for ((r = 0; r < REPLICAS; r++)); do
-		grep -E 'webhook (ack|send) → IDLE EXISTS|  webhook ack  ' "$OUT/load$r.out" | sed "s/^/r$r /" || true
+		grep -E 'webhook (ack|send) → IDLE EXISTS|  webhook ack  |^note: .*(EXISTS not pushed|after the last ack)' "$OUT/load$r.out" | sed "s/^/r$r /" || true
 	done
 	echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$OUT/summary.txt"
