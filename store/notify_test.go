@@ -263,6 +263,7 @@ type blackHole struct {
 	ln     net.Listener
 	mu     sync.Mutex
 	frozen []*atomic.Bool
+	conns  []net.Conn
 }
 
 func newBlackHole(t *testing.T, addr string) *blackHole {
@@ -271,8 +272,15 @@ func newBlackHole(t *testing.T, addr string) *blackHole {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
 	h := &blackHole{ln: ln}
+	t.Cleanup(func() {
+		ln.Close()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, c := range h.conns {
+			c.Close()
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -284,10 +292,10 @@ func newBlackHole(t *testing.T, addr string) *blackHole {
 				c.Close()
 				continue
 			}
-			t.Cleanup(func() { c.Close(); u.Close() })
 			frozen := new(atomic.Bool)
 			h.mu.Lock()
 			h.frozen = append(h.frozen, frozen)
+			h.conns = append(h.conns, c, u)
 			h.mu.Unlock()
 			pipe := func(dst, src net.Conn) {
 				buf := make([]byte, 32<<10)
