@@ -335,7 +335,8 @@ func (h *blackHole) Freeze() {
 func TestPostgresListenerNoticesSilentLoss(t *testing.T) {
 	b := postgresBackend(t)
 	source := b.newSource(t)
-	defer store.SetListenPing(300*time.Millisecond, 500*time.Millisecond)()
+	// Restored after the stores below are closed (cleanups run last first).
+	t.Cleanup(store.SetListenPing(300*time.Millisecond, 500*time.Millisecond))
 	u, err := url.Parse(source)
 	if err != nil {
 		t.Fatal(err)
