@@ -9,3 +9,15 @@ func SetCheckpointDelay(d time.Duration) (restore func()) {
 	checkpointDelay = d
 	return func() { checkpointDelay = old }
 }
+
+// SetSQLiteDriver makes stores opened afterwards use the named driver; the
+// returned function restores it.
+func SetSQLiteDriver(name string) (restore func()) {
+	old := sqliteDriver
+	sqliteDriver = name
+	return func() { sqliteDriver = old }
+}
+
+// WaitPrepared waits for the statements an SQLite store is preparing in
+// the background for later transactions.
+func WaitPrepared(s Store) { s.(*sqlStore).prepared.wg.Wait() }
