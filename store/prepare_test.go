@@ -24,7 +24,6 @@ type countingDriver struct {
 // counted is the statement TestStatementsPreparedOncePerConnection counts.
 const counted = "FROM device_passwords WHERE id"
 
-
 func (d *countingDriver) Open(name string) (driver.Conn, error) {
 	c, err := d.Driver.Open(name)
 	if err != nil {
