@@ -66,26 +66,26 @@ type raw struct {
 		TombstoneDays int `mapstructure:"tombstone_days"`
 	} `mapstructure:"retention"`
 	Limits struct {
-		WebhookBodyBytes   int64  `mapstructure:"webhook_body_bytes"`
-		ICalObjectBytes    int64  `mapstructure:"ical_object_bytes"`
-		ClientPropsBytes   int64  `mapstructure:"client_props_bytes"`
-		IMAPLiteralBytes   int64  `mapstructure:"imap_literal_bytes"`
-		IMAPConnsPerUser   int    `mapstructure:"imap_conns_per_user"`
-		MultigetHrefs      int    `mapstructure:"multiget_hrefs"`
-		OwnReminders       int    `mapstructure:"own_reminders_per_user"`
-		OwnReminderBytes   int64  `mapstructure:"own_reminder_bytes_per_user"`
-		RecurrenceSteps    int    `mapstructure:"recurrence_steps"`
-		RecurrenceStepsRq  int    `mapstructure:"recurrence_steps_per_request"`
-		IMAPKeywordsMsg    int    `mapstructure:"imap_keywords_per_message"`
-		IMAPKeywordsMbox   int    `mapstructure:"imap_keywords_per_mailbox"`
-		IMAPKeywordBytes   int    `mapstructure:"imap_keyword_bytes"`
-		ConnsPerAddress    int    `mapstructure:"conns_per_address"`
-		LoginFailureDelay  string `mapstructure:"login_failure_delay"`
-		LockoutFailures    int    `mapstructure:"lockout_failures"`
-		LockoutWindow      string `mapstructure:"lockout_window"`
-		DevicesPerUser     int    `mapstructure:"devices_per_user"`
-		DeviceCacheEntries int    `mapstructure:"device_cache_entries"`
-		DeviceCacheTTL     string `mapstructure:"device_cache_ttl"`
+		WebhookBodyBytes  int64  `mapstructure:"webhook_body_bytes"`
+		ICalObjectBytes   int64  `mapstructure:"ical_object_bytes"`
+		ClientPropsBytes  int64  `mapstructure:"client_props_bytes"`
+		IMAPLiteralBytes  int64  `mapstructure:"imap_literal_bytes"`
+		IMAPConnsPerUser  int    `mapstructure:"imap_conns_per_user"`
+		MultigetHrefs     int    `mapstructure:"multiget_hrefs"`
+		OwnReminders      int    `mapstructure:"own_reminders_per_user"`
+		OwnReminderBytes  int64  `mapstructure:"own_reminder_bytes_per_user"`
+		RecurrenceSteps   int    `mapstructure:"recurrence_steps"`
+		RecurrenceStepsRq int    `mapstructure:"recurrence_steps_per_request"`
+		IMAPKeywordsMsg   int    `mapstructure:"imap_keywords_per_message"`
+		IMAPKeywordsMbox  int    `mapstructure:"imap_keywords_per_mailbox"`
+		IMAPKeywordBytes  int    `mapstructure:"imap_keyword_bytes"`
+		ConnsPerAddress   int    `mapstructure:"conns_per_address"`
+		LoginFailureDelay string `mapstructure:"login_failure_delay"`
+		LockoutFailures   int    `mapstructure:"lockout_failures"`
+		LockoutWindow     string `mapstructure:"lockout_window"`
+		DevicesPerUser    int    `mapstructure:"devices_per_user"`
+		DeviceCacheMax    int    `mapstructure:"device_cache_entries"`
+		DeviceCacheTTL    string `mapstructure:"device_cache_ttl"`
 
 		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
 		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
