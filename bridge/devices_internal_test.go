@@ -296,3 +296,41 @@ func TestRevokedWhileCheckedIsNotRemembered(t *testing.T) {
 		t.Fatal("revoked device password accepted")
 	}
 }
+
+// BenchmarkDeviceCheck is the device step of a login: a remembered row
+// (every poll of a phone after its first within limits.device_cache_ttl),
+// the store read every check paid before rows were remembered (the row
+// forgotten before each check), and a refusal (a wrong secret for a
+// remembered ID), which always pays the store read.
+func BenchmarkDeviceCheck(b *testing.B) {
+	ctx := context.Background()
+	s := deviceService(b, b.TempDir(), []config.User{{Name: "alice", PasswordHash: "x"}})
+	dev, pw, err := s.IssueDevicePassword(ctx, "alice", "phone")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	check := func(b *testing.B, pw string, want bool) {
+		if s.devices.verify(ctx, "alice", pw) != want {
+			b.Fatalf("verify(%q) != %v", pw, want)
+		}
+	}
+	b.Run("remembered", func(b *testing.B) {
+		check(b, pw, true)
+		for b.Loop() {
+			check(b, pw, true)
+		}
+	})
+	b.Run("store-read", func(b *testing.B) {
+		for b.Loop() {
+			s.devices.forget(dev.ID)
+			check(b, pw, true)
+		}
+	})
+	b.Run("refused", func(b *testing.B) {
+		check(b, pw, true)
+		for b.Loop() {
+			check(b, otherLast(pw), false)
+		}
+	})
+}
