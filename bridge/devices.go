@@ -380,8 +380,9 @@ func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
 // RevokeDevicePassword deletes one of user's device passwords: it stops
 // working at once, and the user's IMAP sessions are closed (the IMAP server
 // closes a user's sessions on EventCredentials; the other devices log in
-// again on their own). Other processes sharing the store do the same within
-// deviceRevocationPoll (runDevices). ErrNoDevice if there is none.
+// again on their own). Other processes sharing the store do the same, and
+// forget the remembered row, within deviceRevocationPoll (runDevices).
+// ErrNoDevice if there is none.
 func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
 	if err := s.markRevocations(ctx); err != nil {
 		return fmt.Errorf("revoke device password: %w", err)
