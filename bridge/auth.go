@@ -201,8 +201,9 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	}
 
 	u := cfg.User(name)
-	// Device passwords never go through the cache: a revoked one must stop
-	// at once, and their own check costs no more than a cache lookup.
+	// Device passwords never go through this cache: a revoked one must
+	// stop at once, and their own check (devices.verify, which remembers
+	// store rows it can evict on revocation) costs no more than a lookup.
 	shaped := password.IsDevice(pw)
 	key := a.cacheKey(name, pw)
 	if !shaped {
@@ -252,8 +253,9 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	return u, nil
 }
 
-// check is a login not answered from the cache: the device step (one store
-// read and one HMAC, microseconds; devices.verify), and unless that matched,
+// check is a login not answered from the cache: the device step (one HMAC,
+// and a store read unless the device's row is remembered; devices.verify),
+// and unless that matched,
 // the hash plan (verify). Every refusal runs both, whatever the password's
 // shape and whether the name exists, so a wrong device password costs what
 // any refused login costs. The device step comes first and outside the

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -41,6 +42,11 @@ const (
 	deviceRevocationPoll = 5 * time.Second
 	// maxDeviceNameBytes bounds a device's name.
 	maxDeviceNameBytes = 100
+	// defaultDeviceCacheEntries and defaultDeviceCacheTTL are
+	// limits.device_cache_entries' and limits.device_cache_ttl's defaults,
+	// for configs built in code.
+	defaultDeviceCacheEntries = 100_000
+	defaultDeviceCacheTTL     = time.Minute
 )
 
 // ErrTooManyDevices is returned by IssueDevicePassword when the user already
@@ -83,17 +89,109 @@ type devices struct {
 
 	dummy [32]byte // compared against when no row matches
 
+	// rows remembers the store rows of device passwords that logged in
+	// (id → user and hash), so a phone's repeated logins read no store.
+	// An entry only ever accepts: anything else takes the full path. It
+	// goes when the device is revoked here, when runDevices sees another
+	// process's revocation, and limits.device_cache_ttl after it was read.
+	rowsMu sync.Mutex
+	rows   map[string]deviceRow
+	// evictions counts evictions; a login that read the store before one
+	// does not remember what it read (the row may be the revoked one).
+	evictions uint64
+
 	checks *prometheus.CounterVec // result
+	cache  *prometheus.CounterVec // result: hit|miss
+}
+
+// deviceRow is a remembered store row.
+type deviceRow struct {
+	user string
+	hash [32]byte
+	read time.Time // when it was read from the store
 }
 
 func newDevices(s *Service) *devices {
-	d := &devices{s: s, pending: map[string]time.Time{}, poll: deviceRevocationPoll}
+	d := &devices{s: s, pending: map[string]time.Time{}, poll: deviceRevocationPoll, rows: map[string]deviceRow{}}
 	rand.Read(d.dummy[:])
 	d.checks = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_device_password_checks_total",
 		Help: "Device password checks (HMAC-SHA256, microseconds each), by result (ok|refused).",
 	}, []string{"result"}))
+	d.cache = register(s, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "duebridge_device_password_cache_total",
+		Help: "Device password checks answered from remembered rows (hit) or by reading the store (miss).",
+	}, []string{"result"}))
+	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "duebridge_device_password_cache_entries",
+		Help: "Device password rows remembered in memory (at most limits.device_cache_entries).",
+	}, func() float64 {
+		d.rowsMu.Lock()
+		defer d.rowsMu.Unlock()
+		return float64(len(d.rows))
+	}))
 	return d
+}
+
+// cacheLimits are limits.device_cache_entries and limits.device_cache_ttl
+// of the current config (defaults for a config built in code).
+func (d *devices) cacheLimits() (entries int, ttl time.Duration) {
+	l := d.s.Config().Limits
+	return cmp.Or(max(l.DeviceCacheEntries, 0), defaultDeviceCacheEntries), cmp.Or(max(l.DeviceCacheTTL, 0), defaultDeviceCacheTTL)
+}
+
+// remembered returns id's row if it is remembered and was read less than
+// ttl ago, and the eviction count to hand to remember after a store read.
+func (d *devices) remembered(id string, now time.Time, ttl time.Duration) (deviceRow, bool, uint64) {
+	d.rowsMu.Lock()
+	defer d.rowsMu.Unlock()
+	r, ok := d.rows[id]
+	return r, ok && now.Sub(r.read) < ttl, d.evictions
+}
+
+// remember keeps a row read at read, unless an eviction happened since the
+// read began (evictions then): the row may be one revoked meanwhile. At the
+// bound an arbitrary entry makes room (map order is random); a forgotten
+// row only costs a store read.
+func (d *devices) remember(id string, row deviceRow, evictions uint64, entries int) {
+	d.rowsMu.Lock()
+	defer d.rowsMu.Unlock()
+	if d.evictions != evictions {
+		return
+	}
+	if _, ok := d.rows[id]; !ok {
+		for k := range d.rows {
+			if len(d.rows) < entries {
+				break
+			}
+			delete(d.rows, k)
+		}
+	}
+	d.rows[id] = row
+}
+
+// forget evicts device ids (revoked ones).
+func (d *devices) forget(ids ...string) {
+	d.rowsMu.Lock()
+	defer d.rowsMu.Unlock()
+	d.evictions++
+	for _, id := range ids {
+		delete(d.rows, id)
+	}
+}
+
+// forgetExpired drops rows read longer than the expiry ago, so the memory
+// and the entries gauge follow the devices actually in use.
+func (d *devices) forgetExpired() {
+	_, ttl := d.cacheLimits()
+	now := d.s.Now()
+	d.rowsMu.Lock()
+	defer d.rowsMu.Unlock()
+	for id, r := range d.rows {
+		if now.Sub(r.read) >= ttl {
+			delete(d.rows, id)
+		}
+	}
 }
 
 // serverKey loads the HMAC key, creating it on first use (once per database).
@@ -137,17 +235,46 @@ func deviceMAC(key []byte, id, secret string) []byte {
 	return m.Sum(nil)
 }
 
-// verify is the device step of a login. It costs the same for every
-// refusal: one store read by ID (a password of another shape reads a
-// non-existent ID) and one HMAC compared in constant time, whether or not
-// the ID exists or belongs to the user.
+// verify is the device step of a login.
+//
+// A login whose ID is remembered (rows) with the same user and an equal
+// HMAC is accepted without reading the store: that is every poll of a phone
+// after its first within limits.device_cache_ttl. Anything else (an ID not
+// remembered, or remembered but with another user or secret, or expired)
+// takes the full path: one store read by ID (a password of another shape
+// reads a non-existent ID) and the HMAC compared in constant time, whether
+// or not the ID exists or belongs to the user. So every refusal costs the
+// same (a map lookup, one HMAC, two constant-time compares and the store
+// read), and a remembered row never refuses nor accepts by itself what the
+// store would refuse, except a device revoked by another process sharing
+// the store until runDevices sees it (deviceRevocationPoll) and at most
+// limits.device_cache_ttl if that is missed.
 func (d *devices) verify(ctx context.Context, user, pw string) bool {
 	id, secret, shaped := password.ParseDevice(pw)
 	if !shaped {
 		id, secret = "", pw // reads no row; the HMAC below still runs
 	}
-	var row *store.DevicePassword
 	key, err := d.serverKey(ctx)
+	if key == nil {
+		key = d.dummy[:]
+	}
+	mac := deviceMAC(key, id, secret)
+	entries, ttl := d.cacheLimits()
+	now := d.s.Now()
+	// "" is never remembered: the lookup keeps every refusal's cost alike.
+	hit, fresh, evictions := d.remembered(id, now, ttl)
+	want := d.dummy[:]
+	if fresh {
+		want = hit.hash[:]
+	}
+	if subtle.ConstantTimeCompare(mac, want) == 1 && fresh && err == nil && hit.user == user {
+		d.cache.WithLabelValues("hit").Inc()
+		d.used(id)
+		return true
+	}
+	d.cache.WithLabelValues("miss").Inc()
+
+	var row *store.DevicePassword
 	if err == nil {
 		err = d.s.st.View(ctx, func(tx store.Tx) error {
 			var err error
@@ -158,24 +285,31 @@ func (d *devices) verify(ctx context.Context, user, pw string) bool {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		d.s.log.Error("device password check", "err", err)
 	}
-	want := d.dummy[:]
+	want = d.dummy[:]
 	if row != nil {
 		want = row.Hash
 	}
-	if key == nil {
-		key = d.dummy[:]
-	}
-	match := subtle.ConstantTimeCompare(deviceMAC(key, id, secret), want) == 1
+	match := subtle.ConstantTimeCompare(mac, want) == 1
 	ok := shaped && row != nil && match && row.User == user
 	if !ok {
 		d.checks.WithLabelValues("refused").Inc()
 		return false
 	}
+	if len(row.Hash) == len(deviceRow{}.hash) {
+		r := deviceRow{user: row.User, read: now}
+		copy(r.hash[:], row.Hash)
+		d.remember(id, r, evictions, entries)
+	}
+	d.used(id)
+	return true
+}
+
+// used counts a successful check and notes the device's last use.
+func (d *devices) used(id string) {
 	d.checks.WithLabelValues("ok").Inc()
 	d.mu.Lock()
 	d.pending[id] = d.s.Now()
 	d.mu.Unlock()
-	return true
 }
 
 // IssueDevicePassword makes a new password for one of user's devices and
@@ -246,9 +380,10 @@ func (s *Service) Devices(ctx context.Context, user string) ([]Device, error) {
 // RevokeDevicePassword deletes one of user's device passwords: it stops
 // working at once, and the user's IMAP sessions are closed (the IMAP server
 // closes a user's sessions on EventCredentials; the other devices log in
-// again on their own). Other processes sharing a PostgreSQL store do the same
-// at once (the revocation is announced, and replayed from the log after a
-// listener gap); any other within deviceRevocationPoll (runDevices).
+// again on their own). Other processes sharing the store do the same, and
+// forget the remembered row: on PostgreSQL at once (the revocation is
+// announced, and replayed from the log after a listener gap), otherwise
+// within deviceRevocationPoll (runDevices).
 // ErrNoDevice if there is none.
 func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) error {
 	if err := s.markRevocations(ctx); err != nil {
@@ -262,6 +397,7 @@ func (s *Service) RevokeDevicePassword(ctx context.Context, user, id string) err
 		return fmt.Errorf("revoke device password: %w", err)
 	}
 	s.log.Info("device password revoked", "user", user, "device", id)
+	s.devices.forget(id)
 	s.devices.mu.Lock()
 	delete(s.devices.pending, id)
 	s.devices.mu.Unlock()
@@ -309,10 +445,14 @@ func (s *Service) publishRevocations(ctx context.Context) error {
 			return nil
 		}
 		events := make([]store.Event, 0, len(revs))
+		ids := make([]string, 0, len(revs))
 		for _, r := range revs {
 			events = append(events, store.Event{Kind: EventCredentials, User: r.User})
+			ids = append(ids, r.DeviceID)
 			d.revSeen = r.Seq
 		}
+		// Revoked by another process: not remembered here any more.
+		d.forget(ids...)
 		s.hub.Publish(events)
 	}
 }
@@ -379,6 +519,7 @@ func (s *Service) runDevices(ctx context.Context) error {
 			if err := s.publishRevocations(ctx); err != nil {
 				s.log.Error("device revocations", "err", err)
 			}
+			s.devices.forgetExpired()
 		case <-announced.C:
 			announced.Lagged() // the replay reads the whole log anyway
 			if err := s.publishRevocations(ctx); err != nil {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -207,6 +208,131 @@ func BenchmarkColdLogin(b *testing.B) {
 		login(b, "alice-own-password")
 		for b.Loop() {
 			login(b, "alice-own-password")
+		}
+	})
+}
+
+// TestWarmDeviceLoginReadsNoStore: a phone logs in on every poll; after
+// its first login its device row is remembered, so the next ones cost one
+// HMAC and no store transaction (each read one, its statement prepared
+// anew, 6 % of a poll's CPU). A refused login still reads the store.
+func TestWarmDeviceLoginReadsNoStore(t *testing.T) {
+	ctx := context.Background()
+	var cs *countingStore
+	s := sqliteService(t, t.TempDir(), &config.Config{Users: []config.User{
+		{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)},
+		{Name: "bob", PasswordHash: cheapBcrypt(t, "bob-pw", 4)},
+	}}, func(st store.Store) store.Store {
+		cs = &countingStore{Store: st}
+		return cs
+	})
+	pw := issue(t, s, "alice", "phone")
+	if _, err := s.AuthenticateFrom(ctx, "imap", "alice", pw, "192.0.2.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	reads, writes := cs.views.Load(), cs.updates.Load()
+	for range 5 {
+		if _, err := s.AuthenticateFrom(ctx, "imap", "alice", pw, "192.0.2.1:1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, w := cs.views.Load()-reads, cs.updates.Load()-writes; n != 0 || w != 0 {
+		t.Errorf("5 warm device-password logins opened %d read and %d write transactions, want 0", n, w)
+	}
+	// A wrong secret for the remembered ID, and the right password under
+	// another name, each take the full path: one read.
+	for _, c := range []struct{ name, pw string }{{"alice", otherLast(pw)}, {"bob", pw}} {
+		reads = cs.views.Load()
+		if s.devices.verify(ctx, c.name, c.pw) {
+			t.Fatalf("%s logged in with %q", c.name, c.pw)
+		}
+		if n := cs.views.Load() - reads; n != 1 {
+			t.Errorf("refusing %s's %q read the store %d times, want 1 (the full path)", c.name, c.pw, n)
+		}
+	}
+}
+
+// TestDeviceRowsBounded: past limits.device_cache_entries a new row takes
+// the place of another; every device still logs in.
+func TestDeviceRowsBounded(t *testing.T) {
+	ctx := context.Background()
+	cfg := &config.Config{Users: []config.User{{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)}}}
+	cfg.Limits.DeviceCacheEntries = 3
+	s := sqliteService(t, t.TempDir(), cfg)
+	for i := range 8 {
+		pw := issue(t, s, "alice", fmt.Sprintf("phone %d", i))
+		if !s.devices.verify(ctx, "alice", pw) {
+			t.Fatalf("device %d refused", i)
+		}
+		s.devices.rowsMu.Lock()
+		n := len(s.devices.rows)
+		s.devices.rowsMu.Unlock()
+		if n > 3 {
+			t.Fatalf("%d rows remembered, limit 3", n)
+		}
+	}
+}
+
+// TestRevokedWhileCheckedIsNotRemembered: a login that read the row just
+// before a revocation on this process committed must not put it back into
+// memory after the revocation evicted it.
+func TestRevokedWhileCheckedIsNotRemembered(t *testing.T) {
+	ctx := context.Background()
+	s := deviceService(t, t.TempDir(), []config.User{{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)}})
+	d, pw, err := s.IssueDevicePassword(ctx, "alice", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ttl := s.devices.cacheLimits()
+	_, _, evictions := s.devices.remembered(d.ID, s.Now(), ttl) // the login starts
+	if err := s.RevokeDevicePassword(ctx, "alice", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.devices.remember(d.ID, deviceRow{user: "alice", read: s.Now()}, evictions, 10) // and ends
+	if _, ok, _ := s.devices.remembered(d.ID, s.Now(), ttl); ok {
+		t.Fatal("a row read before its revocation was remembered after it")
+	}
+	if s.devices.verify(ctx, "alice", pw) {
+		t.Fatal("revoked device password accepted")
+	}
+}
+
+// BenchmarkDeviceCheck is the device step of a login: a remembered row
+// (every poll of a phone after its first within limits.device_cache_ttl),
+// the store read every check paid before rows were remembered (the row
+// forgotten before each check), and a refusal (a wrong secret for a
+// remembered ID), which always pays the store read.
+func BenchmarkDeviceCheck(b *testing.B) {
+	ctx := context.Background()
+	s := deviceService(b, b.TempDir(), []config.User{{Name: "alice", PasswordHash: "x"}})
+	dev, pw, err := s.IssueDevicePassword(ctx, "alice", "phone")
+	if err != nil {
+		b.Fatal(err)
+	}
+	check := func(b *testing.B, pw string, want bool) {
+		if s.devices.verify(ctx, "alice", pw) != want {
+			b.Fatalf("verify(%q) != %v", pw, want)
+		}
+	}
+	b.Run("remembered", func(b *testing.B) {
+		b.ReportAllocs()
+		check(b, pw, true)
+		for b.Loop() {
+			check(b, pw, true)
+		}
+	})
+	b.Run("store-read", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			s.devices.forget(dev.ID)
+			check(b, pw, true)
+		}
+	})
+	b.Run("refused", func(b *testing.B) {
+		b.ReportAllocs()
+		check(b, pw, true)
+		for b.Loop() {
+			check(b, otherLast(pw), false)
 		}
 	})
 }

@@ -72,8 +72,9 @@ func (c *imapClient) expect(re string) string {
 // device password. B's LISTEN connection is killed, and while B is not
 // listening replica A appends a message for bob and revokes alice's device:
 // both announcements are lost. Once B listens again it replays the gap: bob
-// gets EXISTS and alice's session is ended. B's revocation poll is an hour,
-// so only the announcement and its replay can end the session.
+// gets EXISTS, alice's session is ended and her device password no longer
+// logs in on B (B had remembered its row). B's revocation poll is an hour,
+// so only the announcement and its replay can do that.
 func TestPostgresListenerGapReplayed(t *testing.T) {
 	source := testsvc.PostgresSource(t, "hub")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -200,6 +201,10 @@ func TestPostgresListenerGapReplayed(t *testing.T) {
 			break
 		}
 	}
+	// B remembered the device's row from the login: it is forgotten too.
+	again := dialIMAP(t, ln.Addr().String())
+	again.send("1 LOGIN alice " + pw)
+	again.expect(`^1 NO`)
 	if got := testsvc.Metric(t, b, "duebridge_event_resyncs_total", "reason", "reconnect"); got != 1 {
 		t.Errorf("B counted %v resyncs after one reconnect, want 1", got)
 	}

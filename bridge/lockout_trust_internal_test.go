@@ -11,10 +11,17 @@ import (
 	"github.com/duebridge/duebridge/store"
 )
 
-// countingStore is the real store, counting its write transactions.
+// countingStore is the real store, counting its write and read
+// transactions.
 type countingStore struct {
 	store.Store
 	updates atomic.Int64
+	views   atomic.Int64
+}
+
+func (c *countingStore) View(ctx context.Context, fn func(store.Tx) error) error {
+	c.views.Add(1)
+	return c.Store.View(ctx, fn)
 }
 
 func (c *countingStore) Update(ctx context.Context, fn func(store.Tx) error) error {

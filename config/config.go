@@ -210,6 +210,11 @@ type Limits struct {
 	LockoutWindow     time.Duration
 	// DevicesPerUser caps a user's device passwords (/setup issues them).
 	DevicesPerUser int
+	// DeviceCacheEntries bounds the device-password rows kept in memory so
+	// a repeated login reads no store; DeviceCacheTTL is how long one is
+	// trusted before the store is read again.
+	DeviceCacheEntries int
+	DeviceCacheTTL     time.Duration
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
 	// OwnRemindersPerUser and OwnReminderBytesPerUser bound what one user

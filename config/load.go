@@ -84,6 +84,8 @@ type raw struct {
 		LockoutFailures   int    `mapstructure:"lockout_failures"`
 		LockoutWindow     string `mapstructure:"lockout_window"`
 		DevicesPerUser    int    `mapstructure:"devices_per_user"`
+		DeviceCacheMax    int    `mapstructure:"device_cache_entries"`
+		DeviceCacheTTL    string `mapstructure:"device_cache_ttl"`
 
 		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
 		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
@@ -450,6 +452,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, DevicesPerUser: r.Limits.DevicesPerUser, ConnsPerAddress: r.Limits.ConnsPerAddress,
+		DeviceCacheEntries:  r.Limits.DeviceCacheMax,
 		MultigetHrefs:       r.Limits.MultigetHrefs,
 		OwnRemindersPerUser: r.Limits.OwnReminders, OwnReminderBytesPerUser: r.Limits.OwnReminderBytes,
 		RecurrenceSteps: r.Limits.RecurrenceSteps, RecurrenceStepsPerRequest: r.Limits.RecurrenceStepsRq,
@@ -465,6 +468,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.imap_literal_bytes": r.Limits.IMAPLiteralBytes, "limits.imap_conns_per_user": int64(r.Limits.IMAPConnsPerUser),
 		"limits.lockout_failures":             int64(r.Limits.LockoutFailures),
 		"limits.devices_per_user":             int64(r.Limits.DevicesPerUser),
+		"limits.device_cache_entries":         int64(r.Limits.DeviceCacheMax),
 		"limits.conns_per_address":            int64(r.Limits.ConnsPerAddress),
 		"limits.multiget_hrefs":               int64(r.Limits.MultigetHrefs),
 		"limits.own_reminders_per_user":       int64(r.Limits.OwnReminders),
@@ -489,6 +493,10 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	}
 	c.Limits.LoginFailureDelay = duration(&e, "limits.login_failure_delay", r.Limits.LoginFailureDelay)
 	c.Limits.LockoutWindow = duration(&e, "limits.lockout_window", r.Limits.LockoutWindow)
+	c.Limits.DeviceCacheTTL = duration(&e, "limits.device_cache_ttl", r.Limits.DeviceCacheTTL)
+	if _, err := time.ParseDuration(r.Limits.DeviceCacheTTL); err == nil && (c.Limits.DeviceCacheTTL < time.Second || c.Limits.DeviceCacheTTL > 24*time.Hour) {
+		e.add("limits.device_cache_ttl", "must be between 1s and 24h, got %s", r.Limits.DeviceCacheTTL)
+	}
 	c.Limits.SubmissionAuthTimeout = duration(&e, "limits.submission_auth_timeout", r.Limits.SubmissionAuthTimeout)
 	c.Limits.WebhookTimestampWindow = duration(&e, "limits.webhook_timestamp_window", r.Limits.WebhookTimestampWindow)
 

@@ -185,3 +185,43 @@ func BenchmarkConcurrentWrites(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPollView is the store's part of an iPhone's background poll: one
+// read transaction finding the device password and listing the user's ten
+// lists. Short transactions like this spent as long preparing their SQL as
+// running it.
+func BenchmarkPollView(b *testing.B) {
+	benchBackends(b, func(b *testing.B, be backend) {
+		s := openBench(b, be)
+		err := s.Update(b.Context(), func(tx store.Tx) error {
+			for p := range 5 {
+				for _, kind := range []string{store.KindTodos, store.KindEvents} {
+					c := store.Collection{User: "anna", Name: fmt.Sprintf("project-%d-%s", p, kind), Project: fmt.Sprintf("Project %d", p), Kind: kind}
+					if _, err := tx.EnsureCollection(&c); err != nil {
+						return err
+					}
+				}
+			}
+			return tx.AddDevicePassword(&store.DevicePassword{ID: "dev1", User: "anna", Name: "iPhone", Hash: []byte("hash")})
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			err := s.View(b.Context(), func(tx store.Tx) error {
+				if _, err := tx.DevicePassword("dev1"); err != nil {
+					return err
+				}
+				cols, err := tx.Collections("anna")
+				if err == nil && len(cols) != 10 {
+					err = fmt.Errorf("%d collections, want 10", len(cols))
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

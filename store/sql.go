@@ -49,6 +49,9 @@ type sqlStore struct {
 	stopCheckpoint chan struct{}
 	checkpointDone chan struct{}
 
+	// SQLite only: statements prepared once per pool connection (stmt).
+	prepared prepared
+
 	// PostgreSQL only: cross-process events (notify.go).
 	process      string // this process's id in NOTIFY payloads
 	channel      string
@@ -87,12 +90,16 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		// (checkpoint.go), not inside whichever commit crosses 1,000 pages.
 		dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
-		s.db, err = sql.Open("sqlite", dsn)
+		s.db, err = sql.Open(sqliteDriver, dsn)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
 		// One writer at a time is SQLite's model; readers use WAL snapshots.
+		// Connections stay open (database/sql keeps 2 idle by default) so
+		// the statements prepared on them stay prepared.
 		s.db.SetMaxOpenConns(8)
+		s.db.SetMaxIdleConns(8)
+		s.prepared.db = s.db
 	case Postgres:
 		s.db, err = sql.Open("pgx", source)
 		if err != nil {
@@ -168,6 +175,7 @@ func (s *sqlStore) Close() error {
 		<-s.listenerDone
 	}
 	s.stopCheckpointer()
+	s.prepared.close()
 	return s.db.Close()
 }
 
@@ -224,7 +232,7 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 			return fmt.Errorf("begin transaction: lock revision: %w", err)
 		}
 	}
-	tx := &sqlTx{ctx: ctx, tx: sqlTxn, dialect: s.dialect, now: s.opts.Clock.Now().UTC(), readOnly: readOnly}
+	tx := &sqlTx{ctx: ctx, tx: sqlTxn, dialect: s.dialect, now: s.opts.Clock.Now().UTC(), readOnly: readOnly, prepared: &s.prepared}
 	defer tx.closeStmts()
 	defer func() {
 		if p := recover(); p != nil {
@@ -284,6 +292,7 @@ type sqlTx struct {
 	seq      int64
 	events   []Event
 	stmts    map[string]*sql.Stmt
+	prepared *prepared
 	// touched collections get their ctag advanced once, at flush, instead
 	// of once per object (a batch of 1,000 tasks touches one row 2,000 times).
 	touched map[[2]string]bool
@@ -380,12 +389,14 @@ func rebindDollar(q string) string {
 	return b.String()
 }
 
-// stmt returns a statement prepared once per transaction: parsing SQL
-// dominated batch ingest on SQLite (each of 1,000 tasks runs the same dozen
-// statements), and a transaction stays on one connection. On PostgreSQL it
-// returns nil: pgx already caches prepared statements per connection, and an
-// explicit Prepare and Close per transaction cost two more round trips each
-// (a one-query View took 2.5 times as long).
+// stmt returns the statement for q on the transaction's connection. On
+// SQLite, parsing SQL dominated short transactions (a home poll's two
+// reads spent as long preparing as running) and batch ingest (each of
+// 1,000 tasks runs the same dozen statements): a statement is prepared once
+// per pool connection and reused by every later transaction on it. On
+// PostgreSQL it returns nil: pgx already caches prepared statements per
+// connection, and an explicit Prepare and Close per transaction cost two
+// more round trips each (a one-query View took 2.5 times as long).
 func (tx *sqlTx) stmt(q string) (*sql.Stmt, error) {
 	if tx.dialect == Postgres {
 		return nil, nil
@@ -393,15 +404,95 @@ func (tx *sqlTx) stmt(q string) (*sql.Stmt, error) {
 	if st, ok := tx.stmts[q]; ok {
 		return st, nil
 	}
-	st, err := tx.tx.PrepareContext(tx.ctx, tx.rebind(q))
-	if err != nil {
-		return nil, err
+	var st *sql.Stmt
+	if shared := tx.prepared.get(q); shared != nil {
+		// Reuses the driver statement already prepared on this
+		// connection, or prepares it there once and keeps it.
+		st = tx.tx.StmtContext(tx.ctx, shared)
+	} else {
+		var err error
+		if st, err = tx.tx.PrepareContext(tx.ctx, tx.rebind(q)); err != nil {
+			return nil, err
+		}
 	}
 	if tx.stmts == nil {
 		tx.stmts = map[string]*sql.Stmt{}
 	}
 	tx.stmts[q] = st
 	return st, nil
+}
+
+// sqliteDriver is the database/sql driver the SQLite store opens; tests
+// wrap it to count statements prepared.
+var sqliteDriver = "sqlite"
+
+// maxPrepared bounds the statements kept prepared per connection: about a
+// hundred fixed queries and the IN (?, ...) lists of up to 50 names.
+const maxPrepared = 512
+
+// prepared is the SQLite store's set of statements kept prepared on the
+// pool's connections (database/sql prepares a *sql.Stmt on each connection
+// a transaction uses it on, once).
+type prepared struct {
+	db      *sql.DB
+	mu      sync.Mutex
+	stmts   map[string]*sql.Stmt
+	pending map[string]bool
+	wg      sync.WaitGroup
+	closed  bool
+}
+
+// get returns the shared statement for q, or nil the first time q is seen;
+// it is then prepared in the background: preparing it on the database
+// inside a transaction would wait for a second pool connection while
+// holding one, and with every connection held that never comes.
+func (p *prepared) get(q string) *sql.Stmt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.stmts[q]; st != nil {
+		return st
+	}
+	if p.db == nil || p.closed || p.pending[q] || len(p.stmts)+len(p.pending) >= maxPrepared {
+		return nil
+	}
+	if p.pending == nil {
+		p.pending = map[string]bool{}
+	}
+	p.pending[q] = true
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		st, err := p.db.Prepare(q)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.pending, q)
+		if err != nil || p.closed {
+			if st != nil {
+				st.Close()
+			}
+			return
+		}
+		if p.stmts == nil {
+			p.stmts = map[string]*sql.Stmt{}
+		}
+		p.stmts[q] = st
+	}()
+	return nil
+}
+
+// close waits for statements being prepared and closes them all; it runs
+// before the database is closed.
+func (p *prepared) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for q, st := range p.stmts {
+		st.Close()
+		delete(p.stmts, q)
+	}
 }
 
 func (tx *sqlTx) closeStmts() {
