@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // The request bodies iOS sends (shared/IOS.md §1.3 and §2, from Apple's own
@@ -161,9 +162,15 @@ type msProp struct {
 }
 
 // ok reports whether a propstat or response status line is 2xx.
+// It is strings.Fields(s)[1] starting with "2", without the slice: the
+// home poll checks one per propstat.
 func statusOK(s string) bool {
-	f := strings.Fields(s)
-	return len(f) >= 2 && strings.HasPrefix(f[1], "2")
+	s = strings.TrimLeftFunc(s, unicode.IsSpace)
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimLeftFunc(s[i:], unicode.IsSpace), "2")
 }
 
 // davClient is a CalDAV client with Basic credentials, one per simulated
