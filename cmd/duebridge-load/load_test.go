@@ -267,4 +267,3 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 	})
 }
-
