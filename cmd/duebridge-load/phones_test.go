@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"strconv"
 	"testing"
 )
 
@@ -14,6 +15,8 @@ import (
 // tool-cpu-ns/op is this process's CPU per poll (the share of the machine
 // the phones take from the server in a capacity run), server-cpu-ns/op the
 // server's (from /proc, to 10 ms, so it needs a few thousand polls).
+// prefer-minimal sends iOS's Prefer: return=minimal (the server leaves out
+// the 404 propstats), full-answer does not.
 func BenchmarkPhoneClient(b *testing.B) {
 	root, err := moduleRoot()
 	if err != nil {
@@ -28,8 +31,22 @@ func BenchmarkPhoneClient(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	for _, minimal := range []bool{true, false} {
+		name := "prefer-minimal"
+		if !minimal {
+			name = "full-answer"
+		}
+		b.Run(name, func(b *testing.B) { benchPhoneClient(b, bin, minimal) })
+	}
+}
+
+// benchPhoneClient is BenchmarkPhoneClient with or without iOS's
+// Prefer: return=minimal.
+func benchPhoneClient(b *testing.B, bin string, minimal bool) {
+	ctx := context.Background()
 	o, err := parseFlags([]string{"--bin", bin, "--hash", "bcrypt-min", "--quiet", "--phones", "64", "--projects", "5",
-		"--tasks", "1", "--tls", "--device-passwords", "--cold-compare=false", "--phone-rate", "64", "--duration", "1s"})
+		"--tasks", "1", "--tls", "--device-passwords", "--cold-compare=false", "--phone-rate", "64", "--duration", "1s",
+		"--phone-minimal=" + strconv.FormatBool(minimal)})
 	if err != nil {
 		b.Fatal(err)
 	}
