@@ -9,34 +9,40 @@ import (
 )
 
 // homeIOS is duebridge's answer to iOS's home PROPFIND Depth 1 for a user
-// with 10 lists (recorded from the server; 22 KB, as every poll gets it).
-func homeIOS(tb testing.TB) []byte {
+// with 10 lists (recorded from the server; 22 KB, as every poll gets it
+// without Prefer: return=minimal).
+func homeIOS(tb testing.TB) []byte { return readTestdata(tb, "home-ios.xml") }
+
+func readTestdata(tb testing.TB, name string) []byte {
 	tb.Helper()
-	b, err := os.ReadFile("testdata/home-ios.xml")
+	b, err := os.ReadFile("testdata/" + name)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return b
 }
 
-// TestScanHomeReadsDuebridge checks that the answer every poll gets takes
-// the scanner, not the encoding/xml path, and that both read the same.
+// TestScanHomeReadsDuebridge checks that the answers every poll gets (in
+// full, and minimal: 404 propstats left out) take the scanner, not the
+// encoding/xml path, and that both read the same.
 func TestScanHomeReadsDuebridge(t *testing.T) {
-	doc := homeIOS(t)
-	cols, ok := scanHome(doc)
-	if !ok {
-		t.Fatal("scanHome gave up on duebridge's home answer")
-	}
-	want, err := parseHomeXML(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(want) != 10 || !reflect.DeepEqual(cols, want) {
-		t.Fatalf("scanHome = %+v\nparseHomeXML = %+v", cols, want)
-	}
-	for _, c := range cols {
-		if c.CTag == "" || c.Token == "" || c.Comp == "" || !strings.HasPrefix(c.Path, "/dav/") {
-			t.Errorf("calendar read incompletely: %+v", c)
+	for _, name := range []string{"home-ios.xml", "home-ios-minimal.xml"} {
+		doc := readTestdata(t, name)
+		cols, ok := scanHome(doc)
+		if !ok {
+			t.Fatalf("%s: scanHome gave up on duebridge's home answer", name)
+		}
+		want, err := parseHomeXML(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want) != 10 || !reflect.DeepEqual(cols, want) {
+			t.Fatalf("%s: scanHome = %+v\nparseHomeXML = %+v", name, cols, want)
+		}
+		for _, c := range cols {
+			if c.CTag == "" || c.Token == "" || c.Comp == "" || !strings.HasPrefix(c.Path, "/dav/") {
+				t.Errorf("%s: calendar read incompletely: %+v", name, c)
+			}
 		}
 	}
 }
@@ -46,6 +52,7 @@ func TestScanHomeReadsDuebridge(t *testing.T) {
 // parseHomeXML refuses.
 func FuzzParseHome(f *testing.F) {
 	f.Add(homeIOS(f))
+	f.Add(readTestdata(f, "home-ios-minimal.xml"))
 	f.Add([]byte(`<?xml version="1.0"?>
 <multistatus xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CS="http://calendarserver.org/ns/">
  <response><href>http://127.0.0.1:1/dav/u/calendars/p-tasks/</href><propstat><prop>

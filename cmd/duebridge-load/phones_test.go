@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 )
 
@@ -78,4 +84,58 @@ func benchPhoneClient(b *testing.B, bin string, minimal bool) {
 	}
 	b.ReportMetric(float64(selfCPU()-self0)/float64(n), "tool-cpu-ns/op")
 	b.ReportMetric(float64(cpuTime(e.pid)-srv0)/float64(n), "server-cpu-ns/op")
+}
+
+// TestPhoneRequestsLikeIOS checks that without --keepalive each request
+// of a phone goes out as iOS sends it: on a connection of its own, with
+// Connection: close, Prefer: return=minimal and Brief: t, its TLS session
+// resumed from the phone's ticket once it has one.
+func TestPhoneRequestsLikeIOS(t *testing.T) {
+	type seen struct {
+		remote, prefer, brief string
+		close, resumed        bool
+	}
+	var mu sync.Mutex
+	var got []seen
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, seen{r.RemoteAddr, r.Header.Get("Prefer"), r.Header.Get("Brief"), r.Close, r.TLS.DidResume})
+		mu.Unlock()
+		w.WriteHeader(http.StatusMultiStatus)
+		io.WriteString(w, `<d:multistatus xmlns:d="DAV:"/>`)
+	}))
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	o, err := parseFlags([]string{"--phones", "1", "--tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{o: o, base: base, users: []string{"alice"}, tr: newTransport(1)}
+	e.tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	r := &phoneRun{e: e}
+	p := &phone{user: 0, pw: "pw", tickets: tls.NewLRUClientSessionCache(1)}
+	for range 2 {
+		dc, done := r.client(p, p.tickets)
+		code, _, _, err := dc.do(context.Background(), "PROPFIND", "/dav/alice/calendars/", "1", []byte(homePropfindBody))
+		done()
+		if err != nil || code != http.StatusMultiStatus {
+			t.Fatalf("PROPFIND: %d, %v", code, err)
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d requests seen, want 2", len(got))
+	}
+	for i, s := range got {
+		if !s.close || s.prefer != "return=minimal" || s.brief != "t" {
+			t.Errorf("request %d: Connection: close %v, Prefer %q, Brief %q", i, s.close, s.prefer, s.brief)
+		}
+	}
+	if got[0].remote == got[1].remote {
+		t.Errorf("both requests on one connection (%s)", got[0].remote)
+	}
+	if got[0].resumed || !got[1].resumed {
+		t.Errorf("resumed: first %v, second %v; want false, true", got[0].resumed, got[1].resumed)
+	}
 }
