@@ -88,6 +88,7 @@ type options struct {
 	SLO          time.Duration
 	KeepAlive    bool
 	PhoneMinimal bool
+	ToolGOGC     int
 	PhoneWorkers int
 	TLS          bool
 	TLSResume    bool
@@ -158,6 +159,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.KeepAlive, "keepalive", false, "phones mode: reuse connections across phones (iOS sends Connection: close)")
 	fs.BoolVar(&o.PhoneMinimal, "phone-minimal", true, "phones mode: send Prefer: return=minimal and Brief: t, as iOS does on every DAV request (the server leaves out the 404 propstats)")
 	fs.IntVar(&o.PhoneWorkers, "phone-prep-workers", 8, "phones mode: concurrency of the untimed preparation")
+	fs.IntVar(&o.ToolGOGC, "tool-gogc", 400, "the load tool's own GC target percent (debug.SetGCPercent; 0: GOGC or Go's default): its garbage collection is not the phones' work, and it shares the server's cores; the server started with --start keeps its own (GOGC in its environment)")
 	fs.BoolVar(&o.TLS, "tls", false, "with --start: serve HTTPS with a dev CA the phones trust")
 	fs.BoolVar(&o.TLSResume, "tls-resume", true, "phones mode with --tls: each phone keeps its TLS session ticket between polls")
 	fs.BoolVar(&o.DevicePWs, "device-passwords", false, "phones mode with --start: phones log in with device passwords; the cold phase compares them with the own (--hash) password side by side")

@@ -96,6 +96,7 @@ func (r *phoneRun) params() {
 	e.rep.Params["tls_resume"] = o.TLS && o.TLSResume
 	e.rep.Params["device_passwords"] = o.DevicePWs
 	e.rep.Params["phone_minimal"] = o.PhoneMinimal
+	e.rep.Params["tool_gogc"] = o.ToolGOGC
 }
 
 // seed makes one task per (group of phoneGroup users, project), all with a

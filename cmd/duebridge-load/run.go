@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,9 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 // it serves; stop ends what setup started.
 func setup(ctx context.Context, o *options, logw io.Writer) (e *env, stop func(), err error) {
 	e = &env{o: o, logw: logw, rep: newReport(o)}
+	if o.ToolGOGC > 0 {
+		debug.SetGCPercent(o.ToolGOGC) // this process only: the child's env is untouched
+	}
 	nUsers := o.Users
 	if o.Scenario == "phones" {
 		nUsers = o.PhoneUsers
