@@ -183,9 +183,9 @@ type davClient struct {
 	ua         string
 	// onTLS, if set, sees each response's TLS state (nil over plain HTTP).
 	onTLS func(*tls.ConnectionState)
-	// ios sends the headers iOS sends on every DAV request (IOS.md §1.1)
-	// that change the server's work: Connection: close, and the minimal
-	// answers (Prefer: return=minimal, Brief: t) when minimal is set too.
+	// ios and minimal send headers iOS sends on every DAV request (IOS.md
+	// §1.1) that change the server's work: Connection: close (ios), and
+	// Prefer: return=minimal and Brief: t (minimal).
 	ios, minimal bool
 }
 
@@ -260,12 +260,10 @@ func (c *davClient) do(ctx context.Context, method, path, depth string, body []b
 	if c.authz != "" {
 		req.Header.Set("Authorization", c.authz)
 	}
-	if c.ios {
-		req.Close = true
-		if c.minimal {
-			req.Header.Set("Prefer", "return=minimal")
-			req.Header.Set("Brief", "t")
-		}
+	req.Close = c.ios
+	if c.minimal {
+		req.Header.Set("Prefer", "return=minimal")
+		req.Header.Set("Brief", "t")
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])

@@ -35,8 +35,10 @@ func (o *oneShot) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
-	// When ctx ends, the connection is closed under whoever uses it.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	// When ctx ends, the TCP connection is closed under whoever uses it
+	// (not the TLS one, whose Close would first try to write an alert).
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		cancel()
