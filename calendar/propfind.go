@@ -94,19 +94,19 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 	ms := newMultistatus(w, preferMinimal(r))
 	switch t.kind {
 	case kindServerRoot, kindRoot:
-		ms.response(t.href(), v.root(t.href()).results(q))
+		ms.props(t.href(), v.root(t.href()), q)
 		if depth > 0 {
 			// Only the caller's own principal: never a list of users.
-			ms.response(principalHref(u.Name), v.principal().results(q))
+			ms.props(principalHref(u.Name), v.principal(), q)
 		}
 	case kindPrincipal:
-		ms.response(t.href(), v.principal().results(q))
+		ms.props(t.href(), v.principal(), q)
 		if depth > 0 {
 			colls, err := h.be.Collections(r.Context(), u.Name)
 			if h.failedIn(ms, w, r, err) {
 				return
 			}
-			ms.response(homeHref(u.Name), v.home(maxSeq(colls)).results(q))
+			ms.props(homeHref(u.Name), v.home(maxSeq(colls)), q)
 		}
 	case kindHome:
 		// Reminders falls back to the home set and lists from here
@@ -116,10 +116,11 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 			return
 		}
 		h.rememberQuota(v, u, colls)
-		ms.response(t.href(), v.home(maxSeq(colls)).results(q))
+		ms.props(t.href(), v.home(maxSeq(colls)), q)
 		if depth > 0 {
 			for i := range colls {
-				ms.response(collHref(u.Name, colls[i].Name), v.collection(colls[i]).results(q))
+				res := v.collection(colls[i]) // at collHref(u.Name, colls[i].Name)
+				ms.props(res.href, res, q)
 				if polled {
 					h.health.poll(u.Name, r.UserAgent(), colls[i].Name)
 				}
@@ -137,10 +138,10 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		if h.failedIn(ms, w, r, err) {
 			return
 		}
-		ms.response(t.href(), v.collection(c).results(q))
+		ms.props(t.href(), v.collection(c), q)
 		for i := range objs {
 			res := v.object(c, &objs[i])
-			ms.response(res.href, res.results(q))
+			ms.props(res.href, res, q)
 		}
 		if polled {
 			h.health.poll(u.Name, r.UserAgent(), c.Name)
@@ -151,7 +152,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 			return
 		}
 		res := v.object(c, &o)
-		ms.response(res.href, res.results(q))
+		ms.props(res.href, res, q)
 	}
 	ms.send()
 }

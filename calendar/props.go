@@ -96,15 +96,19 @@ type resource struct {
 
 // results evaluates q on r.
 func (r resource) results(q propReq) []propResult {
+	return r.appendResults(nil, q)
+}
+
+// appendResults appends the evaluation of q on r to out.
+func (r resource) appendResults(out []propResult, q propReq) []propResult {
 	switch {
 	case q.propName:
-		out := make([]propResult, len(r.names))
-		for i, n := range r.names {
-			out[i] = propResult{name: n, status: http.StatusOK}
+		for _, n := range r.names {
+			out = append(out, propResult{name: n, status: http.StatusOK})
 		}
 		return out
 	case q.allProp:
-		out := make([]propResult, 0, len(r.names)+len(q.props))
+		out = slices.Grow(out, len(r.names)+len(q.props))
 		for _, n := range r.names {
 			if v, ok := r.get(n); ok {
 				out = append(out, propResult{name: n, status: http.StatusOK, inner: v})
@@ -122,12 +126,12 @@ func (r resource) results(q propReq) []propResult {
 		}
 		return out
 	}
-	out := make([]propResult, len(q.props))
-	for i, n := range q.props {
+	out = slices.Grow(out, len(q.props))
+	for _, n := range q.props {
 		if v, ok := r.get(n); ok {
-			out[i] = propResult{name: n, status: http.StatusOK, inner: v}
+			out = append(out, propResult{name: n, status: http.StatusOK, inner: v})
 		} else {
-			out[i] = propResult{name: n, status: http.StatusNotFound}
+			out = append(out, propResult{name: n, status: http.StatusNotFound})
 		}
 	}
 	return out

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // The request bodies iOS sends (shared/IOS.md §1.3 and §2, from Apple's own
@@ -161,9 +162,15 @@ type msProp struct {
 }
 
 // ok reports whether a propstat or response status line is 2xx.
+// It is strings.Fields(s)[1] starting with "2", without the slice: the
+// home poll checks one per propstat.
 func statusOK(s string) bool {
-	f := strings.Fields(s)
-	return len(f) >= 2 && strings.HasPrefix(f[1], "2")
+	s = strings.TrimLeftFunc(s, unicode.IsSpace)
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return false
+	}
+	return strings.HasPrefix(strings.TrimLeftFunc(s[i:], unicode.IsSpace), "2")
 }
 
 // davClient is a CalDAV client with Basic credentials, one per simulated
@@ -176,6 +183,10 @@ type davClient struct {
 	ua         string
 	// onTLS, if set, sees each response's TLS state (nil over plain HTTP).
 	onTLS func(*tls.ConnectionState)
+	// ios and minimal send headers iOS sends on every DAV request (IOS.md
+	// §1.1) that change the server's work: Connection: close (ios), and
+	// Prefer: return=minimal and Brief: t (minimal).
+	ios, minimal bool
 }
 
 // ErrInvalidToken is a 403 (or 409/412) on sync-collection: the client
@@ -248,6 +259,11 @@ func (c *davClient) do(ctx context.Context, method, path, depth string, body []b
 	req.Header.Set("Accept", "*/*")
 	if c.authz != "" {
 		req.Header.Set("Authorization", c.authz)
+	}
+	req.Close = c.ios
+	if c.minimal {
+		req.Header.Set("Prefer", "return=minimal")
+		req.Header.Set("Brief", "t")
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])

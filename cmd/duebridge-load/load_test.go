@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -265,41 +264,6 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 		if b, err := os.ReadFile(files[0]); err != nil || !strings.Contains(string(b), "BEGIN:VCALENDAR") {
 			t.Errorf("exported object: %v %q", err, b)
-		}
-	})
-}
-
-// BenchmarkParseHome compares the home poll's lean parser with
-// xml.Unmarshal into multistatus on a home of 10 lists as duebridge
-// answers iOS's PROPFIND (trimmed to the properties both read).
-func BenchmarkParseHome(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav" xmlns:cs="http://calendarserver.org/ns/" xmlns:a="http://apple.com/ns/ical/">`)
-	sb.WriteString(`<d:response><d:href>/dav/u/calendars/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>`)
-	for i := range 10 {
-		fmt.Fprintf(&sb, `<d:response><d:href>/dav/u/calendars/project-%d-tasks/</d:href><d:propstat><d:prop><d:displayname>Project %d</d:displayname>`+
-			`<cs:getctag>"e-%d"</cs:getctag><d:sync-token>https://duebridge/sync/e/%d</d:sync-token><d:resourcetype><d:collection/><c:calendar/></d:resourcetype>`+
-			`<c:supported-calendar-component-set><c:comp name="VTODO"/></c:supported-calendar-component-set><d:owner><d:href>/dav/u/</d:href></d:owner>`+
-			`<d:current-user-privilege-set><d:privilege><d:read/></d:privilege><d:privilege><d:write/></d:privilege></d:current-user-privilege-set>`+
-			`<a:calendar-color>#FF0000FF</a:calendar-color></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat>`+
-			`<d:propstat><d:prop><cs:invite/><cs:pushkey/><c:calendar-timezone/><cs:source/><d:add-member/><cs:publish-url/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response>`, i, i, i, i)
-	}
-	sb.WriteString(`</d:multistatus>`)
-	doc := []byte(sb.String())
-	if cols, err := parseHome(doc); err != nil || len(cols) != 10 {
-		b.Fatalf("parseHome: %d, %v", len(cols), err)
-	}
-	b.Run("lean", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			parseHome(doc)
-		}
-	})
-	b.Run("unmarshal", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var ms multistatus
-			xml.Unmarshal(doc, &ms)
 		}
 	})
 }

@@ -87,6 +87,8 @@ type options struct {
 	PhoneCold    time.Duration
 	SLO          time.Duration
 	KeepAlive    bool
+	PhoneMinimal bool
+	ToolGOGC     int
 	PhoneWorkers int
 	TLS          bool
 	TLSResume    bool
@@ -155,7 +157,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.PhoneCold, "phone-cold", time.Minute, "phones mode: bound on the cold phase (first polls, each a full password check)")
 	fs.DurationVar(&o.SLO, "slo", time.Second, "phones mode: p99 bound of one poll for 'keeps up'")
 	fs.BoolVar(&o.KeepAlive, "keepalive", false, "phones mode: reuse connections across phones (iOS sends Connection: close)")
+	fs.BoolVar(&o.PhoneMinimal, "phone-minimal", true, "phones mode: send Prefer: return=minimal and Brief: t, as iOS does on every DAV request (the server leaves out the 404 propstats)")
 	fs.IntVar(&o.PhoneWorkers, "phone-prep-workers", 8, "phones mode: concurrency of the untimed preparation")
+	fs.IntVar(&o.ToolGOGC, "tool-gogc", 400, "the load tool's own GC target percent (debug.SetGCPercent; 0: GOGC or Go's default): its garbage collection is not the phones' work, and it shares the server's cores; the server started with --start keeps its own (GOGC in its environment)")
 	fs.BoolVar(&o.TLS, "tls", false, "with --start: serve HTTPS with a dev CA the phones trust")
 	fs.BoolVar(&o.TLSResume, "tls-resume", true, "phones mode with --tls: each phone keeps its TLS session ticket between polls")
 	fs.BoolVar(&o.DevicePWs, "device-passwords", false, "phones mode with --start: phones log in with device passwords; the cold phase compares them with the own (--hash) password side by side")

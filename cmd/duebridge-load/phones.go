@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,8 @@ type phone struct {
 	state map[string]pollState
 	// tickets is the phone's TLS session cache (nil: no resumption).
 	tickets tls.ClientSessionCache
+	confMu  sync.Mutex  // polls of the returning step may overlap
+	conf    *tls.Config // the last tlsConfig
 }
 
 // phoneRun is one phones-mode run: its parameters and what the steps hand
@@ -92,6 +95,8 @@ func (r *phoneRun) params() {
 	e.rep.Params["tls"] = o.TLS
 	e.rep.Params["tls_resume"] = o.TLS && o.TLSResume
 	e.rep.Params["device_passwords"] = o.DevicePWs
+	e.rep.Params["phone_minimal"] = o.PhoneMinimal
+	e.rep.Params["tool_gogc"] = o.ToolGOGC
 }
 
 // seed makes one task per (group of phoneGroup users, project), all with a
@@ -130,20 +135,42 @@ func (r *phoneRun) homeOf(u int) string {
 }
 
 // client returns a DAV client for one poll of p and what ends it. Without
-// --keepalive each poll has its own connection; with --tls, its handshake
-// resumes from p's ticket when p keeps one (tickets), else it is full.
+// --keepalive each request has its own connection (oneShot) and says
+// Connection: close, as iOS does; with --tls, its handshake resumes from
+// p's ticket when p keeps one (tickets), else it is full.
 func (r *phoneRun) client(p *phone, tickets tls.ClientSessionCache) (*davClient, func()) {
 	e := r.e
 	if e.o.KeepAlive {
-		return newDAVClient(e.base, e.tr, e.users[p.user], p.pw), func() {}
+		dc := newDAVClient(e.base, e.tr, e.users[p.user], p.pw)
+		dc.minimal = e.o.PhoneMinimal
+		return dc, func() {}
 	}
-	tr := newTransport(1)
+	var conf *tls.Config
 	if e.tr.TLSClientConfig != nil {
-		c := e.tr.TLSClientConfig.Clone()
-		c.ClientSessionCache = tickets
-		tr.TLSClientConfig = c
+		conf = p.tlsConfig(e.tr.TLSClientConfig, e.base.Hostname(), tickets)
 	}
-	return newDAVClient(e.base, tr, e.users[p.user], p.pw), tr.CloseIdleConnections
+	dc := newDAVClient(e.base, newOneShot(conf, 30*time.Second), e.users[p.user], p.pw)
+	dc.hc.Timeout = 0 // oneShot's own, without http.Client's timer goroutine
+	dc.ios, dc.minimal = true, e.o.PhoneMinimal
+	return dc, func() {}
+}
+
+// tlsConfig is the phone's TLS configuration with the given session cache
+// (nil: a full handshake), made once per cache. Records are full size
+// from the first byte, as the server's: the request (~1.5 KB) goes out in
+// one record, not two.
+func (p *phone) tlsConfig(base *tls.Config, host string, tickets tls.ClientSessionCache) *tls.Config {
+	p.confMu.Lock()
+	defer p.confMu.Unlock()
+	if p.conf != nil && p.conf.ClientSessionCache == tickets {
+		return p.conf
+	}
+	c := base.Clone()
+	c.ServerName = host
+	c.ClientSessionCache = tickets
+	c.DynamicRecordSizingDisabled = true
+	p.conf = c
+	return c
 }
 
 // newPhone is phone i before its first poll. With --device-passwords the
@@ -229,7 +256,8 @@ type variant struct {
 	h        *Hist
 	next     int
 	busy     time.Duration
-	cpu      time.Duration
+	cpu      time.Duration // the server's
+	self     time.Duration // the load tool's own
 }
 
 func (v *variant) rate() float64 {
@@ -246,6 +274,9 @@ func (v *variant) report(e *env) float64 {
 	e.rep.fig(v.name+": polls/s", v.rate(), "req/s")
 	if v.cpu > 0 && s.Count > 0 {
 		e.rep.fig(v.name+": server CPU per poll", float64(v.cpu)/float64(time.Millisecond)/float64(s.Count), "ms")
+	}
+	if v.self > 0 && s.Count > 0 {
+		e.rep.fig(v.name+": load tool CPU per poll", float64(v.self)/float64(time.Millisecond)/float64(s.Count), "ms")
 	}
 	return v.rate()
 }
@@ -268,7 +299,7 @@ func (r *phoneRun) sideBySide(ctx context.Context, vs []*variant) {
 			left = true
 			block := max(o.PhoneWorkers, (v.to-v.from+9)/10)
 			end := min(v.next+block, v.to)
-			cpu0, t0 := cpuTime(e.pid), time.Now()
+			cpu0, self0, t0 := cpuTime(e.pid), selfCPU(), time.Now()
 			var next atomic.Int64
 			next.Store(int64(v.next))
 			var wg sync.WaitGroup
@@ -295,6 +326,7 @@ func (r *phoneRun) sideBySide(ctx context.Context, vs []*variant) {
 			wg.Wait()
 			v.busy += time.Since(t0)
 			v.cpu += cpuTime(e.pid) - cpu0
+			v.self += selfCPU() - self0
 			v.next = end
 		}
 		if !left {
@@ -429,7 +461,7 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	runCtx, cancelRun := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancelRun()
 	stopChanges := r.changeLists(runCtx, upd)
-	cpu0 := cpuTime(e.pid)
+	cpu0, self0 := cpuTime(e.pid), selfCPU()
 	start := time.Now()
 	offered, skipped := r.drivePolls(runCtx, d, poll, lag, hs)
 	elapsed := time.Since(start)
@@ -442,6 +474,11 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	ls := e.rep.op(lag, elapsed)
 	if cpu := cpuPerOp(cpu0, cpuTime(e.pid), ps.Count); cpu > 0 {
 		e.rep.fig(label+"timed phase: server CPU per phone poll", cpu, "ms")
+	}
+	// What the phones cost this process: on the server's cores, it is the
+	// part of the capacity that real phones would not take.
+	if cpu := cpuPerOp(self0, selfCPU(), ps.Count); cpu > 0 {
+		e.rep.fig(label+"timed phase: load tool CPU per phone poll", cpu, "ms")
 	}
 	hit2, miss2 := cache()
 	if miss2+hit2 > miss1+hit1 {
@@ -617,6 +654,15 @@ func cpuTime(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// selfCPU is this process's user+system CPU time, to the microsecond.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,74 +56,11 @@ func userNames(format string, n int) []string {
 func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.MaxTime)
 	defer cancel()
-	e := &env{o: o, logw: logw, rep: newReport(o)}
-	nUsers := o.Users
-	if o.Scenario == "phones" {
-		nUsers = o.PhoneUsers
-		if nUsers <= 0 {
-			nUsers = o.Phones
-		}
+	e, stop, err := setup(ctx, o, logw)
+	if err != nil {
+		return nil, err
 	}
-	e.users = userNames(o.UserFormat, nUsers)
-	e.tr = newTransport(max(o.MaxInflight, o.DAV*2, o.Workers*2, 64))
-	defer e.tr.CloseIdleConnections()
-	e.hc = &http.Client{Transport: e.tr, Timeout: 10 * time.Second}
-
-	if o.Start {
-		if o.Trigger == "append" {
-			return nil, errors.New("--trigger append needs a --target/--imap server that accepts APPEND; duebridge's INBOX only receives notifications")
-		}
-		secret := o.Secret
-		c, err := startServer(ctx, serverOpts{
-			Bin: o.Bin, Src: o.Src, Users: e.users, Password: o.Password, Hash: o.Hash,
-			Source: o.Source, Secret: secret, IMAP: true, Keep: o.Keep, Log: e.logf,
-			ConnsPerUser: max(20, (o.Idle+nUsers-1)/nUsers+2),
-			TLS:          o.TLS,
-			DevicePasswords: func() int {
-				if o.DevicePWs && o.Scenario == "phones" {
-					return nUsers
-				}
-				return 0
-			}(),
-		})
-		if err != nil {
-			return nil, err
-		}
-		defer c.Stop()
-		e.child, e.pid = c, c.Pid
-		if c.CAs != nil {
-			e.tr.TLSClientConfig = &tls.Config{RootCAs: c.CAs}
-		}
-		e.httpURL, e.imapAddr = c.HTTPURL, c.IMAPAddr
-		o.Secret = secretOf(c)
-	} else {
-		e.httpURL, e.imapAddr, e.pid = strings.TrimSuffix(o.Target, "/"), o.IMAP, o.Pid
-	}
-	e.rep.Target = e.httpURL
-	if e.rep.Target == "" {
-		e.rep.Target = "imap://" + e.imapAddr
-	}
-	if e.httpURL != "" {
-		var err error
-		if e.base, err = url.Parse(e.httpURL); err != nil {
-			return nil, err
-		}
-		if o.Secret != "" {
-			e.hook = newHook(e.httpURL, o.Source, o.Secret, e.tr)
-		}
-		m := scrape(ctx, e.hc, e.httpURL+"/metrics", "go_goroutines")
-		_, e.metrics = m["go_goroutines"]
-		e.caldav = e.probeCalDAV(ctx)
-		if !e.caldav {
-			e.logf("the server does not answer CalDAV for %s: CalDAV parts are skipped", e.users[0])
-		}
-	}
-	e.rep.Params = map[string]any{
-		"users": nUsers, "projects": o.Projects, "tasks": o.Tasks, "idle": o.Idle, "dav_clients": o.DAV,
-		"rate": o.Rate, "batch": o.Batch, "duration": o.Duration.String(), "hash": o.Hash, "trigger": o.Trigger,
-		"started": o.Start, "imap": e.imapAddr,
-	}
-	var err error
+	defer stop()
 	switch o.Scenario {
 	case "load":
 		err = e.runLoad(ctx)
@@ -141,6 +79,91 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 		}
 	}
 	return e.rep, err
+}
+
+// setup starts the server (--start) or finds the target, and probes what
+// it serves; stop ends what setup started.
+func setup(ctx context.Context, o *options, logw io.Writer) (e *env, stop func(), err error) {
+	e = &env{o: o, logw: logw, rep: newReport(o)}
+	if o.ToolGOGC > 0 {
+		debug.SetGCPercent(o.ToolGOGC) // this process only: the child's env is untouched
+	}
+	nUsers := o.Users
+	if o.Scenario == "phones" {
+		nUsers = o.PhoneUsers
+		if nUsers <= 0 {
+			nUsers = o.Phones
+		}
+	}
+	e.users = userNames(o.UserFormat, nUsers)
+	e.tr = newTransport(max(o.MaxInflight, o.DAV*2, o.Workers*2, 64))
+	stops := []func(){e.tr.CloseIdleConnections}
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	e.hc = &http.Client{Transport: e.tr, Timeout: 10 * time.Second}
+
+	if o.Start {
+		if o.Trigger == "append" {
+			return nil, nil, errors.New("--trigger append needs a --target/--imap server that accepts APPEND; duebridge's INBOX only receives notifications")
+		}
+		secret := o.Secret
+		c, err := startServer(ctx, serverOpts{
+			Bin: o.Bin, Src: o.Src, Users: e.users, Password: o.Password, Hash: o.Hash,
+			Source: o.Source, Secret: secret, IMAP: true, Keep: o.Keep, Log: e.logf,
+			ConnsPerUser: max(20, (o.Idle+nUsers-1)/nUsers+2),
+			TLS:          o.TLS,
+			DevicePasswords: func() int {
+				if o.DevicePWs && o.Scenario == "phones" {
+					return nUsers
+				}
+				return 0
+			}(),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		stops = append(stops, c.Stop)
+		e.child, e.pid = c, c.Pid
+		if c.CAs != nil {
+			e.tr.TLSClientConfig = &tls.Config{RootCAs: c.CAs}
+		}
+		e.httpURL, e.imapAddr = c.HTTPURL, c.IMAPAddr
+		o.Secret = secretOf(c)
+	} else {
+		e.httpURL, e.imapAddr, e.pid = strings.TrimSuffix(o.Target, "/"), o.IMAP, o.Pid
+	}
+	e.rep.Target = e.httpURL
+	if e.rep.Target == "" {
+		e.rep.Target = "imap://" + e.imapAddr
+	}
+	if e.httpURL != "" {
+		if e.base, err = url.Parse(e.httpURL); err != nil {
+			return nil, nil, err
+		}
+		if o.Secret != "" {
+			e.hook = newHook(e.httpURL, o.Source, o.Secret, e.tr)
+		}
+		m := scrape(ctx, e.hc, e.httpURL+"/metrics", "go_goroutines")
+		_, e.metrics = m["go_goroutines"]
+		e.caldav = e.probeCalDAV(ctx)
+		if !e.caldav {
+			e.logf("the server does not answer CalDAV for %s: CalDAV parts are skipped", e.users[0])
+		}
+	}
+	e.rep.Params = map[string]any{
+		"users": nUsers, "projects": o.Projects, "tasks": o.Tasks, "idle": o.Idle, "dav_clients": o.DAV,
+		"rate": o.Rate, "batch": o.Batch, "duration": o.Duration.String(), "hash": o.Hash, "trigger": o.Trigger,
+		"started": o.Start, "imap": e.imapAddr,
+	}
+	return e, stop, nil
 }
 
 func secretOf(c *child) string { return c.secret }
