@@ -23,6 +23,8 @@
 #                through the webhook is what bounds this, see bench/README.md)
 #   PREP         bound on the first poll of every phone (default 10m)
 #   OUT          directory for the JSON reports (default: a temp dir)
+#   SERVER_GOGC  GOGC for the server (default: unset, Go's 100); the load
+#                tool sets its own with --tool-gogc (400)
 #
 # Each run starts its own server (--start) on loopback with a dev CA, and
 # prints per phase the keep-up verdict: every scheduled poll ran, ≥ 98 %
@@ -53,9 +55,9 @@ for rate in $RATES; do
 	restart=()
 	[[ $(secs "$COLD") -gt 0 ]] && restart=(--restart-duration "$COLD")
 	maxtime=$(( $(secs "$WARM") + $(secs "$COLD") + $(secs "$PREP") + 1800 ))
-	echo "=== $rate polls/s ($phones phones), warm $WARM, after restart $COLD; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+	echo "=== $rate polls/s ($phones phones), warm $WARM, after restart $COLD, server GOGC ${SERVER_GOGC:-default}; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 	set +e
-	"$WORK/bin/duebridge-load" --bin "$WORK/bin/duebridge" --phones "$phones" --phone-users "$PHONE_USERS" \
+	env ${SERVER_GOGC:+GOGC=$SERVER_GOGC} "$WORK/bin/duebridge-load" --bin "$WORK/bin/duebridge" --phones "$phones" --phone-users "$PHONE_USERS" \
 		--phone-rate "$rate" --duration "$WARM" "${restart[@]}" --tls --device-passwords --cold-compare=false \
 		--returning 0 --phone-cold "$PREP" --phone-prep-workers 16 --max-inflight 2048 --max-time "${maxtime}s" \
 		--quiet --json "$OUT/capacity-$rate.json" | tee "$OUT/capacity-$rate.txt"
