@@ -96,32 +96,8 @@ func TestPostgresResyncAfterListenerReconnect(t *testing.T) {
 	b := postgresBackend(t)
 	source := b.newSource(t)
 	ctx := context.Background()
-	var mu sync.Mutex
-	var heard []store.Event
-	stA, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func([]store.Event) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stA.Close() })
-	stB, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func(ev []store.Event) {
-		mu.Lock()
-		heard = append(heard, ev...)
-		mu.Unlock()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stB.Close() })
-	has := func(kind store.EventKind, user string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range heard {
-			if e.Kind == kind && e.User == user {
-				return true
-			}
-		}
-		return false
-	}
+	stA, stB, heard := twoProcesses(t, source, source)
+	has := func(kind store.EventKind, user string) bool { return heard.has(kind, user, "") }
 	appendMail := func(user, subject string) {
 		t.Helper()
 		err := stA.Update(ctx, func(tx store.Tx) error {
@@ -169,7 +145,7 @@ func TestPostgresResyncAfterListenerReconnect(t *testing.T) {
 
 	waitFor("B's resync after it listens again", func() bool { return has(store.EventResync, "") })
 	var n uint32
-	err = stB.View(ctx, func(tx store.Tx) (err error) {
+	err := stB.View(ctx, func(tx store.Tx) (err error) {
 		n, err = tx.CountMessages("bob", "INBOX")
 		return err
 	})
@@ -187,32 +163,8 @@ func TestPostgresOversizedEventAnnouncedAsResync(t *testing.T) {
 	b := postgresBackend(t)
 	source := b.newSource(t)
 	ctx := context.Background()
-	var mu sync.Mutex
-	var heard []store.Event
-	stA, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func([]store.Event) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stA.Close() })
-	stB, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func(ev []store.Event) {
-		mu.Lock()
-		heard = append(heard, ev...)
-		mu.Unlock()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stB.Close() })
-	find := func(kind store.EventKind, user, name string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range heard {
-			if e.Kind == kind && e.User == user && e.Name == name {
-				return true
-			}
-		}
-		return false
-	}
+	stA, _, heard := twoProcesses(t, source, source)
+	find := heard.has
 	appendMail := func(user, mailbox string) error {
 		return stA.Update(ctx, func(tx store.Tx) error {
 			if _, err := tx.EnsureMailbox(user, mailbox, ""); err != nil {
@@ -233,7 +185,7 @@ func TestPostgresOversizedEventAnnouncedAsResync(t *testing.T) {
 	}
 
 	long := strings.Repeat("<", 3000)
-	err = stA.Update(ctx, func(tx store.Tx) error {
+	err := stA.Update(ctx, func(tx store.Tx) error {
 		tx.Emit(store.Event{Kind: store.EventMail, User: "bob", Name: "before"})
 		tx.Emit(store.Event{Kind: store.EventMail, User: "bob", Name: long})
 		tx.Emit(store.Event{Kind: store.EventMail, User: "bob", Name: "after"})
@@ -344,32 +296,8 @@ func TestPostgresListenerNoticesSilentLoss(t *testing.T) {
 	hole := newBlackHole(t, u.Host)
 	u.Host = hole.ln.Addr().String()
 	ctx := context.Background()
-	var mu sync.Mutex
-	var heard []store.Event
-	stA, err := store.Open(ctx, store.Postgres, source, store.Options{OnCommit: func([]store.Event) {}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stA.Close() })
-	stB, err := store.Open(ctx, store.Postgres, u.String(), store.Options{OnCommit: func(ev []store.Event) {
-		mu.Lock()
-		heard = append(heard, ev...)
-		mu.Unlock()
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stB.Close() })
-	has := func(kind store.EventKind, user string) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range heard {
-			if e.Kind == kind && e.User == user {
-				return true
-			}
-		}
-		return false
-	}
+	stA, _, heard := twoProcesses(t, source, u.String())
+	has := func(kind store.EventKind, user string) bool { return heard.has(kind, user, "") }
 	appendMail := func(user string) {
 		t.Helper()
 		err := stA.Update(ctx, func(tx store.Tx) error {
@@ -408,4 +336,47 @@ func TestPostgresListenerNoticesSilentLoss(t *testing.T) {
 	if has(store.EventMail, "bob") {
 		t.Fatal("B heard bob's mail through a frozen connection")
 	}
+}
+
+// twoProcesses opens two stores on one PostgreSQL database, as two
+// replicas would (B through sourceB, which may be a proxy); B's OnCommit
+// records what it hears.
+func twoProcesses(t *testing.T, sourceA, sourceB string) (stA, stB store.Store, heard *eventLog) {
+	t.Helper()
+	heard = &eventLog{}
+	stA, err := store.Open(t.Context(), store.Postgres, sourceA, store.Options{OnCommit: func([]store.Event) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stA.Close() })
+	stB, err = store.Open(t.Context(), store.Postgres, sourceB, store.Options{OnCommit: heard.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stB.Close() })
+	return stA, stB, heard
+}
+
+// eventLog is what a process's OnCommit was handed.
+type eventLog struct {
+	mu     sync.Mutex
+	events []store.Event
+}
+
+func (l *eventLog) add(ev []store.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, ev...)
+	l.mu.Unlock()
+}
+
+// has reports whether an event of kind for user (and name, unless "") was heard.
+func (l *eventLog) has(kind store.EventKind, user, name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.Kind == kind && e.User == user && (name == "" || e.Name == name) {
+			return true
+		}
+	}
+	return false
 }
