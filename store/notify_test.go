@@ -98,28 +98,8 @@ func TestPostgresResyncAfterListenerReconnect(t *testing.T) {
 	ctx := context.Background()
 	stA, stB, heard := twoProcesses(t, source, source)
 	has := func(kind store.EventKind, user string) bool { return heard.has(kind, user, "") }
-	appendMail := func(user, subject string) {
-		t.Helper()
-		err := stA.Update(ctx, func(tx store.Tx) error {
-			if _, err := tx.EnsureMailbox(user, "INBOX", ""); err != nil {
-				return err
-			}
-			return tx.AppendMessage(&store.Message{User: user, Mailbox: "INBOX", Data: []byte("Subject: " + subject + "\r\n\r\nx")})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	appendMail := func(user, subject string) { mustAppend(t, stA, user, "INBOX", subject) }
+	waitFor := func(what string, ok func() bool) { t.Helper(); waitUntil(t, what, ok) }
 	// B listens once it hears A.
 	waitFor("B to hear A", func() bool { appendMail("alice", "first"); return has(store.EventMail, "alice") })
 	if has(store.EventResync, "") {
@@ -295,31 +275,10 @@ func TestPostgresListenerNoticesSilentLoss(t *testing.T) {
 	}
 	hole := newBlackHole(t, u.Host)
 	u.Host = hole.ln.Addr().String()
-	ctx := context.Background()
 	stA, _, heard := twoProcesses(t, source, u.String())
 	has := func(kind store.EventKind, user string) bool { return heard.has(kind, user, "") }
-	appendMail := func(user string) {
-		t.Helper()
-		err := stA.Update(ctx, func(tx store.Tx) error {
-			if _, err := tx.EnsureMailbox(user, "INBOX", ""); err != nil {
-				return err
-			}
-			return tx.AppendMessage(&store.Message{User: user, Mailbox: "INBOX", Data: []byte("Subject: x\r\n\r\nx")})
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	appendMail := func(user string) { mustAppend(t, stA, user, "INBOX", "x") }
+	waitFor := func(what string, ok func() bool) { t.Helper(); waitUntil(t, what, ok) }
 	waitFor("B to hear A", func() bool { appendMail("alice"); return has(store.EventMail, "alice") })
 	// Several quiet periods (pings) on a healthy connection: no resync, and
 	// notifications still arrive.
@@ -379,4 +338,30 @@ func (l *eventLog) has(kind store.EventKind, user, name string) bool {
 		}
 	}
 	return false
+}
+
+// mustAppend appends a message to user's mailbox (made if missing) through st.
+func mustAppend(t *testing.T, st store.Store, user, mailbox, subject string) {
+	t.Helper()
+	err := st.Update(t.Context(), func(tx store.Tx) error {
+		if _, err := tx.EnsureMailbox(user, mailbox, ""); err != nil {
+			return err
+		}
+		return tx.AppendMessage(&store.Message{User: user, Mailbox: mailbox, Data: []byte("Subject: " + subject + "\r\n\r\nx")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitUntil polls ok for up to 15 s (another process's notification).
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
