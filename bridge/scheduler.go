@@ -505,10 +505,32 @@ func (p *firePass) append(u *config.User, source, taskID, msgID string, data []b
 // syncAlert keeps a user's alert schedule of t in step with the task, in the
 // writer's transaction: armed while the task is open, has a due time and is
 // visible to the user; a moved due time re-arms it; anything else disarms.
+//
+// A schedule it arms afresh is planned here too, as the fire pass would
+// plan it: its FireAt is its first alert instant. Left to the scheduler
+// (FireAt = now), every new task cost a second write transaction and fsync
+// right after the webhook's, which took the single writer from the next
+// webhook and was most of the scheduler's CPU under load.
 func (w *writer) syncAlert(u *config.User, t *store.Task, visible bool) error {
 	if !visible || !t.Open() || t.Due.IsZero() {
 		return w.tx.DisarmAlert(u.Name, t.Source, t.ID)
 	}
-	_, err := w.tx.ArmAlert(u.Name, t.Source, t.ID, t.Due)
-	return err
+	armed, err := w.tx.ArmAlert(u.Name, t.Source, t.ID, t.Due)
+	if err != nil || !armed {
+		return err
+	}
+	// ArmAlert covered every instant before this transaction's time.
+	now := w.tx.Now()
+	a := store.Alert{User: u.Name, Source: t.Source, TaskID: t.ID, Due: t.Due, Covered: now.Add(-time.Nanosecond)}
+	due := render.DueInstant(t.Due, render.UserLocation(u))
+	for _, at := range alertInstants(w.cfg, u, w.cfg.Source(t.Source), due) {
+		if at.After(a.Covered) {
+			if !at.After(now) {
+				return nil // due at this very instant: the fire pass sends it
+			}
+			a.AlertAt, a.FireAt = at, at
+			break
+		}
+	}
+	return w.tx.UpdateAlert(&a)
 }

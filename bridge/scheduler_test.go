@@ -245,6 +245,43 @@ func TestEachLeadTimeFiresOnce(t *testing.T) {
 	}
 }
 
+// TestIngestPlansTheSchedule: a new task's schedule leaves the ingest
+// transaction planned (FireAt = its first alert instant), so the scheduler
+// has no write of its own to do after the webhook, and a user whose alerts
+// are VALARMs only gets a schedule the scheduler never looks at.
+func TestIngestPlansTheSchedule(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(cfg *config.Config) { cfg.User("bob").Notify = config.NotifyAlarms })
+	in := task()
+	in.Assignees = []string{"alice", "bob"}
+	w.ingest(in)
+	due := t0.Add(48 * time.Hour)
+	var dueNow []store.Alert
+	var next time.Time
+	err := testsvc.Store(t, w.svc).View(context.Background(), func(tx store.Tx) error {
+		var err error
+		if dueNow, err = tx.DueAlerts(w.clock.Now(), 10); err != nil {
+			return err
+		}
+		next, _, err = tx.NextAlert()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dueNow) != 0 {
+		t.Fatalf("after the ingest, %d schedules are due now (%+v); want none: the ingest plans them", len(dueNow), dueNow)
+	}
+	if !next.Equal(due.Add(-24 * time.Hour)) {
+		t.Fatalf("next FireAt = %s, want the 24h lead time %s", next, due.Add(-24*time.Hour))
+	}
+	if total, armed := w.schedules(); total != 2 || armed != 1 {
+		t.Fatalf("schedules = %d, armed = %d; want 2 (alice, bob for the digest), 1 armed (alice)", total, armed)
+	}
+	w.at(due.Add(-24 * time.Hour))
+	w.wantAlerts("at the 24h lead time", "Due in 1 day: Ship release")
+}
+
 func TestRestartBetweenLeadTimes(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
