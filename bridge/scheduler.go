@@ -49,6 +49,7 @@ type scheduler struct {
 	held        prometheus.Counter
 	flipsUnsent prometheus.Counter
 	tickDur     prometheus.Histogram
+	checks      prometheus.Counter
 }
 
 // schedulerOptions for newScheduler. Zero values are fine.
@@ -101,6 +102,10 @@ func newScheduler(s *Service, o schedulerOptions) *scheduler {
 		Name: "duebridge_scheduler_tick_seconds", Help: "Duration of one scheduler pass over the due alerts.",
 		Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 30},
 	}))
+	sc.checks = register(s, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "duebridge_scheduler_checks_total",
+		Help: "Scheduler wake-ups on a change with nothing due before its timer: one read instead of a pass (duebridge_scheduler_tick_seconds counts the passes).",
+	}))
 	count := func(armed bool) func() float64 {
 		return func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -127,20 +132,40 @@ func newScheduler(s *Service, o schedulerOptions) *scheduler {
 }
 
 // Run ticks until ctx is done.
+//
+// Every new task with a due time sends an event (its schedule was armed),
+// but ingest has planned the schedule already, so the event mostly asks
+// only whether the timer must fire sooner: one read answers that, where a
+// full pass was three read transactions per webhook, at the very moment
+// IMAP pushes the webhook's mail.
 func (sc *scheduler) Run(ctx context.Context) error {
 	sub := sc.s.hub.Subscribe("", store.EventAlert)
 	defer sub.Close()
 	timer := sc.clock.NewTimer(0)
 	defer timer.Stop()
+	var wakeAt time.Time // when the timer fires; zero until the first pass
 	for {
+		byEvent := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-sub.C:
+			byEvent = true
 		case <-timer.C():
 		}
 		// Events only say "look again"; a lag mark says the same.
 		sub.Lagged()
+		if byEvent && !wakeAt.IsZero() && sc.s.Config() == sc.lastCfg {
+			at, ok, err := sc.nextWork(ctx)
+			if now := sc.clock.Now(); err == nil && (!ok || at.After(now)) {
+				if ok && at.Before(wakeAt) {
+					wakeAt = at
+					timer.Reset(at.Sub(now))
+				}
+				sc.checks.Inc()
+				continue
+			}
+		}
 		next, err := sc.Tick(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -152,8 +177,29 @@ func (sc *scheduler) Run(ctx context.Context) error {
 		} else if !next.IsZero() {
 			wait = min(max(next.Sub(sc.clock.Now()), 0), sc.maxSleep)
 		}
+		wakeAt = sc.clock.Now().Add(wait)
 		timer.Reset(wait)
 	}
+}
+
+// nextWork returns the earliest instant an alert schedule or a waiting
+// flip mail needs a pass (ok false: none), in one read transaction. The
+// digests' and the config's checks are in the timer Run keeps.
+func (sc *scheduler) nextWork(ctx context.Context) (at time.Time, ok bool, err error) {
+	err = sc.s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		if at, ok, err = tx.NextAlert(); err != nil {
+			return err
+		}
+		flips, err := loadFlips(tx)
+		for _, p := range flips {
+			if !ok || p.At.Before(at) {
+				at, ok = p.At, true
+			}
+		}
+		return err
+	})
+	return at, ok, err
 }
 
 // Tick makes one pass: it arms tasks stored before the deadline engine

@@ -786,6 +786,77 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 	waitFor("at the due time", 2)
 }
 
+// TestArmEventIsOneRead: the event of a newly armed schedule, planned by
+// the ingest for later than the scheduler's timer, costs the scheduler one
+// read (a "check" wake), not a full pass, and the alert still goes out at
+// its instant.
+func TestArmEventIsOneRead(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.svc.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	// Passes are counted by the tick duration histogram, checks by their
+	// own counter.
+	wakes := func(pass string) float64 {
+		t.Helper()
+		mfs, err := w.svc.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			switch {
+			case pass == "tick" && mf.GetName() == "duebridge_scheduler_tick_seconds":
+				return float64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
+			case pass == "check" && mf.GetName() == "duebridge_scheduler_checks_total":
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	// The first pass (at start) has run once the timer is armed again.
+	deadline := time.Now().Add(5 * time.Second)
+	for wakes("tick") < 1 || !w.clock.WaitForTimers(runTimers, 5*time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduler made no first pass")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ticks := wakes("tick")
+	for i := range 3 {
+		w.ingest(bridge.TaskInput{ID: fmt.Sprintf("T-%d", i), Title: "Later", Assignees: []string{"alice"},
+			Due: store.When{Time: t0.Add(48 * time.Hour)}})
+		for wakes("check")+wakes("tick") < ticks+float64(i+1) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after ingest %d: wakes check %v, tick %v; want one more", i, wakes("check"), wakes("tick"))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if got := wakes("tick"); got != ticks {
+		t.Fatalf("full passes after 3 arms = %v, want %v (each arm one read)", got-ticks, 0)
+	}
+	// The 24h lead time still fires: the timer runs by minutes (MaxSleep).
+	for w.clock.Now().Before(t0.Add(24 * time.Hour)) {
+		if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
+			t.Fatal("Run stopped waiting")
+		}
+		w.clock.Advance(10 * time.Minute)
+	}
+	for len(w.alerts()) != 3 {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("at the 24h lead time: alert mails %q, want 3", subjects(w.alerts()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestFakeClockTimers(t *testing.T) {
 	t.Parallel()
 	c := fakeclock.New(t0)
