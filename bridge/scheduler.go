@@ -49,6 +49,7 @@ type scheduler struct {
 	held        prometheus.Counter
 	flipsUnsent prometheus.Counter
 	tickDur     prometheus.Histogram
+	checks      prometheus.Counter
 }
 
 // schedulerOptions for newScheduler. Zero values are fine.
@@ -101,6 +102,10 @@ func newScheduler(s *Service, o schedulerOptions) *scheduler {
 		Name: "duebridge_scheduler_tick_seconds", Help: "Duration of one scheduler pass over the due alerts.",
 		Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 30},
 	}))
+	sc.checks = register(s, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "duebridge_scheduler_checks_total",
+		Help: "Scheduler wake-ups on a change with nothing due before its timer: one read instead of a pass (duebridge_scheduler_tick_seconds counts the passes).",
+	}))
 	count := func(armed bool) func() float64 {
 		return func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -127,20 +132,40 @@ func newScheduler(s *Service, o schedulerOptions) *scheduler {
 }
 
 // Run ticks until ctx is done.
+//
+// Every new task with a due time sends an event (its schedule was armed),
+// but ingest has planned the schedule already, so the event mostly asks
+// only whether the timer must fire sooner: one read answers that, where a
+// full pass was three read transactions per webhook, at the very moment
+// IMAP pushes the webhook's mail.
 func (sc *scheduler) Run(ctx context.Context) error {
 	sub := sc.s.hub.Subscribe("", store.EventAlert)
 	defer sub.Close()
 	timer := sc.clock.NewTimer(0)
 	defer timer.Stop()
+	var wakeAt time.Time // when the timer fires; zero until the first pass
 	for {
+		byEvent := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-sub.C:
+			byEvent = true
 		case <-timer.C():
 		}
 		// Events only say "look again"; a lag mark says the same.
 		sub.Lagged()
+		if byEvent && !wakeAt.IsZero() && sc.s.Config() == sc.lastCfg {
+			at, ok, err := sc.nextWork(ctx)
+			if now := sc.clock.Now(); err == nil && (!ok || at.After(now)) {
+				if ok && at.Before(wakeAt) {
+					wakeAt = at
+					timer.Reset(at.Sub(now))
+				}
+				sc.checks.Inc()
+				continue
+			}
+		}
 		next, err := sc.Tick(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -152,8 +177,29 @@ func (sc *scheduler) Run(ctx context.Context) error {
 		} else if !next.IsZero() {
 			wait = min(max(next.Sub(sc.clock.Now()), 0), sc.maxSleep)
 		}
+		wakeAt = sc.clock.Now().Add(wait)
 		timer.Reset(wait)
 	}
+}
+
+// nextWork returns the earliest instant an alert schedule or a waiting
+// flip mail needs a pass (ok false: none), in one read transaction. The
+// digests' and the config's checks are in the timer Run keeps.
+func (sc *scheduler) nextWork(ctx context.Context) (at time.Time, ok bool, err error) {
+	err = sc.s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		if at, ok, err = tx.NextAlert(); err != nil {
+			return err
+		}
+		flips, err := loadFlips(tx)
+		for _, p := range flips {
+			if !ok || p.At.Before(at) {
+				at, ok = p.At, true
+			}
+		}
+		return err
+	})
+	return at, ok, err
 }
 
 // Tick makes one pass: it arms tasks stored before the deadline engine
@@ -505,10 +551,32 @@ func (p *firePass) append(u *config.User, source, taskID, msgID string, data []b
 // syncAlert keeps a user's alert schedule of t in step with the task, in the
 // writer's transaction: armed while the task is open, has a due time and is
 // visible to the user; a moved due time re-arms it; anything else disarms.
+//
+// A schedule it arms afresh is planned here too, as the fire pass would
+// plan it: its FireAt is its first alert instant. Left to the scheduler
+// (FireAt = now), every new task cost a second write transaction and fsync
+// right after the webhook's, which took the single writer from the next
+// webhook and was most of the scheduler's CPU under load.
 func (w *writer) syncAlert(u *config.User, t *store.Task, visible bool) error {
 	if !visible || !t.Open() || t.Due.IsZero() {
 		return w.tx.DisarmAlert(u.Name, t.Source, t.ID)
 	}
-	_, err := w.tx.ArmAlert(u.Name, t.Source, t.ID, t.Due)
-	return err
+	armed, err := w.tx.ArmAlert(u.Name, t.Source, t.ID, t.Due)
+	if err != nil || !armed {
+		return err
+	}
+	// ArmAlert covered every instant before this transaction's time.
+	now := w.tx.Now()
+	a := store.Alert{User: u.Name, Source: t.Source, TaskID: t.ID, Due: t.Due, Covered: now.Add(-time.Nanosecond)}
+	due := render.DueInstant(t.Due, render.UserLocation(u))
+	for _, at := range alertInstants(w.cfg, u, w.cfg.Source(t.Source), due) {
+		if at.After(a.Covered) {
+			if !at.After(now) {
+				return nil // due at this very instant: the fire pass sends it
+			}
+			a.AlertAt, a.FireAt = at, at
+			break
+		}
+	}
+	return w.tx.UpdateAlert(&a)
 }

@@ -245,6 +245,43 @@ func TestEachLeadTimeFiresOnce(t *testing.T) {
 	}
 }
 
+// TestIngestPlansTheSchedule: a new task's schedule leaves the ingest
+// transaction planned (FireAt = its first alert instant), so the scheduler
+// has no write of its own to do after the webhook, and a user whose alerts
+// are VALARMs only gets a schedule the scheduler never looks at.
+func TestIngestPlansTheSchedule(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(cfg *config.Config) { cfg.User("bob").Notify = config.NotifyAlarms })
+	in := task()
+	in.Assignees = []string{"alice", "bob"}
+	w.ingest(in)
+	due := t0.Add(48 * time.Hour)
+	var dueNow []store.Alert
+	var next time.Time
+	err := testsvc.Store(t, w.svc).View(context.Background(), func(tx store.Tx) error {
+		var err error
+		if dueNow, err = tx.DueAlerts(w.clock.Now(), 10); err != nil {
+			return err
+		}
+		next, _, err = tx.NextAlert()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dueNow) != 0 {
+		t.Fatalf("after the ingest, %d schedules are due now (%+v); want none: the ingest plans them", len(dueNow), dueNow)
+	}
+	if !next.Equal(due.Add(-24 * time.Hour)) {
+		t.Fatalf("next FireAt = %s, want the 24h lead time %s", next, due.Add(-24*time.Hour))
+	}
+	if total, armed := w.schedules(); total != 2 || armed != 1 {
+		t.Fatalf("schedules = %d, armed = %d; want 2 (alice, bob for the digest), 1 armed (alice)", total, armed)
+	}
+	w.at(due.Add(-24 * time.Hour))
+	w.wantAlerts("at the 24h lead time", "Due in 1 day: Ship release")
+}
+
 func TestRestartBetweenLeadTimes(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
@@ -747,6 +784,77 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 	w.clock.WaitForTimers(runTimers, 5*time.Second)
 	w.clock.Set(t0.Add(90 * time.Minute))
 	waitFor("at the due time", 2)
+}
+
+// TestArmEventIsOneRead: the event of a newly armed schedule, planned by
+// the ingest for later than the scheduler's timer, costs the scheduler one
+// read (a "check" wake), not a full pass, and the alert still goes out at
+// its instant.
+func TestArmEventIsOneRead(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.svc.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	// Passes are counted by the tick duration histogram, checks by their
+	// own counter.
+	wakes := func(pass string) float64 {
+		t.Helper()
+		mfs, err := w.svc.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			switch {
+			case pass == "tick" && mf.GetName() == "duebridge_scheduler_tick_seconds":
+				return float64(mf.GetMetric()[0].GetHistogram().GetSampleCount())
+			case pass == "check" && mf.GetName() == "duebridge_scheduler_checks_total":
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	// The first pass (at start) has run once the timer is armed again.
+	deadline := time.Now().Add(5 * time.Second)
+	for wakes("tick") < 1 || !w.clock.WaitForTimers(runTimers, 5*time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduler made no first pass")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ticks := wakes("tick")
+	for i := range 3 {
+		w.ingest(bridge.TaskInput{ID: fmt.Sprintf("T-%d", i), Title: "Later", Assignees: []string{"alice"},
+			Due: store.When{Time: t0.Add(48 * time.Hour)}})
+		for wakes("check")+wakes("tick") < ticks+float64(i+1) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after ingest %d: wakes check %v, tick %v; want one more", i, wakes("check"), wakes("tick"))
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if got := wakes("tick"); got != ticks {
+		t.Fatalf("full passes after 3 arms = %v, want %v (each arm one read)", got-ticks, 0)
+	}
+	// The 24h lead time still fires: the timer runs by minutes (MaxSleep).
+	for w.clock.Now().Before(t0.Add(24 * time.Hour)) {
+		if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
+			t.Fatal("Run stopped waiting")
+		}
+		w.clock.Advance(10 * time.Minute)
+	}
+	for len(w.alerts()) != 3 {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("at the 24h lead time: alert mails %q, want 3", subjects(w.alerts()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func TestFakeClockTimers(t *testing.T) {

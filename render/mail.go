@@ -3,16 +3,19 @@ package render
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	htmltemplate "html/template"
+	"mime"
+	"mime/quotedprintable"
 	"net/mail"
 	"strings"
 	texttemplate "text/template"
 	"time"
 
-	"github.com/emersion/go-message"
 	gomail "github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
@@ -238,64 +241,99 @@ func mailHeader(date time.Time, subject, fromAddr string, u *config.User, host, 
 // multipart/mixed with the calendar attachment when ics is not nil. The
 // boundaries derive from the Message-ID, so the same input gives the same
 // bytes; "=_" cannot occur in quoted-printable or base64 output.
+//
+// The multipart framing is written here rather than with go-message's
+// writers, byte for byte what they write (TestComposeMailMatchesGoMessage):
+// a notification is rendered inside the ingest transaction, and their
+// copied headers and per-part buffers were two thirds of its allocations
+// and a third of its CPU.
 func composeMail(h gomail.Header, msgID string, text, html, ics []byte) ([]byte, error) {
 	sum := sha256.Sum256([]byte(msgID))
 	boundary := "=_db" + hex.EncodeToString(sum[:12])
-	alternative := func(h *message.Header) {
-		h.SetContentType("multipart/alternative", map[string]string{"boundary": boundary + "a"})
-	}
 	var buf bytes.Buffer
-	var top *message.Writer
-	var alt *message.Writer
-	var err error
+	// Headers, framing, a little quoted-printable growth, base64's 4/3 and its line breaks.
+	buf.Grow(1536 + (len(text)+len(html))*9/8 + (len(ics)+2)/3*4*78/76)
+	alt := boundary + "a"
 	if ics == nil {
-		alternative(&h.Header)
-		if top, err = message.CreateWriter(&buf, h.Header); err != nil {
-			return nil, err
-		}
-		alt = top
+		h.SetContentType("multipart/alternative", map[string]string{"boundary": alt})
 	} else {
 		h.SetContentType("multipart/mixed", map[string]string{"boundary": boundary + "m"})
-		if top, err = message.CreateWriter(&buf, h.Header); err != nil {
-			return nil, err
-		}
-		var ah message.Header
-		alternative(&ah)
-		if alt, err = top.CreatePart(ah); err != nil {
-			return nil, err
-		}
 	}
-	for _, part := range []struct {
-		ctype string
-		body  []byte
-	}{{"text/plain", text}, {"text/html", html}} {
-		var ph message.Header
-		ph.SetContentType(part.ctype, map[string]string{"charset": "utf-8"})
-		ph.Set("Content-Transfer-Encoding", "quoted-printable")
-		w, err := alt.CreatePart(ph)
-		if err != nil {
-			return nil, err
-		}
-		w.Write(part.body)
-		w.Close()
+	// What message.CreateWriter does to the header of a multipart entity.
+	if !h.Has("Mime-Version") {
+		h.Set("MIME-Version", "1.0")
 	}
-	if ics != nil {
-		alt.Close()
-		var ch message.Header
-		ch.SetContentType("text/calendar", map[string]string{"charset": "utf-8", "method": "PUBLISH", "name": "task.ics"})
-		ch.SetContentDisposition("attachment", map[string]string{"filename": "task.ics"})
-		ch.Set("Content-Transfer-Encoding", "base64")
-		aw, err := top.CreatePart(ch)
-		if err != nil {
-			return nil, err
-		}
-		aw.Write(ics)
-		aw.Close()
-	}
-	if err := top.Close(); err != nil {
+	h.Del("Content-Transfer-Encoding")
+	if err := textproto.WriteHeader(&buf, h.Header.Header); err != nil {
 		return nil, err
 	}
+	if ics != nil {
+		buf.WriteString("--" + boundary + "m\r\n")
+		var ah textproto.Header
+		ah.Set("Content-Type", mime.FormatMediaType("multipart/alternative", map[string]string{"boundary": alt}))
+		if err := textproto.WriteHeader(&buf, ah); err != nil {
+			return nil, err
+		}
+	}
+	for i, part := range []struct {
+		header []byte
+		body   []byte
+	}{{textPartHeader, text}, {htmlPartHeader, html}} {
+		if i > 0 {
+			buf.WriteString("\r\n")
+		}
+		buf.WriteString("--" + alt + "\r\n")
+		buf.Write(part.header)
+		qp := quotedprintable.NewWriter(&buf)
+		qp.Write(part.body)
+		if err := qp.Close(); err != nil {
+			return nil, err
+		}
+	}
+	buf.WriteString("\r\n--" + alt + "--\r\n")
+	if ics != nil {
+		buf.WriteString("\r\n--" + boundary + "m\r\n")
+		buf.Write(icsPartHeader)
+		writeBase64Lines(&buf, ics)
+		buf.WriteString("\r\n--" + boundary + "m--\r\n")
+	}
 	return buf.Bytes(), nil
+}
+
+// The part headers, as go-message writes them (fields in reverse order of
+// setting).
+var (
+	textPartHeader = partHeader("text/plain", map[string]string{"charset": "utf-8"}, "quoted-printable", "")
+	htmlPartHeader = partHeader("text/html", map[string]string{"charset": "utf-8"}, "quoted-printable", "")
+	icsPartHeader  = partHeader("text/calendar", map[string]string{"charset": "utf-8", "method": "PUBLISH", "name": "task.ics"},
+		"base64", mime.FormatMediaType("attachment", map[string]string{"filename": "task.ics"}))
+)
+
+func partHeader(ctype string, params map[string]string, encoding, disposition string) []byte {
+	var h textproto.Header
+	h.Set("Content-Type", mime.FormatMediaType(ctype, params))
+	if disposition != "" {
+		h.Set("Content-Disposition", disposition)
+	}
+	h.Set("Content-Transfer-Encoding", encoding)
+	var b bytes.Buffer
+	if err := textproto.WriteHeader(&b, h); err != nil {
+		panic(err) // a bytes.Buffer does not fail
+	}
+	return b.Bytes()
+}
+
+// writeBase64Lines writes data in base64, 76 characters to a line, lines
+// separated (not ended) by CRLF.
+func writeBase64Lines(buf *bytes.Buffer, data []byte) {
+	enc := make([]byte, base64.StdEncoding.EncodedLen(len(data)))
+	base64.StdEncoding.Encode(enc, data)
+	for len(enc) > 76 {
+		buf.Write(enc[:76])
+		buf.WriteString("\r\n")
+		enc = enc[76:]
+	}
+	buf.Write(enc)
 }
 
 // publishCalendar is the task as a METHOD:PUBLISH VTODO, without alarms
