@@ -140,6 +140,17 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_fire ON alerts (fire_at) WHERE fire_at IS NOT NULL;
 CREATE INDEX alerts_user_due ON alerts (username, due_at);
 `},
+	// 63: every new-task webhook wrote a page of two indexes that no query
+	// reads: tasks_due (the deadline engine reads alerts, and its rebuild
+	// walks tasks by primary key) and messages_task (mails are read by
+	// user, mailbox and UID or MODSEQ). A commit writes each dirty page to
+	// the WAL, two syscalls a page, inside the single writer's turn. IF
+	// EXISTS keeps the step safe to run on either dialect and on a store
+	// where an operator dropped them already.
+	{63, `
+DROP INDEX IF EXISTS tasks_due;
+DROP INDEX IF EXISTS messages_task;
+`},
 	// Device passwords (store/devices.go): a keyed hash per device, found by
 	// the non-secret ID in the password. device_revocations lets every
 	// process sharing the database end a revoked device's sessions.

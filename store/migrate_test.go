@@ -347,3 +347,30 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestNoUnreadIndexesOnIngestPath: the tables every new-task webhook writes
+// carry no index that no query reads (migration 63). Each one cost a WAL
+// page per webhook inside the single writer's turn.
+func TestNoUnreadIndexesOnIngestPath(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend()
+	e := openEnv(t, b, b.newSource(t))
+	db := b.raw(t, e.src)
+	rows, err := db.QueryContext(context.Background(), `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('tasks', 'messages')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		if name == "tasks_due" || name == "messages_task" {
+			t.Errorf("index %s exists: no query reads it, and every ingest writes it", name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
