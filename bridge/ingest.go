@@ -430,7 +430,8 @@ type writer struct {
 	// reserved: names collectionNames picked whose collection is not made
 	// yet (batch writes are deferred); they count as taken.
 	reserved map[[2]string]bool
-	inbox    map[string]bool
+	// inbox: users whose INBOX this transaction created (appendToInbox).
+	inbox map[string]bool
 	// created: tasks first stored by this transaction.
 	created map[[2]string]bool
 
@@ -881,12 +882,6 @@ const Inbox = "INBOX"
 
 // notify stores one notification mail for a user.
 func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task) error {
-	if !w.inbox[u.Name] {
-		if _, err := w.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
-			return err
-		}
-		w.inbox[u.Name] = true
-	}
 	seq, err := w.tx.Seq()
 	if err != nil {
 		return err
@@ -910,10 +905,26 @@ func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task)
 		}
 		msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
 			MessageID: render.MessageID(in), Source: t.Source, TaskID: t.ID}
-		if err := w.tx.AppendMessage(msg); err != nil {
+		if err := w.appendToInbox(msg); err != nil {
 			return err
 		}
 		w.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
 		return nil
 	})
+}
+
+// appendToInbox appends a mail to its user's INBOX, creating the mailbox
+// first only when the append finds none. Only a user's first mail needs
+// it: looking the mailbox up before every append was one more statement
+// per webhook inside the single writer's turn.
+func (w *writer) appendToInbox(msg *store.Message) error {
+	err := w.tx.AppendMessage(msg)
+	if !errors.Is(err, store.ErrNotFound) || w.inbox[msg.User] {
+		return err
+	}
+	if _, err := w.tx.EnsureMailbox(msg.User, Inbox, ""); err != nil {
+		return err
+	}
+	w.inbox[msg.User] = true
+	return w.tx.AppendMessage(msg)
 }
