@@ -1,6 +1,11 @@
 package store
 
-import "time"
+import (
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
 
 // SetCheckpointDelay sets the background checkpoint's delay for stores
 // opened afterwards; the returned function restores it.
@@ -29,4 +34,25 @@ func SetListenPing(every, timeout time.Duration) (restore func()) {
 	oldEvery, oldTimeout := listenPing, listenPingTimeout
 	listenPing, listenPingTimeout = every, timeout
 	return func() { listenPing, listenPingTimeout = oldEvery, oldTimeout }
+}
+
+// CreateSQLiteSchemaAt creates in an empty SQLite database the schema as
+// it was at version, running the migrations up to it as migrate would.
+func CreateSQLiteSchemaAt(db *sql.DB, version int) error {
+	stmts := []string{`CREATE TABLE schema_version (version INTEGER NOT NULL)`,
+		fmt.Sprintf(`INSERT INTO schema_version (version) VALUES (%d)`, version)}
+	for _, m := range migrations {
+		if m.version > version {
+			break
+		}
+		for _, stmt := range splitSQL(ddl(SQLite, m.sql)) {
+			stmts = append(stmts, strings.TrimSpace(strings.TrimPrefix(stmt, sqliteOnly)))
+		}
+	}
+	for _, stmt := range stmts {
+		if _, err := db.Exec(stmt); err != nil {
+			return fmt.Errorf("%s: %w", firstLine(stmt), err)
+		}
+	}
+	return nil
 }

@@ -147,9 +147,32 @@ CREATE INDEX alerts_user_due ON alerts (username, due_at);
 	// the WAL, two syscalls a page, inside the single writer's turn. IF
 	// EXISTS keeps the step safe to run on either dialect and on a store
 	// where an operator dropped them already.
+	//
+	// On SQLite, alerts also becomes a WITHOUT ROWID table: a table with a
+	// text primary key is otherwise two b-trees (rows by rowid, and the
+	// key's automatic index), so every armed alert wrote both. Its rows
+	// are a few dozen bytes, the case WITHOUT ROWID is made for. PostgreSQL
+	// has no rowid; the statements marked {{sqlite}} are SQLite's alone.
 	{63, `
 DROP INDEX IF EXISTS tasks_due;
 DROP INDEX IF EXISTS messages_task;
+{{sqlite}} CREATE TABLE alerts_63 (
+	username TEXT NOT NULL,
+	source   TEXT NOT NULL,
+	task_id  TEXT NOT NULL,
+	due_at   BIGINT NOT NULL,
+	all_day  INTEGER NOT NULL DEFAULT 0,
+	covered  BIGINT NOT NULL,
+	alert_at BIGINT,
+	fire_at  BIGINT,
+	PRIMARY KEY (username, source, task_id)
+) WITHOUT ROWID;
+{{sqlite}} INSERT INTO alerts_63 (username, source, task_id, due_at, all_day, covered, alert_at, fire_at)
+	SELECT username, source, task_id, due_at, all_day, covered, alert_at, fire_at FROM alerts;
+{{sqlite}} DROP TABLE alerts;
+{{sqlite}} ALTER TABLE alerts_63 RENAME TO alerts;
+{{sqlite}} CREATE INDEX alerts_fire ON alerts (fire_at) WHERE fire_at IS NOT NULL;
+{{sqlite}} CREATE INDEX alerts_user_due ON alerts (username, due_at);
 `},
 	// Device passwords (store/devices.go): a keyed hash per device, found by
 	// the non-secret ID in the password. device_revocations lets every
@@ -251,6 +274,12 @@ func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, er
 	}
 	m := migrations[i]
 	for _, stmt := range splitSQL(ddl(dialect, m.sql)) {
+		if rest, ok := strings.CutPrefix(stmt, sqliteOnly); ok {
+			if dialect != SQLite {
+				continue
+			}
+			stmt = strings.TrimSpace(rest)
+		}
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return false, fmt.Errorf("migrate to %d: %q: %w", m.version, firstLine(stmt), err)
 		}
@@ -267,6 +296,9 @@ func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, er
 	}
 	return false, nil
 }
+
+// sqliteOnly starts a migration statement that only SQLite runs.
+const sqliteOnly = "{{sqlite}}"
 
 func splitSQL(s string) []string {
 	var out []string

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -348,10 +349,11 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-// TestNoUnreadIndexesOnIngestPath: the tables every new-task webhook writes
-// carry no index that no query reads (migration 63). Each one cost a WAL
-// page per webhook inside the single writer's turn.
-func TestNoUnreadIndexesOnIngestPath(t *testing.T) {
+// TestIngestPathSchema: the tables every new-task webhook writes carry no
+// index that no query reads, and alerts is one b-tree, not a table plus
+// its key's index (migration 63). Each b-tree cost a WAL page per webhook
+// inside the single writer's turn.
+func TestIngestPathSchema(t *testing.T) {
 	t.Parallel()
 	b := sqliteBackend()
 	e := openEnv(t, b, b.newSource(t))
@@ -372,5 +374,55 @@ func TestNoUnreadIndexesOnIngestPath(t *testing.T) {
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
+	}
+	var stmt string
+	if err := db.QueryRowContext(context.Background(), `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'alerts'`).Scan(&stmt); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(stmt, "WITHOUT ROWID") {
+		t.Errorf("alerts is a rowid table (a second b-tree for its key): %s", stmt)
+	}
+}
+
+// TestSQLiteAlertsUpgrade63: a store at schema 62 keeps its alert
+// schedules through migration 63's rebuild of alerts, and ends up with the
+// schema of a new store.
+func TestSQLiteAlertsUpgrade63(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend()
+	src := b.newSource(t)
+	db := b.raw(t, src)
+	if err := store.CreateSQLiteSchemaAt(db, 62); err != nil {
+		t.Fatal(err)
+	}
+	due, fire := time.Now().Add(48*time.Hour).UTC().Truncate(time.Second), time.Now().Add(47*time.Hour).UTC().Truncate(time.Second)
+	if _, err := db.Exec(`INSERT INTO alerts (username, source, task_id, due_at, all_day, covered, alert_at, fire_at) VALUES
+		('alice', 'tracker', 'T-1', ?, 0, 5, ?, ?), ('bob', 'tracker', 'T-2', ?, 1, 6, NULL, NULL)`,
+		due.UnixNano(), fire.UnixNano(), fire.UnixNano(), due.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	e := openEnv(t, b, src)
+	e.view(func(tx store.Tx) error {
+		got, err := tx.DueAlerts(due, 10)
+		if err != nil {
+			return err
+		}
+		want := store.Alert{User: "alice", Source: "tracker", TaskID: "T-1", Due: store.When{Time: due},
+			Covered: time.Unix(0, 5).UTC(), AlertAt: fire, FireAt: fire}
+		if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+			t.Errorf("due alerts after the upgrade: got %+v, want [%+v]", got, want)
+		}
+		total, armed, err := tx.CountAlerts()
+		if err != nil {
+			return err
+		}
+		if total != 2 || armed != 1 {
+			t.Errorf("alerts after the upgrade: %d (%d armed), want 2 (1 armed)", total, armed)
+		}
+		return nil
+	})
+	fresh := b.raw(t, openEnv(t, b, b.newSource(t)).src)
+	if got, want := sqliteSchema(t, db), sqliteSchema(t, fresh); !slices.Equal(got, want) {
+		t.Errorf("schema of the upgraded database differs from a new one:\nupgraded: %q\n     new: %q", got, want)
 	}
 }
