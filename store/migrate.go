@@ -140,7 +140,7 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_fire ON alerts (fire_at) WHERE fire_at IS NOT NULL;
 CREATE INDEX alerts_user_due ON alerts (username, due_at);
 `},
-	// 63: every new-task webhook wrote a page of two indexes that no query
+	// 72: every new-task webhook wrote a page of two indexes that no query
 	// reads: tasks_due (the deadline engine reads alerts, and its rebuild
 	// walks tasks by primary key) and messages_task (mails are read by
 	// user, mailbox and UID or MODSEQ). A commit writes each dirty page to
@@ -153,10 +153,10 @@ CREATE INDEX alerts_user_due ON alerts (username, due_at);
 	// key's automatic index), so every armed alert wrote both. Its rows
 	// are a few dozen bytes, the case WITHOUT ROWID is made for. PostgreSQL
 	// has no rowid; the statements marked {{sqlite}} are SQLite's alone.
-	{63, `
+	{72, `
 DROP INDEX IF EXISTS tasks_due;
 DROP INDEX IF EXISTS messages_task;
-{{sqlite}} CREATE TABLE alerts_63 (
+{{sqlite}} CREATE TABLE alerts_72 (
 	username TEXT NOT NULL,
 	source   TEXT NOT NULL,
 	task_id  TEXT NOT NULL,
@@ -167,10 +167,10 @@ DROP INDEX IF EXISTS messages_task;
 	fire_at  BIGINT,
 	PRIMARY KEY (username, source, task_id)
 ) WITHOUT ROWID;
-{{sqlite}} INSERT INTO alerts_63 (username, source, task_id, due_at, all_day, covered, alert_at, fire_at)
+{{sqlite}} INSERT INTO alerts_72 (username, source, task_id, due_at, all_day, covered, alert_at, fire_at)
 	SELECT username, source, task_id, due_at, all_day, covered, alert_at, fire_at FROM alerts;
 {{sqlite}} DROP TABLE alerts;
-{{sqlite}} ALTER TABLE alerts_63 RENAME TO alerts;
+{{sqlite}} ALTER TABLE alerts_72 RENAME TO alerts;
 {{sqlite}} CREATE INDEX alerts_fire ON alerts (fire_at) WHERE fire_at IS NOT NULL;
 {{sqlite}} CREATE INDEX alerts_user_due ON alerts (username, due_at);
 `},

@@ -351,7 +351,7 @@ func TestOpenErrors(t *testing.T) {
 
 // TestIngestPathSchema: the tables every new-task webhook writes carry no
 // index that no query reads, and alerts is one b-tree, not a table plus
-// its key's index (migration 63). Each b-tree cost a WAL page per webhook
+// its key's index (migration 72). Each b-tree cost a WAL page per webhook
 // inside the single writer's turn.
 func TestIngestPathSchema(t *testing.T) {
 	t.Parallel()
@@ -384,15 +384,15 @@ func TestIngestPathSchema(t *testing.T) {
 	}
 }
 
-// TestSQLiteAlertsUpgrade63: a store at schema 62 keeps its alert
-// schedules through migration 63's rebuild of alerts, and ends up with the
+// TestSQLiteAlertsUpgrade72: a store at schema 71 keeps its alert
+// schedules through migration 72's rebuild of alerts, and ends up with the
 // schema of a new store.
-func TestSQLiteAlertsUpgrade63(t *testing.T) {
+func TestSQLiteAlertsUpgrade72(t *testing.T) {
 	t.Parallel()
 	b := sqliteBackend()
 	src := b.newSource(t)
 	db := b.raw(t, src)
-	if err := store.CreateSQLiteSchemaAt(db, 62); err != nil {
+	if err := store.CreateSQLiteSchemaAt(db, 71); err != nil {
 		t.Fatal(err)
 	}
 	due, fire := time.Now().Add(48*time.Hour).UTC().Truncate(time.Second), time.Now().Add(47*time.Hour).UTC().Truncate(time.Second)
