@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // BenchmarkPhoneClient is the load tool's side of one phone's background
@@ -137,5 +138,52 @@ func TestPhoneRequestsLikeIOS(t *testing.T) {
 	}
 	if got[0].resumed || !got[1].resumed {
 		t.Errorf("resumed: first %v, second %v; want false, true", got[0].resumed, got[1].resumed)
+	}
+}
+
+// TestDrivePollsBoundAndCount checks the open-loop driver with its worker
+// pool: every offered poll is either completed or skipped, and no more
+// than --max-inflight polls reach the server at once, whatever the timing.
+func TestDrivePollsBoundAndCount(t *testing.T) {
+	for _, maxInflight := range []int{1, 3} {
+		var mu sync.Mutex
+		var now, most int
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			now++
+			most = max(most, now)
+			mu.Unlock()
+			w.WriteHeader(http.StatusMultiStatus)
+			io.WriteString(w, `<d:multistatus xmlns:d="DAV:"/>`)
+			mu.Lock()
+			now--
+			mu.Unlock()
+		}))
+		base, _ := url.Parse(srv.URL)
+		pool := x509.NewCertPool()
+		pool.AddCert(srv.Certificate())
+		o, err := parseFlags([]string{"--phones", "4", "--tls", "--max-inflight", strconv.Itoa(maxInflight)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &env{o: o, base: base, users: []string{"a", "b", "c", "d"}, tr: newTransport(1)}
+		e.tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		r := &phoneRun{e: e, rate: 400}
+		for i := range 4 {
+			r.phones = append(r.phones, &phone{user: i, home: "/dav/" + e.users[i] + "/calendars/", pw: "pw",
+				state: map[string]pollState{}, tickets: tls.NewLRUClientSessionCache(1)})
+		}
+		poll, lag := newHist("poll"), newHist("lag")
+		hs := &loadHists{propfind: newHist("propfind"), sync: newHist("sync"), multiget: newHist("multiget")}
+		offered, skipped := r.drivePolls(context.Background(), 100*time.Millisecond, poll, lag, hs)
+		srv.Close()
+		s := poll.Summarize(time.Second)
+		if offered != 40 || s.Errors != 0 || s.Count+skipped != int64(offered) || s.Count == 0 {
+			t.Errorf("max-inflight %d: offered %d, completed %d, skipped %d, errors %d; want 40 offered, each completed or skipped",
+				maxInflight, offered, s.Count, skipped, s.Errors)
+		}
+		if most > maxInflight {
+			t.Errorf("max-inflight %d: %d polls at the server at once", maxInflight, most)
+		}
 	}
 }
