@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
@@ -66,6 +67,9 @@ const homePropfindBody = `<?xml version="1.0" encoding="UTF-8"?>
   </A:prop>
 </A:propfind>
 `
+
+// homePropfindBodyBytes is homePropfindBody made []byte once, not per poll.
+var homePropfindBodyBytes = []byte(homePropfindBody)
 
 const principalPropfindBody = `<?xml version="1.0" encoding="UTF-8"?>
 <A:propfind xmlns:A="DAV:" xmlns:B="urn:ietf:params:xml:ns:caldav">
@@ -230,6 +234,37 @@ func newDAVClient(base *url.URL, tr http.RoundTripper, user, pass string) *davCl
 // do sends one request and reads the whole answer. Redirects are returned,
 // not followed (Go would turn a PROPFIND into a GET).
 func (c *davClient) do(ctx context.Context, method, path, depth string, body []byte, hdr ...string) (int, http.Header, []byte, error) {
+	var buf bytes.Buffer
+	code, h, err := c.doInto(ctx, &buf, method, path, depth, body, hdr...)
+	if err != nil && code == 0 {
+		return 0, nil, nil, err
+	}
+	if err != nil {
+		return code, h, nil, err
+	}
+	return code, h, buf.Bytes(), nil
+}
+
+// answerBufs holds the buffers the answers of polls are read into: the
+// home answer (16-22 KB) read by io.ReadAll cost the load tool about
+// twice its size in garbage per poll, which a phone does not pay on the
+// server's cores.
+var answerBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// pooledAnswer is a buffer from answerBufs and what gives it back; the
+// answer must not be used after that.
+func pooledAnswer() (*bytes.Buffer, func()) {
+	buf := answerBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	return buf, func() {
+		if buf.Cap() <= 1<<20 { // a rare huge answer is not kept
+			answerBufs.Put(buf)
+		}
+	}
+}
+
+// doInto is do reading the answer's body into buf (appended).
+func (c *davClient) doInto(ctx context.Context, buf *bytes.Buffer, method, path, depth string, body []byte, hdr ...string) (int, http.Header, error) {
 	u := *c.base
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
@@ -243,7 +278,7 @@ func (c *davClient) do(ctx context.Context, method, path, depth string, body []b
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, err
 	}
 	if body != nil {
 		if strings.HasPrefix(method, "PUT") {
@@ -270,24 +305,26 @@ func (c *davClient) do(ctx context.Context, method, path, depth string, body []b
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	if c.onTLS != nil {
 		c.onTLS(resp.TLS)
 	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, resp.Header, nil, err
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return resp.StatusCode, resp.Header, err
 	}
-	return resp.StatusCode, resp.Header, b, nil
+	return resp.StatusCode, resp.Header, nil
 }
 
 func (c *davClient) multistatus(ctx context.Context, method, path, depth string, body []byte) (*multistatus, error) {
-	code, _, b, err := c.do(ctx, method, path, depth, body)
+	buf, release := pooledAnswer()
+	defer release() // encoding/xml copies what it keeps
+	code, _, err := c.doInto(ctx, buf, method, path, depth, body)
 	if err != nil {
 		return nil, err
 	}
+	b := buf.Bytes()
 	if code != http.StatusMultiStatus {
 		if method == "REPORT" && (code == 403 || code == 409 || code == 412) && bytes.Contains(body, []byte("sync-collection")) {
 			return nil, ErrInvalidToken
@@ -391,10 +428,13 @@ type collection struct {
 // homeDepth1 is the iOS home poll: PROPFIND Depth 1 with the ~38-property
 // body; the answer must be a 207 (parsed by parseHome).
 func (c *davClient) homeDepth1(ctx context.Context, home string) ([]collection, error) {
-	code, _, b, err := c.do(ctx, "PROPFIND", home, "1", []byte(homePropfindBody))
+	buf, release := pooledAnswer()
+	defer release() // parseHome copies what it keeps
+	code, _, err := c.doInto(ctx, buf, "PROPFIND", home, "1", homePropfindBodyBytes)
 	if err != nil {
 		return nil, err
 	}
+	b := buf.Bytes()
 	if code != http.StatusMultiStatus {
 		return nil, &httpStatusError{"PROPFIND", home, code, truncate(string(b), 200)}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 const (
@@ -129,7 +130,7 @@ func (h *homeBuilder) start(raw xml.Name, attrs []xml.Attr) error {
 	case n == calComp && h.parent(1).Local == "supported-calendar-component-set":
 		for _, a := range attrs {
 			if a.Name.Local == "name" && a.Name.Space == "" && h.ps.comp == "" {
-				h.ps.comp = a.Value
+				h.ps.comp = strings.Clone(a.Value) // a.Value may share the answer's buffer
 			}
 		}
 	case n == davHref && h.parent(1) == davResponse,
@@ -237,7 +238,10 @@ func parseHomeXML(b []byte) ([]collection, error) {
 // '&', ']' or '\r'. ok is false for anything else, and for anything
 // malformed: parseHomeXML then decides.
 func scanHome(b []byte) (cols []collection, ok bool) {
-	s := string(b)
+	// s shares b's bytes (the answer's buffer is pooled and reused after
+	// the parse): what is kept is copied, text by homeBuilder.end and
+	// attribute values by start.
+	s := unsafe.String(unsafe.SliceData(b), len(b))
 	p := scanSpace(s, 0)
 	if strings.HasPrefix(s[p:], "<?xml") {
 		end := strings.Index(s[p:], "?>")

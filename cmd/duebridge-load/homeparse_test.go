@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/xml"
 	"os"
 	"reflect"
@@ -99,5 +100,28 @@ func BenchmarkParseHome(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseHomeCopiesWhatItKeeps checks that the calendars parseHome
+// returns share no bytes with the answer: the answer's buffer is pooled
+// and overwritten by the next poll's.
+func TestParseHomeCopiesWhatItKeeps(t *testing.T) {
+	for _, name := range []string{"home-ios.xml", "home-ios-minimal.xml"} {
+		doc := readTestdata(t, name)
+		want, err := parseHome(bytes.Clone(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, err := parseHome(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range doc {
+			doc[i] = 'x'
+		}
+		if !reflect.DeepEqual(cols, want) {
+			t.Errorf("%s: after the buffer was reused: %+v\nwant %+v", name, cols, want)
+		}
 	}
 }

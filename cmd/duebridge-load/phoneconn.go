@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -58,21 +59,37 @@ func (o *oneShot) RoundTrip(req *http.Request) (*http.Response, error) {
 		cs := tc.ConnectionState()
 		state, conn = &cs, tc
 	}
-	bw := bufio.NewWriterSize(conn, 4<<10)
-	if err := req.Write(bw); err != nil {
-		return fail(err)
+	bw := bufWriters.Get().(*bufio.Writer)
+	bw.Reset(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
 	}
-	if err := bw.Flush(); err != nil {
-		return fail(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 4<<10), req)
+	bw.Reset(nil)
+	bufWriters.Put(bw)
 	if err != nil {
 		return fail(err)
 	}
+	br := bufReaders.Get().(*bufio.Reader)
+	br.Reset(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		br.Reset(nil)
+		bufReaders.Put(br)
+		return fail(err)
+	}
 	resp.TLS = state
-	resp.Body = &connBody{ReadCloser: resp.Body, conn: conn, stop: func() { stop(); cancel() }}
+	resp.Body = &connBody{ReadCloser: resp.Body, conn: conn, br: br, stop: func() { stop(); cancel() }}
 	return resp, nil
 }
+
+// bufWriters and bufReaders hold the 4 KB buffers of oneShot's requests
+// and answers across polls: new ones per poll were garbage the phones
+// do not make on the server's cores.
+var (
+	bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+)
 
 // canonicalAddr is the request's host:port, the scheme's port if none.
 func canonicalAddr(req *http.Request) string {
@@ -98,6 +115,7 @@ func closeBody(req *http.Request) {
 type connBody struct {
 	io.ReadCloser
 	conn net.Conn
+	br   *bufio.Reader // back to bufReaders once closed
 	stop func()
 }
 
@@ -105,5 +123,10 @@ func (b *connBody) Close() error {
 	b.stop()
 	err := b.ReadCloser.Close()
 	b.conn.Close()
+	if b.br != nil {
+		b.br.Reset(nil)
+		bufReaders.Put(b.br)
+		b.br = nil
+	}
 	return err
 }

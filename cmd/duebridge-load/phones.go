@@ -532,11 +532,42 @@ func (r *phoneRun) changeLists(ctx context.Context, upd *Hist) func() {
 // drivePolls starts one poll per interval for --duration (cycling over the
 // phones), skipping when --max-inflight polls are running; it returns the
 // polls offered and skipped once all started ones finished.
+//
+// The polls run on a pool of worker goroutines (at most --max-inflight,
+// started as the load needs them), not a goroutine each: a new one began
+// each poll on a small stack that the TLS handshake grew by copying, CPU
+// of the load tool that no phone spends on the server's cores.
 func (r *phoneRun) drivePolls(ctx context.Context, d time.Duration, poll, lag *Hist, hs *loadHists) (offered int, skipped int64) {
 	o := r.e.o
 	interval := time.Duration(float64(time.Second) / r.rate)
-	var inflight, skips atomic.Int64
+	var inflight atomic.Int64
 	var wg sync.WaitGroup
+	type job struct {
+		p   *phone
+		due time.Time
+	}
+	run := func(j job) {
+		defer inflight.Add(-1)
+		t1 := time.Now()
+		lag.Add(t1.Sub(j.due))
+		if err := r.phonePoll(ctx, j.p, hs); err != nil {
+			if ctx.Err() == nil {
+				poll.Err()
+			}
+			return
+		}
+		poll.Add(time.Since(t1))
+	}
+	// Unbuffered: a send succeeds only when a worker is idle, so a due
+	// poll never waits in a queue behind running ones.
+	jobs := make(chan job)
+	workers := 0
+	worker := func(j job) {
+		defer wg.Done()
+		for ok := true; ok; j, ok = <-jobs {
+			run(j)
+		}
+	}
 	start := time.Now()
 	end := start.Add(d)
 	for due := start; due.Before(end) && ctx.Err() == nil; due = due.Add(interval) {
@@ -546,27 +577,28 @@ func (r *phoneRun) drivePolls(ctx context.Context, d time.Duration, poll, lag *H
 		p := r.phones[offered%len(r.phones)]
 		offered++
 		if inflight.Load() >= int64(o.MaxInflight) {
-			skips.Add(1)
+			skipped++
 			continue
 		}
 		inflight.Add(1)
-		wg.Add(1)
-		go func(due time.Time) {
-			defer wg.Done()
-			defer inflight.Add(-1)
-			t1 := time.Now()
-			lag.Add(t1.Sub(due))
-			if err := r.phonePoll(ctx, p, hs); err != nil {
-				if ctx.Err() == nil {
-					poll.Err()
-				}
-				return
+		j := job{p, due}
+		select {
+		case jobs <- j:
+		default:
+			if workers < o.MaxInflight {
+				workers++
+				wg.Add(1)
+				go worker(j)
+			} else {
+				// Fewer than --max-inflight polls run, so a worker is
+				// between its last poll and its next receive.
+				jobs <- j
 			}
-			poll.Add(time.Since(t1))
-		}(due)
+		}
 	}
+	close(jobs)
 	wg.Wait()
-	return offered, skips.Load()
+	return offered, skipped
 }
 
 // verdict reports whether the node kept up: every scheduled poll ran, at

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // BenchmarkPhoneClient is the load tool's side of one phone's background
@@ -42,13 +43,17 @@ func BenchmarkPhoneClient(b *testing.B) {
 		if !minimal {
 			name = "full-answer"
 		}
-		b.Run(name, func(b *testing.B) { benchPhoneClient(b, bin, minimal) })
+		b.Run(name, func(b *testing.B) { benchPhoneClient(b, bin, minimal, false) })
 	}
+	b.Run("open-loop", func(b *testing.B) { benchPhoneClient(b, bin, true, true) })
 }
 
 // benchPhoneClient is BenchmarkPhoneClient with or without iOS's
-// Prefer: return=minimal.
-func benchPhoneClient(b *testing.B, bin string, minimal bool) {
+// Prefer: return=minimal. With openLoop the b.N polls are driven as the
+// timed phase drives them (drivePolls, at 400/s, so it takes b.N/400 s):
+// the tool's CPU per poll then includes the driver's (its schedule, the
+// goroutines polls run on, the histograms, the GC of a long run).
+func benchPhoneClient(b *testing.B, bin string, minimal, openLoop bool) {
 	ctx := context.Background()
 	o, err := parseFlags([]string{"--bin", bin, "--hash", "bcrypt-min", "--quiet", "--phones", "64", "--projects", "5",
 		"--tasks", "1", "--tls", "--device-passwords", "--cold-compare=false", "--phone-rate", "64", "--duration", "1s",
@@ -75,7 +80,21 @@ func benchPhoneClient(b *testing.B, bin string, minimal bool) {
 	b.ResetTimer()
 	self0, srv0 := selfCPU(), cpuTime(e.pid)
 	n := 0
-	for b.Loop() {
+	if openLoop {
+		r.rate = 400
+		poll, lag := newHist("poll"), newHist("lag")
+		hs := &loadHists{propfind: newHist("propfind"), sync: newHist("sync"), multiget: newHist("multiget")}
+		_, skipped := r.drivePolls(ctx, time.Duration(float64(b.N)/r.rate*float64(time.Second)), poll, lag, hs)
+		s := poll.Summarize(time.Second)
+		if s.Errors > 0 || s.Count == 0 {
+			b.Fatalf("%d polls completed, %d failed", s.Count, s.Errors)
+		}
+		// On a busy machine polls can pile up past --max-inflight: the
+		// skipped ones cost nothing, so CPU is per completed poll.
+		n = int(s.Count)
+		b.ReportMetric(float64(skipped), "skipped")
+	}
+	for !openLoop && b.Loop() {
 		p := r.phones[n%len(r.phones)]
 		if _, err := r.pollHome(ctx, p, p.tickets); err != nil {
 			b.Fatal(err)
@@ -137,5 +156,52 @@ func TestPhoneRequestsLikeIOS(t *testing.T) {
 	}
 	if got[0].resumed || !got[1].resumed {
 		t.Errorf("resumed: first %v, second %v; want false, true", got[0].resumed, got[1].resumed)
+	}
+}
+
+// TestDrivePollsBoundAndCount checks the open-loop driver with its worker
+// pool: every offered poll is either completed or skipped, and no more
+// than --max-inflight polls reach the server at once, whatever the timing.
+func TestDrivePollsBoundAndCount(t *testing.T) {
+	for _, maxInflight := range []int{1, 3} {
+		var mu sync.Mutex
+		var now, most int
+		srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			now++
+			most = max(most, now)
+			mu.Unlock()
+			w.WriteHeader(http.StatusMultiStatus)
+			io.WriteString(w, `<d:multistatus xmlns:d="DAV:"/>`)
+			mu.Lock()
+			now--
+			mu.Unlock()
+		}))
+		base, _ := url.Parse(srv.URL)
+		pool := x509.NewCertPool()
+		pool.AddCert(srv.Certificate())
+		o, err := parseFlags([]string{"--phones", "4", "--tls", "--max-inflight", strconv.Itoa(maxInflight)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &env{o: o, base: base, users: []string{"a", "b", "c", "d"}, tr: newTransport(1)}
+		e.tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		r := &phoneRun{e: e, rate: 400}
+		for i := range 4 {
+			r.phones = append(r.phones, &phone{user: i, home: "/dav/" + e.users[i] + "/calendars/", pw: "pw",
+				state: map[string]pollState{}, tickets: tls.NewLRUClientSessionCache(1)})
+		}
+		poll, lag := newHist("poll"), newHist("lag")
+		hs := &loadHists{propfind: newHist("propfind"), sync: newHist("sync"), multiget: newHist("multiget")}
+		offered, skipped := r.drivePolls(context.Background(), 100*time.Millisecond, poll, lag, hs)
+		srv.Close()
+		s := poll.Summarize(time.Second)
+		if offered != 40 || s.Errors != 0 || s.Count+skipped != int64(offered) || s.Count == 0 {
+			t.Errorf("max-inflight %d: offered %d, completed %d, skipped %d, errors %d; want 40 offered, each completed or skipped",
+				maxInflight, offered, s.Count, skipped, s.Errors)
+		}
+		if most > maxInflight {
+			t.Errorf("max-inflight %d: %d polls at the server at once", maxInflight, most)
+		}
 	}
 }
