@@ -14,9 +14,10 @@ import (
 )
 
 // The home poll (iOS's 38 properties, Depth 1, Prefer: return=minimal)
-// formatted the owner href, the quota figures and the supported component
-// set once per list, and copied each list to the heap: 16.6 allocations
-// per list (store included), now 14.1. The answer is the same; the garbage
+// formatted the owner href, the quota figures, the supported component
+// set, the ctag and the sync token one by one for every list, and copied
+// each list to the heap: 16.6 allocations per list (store included), now
+// 13.0. The answer is the same; the garbage
 // is not. Measured on the handler itself, so the client's own
 // allocations do not blur the count.
 func TestHomePollAllocationsPerList(t *testing.T) {
@@ -51,7 +52,7 @@ func TestHomePollAllocationsPerList(t *testing.T) {
 	// Ten projects are twenty lists (tasks and deadlines).
 	perList := (after - before) / 20
 	t.Logf("%.0f allocations per poll before, %.0f after 20 more lists: %.1f per list", before, after, perList)
-	if perList > 15 {
-		t.Errorf("home poll: %.1f allocations per list, want at most 15", perList)
+	if perList > 13.5 {
+		t.Errorf("home poll: %.1f allocations per list, want at most 13.5", perList)
 	}
 }

@@ -302,6 +302,7 @@ func (v *view) collection(c Collection) resource {
 // heap one by one.
 func (v *view) collectionAt(cp *Collection) resource {
 	u := v.user
+	token, ctag := collectionTags(v.epoch, cp.Seq)
 	return resource{href: collHref(u.Name, cp.Name), names: collectionNames, get: func(n xml.Name) (string, bool) {
 		c := cp
 		switch n {
@@ -337,9 +338,9 @@ func (v *view) collectionAt(cp *Collection) resource {
 			}
 			return available, available != ""
 		case pGetCTag:
-			return escaped(ctag(v.epoch, c.Seq)), true
+			return escaped(ctag), true
 		case pSyncToken:
-			return escaped(syncToken(v.epoch, c.Seq)), true
+			return escaped(token), true
 		case pCurrentUserPrivilegeSet:
 			if writable(*c) {
 				return writablePrivXML, true
