@@ -121,10 +121,15 @@ func (tx *sqlTx) Collection(user, name string) (*Collection, error) {
 // Collections lists user's collections by sort order, then name (bytewise,
 // on both databases). It runs on every phone poll, so it asks SQLite for
 // less: no ORDER BY (its sorter cost more than sorting a few dozen rows
-// here), no username column (the driver allocates every text value), and
-// rows are scanned in place rather than copied.
+// here), no username column and the kind as a number (the driver allocates
+// every text value), and rows are scanned in place rather than copied.
 func (tx *sqlTx) Collections(user string) ([]Collection, error) {
-	rows, err := tx.query(`SELECT name, project, kind, display_name, color, sort_order, seq, min_seq FROM collections WHERE username = ?`, user)
+	// The two kinds come back as numbers: the driver would allocate the
+	// same two words for every row.
+	rows, err := tx.query(`SELECT name, project,
+		CASE kind WHEN 'todos' THEN 1 WHEN 'events' THEN 2 ELSE 0 END,
+		CASE WHEN kind IN ('todos', 'events') THEN '' ELSE kind END,
+		display_name, color, sort_order, seq, min_seq FROM collections WHERE username = ?`, user)
 	if err != nil {
 		return nil, fmt.Errorf("list collections of %s: %w", user, err)
 	}
@@ -133,8 +138,15 @@ func (tx *sqlTx) Collections(user string) ([]Collection, error) {
 	for rows.Next() {
 		out = append(out, Collection{User: user})
 		c := &out[len(out)-1]
-		if err := rows.Scan(&c.Name, &c.Project, &c.Kind, &c.DisplayName, &c.Color, &c.Order, &c.Seq, &c.MinSeq); err != nil {
+		var kind int
+		if err := rows.Scan(&c.Name, &c.Project, &kind, &c.Kind, &c.DisplayName, &c.Color, &c.Order, &c.Seq, &c.MinSeq); err != nil {
 			return nil, fmt.Errorf("list collections of %s: %w", user, err)
+		}
+		switch kind {
+		case 1:
+			c.Kind = KindTodos
+		case 2:
+			c.Kind = KindEvents
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -26,7 +26,7 @@ func TestCollectionsOrder(t *testing.T) {
 			orders := map[string]int{"b-x": 1, "ba": 1, "B": 1, "a": 1, "z": 0, "c": 2, "a-z": 2}
 			e.update(func(tx store.Tx) error {
 				for name, order := range orders {
-					c := store.Collection{User: "alice", Name: name, Project: "P", Kind: store.KindTodos, Order: order}
+					c := store.Collection{User: "alice", Name: name, Project: "P", Kind: kindOf(name), Order: order}
 					if _, err := tx.EnsureCollection(&c); err != nil {
 						return err
 					}
@@ -39,7 +39,7 @@ func TestCollectionsOrder(t *testing.T) {
 			e.view(func(tx store.Tx) (err error) { list, err = tx.Collections("alice"); return err })
 			var names []string
 			for _, c := range list {
-				if c.User != "alice" || c.Order != orders[c.Name] || c.Kind != store.KindTodos || c.Project != "P" || c.Seq == 0 {
+				if c.User != "alice" || c.Order != orders[c.Name] || c.Kind != kindOf(c.Name) || c.Project != "P" || c.Seq == 0 {
 					t.Errorf("Collections: got %+v", c)
 				}
 				names = append(names, c.Name)
@@ -51,10 +51,22 @@ func TestCollectionsOrder(t *testing.T) {
 	}
 }
 
+// kindOf gives the test's lists both kinds, and one kind no release has
+// written, which must come back as stored.
+func kindOf(name string) string {
+	switch name {
+	case "z":
+		return "journals"
+	case "B", "ba":
+		return store.KindEvents
+	}
+	return store.KindTodos
+}
+
 // Every phone poll lists the user's collections, and the garbage collector
 // is a tenth of the server's CPU. The listing asked SQLite for the username
 // it was given (the driver allocates every text value twice) and copied
-// each row through the heap: 171 allocations for ten collections, now 126
+// each row through the heap: 171 allocations for ten collections, now 116
 // (modernc.org/sqlite v1.61.1); the bound leaves room for driver changes.
 func TestCollectionsListingAllocations(t *testing.T) {
 	e := newEnv(t, sqliteBackend())
@@ -79,7 +91,7 @@ func TestCollectionsListingAllocations(t *testing.T) {
 	list() // prepares the statement on the connection
 	got := testing.AllocsPerRun(100, list)
 	t.Logf("%.0f allocations per listing", got)
-	if got > 140 {
+	if got > 135 {
 		t.Errorf("listing 10 collections: %.0f allocations", got)
 	}
 }
