@@ -91,7 +91,7 @@ func TestCollectionsListingAllocations(t *testing.T) {
 	list() // prepares the statement on the connection
 	got := testing.AllocsPerRun(100, list)
 	t.Logf("%.0f allocations per listing", got)
-	if got > 135 {
+	if got > 120 {
 		t.Errorf("listing 10 collections: %.0f allocations", got)
 	}
 }
