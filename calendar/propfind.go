@@ -119,7 +119,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 		ms.props(t.href(), v.home(maxSeq(colls)), q)
 		if depth > 0 {
 			for i := range colls {
-				res := v.collection(colls[i]) // at collHref(u.Name, colls[i].Name)
+				res := v.collectionAt(&colls[i]) // at collHref(u.Name, colls[i].Name)
 				ms.props(res.href, res, q)
 				if polled {
 					h.health.poll(u.Name, r.UserAgent(), colls[i].Name)

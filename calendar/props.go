@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 )
 
 // Property names we answer.
@@ -146,6 +145,38 @@ type view struct {
 	// quota is read once per request, and only when a writable list's
 	// quota properties are asked for.
 	quota func() (quota, error)
+
+	// Values every list of a home listing shares, formatted once per
+	// request rather than once per list (see quotaXML, principalXML).
+	principalText              string
+	quotaUsed, quotaAvailable  string
+	quotaFormatted, quotaFound bool
+}
+
+// principalXML is the DAV:href of the user's principal.
+func (v *view) principalXML() string {
+	if v.principalText == "" {
+		v.principalText = hrefXML(principalHref(v.user.Name))
+	}
+	return v.principalText
+}
+
+// quotaXML is the quota's used and available bytes as property values;
+// ok is false when the quota could not be read (the properties are left
+// out, not the whole answer). available is "" when there is no limit.
+func (v *view) quotaXML() (used, available string, ok bool) {
+	if !v.quotaFormatted {
+		v.quotaFormatted = true
+		q, err := v.quota()
+		if err == nil {
+			v.quotaFound = true
+			v.quotaUsed = strconv.FormatInt(q.used, 10)
+			if q.available >= 0 {
+				v.quotaAvailable = strconv.FormatInt(q.available, 10)
+			}
+		}
+	}
+	return v.quotaUsed, v.quotaAvailable, v.quotaFound
 }
 
 // quota is the user's own-object storage budget (RFC 4331), shared by
@@ -163,7 +194,7 @@ func (v *view) root(href string) resource {
 		case pDisplayName:
 			return "duebridge", true
 		case pCurrentUserPrincipal:
-			return hrefXML(principalHref(v.user.Name)), true
+			return v.principalXML(), true
 		case pCalendarHomeSet:
 			// Not in allprop; some clients ask the context path for it
 			// directly instead of going through the principal.
@@ -192,7 +223,7 @@ func (v *view) principal() resource {
 		case pDisplayName:
 			return escaped(u.Name), true
 		case pCurrentUserPrincipal, pPrincipalURL, pOwner:
-			return hrefXML(principalHref(u.Name)), true
+			return v.principalXML(), true
 		case pCalendarHomeSet:
 			return hrefXML(homeHref(u.Name)), true
 		case pCalendarUserAddressSet:
@@ -201,7 +232,7 @@ func (v *view) principal() resource {
 			if u.Email != "" {
 				s = hrefXML("mailto:" + u.Email)
 			}
-			return s + hrefXML(principalHref(u.Name)), true
+			return s + v.principalXML(), true
 		case pCalendarUserType:
 			return "INDIVIDUAL", true
 		case pEmailAddressSet:
@@ -234,7 +265,7 @@ func (v *view) home(seq int64) resource {
 		case pDisplayName:
 			return escaped(u.Name), true
 		case pCurrentUserPrincipal, pOwner:
-			return hrefXML(principalHref(u.Name)), true
+			return v.principalXML(), true
 		case pCurrentUserPrivilegeSet:
 			// No bind: lists come from the task system, MKCALENDAR is refused.
 			return readOnlyPrivXML, true
@@ -263,8 +294,17 @@ func component(c Collection) string {
 }
 
 func (v *view) collection(c Collection) resource {
+	return v.collectionAt(&c)
+}
+
+// collectionAt is collection for a list the caller keeps unchanged while
+// the resource is in use: the home listing's lists are not copied to the
+// heap one by one.
+func (v *view) collectionAt(cp *Collection) resource {
 	u := v.user
-	return resource{href: collHref(u.Name, c.Name), names: collectionNames, get: func(n xml.Name) (string, bool) {
+	token, ctag := collectionTags(v.epoch, cp.Seq)
+	return resource{href: collHref(u.Name, cp.Name), names: collectionNames, get: func(n xml.Name) (string, bool) {
+		c := cp
 		switch n {
 		case pResourceType:
 			return "<d:collection/><c:calendar/>", true
@@ -277,29 +317,32 @@ func (v *view) collection(c Collection) resource {
 			return escaped(c.Project), true
 		case pSupportedComponentSet:
 			// Reminders shows exactly the collections offering VTODO.
-			return `<c:comp name="` + component(c) + `"/>`, true
+			if c.Todos { // constants: a concatenation would be built per list
+				return `<c:comp name="VTODO"/>`, true
+			}
+			return `<c:comp name="VEVENT"/>`, true
 		case pSupportedCalendarData:
 			return calendarDataTypeXML, true
 		case pMaxResourceSize:
 			return strconv.FormatInt(v.limits.ICalObjectBytes, 10), v.limits.ICalObjectBytes > 0
 		case pQuotaAvailableBytes, pQuotaUsedBytes:
-			if !writable(c) || v.quota == nil {
+			if !writable(*c) || v.quota == nil {
 				return "", false
 			}
-			q, err := v.quota()
-			if err != nil {
+			used, available, ok := v.quotaXML()
+			if !ok {
 				return "", false // a store error leaves the property out, not the whole answer
 			}
 			if n == pQuotaUsedBytes {
-				return strconv.FormatInt(q.used, 10), true
+				return used, true
 			}
-			return strconv.FormatInt(q.available, 10), q.available >= 0
+			return available, available != ""
 		case pGetCTag:
-			return escaped(ctag(v.epoch, c.Seq)), true
+			return escaped(ctag), true
 		case pSyncToken:
-			return escaped(syncToken(v.epoch, c.Seq)), true
+			return escaped(token), true
 		case pCurrentUserPrivilegeSet:
-			if writable(c) {
+			if writable(*c) {
 				return writablePrivXML, true
 			}
 			return calReadPrivXML, true
@@ -310,7 +353,7 @@ func (v *view) collection(c Collection) resource {
 		case pCalendarOrder:
 			return strconv.Itoa(c.Order), true
 		case pOwner, pCurrentUserPrincipal:
-			return hrefXML(principalHref(u.Name)), true
+			return v.principalXML(), true
 		case pScheduleCalendarTransp:
 			// Deadlines and tasks never make anyone busy.
 			return "<c:transparent/>", true
@@ -333,13 +376,16 @@ func (v *view) object(c Collection, o *Object) resource {
 		case pGetETag:
 			return escaped(o.ETag), true
 		case pGetContentType:
-			return "text/calendar; charset=utf-8; component=" + strings.ToLower(component(c)), true
+			if c.Todos { // constants: no string built per object
+				return "text/calendar; charset=utf-8; component=vtodo", true
+			}
+			return "text/calendar; charset=utf-8; component=vevent", true
 		case pGetContentLength:
 			return strconv.Itoa(len(o.Data)), o.Data != nil
 		case pGetLastModified:
 			return o.Modified.UTC().Format(http.TimeFormat), !o.Modified.IsZero()
 		case pOwner:
-			return hrefXML(principalHref(u.Name)), true
+			return v.principalXML(), true
 		case pCurrentUserPrivilegeSet:
 			if writable(c) {
 				return writablePrivXML, true

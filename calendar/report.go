@@ -220,7 +220,7 @@ func (h *Handler) syncHome(w http.ResponseWriter, r *http.Request, u *User, t ta
 			continue
 		}
 		n++
-		ms.response(collHref(u.Name, colls[i].Name), v.collection(colls[i]).results(sr.q))
+		ms.response(collHref(u.Name, colls[i].Name), v.collectionAt(&colls[i]).results(sr.q))
 	}
 	ms.syncToken(syncToken(v.epoch, top))
 	ms.send()

@@ -42,6 +42,26 @@ func (e *epochCache) get(ctx context.Context, be Backend) (string, error) {
 	return epoch, nil
 }
 
+// collectionTags is syncToken and ctag of one list in one allocation: a
+// home poll asks for both of every list, and each was two (the number,
+// then the concatenation).
+func collectionTags(epoch string, seq int64) (token, ctag string) {
+	var num [20]byte
+	n := strconv.AppendInt(num[:0], seq, 10)
+	var b strings.Builder
+	b.Grow(len(tokenPrefix) + 2*len(epoch) + 2 + 2*len(n))
+	b.WriteString(tokenPrefix)
+	b.WriteString(epoch)
+	b.WriteByte('/')
+	b.Write(n)
+	mid := b.Len()
+	b.WriteString(epoch)
+	b.WriteByte('-')
+	b.Write(n)
+	s := b.String()
+	return s[:mid], s[mid:]
+}
+
 func syncToken(epoch string, seq int64) string {
 	return tokenPrefix + epoch + "/" + strconv.FormatInt(seq, 10)
 }

@@ -174,3 +174,15 @@ func TestMultistatusFailure(t *testing.T) {
 		t.Errorf("the cut-off is not logged: %s", logs.String())
 	}
 }
+
+// collectionTags makes the same sync token and ctag as syncToken and ctag.
+func TestCollectionTags(t *testing.T) {
+	for _, seq := range []int64{0, 7, 99, 100, 123456789, 1<<63 - 1} {
+		for _, epoch := range []string{"", "3f9a", "a&b"} {
+			token, tag := collectionTags(epoch, seq)
+			if token != syncToken(epoch, seq) || tag != ctag(epoch, seq) {
+				t.Errorf("collectionTags(%q, %d) = %q, %q; want %q, %q", epoch, seq, token, tag, syncToken(epoch, seq), ctag(epoch, seq))
+			}
+		}
+	}
+}

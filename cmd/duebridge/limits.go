@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -61,6 +63,17 @@ func (t httpTimeouts) withDefaults() httpTimeouts {
 		d.Idle = t.Idle
 	}
 	return d
+}
+
+// listenHTTP opens the HTTP listener without TCP keep-alive. Every HTTP
+// connection already ends within the server's read, write and idle
+// timeouts, so keep-alive probes find nothing they would not; turning them
+// on cost four setsockopt calls on each accepted connection, and a phone
+// opens one per poll. (The mail listeners keep keep-alive: an IMAP IDLE
+// session may be silent for many minutes.)
+func listenHTTP(ctx context.Context, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 // newHTTPServer is the HTTP server with every limit set.

@@ -37,6 +37,8 @@ type phoneWorld struct {
 	*tlsWorld
 	users []string
 	pws   []string
+	// minimal sends Prefer: return=minimal and Brief: t, as iOS does.
+	minimal bool
 }
 
 func startPhones(b testing.TB, nUsers int) *phoneWorld {
@@ -78,6 +80,10 @@ func (w *phoneWorld) poll(tb testing.TB, i int, tickets tls.ClientSessionCache) 
 	req, _ := http.NewRequest("PROPFIND", w.base+"/dav/"+w.users[i]+"/calendars/", strings.NewReader(iosHomeBody))
 	req.Header.Set("Depth", "1")
 	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+	if w.minimal {
+		req.Header.Set("Prefer", "return=minimal")
+		req.Header.Set("Brief", "t")
+	}
 	req.SetBasicAuth(w.users[i], w.pws[i])
 	resp, err := c.Do(req)
 	if err != nil {
@@ -123,14 +129,13 @@ func processCPU() time.Duration {
 // 64 users take turns, so per-user caches see a returning phone. cpu-ns/op
 // is the CPU both sides spent per poll (client and server share the
 // process, as the load tool and the server share the machine).
+// resumed-minimal adds iOS's Prefer: return=minimal and Brief: t.
 func BenchmarkPhonePoll(b *testing.B) {
 	w := startPhones(b, 64)
-	for _, resume := range []bool{true, false} {
-		name := "full-handshake"
-		if resume {
-			name = "resumed"
-		}
+	for _, name := range []string{"resumed", "full-handshake", "resumed-minimal"} {
+		resume := name != "full-handshake"
 		b.Run(name, func(b *testing.B) {
+			w.minimal = name == "resumed-minimal"
 			tickets := make([]tls.ClientSessionCache, len(w.users))
 			for i := range tickets {
 				if resume {

@@ -89,7 +89,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}
 
 	// Listen first: the printed URLs and tests use the real ports.
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	httpLn, err := listenHTTP(ctx, cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listen http %s: %w", cfg.HTTP.Listen, err)
 	}
