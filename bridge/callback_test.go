@@ -115,7 +115,7 @@ func runWorker(t *testing.T, svc *bridge.Service) (stop func()) {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
-				t.Errorf("callback worker: %v", err)
+				t.Errorf("Run: %v", err)
 			}
 		})
 	}

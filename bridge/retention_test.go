@@ -233,10 +233,7 @@ func TestRetentionRunsOnTheClock(t *testing.T) {
 	t.Parallel()
 	w := newRetentionWorld(t, func(c *config.Config) { c.Retention.MailDays = 1 })
 	testsvc.Ingest(t, w.svc, bridge.TaskInput{ID: "T-1", Title: "task", Assignees: []string{"alice"}, UpdatedAt: w.clock.Now()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.svc.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runWorker(t, w.svc)
 	if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 		t.Fatal("Run armed no timer")
 	}

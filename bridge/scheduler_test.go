@@ -749,15 +749,7 @@ func TestRankByUrgencyIsTotal(t *testing.T) {
 func TestRunWakesOnArmAndTimer(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.svc.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runWorker(t, w.svc)
 	if !w.clock.WaitForTimers(runTimers, 5*time.Second) {
 		t.Fatal("Run armed no timer")
 	}
@@ -793,15 +785,7 @@ func TestRunWakesOnArmAndTimer(t *testing.T) {
 func TestArmEventIsOneRead(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.svc.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	runWorker(t, w.svc)
 	// Passes are counted by the tick duration histogram, checks by their
 	// own counter.
 	wakes := func(pass string) float64 {
