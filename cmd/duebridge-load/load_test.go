@@ -119,10 +119,10 @@ func TestLoadAgainstServer(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	base := []string{"--bin", bin, "--hash", "bcrypt-min", "--quiet", "--users", "4", "--projects", "2", "--max-time", "1m"}
-
-	t.Run("load", func(t *testing.T) {
-		o, err := parseFlags(append(base, "--tasks", "40", "--idle", "8", "--dav", "2", "--poll-interval", "200ms",
-			"--rate", "20", "--duration", "2s", "--probe-every", "2"))
+	// runLoad runs the tool with base and args and logs its report.
+	runLoad := func(t *testing.T, args ...string) *Report {
+		t.Helper()
+		o, err := parseFlags(append(base, args...))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,6 +133,12 @@ func TestLoadAgainstServer(t *testing.T) {
 		var out bytes.Buffer
 		rep.print(&out)
 		t.Log(out.String())
+		return rep
+	}
+
+	t.Run("load", func(t *testing.T) {
+		rep := runLoad(t, "--tasks", "40", "--idle", "8", "--dav", "2", "--poll-interval", "200ms",
+			"--rate", "20", "--duration", "2s", "--probe-every", "2")
 		need := []string{"webhook batch (seed)", "webhook ack", "webhook ack → visible in sync-collection",
 			"PROPFIND home Depth 1", "sync-collection", "calendar-multiget (50)"}
 		if _, ok := rep.Fig("IMAP connections in IDLE"); ok {
@@ -152,17 +158,7 @@ func TestLoadAgainstServer(t *testing.T) {
 	})
 
 	t.Run("phones", func(t *testing.T) {
-		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--phone-change", "0.5", "--tasks", "1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := run(ctx, o, &logs)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-		var out bytes.Buffer
-		rep.print(&out)
-		t.Log(out.String())
+		rep := runLoad(t, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--phone-change", "0.5", "--tasks", "1")
 		for _, name := range []string{"cold poll: PROPFIND home Depth 1, login not cached", "phone poll (PROPFIND + syncs + multigets)", "PROPFIND home Depth 1"} {
 			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
 				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
@@ -177,18 +173,8 @@ func TestLoadAgainstServer(t *testing.T) {
 	// own password and the device password side by side, the returning
 	// step a full and a resumed handshake; every poll resumes when it can.
 	t.Run("phones-tls-devices", func(t *testing.T) {
-		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
-			"--tls", "--device-passwords", "--returning", "20"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := run(ctx, o, &logs)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-		var out bytes.Buffer
-		rep.print(&out)
-		t.Log(out.String())
+		rep := runLoad(t, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
+			"--tls", "--device-passwords", "--returning", "20")
 		if !strings.HasPrefix(rep.Target, "https://") {
 			t.Errorf("target %s, want https", rep.Target)
 		}
@@ -210,18 +196,8 @@ func TestLoadAgainstServer(t *testing.T) {
 	// server killed and started again, and the schedule once more from
 	// its cold caches, each phase with its own verdict.
 	t.Run("phones-restart", func(t *testing.T) {
-		o, err := parseFlags(append(base, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
-			"--tls", "--device-passwords", "--cold-compare=false", "--returning", "0", "--restart-duration", "1s"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := run(ctx, o, &logs)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-		var out bytes.Buffer
-		rep.print(&out)
-		t.Log(out.String())
+		rep := runLoad(t, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1",
+			"--tls", "--device-passwords", "--cold-compare=false", "--returning", "0", "--restart-duration", "1s")
 		for _, name := range []string{"cold poll: PROPFIND home Depth 1, login not cached",
 			"phone poll (PROPFIND + syncs + multigets)", "after restart: phone poll (PROPFIND + syncs + multigets)"} {
 			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
@@ -235,18 +211,8 @@ func TestLoadAgainstServer(t *testing.T) {
 
 	t.Run("dav", func(t *testing.T) {
 		dir := t.TempDir()
-		o, err := parseFlags(append(base, "--scenario", "dav", "--tasks", "60", "--duration", "500ms", "--workers", "2",
-			"--multiget-size", "5", "--sync-delta", "3", "--export-ics", dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := run(ctx, o, &logs)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, logs.String())
-		}
-		var out bytes.Buffer
-		rep.print(&out)
-		t.Log(out.String())
+		rep := runLoad(t, "--scenario", "dav", "--tasks", "60", "--duration", "500ms", "--workers", "2",
+			"--multiget-size", "5", "--sync-delta", "3", "--export-ics", dir)
 		for _, name := range []string{"PROPFIND home Depth 1", "calendar-multiget (5)", "sync-collection (3 changed of 8)"} {
 			if s := rep.Op(name); s.Count == 0 || s.Errors > 0 {
 				t.Errorf("%s: %d samples, %d errors", name, s.Count, s.Errors)
