@@ -13,23 +13,9 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/internal/iphone"
 	"github.com/duebridge/duebridge/store"
 )
-
-// iosHomeBody is the home PROPFIND Depth 1 iOS sends on every background
-// poll (shared/IOS.md §1.3): 38 properties, most answered 404.
-const iosHomeBody = `<?xml version="1.0" encoding="UTF-8"?>
-<A:propfind xmlns:A="DAV:" xmlns:B="urn:ietf:params:xml:ns:caldav" xmlns:C="http://calendarserver.org/ns/" xmlns:D="http://apple.com/ns/ical/" xmlns:E="http://me.com/_namespace/"><A:prop>` +
-	`<A:add-member/><C:allowed-sharing-modes/><D:autoprovisioned/><E:bulk-requests/><B:calendar-alarm/>` +
-	`<D:calendar-color/><B:calendar-description/><B:calendar-free-busy-set/><D:calendar-order/>` +
-	`<B:calendar-timezone/><A:current-user-privilege-set/><B:default-alarm-vevent-date/>` +
-	`<B:default-alarm-vevent-datetime/><A:displayname/><C:getctag/><C:invite/><D:language-code/>` +
-	`<D:location-code/><A:owner/><C:pre-publish-url/><C:publish-url/><C:push-transports/><C:pushkey/>` +
-	`<A:quota-available-bytes/><A:quota-used-bytes/><D:refreshrate/><A:resource-id/><A:resourcetype/>` +
-	`<B:schedule-calendar-transp/><B:schedule-default-calendar-URL/><C:source/><C:subscribed-strip-alarms/>` +
-	`<C:subscribed-strip-attachments/><C:subscribed-strip-todos/><B:supported-calendar-component-set/>` +
-	`<B:supported-calendar-component-sets/><A:supported-report-set/><A:sync-token/>` +
-	`</A:prop></A:propfind>`
 
 // phoneWorld is a real server over TLS with users who each have 10 lists
 // (5 projects × tasks and deadlines) and a device password.
@@ -77,7 +63,7 @@ func (w *phoneWorld) poll(tb testing.TB, i int, tickets tls.ClientSessionCache) 
 		DisableKeepAlives: true,
 		TLSClientConfig:   &tls.Config{RootCAs: w.pool, ServerName: "localhost", ClientSessionCache: tickets},
 	}}
-	req, _ := http.NewRequest("PROPFIND", w.base+"/dav/"+w.users[i]+"/calendars/", strings.NewReader(iosHomeBody))
+	req, _ := http.NewRequest("PROPFIND", w.base+"/dav/"+w.users[i]+"/calendars/", strings.NewReader(iphone.HomeBody))
 	req.Header.Set("Depth", "1")
 	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
 	if w.minimal {

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/duebridge/duebridge/internal/iphone"
 )
 
 // recordConn counts the TLS records it reads (RFC 8446 §5.1: a 5-byte
@@ -61,7 +63,7 @@ func TestPhonePollFullSizeRecords(t *testing.T) {
 	home := "/dav/" + w.users[0] + "/calendars/"
 	fmt.Fprintf(conn, "PROPFIND %s HTTP/1.1\r\nHost: localhost\r\nDepth: 1\r\nContent-Type: text/xml; charset=utf-8\r\n"+
 		"Authorization: Basic %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		home, base64.StdEncoding.EncodeToString([]byte(w.users[0]+":"+w.pws[0])), len(iosHomeBody), iosHomeBody)
+		home, base64.StdEncoding.EncodeToString([]byte(w.users[0]+":"+w.pws[0])), len(iphone.HomeBody), iphone.HomeBody)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
