@@ -3,11 +3,8 @@ package bridge_test
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"fmt"
 	"net"
-	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -156,32 +153,7 @@ func TestPostgresListenerGapReplayed(t *testing.T) {
 	// Kill the listeners (A's too: they share the query text) and commit
 	// on A once they are gone, well before B listens again (100 ms later
 	// at the earliest).
-	u, err := url.Parse(source)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := sql.Open("pgx", os.Getenv(testsvc.PostgresEnv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	listen := `LISTEN "duebridge_` + u.Query().Get("search_path") + `"`
-	if _, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1`, listen); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		var n int
-		if err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE query = $1`, listen).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the listeners did not end")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testsvc.KillListeners(t, source)
 	appendMail("bob")
 	exists++
 	if err := a.RevokeDevicePassword(ctx, "alice", dev.ID); err != nil {

@@ -2,11 +2,7 @@ package imapserver_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"math/rand/v2"
-	"net/url"
-	"os"
 	"regexp"
 	"testing"
 	"time"
@@ -24,32 +20,12 @@ import (
 // with the user's next change.
 func TestPostgresIdleCatchesUpAfterListenerReconnect(t *testing.T) {
 	t.Parallel()
-	base := os.Getenv(pgEnv)
-	if base == "" {
-		t.Skip(pgEnv + " is not set; .ci/postgres.sh prints a value")
-	}
 	ctx := context.Background()
-	admin, err := sql.Open("pgx", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	schema := fmt.Sprintf("duebridge_imap_%016x", rand.Uint64())
-	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`) })
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
+	source := testsvc.PostgresSource(t, "imap")
 	replica := func() *bridge.Service {
 		return testsvc.Open(t, transcriptConfig(t), bridge.Options{Logger: testLogger(t)}, func(o store.Options) (store.Store, error) {
 			o.Logger = testLogger(t)
-			return store.Open(ctx, store.Postgres, u.String(), o)
+			return store.Open(ctx, store.Postgres, source, o)
 		})
 	}
 	a, b := replica(), replica()
@@ -103,26 +79,7 @@ func TestPostgresIdleCatchesUpAfterListenerReconnect(t *testing.T) {
 	// A commits while the listeners are down: the transaction is open when
 	// they are killed and commits as soon as they are gone, well before a
 	// listener reconnects (100 ms later at the earliest).
-	listen := `LISTEN "duebridge_` + schema + `"`
-	appendOn(a, func() {
-		if _, err := admin.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1`, listen); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			var n int
-			if err := admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE query = $1`, listen).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			if n == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the listeners did not end")
-			}
-			time.Sleep(time.Millisecond)
-		}
-	})
+	appendOn(a, func() { testsvc.KillListeners(t, source) })
 	rc.expect(fmt.Sprintf(`^\* %d EXISTS$`, exists+1))
 	rc.send("DONE")
 	rc.expect(`^3 OK IDLE`)
