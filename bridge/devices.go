@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -42,11 +41,6 @@ const (
 	deviceRevocationPoll = 5 * time.Second
 	// maxDeviceNameBytes bounds a device's name.
 	maxDeviceNameBytes = 100
-	// defaultDeviceCacheEntries and defaultDeviceCacheTTL are
-	// limits.device_cache_entries' and limits.device_cache_ttl's defaults,
-	// for configs built in code.
-	defaultDeviceCacheEntries = 100_000
-	defaultDeviceCacheTTL     = time.Minute
 )
 
 // ErrTooManyDevices is returned by IssueDevicePassword when the user already
@@ -133,13 +127,6 @@ func newDevices(s *Service) *devices {
 	return d
 }
 
-// cacheLimits are limits.device_cache_entries and limits.device_cache_ttl
-// of the current config (defaults for a config built in code).
-func (d *devices) cacheLimits() (entries int, ttl time.Duration) {
-	l := d.s.Config().Limits
-	return cmp.Or(max(l.DeviceCacheEntries, 0), defaultDeviceCacheEntries), cmp.Or(max(l.DeviceCacheTTL, 0), defaultDeviceCacheTTL)
-}
-
 // remembered returns id's row if it is remembered and was read less than
 // ttl ago, and the eviction count to hand to remember after a store read.
 func (d *devices) remembered(id string, now time.Time, ttl time.Duration) (deviceRow, bool, uint64) {
@@ -183,7 +170,7 @@ func (d *devices) forget(ids ...string) {
 // forgetExpired drops rows read longer than the expiry ago, so the memory
 // and the entries gauge follow the devices actually in use.
 func (d *devices) forgetExpired() {
-	_, ttl := d.cacheLimits()
+	ttl := limitsOf(d.s.Config()).deviceRowTTL
 	now := d.s.Now()
 	d.rowsMu.Lock()
 	defer d.rowsMu.Unlock()
@@ -259,7 +246,8 @@ func (d *devices) verify(ctx context.Context, user, pw string) bool {
 		key = d.dummy[:]
 	}
 	mac := deviceMAC(key, id, secret)
-	entries, ttl := d.cacheLimits()
+	lim := limitsOf(d.s.Config())
+	entries, ttl := lim.deviceRows, lim.deviceRowTTL
 	now := d.s.Now()
 	// "" is never remembered: the lookup keeps every refusal's cost alike.
 	hit, fresh, evictions := d.remembered(id, now, ttl)

@@ -283,7 +283,7 @@ func TestRevokedWhileCheckedIsNotRemembered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, ttl := s.devices.cacheLimits()
+	ttl := limitsOf(s.Config()).deviceRowTTL
 	_, _, evictions := s.devices.remembered(d.ID, s.Now(), ttl) // the login starts
 	if err := s.RevokeDevicePassword(ctx, "alice", d.ID); err != nil {
 		t.Fatal(err)
@@ -335,4 +335,17 @@ func BenchmarkDeviceCheck(b *testing.B) {
 			check(b, otherLast(pw), false)
 		}
 	})
+}
+
+// TestCodeDefaultsMatchConfig: the limits a config built in code falls back
+// to are the configuration's own defaults.
+func TestCodeDefaultsMatchConfig(t *testing.T) {
+	loaded, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := limitsOf(&config.Config{}), limitsOf(loaded)
+	if got.devices != want.devices || got.deviceRows != want.deviceRows || got.deviceRowTTL != want.deviceRowTTL {
+		t.Errorf("defaults for a config built in code %+v, configuration's %+v", got, want)
+	}
 }

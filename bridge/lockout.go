@@ -32,16 +32,26 @@ type limits struct {
 	failures int           // failures within window that lock; <= 0: never
 	window   time.Duration // counting window and lock duration; <= 0: never
 	devices  int           // device passwords per user
+	// deviceRows and deviceRowTTL bound the remembered device rows
+	// (limits.device_cache_entries, limits.device_cache_ttl).
+	deviceRows   int
+	deviceRowTTL time.Duration
 }
 
 func limitsOf(c *config.Config) limits {
 	return limits{delay: c.Limits.LoginFailureDelay, failures: c.Limits.LockoutFailures, window: c.Limits.LockoutWindow,
-		devices: cmp.Or(max(c.Limits.DevicesPerUser, 0), defaultDevicesPerUser)}
+		devices:      cmp.Or(max(c.Limits.DevicesPerUser, 0), defaultDevicesPerUser),
+		deviceRows:   cmp.Or(max(c.Limits.DeviceCacheEntries, 0), defaultDeviceCacheEntries),
+		deviceRowTTL: cmp.Or(max(c.Limits.DeviceCacheTTL, 0), defaultDeviceCacheTTL)}
 }
 
-// defaultDevicesPerUser is limits.devices_per_user's default, for configs
-// built in code.
-const defaultDevicesPerUser = 50
+// Defaults of limits.devices_per_user, limits.device_cache_entries and
+// limits.device_cache_ttl (config/keys.go), for configs built in code.
+const (
+	defaultDevicesPerUser     = 50
+	defaultDeviceCacheEntries = 1_000_000
+	defaultDeviceCacheTTL     = 20 * time.Minute
+)
 
 func (l limits) lockout() bool { return l.failures > 0 && l.window > 0 }
 
