@@ -905,7 +905,7 @@ func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task)
 		}
 		msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
 			MessageID: render.MessageID(in), Source: t.Source, TaskID: t.ID}
-		if err := w.appendToInbox(msg); err != nil {
+		if err := appendToInbox(w.tx, w.inbox, msg); err != nil {
 			return err
 		}
 		w.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
@@ -914,17 +914,18 @@ func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task)
 }
 
 // appendToInbox appends a mail to its user's INBOX, creating the mailbox
-// first only when the append finds none. Only a user's first mail needs
-// it: looking the mailbox up before every append was one more statement
-// per webhook inside the single writer's turn.
-func (w *writer) appendToInbox(msg *store.Message) error {
-	err := w.tx.AppendMessage(msg)
-	if !errors.Is(err, store.ErrNotFound) || w.inbox[msg.User] {
+// first only when the append finds none (created: the users whose INBOX
+// this transaction made). Only a user's first mail needs it: looking the
+// mailbox up before every append was one more statement per mail inside
+// the single writer's turn.
+func appendToInbox(tx store.Tx, created map[string]bool, msg *store.Message) error {
+	err := tx.AppendMessage(msg)
+	if !errors.Is(err, store.ErrNotFound) || created[msg.User] {
 		return err
 	}
-	if _, err := w.tx.EnsureMailbox(msg.User, Inbox, ""); err != nil {
+	if _, err := tx.EnsureMailbox(msg.User, Inbox, ""); err != nil {
 		return err
 	}
-	w.inbox[msg.User] = true
-	return w.tx.AppendMessage(msg)
+	created[msg.User] = true
+	return tx.AppendMessage(msg)
 }

@@ -416,7 +416,7 @@ type firePass struct {
 	tx    store.Tx
 	cfg   *config.Config
 	now   time.Time
-	inbox map[string]bool
+	inbox map[string]bool // users whose INBOX this pass created (appendToInbox)
 }
 
 // fire brings one due schedule up to date: it checks that the alert still
@@ -529,19 +529,13 @@ func (p *firePass) fill(in *render.MailInput) error {
 }
 
 func (p *firePass) append(u *config.User, source, taskID, msgID string, data []byte, urgent bool, ev render.MailEvent) error {
-	if !p.inbox[u.Name] {
-		if _, err := p.tx.EnsureMailbox(u.Name, Inbox, ""); err != nil {
-			return err
-		}
-		p.inbox[u.Name] = true
-	}
 	var flags []string
 	if urgent {
 		flags = []string{`\Flagged`}
 	}
 	msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: p.now,
 		MessageID: msgID, Source: source, TaskID: taskID}
-	if err := p.tx.AppendMessage(msg); err != nil {
+	if err := appendToInbox(p.tx, p.inbox, msg); err != nil {
 		return err
 	}
 	p.sc.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
