@@ -18,7 +18,9 @@
 //	phones  (--phones N) the capacity model: every phone polls its home
 //	        (PROPFIND Depth 1) once per 15 minutes plus a sync REPORT (and
 //	        multiget) per changed list, every request with Basic auth; time is
-//	        compressed to a chosen request rate.
+//	        compressed to a chosen request rate. With --floor go|haproxy
+//	        the phones poll a server that answers a recorded home answer
+//	        and does nothing else: the machine's floor (floor.go).
 //	dav     closed-loop CalDAV throughput (PROPFIND Depth 1 of a home,
 //	        multiget of S objects, incremental sync-collection) against any
 //	        CalDAV server; --export-ics / --seed-ics carry the same objects
@@ -96,6 +98,8 @@ type options struct {
 	ColdCompare  bool
 	RestartFor   time.Duration
 	Returning    int
+	Floor        string
+	HAProxy      string
 
 	DAVOps       string
 	Workers      int
@@ -165,6 +169,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.DevicePWs, "device-passwords", false, "phones mode with --start: phones log in with device passwords; the cold phase compares them with the own (--hash) password side by side")
 	fs.BoolVar(&o.ColdCompare, "cold-compare", true, "phones mode with --device-passwords: the cold phase runs half the phones on the own password for the side by side figure (false: every phone uses its device password, as in a capacity run)")
 	fs.DurationVar(&o.RestartFor, "restart-duration", 0, "phones mode with --start: after the timed phase, kill the server, start it again and run the poll schedule this long from its cold caches")
+	fs.StringVar(&o.Floor, "floor", "", "phones mode with --start --tls: record the home answer from duebridge, stop it, and run the phones against a server that only does TLS and HTTP and answers that recording: go (this binary's floor-serve, duebridge's TLS configuration) or haproxy; the floor of any CalDAV server on this machine")
+	fs.StringVar(&o.HAProxy, "haproxy", "/usr/sbin/haproxy", "the HAProxy binary for --floor haproxy")
 	fs.IntVar(&o.Returning, "returning", 200, "phones mode with --tls: polls of returning phones measured with a full handshake and with a resumed one, side by side")
 
 	fs.StringVar(&o.DAVOps, "ops", "propfind,multiget,sync", "dav scenario: operations to measure, in order")
@@ -231,8 +237,14 @@ func parseFlags(args []string) (*options, error) {
 	if (o.TLS || o.DevicePWs) && !o.Start {
 		return nil, errors.New("--tls and --device-passwords need --start (the load tool makes the CA and the passwords)")
 	}
+	if err := parseFloor(o); err != nil {
+		return nil, err
+	}
 	if o.Label == "" {
 		o.Label = "duebridge"
+		if o.Floor != "" {
+			o.Label = "floor-" + o.Floor
+		}
 	}
 	return o, nil
 }
@@ -263,6 +275,7 @@ func loopbackOnly(s string, isURL bool) error {
 }
 
 func main() {
+	floorServeMain(os.Args) // the hidden floor-serve command exits here
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -42,8 +42,9 @@ type phoneRun struct {
 	np       int     // phones taking part
 	mk       func(j int) task
 	home0    string
-	phones   []*phone // those that completed their first poll
-	coldRate float64  // cold polls/s with the passwords the timed phase uses
+	phones   []*phone     // those that completed their first poll
+	coldRate float64      // cold polls/s with the passwords the timed phase uses
+	floor    *floorServer // --floor: what the phones poll instead of duebridge
 }
 
 // runPhones models the capacity target. iOS fetches a CalDAV account at
@@ -71,6 +72,10 @@ func (e *env) runPhones(ctx context.Context) error {
 	r := &phoneRun{e: e}
 	r.params()
 	steps := []func(context.Context) error{r.seed, r.discover, r.cold, r.returning, r.timed}
+	if e.o.Floor != "" {
+		defer r.stopFloor()
+		steps = []func(context.Context) error{r.recordFloor, r.cold, r.returning, r.timed}
+	}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
@@ -97,6 +102,7 @@ func (r *phoneRun) params() {
 	e.rep.Params["device_passwords"] = o.DevicePWs
 	e.rep.Params["phone_minimal"] = o.PhoneMinimal
 	e.rep.Params["tool_gogc"] = o.ToolGOGC
+	e.rep.Params["floor"] = o.Floor
 }
 
 // seed makes one task per (group of phoneGroup users, project), all with a
@@ -430,7 +436,7 @@ func (r *phoneRun) pollHomeResumed(ctx context.Context, p *phone, tickets tls.Cl
 // full), no remembered answers.
 func (r *phoneRun) timed(ctx context.Context) error {
 	e, o := r.e, r.e.o
-	if err := r.timedPhase(ctx, "", o.Duration); err != nil || o.RestartFor <= 0 {
+	if err := r.timedPhase(ctx, floorLabel(o), o.Duration); err != nil || o.RestartFor <= 0 {
 		return err
 	}
 	if e.child == nil {
@@ -449,6 +455,9 @@ func (r *phoneRun) timed(ctx context.Context) error {
 func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration) error {
 	e := r.e
 	cache := func() (hit, miss float64) {
+		if !e.metrics {
+			return 0, 0 // a floor has no /metrics
+		}
 		m := scrape(ctx, e.hc, e.httpURL+"/metrics", `duebridge_login_cache_total{result="hit"}`, `duebridge_login_cache_total{result="miss"}`)
 		return m[`duebridge_login_cache_total{result="hit"}`], m[`duebridge_login_cache_total{result="miss"}`]
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -102,7 +101,8 @@ func (w *phoneWorld) roundTrip(tb testing.TB, i int, tickets tls.ClientSessionCa
 // staticFloor is the world's twin whose server does nothing but TLS and
 // HTTP: the real server's TLS configuration (its certificate files, its
 // kind of session ticket keys, its ALPN list, through the same certSource
-// and tlsutil code) and the real server's http.Server settings, with a
+// and tlsutil code), its listener (no TCP keep-alive) and http.Server
+// settings (timeouts, header limit), with a
 // handler that reads the request and answers every one with the recorded
 // bytes (status, headers, body) of one real home poll (iOS's Prefer:
 // return=minimal, as resumed-minimal sends). What a poll costs there is
@@ -139,7 +139,7 @@ func (w *phoneWorld) staticFloor(tb testing.TB) *phoneWorld {
 	}
 	conf := certs.TLSConfig()
 	conf.NextProtos = certs.HTTPNextProtos()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listenHTTP(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
