@@ -264,12 +264,19 @@ func writeHAProxyConfig(dir, addr string, tf *tlsutil.DevCertResult, a *floorAns
 	fmt.Fprintf(&b, "defaults\n\tmode http\n\ttimeout connect 5s\n\ttimeout client 60s\n\ttimeout server 60s\n\ttimeout http-request 10s\n")
 	fmt.Fprintf(&b, "frontend floor\n")
 	// TLS session tickets are on by default (OpenSSL's stateless tickets).
-	fmt.Fprintf(&b, "\tbind %s ssl crt %s alpn h2,http/1.1\n", addr, haQuote(pem))
+	quoted := func(s string) string {
+		q, qerr := haQuote(s)
+		if qerr != nil && err == nil {
+			err = qerr
+		}
+		return q
+	}
+	fmt.Fprintf(&b, "\tbind %s ssl crt %s alpn h2,http/1.1\n", addr, quoted(pem))
 	fmt.Fprintf(&b, "\thttp-request return status %d", a.status)
 	if ct := a.header.Get("Content-Type"); ct != "" {
-		fmt.Fprintf(&b, " content-type %s", haQuote(ct))
+		fmt.Fprintf(&b, " content-type %s", quoted(ct))
 	}
-	fmt.Fprintf(&b, " file %s", haQuote(bodyPath))
+	fmt.Fprintf(&b, " file %s", quoted(bodyPath))
 	for k, vs := range a.header {
 		switch k {
 		case "Content-Type", "Content-Length", "Date", "Connection", "Transfer-Encoding":
@@ -277,8 +284,11 @@ func writeHAProxyConfig(dir, addr string, tf *tlsutil.DevCertResult, a *floorAns
 		}
 		for _, v := range vs {
 			// hdr values are log-format strings: % is %%.
-			fmt.Fprintf(&b, " hdr %s %s", k, haQuote(strings.ReplaceAll(v, "%", "%%")))
+			fmt.Fprintf(&b, " hdr %s %s", k, quoted(strings.ReplaceAll(v, "%", "%%")))
 		}
+	}
+	if err != nil {
+		return "", err
 	}
 	b.WriteString("\n")
 	path := filepath.Join(dir, "haproxy.cfg")
@@ -286,12 +296,12 @@ func writeHAProxyConfig(dir, addr string, tf *tlsutil.DevCertResult, a *floorAns
 }
 
 // haQuote quotes s for HAProxy's config: single quotes take everything
-// literally, so s must not contain one.
-func haQuote(s string) string {
-	if strings.ContainsAny(s, "'\n") {
-		s = strings.NewReplacer("'", "", "\n", " ").Replace(s)
+// literally, so s must not contain one (nor a line break).
+func haQuote(s string) (string, error) {
+	if strings.ContainsAny(s, "'\r\n") {
+		return "", fmt.Errorf("HAProxy config: cannot quote %q", s)
 	}
-	return "'" + s + "'"
+	return "'" + s + "'", nil
 }
 
 // recordFloor is the floor's first step: against the real duebridge
