@@ -625,8 +625,13 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 				}
 				continue
 			}
-			if err := w.dropFlip(name, t); err != nil {
-				return err
+			// Only a stored task can have a waiting flip mail (deferFlip
+			// records one for a status change): a task this transaction
+			// created skips the read of the waiting list.
+			if !w.created[[2]string{t.Source, t.ID}] {
+				if err := w.dropFlip(name, t); err != nil {
+					return err
+				}
 			}
 			if err := w.notify(u, ev, t, old); err != nil {
 				return err

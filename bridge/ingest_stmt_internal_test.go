@@ -2,9 +2,13 @@ package bridge
 
 import (
 	"context"
+	"maps"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -75,5 +79,106 @@ func TestIngestMailLooksUpNoMailbox(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// scheduleCalls counts, per method, the calls a service's write
+// transactions make to the store methods a new task's schedule and flip
+// mails go through.
+type scheduleCalls struct {
+	store.Store
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *scheduleCalls) note(m string) {
+	c.mu.Lock()
+	c.calls[m]++
+	c.mu.Unlock()
+}
+
+func (c *scheduleCalls) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.calls
+	c.calls = map[string]int{}
+	return out
+}
+
+func (c *scheduleCalls) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return c.Store.Update(ctx, func(tx store.Tx) error { return fn(&scheduleCallsTx{Tx: tx, c: c}) })
+}
+
+type scheduleCallsTx struct {
+	store.Tx
+	c *scheduleCalls
+}
+
+func (t *scheduleCallsTx) Get(key string) (string, error) {
+	t.c.note("Get " + key)
+	return t.Tx.Get(key)
+}
+
+func (t *scheduleCallsTx) ArmAlert(user, source, taskID string, due store.When) (bool, error) {
+	t.c.note("ArmAlert")
+	return t.Tx.ArmAlert(user, source, taskID, due)
+}
+
+func (t *scheduleCallsTx) ArmPlannedAlert(a *store.Alert) (bool, error) {
+	t.c.note("ArmPlannedAlert")
+	return t.Tx.ArmPlannedAlert(a)
+}
+
+func (t *scheduleCallsTx) UpdateAlert(a *store.Alert) error {
+	t.c.note("UpdateAlert")
+	return t.Tx.UpdateAlert(a)
+}
+
+// TestNewTaskScheduleIsOneWrite: a new-task webhook arms and plans its
+// alert schedule in one statement and reads no waiting flip mails (a task
+// the transaction created cannot have one), two statements fewer in the
+// single writer's turn; the schedule is the one arming and planning apart
+// stored (FireAt = the first lead time), and an existing task still drops
+// its waiting flip mail.
+func TestNewTaskScheduleIsOneWrite(t *testing.T) {
+	ctx := context.Background()
+	c := groupConfig(t)
+	c.User("alice").Notify = config.NotifyBoth
+	var sc *scheduleCalls
+	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
+		sc = &scheduleCalls{Store: st, calls: map[string]int{}}
+		return sc
+	})
+	in := groupTask("T-1", "alice")
+	if _, err := s.Ingest(ctx, "tracker", []TaskInput{in}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sc.take(), map[string]int{"ArmPlannedAlert": 1}; !maps.Equal(got, want) {
+		t.Errorf("a new task's transaction called %v, want %v", got, want)
+	}
+	var next time.Time
+	var due []store.Alert
+	err := s.st.View(ctx, func(tx store.Tx) (err error) {
+		if due, err = tx.DueAlerts(s.Now(), 10); err != nil {
+			return err
+		}
+		next, _, err = tx.NextAlert()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := in.Due.Time.Add(-24 * time.Hour); len(due) != 0 || !next.Equal(want) {
+		t.Errorf("after the ingest: %d schedules due, next FireAt %s; want none due, next %s (the 24h lead time)", len(due), next, want)
+	}
+
+	// The task exists now: a change of it reads the waiting flip mails.
+	in.Title, in.Version = "Renamed", 2
+	in.Assignees = []string{"alice", "bob"}
+	if _, err := s.Ingest(ctx, "tracker", []TaskInput{in}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.take(); got["Get "+kvFlips] != 1 {
+		t.Errorf("a stored task newly assigned to bob read the waiting flip mails %d times, want 1 (calls %v)", got["Get "+kvFlips], got)
 	}
 }
