@@ -703,7 +703,8 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	// Objects in other collections (the project was renamed) go away first.
 	var existing []store.Object
 	if !isNew {
-		if existing, err = w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name); err != nil {
+		uids := []string{render.TodoUID(t.Source, t.ID), render.EventUID(t.Source, t.ID)}
+		if existing, err = w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name, uids); err != nil {
 			return err
 		}
 	}
