@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -83,8 +85,8 @@ func TestIngestMailLooksUpNoMailbox(t *testing.T) {
 }
 
 // scheduleCalls counts, per method, the calls a service's write
-// transactions make to the store methods a new task's schedule and flip
-// mails go through.
+// transactions make to the store methods a new task's schedule, flip
+// mails and collections go through.
 type scheduleCalls struct {
 	store.Store
 	mu    sync.Mutex
@@ -129,6 +131,16 @@ func (t *scheduleCallsTx) ArmPlannedAlert(a *store.Alert) (bool, error) {
 	return t.Tx.ArmPlannedAlert(a)
 }
 
+func (t *scheduleCallsTx) Collections(user string) ([]store.Collection, error) {
+	t.c.note("Collections")
+	return t.Tx.Collections(user)
+}
+
+func (t *scheduleCallsTx) CollectionsNamed(user string, names []string) ([]store.Collection, error) {
+	t.c.note("CollectionsNamed")
+	return t.Tx.CollectionsNamed(user, names)
+}
+
 func (t *scheduleCallsTx) UpdateAlert(a *store.Alert) error {
 	t.c.note("UpdateAlert")
 	return t.Tx.UpdateAlert(a)
@@ -153,7 +165,7 @@ func TestNewTaskScheduleIsOneWrite(t *testing.T) {
 	if _, err := s.Ingest(ctx, "tracker", []TaskInput{in}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := sc.take(), map[string]int{"ArmPlannedAlert": 1}; !maps.Equal(got, want) {
+	if got, want := sc.take(), map[string]int{"ArmPlannedAlert": 1, "CollectionsNamed": 1, "Collections": 1}; !maps.Equal(got, want) {
 		t.Errorf("a new task's transaction called %v, want %v", got, want)
 	}
 	var next time.Time
@@ -180,5 +192,66 @@ func TestNewTaskScheduleIsOneWrite(t *testing.T) {
 	}
 	if got := sc.take(); got["Get "+kvFlips] != 1 {
 		t.Errorf("a stored task newly assigned to bob read the waiting flip mails %d times, want 1 (calls %v)", got["Get "+kvFlips], got)
+	}
+}
+
+// TestNewTaskReadsItsProjectsCollections: a webhook for a project the user
+// has lists for reads those two collections, not the user's every one
+// (twenty rows for ten projects, inside the single writer's turn); a new
+// project still reads them all (its colour and place depend on them), and
+// every task lands in its project's two collections.
+func TestNewTaskReadsItsProjectsCollections(t *testing.T) {
+	ctx := context.Background()
+	c := groupConfig(t)
+	var sc *scheduleCalls
+	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
+		sc = &scheduleCalls{Store: st, calls: map[string]int{}}
+		return sc
+	})
+	task := func(id, project string) TaskInput {
+		in := groupTask(id, "alice")
+		in.Project = project
+		return in
+	}
+	for p := range 10 {
+		if _, err := s.Ingest(ctx, "tracker", []TaskInput{task(fmt.Sprint("P", p), fmt.Sprint("Project ", p))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc.take()
+	if _, err := s.Ingest(ctx, "tracker", []TaskInput{task("T-1", "Project 3")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.take(); got["Collections"] != 0 || got["CollectionsNamed"] != 1 {
+		t.Errorf("a task of an existing project: %d full collection lists, %d reads by name; want 0 and 1", got["Collections"], got["CollectionsNamed"])
+	}
+	// A batch over two known projects and a new one.
+	batch := []TaskInput{task("T-2", "Project 4"), task("T-3", "Project 11"), task("T-4", "Project 4")}
+	if _, err := s.Ingest(ctx, "tracker", batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.take(); got["Collections"] != 1 {
+		t.Errorf("a batch with a new project listed the collections %d times, want 1", got["Collections"])
+	}
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		colls, err := tx.Collections("alice")
+		if err != nil {
+			return err
+		}
+		if len(colls) != 22 {
+			t.Errorf("alice has %d collections, want 22 (11 projects)", len(colls))
+		}
+		for _, in := range append(batch, task("T-1", "Project 3")) {
+			todos, events := render.CollectionNames(in.Project)
+			for _, coll := range []string{todos, events} {
+				if _, err := tx.Object("alice", coll, render.ObjectName("tracker", in.ID)); err != nil {
+					t.Errorf("%s in %s: %v", in.ID, coll, err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -73,6 +73,10 @@ type CalendarTx interface {
 	EnsureCollection(c *Collection) (bool, error)
 	Collection(user, name string) (*Collection, error)
 	Collections(user string) ([]Collection, error)
+	// CollectionsNamed returns those of the user's collections among
+	// names, in no particular order: a writer that needs a project's two
+	// reads two rows, not the user's every collection.
+	CollectionsNamed(user string, names []string) ([]Collection, error)
 	// SetCollectionProps changes display name, colour and order (PROPPATCH).
 	SetCollectionProps(user, name, displayName, color string, order int) error
 
@@ -137,6 +141,34 @@ func (tx *sqlTx) Collection(user, name string) (*Collection, error) {
 		return nil, ErrNotFound
 	}
 	return c, err
+}
+
+func (tx *sqlTx) CollectionsNamed(user string, names []string) ([]Collection, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(names)+1)
+	args = append(args, user)
+	for _, n := range names {
+		args = append(args, n)
+	}
+	rows, err := tx.query(`SELECT `+collCols+` FROM collections WHERE username = ? AND name IN (`+inList(len(names))+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read collections of %s: %w", user, err)
+	}
+	defer rows.Close()
+	var out []Collection
+	for rows.Next() {
+		c, err := scanCollection(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read collections of %s: %w", user, err)
+		}
+		out = append(out, *c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read collections of %s: %w", user, err)
+	}
+	return out, nil
 }
 
 // Collections lists user's collections by sort order, then name (bytewise,
