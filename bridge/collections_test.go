@@ -172,7 +172,7 @@ func TestDistinctProjectLists(t *testing.T) {
 	// Each project's tasks are in its own list.
 	for i, p := range projects {
 		err := testsvc.Store(t, e.svc).View(context.Background(), func(tx store.Tx) error {
-			objs, err := tx.ObjectsForTaskUser("tracker", fmt.Sprintf("T-%d", i), "alice")
+			objs, err := tx.ObjectsForTaskUser("tracker", fmt.Sprintf("T-%d", i), "alice", taskUIDs(fmt.Sprintf("T-%d", i)))
 			for _, o := range objs {
 				if c, err := tx.Collection("alice", o.Collection); err != nil || c.Project != p {
 					t.Errorf("task of %q in %s (project %q)", p, o.Collection, c.Project)
@@ -235,7 +235,7 @@ func TestSharedListSplitAtStart(t *testing.T) {
 	ctx := context.Background()
 	// Make it look like the old store: T-2's reminder inside evil-tasks.
 	err := testsvc.Store(t, e.svc).Update(ctx, func(tx store.Tx) error {
-		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice")
+		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice", taskUIDs("T-2"))
 		if err != nil || len(objs) != 1 {
 			return fmt.Errorf("T-2 objects %v: %v", objs, err)
 		}
@@ -266,7 +266,7 @@ func TestSharedListSplitAtStart(t *testing.T) {
 		if len(in) != 1 || in[0].TaskID != "T-1" {
 			t.Errorf("evil-tasks holds %+v, want only T-1", in)
 		}
-		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice")
+		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "alice", taskUIDs("T-2"))
 		if err != nil {
 			return err
 		}
@@ -280,4 +280,9 @@ func TestSharedListSplitAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// taskUIDs are the UIDs of a tracker task's reminder and deadline event.
+func taskUIDs(id string) []string {
+	return []string{render.TodoUID("tracker", id), render.EventUID("tracker", id)}
 }

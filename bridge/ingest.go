@@ -430,6 +430,8 @@ type writer struct {
 	// reserved: names collectionNames picked whose collection is not made
 	// yet (batch writes are deferred); they count as taken.
 	reserved map[[2]string]bool
+	// known: collections read by name (haveNamed) and found in the store.
+	known map[[2]string]bool
 	// inbox: users whose INBOX this transaction created (appendToInbox).
 	inbox map[string]bool
 	// created: tasks first stored by this transaction.
@@ -502,7 +504,7 @@ func (w *writer) finish() error {
 }
 
 func (s *Service) newWriter(tx store.Tx, cfg *config.Config) *writer {
-	return &writer{s: s, tx: tx, cfg: cfg, colls: map[string]map[string]store.Collection{}, reserved: map[[2]string]bool{}, inbox: map[string]bool{},
+	return &writer{s: s, tx: tx, cfg: cfg, colls: map[string]map[string]store.Collection{}, reserved: map[[2]string]bool{}, known: map[[2]string]bool{}, inbox: map[string]bool{},
 		created: map[[2]string]bool{}, pending: map[[2]string]bool{}}
 }
 
@@ -625,8 +627,13 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 				}
 				continue
 			}
-			if err := w.dropFlip(name, t); err != nil {
-				return err
+			// Only a stored task can have a waiting flip mail (deferFlip
+			// records one for a status change): a task this transaction
+			// created skips the read of the waiting list.
+			if !w.created[[2]string{t.Source, t.ID}] {
+				if err := w.dropFlip(name, t); err != nil {
+					return err
+				}
 			}
 			if err := w.notify(u, ev, t, old); err != nil {
 				return err
@@ -698,7 +705,8 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	// Objects in other collections (the project was renamed) go away first.
 	var existing []store.Object
 	if !isNew {
-		if existing, err = w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name); err != nil {
+		uids := []string{render.TodoUID(t.Source, t.ID), render.EventUID(t.Source, t.ID)}
+		if existing, err = w.tx.ObjectsForTaskUser(t.Source, t.ID, u.Name, uids); err != nil {
 			return err
 		}
 	}
@@ -774,11 +782,14 @@ func (w *writer) userCollections(user string) (map[string]store.Collection, erro
 // that name already belongs to another project, so two projects never
 // share a collection.
 func (w *writer) collectionNames(user, project string) (todos, events string, err error) {
+	todos, events = render.CollectionNames(project)
+	if ok, err := w.haveNamed(user, project, todos, events); ok || err != nil {
+		return todos, events, err
+	}
 	have, err := w.userCollections(user)
 	if err != nil {
 		return "", "", err
 	}
-	todos, events = render.CollectionNames(project)
 	pick := func(want, kind string) string {
 		if c, ok := have[want]; ok && c.Project == project && c.Kind == kind {
 			return want
@@ -812,10 +823,41 @@ func (w *writer) collectionNames(user, project string) (todos, events string, er
 	return pick(todos, store.KindTodos), pick(events, store.KindEvents), nil
 }
 
+// haveNamed reports whether the user has the project's collections under
+// their render.CollectionNames, the common case, which the rest of
+// collectionNames would also pick. It reads those two rows instead of the
+// user's every collection (twenty for ten projects, most of the read's
+// cost), unless this transaction has read them all already; what it finds
+// is remembered in known, so ensureCollection needs no list either.
+func (w *writer) haveNamed(user, project, todos, events string) (bool, error) {
+	if _, listed := w.colls[user]; listed {
+		return false, nil
+	}
+	kt, ke := [2]string{user, todos}, [2]string{user, events}
+	if w.known[kt] && w.known[ke] {
+		return true, nil
+	}
+	found, err := w.tx.CollectionsNamed(user, []string{todos, events})
+	if err != nil {
+		return false, err
+	}
+	n := 0
+	for _, c := range found {
+		if c.Project == project && ((c.Name == todos && c.Kind == store.KindTodos) || (c.Name == events && c.Kind == store.KindEvents)) {
+			w.known[[2]string{user, c.Name}] = true
+			n++
+		}
+	}
+	return n == 2, nil
+}
+
 // ensureCollection creates a user's collection on first use, with the
 // project's colour and the next place in the order (see newCollection); an
 // existing one keeps what it has, including the user's own PROPPATCH.
 func (w *writer) ensureCollection(user, coll, kind, project string) error {
+	if w.known[[2]string{user, coll}] {
+		return nil // in the store (haveNamed)
+	}
 	have, err := w.userCollections(user)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -166,7 +167,7 @@ func TestGroupedIngestFailsAlone(t *testing.T) {
 		if _, err := tx.Task("tracker", "T-1"); !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("T-1 stored (err %v)", err)
 		}
-		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "carol")
+		objs, err := tx.ObjectsForTaskUser("tracker", "T-2", "carol", taskUIDs("T-2"))
 		if err == nil && len(objs) == 0 {
 			err = errors.New("T-2 has no objects")
 		}
@@ -262,4 +263,9 @@ func TestIngestGroupsAreBounded(t *testing.T) {
 	if len(sub.C) > 0 || sub.Lagged() {
 		t.Fatal("task subscriber lagged or got more events")
 	}
+}
+
+// taskUIDs are the UIDs of a tracker task's reminder and deadline event.
+func taskUIDs(id string) []string {
+	return []string{render.TodoUID("tracker", id), render.EventUID("tracker", id)}
 }

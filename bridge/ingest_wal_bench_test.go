@@ -20,11 +20,22 @@ import (
 // and its growth counts every frame. "cpu-us/op" is the process's CPU time
 // (user + system, the syscalls included) per ingest, less sensitive than
 // ns/op to other work on a shared machine.
-func BenchmarkIngestWALPages(b *testing.B) {
+func BenchmarkIngestWALPages(b *testing.B) { benchIngestWAL(b, 0) }
+
+// BenchmarkIngestWALPagesProjects is BenchmarkIngestWALPages with tasks
+// spread over ten projects, so each user has twenty collections (the load
+// command's shape: --tasks 1000 over 100 users).
+func BenchmarkIngestWALPagesProjects(b *testing.B) { benchIngestWAL(b, 10) }
+
+func benchIngestWAL(b *testing.B, projects int) {
 	s := groupService(b)
 	users := []string{"alice", "bob", "carol"}
 	ingest := func(id string, i int) {
-		if _, err := s.Ingest(context.Background(), "tracker", []TaskInput{groupTask(id, users[i%3])}); err != nil {
+		in := groupTask(id, users[i%3])
+		if projects > 0 {
+			in.Project = fmt.Sprintf("Project %d", (i/3)%projects)
+		}
+		if _, err := s.Ingest(context.Background(), "tracker", []TaskInput{in}); err != nil {
 			b.Fatal(err)
 		}
 	}

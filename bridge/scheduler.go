@@ -555,22 +555,20 @@ func (w *writer) syncAlert(u *config.User, t *store.Task, visible bool) error {
 	if !visible || !t.Open() || t.Due.IsZero() {
 		return w.tx.DisarmAlert(u.Name, t.Source, t.ID)
 	}
-	armed, err := w.tx.ArmAlert(u.Name, t.Source, t.ID, t.Due)
-	if err != nil || !armed {
-		return err
-	}
-	// ArmAlert covered every instant before this transaction's time.
+	// Armed and planned in one statement: a new schedule covers every
+	// instant before this transaction's time, and its first alert instant
+	// after that is when the scheduler must look at it (one due at this
+	// very instant is FireAt = now: the fire pass sends it). No instant
+	// left: FireAt stays zero. A schedule for the same due time is kept.
 	now := w.tx.Now()
 	a := store.Alert{User: u.Name, Source: t.Source, TaskID: t.ID, Due: t.Due, Covered: now.Add(-time.Nanosecond)}
 	due := render.DueInstant(t.Due, render.UserLocation(u))
 	for _, at := range alertInstants(w.cfg, u, w.cfg.Source(t.Source), due) {
 		if at.After(a.Covered) {
-			if !at.After(now) {
-				return nil // due at this very instant: the fire pass sends it
-			}
 			a.AlertAt, a.FireAt = at, at
 			break
 		}
 	}
-	return w.tx.UpdateAlert(&a)
+	_, err := w.tx.ArmPlannedAlert(&a)
+	return err
 }

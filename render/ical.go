@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -234,10 +235,10 @@ func alarms(in Input) []*ical.Component {
 		}
 		a := ical.NewComponent(ical.CompAlarm)
 		uid := AlarmUID(t, lead)
-		a.Props.SetText(ical.PropUID, uid)
+		setText(a.Props, ical.PropUID, uid)
 		setRaw(a.Props, "X-WR-ALARMUID", uid)
-		a.Props.SetText(ical.PropAction, "DISPLAY")
-		a.Props.SetText(ical.PropDescription, alarmText(cleanText(t.Title), lead))
+		setText(a.Props, ical.PropAction, "DISPLAY")
+		setText(a.Props, ical.PropDescription, alarmText(cleanText(t.Title), lead))
 		trig := ical.NewProp(ical.PropTrigger)
 		trig.SetDateTime(at.UTC())
 		trig.SetValueType(ical.ValueDateTime)
@@ -249,6 +250,45 @@ func alarms(in Input) []*ical.Component {
 		out = append(out, a)
 	}
 	return out
+}
+
+// setText is ical.Props.SetText without its cost: go-ical escapes rune by
+// rune through a strings.Builder, a third of a VTODO's render, and most
+// values (UIDs, statuses, titles) need no escaping at all. The result is
+// the same property: the same VALUE parameter rule (SetValueType) and, for
+// valid UTF-8, the same escapes byte for byte; other text goes through
+// go-ical, which also replaces its invalid bytes.
+func setText(props ical.Props, name, text string) {
+	if !utf8.ValidString(text) {
+		props.SetText(name, text)
+		return
+	}
+	p := ical.NewProp(name)
+	p.SetValueType(ical.ValueText)
+	p.Value = escapeText(text)
+	props.Set(p)
+}
+
+// escapeText escapes a TEXT value (RFC 5545 §3.3.11) as go-ical does:
+// backslash, semicolon and comma get a backslash, a line feed becomes \n.
+func escapeText(s string) string {
+	if !strings.ContainsAny(s, "\\;,\n") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\', ';', ',':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // setRaw sets an X- property without the VALUE=TEXT parameter SetText adds.
@@ -297,16 +337,16 @@ func formatLead(d time.Duration) string {
 func baseComponent(name, uid string, in Input) *ical.Component {
 	t := in.Task
 	c := ical.NewComponent(name)
-	c.Props.SetText(ical.PropUID, uid)
+	setText(c.Props, ical.PropUID, uid)
 	c.Props.SetDateTime(ical.PropDateTimeStamp, t.Modified.UTC())
 	c.Props.SetDateTime(ical.PropLastModified, t.Modified.UTC())
 	c.Props.SetDateTime(ical.PropCreated, t.Created.UTC())
 	seq := ical.NewProp(ical.PropSequence)
 	seq.Value = strconv.Itoa(t.Sequence + in.Phone.Bumps)
 	c.Props.Set(seq)
-	c.Props.SetText(ical.PropSummary, cleanText(t.Title))
+	setText(c.Props, ical.PropSummary, cleanText(t.Title))
 	if desc := description(t); desc != "" {
-		c.Props.SetText(ical.PropDescription, desc)
+		setText(c.Props, ical.PropDescription, desc)
 	}
 	if u, err := url.Parse(t.URL); err == nil && t.URL != "" && u.IsAbs() {
 		c.Props.SetURI(ical.PropURL, u)
@@ -358,9 +398,9 @@ func Todo(in Input) ([]byte, error) {
 	c := baseComponent(ical.CompToDo, TodoUID(t.Source, t.ID), in)
 	switch t.Status {
 	case "in_progress":
-		c.Props.SetText(ical.PropStatus, "IN-PROCESS")
+		setText(c.Props, ical.PropStatus, "IN-PROCESS")
 	case "done":
-		c.Props.SetText(ical.PropStatus, "COMPLETED")
+		setText(c.Props, ical.PropStatus, "COMPLETED")
 		done := t.CompletedAt
 		if done.IsZero() {
 			done = t.Modified
@@ -370,9 +410,9 @@ func Todo(in Input) ([]byte, error) {
 		pc.Value = "100"
 		c.Props.Set(pc)
 	case "cancelled":
-		c.Props.SetText(ical.PropStatus, "CANCELLED")
+		setText(c.Props, ical.PropStatus, "CANCELLED")
 	default:
-		c.Props.SetText(ical.PropStatus, "NEEDS-ACTION")
+		setText(c.Props, ical.PropStatus, "NEEDS-ACTION")
 	}
 	if !t.Due.IsZero() {
 		setWhen(c.Props, ical.PropDue, t.Due)
@@ -399,10 +439,10 @@ func Event(in Input) ([]byte, error) {
 	}
 	c := baseComponent(ical.CompEvent, EventUID(t.Source, t.ID), in)
 	if t.Status == "done" {
-		c.Props.SetText(ical.PropSummary, "Done: "+cleanText(t.Title))
+		setText(c.Props, ical.PropSummary, "Done: "+cleanText(t.Title))
 	}
-	c.Props.SetText(ical.PropStatus, "CONFIRMED")
-	c.Props.SetText(ical.PropTransparency, "TRANSPARENT") // a deadline does not make anyone busy
+	setText(c.Props, ical.PropStatus, "CONFIRMED")
+	setText(c.Props, ical.PropTransparency, "TRANSPARENT") // a deadline does not make anyone busy
 	if t.Due.AllDay {
 		c.Props.SetDate(ical.PropDateTimeStart, t.Due.Time)
 		c.Props.SetDate(ical.PropDateTimeEnd, t.Due.Time.AddDate(0, 0, 1))
@@ -447,16 +487,26 @@ func mergePhone(c *ical.Component, p PhoneState) error {
 
 func encode(c *ical.Component) ([]byte, error) {
 	cal := ical.NewCalendar()
-	cal.Props.SetText(ical.PropVersion, "2.0")
-	cal.Props.SetText(ical.PropProductID, ProdID)
-	cal.Props.SetText(ical.PropCalendarScale, "GREGORIAN")
+	setText(cal.Props, ical.PropVersion, "2.0")
+	setText(cal.Props, ical.PropProductID, ProdID)
+	setText(cal.Props, ical.PropCalendarScale, "GREGORIAN")
 	cal.Children = append(cal.Children, c)
-	var buf bytes.Buffer
-	if err := ical.NewEncoder(&buf).Encode(cal); err != nil {
+	buf := encodeBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // an outsized one goes to the collector
+			encodeBufs.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if err := ical.NewEncoder(buf).Encode(cal); err != nil {
 		return nil, fmt.Errorf("encode %s: %w", c.Name, err)
 	}
-	return Fold(buf.Bytes()), nil
+	return Fold(buf.Bytes()), nil // a copy: the buffer goes back to the pool
 }
+
+// encodeBufs keeps the encoder's buffers: grown from empty for every
+// object, they were an object's size in garbage again, twice per webhook.
+var encodeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // Fold folds content lines longer than 75 octets (RFC 5545 §3.1), never
 // inside a UTF-8 sequence. go-ical does not fold.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +285,72 @@ func TestObjectNames(t *testing.T) {
 	if ru == ja || ru == "inbox-tasks" || !strings.HasPrefix(mixed, "caf-2-p") || strings.ContainsAny(ru+ja+mixed, "/ ") {
 		t.Errorf("non-ASCII project names: %q %q %q", ru, ja, mixed)
 	}
+}
+
+// TestSetTextMatchesGoICal: setText stores the property go-ical's SetText
+// stores (value, VALUE parameter), for plain text, every escaped byte,
+// multi-byte UTF-8, invalid UTF-8, and property names with and without a
+// TEXT default type.
+func TestSetTextMatchesGoICal(t *testing.T) {
+	texts := []string{"", "plain", "a,b;c\\d\ne", "\\\\,,;;\n\n", "Fällig — café, 🎉;", "bad \xff byte, \xc3", "\r\ttab\r\n",
+		strings.Repeat("long, line; ", 40)}
+	names := []string{ical.PropSummary, ical.PropUID, ical.PropStatus, ical.PropDescription, ical.PropVersion, ical.PropTransparency, "X-OTHER"}
+	for _, name := range names {
+		for _, text := range texts {
+			want, got := ical.Props{}, ical.Props{}
+			want.SetText(name, text)
+			setText(got, name, text)
+			var wb, gb bytes.Buffer
+			for _, p := range []struct {
+				props ical.Props
+				buf   *bytes.Buffer
+			}{{want, &wb}, {got, &gb}} {
+				c := ical.NewComponent("X-TEST")
+				c.Props = p.props
+				if err := ical.NewEncoder(p.buf).Encode(&ical.Calendar{Component: c}); err != nil {
+					p.buf.WriteString("error: " + err.Error()) // go-ical refuses a bare CR either way
+				}
+			}
+			if wb.String() != gb.String() || !reflect.DeepEqual(got, want) {
+				t.Errorf("%s %q:\n got %q %+v\nwant %q %+v", name, text, gb.String(), got, wb.String(), want)
+			}
+		}
+	}
+}
+
+// TestEncodeBuffersAreNotShared: objects rendered at once (a batch renders
+// on every core) each keep their own bytes after their buffers are reused.
+func TestEncodeBuffersAreNotShared(t *testing.T) {
+	const n = 64
+	out := make([][]byte, n)
+	done := make(chan int)
+	for i := range n {
+		go func() {
+			b, err := encode(uidTodo(i))
+			if err != nil {
+				t.Error(err)
+			}
+			out[i] = b
+			done <- i
+		}()
+	}
+	for range n {
+		<-done
+	}
+	for i := range n { // rendered again after every buffer went back to the pool
+		want, err := encode(uidTodo(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out[i], want) {
+			t.Errorf("object %d changed after its buffer was reused:\n got %q\nwant %q", i, out[i], want)
+		}
+	}
+}
+
+func uidTodo(i int) *ical.Component {
+	c := ical.NewComponent(ical.CompToDo)
+	setText(c.Props, ical.PropUID, strings.Repeat(string(rune('a'+i%26)), 50+i))
+	c.Props.SetDateTime(ical.PropDateTimeStamp, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	return c
 }

@@ -196,11 +196,22 @@ func NotificationMail(in MailInput) ([]byte, error) {
 	if t.URL != "" {
 		h.Set("X-Duebridge-URL", t.URL)
 	}
-	var text, html bytes.Buffer
-	if err := textTmpl.Execute(&text, v); err != nil {
+	// The two parts are copied into the mail (quoted-printable), so their
+	// buffers go back to the encoder's pool.
+	text, html := encodeBufs.Get().(*bytes.Buffer), encodeBufs.Get().(*bytes.Buffer)
+	defer func() {
+		for _, b := range []*bytes.Buffer{text, html} {
+			if b.Cap() <= 64<<10 {
+				encodeBufs.Put(b)
+			}
+		}
+	}()
+	text.Reset()
+	html.Reset()
+	if err := textTmpl.Execute(text, v); err != nil {
 		return nil, fmt.Errorf("render text: %w", err)
 	}
-	if err := htmlTmpl.Execute(&html, v); err != nil {
+	if err := htmlTmpl.Execute(html, v); err != nil {
 		return nil, fmt.Errorf("render html: %w", err)
 	}
 	ics, err := publishCalendar(in)

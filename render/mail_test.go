@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -108,5 +109,45 @@ func TestNotificationMailStructure(t *testing.T) {
 	}
 	if ct, _, _ := e.Header.ContentType(); ct != "multipart/mixed" {
 		t.Errorf("top-level %s", ct)
+	}
+}
+
+// TestMailPartsAreNotShared: mails rendered at once (a batch renders on
+// every core) each keep their own bytes after the buffers of their text
+// and HTML parts went back to the pool.
+func TestMailPartsAreNotShared(t *testing.T) {
+	const n = 32
+	input := func(i int) MailInput {
+		in := sampleMail(MailAssigned)
+		task := *in.Task
+		task.ID = fmt.Sprintf("T-%d", i)
+		task.Title = strings.Repeat("Title ", 1+i)
+		task.Description = strings.Repeat("A longer description. ", i)
+		in.Task = &task
+		return in
+	}
+	out := make([][]byte, n)
+	done := make(chan struct{})
+	for i := range n {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			b, err := NotificationMail(input(i))
+			if err != nil {
+				t.Error(err)
+			}
+			out[i] = b
+		}()
+	}
+	for range n {
+		<-done
+	}
+	for i := range n {
+		want, err := NotificationMail(input(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out[i], want) {
+			t.Errorf("mail %d changed after its part buffers were reused", i)
+		}
 	}
 }

@@ -48,6 +48,11 @@ type AlertTx interface {
 	// due time is left as it is, so a task edit never repeats or drops an
 	// alert. It reports whether it armed.
 	ArmAlert(user, source, taskID string, due When) (bool, error)
+	// ArmPlannedAlert is ArmAlert for a schedule its caller has planned
+	// already (a.Covered, a.AlertAt, a.FireAt, as UpdateAlert would store
+	// them): one statement where arming and planning were two. A schedule
+	// for the same due time is left as it is, as ArmAlert leaves it.
+	ArmPlannedAlert(a *Alert) (bool, error)
 	// DisarmAlert removes the schedule, if any.
 	DisarmAlert(user, source, taskID string) error
 	// DueAlerts lists schedules whose FireAt is not after now, earliest first.
@@ -106,19 +111,25 @@ func scanAlert(s scanner) (*Alert, error) {
 }
 
 func (tx *sqlTx) ArmAlert(user, source, taskID string, due When) (bool, error) {
-	if due.IsZero() {
-		return false, fmt.Errorf("arm alert %s %s/%s: no due time", user, source, taskID)
+	now := tx.now
+	return tx.ArmPlannedAlert(&Alert{User: user, Source: source, TaskID: taskID, Due: due,
+		Covered: now.Add(-time.Nanosecond), AlertAt: now, FireAt: now})
+}
+
+func (tx *sqlTx) ArmPlannedAlert(a *Alert) (bool, error) {
+	if a.Due.IsZero() {
+		return false, fmt.Errorf("arm alert %s %s/%s: no due time", a.User, a.Source, a.TaskID)
 	}
-	now := tx.now.UnixNano()
 	// The conditional upsert keeps a schedule for the same due time
 	// untouched: its Covered mark is what makes every alert go out once.
 	res, err := tx.exec(`INSERT INTO alerts (`+alertCols+`) VALUES (?,?,?,?,?,?,?,?)
 		ON CONFLICT (username, source, task_id) DO UPDATE SET due_at = excluded.due_at, all_day = excluded.all_day,
 		covered = excluded.covered, alert_at = excluded.alert_at, fire_at = excluded.fire_at
 		WHERE alerts.due_at <> excluded.due_at OR alerts.all_day <> excluded.all_day`,
-		user, source, taskID, due.Time.UnixNano(), boolInt(due.AllDay), now-1, now, now)
+		a.User, a.Source, a.TaskID, a.Due.Time.UnixNano(), boolInt(a.Due.AllDay), a.Covered.UnixNano(),
+		nullNanos(a.AlertAt), nullNanos(a.FireAt))
 	if err != nil {
-		return false, fmt.Errorf("arm alert %s %s/%s: %w", user, source, taskID, err)
+		return false, fmt.Errorf("arm alert %s %s/%s: %w", a.User, a.Source, a.TaskID, err)
 	}
 	n, _ := res.RowsAffected()
 	if n > 0 {

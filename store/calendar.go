@@ -10,6 +10,26 @@ import (
 	"time"
 )
 
+// Migration 73: two more indexes every new-task webhook wrote, each a
+// page of the commit (a WAL frame, two syscalls, inside the single
+// writer's turn) and an insert per row:
+//   - objects_task (source, task_id): its one reader, ingest's look-up of a
+//     user's objects of a task, now searches objects_uid (username, uid)
+//     with the UIDs the task's objects carry (ObjectsForTaskUser).
+//   - alerts_user_due (username, due_at): it served the daily digest of
+//     one user, which now reads that user's schedules by the primary key
+//     (username first) and sorts them: once a day per user, against a
+//     page per new task.
+//
+// Registered here, before migrate.go's init sorts the list.
+var _ = func() int {
+	migrations = append(migrations, migration{73, `
+DROP INDEX IF EXISTS objects_task;
+DROP INDEX IF EXISTS alerts_user_due;
+`})
+	return 0
+}()
+
 // Collection kinds.
 const (
 	KindEvents = "events" // VEVENT deadlines, read-only for the user
@@ -53,6 +73,10 @@ type CalendarTx interface {
 	EnsureCollection(c *Collection) (bool, error)
 	Collection(user, name string) (*Collection, error)
 	Collections(user string) ([]Collection, error)
+	// CollectionsNamed returns those of the user's collections among
+	// names, in no particular order: a writer that needs a project's two
+	// reads two rows, not the user's every collection.
+	CollectionsNamed(user string, names []string) ([]Collection, error)
 	// SetCollectionProps changes display name, colour and order (PROPPATCH).
 	SetCollectionProps(user, name, displayName, color string, order int) error
 
@@ -69,10 +93,11 @@ type CalendarTx interface {
 	ObjectByUID(user, uid string) (*Object, error)
 	// Objects lists the live objects of a collection, with data if asked.
 	Objects(user, collection string, withData bool) ([]Object, error)
-	// ObjectsForTask lists every live object made from a task, all users.
-	ObjectsForTask(source, id string) ([]Object, error)
-	// ObjectsForTaskUser lists the live objects one user has of a task.
-	ObjectsForTaskUser(source, id, user string) ([]Object, error)
+	// ObjectsForTaskUser lists the live objects one user has of a task;
+	// uids are the UIDs the task's objects carry (render.TodoUID and
+	// EventUID), which the lookup searches by: the store keeps no index by
+	// task (migration 73).
+	ObjectsForTaskUser(source, id, user string, uids []string) ([]Object, error)
 	// ObjectsOfUser lists all live objects of a user (for re-rendering).
 	ObjectsOfUser(user string) ([]Object, error)
 	// OwnUsage counts a user's live own reminders (objects of no task
@@ -116,6 +141,34 @@ func (tx *sqlTx) Collection(user, name string) (*Collection, error) {
 		return nil, ErrNotFound
 	}
 	return c, err
+}
+
+func (tx *sqlTx) CollectionsNamed(user string, names []string) ([]Collection, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(names)+1)
+	args = append(args, user)
+	for _, n := range names {
+		args = append(args, n)
+	}
+	rows, err := tx.query(`SELECT `+collCols+` FROM collections WHERE username = ? AND name IN (`+inList(len(names))+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read collections of %s: %w", user, err)
+	}
+	defer rows.Close()
+	var out []Collection
+	for rows.Next() {
+		c, err := scanCollection(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read collections of %s: %w", user, err)
+		}
+		out = append(out, *c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read collections of %s: %w", user, err)
+	}
+	return out, nil
 }
 
 // Collections lists user's collections by sort order, then name (bytewise,
@@ -302,12 +355,17 @@ func (tx *sqlTx) Objects(user, collection string, withData bool) ([]Object, erro
 	return tx.listObjects(withData, `username = ? AND collection = ? AND deleted = 0 ORDER BY name`, user, collection)
 }
 
-func (tx *sqlTx) ObjectsForTask(source, id string) ([]Object, error) {
-	return tx.listObjects(false, `source = ? AND task_id = ? AND deleted = 0`, source, id)
-}
-
-func (tx *sqlTx) ObjectsForTaskUser(source, id, user string) ([]Object, error) {
-	return tx.listObjects(false, `source = ? AND task_id = ? AND username = ? AND deleted = 0`, source, id, user)
+func (tx *sqlTx) ObjectsForTaskUser(source, id, user string, uids []string) ([]Object, error) {
+	if len(uids) == 0 {
+		return nil, nil
+	}
+	args := make([]any, 0, len(uids)+3)
+	args = append(args, user)
+	for _, u := range uids {
+		args = append(args, u)
+	}
+	args = append(args, source, id)
+	return tx.listObjects(false, `username = ? AND uid IN (`+inList(len(uids))+`) AND source = ? AND task_id = ? AND deleted = 0`, args...)
 }
 
 func (tx *sqlTx) ObjectsOfUser(user string) ([]Object, error) {

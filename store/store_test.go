@@ -958,6 +958,7 @@ func testObjects(t *testing.T, b backend) {
 	bo := sampleObject("alice", "todos", "T-2")
 	c := sampleObject("alice", "events", "T-1")
 	c.UID = "uid-T-1-event"
+	taskUIDs := []string{"uid-T-1", "uid-T-1-event"} // T-1's reminder and event
 	phone := store.Object{User: "alice", Collection: "todos", Name: "phone.ics", UID: "phone-uid", ETag: `"p"`, Data: []byte("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")}
 	bobs := sampleObject("bob", "todos", "T-1")
 	e.update(func(tx store.Tx) error {
@@ -1024,17 +1025,28 @@ func testObjects(t *testing.T, b backend) {
 			sameObject(fmt.Sprintf("Objects(without data)[%d]", i), &without[i], want)
 		}
 
-		forTask, err := tx.ObjectsForTask("tracker", "T-1")
-		if err != nil {
-			return err
-		}
 		var keys []string
-		for _, o := range forTask {
-			keys = append(keys, o.User+"/"+o.Collection+"/"+o.Name)
+		for _, user := range []string{"alice", "bob"} {
+			forTask, err := tx.ObjectsForTaskUser("tracker", "T-1", user, taskUIDs)
+			if err != nil {
+				return err
+			}
+			for _, o := range forTask {
+				keys = append(keys, o.User+"/"+o.Collection+"/"+o.Name)
+			}
 		}
 		slices.Sort(keys)
 		if want := []string{"alice/events/T-1.ics", "alice/todos/T-1.ics", "bob/todos/T-1.ics"}; !slices.Equal(keys, want) {
-			t.Errorf("ObjectsForTask: got %v, want %v", keys, want)
+			t.Errorf("ObjectsForTaskUser: got %v, want %v", keys, want)
+		}
+		// Another task's UIDs, or this task's UIDs under another task, find nothing.
+		for _, c := range []struct {
+			id   string
+			uids []string
+		}{{"T-2", taskUIDs}, {"T-1", []string{"uid-T-2"}}} {
+			if other, err := tx.ObjectsForTaskUser("tracker", c.id, "alice", c.uids); err != nil || len(other) != 0 {
+				t.Errorf("ObjectsForTaskUser(%s, %v): %d objects, err %v; want none", c.id, c.uids, len(other), err)
+			}
 		}
 		ofAlice, err := tx.ObjectsOfUser("alice")
 		if err != nil {
@@ -1077,12 +1089,16 @@ func testObjects(t *testing.T, b backend) {
 		if len(list) != 2 || list[0].Name != "T-2.ics" || list[1].Name != "phone.ics" {
 			t.Errorf("Objects after delete: got %+v, want T-2.ics, phone.ics", list)
 		}
-		forTask, err := tx.ObjectsForTask("tracker", "T-1")
-		if err != nil {
-			return err
+		forTask := 0
+		for _, user := range []string{"alice", "bob"} {
+			objs, err := tx.ObjectsForTaskUser("tracker", "T-1", user, taskUIDs)
+			if err != nil {
+				return err
+			}
+			forTask += len(objs)
 		}
-		if len(forTask) != 2 {
-			t.Errorf("ObjectsForTask after delete: got %d, want 2", len(forTask))
+		if forTask != 2 {
+			t.Errorf("ObjectsForTaskUser after delete: got %d, want 2", forTask)
 		}
 		ofAlice, err := tx.ObjectsOfUser("alice")
 		if err != nil {
