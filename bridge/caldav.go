@@ -109,9 +109,11 @@ func (b caldavBackend) Quota(ctx context.Context, user string) (used, available 
 	return used, max(0, limit-used), nil
 }
 
+// Collections is every phone poll's read: one SELECT, so a Read (no
+// transaction around it) is its snapshot.
 func (b caldavBackend) Collections(ctx context.Context, user string) ([]calendar.Collection, error) {
 	var out []calendar.Collection
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
+	err := b.s.st.Read(ctx, func(tx store.Tx) error {
 		colls, err := tx.Collections(user)
 		out = make([]calendar.Collection, len(colls))
 		for i := range colls {

@@ -30,6 +30,11 @@ type Store interface {
 	Update(ctx context.Context, fn func(Tx) error) error
 	// View runs fn in a read-only transaction (a consistent snapshot).
 	View(ctx context.Context, fn func(Tx) error) error
+	// Read runs fn for a read of one SELECT, outside an explicit
+	// transaction: one statement is its own consistent snapshot, so it
+	// needs no BEGIN and ROLLBACK. A second statement, or a write, fails
+	// with ErrOneStatement; reads that must agree use View.
+	Read(ctx context.Context, fn func(Tx) error) error
 	// Ping checks that the database is reachable (readiness).
 	Ping(ctx context.Context) error
 	Close() error
