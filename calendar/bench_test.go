@@ -291,5 +291,6 @@ func BenchmarkHomePollHandler(b *testing.B) {
 		}
 	}
 	poll()
+	b.Logf("answer: %d bytes", w.n)
 	loopCPU(b, poll)
 }

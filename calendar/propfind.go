@@ -22,7 +22,7 @@ func parsePropReq(body *node) (propReq, error) {
 	}
 	switch {
 	case body.child(nsDAV, "prop") != nil:
-		return propReq{props: body.child(nsDAV, "prop").names()}, nil
+		return propReq{props: body.child(nsDAV, "prop").names()}.withTags(), nil
 	case body.child(nsDAV, "allprop") != nil:
 		return propReq{allProp: true, props: body.child(nsDAV, "include").names()}, nil
 	case body.child(nsDAV, "propname") != nil:
