@@ -121,9 +121,9 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 			for i := range colls {
 				res := v.collectionAt(&colls[i]) // at collHref(u.Name, colls[i].Name)
 				ms.props(res.href, res, q)
-				if polled {
-					h.health.poll(u.Name, r.UserAgent(), colls[i].Name)
-				}
+			}
+			if polled {
+				h.health.poll(u.Name, r.UserAgent(), colls...)
 			}
 		}
 	case kindCollection:
@@ -144,7 +144,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 			ms.props(res.href, res, q)
 		}
 		if polled {
-			h.health.poll(u.Name, r.UserAgent(), c.Name)
+			h.health.poll(u.Name, r.UserAgent(), c)
 		}
 	case kindObject:
 		c, o, err := h.be.Object(r.Context(), u.Name, t.coll, t.name)
