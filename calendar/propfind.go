@@ -54,14 +54,24 @@ func (h *Handler) propReq(r *http.Request) (propReq, error) {
 		}
 		return parsePropReq(body)
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, propBodyCacheSize+1))
+	// The body is read into a pooled buffer: it is only looked up (the
+	// cache keeps its own copy), and io.ReadAll grew a new one 4 times on
+	// every poll.
+	buf := propReadBuffers.Get().(*[]byte)
+	defer propReadBuffers.Put(buf)
+	n, err := io.ReadFull(r.Body, (*buf)[:propBodyCacheSize+1])
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil // shorter than the buffer: all of it
+	}
 	if err != nil {
 		return propReq{}, fmt.Errorf("%w: read body: %v", errBadXML, err)
 	}
+	raw := (*buf)[:n]
 	if q, ok := h.bodies.get(raw); ok {
 		return q, nil
 	}
-	// Not seen: the usual reader, over what was read and the rest.
+	// Not seen: the usual reader, over what was read and the rest (read to
+	// the end here, before buf goes back to the pool).
 	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(raw), r.Body))
 	body, err := h.readXML(r)
 	if err != nil {
@@ -73,6 +83,13 @@ func (h *Handler) propReq(r *http.Request) (propReq, error) {
 	}
 	return q, err
 }
+
+// propReadBuffers hold the start of PROPFIND bodies while they are looked
+// up in the handler's propBodyCache.
+var propReadBuffers = sync.Pool{New: func() any {
+	b := make([]byte, propBodyCacheSize+1)
+	return &b
+}}
 
 func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	q, err := h.propReq(r)
