@@ -198,10 +198,11 @@ func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
 // (on a home poll these cost more than the query itself). fn may run one
 // SELECT; a second statement fails with ErrOneStatement (use View).
 //
-// On SQLite, ctx is checked before the statement but does not interrupt
-// it: with a cancellable context, database/sql and the driver each start a
-// goroutine per statement to watch it, which cost a short read (a WAL
-// reader never waits for a writer) a third of its CPU time.
+// On SQLite, ctx is checked before the statement but neither interrupts
+// it nor ends its wait for a pool connection: with a cancellable context,
+// database/sql and the driver each start a goroutine per statement to
+// watch it, ~30 % of a ten-row read's CPU (a WAL reader never waits for a
+// writer, so there is little to cut short). Reads are for short queries.
 func (s *sqlStore) Read(ctx context.Context, fn func(Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("read: %w", err)
