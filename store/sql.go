@@ -196,7 +196,8 @@ func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
 // one statement is its own consistent snapshot on both databases, so it
 // needs no BEGIN and ROLLBACK, and database/sql none of its Tx machinery
 // (on a home poll these cost more than the query itself). fn may run one
-// SELECT; a second statement fails with ErrOneStatement (use View).
+// SELECT; a second statement fails with ErrOneStatement (use View), a
+// write as in a View.
 //
 // On SQLite, ctx is checked before the statement but neither interrupts
 // it nor ends its wait for a pool connection: with a cancellable context,
@@ -540,8 +541,8 @@ func (tx *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	return st.ExecContext(tx.ctx, args...)
 }
 
-// ErrOneStatement is a Read's answer to a second statement or a write:
-// only one SELECT is its own snapshot.
+// ErrOneStatement is a Read's answer to a second statement (or to a
+// statement that is not a SELECT): only one statement is its own snapshot.
 var ErrOneStatement = errors.New("store: a Read runs one SELECT; use View for more")
 
 // readStmt is a Read's one statement: the statement kept prepared on the
