@@ -95,7 +95,7 @@ func (b caldavBackend) SyncEpoch(ctx context.Context) (string, error) {
 }
 
 func (b caldavBackend) Quota(ctx context.Context, user string) (used, available int64, err error) {
-	err = b.s.st.View(ctx, func(tx store.Tx) error {
+	err = b.s.st.Read(ctx, func(tx store.Tx) error { // one SELECT
 		_, used, err = tx.OwnUsage(user)
 		return err
 	})
@@ -109,9 +109,11 @@ func (b caldavBackend) Quota(ctx context.Context, user string) (used, available 
 	return used, max(0, limit-used), nil
 }
 
+// Collections is every phone poll's read: one SELECT, so a Read (no
+// transaction around it) is its snapshot.
 func (b caldavBackend) Collections(ctx context.Context, user string) ([]calendar.Collection, error) {
 	var out []calendar.Collection
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
+	err := b.s.st.Read(ctx, func(tx store.Tx) error {
 		colls, err := tx.Collections(user)
 		out = make([]calendar.Collection, len(colls))
 		for i := range colls {
@@ -123,10 +125,14 @@ func (b caldavBackend) Collections(ctx context.Context, user string) ([]calendar
 }
 
 // inCollection reads a collection and, if read is not nil, more in the
-// same snapshot.
+// same snapshot (a View); the collection alone is one SELECT (a Read).
 func (b caldavBackend) inCollection(ctx context.Context, user, coll string, read func(tx store.Tx, c *store.Collection) error) (calendar.Collection, error) {
 	var out calendar.Collection
-	err := b.s.st.View(ctx, func(tx store.Tx) error {
+	snapshot := b.s.st.View
+	if read == nil {
+		snapshot = b.s.st.Read
+	}
+	err := snapshot(ctx, func(tx store.Tx) error {
 		c, err := tx.Collection(user, coll)
 		if err != nil {
 			return err

@@ -240,14 +240,19 @@ func TestWarmDeviceLoginReadsNoStore(t *testing.T) {
 		t.Errorf("5 warm device-password logins opened %d read and %d write transactions, want 0", n, w)
 	}
 	// A wrong secret for the remembered ID, and the right password under
-	// another name, each take the full path: one read.
+	// another name, each take the full path: one read, of one statement
+	// and without a transaction around it (a Read, as every phone's
+	// first login after a restart).
 	for _, c := range []struct{ name, pw string }{{"alice", otherLast(pw)}, {"bob", pw}} {
-		reads = cs.views.Load()
+		reads, single := cs.views.Load(), cs.reads.Load()
 		if s.devices.verify(ctx, c.name, c.pw) {
 			t.Fatalf("%s logged in with %q", c.name, c.pw)
 		}
 		if n := cs.views.Load() - reads; n != 1 {
 			t.Errorf("refusing %s's %q read the store %d times, want 1 (the full path)", c.name, c.pw, n)
+		}
+		if n := cs.reads.Load() - single; n != 1 {
+			t.Errorf("refusing %s's %q: %d Reads, want its one read a Read (no transaction)", c.name, c.pw, n)
 		}
 	}
 }

@@ -16,12 +16,20 @@ import (
 type countingStore struct {
 	store.Store
 	updates atomic.Int64
-	views   atomic.Int64
+	views   atomic.Int64 // Views and Reads
+	reads   atomic.Int64 // Reads: one statement, no transaction
 }
 
 func (c *countingStore) View(ctx context.Context, fn func(store.Tx) error) error {
 	c.views.Add(1)
 	return c.Store.View(ctx, fn)
+}
+
+// Read counts as a view: both read the store.
+func (c *countingStore) Read(ctx context.Context, fn func(store.Tx) error) error {
+	c.views.Add(1)
+	c.reads.Add(1)
+	return c.Store.Read(ctx, fn)
 }
 
 func (c *countingStore) Update(ctx context.Context, fn func(store.Tx) error) error {

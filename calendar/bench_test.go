@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/duebridge/duebridge/bridge"
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/iphone"
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/render"
 	"github.com/duebridge/duebridge/store"
@@ -229,4 +231,66 @@ func TestSyncQueryPlan(t *testing.T) {
 		t.Fatalf("incremental sync does not use objects_sync: %s", joined)
 	}
 	t.Logf("plan: %s", joined)
+}
+
+// pollWriter is a reusable http.ResponseWriter that keeps only the status
+// and the size, so BenchmarkHomePollHandler measures the server's work and
+// not a recorder's.
+type pollWriter struct {
+	h      http.Header
+	status int
+	n      int
+}
+
+func (w *pollWriter) Header() http.Header { return w.h }
+func (w *pollWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *pollWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	w.n += len(p)
+	return len(p), nil
+}
+
+// BenchmarkHomePollHandler is the server's own part of an iPhone's
+// background poll, without the network and TLS: iOS's home PROPFIND
+// (Depth 1, Prefer: return=minimal, Brief: t) over ten lists, with a
+// device password, straight into the handler.
+func BenchmarkHomePollHandler(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	var tasks []bridge.TaskInput
+	for p := range 5 {
+		tasks = append(tasks, bridge.TaskInput{ID: fmt.Sprintf("P-%d", p), Title: "t", Project: fmt.Sprintf("Project %d", p),
+			Assignees: []string{"alice"}, Due: store.When{Time: e.now.Add(48 * time.Hour)}})
+	}
+	testsvc.Ingest(b, e.svc, tasks...)
+	_, pw, err := e.svc.IssueDevicePassword(context.Background(), "alice", "iPhone")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := e.srv.Config.Handler
+	body := strings.NewReader(iphone.HomeBody)
+	req := httptest.NewRequest("PROPFIND", "/dav/alice/calendars/", body)
+	req.SetBasicAuth("alice", pw)
+	req.Header.Set("Depth", "1")
+	req.Header.Set("Content-Type", "text/xml; charset=utf-8")
+	req.Header.Set("Prefer", "return=minimal")
+	req.Header.Set("Brief", "t")
+	req.Header.Set("User-Agent", "iOS/18.1.1 (22B91) dataaccessd/1.0")
+	w := &pollWriter{h: http.Header{}}
+	poll := func() {
+		body.Reset(iphone.HomeBody)
+		req.Body = io.NopCloser(body)
+		clear(w.h)
+		w.status, w.n = 0, 0
+		h.ServeHTTP(w, req)
+		if w.status != http.StatusMultiStatus {
+			b.Fatalf("home PROPFIND: HTTP %d", w.status)
+		}
+	}
+	poll()
+	b.Logf("answer: %d bytes", w.n)
+	loopCPU(b, poll)
 }

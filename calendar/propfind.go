@@ -22,7 +22,7 @@ func parsePropReq(body *node) (propReq, error) {
 	}
 	switch {
 	case body.child(nsDAV, "prop") != nil:
-		return propReq{props: body.child(nsDAV, "prop").names()}, nil
+		return propReq{props: body.child(nsDAV, "prop").names()}.withTags(), nil
 	case body.child(nsDAV, "allprop") != nil:
 		return propReq{allProp: true, props: body.child(nsDAV, "include").names()}, nil
 	case body.child(nsDAV, "propname") != nil:
@@ -54,14 +54,24 @@ func (h *Handler) propReq(r *http.Request) (propReq, error) {
 		}
 		return parsePropReq(body)
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, propBodyCacheSize+1))
+	// The body is read into a pooled buffer: it is only looked up (the
+	// cache keeps its own copy), and io.ReadAll grew a new one 4 times on
+	// every poll.
+	buf := propReadBuffers.Get().(*[]byte)
+	defer propReadBuffers.Put(buf)
+	n, err := io.ReadFull(r.Body, (*buf)[:propBodyCacheSize+1])
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil // shorter than the buffer: all of it
+	}
 	if err != nil {
 		return propReq{}, fmt.Errorf("%w: read body: %v", errBadXML, err)
 	}
+	raw := (*buf)[:n]
 	if q, ok := h.bodies.get(raw); ok {
 		return q, nil
 	}
-	// Not seen: the usual reader, over what was read and the rest.
+	// Not seen: the usual reader, over what was read and the rest (read to
+	// the end here, before buf goes back to the pool).
 	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(raw), r.Body))
 	body, err := h.readXML(r)
 	if err != nil {
@@ -73,6 +83,13 @@ func (h *Handler) propReq(r *http.Request) (propReq, error) {
 	}
 	return q, err
 }
+
+// propReadBuffers hold the start of PROPFIND bodies while they are looked
+// up in the handler's propBodyCache.
+var propReadBuffers = sync.Pool{New: func() any {
+	b := make([]byte, propBodyCacheSize+1)
+	return &b
+}}
 
 func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t target) {
 	q, err := h.propReq(r)
@@ -121,9 +138,9 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 			for i := range colls {
 				res := v.collectionAt(&colls[i]) // at collHref(u.Name, colls[i].Name)
 				ms.props(res.href, res, q)
-				if polled {
-					h.health.poll(u.Name, r.UserAgent(), colls[i].Name)
-				}
+			}
+			if polled {
+				h.health.poll(u.Name, r.UserAgent(), colls...)
 			}
 		}
 	case kindCollection:
@@ -144,7 +161,7 @@ func (h *Handler) propfind(w http.ResponseWriter, r *http.Request, u *User, t ta
 			ms.props(res.href, res, q)
 		}
 		if polled {
-			h.health.poll(u.Name, r.UserAgent(), c.Name)
+			h.health.poll(u.Name, r.UserAgent(), c)
 		}
 	case kindObject:
 		c, o, err := h.be.Object(r.Context(), u.Name, t.coll, t.name)

@@ -66,6 +66,7 @@ type syncHealth struct {
 	users map[string]map[string]*device
 
 	syncs    *prometheus.CounterVec
+	polls    prometheus.Counter // syncs{kind="poll"}, looked up once
 	lastSync *prometheus.GaugeVec
 }
 
@@ -75,6 +76,7 @@ func newSyncHealth(reg prometheus.Registerer, now func() time.Time) *syncHealth 
 		Name: "duebridge_caldav_syncs_total",
 		Help: "CalDAV sync requests by kind: full, incremental, token_reset, poll, query, multiget.",
 	}, []string{"kind"}))
+	h.polls = h.syncs.WithLabelValues(syncPoll)
 	h.lastSync = metricsreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "duebridge_caldav_last_sync_timestamp_seconds",
 		Help: "When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time.",
@@ -136,20 +138,27 @@ func (h *syncHealth) device(user, ua string, now time.Time) *device {
 	return d
 }
 
-// poll records a PROPFIND that read a collection's ctag or sync token.
-func (h *syncHealth) poll(user, ua, coll string) {
+// poll records PROPFINDs that read the ctags or sync tokens of colls (a
+// home poll reads them all): one clock reading, lock and device lookup
+// for the lot, not one per list.
+func (h *syncHealth) poll(user, ua string, colls ...Collection) {
+	if len(colls) == 0 {
+		return
+	}
 	now := h.now()
 	h.mu.Lock()
 	d := h.device(user, ua, now)
-	d.Counts[syncPoll]++
-	cs := d.Collections[coll]
-	if cs == nil {
-		cs = &collSync{}
-		d.Collections[coll] = cs
+	d.Counts[syncPoll] += len(colls)
+	for i := range colls {
+		cs := d.Collections[colls[i].Name]
+		if cs == nil {
+			cs = &collSync{}
+			d.Collections[colls[i].Name] = cs
+		}
+		cs.Poll = now
 	}
-	cs.Poll = now
 	h.mu.Unlock()
-	h.syncs.WithLabelValues(syncPoll).Inc()
+	h.polls.Add(float64(len(colls)))
 }
 
 // synced records a sync of coll ("" for the home or a multiget) that left

@@ -787,8 +787,46 @@ func (m *multistatus) response(href string, props []propResult) {
 // props writes the DAV:response, at href, of r's properties that q asks
 // for.
 func (m *multistatus) props(href string, r resource, q propReq) {
+	if m.minimal && q.tags != nil && !q.allProp && !q.propName {
+		m.found(href, r, q)
+		return
+	}
 	m.results = r.appendResults(m.results[:0], q)
 	m.response(href, m.results)
+}
+
+// found is props for a minimal answer to a list of properties (every
+// phone poll): the properties r has, in one 200 propstat, written as they
+// are looked up with q's ready-made tags. It writes what response would.
+func (m *multistatus) found(href string, r resource, q propReq) {
+	b := append(*m.buf, "<d:response><d:href>"...)
+	b = appendEscaped(b, href)
+	b = append(b, "</d:href>"...)
+	start := len(b)
+	b = append(b, "<d:propstat><d:prop>"...)
+	any := false
+	for i, n := range q.props {
+		v, ok := r.get(n)
+		if !ok {
+			continue
+		}
+		any = true
+		t := &q.tags[i]
+		if v == "" {
+			b = append(b, t.empty...)
+			continue
+		}
+		b = append(b, t.open...)
+		b = append(b, v...)
+		b = append(b, t.close...)
+	}
+	if any {
+		b = append(b, "</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat>"...)
+	} else {
+		b = b[:start]
+	}
+	*m.buf = append(b, "</d:response>"...)
+	m.spill()
 }
 
 // status writes a DAV:response that carries only a status (sync-collection

@@ -11,6 +11,7 @@ package store_test
 // its cost should follow the number of changes, not the collection's size.
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -222,6 +223,49 @@ func BenchmarkPollView(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// BenchmarkPollCollections is a phone poll's one store read, the user's ten
+// lists, in a View (BEGIN, the query, ROLLBACK) and in a Read (the query
+// alone), with a cancellable context as a request has.
+func BenchmarkPollCollections(b *testing.B) {
+	benchBackends(b, func(b *testing.B, be backend) {
+		s := openBench(b, be)
+		err := s.Update(b.Context(), func(tx store.Tx) error {
+			for p := range 5 {
+				for _, kind := range []string{store.KindTodos, store.KindEvents} {
+					c := store.Collection{User: "anna", Name: fmt.Sprintf("project-%d-%s", p, kind), Project: fmt.Sprintf("Project %d", p), Kind: kind}
+					if _, err := tx.EnsureCollection(&c); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		list := func(tx store.Tx) error {
+			cols, err := tx.Collections("anna")
+			if err == nil && len(cols) != 10 {
+				err = fmt.Errorf("%d collections, want 10", len(cols))
+			}
+			return err
+		}
+		for _, r := range []struct {
+			name string
+			run  func(context.Context, func(store.Tx) error) error
+		}{{"view", s.View}, {"read", s.Read}} {
+			b.Run(r.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := r.run(b.Context(), list); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		}
 	})
 }

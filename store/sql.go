@@ -192,6 +192,29 @@ func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
 	return s.run(ctx, true, fn)
 }
 
+// Read runs fn on the pool, outside an explicit transaction: a read of
+// one statement is its own consistent snapshot on both databases, so it
+// needs no BEGIN and ROLLBACK, and database/sql none of its Tx machinery
+// (on a home poll these cost more than the query itself). fn may run one
+// SELECT; a second statement fails with ErrOneStatement (use View), a
+// write as in a View.
+//
+// On SQLite, ctx is checked before the statement but neither interrupts
+// it nor ends its wait for a pool connection: with a cancellable context,
+// database/sql and the driver each start a goroutine per statement to
+// watch it, ~30 % of a ten-row read's CPU (a WAL reader never waits for a
+// writer, so there is little to cut short). Reads are for short queries.
+func (s *sqlStore) Read(ctx context.Context, fn func(Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if s.dialect == SQLite {
+		ctx = context.WithoutCancel(ctx)
+	}
+	tx := sqlTx{ctx: ctx, pool: s.db, dialect: s.dialect, now: s.opts.Clock.Now().UTC(), readOnly: true, prepared: &s.prepared}
+	return fn(&tx)
+}
+
 func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (err error) {
 	if !readOnly && s.writeTurn != nil {
 		select {
@@ -284,8 +307,11 @@ func (s *sqlStore) beginDeferred(ctx context.Context) (*sql.Tx, error) {
 }
 
 type sqlTx struct {
-	ctx      context.Context
-	tx       *sql.Tx
+	ctx context.Context
+	tx  *sql.Tx // nil in a Read, which runs its statement on pool
+	// pool and ran: a Read's database and whether its statement ran.
+	pool     *sql.DB
+	ran      bool
 	dialect  string
 	now      time.Time
 	readOnly bool
@@ -515,7 +541,38 @@ func (tx *sqlTx) exec(q string, args ...any) (sql.Result, error) {
 	return st.ExecContext(tx.ctx, args...)
 }
 
+// ErrOneStatement is a Read's answer to a second statement (or to a
+// statement that is not a SELECT): only one statement is its own snapshot.
+var ErrOneStatement = errors.New("store: a Read runs one SELECT; use View for more")
+
+// readStmt is a Read's one statement: the statement kept prepared on the
+// pool's connections, or nil to send q as it is.
+func (tx *sqlTx) readStmt(q string) (*sql.Stmt, error) {
+	if tx.ran || !isSelect(q) {
+		return nil, ErrOneStatement
+	}
+	tx.ran = true
+	return tx.prepared.get(q), nil
+}
+
+// isSelect reports whether q is a SELECT (a Read runs nothing else: outside
+// a transaction nothing would roll a write back).
+func isSelect(q string) bool {
+	q = strings.TrimSpace(q)
+	return len(q) > 6 && strings.EqualFold(q[:6], "SELECT") && strings.ContainsRune(" \t\n", rune(q[6]))
+}
+
 func (tx *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
+	if tx.tx == nil {
+		st, err := tx.readStmt(q)
+		if err != nil {
+			return nil, err
+		}
+		if st == nil {
+			return tx.pool.QueryContext(tx.ctx, tx.rebind(q), args...)
+		}
+		return st.QueryContext(tx.ctx, args...)
+	}
 	st, err := tx.stmt(q)
 	if err != nil {
 		return nil, err
@@ -526,7 +583,22 @@ func (tx *sqlTx) query(q string, args ...any) (*sql.Rows, error) {
 	return st.QueryContext(tx.ctx, args...)
 }
 
-func (tx *sqlTx) queryRow(q string, args ...any) *sql.Row {
+// errRow is a row whose Scan reports err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+func (tx *sqlTx) queryRow(q string, args ...any) scanner {
+	if tx.tx == nil {
+		st, err := tx.readStmt(q)
+		if err != nil {
+			return errRow{err}
+		}
+		if st == nil {
+			return tx.pool.QueryRowContext(tx.ctx, tx.rebind(q), args...)
+		}
+		return st.QueryRowContext(tx.ctx, args...)
+	}
 	st, err := tx.stmt(q)
 	if err != nil || st == nil {
 		// A *sql.Row cannot be built with an error outside database/sql;

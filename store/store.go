@@ -30,6 +30,14 @@ type Store interface {
 	Update(ctx context.Context, fn func(Tx) error) error
 	// View runs fn in a read-only transaction (a consistent snapshot).
 	View(ctx context.Context, fn func(Tx) error) error
+	// Read runs fn for a read of one SELECT, outside an explicit
+	// transaction: one statement is its own consistent snapshot, so it
+	// needs no BEGIN and ROLLBACK. A second statement fails with
+	// ErrOneStatement, a write as in a View; reads that must agree use
+	// View. On SQLite a
+	// Read's statement is not interrupted when ctx ends (ctx is checked
+	// before it): Reads are for short queries, such as a phone poll's.
+	Read(ctx context.Context, fn func(Tx) error) error
 	// Ping checks that the database is reachable (readiness).
 	Ping(ctx context.Context) error
 	Close() error
