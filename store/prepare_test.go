@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +20,26 @@ import (
 // countingDriver is SQLite's driver counting the statements prepared.
 type countingDriver struct {
 	sqlite.Driver
-	prepares atomic.Int64 // of statements containing counted
+	prepares  atomic.Int64 // of statements containing counted
+	ctagExecs atomic.Int64 // executions of statements containing ctagUpdate
+}
+
+// ctagUpdate is the statement TestCtagsAdvancedInOneStatement counts.
+const ctagUpdate = "UPDATE collections SET seq"
+
+// execCounting counts a statement's executions.
+type execCounting struct {
+	driver.Stmt
+	n *atomic.Int64
+}
+
+func (s execCounting) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	s.n.Add(1)
+	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+func (s execCounting) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
 }
 
 // counted is the statement TestStatementsPreparedOncePerConnection counts.
@@ -45,7 +66,11 @@ func (c *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stm
 	if strings.Contains(q, counted) {
 		c.d.prepares.Add(1)
 	}
-	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	st, err := c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
+	if err == nil && strings.Contains(q, ctagUpdate) {
+		st = execCounting{Stmt: st, n: &c.d.ctagExecs}
+	}
+	return st, err
 }
 
 func (c *countingConn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
@@ -123,6 +148,83 @@ func TestPreparingWithEveryConnectionBusy(t *testing.T) {
 	for range readers {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestCtagsAdvancedInOneStatement: a new task touches its Reminders list and
+// its deadlines calendar; their ctags advance in one UPDATE per user (it was
+// one per collection), and every touched collection still advances and is
+// announced.
+func TestCtagsAdvancedInOneStatement(t *testing.T) {
+	d := registerCounting()
+	defer store.SetSQLiteDriver("sqlite-counting")()
+	var events []store.Event
+	s, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "duebridge.db"), store.Options{
+		OnCommit: func(es []store.Event) { events = append(events, es...) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	colls := [][2]string{{"alice", "todos"}, {"alice", "deadlines"}, {"bob", "todos"}}
+	if err := s.Update(t.Context(), func(tx store.Tx) error {
+		for _, c := range colls {
+			if _, err := tx.EnsureCollection(&store.Collection{User: c[0], Name: c[1], Kind: store.KindTodos}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	store.WaitPrepared(s)
+	for round := range 3 {
+		before := d.ctagExecs.Load()
+		events = nil
+		if err := s.Update(t.Context(), func(tx store.Tx) error {
+			for _, c := range colls {
+				o := store.Object{User: c[0], Collection: c[1], Name: fmt.Sprintf("t%d.ics", round), UID: fmt.Sprintf("t%d", round),
+					ETag: "e", Data: []byte("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")}
+				if err := tx.PutObject(&o); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		store.WaitPrepared(s)
+		if round == 0 {
+			continue // the statements' first use may run before they are kept prepared
+		}
+		if n := d.ctagExecs.Load() - before; n != 2 {
+			t.Errorf("round %d: %d ctag UPDATEs for 3 collections of 2 users; want 2", round, n)
+		}
+		var seqs []int64
+		if err := s.View(t.Context(), func(tx store.Tx) error {
+			for _, c := range colls {
+				got, err := tx.Collection(c[0], c[1])
+				if err != nil {
+					return err
+				}
+				seqs = append(seqs, got.Seq)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if seqs[0] != seqs[1] || seqs[1] != seqs[2] || seqs[0] == 0 {
+			t.Errorf("round %d: collection seqs %v; want all advanced to the transaction's", round, seqs)
+		}
+		var announced []string
+		for _, e := range events {
+			if e.Kind == store.EventCalendar {
+				announced = append(announced, e.User+"/"+e.Name)
+			}
+		}
+		if want := []string{"alice/deadlines", "alice/todos", "bob/todos"}; !slices.Equal(announced, want) {
+			t.Errorf("round %d: calendar events %v; want %v", round, announced, want)
 		}
 	}
 }

@@ -1,13 +1,16 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,14 +329,43 @@ type sqlTx struct {
 
 // flush writes what the transaction deferred; it runs just before commit.
 func (tx *sqlTx) flush() error {
-	for k := range tx.touched {
-		if _, err := tx.exec(`UPDATE collections SET seq = ? WHERE username = ? AND name = ? AND seq < ?`, tx.seq, k[0], k[1], tx.seq); err != nil {
-			return fmt.Errorf("advance collection %s/%s: %w", k[0], k[1], err)
+	if len(tx.touched) == 0 {
+		return nil
+	}
+	keys := slices.SortedFunc(maps.Keys(tx.touched), func(a, b [2]string) int {
+		return cmp.Or(strings.Compare(a[0], b[0]), strings.Compare(a[1], b[1]))
+	})
+	// One UPDATE per user's names (a new task touches its Reminders list
+	// and its deadlines calendar: one statement, not two), padded to 2 or
+	// 50 names by repeating the last so there are two statement shapes.
+	for len(keys) > 0 {
+		user := keys[0][0]
+		n := 1
+		for n < len(keys) && n < ctagChunk && keys[n][0] == user {
+			n++
 		}
-		tx.Emit(Event{Seq: tx.seq, Kind: EventCalendar, User: k[0], Name: k[1]})
+		size := 2
+		if n > 2 {
+			size = ctagChunk
+		}
+		args := make([]any, 0, 3+size)
+		args = append(args, tx.seq, user, tx.seq)
+		for i := range size {
+			args = append(args, keys[min(i, n-1)][1])
+		}
+		if _, err := tx.exec(`UPDATE collections SET seq = ? WHERE username = ? AND seq < ? AND name IN (`+inList(size)+`)`, args...); err != nil {
+			return fmt.Errorf("advance collections of %s: %w", user, err)
+		}
+		for _, k := range keys[:n] {
+			tx.Emit(Event{Seq: tx.seq, Kind: EventCalendar, User: k[0], Name: k[1]})
+		}
+		keys = keys[n:]
 	}
 	return nil
 }
+
+// ctagChunk bounds the names of one flush UPDATE.
+const ctagChunk = 50
 
 func (tx *sqlTx) Now() time.Time { return tx.now }
 
