@@ -37,11 +37,13 @@ const (
 	maxDevicesPerUser = 16
 	maxUserAgentLen   = 200
 	// DefaultSyncHealthUsers is how many users' sync health is kept when
-	// Limits.SyncHealthUsers is zero: ~0.6 KB each with ten lists and one
-	// phone, so ~60 MB at the bound.
+	// Limits.SyncHealthUsers is zero: ~1.1 KB each with ten lists and one
+	// phone (0.7 KB the record, 0.4 KB its last-sync series), so ~115 MB
+	// at the bound.
 	DefaultSyncHealthUsers = 100000
-	// maxInterned bounds the User-Agent intern table: phones of one model
-	// and OS share one string; past the bound a new one is kept unshared.
+	// maxInterned bounds the intern table of User-Agents (phones of one
+	// model and OS share one) and collection names (a project's members
+	// share them); past the bound a new string is kept unshared.
 	maxInterned = 4096
 )
 
@@ -79,10 +81,10 @@ type device struct {
 	colls                                    []collSync
 }
 
-// coll returns the device's record of name, adding it; hint is where it
-// is expected (a home poll lists collections in the same order each time),
-// so a repeated poll finds each in one comparison.
-func (d *device) coll(name string, hint int) *collSync {
+// coll returns d's record of name, adding it; hint is where it is
+// expected (a home poll lists collections in the same order each time), so
+// a repeated poll finds each in one comparison; mu must be held.
+func (h *syncHealth) coll(d *device, name string, hint int) *collSync {
 	if hint < len(d.colls) && d.colls[hint].name == name {
 		return &d.colls[hint]
 	}
@@ -91,7 +93,8 @@ func (d *device) coll(name string, hint int) *collSync {
 			return &d.colls[i]
 		}
 	}
-	d.colls = append(d.colls, collSync{name: name})
+	// Interned: the members of a project share its lists' names.
+	d.colls = append(d.colls, collSync{name: h.intern(name)})
 	return &d.colls[len(d.colls)-1]
 }
 
@@ -234,16 +237,14 @@ func (h *syncHealth) limitNow() int {
 	return DefaultSyncHealthUsers
 }
 
-// intern returns a shared copy of ua (cut to maxUserAgentLen); mu must be held.
-func (h *syncHealth) intern(ua string) string {
-	if len(ua) > maxUserAgentLen {
-		ua = ua[:maxUserAgentLen]
+// intern returns a shared copy of s (a User-Agent or a collection name);
+// mu must be held.
+func (h *syncHealth) intern(s string) string {
+	if v, ok := h.interned[s]; ok {
+		return v
 	}
-	if s, ok := h.interned[ua]; ok {
-		return s
-	}
-	// A copy: ua may be a slice of a larger header.
-	s := strings.Clone(ua)
+	// A copy: s may be a slice of a larger string (a header, a path).
+	s = strings.Clone(s)
 	if len(h.interned) < maxInterned {
 		h.interned[s] = s
 	}
@@ -300,7 +301,7 @@ func (h *syncHealth) poll(user, ua string, colls ...Collection) {
 		d.colls = make([]collSync, 0, len(colls))
 	}
 	for i := range colls {
-		d.coll(colls[i].Name, i).poll = now
+		h.coll(d, colls[i].Name, i).poll = now
 	}
 	h.mu.Unlock()
 	h.polls.Add(float64(len(colls)))
@@ -328,7 +329,7 @@ func (h *syncHealth) synced(user, ua, coll, kind string, seq int64, n int) {
 		d.lastSync, d.lastKind = now, k
 	}
 	if coll != "" {
-		cs := d.coll(coll, 0)
+		cs := h.coll(d, coll, 0)
 		cs.kind = k
 		if kind != syncReset {
 			cs.lastSync, cs.seq, cs.changes = now, seq, int32(min(n, math.MaxInt32))
