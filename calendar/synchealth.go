@@ -22,6 +22,10 @@ import (
 // to which revision. It lives in memory: it describes the running process,
 // costs no write per poll (SQLite serialises writers, and phones poll every
 // few minutes), and starts empty after a restart, which the JSON says.
+// It keeps the Limits.SyncHealthUsers users seen most recently, in a
+// recency list (a poll moves its user to the front: O(1), no allocation),
+// and forgets the least recent one with its metric series, so a million
+// phones cost what the bound allows, not a record and a series each.
 
 // Sync kinds.
 const (
@@ -409,7 +413,7 @@ func (h *syncHealth) json(d *device) deviceJSON {
 		LastSync: h.at(d.lastSync), LastKind: kinds[d.lastKind], LastReset: h.at(d.lastReset),
 		Counts: map[string]int{}, Collections: make(map[string]*collJSON, len(d.colls))}
 	for k, n := range d.counts {
-		if n != 0 {
+		if k != 0 && n != 0 {
 			j.Counts[kinds[k]] = int(n)
 		}
 	}
