@@ -58,7 +58,7 @@ func (b caldavBackend) Limits() calendar.Limits {
 	l := b.s.Config().Limits
 	return calendar.Limits{ICalObjectBytes: l.ICalObjectBytes, MultigetHrefs: l.MultigetHrefs,
 		RecurrenceSteps: l.RecurrenceSteps, RecurrenceStepsPerRequest: l.RecurrenceStepsPerRequest,
-		QuotaBytes: l.OwnReminderBytesPerUser}
+		QuotaBytes: l.OwnReminderBytesPerUser, SyncHealthUsers: l.SyncHealthUsers}
 }
 
 func (b caldavBackend) Now() time.Time { return b.s.Now() }

@@ -154,6 +154,9 @@ type Limits struct {
 	// QuotaBytes is the budget Quota reports against; the handler only
 	// compares it, to know a remembered quota still holds.
 	QuotaBytes int64
+	// SyncHealthUsers is how many users' sync health (/admin/sync) is
+	// kept; past it the least recently seen is forgotten.
+	SyncHealthUsers int
 }
 
 // Collection is a calendar collection: a read-only calendar of deadline

@@ -81,7 +81,7 @@ func NewHandler(be Backend, o Options) *Handler {
 	reg := be.Registerer()
 	h := &Handler{be: be, log: o.Logger.With("component", "caldav"), opts: o, escapes: newEscapeCache(32 << 20),
 		objects: newObjectCache(64 << 20), quotas: newQuotaCache()}
-	h.health = newSyncHealth(reg, be.Now)
+	h.health = newSyncHealth(reg, be.Now, func() int { return be.Limits().SyncHealthUsers })
 	h.writes = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_writes_total",
 		Help: "CalDAV writes from devices by outcome (completed, reopened, phone-state, created, updated, deleted, hidden, unchanged, refused-<status>).",

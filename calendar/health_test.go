@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/bridge"
+	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/internal/testsvc"
 )
 
@@ -130,5 +131,61 @@ func TestSyncHealth(t *testing.T) {
 	}
 	if !found || kinds < 4 {
 		t.Fatalf("metrics: last-sync gauge for alice's iOS device %v, %d sync kinds counted", found, kinds)
+	}
+}
+
+// TestSyncHealthBound: over the real server, limits.sync_health_users
+// keeps the users seen most recently; the one forgotten leaves
+// /admin/sync and /metrics alike, and the note says what is kept.
+func TestSyncHealthBound(t *testing.T) {
+	e := newEnv(t, envOptions{isAdmin: func(u string) bool { return u == "carol" },
+		config: func(c *config.Config) { c.Limits.SyncHealthUsers = 1 }})
+	e.seed()
+	phone := []string{"User-Agent", "iOS/18.1.1 (22B91) dataaccessd/1.0"}
+	e.ms(e.do("REPORT", "/dav/alice/calendars/release-tasks/", "alice", syncBody(t, ""), phone...))
+	e.ms(e.do("REPORT", "/dav/bob/calendars/release-tasks/", "bob", syncBody(t, ""), phone...))
+
+	resp, body := e.do("GET", "/admin/sync", "carol", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /admin/sync: %d %s", resp.StatusCode, body)
+	}
+	var rep struct {
+		Note  string `json:"note"`
+		Users []struct {
+			User    string            `json:"user"`
+			Devices []json.RawMessage `json:"devices"`
+		} `json:"users"`
+	}
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatal(err)
+	}
+	devices := map[string]int{}
+	for _, u := range rep.Users {
+		devices[u.User] = len(u.Devices)
+	}
+	if devices["alice"] != 0 || devices["bob"] != 1 || !strings.Contains(rep.Note, "for the 1 users seen most recently") {
+		t.Fatalf("with room for one user: devices %v, note %q", devices, rep.Note)
+	}
+
+	mfs, err := e.svc.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			values[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if _, ok := values["duebridge_caldav_last_sync_timestamp_seconds,client=ios,user=alice"]; ok {
+		t.Errorf("alice was forgotten but her last-sync series remains")
+	}
+	if values["duebridge_caldav_last_sync_timestamp_seconds,client=ios,user=bob"] == 0 ||
+		values["duebridge_caldav_sync_health_users"] != 1 || values["duebridge_caldav_sync_health_evictions_total"] != 1 {
+		t.Errorf("metrics: %v", values)
 	}
 }

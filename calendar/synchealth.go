@@ -3,7 +3,8 @@ package calendar
 import (
 	"context"
 	"encoding/json"
-	"maps"
+	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -21,6 +22,10 @@ import (
 // to which revision. It lives in memory: it describes the running process,
 // costs no write per poll (SQLite serialises writers, and phones poll every
 // few minutes), and starts empty after a restart, which the JSON says.
+// It keeps the Limits.SyncHealthUsers users seen most recently, in a
+// recency list (a poll moves its user to the front: O(1), no allocation),
+// and forgets the least recent one with its metric series, so a million
+// phones cost what the bound allows, not a record and a series each.
 
 // Sync kinds.
 const (
@@ -35,43 +40,98 @@ const (
 const (
 	maxDevicesPerUser = 16
 	maxUserAgentLen   = 200
+	// DefaultSyncHealthUsers is how many users' sync health is kept when
+	// Limits.SyncHealthUsers is zero: ~1.1 KB each with ten lists and one
+	// phone (0.7 KB the record, 0.4 KB its last-sync series), so ~115 MB
+	// at the bound.
+	DefaultSyncHealthUsers = 100000
+	// maxInterned bounds the intern table of User-Agents (phones of one
+	// model and OS share one) and collection names (a project's members
+	// share them); past the bound a new string is kept unshared.
+	maxInterned = 4096
 )
 
+// kinds indexes the per-device counters; 0 means none.
+var kinds = [...]string{"", syncFull, syncIncremental, syncReset, syncPoll, syncQuery, syncMultiget}
+
+const kindPoll = 4
+
+func kindIndex(kind string) uint8 {
+	for i := 1; i < len(kinds); i++ {
+		if kinds[i] == kind {
+			return uint8(i)
+		}
+	}
+	return 0
+}
+
+// collSync is one device's view of one collection. Times are Unix
+// nanoseconds (0 = never), not time.Time: a third of the size, and a
+// million phones keep ten of these each.
 type collSync struct {
-	LastSync time.Time `json:"last_sync"`
-	Kind     string    `json:"kind"`
-	// Seq is the revision the device's sync token now names.
-	Seq     int64     `json:"token_seq"`
-	Changes int       `json:"changes"`
-	Poll    time.Time `json:"last_poll,omitzero"`
+	name     string
+	lastSync int64
+	poll     int64
+	seq      int64 // the revision the device's sync token now names
+	changes  int32
+	kind     uint8
 }
 
 type device struct {
-	UserAgent   string               `json:"user_agent"`
-	Client      string               `json:"client"`
-	FirstSeen   time.Time            `json:"first_seen"`
-	LastSeen    time.Time            `json:"last_seen"`
-	LastSync    time.Time            `json:"last_sync,omitzero"`
-	LastKind    string               `json:"last_sync_kind,omitempty"`
-	LastReset   time.Time            `json:"last_token_reset,omitzero"`
-	Counts      map[string]int       `json:"counts"`
-	Collections map[string]*collSync `json:"collections"`
+	ua, client                               string
+	firstSeen, lastSeen, lastSync, lastReset int64
+	lastKind                                 uint8
+	counts                                   [len(kinds)]int32
+	colls                                    []collSync
+}
+
+// coll returns d's record of name, adding it; hint is where it is
+// expected (a home poll lists collections in the same order each time), so
+// a repeated poll finds each in one comparison; mu must be held.
+func (h *syncHealth) coll(d *device, name string, hint int) *collSync {
+	if hint < len(d.colls) && d.colls[hint].name == name {
+		return &d.colls[hint]
+	}
+	for i := range d.colls {
+		if d.colls[i].name == name {
+			return &d.colls[i]
+		}
+	}
+	// Interned: the members of a project share its lists' names.
+	d.colls = append(d.colls, collSync{name: h.intern(name)})
+	return &d.colls[len(d.colls)-1]
+}
+
+// userHealth is one user's devices, linked into the recency list.
+type userHealth struct {
+	name       string
+	devs       []device
+	prev, next *userHealth // toward the most / least recently seen
 }
 
 type syncHealth struct {
 	now     func() time.Time
 	started time.Time
+	// limit is the most users kept (Limits.SyncHealthUsers, read when a
+	// new user arrives, so a reload applies).
+	limit func() int
 
 	mu    sync.Mutex
-	users map[string]map[string]*device
+	users map[string]*userHealth
+	// head is the user seen most recently, tail the one seen least
+	// recently: the next forgotten.
+	head, tail *userHealth
+	interned   map[string]string
 
-	syncs    *prometheus.CounterVec
-	polls    prometheus.Counter // syncs{kind="poll"}, looked up once
-	lastSync *prometheus.GaugeVec
+	syncs     *prometheus.CounterVec
+	polls     prometheus.Counter // syncs{kind="poll"}, looked up once
+	lastSync  *prometheus.GaugeVec
+	kept      prometheus.Gauge
+	evictions prometheus.Counter
 }
 
-func newSyncHealth(reg prometheus.Registerer, now func() time.Time) *syncHealth {
-	h := &syncHealth{now: now, started: now(), users: map[string]map[string]*device{}}
+func newSyncHealth(reg prometheus.Registerer, now func() time.Time, limit func() int) *syncHealth {
+	h := &syncHealth{now: now, started: now(), limit: limit, users: map[string]*userHealth{}, interned: map[string]string{}}
 	h.syncs = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_syncs_total",
 		Help: "CalDAV sync requests by kind: full, incremental, token_reset, poll, query, multiget.",
@@ -79,10 +139,22 @@ func newSyncHealth(reg prometheus.Registerer, now func() time.Time) *syncHealth 
 	h.polls = h.syncs.WithLabelValues(syncPoll)
 	h.lastSync = metricsreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "duebridge_caldav_last_sync_timestamp_seconds",
-		Help: "When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time.",
+		Help: "When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time; only users whose sync health is kept (limits.sync_health_users).",
 	}, []string{"user", "client"}))
+	h.kept = metricsreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "duebridge_caldav_sync_health_users",
+		Help: "Users whose CalDAV sync health is kept in memory (at most limits.sync_health_users).",
+	}))
+	h.evictions = metricsreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "duebridge_caldav_sync_health_evictions_total",
+		Help: "Users whose sync health was forgotten to keep within limits.sync_health_users (the least recently seen first).",
+	}))
 	return h
 }
+
+// families are the values clientFamily returns: an evicted user's series
+// are deleted for each.
+var families = [...]string{"ios", "macos", "davx5", "thunderbird", "vdirsyncer", "python", "go", "other"}
 
 // clientFamily keeps the metric label bounded: a few known clients, else "other".
 func clientFamily(ua string) string {
@@ -106,35 +178,114 @@ func clientFamily(ua string) string {
 	return "other"
 }
 
+// user returns the record of name, creating it (and forgetting the least
+// recently seen users past the limit), and makes it the most recent; mu
+// must be held.
+func (h *syncHealth) user(name string) *userHealth {
+	u := h.users[name]
+	if u == nil {
+		limit := h.limitNow()
+		for len(h.users) >= limit && h.tail != nil {
+			h.evict(h.tail)
+		}
+		u = &userHealth{name: name}
+		h.users[name] = u
+		h.kept.Set(float64(len(h.users)))
+	} else if h.head == u {
+		return u
+	} else {
+		h.unlink(u)
+	}
+	u.next = h.head
+	if h.head != nil {
+		h.head.prev = u
+	}
+	h.head = u
+	if h.tail == nil {
+		h.tail = u
+	}
+	return u
+}
+
+func (h *syncHealth) unlink(u *userHealth) {
+	if u.prev != nil {
+		u.prev.next = u.next
+	} else {
+		h.head = u.next
+	}
+	if u.next != nil {
+		u.next.prev = u.prev
+	} else {
+		h.tail = u.prev
+	}
+	u.prev, u.next = nil, nil
+}
+
+// evict forgets u and its metric series; mu must be held (so a sync
+// cannot set a series again between the two).
+func (h *syncHealth) evict(u *userHealth) {
+	h.unlink(u)
+	delete(h.users, u.name)
+	for _, f := range families {
+		h.lastSync.DeleteLabelValues(u.name, f)
+	}
+	h.kept.Set(float64(len(h.users)))
+	h.evictions.Inc()
+}
+
+// limitNow is the bound in force.
+func (h *syncHealth) limitNow() int {
+	if n := h.limit(); n > 0 {
+		return n
+	}
+	return DefaultSyncHealthUsers
+}
+
+// intern returns a shared copy of s (a User-Agent or a collection name);
+// mu must be held.
+func (h *syncHealth) intern(s string) string {
+	if v, ok := h.interned[s]; ok {
+		return v
+	}
+	// A copy: s may be a slice of a larger string (a header, a path).
+	s = strings.Clone(s)
+	if len(h.interned) < maxInterned {
+		h.interned[s] = s
+	}
+	return s
+}
+
 // device returns the record of (user, ua), creating it; mu must be held.
-func (h *syncHealth) device(user, ua string, now time.Time) *device {
+func (h *syncHealth) device(user, ua string, now int64) *device {
 	if len(ua) > maxUserAgentLen {
 		ua = ua[:maxUserAgentLen]
 	}
-	devs := h.users[user]
-	if devs == nil {
-		devs = map[string]*device{}
-		h.users[user] = devs
+	u := h.user(user)
+	var d *device
+	for i := range u.devs {
+		if u.devs[i].ua == ua {
+			d = &u.devs[i]
+			break
+		}
 	}
-	d := devs[ua]
 	if d == nil {
-		if len(devs) >= maxDevicesPerUser {
+		if len(u.devs) >= maxDevicesPerUser {
 			// Forget the device seen least recently: an authenticated
 			// client inventing User-Agents cannot grow this without bound.
-			var oldest string
-			var at time.Time
-			for k, v := range devs {
-				if oldest == "" || v.LastSeen.Before(at) {
-					oldest, at = k, v.LastSeen
+			oldest := 0
+			for i := range u.devs {
+				if u.devs[i].lastSeen < u.devs[oldest].lastSeen {
+					oldest = i
 				}
 			}
-			delete(devs, oldest)
+			u.devs[oldest] = u.devs[len(u.devs)-1]
+			u.devs = u.devs[:len(u.devs)-1]
 		}
-		d = &device{UserAgent: ua, Client: clientFamily(ua), FirstSeen: now,
-			Counts: map[string]int{}, Collections: map[string]*collSync{}}
-		devs[ua] = d
+		ua = h.intern(ua)
+		u.devs = append(u.devs, device{ua: ua, client: clientFamily(ua), firstSeen: now})
+		d = &u.devs[len(u.devs)-1]
 	}
-	d.LastSeen = now
+	d.lastSeen = now
 	return d
 }
 
@@ -145,17 +296,16 @@ func (h *syncHealth) poll(user, ua string, colls ...Collection) {
 	if len(colls) == 0 {
 		return
 	}
-	now := h.now()
+	now := h.now().UnixNano()
 	h.mu.Lock()
 	d := h.device(user, ua, now)
-	d.Counts[syncPoll] += len(colls)
+	d.counts[kindPoll] += int32(len(colls))
+	if d.colls == nil {
+		// The first home poll lists them all: one allocation of the right size.
+		d.colls = make([]collSync, 0, len(colls))
+	}
 	for i := range colls {
-		cs := d.Collections[colls[i].Name]
-		if cs == nil {
-			cs = &collSync{}
-			d.Collections[colls[i].Name] = cs
-		}
-		cs.Poll = now
+		h.coll(d, colls[i].Name, i).poll = now
 	}
 	h.mu.Unlock()
 	h.polls.Add(float64(len(colls)))
@@ -164,10 +314,12 @@ func (h *syncHealth) poll(user, ua string, colls ...Collection) {
 // synced records a sync of coll ("" for the home or a multiget) that left
 // the device at revision seq with n changes reported.
 func (h *syncHealth) synced(user, ua, coll, kind string, seq int64, n int) {
-	now := h.now()
+	t := h.now()
+	now := t.UnixNano()
+	k := kindIndex(kind)
 	h.mu.Lock()
 	d := h.device(user, ua, now)
-	d.Counts[kind]++
+	d.counts[k]++
 	switch kind {
 	case syncMultiget:
 		// A fetch after a sync, not a sync: counted, but it must not hide
@@ -176,27 +328,24 @@ func (h *syncHealth) synced(user, ua, coll, kind string, seq int64, n int) {
 		h.syncs.WithLabelValues(kind).Inc()
 		return
 	case syncReset:
-		d.LastReset = now
+		d.lastReset = now
 	default:
-		d.LastSync, d.LastKind = now, kind
+		d.lastSync, d.lastKind = now, k
 	}
 	if coll != "" {
-		cs := d.Collections[coll]
-		if cs == nil {
-			cs = &collSync{}
-			d.Collections[coll] = cs
-		}
-		cs.Kind = kind
+		cs := h.coll(d, coll, 0)
+		cs.kind = k
 		if kind != syncReset {
-			cs.LastSync, cs.Seq, cs.Changes = now, seq, n
+			cs.lastSync, cs.seq, cs.changes = now, seq, int32(min(n, math.MaxInt32))
 		}
 	}
-	client := d.Client
+	if kind != syncReset {
+		// Under mu: an eviction deletes the user's series under it too,
+		// so none outlives its user.
+		h.lastSync.WithLabelValues(user, d.client).Set(float64(t.Unix()))
+	}
 	h.mu.Unlock()
 	h.syncs.WithLabelValues(kind).Inc()
-	if kind != syncReset {
-		h.lastSync.WithLabelValues(user, client).Set(float64(now.Unix()))
-	}
 }
 
 // Report types of the admin endpoint.
@@ -221,10 +370,58 @@ type collStateReport struct {
 }
 
 type deviceReport struct {
-	device
+	deviceJSON
 	// Behind lists collections whose content changed after the device's
 	// last sync of them, with the revision the device has and the current one.
 	Behind []behindReport `json:"behind"`
+}
+
+// deviceJSON and collJSON are a device's record as the endpoint shows it.
+type deviceJSON struct {
+	UserAgent   string               `json:"user_agent"`
+	Client      string               `json:"client"`
+	FirstSeen   time.Time            `json:"first_seen"`
+	LastSeen    time.Time            `json:"last_seen"`
+	LastSync    time.Time            `json:"last_sync,omitzero"`
+	LastKind    string               `json:"last_sync_kind,omitempty"`
+	LastReset   time.Time            `json:"last_token_reset,omitzero"`
+	Counts      map[string]int       `json:"counts"`
+	Collections map[string]*collJSON `json:"collections"`
+}
+
+type collJSON struct {
+	LastSync time.Time `json:"last_sync"`
+	Kind     string    `json:"kind"`
+	// Seq is the revision the device's sync token now names.
+	Seq     int64     `json:"token_seq"`
+	Changes int       `json:"changes"`
+	Poll    time.Time `json:"last_poll,omitzero"`
+}
+
+// at turns a remembered Unix-nanosecond time back into the clock's time
+// (its location too, so the JSON reads as before); 0 is the zero time.
+func (h *syncHealth) at(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).In(h.started.Location())
+}
+
+// json copies d for the report; h.mu must be held.
+func (h *syncHealth) json(d *device) deviceJSON {
+	j := deviceJSON{UserAgent: d.ua, Client: d.client, FirstSeen: h.at(d.firstSeen), LastSeen: h.at(d.lastSeen),
+		LastSync: h.at(d.lastSync), LastKind: kinds[d.lastKind], LastReset: h.at(d.lastReset),
+		Counts: map[string]int{}, Collections: make(map[string]*collJSON, len(d.colls))}
+	for k, n := range d.counts {
+		if k != 0 && n != 0 {
+			j.Counts[kinds[k]] = int(n)
+		}
+	}
+	for _, c := range d.colls {
+		j.Collections[c.name] = &collJSON{LastSync: h.at(c.lastSync), Kind: kinds[c.kind], Seq: c.seq,
+			Changes: int(c.changes), Poll: h.at(c.poll)}
+	}
+	return j
 }
 
 type behindReport struct {
@@ -237,7 +434,7 @@ type behindReport struct {
 // current revisions from the store.
 func (h *syncHealth) report(ctx context.Context, be Backend, users []string) (*syncReport, error) {
 	rep := &syncReport{Since: h.started, Users: []userSyncReport{},
-		Note: "kept in memory since the process started; a device missing here has not synced since"}
+		Note: fmt.Sprintf("kept in memory since the process started, for the %d users seen most recently (limits.sync_health_users); a device missing here has not synced since, or its user was forgotten", h.limitNow())}
 	for _, name := range users {
 		colls, err := be.Collections(ctx, name)
 		if err != nil {
@@ -250,13 +447,13 @@ func (h *syncHealth) report(ctx context.Context, be Backend, users []string) (*s
 			seqs[c.Name] = c.Seq
 		}
 		h.mu.Lock()
-		for _, d := range h.users[name] {
-			dr := deviceReport{device: *d, Behind: []behindReport{}}
-			dr.Counts = maps.Clone(d.Counts)
-			dr.Collections = map[string]*collSync{}
-			for k, v := range d.Collections {
-				cp := *v
-				dr.Collections[k] = &cp
+		var devs []device
+		if u := h.users[name]; u != nil {
+			devs = u.devs
+		}
+		for i := range devs {
+			dr := deviceReport{deviceJSON: h.json(&devs[i]), Behind: []behindReport{}}
+			for k, v := range dr.Collections {
 				if cur, ok := seqs[k]; ok && !v.LastSync.IsZero() && cur > v.Seq {
 					dr.Behind = append(dr.Behind, behindReport{Collection: k, DeviceSeq: v.Seq, CurrentSeq: cur})
 				}

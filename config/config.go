@@ -215,6 +215,9 @@ type Limits struct {
 	// trusted before the store is read again.
 	DeviceCacheEntries int
 	DeviceCacheTTL     time.Duration
+	// SyncHealthUsers bounds the users whose CalDAV sync health is kept
+	// in memory (the least recently seen is forgotten past it).
+	SyncHealthUsers int
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
 	// OwnRemindersPerUser and OwnReminderBytesPerUser bound what one user

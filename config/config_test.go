@@ -136,6 +136,7 @@ func TestLoadInvalidInline(t *testing.T) {
 		{"bad login delay", user + "limits:\n  login_failure_delay: 1 second\n", []string{"limits.login_failure_delay"}, ""},
 		{"device cache ttl too long", user + "limits:\n  device_cache_ttl: 48h\n", []string{"limits.device_cache_ttl: must be between 1s and 24h"}, ""},
 		{"device cache off", user + "limits:\n  device_cache_entries: 0\n", []string{"limits.device_cache_entries"}, ""},
+		{"sync health off", user + "limits:\n  sync_health_users: 0\n", []string{"limits.sync_health_users"}, ""},
 		{"limit not a number", user + "limits:\n  webhook_body_bytes: 8MiB\n", []string{"limits.webhook_body_bytes"}, ""},
 		{"limit zero", user + "limits:\n  imap_conns_per_user: 0\n", []string{"limits.imap_conns_per_user"}, ""},
 		{"listen host name", user + "imap:\n  listen: mail.example.com:1143\n", []string{"imap.listen"}, ""},
@@ -231,7 +232,7 @@ func TestLoadValid(t *testing.T) {
 	}
 	wantLimits := Limits{
 		WebhookBodyBytes: 1 << 20, ICalObjectBytes: 64 << 10, ClientPropsBytes: 16 << 10, IMAPLiteralBytes: 2 << 20,
-		IMAPConnsPerUser: 5, ConnsPerAddress: 100, LoginFailureDelay: 2 * time.Second, LockoutFailures: 5, LockoutWindow: 30 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, MultigetHrefs: 1000,
+		IMAPConnsPerUser: 5, ConnsPerAddress: 100, LoginFailureDelay: 2 * time.Second, LockoutFailures: 5, LockoutWindow: 30 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, SyncHealthUsers: 100000, MultigetHrefs: 1000,
 		IMAPKeywordsPerMessage: 50, IMAPKeywordsPerMailbox: 250, IMAPKeywordBytes: 64,
 		SubmissionAuthTimeout: time.Minute, SubmissionUnauthConns: 50, SubmissionUnauthPerAddress: 10,
 		TaskTitleBytes: 1024, TaskDescriptionBytes: 64 << 10, TaskURLBytes: 2048, TaskLabelBytes: 256, TaskLabels: 100,
@@ -348,7 +349,7 @@ func checkDefaults(t *testing.T, c *Config) {
 	}
 	want := Limits{
 		WebhookBodyBytes: 8 << 20, ICalObjectBytes: 256 << 10, ClientPropsBytes: 16 << 10, IMAPLiteralBytes: 1 << 20, IMAPConnsPerUser: 20, ConnsPerAddress: 100,
-		LoginFailureDelay: time.Second, LockoutFailures: 10, LockoutWindow: 15 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, MultigetHrefs: 1000,
+		LoginFailureDelay: time.Second, LockoutFailures: 10, LockoutWindow: 15 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, SyncHealthUsers: 100000, MultigetHrefs: 1000,
 		IMAPKeywordsPerMessage: 50, IMAPKeywordsPerMailbox: 250, IMAPKeywordBytes: 64,
 		SubmissionAuthTimeout: time.Minute, SubmissionUnauthConns: 50, SubmissionUnauthPerAddress: 10,
 		TaskTitleBytes: 1024, TaskDescriptionBytes: 64 << 10, TaskURLBytes: 2048, TaskLabelBytes: 256, TaskLabels: 100,

@@ -71,6 +71,7 @@ var keys = []key{
 	{Name: "limits.lockout_failures", Default: 10, Doc: "failures of one name or address that lock it", Value: func(c *Config) any { return c.Limits.LockoutFailures }},
 	{Name: "limits.devices_per_user", Default: 50, Doc: "device passwords one user may hold", Value: func(c *Config) any { return c.Limits.DevicesPerUser }},
 	{Name: "limits.device_cache_entries", Default: 1000000, Doc: "device passwords whose store row is kept in memory after a successful login (~230 bytes each)", Value: func(c *Config) any { return c.Limits.DeviceCacheEntries }},
+	{Name: "limits.sync_health_users", Default: 100000, Doc: "users whose CalDAV sync health (/admin/sync, the last-sync gauge) is kept in memory, ~1.1 KB each (ten lists, one phone); past it the least recently seen is forgotten", Value: func(c *Config) any { return c.Limits.SyncHealthUsers }},
 	{Name: "limits.device_cache_ttl", Default: "20m", Doc: "how long a remembered device row answers logins before the store is read again (1s-24h): longer than an iPhone's 15-minute poll; revocations evict at once, so it only bounds a missed one", Value: func(c *Config) any { return c.Limits.DeviceCacheTTL.String() }},
 	{Name: "limits.lockout_window", Default: "15m", Doc: "counting window and lock duration", Value: func(c *Config) any { return c.Limits.LockoutWindow.String() }},
 	{Name: "limits.submission_auth_timeout", Default: "60s", Doc: "time from connecting to a successful AUTH on submission", Value: func(c *Config) any { return c.Limits.SubmissionAuthTimeout.String() }},

@@ -86,6 +86,7 @@ type raw struct {
 		DevicesPerUser    int    `mapstructure:"devices_per_user"`
 		DeviceCacheMax    int    `mapstructure:"device_cache_entries"`
 		DeviceCacheTTL    string `mapstructure:"device_cache_ttl"`
+		SyncHealthUsers   int    `mapstructure:"sync_health_users"`
 
 		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
 		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
@@ -452,7 +453,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, DevicesPerUser: r.Limits.DevicesPerUser, ConnsPerAddress: r.Limits.ConnsPerAddress,
-		DeviceCacheEntries:  r.Limits.DeviceCacheMax,
+		DeviceCacheEntries: r.Limits.DeviceCacheMax, SyncHealthUsers: r.Limits.SyncHealthUsers,
 		MultigetHrefs:       r.Limits.MultigetHrefs,
 		OwnRemindersPerUser: r.Limits.OwnReminders, OwnReminderBytesPerUser: r.Limits.OwnReminderBytes,
 		RecurrenceSteps: r.Limits.RecurrenceSteps, RecurrenceStepsPerRequest: r.Limits.RecurrenceStepsRq,
@@ -469,6 +470,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.lockout_failures":             int64(r.Limits.LockoutFailures),
 		"limits.devices_per_user":             int64(r.Limits.DevicesPerUser),
 		"limits.device_cache_entries":         int64(r.Limits.DeviceCacheMax),
+		"limits.sync_health_users":            int64(r.Limits.SyncHealthUsers),
 		"limits.conns_per_address":            int64(r.Limits.ConnsPerAddress),
 		"limits.multiget_hrefs":               int64(r.Limits.MultigetHrefs),
 		"limits.own_reminders_per_user":       int64(r.Limits.OwnReminders),
