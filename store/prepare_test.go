@@ -1,87 +1,14 @@
 package store_test
 
 import (
-	"context"
-	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-
-	"modernc.org/sqlite"
 
 	"github.com/duebridge/duebridge/store"
 )
-
-// countingDriver is SQLite's driver counting the statements prepared.
-type countingDriver struct {
-	sqlite.Driver
-	prepares  atomic.Int64 // of statements containing counted
-	ctagExecs atomic.Int64 // executions of statements containing ctagUpdate
-}
-
-// ctagUpdate is the statement TestCtagsAdvancedInOneStatement counts.
-const ctagUpdate = "UPDATE collections SET seq"
-
-// execCounting counts a statement's executions.
-type execCounting struct {
-	driver.Stmt
-	n *atomic.Int64
-}
-
-func (s execCounting) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	s.n.Add(1)
-	return s.Stmt.(driver.StmtExecContext).ExecContext(ctx, args)
-}
-
-func (s execCounting) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
-}
-
-// counted is the statement TestStatementsPreparedOncePerConnection counts.
-const counted = "FROM device_passwords WHERE id"
-
-func (d *countingDriver) Open(name string) (driver.Conn, error) {
-	c, err := d.Driver.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	return &countingConn{Conn: c, d: d}, nil
-}
-
-type countingConn struct {
-	driver.Conn
-	d *countingDriver
-}
-
-func (c *countingConn) Prepare(q string) (driver.Stmt, error) {
-	return c.PrepareContext(context.Background(), q)
-}
-
-func (c *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	if strings.Contains(q, counted) {
-		c.d.prepares.Add(1)
-	}
-	st, err := c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
-	if err == nil && strings.Contains(q, ctagUpdate) {
-		st = execCounting{Stmt: st, n: &c.d.ctagExecs}
-	}
-	return st, err
-}
-
-func (c *countingConn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, o)
-}
-
-var registerCounting = sync.OnceValue(func() *countingDriver {
-	d := &countingDriver{}
-	sql.Register("sqlite-counting", d)
-	return d
-})
 
 // TestStatementsPreparedOncePerConnection: a short transaction spent as
 // long preparing its SQL as running it, so statements are kept prepared on

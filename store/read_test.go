@@ -2,17 +2,10 @@ package store_test
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"path/filepath"
 	"reflect"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-
-	"modernc.org/sqlite"
 
 	"github.com/duebridge/duebridge/store"
 )
@@ -88,72 +81,13 @@ func testRead(t *testing.T, b backend) {
 	}
 }
 
-// watchDriver is SQLite's driver recording transactions begun and whether
-// each statement's context could be cancelled (database/sql and the
-// driver start a goroutine per statement to watch such a context).
-type watchDriver struct {
-	sqlite.Driver
-	begins      atomic.Int64
-	cancellable atomic.Int64 // queries run with a cancellable context
-	queries     atomic.Int64
-}
-
-func (d *watchDriver) Open(name string) (driver.Conn, error) {
-	c, err := d.Driver.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	return &watchConn{Conn: c, d: d}, nil
-}
-
-type watchConn struct {
-	driver.Conn
-	d *watchDriver
-}
-
-func (c *watchConn) Prepare(q string) (driver.Stmt, error) {
-	return c.PrepareContext(context.Background(), q)
-}
-
-func (c *watchConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
-	st, err := c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, q)
-	if err != nil || !strings.Contains(q, "FROM collections WHERE username") {
-		return st, err
-	}
-	return &watchStmt{Stmt: st, d: c.d}, nil
-}
-
-func (c *watchConn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
-	c.d.begins.Add(1)
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, o)
-}
-
-type watchStmt struct {
-	driver.Stmt
-	d *watchDriver
-}
-
-func (s *watchStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	s.d.queries.Add(1)
-	if ctx.Done() != nil {
-		s.d.cancellable.Add(1)
-	}
-	return s.Stmt.(driver.StmtQueryContext).QueryContext(ctx, args)
-}
-
-var registerWatch = sync.OnceValue(func() *watchDriver {
-	d := &watchDriver{}
-	sql.Register("sqlite-watch", d)
-	return d
-})
-
 // TestReadBeginsNoTransaction: a phone poll's collections read spent more
 // on BEGIN, ROLLBACK and the watchers of its cancellable context than on
 // the query. A Read begins no transaction, and on SQLite its statement
 // runs without a context to watch (the request's is checked before).
 func TestReadBeginsNoTransaction(t *testing.T) {
-	d := registerWatch()
-	defer store.SetSQLiteDriver("sqlite-watch")()
+	d := registerCounting()
+	defer store.SetSQLiteDriver("sqlite-counting")()
 	s, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "duebridge.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
