@@ -192,6 +192,7 @@ func load(path string, r io.Reader) (*Config, error) {
 	// Each scalar key is bound to its own variable (not AutomaticEnv), so
 	// DUEBRIDGE_USERS cannot replace the users list with a string.
 	env, warnings := envOverrides(getenviron())
+	var users []rawUser // decoded by splitUsers, when it could (users.go)
 	for _, k := range keys {
 		v.SetDefault(k.Name, k.Default)
 		if err := v.BindEnv(k.Name, EnvVar(k.Name)); err != nil {
@@ -203,7 +204,12 @@ func load(path string, r io.Reader) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read config %s: %w", path, err)
 		}
-		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+		if rest, us, ok := splitUsersIf(b); ok {
+			users = us
+			if err := v.MergeConfigMap(rest); err != nil {
+				return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
+			}
+		} else if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
 			return nil, syntaxError(path, b, err)
 		}
 		// A key with an empty part (".x", "a..b") reached the decoder as
@@ -218,6 +224,9 @@ func load(path string, r io.Reader) (*Config, error) {
 	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToSliceHookFunc(","))
 	if err := v.UnmarshalExact(&rc, viper.DecodeHook(hook)); err != nil {
 		return nil, fmt.Errorf("config %s:\n%w", displayPath(path), cleanDecodeError(err, env))
+	}
+	if users != nil {
+		rc.Users = users
 	}
 	origins := map[string]Origin{}
 	for _, k := range keys {
