@@ -511,7 +511,9 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 
 	seenUser := map[string]int{}
 	seenEmail := map[string]int{}
-	seenIdentity := map[string]int{} // kind + "\x00" + lower-cased identity → user index
+	seenIdentity := map[string]int{}     // kind + "\x00" + lower-cased identity → user index
+	zones := map[string]*time.Location{} // nil: unknown
+	c.Users = make([]User, 0, len(r.Users))
 	for i, ru := range r.Users {
 		key := fmt.Sprintf("users[%d]", i)
 		u := User{Name: ru.Name, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
@@ -576,8 +578,14 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		}
 		u.Location = time.UTC
 		if ru.TimeZone != "" {
-			loc, err := time.LoadLocation(ru.TimeZone)
-			if err != nil {
+			loc, ok := zones[ru.TimeZone]
+			if !ok {
+				// LoadLocation reads and parses the zone file on every
+				// call: once a zone, not once a user.
+				loc, _ = time.LoadLocation(ru.TimeZone)
+				zones[ru.TimeZone] = loc
+			}
+			if loc == nil {
 				e.add(key+".timezone", "unknown time zone %q", ru.TimeZone)
 			} else {
 				u.Location = loc
@@ -833,9 +841,8 @@ func clock(e *errs, key, s string) (time.Duration, bool) {
 		e.add(key, "bad time of day %q (want HH:MM)", s)
 		return 0, false
 	}
-	var h, min int
-	fmt.Sscanf(m[1], "%d", &h)
-	fmt.Sscanf(m[2], "%d", &min)
+	h, _ := strconv.Atoi(m[1]) // two digits: hhmmRE
+	min, _ := strconv.Atoi(m[2])
 	return time.Duration(h)*time.Hour + time.Duration(min)*time.Minute, true
 }
 
@@ -895,9 +902,8 @@ func argon2idProblem(s string) string {
 	if len(parts) != 6 || parts[2] != "v=19" {
 		return "not an argon2id hash: want $argon2id$v=19$m=M,t=T,p=P$SALT$KEY"
 	}
-	var m, t, p uint64
-	if n, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || n != 3 ||
-		fmt.Sprintf("m=%d,t=%d,p=%d", m, t, p) != parts[3] {
+	m, t, p, ok := argon2idParams(parts[3])
+	if !ok {
 		return fmt.Sprintf("argon2id parameters %q: want m=M,t=T,p=P", parts[3])
 	}
 	switch {
@@ -918,4 +924,25 @@ func argon2idProblem(s string) string {
 		return "argon2id key is not unpadded base64 of 4 to 128 bytes"
 	}
 	return ""
+}
+
+// argon2idParams reads "m=M,t=T,p=P", each a decimal as strconv.FormatUint
+// writes it (no sign, no leading zero): the form the login check parses
+// and `duebridge hash-password` writes. (fmt.Sscanf did this at a few
+// microseconds a hash, which a million users notice.)
+func argon2idParams(s string) (m, t, p uint64, ok bool) {
+	fields := strings.Split(s, ",")
+	if len(fields) != 3 {
+		return 0, 0, 0, false
+	}
+	var vals [3]uint64
+	for i, name := range []string{"m=", "t=", "p="} {
+		d, found := strings.CutPrefix(fields[i], name)
+		v, err := strconv.ParseUint(d, 10, 64)
+		if !found || err != nil || strconv.FormatUint(v, 10) != d {
+			return 0, 0, 0, false
+		}
+		vals[i] = v
+	}
+	return vals[0], vals[1], vals[2], true
 }

@@ -118,3 +118,20 @@ func bigConfig(n int) []byte {
 	}
 	return b.Bytes()
 }
+
+// TestArgon2idParams: the parameter field is accepted exactly when it is
+// "m=M,t=T,p=P" in canonical decimals, as the fmt.Sscanf-and-reprint check
+// it replaced accepted it.
+func TestArgon2idParams(t *testing.T) {
+	for _, s := range []string{"m=65536,t=3,p=4", "m=0,t=0,p=0", "m=18446744073709551615,t=1,p=1",
+		"m=65536,t=3,p=04", "m=+1,t=1,p=1", "m=-1,t=1,p=1", "m=18446744073709551616,t=1,p=1", "m=1,t=2,p=3x",
+		"m=1,t=2,p=3,", "m=1,t=2", "t=1,m=2,p=3", "m=1,,t=2,p=3", "m= 1,t=2,p=3", "", "m=1,t=2,p=3,q=4", "m=,t=1,p=1"} {
+		var m, tt, p uint64
+		n, err := fmt.Sscanf(s, "m=%d,t=%d,p=%d", &m, &tt, &p)
+		want := err == nil && n == 3 && fmt.Sprintf("m=%d,t=%d,p=%d", m, tt, p) == s
+		gm, gt, gp, ok := argon2idParams(s)
+		if ok != want || (ok && (gm != m || gt != tt || gp != p)) {
+			t.Errorf("%q: got %d,%d,%d %v; Sscanf gives %d,%d,%d %v", s, gm, gt, gp, ok, m, tt, p, want)
+		}
+	}
+}
