@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 )
 
@@ -23,4 +24,35 @@ func BenchmarkLoadUsers(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/user")
+}
+
+// TestLoadUsersAllocations bounds what loading costs per user, in
+// allocations (deterministic, unlike time): through viper's generic maps
+// and mapstructure a user cost about 440, with a zone file read for each.
+func TestLoadUsersAllocations(t *testing.T) {
+	const n = 1000
+	y := bigConfig(n)
+	perUser := testing.AllocsPerRun(3, func() {
+		if _, err := load("allocs.yaml", bytes.NewReader(y)); err != nil {
+			t.Fatal(err)
+		}
+	}) / n
+	if perUser > 300 {
+		t.Errorf("loading %d users: %.0f allocations a user, want at most 300", n, perUser)
+	}
+	t.Logf("%.0f allocations a user", perUser)
+}
+
+// bigConfig is a config with n users in the plain form, each with every
+// commonly used field.
+func bigConfig(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("sources:\n  - name: load\n    secret: 0123456789abcdef\nusers:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - name: \"user%07d\"\n    email: \"user%07d@example.com\"\n    password_hash: %q\n"+
+			"    app_passwords:\n      - name: phone\n        hash: %q\n    notify: both\n    timezone: Europe/Berlin\n"+
+			"    quiet_hours: {start: \"22:00\", end: \"07:00\", allow_urgent: true}\n    digest: true\n    lead_times: [15m]\n"+
+			"    identities: {github: u%d}\n", i, i, argonHash, argonHash, i)
+	}
+	return b.Bytes()
 }

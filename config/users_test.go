@@ -105,20 +105,6 @@ func TestFastUsersTakesThePlainForm(t *testing.T) {
 	loadBothWays(t, "generated", y)
 }
 
-// bigConfig is a config with n users in the plain form, each with every
-// commonly used field.
-func bigConfig(n int) []byte {
-	var b bytes.Buffer
-	b.WriteString("sources:\n  - name: load\n    secret: 0123456789abcdef\nusers:\n")
-	for i := range n {
-		fmt.Fprintf(&b, "  - name: \"user%07d\"\n    email: \"user%07d@example.com\"\n    password_hash: %q\n"+
-			"    app_passwords:\n      - name: phone\n        hash: %q\n    notify: both\n    timezone: Europe/Berlin\n"+
-			"    quiet_hours: {start: \"22:00\", end: \"07:00\", allow_urgent: true}\n    digest: true\n    lead_times: [15m]\n"+
-			"    identities: {github: u%d}\n", i, i, argonHash, argonHash, i)
-	}
-	return b.Bytes()
-}
-
 // TestArgon2idParams: the parameter field is accepted exactly when it is
 // "m=M,t=T,p=P" in canonical decimals, as the fmt.Sscanf-and-reprint check
 // it replaced accepted it.
