@@ -248,6 +248,15 @@ func load(path string, r io.Reader) (*Config, error) {
 	}
 	c.Path = path
 	c.Warnings = warnings
+	c.userIndex = make(map[string]int, len(c.Users))
+	for i := range c.Users {
+		if _, dup := c.userIndex[c.Users[i].Name]; !dup {
+			c.userIndex[c.Users[i].Name] = i
+		}
+	}
+	if len(c.Users) > 0 {
+		c.indexed = &c.Users[0]
+	}
 	c.origins = origins
 	return c, nil
 }

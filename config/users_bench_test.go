@@ -56,3 +56,48 @@ func bigConfig(n int) []byte {
 	}
 	return b.Bytes()
 }
+
+// BenchmarkUserByName looks up the last of 10,000 loaded users: every login
+// and request does this, and a reload once per user of both configs.
+func BenchmarkUserByName(b *testing.B) {
+	c, err := load("bench.yaml", bytes.NewReader(bigConfig(10000)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := c.Users[len(c.Users)-1].Name
+	for b.Loop() {
+		if c.User(name) == nil {
+			b.Fatal("not found")
+		}
+	}
+}
+
+// TestUserByName: the index Load builds answers like a scan, also for a
+// copy whose users were replaced or extended by hand.
+func TestUserByName(t *testing.T) {
+	c, err := load("t.yaml", bytes.NewReader(bigConfig(3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Users {
+		if u := c.User(c.Users[i].Name); u != &c.Users[i] {
+			t.Errorf("User(%q) = %p, want users[%d]", c.Users[i].Name, u, i)
+		}
+	}
+	if u := c.User("nobody"); u != nil {
+		t.Errorf("User(nobody) = %+v", u)
+	}
+	cp := *c
+	cp.Users = []User{{Name: "x"}, {Name: "y"}, {Name: "z"}} // same length, other users
+	if u := cp.User("y"); u != &cp.Users[1] {
+		t.Errorf("replaced users: User(y) = %p", u)
+	}
+	if u := cp.User(c.Users[0].Name); u != nil {
+		t.Errorf("replaced users: the old first user is still found")
+	}
+	ext := *c
+	ext.Users = append(ext.Users, User{Name: "late"})
+	if u := ext.User("late"); u == nil || u.Name != "late" {
+		t.Errorf("extended users: User(late) = %v", u)
+	}
+}
