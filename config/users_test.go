@@ -121,3 +121,19 @@ func TestArgon2idParams(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFastUsersMatchViper: for any document, decoding the users list
+// directly and through viper give the same config or the same error.
+func FuzzFastUsersMatchViper(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join(testdata, "*.yaml"))
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add(bigConfig(2))
+	f.Add([]byte("users:\n  - name: a\n    password_hash: x\n    identities: {github: a}\n    quiet_hours: {start: \"22:00\", end: \"07:00\"}\n"))
+	f.Fuzz(func(t *testing.T, y []byte) {
+		loadBothWays(t, "fuzz", y)
+	})
+}
