@@ -340,33 +340,69 @@ func alertFingerprint(cfg *config.Config, u *config.User) string {
 	return b.String()
 }
 
+// replanBatch is how many users' schedules one replan write transaction
+// re-plans.
+const replanBatch = 500
+
 // replan hands the schedules of users whose alert settings changed back to
 // the fire pass, and drops the schedules of users no longer configured.
+// The stored fingerprints are read in one read transaction and only the
+// users whose settings changed are written, replanBatch to a transaction:
+// one write transaction per user made every start and every reload of a
+// 100,000-user config cost 100,000 commits on the store's single writer.
 func (sc *scheduler) replan(ctx context.Context, cfg *config.Config, now time.Time) error {
-	names := make([]string, 0, len(cfg.Users))
-	for i := range cfg.Users {
-		u := &cfg.Users[i]
-		names = append(names, u.Name)
-		fp := alertFingerprint(cfg, u)
-		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+	names := make([]string, len(cfg.Users))
+	fps := make([]string, len(cfg.Users))
+	var changed []int
+	err := sc.s.st.View(ctx, func(tx store.Tx) error {
+		changed = changed[:0]
+		for i := range cfg.Users {
+			u := &cfg.Users[i]
+			names[i], fps[i] = u.Name, alertFingerprint(cfg, u)
 			old, err := tx.Get(kvAlertPlan + u.Name)
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
+				return fmt.Errorf("read alert settings of %s: %w", u.Name, err)
 			}
-			if old == fp {
-				return nil
+			if old != fps[i] {
+				changed = append(changed, i)
 			}
-			n, err := tx.ReplanAlerts(u.Name, now)
-			if err != nil {
-				return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("re-plan alerts: %w", err)
+	}
+	for len(changed) > 0 {
+		batch := changed[:min(len(changed), replanBatch)]
+		changed = changed[len(batch):]
+		var name string
+		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+			for _, i := range batch {
+				name = names[i]
+				// Read again inside the write: another writer may have
+				// planned this user since the read above.
+				old, err := tx.Get(kvAlertPlan + name)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+				if old == fps[i] {
+					continue
+				}
+				n, err := tx.ReplanAlerts(name, now)
+				if err != nil {
+					return err
+				}
+				if old != "" {
+					sc.s.log.Info("alert settings changed; re-planning", "user", name, "schedules", n)
+				}
+				if err := tx.Set(kvAlertPlan+name, fps[i]); err != nil {
+					return err
+				}
 			}
-			if err == nil && old != "" {
-				sc.s.log.Info("alert settings changed; re-planning", "user", u.Name, "schedules", n)
-			}
-			return tx.Set(kvAlertPlan+u.Name, fp)
+			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("re-plan alerts of %s: %w", u.Name, err)
+			return fmt.Errorf("re-plan alerts of %s: %w", name, err)
 		}
 	}
 	return sc.s.st.Update(ctx, func(tx store.Tx) error { return tx.PruneAlerts(names) })

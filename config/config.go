@@ -41,6 +41,11 @@ type Config struct {
 	Warnings []string
 
 	origins map[string]Origin // scalar key → where its value came from
+	// userIndex maps a user name to its index in Users, built by Load for
+	// the slice whose first element is indexed; used only while Users is
+	// still that slice, whole.
+	userIndex map[string]int
+	indexed   *User
 }
 
 type HTTP struct {
@@ -266,6 +271,19 @@ type Setup struct {
 
 // User returns the user with that name, or nil.
 func (c *Config) User(name string) *User {
+	// Every login and request looks its user up: with a million users a
+	// scan is milliseconds, and a reload that compares two configs user by
+	// user was quadratic. Load builds the index; a Config assembled or
+	// given other users by hand (tests) has none that fits and is scanned.
+	if c.userIndex != nil && len(c.userIndex) == len(c.Users) && len(c.Users) > 0 && &c.Users[0] == c.indexed {
+		i, ok := c.userIndex[name]
+		if !ok {
+			return nil
+		}
+		if c.Users[i].Name == name {
+			return &c.Users[i]
+		}
+	}
 	for i := range c.Users {
 		if c.Users[i].Name == name {
 			return &c.Users[i]

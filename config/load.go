@@ -193,6 +193,7 @@ func load(path string, r io.Reader) (*Config, error) {
 	// Each scalar key is bound to its own variable (not AutomaticEnv), so
 	// DUEBRIDGE_USERS cannot replace the users list with a string.
 	env, warnings := envOverrides(getenviron())
+	var users []rawUser // decoded by splitUsers, when it could (users.go)
 	for _, k := range keys {
 		v.SetDefault(k.Name, k.Default)
 		if err := v.BindEnv(k.Name, EnvVar(k.Name)); err != nil {
@@ -204,7 +205,12 @@ func load(path string, r io.Reader) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read config %s: %w", path, err)
 		}
-		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+		if rest, us, ok := splitUsersIf(b); ok {
+			users = us
+			if err := v.MergeConfigMap(rest); err != nil {
+				return nil, fmt.Errorf("config %s: %w", displayPath(path), err)
+			}
+		} else if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
 			return nil, syntaxError(path, b, err)
 		}
 		// A key with an empty part (".x", "a..b") reached the decoder as
@@ -219,6 +225,9 @@ func load(path string, r io.Reader) (*Config, error) {
 	hook := mapstructure.ComposeDecodeHookFunc(mapstructure.StringToSliceHookFunc(","))
 	if err := v.UnmarshalExact(&rc, viper.DecodeHook(hook)); err != nil {
 		return nil, fmt.Errorf("config %s:\n%w", displayPath(path), cleanDecodeError(err, env))
+	}
+	if users != nil {
+		rc.Users = users
 	}
 	origins := map[string]Origin{}
 	for _, k := range keys {
@@ -240,6 +249,15 @@ func load(path string, r io.Reader) (*Config, error) {
 	}
 	c.Path = path
 	c.Warnings = warnings
+	c.userIndex = make(map[string]int, len(c.Users))
+	for i := range c.Users {
+		if _, dup := c.userIndex[c.Users[i].Name]; !dup {
+			c.userIndex[c.Users[i].Name] = i
+		}
+	}
+	if len(c.Users) > 0 {
+		c.indexed = &c.Users[0]
+	}
 	c.origins = origins
 	return c, nil
 }
@@ -504,7 +522,9 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 
 	seenUser := map[string]int{}
 	seenEmail := map[string]int{}
-	seenIdentity := map[string]int{} // kind + "\x00" + lower-cased identity → user index
+	seenIdentity := map[string]int{}     // kind + "\x00" + lower-cased identity → user index
+	zones := map[string]*time.Location{} // nil: unknown
+	c.Users = make([]User, 0, len(r.Users))
 	for i, ru := range r.Users {
 		key := fmt.Sprintf("users[%d]", i)
 		u := User{Name: ru.Name, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
@@ -569,8 +589,14 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		}
 		u.Location = time.UTC
 		if ru.TimeZone != "" {
-			loc, err := time.LoadLocation(ru.TimeZone)
-			if err != nil {
+			loc, ok := zones[ru.TimeZone]
+			if !ok {
+				// LoadLocation reads and parses the zone file on every
+				// call: once a zone, not once a user.
+				loc, _ = time.LoadLocation(ru.TimeZone)
+				zones[ru.TimeZone] = loc
+			}
+			if loc == nil {
 				e.add(key+".timezone", "unknown time zone %q", ru.TimeZone)
 			} else {
 				u.Location = loc
@@ -826,9 +852,8 @@ func clock(e *errs, key, s string) (time.Duration, bool) {
 		e.add(key, "bad time of day %q (want HH:MM)", s)
 		return 0, false
 	}
-	var h, min int
-	fmt.Sscanf(m[1], "%d", &h)
-	fmt.Sscanf(m[2], "%d", &min)
+	h, _ := strconv.Atoi(m[1]) // two digits: hhmmRE
+	min, _ := strconv.Atoi(m[2])
 	return time.Duration(h)*time.Hour + time.Duration(min)*time.Minute, true
 }
 
@@ -888,9 +913,8 @@ func argon2idProblem(s string) string {
 	if len(parts) != 6 || parts[2] != "v=19" {
 		return "not an argon2id hash: want $argon2id$v=19$m=M,t=T,p=P$SALT$KEY"
 	}
-	var m, t, p uint64
-	if n, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil || n != 3 ||
-		fmt.Sprintf("m=%d,t=%d,p=%d", m, t, p) != parts[3] {
+	m, t, p, ok := argon2idParams(parts[3])
+	if !ok {
 		return fmt.Sprintf("argon2id parameters %q: want m=M,t=T,p=P", parts[3])
 	}
 	switch {
@@ -911,4 +935,25 @@ func argon2idProblem(s string) string {
 		return "argon2id key is not unpadded base64 of 4 to 128 bytes"
 	}
 	return ""
+}
+
+// argon2idParams reads "m=M,t=T,p=P", each a decimal as strconv.FormatUint
+// writes it (no sign, no leading zero): the form the login check parses
+// and `duebridge hash-password` writes. (fmt.Sscanf did this at a few
+// microseconds a hash, which a million users notice.)
+func argon2idParams(s string) (m, t, p uint64, ok bool) {
+	fields := strings.Split(s, ",")
+	if len(fields) != 3 {
+		return 0, 0, 0, false
+	}
+	var vals [3]uint64
+	for i, name := range []string{"m=", "t=", "p="} {
+		d, found := strings.CutPrefix(fields[i], name)
+		v, err := strconv.ParseUint(d, 10, 64)
+		if !found || err != nil || strconv.FormatUint(v, 10) != d {
+			return 0, 0, 0, false
+		}
+		vals[i] = v
+	}
+	return vals[0], vals[1], vals[2], true
 }

@@ -41,7 +41,9 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 	if err != nil {
 		return err
 	}
-	last := fileHash(abs)
+	lastStat := statFile(abs)
+	last := hashFile(abs)
+	polls := 0
 
 	var events <-chan fsnotify.Event
 	var werrs <-chan error
@@ -85,7 +87,17 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 			}
 			onError(err)
 		case <-poll.C:
-			if h := fileHash(abs); !bytes.Equal(h, last) {
+			// Hashing a file of a million users every poll is a tenth of
+			// a second of CPU and its size in garbage: hash only when the
+			// file's size, time or identity moved, and every fullPoll-th
+			// poll anyway (file systems with coarse or missing times).
+			polls++
+			st := statFile(abs)
+			if st == lastStat && polls%fullPoll != 0 {
+				continue
+			}
+			lastStat = st
+			if h := hashFile(abs); !bytes.Equal(h, last) {
 				debounce.Reset(o.Debounce)
 			}
 		case <-debounce.C:
@@ -117,6 +129,27 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 // watchReadyKey carries a func() that Watch calls once it is watching; only
 // this package's tests set it, to avoid racing the initial read.
 type watchReadyKey struct{}
+
+// statFile and hashFile are statOf and fileHash; a test counts the calls.
+var statFile, hashFile = statOf, fileHash
+
+// fullPoll: every this many polls the content is hashed whatever the
+// file's metadata says.
+const fullPoll = 12
+
+// fileStat is what a poll compares before reading the file.
+type fileStat struct {
+	size    int64
+	modTime int64 // UnixNano
+}
+
+func statOf(path string) fileStat {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStat{size: -1}
+	}
+	return fileStat{size: fi.Size(), modTime: fi.ModTime().UnixNano()}
+}
 
 func fileHash(path string) []byte {
 	b, err := os.ReadFile(path)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -341,5 +342,29 @@ func TestWatchCancelledBeforeStart(t *testing.T) {
 		}
 	case <-time.After(waitDeadline):
 		t.Fatal("Watch did not return")
+	}
+}
+
+// TestWatchPollReadsOnlyChangedFiles: the backstop poll read and hashed
+// the whole file every time (176 MB every 5 s for a million users); it now
+// hashes when the file's size or time moved, and every fullPoll-th poll.
+func TestWatchPollReadsOnlyChangedFiles(t *testing.T) {
+	path := writeConfig(t, watchConfig("one"))
+	var stats, hashes atomic.Int64
+	statFile = func(p string) fileStat { stats.Add(1); return statOf(p) }
+	hashFile = func(p string) []byte { hashes.Add(1); return fileHash(p) }
+	t.Cleanup(func() { statFile, hashFile = statOf, fileHash })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Watch(ctx, path, WatchOptions{Debounce: time.Hour, Poll: time.Millisecond}, func(*Config) {}, func(error) {})
+	}()
+	waitFor(t, "polls", func() bool { return stats.Load() > 3*fullPoll })
+	cancel()
+	<-done
+	polls := stats.Load() - 1 // the first stat is Watch's initial reading
+	if max := 1 + polls/fullPoll; hashes.Load() > max {
+		t.Errorf("%d polls of an unchanged file hashed it %d times, want at most %d", polls, hashes.Load(), max)
 	}
 }

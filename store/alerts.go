@@ -254,18 +254,42 @@ func collectTasks(rows *sql.Rows) ([]Task, error) {
 }
 
 // PruneAlerts removes the schedules of users not in keep (users taken out
-// of the config).
+// of the config). It reads the users that have schedules and deletes the
+// missing ones in chunks: one "NOT IN (keep...)" statement broke past
+// SQLite's 32,766 bound variables, so a config with more users failed every
+// scheduler tick.
 func (tx *sqlTx) PruneAlerts(keep []string) error {
-	q := `DELETE FROM alerts`
-	args := make([]any, len(keep))
-	if len(keep) > 0 {
-		q += ` WHERE username NOT IN (?` + strings.Repeat(",?", len(keep)-1) + `)`
-		for i, k := range keep {
-			args[i] = k
+	kept := make(map[string]bool, len(keep))
+	for _, k := range keep {
+		kept[k] = true
+	}
+	rows, err := tx.query(`SELECT DISTINCT username FROM alerts`)
+	if err != nil {
+		return fmt.Errorf("prune alerts: %w", err)
+	}
+	var gone []any
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return fmt.Errorf("prune alerts: %w", err)
+		}
+		if !kept[u] {
+			gone = append(gone, u)
 		}
 	}
-	if _, err := tx.exec(q, args...); err != nil {
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("prune alerts: %w", err)
+	}
+	const chunk = 500 // well under every dialect's bound-variable limit
+	for len(gone) > 0 {
+		n := min(len(gone), chunk)
+		q := `DELETE FROM alerts WHERE username IN (?` + strings.Repeat(",?", n-1) + `)`
+		if _, err := tx.exec(q, gone[:n]...); err != nil {
+			return fmt.Errorf("prune alerts: %w", err)
+		}
+		gone = gone[n:]
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -160,6 +161,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 					c = config.KeepRestartKeys(svc.Config(), c)
 				}
 				svc.SetConfig(runCtx, c)
+				debug.FreeOSMemory() // the reload's parse garbage, as after the first load
 				log.Info("config reloaded", "path", c.Path, "users", len(c.Users), "sources", len(c.Sources))
 			}, func(err error) {
 				log.Error("config reload refused; the running config stays", "err", err)
