@@ -233,3 +233,22 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 	})
 }
+
+// TestServerExitingAtStartIsAnError: a server that exits at start (here
+// /bin/false; in practice an older binary refusing a newer store) is
+// reported as an error. The set-up's clean-up used to call the stop
+// function the error return had just set to nil, and panicked.
+func TestServerExitingAtStartIsAnError(t *testing.T) {
+	o, err := parseFlags([]string{"--start", "--bin", "/bin/false", "--users", "1", "--tasks", "1", "--idle", "0", "--dav", "0", "--duration", "1s", "--hash", "bcrypt-min", "--quiet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	rep, err := run(t.Context(), o, &logs)
+	if err == nil {
+		t.Fatalf("run against a server that exits at start: report %v, no error", rep)
+	}
+	if !strings.Contains(err.Error(), "exited") {
+		t.Errorf("error %q does not say the server exited", err)
+	}
+}

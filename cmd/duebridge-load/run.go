@@ -98,14 +98,16 @@ func setup(ctx context.Context, o *options, logw io.Writer) (e *env, stop func()
 	e.users = userNames(o.UserFormat, nUsers)
 	e.tr = newTransport(max(o.MaxInflight, o.DAV*2, o.Workers*2, 64))
 	stops := []func(){e.tr.CloseIdleConnections}
-	stop = func() {
+	stopAll := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
 		}
 	}
+	stop = stopAll
 	defer func() {
 		if err != nil {
-			stop()
+			// Not stop: an error return has set it to nil.
+			stopAll()
 		}
 	}()
 	e.hc = &http.Client{Transport: e.tr, Timeout: 10 * time.Second}
