@@ -23,6 +23,10 @@
 #                through the webhook is what bounds this, see bench/README.md)
 #   PREP         bound on the first poll of every phone (default 10m)
 #   OUT          directory for the JSON reports (default: a temp dir)
+#   PHONE_CHANGE share of polls that find a changed list and then sync it
+#                and fetch its changes, two more connections each (default
+#                0.2; 0 = home polls only, what bench/floor.sh's floors can
+#                answer)
 #   SERVER_GOGC  GOGC for the server (default: unset, Go's 100); the load
 #                tool sets its own with --tool-gogc (400)
 #
@@ -39,6 +43,7 @@ WARM=${WARM:-300s}
 COLD=${COLD:-900s}
 PHONE_USERS=${PHONE_USERS:-20000}
 PREP=${PREP:-10m}
+PHONE_CHANGE=${PHONE_CHANGE:-0.2}
 WORK=$(mktemp -d /tmp/duebridge-capacity.XXXXXX)
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
@@ -55,10 +60,10 @@ for rate in $RATES; do
 	restart=()
 	[[ $(secs "$COLD") -gt 0 ]] && restart=(--restart-duration "$COLD")
 	maxtime=$(( $(secs "$WARM") + $(secs "$COLD") + $(secs "$PREP") + 1800 ))
-	echo "=== $rate polls/s ($phones phones), warm $WARM, after restart $COLD, server GOGC ${SERVER_GOGC:-default}; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+	echo "=== $rate polls/s ($phones phones, $PHONE_CHANGE of polls find a change), warm $WARM, after restart $COLD, server GOGC ${SERVER_GOGC:-default}; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 	set +e
 	env ${SERVER_GOGC:+GOGC=$SERVER_GOGC} "$WORK/bin/duebridge-load" --bin "$WORK/bin/duebridge" --phones "$phones" --phone-users "$PHONE_USERS" \
-		--phone-rate "$rate" --duration "$WARM" "${restart[@]}" --tls --device-passwords --cold-compare=false \
+		--phone-rate "$rate" --phone-change "$PHONE_CHANGE" --duration "$WARM" "${restart[@]}" --tls --device-passwords --cold-compare=false \
 		--returning 0 --phone-cold "$PREP" --phone-prep-workers 16 --max-inflight 2048 --max-time "${maxtime}s" \
 		--quiet --json "$OUT/capacity-$rate.json" | tee "$OUT/capacity-$rate.txt"
 	rc=${PIPESTATUS[0]}
