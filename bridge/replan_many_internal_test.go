@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +29,10 @@ func TestReplanManyUsers(t *testing.T) {
 		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms, Location: time.UTC})
 	}
 	var cs *countingStore
+	gets := &getCounting{}
 	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
-		cs = &countingStore{Store: st}
+		gets.Store = st
+		cs = &countingStore{Store: gets}
 		return cs
 	})
 	before := cs.updates.Load()
@@ -50,4 +53,48 @@ func TestReplanManyUsers(t *testing.T) {
 	if got := cs.updates.Load() - before; got > 1 {
 		t.Errorf("tick after an unchanged reload opened %d write transactions, want at most 1", got)
 	}
+	// A restart with the same settings: the stored fingerprints are read in
+	// one statement, not one Get per user.
+	s2 := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
+		gets.Store = st
+		return gets
+	})
+	before = gets.n.Load()
+	t0 := time.Now()
+	if _, err := s2.SchedulerTick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first tick after a restart with %d users: %v", len(c.Users), time.Since(t0)) // reported, not asserted
+	if got := gets.n.Load() - before; got > 10 {
+		t.Errorf("first tick after a restart with %d unchanged users read %d keys one by one, want at most 10", len(c.Users), got)
+	}
+}
+
+// getCounting counts the single-key reads (Get) of the transactions run
+// on the store.
+type getCounting struct {
+	store.Store
+	n atomic.Int64
+}
+
+type getCountingTx struct {
+	store.Tx
+	n *atomic.Int64
+}
+
+func (t getCountingTx) Get(key string) (string, error) {
+	t.n.Add(1)
+	return t.Tx.Get(key)
+}
+
+func (g *getCounting) View(ctx context.Context, fn func(store.Tx) error) error {
+	return g.Store.View(ctx, func(tx store.Tx) error { return fn(getCountingTx{tx, &g.n}) })
+}
+
+func (g *getCounting) Read(ctx context.Context, fn func(store.Tx) error) error {
+	return g.Store.Read(ctx, func(tx store.Tx) error { return fn(getCountingTx{tx, &g.n}) })
+}
+
+func (g *getCounting) Update(ctx context.Context, fn func(store.Tx) error) error {
+	return g.Store.Update(ctx, func(tx store.Tx) error { return fn(getCountingTx{tx, &g.n}) })
 }

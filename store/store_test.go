@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"maps"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -1430,6 +1431,38 @@ func testKV(t *testing.T, b backend) {
 			if err != nil || v != want {
 				t.Errorf("Get(%q): got %q, %v; want %q", k, v, err, want)
 			}
+		}
+		return nil
+	})
+
+	// GetPrefix matches the prefix to the byte: not as a LIKE pattern (_ and
+	// % are literal), not by case, not by the collation's order.
+	e.update(func(tx store.Tx) error {
+		for k, v := range map[string]string{
+			"plan.ä_1": "a", "plan.ä_2": "b", "plan.äx1": "no: _ is literal", "plan.Ä_1": "no: case",
+			"plan.ä": "no: shorter", "plan.ä_": "c", "plaN.ä_1": "no", "other": "no",
+		} {
+			if err := tx.Set(k, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	got := map[string]string{}
+	if err := e.s.Read(t.Context(), func(tx store.Tx) error {
+		return tx.GetPrefix("plan.ä_", func(k, v string) error { got[k] = v; return nil })
+	}); err != nil {
+		t.Fatalf("GetPrefix in a Read: %v", err)
+	}
+	if want := map[string]string{"plan.ä_1": "a", "plan.ä_2": "b", "plan.ä_": "c"}; !maps.Equal(got, want) {
+		t.Errorf("GetPrefix(plan.ä_): got %v, want %v", got, want)
+	}
+	stop := errors.New("stop")
+	n := 0
+	e.view(func(tx store.Tx) error {
+		err := tx.GetPrefix("plan.", func(string, string) error { n++; return stop })
+		if !errors.Is(err, stop) || n != 1 {
+			t.Errorf("GetPrefix whose fn fails: %v after %d calls, want fn's error after 1", err, n)
 		}
 		return nil
 	})
