@@ -16,6 +16,10 @@ import (
 // a digest). Each slot is handled once: its local date is stored with the
 // mail. After downtime only the latest missed slot is sent; a user seen for
 // the first time starts with the next slot rather than one already past.
+// digestBatch bounds the users whose digests one write transaction sends
+// or whose first sighting it records.
+const digestBatch = 100
+
 func (sc *scheduler) digests(ctx context.Context, cfg *config.Config, now time.Time) (time.Time, error) {
 	var next time.Time
 	earliest := func(t time.Time) {
@@ -23,26 +27,39 @@ func (sc *scheduler) digests(ctx context.Context, cfg *config.Config, now time.T
 			next = t
 		}
 	}
+	// Most ticks find nothing to do: decide on one read of every user's
+	// last digest date (one statement, not one per user: a tick with a
+	// million digest users), and take the write lock only to send or to
+	// record a first sighting.
+	anyDigest := false
+	for i := range cfg.Users {
+		anyDigest = anyDigest || cfg.Users[i].Digest
+	}
+	sent := map[string]string{}
+	if anyDigest {
+		err := sc.s.st.Read(ctx, func(tx store.Tx) error {
+			return tx.GetPrefix(kvDigestSent, func(k, v string) error {
+				sent[k[len(kvDigestSent):]] = v
+				return nil
+			})
+		})
+		if err != nil {
+			return time.Time{}, fmt.Errorf("digests: read the last sent: %w", err)
+		}
+	}
+	type due struct {
+		u    *config.User
+		slot time.Time
+		day  string
+	}
+	var pending []due
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
 		if !u.Digest {
 			continue
 		}
 		slot, day := digestSlot(u, now)
-		// Most ticks find nothing to do: decide on a read, and take the
-		// write lock only to send or to record a first sighting.
-		var last string
-		err := sc.s.st.View(ctx, func(tx store.Tx) error {
-			var err error
-			last, err = tx.Get(kvDigestSent + u.Name)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil
-			}
-			return err
-		})
-		if err != nil {
-			return time.Time{}, fmt.Errorf("digest of %s: %w", u.Name, err)
-		}
+		last := sent[u.Name]
 		if last != "" && last >= day { // dates in ISO form compare as strings
 			earliest(nextDigestSlot(u, now))
 			continue
@@ -51,28 +68,47 @@ func (sc *scheduler) digests(ctx context.Context, cfg *config.Config, now time.T
 			earliest(end)
 			continue
 		}
-		err = sc.s.st.Update(ctx, func(tx store.Tx) error {
-			// Re-read inside the write transaction: the mark and the mail
-			// are written together, so a slot is never sent twice.
-			cur, err := tx.Get(kvDigestSent + u.Name)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				// First sighting: start with the next slot, not one past.
-				return tx.Set(kvDigestSent+u.Name, day)
-			case err != nil:
-				return err
-			case cur >= day:
-				return nil
+		pending = append(pending, due{u, slot, day})
+		earliest(nextDigestSlot(u, now))
+	}
+	// digestBatch users to a write transaction: a first start with a
+	// million digest users records a million first sightings, and a slot
+	// shared by everyone sends that many digests at once; one commit each
+	// would hold the single writer from the webhooks for minutes.
+	for len(pending) > 0 {
+		batch := pending[:min(len(pending), digestBatch)]
+		pending = pending[len(batch):]
+		var name string
+		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
+			for _, d := range batch {
+				name = d.u.Name
+				// Re-read inside the write transaction: the mark and the
+				// mail are written together, so a slot is never sent twice.
+				cur, err := tx.Get(kvDigestSent + d.u.Name)
+				switch {
+				case errors.Is(err, store.ErrNotFound):
+					// First sighting: start with the next slot, not one past.
+					if err := tx.Set(kvDigestSent+d.u.Name, d.day); err != nil {
+						return err
+					}
+					continue
+				case err != nil:
+					return err
+				case cur >= d.day:
+					continue
+				}
+				if err := sc.writeDigest(tx, cfg, d.u, d.slot, now); err != nil {
+					return err
+				}
+				if err := tx.Set(kvDigestSent+d.u.Name, d.day); err != nil {
+					return err
+				}
 			}
-			if err := sc.writeDigest(tx, cfg, u, slot, now); err != nil {
-				return err
-			}
-			return tx.Set(kvDigestSent+u.Name, day)
+			return nil
 		})
 		if err != nil {
-			return time.Time{}, fmt.Errorf("digest of %s: %w", u.Name, err)
+			return time.Time{}, fmt.Errorf("digest of %s: %w", name, err)
 		}
-		earliest(nextDigestSlot(u, now))
 	}
 	return next, nil
 }

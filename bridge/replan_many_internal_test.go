@@ -98,3 +98,50 @@ func (g *getCounting) Read(ctx context.Context, fn func(store.Tx) error) error {
 func (g *getCounting) Update(ctx context.Context, fn func(store.Tx) error) error {
 	return g.Store.Update(ctx, func(tx store.Tx) error { return fn(getCountingTx{tx, &g.n}) })
 }
+
+// TestDigestsManyUsers: a tick decided each digest user's case on a read
+// of its own and wrote each first sighting in a write transaction of its
+// own: with a million digest users, a million reads every pass and a
+// million commits at the first start.
+func TestDigestsManyUsers(t *testing.T) {
+	ctx := context.Background()
+	c := groupConfig(t)
+	const n = 2000
+	for i := range n {
+		name := fmt.Sprintf("d%05d", i)
+		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms,
+			Location: time.UTC, Digest: true, DigestAt: 8 * time.Hour})
+	}
+	var cs *countingStore
+	gets := &getCounting{}
+	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
+		gets.Store = st
+		cs = &countingStore{Store: gets}
+		return cs
+	})
+	before := cs.updates.Load()
+	if _, err := s.SchedulerTick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, max := cs.updates.Load()-before, int64(n/digestBatch+n/replanBatch+10); got > max {
+		t.Errorf("first tick with %d digest users: %d write transactions, want at most %d", n, got, max)
+	}
+	// Every user seen: the next tick has nothing to send and reads the
+	// marks in one statement.
+	before = gets.n.Load()
+	if _, err := s.SchedulerTick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := gets.n.Load() - before; got > 10 {
+		t.Errorf("tick with %d digest users and nothing to send: %d single-key reads, want at most 10", n, got)
+	}
+	var marks int
+	if err := s.st.View(ctx, func(tx store.Tx) error {
+		return tx.GetPrefix(kvDigestSent, func(string, string) error { marks++; return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if marks != n {
+		t.Errorf("%d first sightings recorded, want %d", marks, n)
+	}
+}
