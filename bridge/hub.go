@@ -21,13 +21,8 @@ import (
 // from its place in the revocation log, the scheduler and callback worker
 // from the whole schedule), which replays whatever the gap hid.
 type hub struct {
-	mu sync.Mutex
-	// Subscribers by the user they follow, and those following every user
-	// (user ""): a commit's events reach the few sessions of the users they
-	// name without a walk over every open IDLE connection (100,000 on a
-	// node), which the committing writer would wait for.
-	byUser map[string]map[*subscription]struct{}
-	all    map[*subscription]struct{}
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
 	// resyncs counts resyncs by reason (store.Resync*), for the metric.
 	resyncs [2]atomic.Uint64
 }
@@ -44,42 +39,23 @@ type subscription struct {
 }
 
 // newHub returns an empty hub.
-func newHub() *hub {
-	return &hub{byUser: map[string]map[*subscription]struct{}{}, all: map[*subscription]struct{}{}}
-}
+func newHub() *hub { return &hub{subs: map[*subscription]struct{}{}} }
 
 // Subscribe returns a subscription to events of user (all users if "") and
 // kind (all kinds if ""). Call Close when done.
 func (h *hub) Subscribe(user string, kind store.EventKind) *subscription {
 	s := &subscription{hub: h, user: user, kind: kind, C: make(chan store.Event, 64)}
 	h.mu.Lock()
-	if user == "" {
-		h.all[s] = struct{}{}
-	} else {
-		set := h.byUser[user]
-		if set == nil {
-			set = map[*subscription]struct{}{}
-			h.byUser[user] = set
-		}
-		set[s] = struct{}{}
-	}
+	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	return s
 }
 
 // Close ends the subscription. C is not closed (a publisher may race).
 func (s *subscription) Close() {
-	h := s.hub
-	h.mu.Lock()
-	if s.user == "" {
-		delete(h.all, s)
-	} else if set := h.byUser[s.user]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
-			delete(h.byUser, s.user)
-		}
-	}
-	h.mu.Unlock()
+	s.hub.mu.Lock()
+	delete(s.hub.subs, s)
+	s.hub.mu.Unlock()
 }
 
 // Lagged reports (and clears) whether events were dropped since the last call.
@@ -116,59 +92,26 @@ func (h *hub) Publish(events []store.Event) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	// Events outer, subscribers inner: each subscriber still gets its
-	// events in commit order.
-	for _, e := range events {
-		if e.Kind == store.EventResync {
-			// Anything may have changed: mark every subscriber lagged (it
-			// must re-read) and wake it with the event itself.
-			for s := range h.all {
-				s.resync(e)
+	for s := range h.subs {
+		for _, e := range events {
+			if e.Kind == store.EventResync {
+				// Anything may have changed: mark every subscriber lagged
+				// (it must re-read) and wake it with the event itself.
+				s.lagMu.Lock()
+				s.lagged = true
+				s.lagMu.Unlock()
+			} else if (s.user != "" && s.user != e.User) || (s.kind != "" && s.kind != e.Kind) {
+				continue
 			}
-			for _, set := range h.byUser {
-				for s := range set {
-					s.resync(e)
-				}
-			}
-			continue
-		}
-		for s := range h.all {
-			s.deliver(e)
-		}
-		if e.User != "" {
-			for s := range h.byUser[e.User] {
-				s.deliver(e)
+			select {
+			case s.C <- e:
+			default:
+				s.lagMu.Lock()
+				s.lagged = true
+				s.lagMu.Unlock()
 			}
 		}
 	}
-}
-
-// deliver sends e if s follows its kind, or marks s lagged when its buffer
-// is full; the hub's lock is held.
-func (s *subscription) deliver(e store.Event) {
-	if s.kind != "" && s.kind != e.Kind {
-		return
-	}
-	select {
-	case s.C <- e:
-	default:
-		s.markLagged()
-	}
-}
-
-// resync marks s lagged and wakes it with e; the hub's lock is held.
-func (s *subscription) resync(e store.Event) {
-	s.markLagged()
-	select {
-	case s.C <- e:
-	default:
-	}
-}
-
-func (s *subscription) markLagged() {
-	s.lagMu.Lock()
-	s.lagged = true
-	s.lagMu.Unlock()
 }
 
 func dedupe(events []store.Event) []store.Event {
