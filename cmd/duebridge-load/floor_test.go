@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestMain lets this test binary be the Go floor server too: --floor go
@@ -25,16 +23,7 @@ func TestFloorEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts duebridge and the floors")
 	}
-	root, err := moduleRoot()
-	if err != nil {
-		t.Skip(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bin, err := buildServer(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := testServer(t)
 	for _, kind := range []string{"go", "haproxy"} {
 		t.Run(kind, func(t *testing.T) {
 			if kind == "haproxy" {

@@ -107,16 +107,7 @@ func TestLoadAgainstServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server and drives load for a few seconds")
 	}
-	root, err := moduleRoot()
-	if err != nil {
-		t.Skip(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	bin, err := buildServer(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, bin := testServer(t)
 	var logs bytes.Buffer
 	base := []string{"--bin", bin, "--hash", "bcrypt-min", "--quiet", "--users", "4", "--projects", "2", "--max-time", "1m"}
 	// runLoad runs the tool with base and args and logs its report.
@@ -251,4 +242,21 @@ func TestServerExitingAtStartIsAnError(t *testing.T) {
 	if !strings.Contains(err.Error(), "exited") {
 		t.Errorf("error %q does not say the server exited", err)
 	}
+}
+
+// testServer builds this tree's duebridge for a test that starts it, with
+// a context bounding the test to two minutes; it skips outside the module.
+func testServer(t *testing.T) (context.Context, string) {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	bin, err := buildServer(ctx, root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, bin
 }
