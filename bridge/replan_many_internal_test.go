@@ -28,13 +28,7 @@ func TestReplanManyUsers(t *testing.T) {
 		name := fmt.Sprintf("u%05d", i)
 		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms, Location: time.UTC})
 	}
-	var cs *countingStore
-	gets := &getCounting{}
-	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
-		gets.Store = st
-		cs = &countingStore{Store: gets}
-		return cs
-	})
+	s, cs, gets := countedService(t, c)
 	before := cs.updates.Load()
 	if _, err := s.SchedulerTick(ctx); err != nil {
 		t.Fatalf("tick with %d users: %v", len(c.Users), err)
@@ -55,10 +49,7 @@ func TestReplanManyUsers(t *testing.T) {
 	}
 	// A restart with the same settings: the stored fingerprints are read in
 	// one statement, not one Get per user.
-	s2 := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
-		gets.Store = st
-		return gets
-	})
+	s2, _, gets := countedService(t, c)
 	before = gets.n.Load()
 	t0 := time.Now()
 	if _, err := s2.SchedulerTick(ctx); err != nil {
@@ -68,6 +59,19 @@ func TestReplanManyUsers(t *testing.T) {
 	if got := gets.n.Load() - before; got > 10 {
 		t.Errorf("first tick after a restart with %d unchanged users read %d keys one by one, want at most 10", len(c.Users), got)
 	}
+}
+
+// countedService is a service on SQLite whose store counts write
+// transactions and single-key reads.
+func countedService(t *testing.T, c *config.Config) (*Service, *countingStore, *getCounting) {
+	var cs *countingStore
+	gets := &getCounting{}
+	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
+		gets.Store = st
+		cs = &countingStore{Store: gets}
+		return cs
+	})
+	return s, cs, gets
 }
 
 // getCounting counts the single-key reads (Get) of the transactions run
@@ -112,13 +116,7 @@ func TestDigestsManyUsers(t *testing.T) {
 		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms,
 			Location: time.UTC, Digest: true, DigestAt: 8 * time.Hour})
 	}
-	var cs *countingStore
-	gets := &getCounting{}
-	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
-		gets.Store = st
-		cs = &countingStore{Store: gets}
-		return cs
-	})
+	s, cs, gets := countedService(t, c)
 	before := cs.updates.Load()
 	if _, err := s.SchedulerTick(ctx); err != nil {
 		t.Fatal(err)
