@@ -6,9 +6,13 @@ import (
 	"database/sql/driver"
 	"strings"
 	"sync"
+	"path/filepath"
 	"sync/atomic"
+	"testing"
 
 	"modernc.org/sqlite"
+
+	"github.com/duebridge/duebridge/store"
 )
 
 // countingDriver is SQLite's driver counting what the store's tests assert
@@ -40,6 +44,20 @@ var registerCounting = sync.OnceValue(func() *countingDriver {
 	sql.Register("sqlite-counting", d)
 	return d
 })
+
+// openCounting opens a SQLite store on the counting driver, closed when
+// the test ends.
+func openCounting(t *testing.T, o store.Options) (store.Store, *countingDriver) {
+	t.Helper()
+	d := registerCounting()
+	t.Cleanup(store.SetSQLiteDriver("sqlite-counting"))
+	s, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "duebridge.db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, d
+}
 
 func (d *countingDriver) Open(name string) (driver.Conn, error) {
 	c, err := d.Driver.Open(name)

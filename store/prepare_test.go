@@ -14,13 +14,7 @@ import (
 // long preparing its SQL as running it, so statements are kept prepared on
 // the pool's connections across transactions.
 func TestStatementsPreparedOncePerConnection(t *testing.T) {
-	d := registerCounting()
-	defer store.SetSQLiteDriver("sqlite-counting")()
-	s, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "duebridge.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, d := openCounting(t, store.Options{})
 	view := func() {
 		t.Helper()
 		if err := s.View(t.Context(), func(tx store.Tx) error {
@@ -84,16 +78,8 @@ func TestPreparingWithEveryConnectionBusy(t *testing.T) {
 // one per collection), and every touched collection still advances and is
 // announced.
 func TestCtagsAdvancedInOneStatement(t *testing.T) {
-	d := registerCounting()
-	defer store.SetSQLiteDriver("sqlite-counting")()
 	var events []store.Event
-	s, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "duebridge.db"), store.Options{
-		OnCommit: func(es []store.Event) { events = append(events, es...) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, d := openCounting(t, store.Options{OnCommit: func(es []store.Event) { events = append(events, es...) }})
 	colls := [][2]string{{"alice", "todos"}, {"alice", "deadlines"}, {"bob", "todos"}}
 	if err := s.Update(t.Context(), func(tx store.Tx) error {
 		for _, c := range colls {

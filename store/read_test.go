@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -86,13 +85,7 @@ func testRead(t *testing.T, b backend) {
 // the query. A Read begins no transaction, and on SQLite its statement
 // runs without a context to watch (the request's is checked before).
 func TestReadBeginsNoTransaction(t *testing.T) {
-	d := registerCounting()
-	defer store.SetSQLiteDriver("sqlite-counting")()
-	s, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "duebridge.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, d := openCounting(t, store.Options{})
 	ctx, cancel := context.WithCancel(t.Context()) // as a request's
 	defer cancel()
 	read := func() {
