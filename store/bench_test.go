@@ -187,6 +187,20 @@ func BenchmarkConcurrentWrites(b *testing.B) {
 	})
 }
 
+// ensureTenLists gives user a phone's ten lists: five projects, each a
+// Reminders list and a deadlines calendar.
+func ensureTenLists(tx store.Tx, user string) error {
+	for p := range 5 {
+		for _, kind := range []string{store.KindTodos, store.KindEvents} {
+			c := store.Collection{User: user, Name: fmt.Sprintf("project-%d-%s", p, kind), Project: fmt.Sprintf("Project %d", p), Kind: kind}
+			if _, err := tx.EnsureCollection(&c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // BenchmarkPollView is the store's part of an iPhone's background poll: one
 // read transaction finding the device password and listing the user's ten
 // lists. Short transactions like this spent as long preparing their SQL as
@@ -195,13 +209,8 @@ func BenchmarkPollView(b *testing.B) {
 	benchBackends(b, func(b *testing.B, be backend) {
 		s := openBench(b, be)
 		err := s.Update(b.Context(), func(tx store.Tx) error {
-			for p := range 5 {
-				for _, kind := range []string{store.KindTodos, store.KindEvents} {
-					c := store.Collection{User: "anna", Name: fmt.Sprintf("project-%d-%s", p, kind), Project: fmt.Sprintf("Project %d", p), Kind: kind}
-					if _, err := tx.EnsureCollection(&c); err != nil {
-						return err
-					}
-				}
+			if err := ensureTenLists(tx, "anna"); err != nil {
+				return err
 			}
 			return tx.AddDevicePassword(&store.DevicePassword{ID: "dev1", User: "anna", Name: "iPhone", Hash: []byte("hash")})
 		})
@@ -234,13 +243,8 @@ func BenchmarkPollCollections(b *testing.B) {
 	benchBackends(b, func(b *testing.B, be backend) {
 		s := openBench(b, be)
 		err := s.Update(b.Context(), func(tx store.Tx) error {
-			for p := range 5 {
-				for _, kind := range []string{store.KindTodos, store.KindEvents} {
-					c := store.Collection{User: "anna", Name: fmt.Sprintf("project-%d-%s", p, kind), Project: fmt.Sprintf("Project %d", p), Kind: kind}
-					if _, err := tx.EnsureCollection(&c); err != nil {
-						return err
-					}
-				}
+			if err := ensureTenLists(tx, "anna"); err != nil {
+				return err
 			}
 			return nil
 		})
