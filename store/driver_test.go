@@ -4,9 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"path/filepath"
 	"strings"
 	"sync"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
