@@ -106,6 +106,11 @@ type CalendarTx interface {
 	// Changes lists objects (tombstones included, no data) of a collection
 	// changed after revision since, in revision order.
 	Changes(user, collection string, since int64) ([]Object, error)
+	// CollectionChanges is Collection and Changes in one statement, so a
+	// Read (no transaction) gives both from one snapshot: the
+	// sync-collection a phone sends after a changed list. It does not
+	// check since against the collection's MinSeq; the caller does.
+	CollectionChanges(user, collection string, since int64) (*Collection, []Object, error)
 }
 
 func (tx *sqlTx) EnsureCollection(c *Collection) (bool, error) {
@@ -383,6 +388,52 @@ func (tx *sqlTx) OwnUsage(user string) (count, bytes int64, err error) {
 
 func (tx *sqlTx) Changes(user, collection string, since int64) ([]Object, error) {
 	return tx.listObjects(false, `username = ? AND collection = ? AND seq > ? ORDER BY seq, name`, user, collection, since)
+}
+
+// collChangesQuery is the collection's row left-joined with its objects
+// changed after a revision: one row with empty object columns when none
+// changed. Object names are never empty, which tells that row apart.
+var collChangesQuery = `SELECT c.username, c.name, c.project, c.kind, c.display_name, c.color, c.sort_order, c.seq, c.min_seq,
+	COALESCE(o.name, ''), COALESCE(o.uid, ''), COALESCE(o.source, ''), COALESCE(o.task_id, ''), COALESCE(o.etag, ''),
+	COALESCE(o.seq, 0), COALESCE(o.deleted, 0), COALESCE(o.modified, 0)
+	FROM collections c LEFT JOIN objects o ON o.username = c.username AND o.collection = c.name AND o.seq > ?
+	WHERE c.username = ? AND c.name = ? ORDER BY o.seq, o.name`
+
+func (tx *sqlTx) CollectionChanges(user, collection string, since int64) (*Collection, []Object, error) {
+	rows, err := tx.query(collChangesQuery, since, user, collection)
+	if err != nil {
+		return nil, nil, fmt.Errorf("changes of %s/%s: %w", user, collection, err)
+	}
+	defer rows.Close()
+	var c *Collection
+	var out []Object
+	for rows.Next() {
+		var cr Collection
+		var o Object
+		var deleted int
+		var modified int64
+		if err := rows.Scan(&cr.User, &cr.Name, &cr.Project, &cr.Kind, &cr.DisplayName, &cr.Color, &cr.Order, &cr.Seq, &cr.MinSeq,
+			&o.Name, &o.UID, &o.Source, &o.TaskID, &o.ETag, &o.Seq, &deleted, &modified); err != nil {
+			return nil, nil, fmt.Errorf("changes of %s/%s: %w", user, collection, err)
+		}
+		if c == nil {
+			c = &cr
+		}
+		if o.Name == "" {
+			continue
+		}
+		o.User, o.Collection = cr.User, cr.Name
+		o.Deleted = deleted != 0
+		o.Modified = fromNanos(modified)
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("changes of %s/%s: %w", user, collection, err)
+	}
+	if c == nil {
+		return nil, nil, ErrNotFound
+	}
+	return c, out, nil
 }
 
 // Slug makes a URL segment from a project name: lower-case ASCII letters,
