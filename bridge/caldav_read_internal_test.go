@@ -95,3 +95,99 @@ func TestIncrementalChangesAsBefore(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectsByNameReads: a multiget's read takes no transaction when the
+// list is unchanged between its statements (the collection alone when the
+// cache has every object, then the missing objects with the collection),
+// answers what one snapshot (the View) answers, and falls back to that
+// View when a write comes between its two statements.
+func TestObjectsByNameReads(t *testing.T) {
+	ctx := context.Background()
+	var cs *countingStore
+	cfg := groupConfig(t)
+	s := sqliteService(t, cfg.DataDir, cfg, func(st store.Store) store.Store {
+		cs = &countingStore{Store: st}
+		return cs
+	})
+	if _, err := s.Ingest(ctx, "tracker", []TaskInput{groupTask("T-1", "alice"), groupTask("T-2", "alice")}); err != nil {
+		t.Fatal(err)
+	}
+	be := s.CalDAV()
+	b := be.(caldavBackend)
+	colls, err := be.Collections(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var coll string
+	var all []string
+	for _, c := range colls {
+		_, objs, err := be.Objects(ctx, "alice", c.Name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(objs) > 0 {
+			coll = c.Name
+			for _, o := range objs {
+				all = append(all, o.Name)
+			}
+			break
+		}
+	}
+	if coll == "" {
+		t.Fatal("no list with objects")
+	}
+	ask := func(names []string, between func()) func(int64) []string {
+		return func(int64) []string {
+			if between != nil {
+				between()
+				between = nil
+			}
+			return names
+		}
+	}
+	for _, c := range []struct {
+		name         string
+		names        []string
+		views, reads int64
+	}{
+		{"all cached", nil, 1, 1},
+		{"some missing", append([]string{"no-such.ics"}, all...), 2, 2},
+	} {
+		views, reads := cs.views.Load(), cs.reads.Load()
+		gc, got, gerr := be.ObjectsByName(ctx, "alice", coll, ask(c.names, nil))
+		if v, r := cs.views.Load()-views, cs.reads.Load()-reads; v != c.views || r != c.reads {
+			t.Errorf("%s: %d store reads of which %d Reads, want %d and %d", c.name, v, r, c.views, c.reads)
+		}
+		wc, want, werr := b.objectsByNameView(ctx, "alice", coll, ask(c.names, nil))
+		if gc != wc || !reflect.DeepEqual(got, want) || gerr != nil || werr != nil {
+			t.Errorf("%s:\n got %+v %+v %v\nwant %+v %+v %v", c.name, gc, got, gerr, wc, want, werr)
+		}
+	}
+	// A write between the statements: the answer is one snapshot's.
+	t1 := groupTask("T-1", "alice")
+	t1.Title, t1.Version = "changed", 2
+	var seqs []int64
+	names := func(seq int64) []string {
+		seqs = append(seqs, seq)
+		if len(seqs) == 1 {
+			if _, err := s.Ingest(ctx, "tracker", []TaskInput{t1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return all
+	}
+	gc, got, err := be.ObjectsByName(ctx, "alice", coll, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 2 || seqs[1] == seqs[0] || seqs[1] != gc.Seq {
+		t.Errorf("names saw revisions %v, the answer is at %d; want a second call at the answer's revision", seqs, gc.Seq)
+	}
+	wc, want, err := b.objectsByNameView(ctx, "alice", coll, func(int64) []string { return all })
+	if err != nil || gc != wc || !reflect.DeepEqual(got, want) {
+		t.Errorf("after a write between:\n got %+v %+v\nwant %+v %+v (%v)", gc, got, wc, want, err)
+	}
+	if _, _, err := be.ObjectsByName(ctx, "alice", "no-such-list", ask(all, nil)); !errors.Is(err, calendar.ErrNotFound) {
+		t.Errorf("unknown list: %v, want ErrNotFound", err)
+	}
+}

@@ -111,6 +111,10 @@ type CalendarTx interface {
 	// sync-collection a phone sends after a changed list. It does not
 	// check since against the collection's MinSeq; the caller does.
 	CollectionChanges(user, collection string, since int64) (*Collection, []Object, error)
+	// CollectionObjectsByName is Collection and ObjectsByName in one
+	// statement, for at most ObjectsByNameChunk names: the multiget a
+	// phone sends for what a sync found changed.
+	CollectionObjectsByName(user, collection string, names []string) (*Collection, []Object, error)
 }
 
 func (tx *sqlTx) EnsureCollection(c *Collection) (bool, error) {
@@ -303,11 +307,36 @@ func (tx *sqlTx) Object(user, collection, name string) (*Object, error) {
 	return o, err
 }
 
+// ObjectsByNameChunk is how many names one statement of ObjectsByName
+// asks for. Chunks of a fixed size keep the number of distinct statements
+// (and the bound-parameter count) small.
+const ObjectsByNameChunk = 50
+
+// collObjectsByNameQuery is the collection's row left-joined with its live
+// objects of ObjectsByNameChunk names: one row with empty object columns
+// when none is there.
+var collObjectsByNameQuery = `SELECT c.username, c.name, c.project, c.kind, c.display_name, c.color, c.sort_order, c.seq, c.min_seq,
+	COALESCE(o.name, ''), COALESCE(o.uid, ''), COALESCE(o.source, ''), COALESCE(o.task_id, ''), COALESCE(o.etag, ''),
+	COALESCE(o.seq, 0), COALESCE(o.deleted, 0), COALESCE(o.modified, 0), o.data
+	FROM collections c LEFT JOIN objects o ON o.username = c.username AND o.collection = c.name AND o.deleted = 0
+	AND o.name IN (?` + strings.Repeat(",?", ObjectsByNameChunk-1) + `)
+	WHERE c.username = ? AND c.name = ?`
+
+func (tx *sqlTx) CollectionObjectsByName(user, collection string, names []string) (*Collection, []Object, error) {
+	if len(names) == 0 || len(names) > ObjectsByNameChunk {
+		return nil, nil, fmt.Errorf("objects of %s/%s: %d names, want 1 to %d", user, collection, len(names), ObjectsByNameChunk)
+	}
+	var args [ObjectsByNameChunk + 2]any
+	for i := range ObjectsByNameChunk {
+		args[i] = names[min(i, len(names)-1)] // pad by repeating the last name
+	}
+	args[ObjectsByNameChunk], args[ObjectsByNameChunk+1] = user, collection
+	return tx.collectionJoined(collObjectsByNameQuery, true, args[:]...)
+}
+
 func (tx *sqlTx) ObjectsByName(user, collection string, names []string) ([]Object, error) {
 	var out []Object
-	// Chunks of a fixed size keep the number of distinct statements (and
-	// the bound-parameter count) small.
-	const chunk = 50
+	const chunk = ObjectsByNameChunk
 	for len(names) > 0 {
 		n := min(chunk, len(names))
 		part := names[:n]
@@ -400,9 +429,17 @@ var collChangesQuery = `SELECT c.username, c.name, c.project, c.kind, c.display_
 	WHERE c.username = ? AND c.name = ? ORDER BY o.seq, o.name`
 
 func (tx *sqlTx) CollectionChanges(user, collection string, since int64) (*Collection, []Object, error) {
-	rows, err := tx.query(collChangesQuery, since, user, collection)
+	return tx.collectionJoined(collChangesQuery, false, since, user, collection)
+}
+
+// collectionJoined runs a query of a collection's row left-joined with
+// some of its objects (collChangesQuery, collObjectsByNameQuery) and
+// returns both; ErrNotFound if there is no such collection.
+func (tx *sqlTx) collectionJoined(q string, withData bool, args ...any) (*Collection, []Object, error) {
+	user, collection := args[len(args)-2], args[len(args)-1]
+	rows, err := tx.query(q, args...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("changes of %s/%s: %w", user, collection, err)
+		return nil, nil, fmt.Errorf("objects of %s/%s: %w", user, collection, err)
 	}
 	defer rows.Close()
 	var c *Collection
@@ -412,9 +449,13 @@ func (tx *sqlTx) CollectionChanges(user, collection string, since int64) (*Colle
 		var o Object
 		var deleted int
 		var modified int64
-		if err := rows.Scan(&cr.User, &cr.Name, &cr.Project, &cr.Kind, &cr.DisplayName, &cr.Color, &cr.Order, &cr.Seq, &cr.MinSeq,
-			&o.Name, &o.UID, &o.Source, &o.TaskID, &o.ETag, &o.Seq, &deleted, &modified); err != nil {
-			return nil, nil, fmt.Errorf("changes of %s/%s: %w", user, collection, err)
+		dest := []any{&cr.User, &cr.Name, &cr.Project, &cr.Kind, &cr.DisplayName, &cr.Color, &cr.Order, &cr.Seq, &cr.MinSeq,
+			&o.Name, &o.UID, &o.Source, &o.TaskID, &o.ETag, &o.Seq, &deleted, &modified}
+		if withData {
+			dest = append(dest, &o.Data)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, nil, fmt.Errorf("objects of %s/%s: %w", user, collection, err)
 		}
 		if c == nil {
 			c = &cr
@@ -428,7 +469,7 @@ func (tx *sqlTx) CollectionChanges(user, collection string, since int64) (*Colle
 		out = append(out, o)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("changes of %s/%s: %w", user, collection, err)
+		return nil, nil, fmt.Errorf("objects of %s/%s: %w", user, collection, err)
 	}
 	if c == nil {
 		return nil, nil, ErrNotFound
