@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"reflect"
+	"sort"
 	"testing"
 
 	"github.com/duebridge/duebridge/store"
@@ -71,4 +72,36 @@ func testCollectionChanges(t *testing.T, b backend) {
 		return err
 	})
 	wantNotFound(t, "CollectionChanges of an unknown collection", err)
+
+	// CollectionObjectsByName: as Collection and ObjectsByName (data
+	// included, removed and unknown names left out).
+	for _, names := range [][]string{{"b.ics"}, {"a.ics", "c.ics", "nope.ics", "w.ics"}, {"nope.ics"}, {"z.ics"}} {
+		var wantC *store.Collection
+		var want []store.Object
+		e.view(func(tx store.Tx) (err error) {
+			if wantC, err = tx.Collection("alice", "todos"); err != nil {
+				return err
+			}
+			want, err = tx.ObjectsByName("alice", "todos", names)
+			return err
+		})
+		var gotC *store.Collection
+		var got []store.Object
+		if err := e.s.Read(t.Context(), func(tx store.Tx) (err error) {
+			gotC, got, err = tx.CollectionObjectsByName("alice", "todos", names)
+			return err
+		}); err != nil {
+			t.Fatalf("CollectionObjectsByName(%v): %v", names, err)
+		}
+		sort.Slice(got, func(i, j int) bool { return got[i].Name < got[j].Name })
+		sort.Slice(want, func(i, j int) bool { return want[i].Name < want[j].Name })
+		if !reflect.DeepEqual(gotC, wantC) || !reflect.DeepEqual(got, want) {
+			t.Errorf("CollectionObjectsByName(%v):\n got %+v %+v\nwant %+v %+v", names, gotC, got, wantC, want)
+		}
+	}
+	err = e.s.Read(t.Context(), func(tx store.Tx) error {
+		_, _, err := tx.CollectionObjectsByName("bob", "todos", []string{"a.ics"})
+		return err
+	})
+	wantNotFound(t, "CollectionObjectsByName of an unknown collection", err)
 }
