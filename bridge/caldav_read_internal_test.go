@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/duebridge/duebridge/calendar"
@@ -160,7 +161,7 @@ func TestObjectsByNameReads(t *testing.T) {
 		}
 		wc, want, werr := b.objectsByNameView(ctx, "alice", coll, ask(c.names, nil))
 		if gc != wc || !reflect.DeepEqual(got, want) || gerr != nil || werr != nil {
-			t.Errorf("%s:\n got %+v %+v %v\nwant %+v %+v %v", c.name, gc, got, gerr, wc, want, werr)
+			t.Errorf("%s:\n got %+v %s %v\nwant %+v %s %v", c.name, gc, brief(got), gerr, wc, brief(want), werr)
 		}
 	}
 	// A write between the statements: the answer is one snapshot's.
@@ -185,9 +186,18 @@ func TestObjectsByNameReads(t *testing.T) {
 	}
 	wc, want, err := b.objectsByNameView(ctx, "alice", coll, func(int64) []string { return all })
 	if err != nil || gc != wc || !reflect.DeepEqual(got, want) {
-		t.Errorf("after a write between:\n got %+v %+v\nwant %+v %+v (%v)", gc, got, wc, want, err)
+		t.Errorf("after a write between:\n got %+v %s\nwant %+v %s (%v)", gc, brief(got), wc, brief(want), err)
 	}
 	if _, _, err := be.ObjectsByName(ctx, "alice", "no-such-list", ask(all, nil)); !errors.Is(err, calendar.ErrNotFound) {
 		t.Errorf("unknown list: %v, want ErrNotFound", err)
 	}
+}
+
+// brief lists objects by name, ETag and revision, for failure messages.
+func brief(objs []calendar.Object) string {
+	var b strings.Builder
+	for _, o := range objs {
+		fmt.Fprintf(&b, "[%s %s seq %d, %d bytes]", o.Name, o.ETag, o.Seq, len(o.Data))
+	}
+	return b.String()
 }
