@@ -106,6 +106,15 @@ type CalendarTx interface {
 	// Changes lists objects (tombstones included, no data) of a collection
 	// changed after revision since, in revision order.
 	Changes(user, collection string, since int64) ([]Object, error)
+	// CollectionChanges is Collection and Changes in one statement, so a
+	// Read (no transaction) gives both from one snapshot: the
+	// sync-collection a phone sends after a changed list. It does not
+	// check since against the collection's MinSeq; the caller does.
+	CollectionChanges(user, collection string, since int64) (*Collection, []Object, error)
+	// CollectionObjectsByName is Collection and ObjectsByName in one
+	// statement, for at most ObjectsByNameChunk names: the multiget a
+	// phone sends for what a sync found changed.
+	CollectionObjectsByName(user, collection string, names []string) (*Collection, []Object, error)
 }
 
 func (tx *sqlTx) EnsureCollection(c *Collection) (bool, error) {
@@ -298,11 +307,36 @@ func (tx *sqlTx) Object(user, collection, name string) (*Object, error) {
 	return o, err
 }
 
+// ObjectsByNameChunk is how many names one statement of ObjectsByName
+// asks for. Chunks of a fixed size keep the number of distinct statements
+// (and the bound-parameter count) small.
+const ObjectsByNameChunk = 50
+
+// collObjectsByNameQuery is the collection's row left-joined with its live
+// objects of ObjectsByNameChunk names: one row with empty object columns
+// when none is there.
+var collObjectsByNameQuery = `SELECT c.username, c.name, c.project, c.kind, c.display_name, c.color, c.sort_order, c.seq, c.min_seq,
+	COALESCE(o.name, ''), COALESCE(o.uid, ''), COALESCE(o.source, ''), COALESCE(o.task_id, ''), COALESCE(o.etag, ''),
+	COALESCE(o.seq, 0), COALESCE(o.deleted, 0), COALESCE(o.modified, 0), o.data
+	FROM collections c LEFT JOIN objects o ON o.username = c.username AND o.collection = c.name AND o.deleted = 0
+	AND o.name IN (?` + strings.Repeat(",?", ObjectsByNameChunk-1) + `)
+	WHERE c.username = ? AND c.name = ?`
+
+func (tx *sqlTx) CollectionObjectsByName(user, collection string, names []string) (*Collection, []Object, error) {
+	if len(names) == 0 || len(names) > ObjectsByNameChunk {
+		return nil, nil, fmt.Errorf("objects of %s/%s: %d names, want 1 to %d", user, collection, len(names), ObjectsByNameChunk)
+	}
+	var args [ObjectsByNameChunk + 2]any
+	for i := range ObjectsByNameChunk {
+		args[i] = names[min(i, len(names)-1)] // pad by repeating the last name
+	}
+	args[ObjectsByNameChunk], args[ObjectsByNameChunk+1] = user, collection
+	return tx.collectionJoined(collObjectsByNameQuery, true, args[:]...)
+}
+
 func (tx *sqlTx) ObjectsByName(user, collection string, names []string) ([]Object, error) {
 	var out []Object
-	// Chunks of a fixed size keep the number of distinct statements (and
-	// the bound-parameter count) small.
-	const chunk = 50
+	const chunk = ObjectsByNameChunk
 	for len(names) > 0 {
 		n := min(chunk, len(names))
 		part := names[:n]
@@ -383,6 +417,64 @@ func (tx *sqlTx) OwnUsage(user string) (count, bytes int64, err error) {
 
 func (tx *sqlTx) Changes(user, collection string, since int64) ([]Object, error) {
 	return tx.listObjects(false, `username = ? AND collection = ? AND seq > ? ORDER BY seq, name`, user, collection, since)
+}
+
+// collChangesQuery is the collection's row left-joined with its objects
+// changed after a revision: one row with empty object columns when none
+// changed. Object names are never empty, which tells that row apart.
+var collChangesQuery = `SELECT c.username, c.name, c.project, c.kind, c.display_name, c.color, c.sort_order, c.seq, c.min_seq,
+	COALESCE(o.name, ''), COALESCE(o.uid, ''), COALESCE(o.source, ''), COALESCE(o.task_id, ''), COALESCE(o.etag, ''),
+	COALESCE(o.seq, 0), COALESCE(o.deleted, 0), COALESCE(o.modified, 0)
+	FROM collections c LEFT JOIN objects o ON o.username = c.username AND o.collection = c.name AND o.seq > ?
+	WHERE c.username = ? AND c.name = ? ORDER BY o.seq, o.name`
+
+func (tx *sqlTx) CollectionChanges(user, collection string, since int64) (*Collection, []Object, error) {
+	return tx.collectionJoined(collChangesQuery, false, since, user, collection)
+}
+
+// collectionJoined runs a query of a collection's row left-joined with
+// some of its objects (collChangesQuery, collObjectsByNameQuery) and
+// returns both; ErrNotFound if there is no such collection.
+func (tx *sqlTx) collectionJoined(q string, withData bool, args ...any) (*Collection, []Object, error) {
+	user, collection := args[len(args)-2], args[len(args)-1]
+	rows, err := tx.query(q, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("objects of %s/%s: %w", user, collection, err)
+	}
+	defer rows.Close()
+	var c *Collection
+	var out []Object
+	for rows.Next() {
+		var cr Collection
+		var o Object
+		var deleted int
+		var modified int64
+		dest := []any{&cr.User, &cr.Name, &cr.Project, &cr.Kind, &cr.DisplayName, &cr.Color, &cr.Order, &cr.Seq, &cr.MinSeq,
+			&o.Name, &o.UID, &o.Source, &o.TaskID, &o.ETag, &o.Seq, &deleted, &modified}
+		if withData {
+			dest = append(dest, &o.Data)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, nil, fmt.Errorf("objects of %s/%s: %w", user, collection, err)
+		}
+		if c == nil {
+			c = &cr
+		}
+		if o.Name == "" {
+			continue
+		}
+		o.User, o.Collection = cr.User, cr.Name
+		o.Deleted = deleted != 0
+		o.Modified = fromNanos(modified)
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("objects of %s/%s: %w", user, collection, err)
+	}
+	if c == nil {
+		return nil, nil, ErrNotFound
+	}
+	return c, out, nil
 }
 
 // Slug makes a URL segment from a project name: lower-case ASCII letters,

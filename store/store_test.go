@@ -143,6 +143,7 @@ func runSuite(t *testing.T, b backend) {
 		{"Collections", testCollections},
 		{"Objects", testObjects},
 		{"Changes", testChanges},
+		{"CollectionChanges", testCollectionChanges},
 		{"Mailboxes", testMailboxes},
 		{"KV", testKV},
 		{"Outbox", testOutbox},
