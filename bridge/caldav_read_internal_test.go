@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/duebridge/duebridge/calendar"
-	"github.com/duebridge/duebridge/store"
 )
 
 // TestCalDAVOneStatementReadsAreReads: the CalDAV reads of one SELECT (a
@@ -18,12 +17,8 @@ import (
 // list's changes with their data) is still one View, one snapshot.
 func TestCalDAVOneStatementReadsAreReads(t *testing.T) {
 	ctx := context.Background()
-	var cs *countingStore
 	cfg := groupConfig(t)
-	s := sqliteService(t, cfg.DataDir, cfg, func(st store.Store) store.Store {
-		cs = &countingStore{Store: st}
-		return cs
-	})
+	s, cs := countingService(t, cfg.DataDir, cfg)
 	if _, err := s.Ingest(ctx, "tracker", []TaskInput{groupTask("T-1", "alice")}); err != nil {
 		t.Fatal(err)
 	}
@@ -104,12 +99,8 @@ func TestIncrementalChangesAsBefore(t *testing.T) {
 // View when a write comes between its two statements.
 func TestObjectsByNameReads(t *testing.T) {
 	ctx := context.Background()
-	var cs *countingStore
 	cfg := groupConfig(t)
-	s := sqliteService(t, cfg.DataDir, cfg, func(st store.Store) store.Store {
-		cs = &countingStore{Store: st}
-		return cs
-	})
+	s, cs := countingService(t, cfg.DataDir, cfg)
 	if _, err := s.Ingest(ctx, "tracker", []TaskInput{groupTask("T-1", "alice"), groupTask("T-2", "alice")}); err != nil {
 		t.Fatal(err)
 	}

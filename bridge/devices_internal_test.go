@@ -218,14 +218,10 @@ func BenchmarkColdLogin(b *testing.B) {
 // anew, 6 % of a poll's CPU). A refused login still reads the store.
 func TestWarmDeviceLoginReadsNoStore(t *testing.T) {
 	ctx := context.Background()
-	var cs *countingStore
-	s := sqliteService(t, t.TempDir(), &config.Config{Users: []config.User{
+	s, cs := countingService(t, t.TempDir(), &config.Config{Users: []config.User{
 		{Name: "alice", PasswordHash: cheapBcrypt(t, "alice-pw", 4)},
 		{Name: "bob", PasswordHash: cheapBcrypt(t, "bob-pw", 4)},
-	}}, func(st store.Store) store.Store {
-		cs = &countingStore{Store: st}
-		return cs
-	})
+	}})
 	pw := issue(t, s, "alice", "phone")
 	if _, err := s.AuthenticateFrom(ctx, "imap", "alice", pw, "192.0.2.1:1"); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/duebridge/duebridge/config"
 	"github.com/duebridge/duebridge/store"
 )
 
@@ -18,6 +19,17 @@ type countingStore struct {
 	updates atomic.Int64
 	views   atomic.Int64 // Views and Reads
 	reads   atomic.Int64 // Reads: one statement, no transaction
+}
+
+// countingService is a service on SQLite in dir whose store counts its
+// transactions.
+func countingService(t *testing.T, dir string, cfg *config.Config) (*Service, *countingStore) {
+	var cs *countingStore
+	s := sqliteService(t, dir, cfg, func(st store.Store) store.Store {
+		cs = &countingStore{Store: st}
+		return cs
+	})
+	return s, cs
 }
 
 func (c *countingStore) View(ctx context.Context, fn func(store.Tx) error) error {

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/duebridge/duebridge/config"
-	"github.com/duebridge/duebridge/store"
 )
 
 // A tick runs after every task change and mostly finds nothing due. It
@@ -17,11 +16,7 @@ func TestIdleTickWritesNothing(t *testing.T) {
 	ctx := context.Background()
 	c := groupConfig(t)
 	c.Users[0].Notify = config.NotifyMail // alice's lead-time alerts are mails the scheduler writes
-	var cs *countingStore
-	s := sqliteService(t, c.DataDir, c, func(st store.Store) store.Store {
-		cs = &countingStore{Store: st}
-		return cs
-	})
+	s, cs := countingService(t, c.DataDir, c)
 	if _, err := s.Ingest(ctx, "tracker", []TaskInput{groupTask("T-1", "alice")}); err != nil {
 		t.Fatal(err)
 	}
