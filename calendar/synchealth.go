@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -45,10 +46,6 @@ const (
 	// phone (0.7 KB the record, 0.4 KB its last-sync series), so ~115 MB
 	// at the bound.
 	DefaultSyncHealthUsers = 100000
-	// maxInterned bounds the intern table of User-Agents (phones of one
-	// model and OS share one) and collection names (a project's members
-	// share them); past the bound a new string is kept unshared.
-	maxInterned = 4096
 )
 
 // kinds indexes the per-device counters; 0 means none.
@@ -98,7 +95,7 @@ func (h *syncHealth) coll(d *device, name string, hint int) *collSync {
 		}
 	}
 	// Interned: the members of a project share its lists' names.
-	d.colls = append(d.colls, collSync{name: h.intern(name)})
+	d.colls = append(d.colls, collSync{name: intern(name)})
 	return &d.colls[len(d.colls)-1]
 }
 
@@ -121,7 +118,6 @@ type syncHealth struct {
 	// head is the user seen most recently, tail the one seen least
 	// recently: the next forgotten.
 	head, tail *userHealth
-	interned   map[string]string
 
 	syncs     *prometheus.CounterVec
 	polls     prometheus.Counter // syncs{kind="poll"}, looked up once
@@ -131,7 +127,7 @@ type syncHealth struct {
 }
 
 func newSyncHealth(reg prometheus.Registerer, now func() time.Time, limit func() int) *syncHealth {
-	h := &syncHealth{now: now, started: now(), limit: limit, users: map[string]*userHealth{}, interned: map[string]string{}}
+	h := &syncHealth{now: now, started: now(), limit: limit, users: map[string]*userHealth{}}
 	h.syncs = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_syncs_total",
 		Help: "CalDAV sync requests by kind: full, incremental, token_reset, poll, query, multiget.",
@@ -241,19 +237,11 @@ func (h *syncHealth) limitNow() int {
 	return DefaultSyncHealthUsers
 }
 
-// intern returns a shared copy of s (a User-Agent or a collection name);
-// mu must be held.
-func (h *syncHealth) intern(s string) string {
-	if v, ok := h.interned[s]; ok {
-		return v
-	}
-	// A copy: s may be a slice of a larger string (a header, a path).
-	s = strings.Clone(s)
-	if len(h.interned) < maxInterned {
-		h.interned[s] = s
-	}
-	return s
-}
+// intern returns the one shared copy of s: phones of one model and OS
+// share a User-Agent, a project's members its collection names. The
+// unique package copies s (it may be a slice of a header or a path) and
+// drops the copy when no record holds it.
+func intern(s string) string { return unique.Make(s).Value() }
 
 // device returns the record of (user, ua), creating it; mu must be held.
 func (h *syncHealth) device(user, ua string, now int64) *device {
@@ -281,7 +269,7 @@ func (h *syncHealth) device(user, ua string, now int64) *device {
 			u.devs[oldest] = u.devs[len(u.devs)-1]
 			u.devs = u.devs[:len(u.devs)-1]
 		}
-		ua = h.intern(ua)
+		ua = intern(ua)
 		u.devs = append(u.devs, device{ua: ua, client: clientFamily(ua), firstSeen: now})
 		d = &u.devs[len(u.devs)-1]
 	}
