@@ -75,40 +75,26 @@ func (sc *scheduler) digests(ctx context.Context, cfg *config.Config, now time.T
 	// million digest users records a million first sightings, and a slot
 	// shared by everyone sends that many digests at once; one commit each
 	// would hold the single writer from the webhooks for minutes.
-	for len(pending) > 0 {
-		batch := pending[:min(len(pending), digestBatch)]
-		pending = pending[len(batch):]
-		var name string
-		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
-			for _, d := range batch {
-				name = d.u.Name
-				// Re-read inside the write transaction: the mark and the
-				// mail are written together, so a slot is never sent twice.
-				cur, err := tx.Get(kvDigestSent + d.u.Name)
-				switch {
-				case errors.Is(err, store.ErrNotFound):
-					// First sighting: start with the next slot, not one past.
-					if err := tx.Set(kvDigestSent+d.u.Name, d.day); err != nil {
-						return err
-					}
-					continue
-				case err != nil:
-					return err
-				case cur >= d.day:
-					continue
-				}
-				if err := sc.writeDigest(tx, cfg, d.u, d.slot, now); err != nil {
-					return err
-				}
-				if err := tx.Set(kvDigestSent+d.u.Name, d.day); err != nil {
-					return err
-				}
-			}
+	err := updateInBatches(ctx, sc.s.st, pending, digestBatch, func(d due) string { return d.u.Name }, func(tx store.Tx, d due) error {
+		// Re-read inside the write transaction: the mark and the mail are
+		// written together, so a slot is never sent twice.
+		cur, err := tx.Get(kvDigestSent + d.u.Name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// First sighting: start with the next slot, not one past.
+			return tx.Set(kvDigestSent+d.u.Name, d.day)
+		case err != nil:
+			return err
+		case cur >= d.day:
 			return nil
-		})
-		if err != nil {
-			return time.Time{}, fmt.Errorf("digest of %s: %w", name, err)
 		}
+		if err := sc.writeDigest(tx, cfg, d.u, d.slot, now); err != nil {
+			return err
+		}
+		return tx.Set(kvDigestSent+d.u.Name, d.day)
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("digest of %w", err)
 	}
 	return next, nil
 }

@@ -340,6 +340,30 @@ func alertFingerprint(cfg *config.Config, u *config.User) string {
 	return b.String()
 }
 
+// updateInBatches runs fn on every item, n items to a write transaction
+// (one commit per item held the single writer for minutes at a million
+// users); an error names the item it stopped at, as label gives it.
+func updateInBatches[T any](ctx context.Context, st store.Store, items []T, n int, label func(T) string, fn func(store.Tx, T) error) error {
+	for len(items) > 0 {
+		batch := items[:min(len(items), n)]
+		items = items[len(batch):]
+		var at T
+		err := st.Update(ctx, func(tx store.Tx) error {
+			for _, it := range batch {
+				at = it
+				if err := fn(tx, it); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", label(at), err)
+		}
+	}
+	return nil
+}
+
 // replanBatch is how many users' schedules one replan write transaction
 // re-plans.
 const replanBatch = 500
@@ -374,38 +398,28 @@ func (sc *scheduler) replan(ctx context.Context, cfg *config.Config, now time.Ti
 		}
 	}
 	stored = nil
-	for len(changed) > 0 {
-		batch := changed[:min(len(changed), replanBatch)]
-		changed = changed[len(batch):]
-		var name string
-		err := sc.s.st.Update(ctx, func(tx store.Tx) error {
-			for _, i := range batch {
-				name = names[i]
-				// Read again inside the write: another writer may have
-				// planned this user since the read above.
-				old, err := tx.Get(kvAlertPlan + name)
-				if err != nil && !errors.Is(err, store.ErrNotFound) {
-					return err
-				}
-				if old == fps[i] {
-					continue
-				}
-				n, err := tx.ReplanAlerts(name, now)
-				if err != nil {
-					return err
-				}
-				if old != "" {
-					sc.s.log.Info("alert settings changed; re-planning", "user", name, "schedules", n)
-				}
-				if err := tx.Set(kvAlertPlan+name, fps[i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("re-plan alerts of %s: %w", name, err)
+	err = updateInBatches(ctx, sc.s.st, changed, replanBatch, func(i int) string { return names[i] }, func(tx store.Tx, i int) error {
+		name := names[i]
+		// Read again inside the write: another writer may have
+		// planned this user since the read above.
+		old, err := tx.Get(kvAlertPlan + name)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
 		}
+		if old == fps[i] {
+			return nil
+		}
+		n, err := tx.ReplanAlerts(name, now)
+		if err != nil {
+			return err
+		}
+		if old != "" {
+			sc.s.log.Info("alert settings changed; re-planning", "user", name, "schedules", n)
+		}
+		return tx.Set(kvAlertPlan+name, fps[i])
+	})
+	if err != nil {
+		return fmt.Errorf("re-plan alerts of %w", err)
 	}
 	return sc.s.st.Update(ctx, func(tx store.Tx) error { return tx.PruneAlerts(names) })
 }
