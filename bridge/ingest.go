@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -225,7 +226,7 @@ func (s *Service) ingest(ctx context.Context, source string, inputs []TaskInput,
 	}
 	start := time.Now()
 	job := &ingestJob{source: source, inputs: inputs, after: after, cfg: cfg, wake: make(chan struct{})}
-	s.ingests.do(job, func(batch []*ingestJob) { s.commitIngests(ctx, batch) })
+	s.ingests.do(ctx, job, func(batch []*ingestJob) { s.commitIngests(ctx, batch) })
 	s.metrics.StoreLatency.WithLabelValues("ingest").Observe(time.Since(start).Seconds())
 	if job.err != nil {
 		return Result{}, fmt.Errorf("store tasks from %s: %w", source, job.err)
@@ -277,12 +278,14 @@ type ingestGroup struct {
 // do returns once job is committed (or failed). The first caller to find
 // no leader becomes it: it commits what is queued, oldest first, then
 // hands the lead to the oldest job still waiting.
-func (g *ingestGroup) do(job *ingestJob, commit func([]*ingestJob)) {
+func (g *ingestGroup) do(ctx context.Context, job *ingestJob, commit func([]*ingestJob)) {
 	g.mu.Lock()
 	g.pending = append(g.pending, job)
 	if g.leading {
 		g.mu.Unlock()
+		wait := trace.StartRegion(ctx, "ingest.group-wait") // for go tool trace
 		<-job.wake
+		wait.End()
 		if !job.lead {
 			return // committed by another caller's group
 		}

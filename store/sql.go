@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -220,11 +221,14 @@ func (s *sqlStore) Read(ctx context.Context, fn func(Tx) error) error {
 
 func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (err error) {
 	if !readOnly && s.writeTurn != nil {
+		wait := trace.StartRegion(ctx, "store.writer-turn")
 		select {
 		case s.writeTurn <- struct{}{}:
 		case <-ctx.Done():
+			wait.End()
 			return fmt.Errorf("begin transaction: wait for the writer's turn: %w", ctx.Err())
 		}
+		wait.End()
 		// Held until the commit's events are handed on, like SQLite's own
 		// write lock (and commitMu) would be.
 		defer func() { <-s.writeTurn }()
@@ -285,7 +289,10 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	if err := sqlTxn.Commit(); err != nil {
+	commit := trace.StartRegion(ctx, "store.commit") // the WAL write and its fsync
+	err = sqlTxn.Commit()
+	commit.End()
+	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	s.pokeCheckpointer()

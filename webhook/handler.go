@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -96,6 +97,13 @@ func metricSource(cfg *config.Config, name string) string {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A runtime/trace task and region per request: `go tool trace` then
+	// splits a webhook's time into running, waiting and syscalls (fsync),
+	// with the store's regions inside it (bench/README: webhook to phone).
+	ctx, task := trace.NewTask(r.Context(), "webhook")
+	defer task.End()
+	defer trace.StartRegion(ctx, "webhook").End()
+	r = r.WithContext(ctx)
 	cfg := h.core.Config() // one snapshot for the whole request
 	name := r.PathValue("source")
 	src := cfg.Source(name)
