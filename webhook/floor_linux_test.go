@@ -1,0 +1,102 @@
+package webhook_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// walPagesPerIngest is what BenchmarkIngestWALPages measures for a new
+// task (22.4 pages at migration 73).
+const walPagesPerIngest = 22
+
+// BenchmarkWebhookFloor is the floor under BenchmarkWebhookSingle, an
+// outside measure of what a durable acknowledgement costs on this disk:
+// the same client and signed requests, answered by a handler that only
+// reads the body, writes as many 4 KiB pages as a new-task ingest adds to
+// the WAL and syncs them before its 200. Read its p99 beside
+// BenchmarkWebhookSingle's (same run, same directory): what is left between
+// them is ours (statements, rendering, HTTP routing); the floor's own p99
+// is the disk's.
+//
+// Two syncs: fsync is what modernc.org/sqlite's commit calls (its Linux
+// build lacks HAVE_FDATASYNC, so SQLite's full_fsync falls back to fsync,
+// which also writes the inode's new mtime); fdatasync is what SQLite built
+// for Linux from its own sources calls.
+func BenchmarkWebhookFloor(b *testing.B) {
+	b.Run("fsync", func(b *testing.B) { benchFloor(b, (*os.File).Sync) })
+	b.Run("fdatasync", func(b *testing.B) {
+		benchFloor(b, func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) })
+	})
+}
+
+func benchFloor(b *testing.B, sync func(*os.File) error) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "floor-wal"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	page := make([]byte, 4096)
+	var off int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for range walPagesPerIngest {
+			if _, err := f.WriteAt(page, off); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			off += int64(len(page))
+		}
+		if off > 64<<20 {
+			off = 0 // a WAL is reused from its start after a checkpoint
+		}
+		if err := sync(f); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"accepted":1,"ignored":0}`+"\n")
+	}))
+	defer srv.Close()
+	client := srv.Client()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		body := benchBody(fmt.Sprintf("S%d", i), 1, 1)
+		start := time.Now()
+		sendSigned(b, client, srv.URL+"/hooks/tracker", body)
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	reportLatency(b, lat)
+}
+
+// BenchmarkWebhookBatch100: 100 new tasks per request, one transaction each.
+func BenchmarkWebhookBatch100(b *testing.B) { benchBatch(b, 100) }
+
+// BenchmarkWebhookBatch1000: the contract's largest "one transaction" case.
+func BenchmarkWebhookBatch1000(b *testing.B) { benchBatch(b, 1000) }
+
+func benchBatch(b *testing.B, n int) {
+	srv, _ := newServer(b)
+	client := srv.Client()
+	bodies := make([][]byte, b.N)
+	for i := range bodies {
+		bodies[i] = benchBody(fmt.Sprintf("B%d", i), n, 1)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		sendSigned(b, client, srv.URL+"/hooks/tracker", bodies[i])
+	}
+	b.ReportMetric(float64(b.N*n)/time.Since(start).Seconds(), "tasks/s")
+}
