@@ -27,8 +27,8 @@ const walPagesPerIngest = 22
 //
 // Two syncs: fsync is what modernc.org/sqlite's commit calls (its Linux
 // build lacks HAVE_FDATASYNC, so SQLite's full_fsync falls back to fsync,
-// which also writes the inode's new mtime); fdatasync is what SQLite built
-// for Linux from its own sources calls.
+// which also writes the inode's new mtime); fdatasync is what SQLite calls
+// when built with HAVE_FDATASYNC, as its configure script sets on Linux.
 func BenchmarkWebhookFloor(b *testing.B) {
 	b.Run("fsync", func(b *testing.B) { benchFloor(b, (*os.File).Sync) })
 	b.Run("fdatasync", func(b *testing.B) {
