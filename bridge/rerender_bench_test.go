@@ -13,10 +13,11 @@ import (
 	"github.com/duebridge/duebridge/store"
 )
 
-// BenchmarkResyncWriterHold re-renders every task of one user after a
-// reload changed her lead times (each op flips them between 1h and 2h, so
-// every reminder is rewritten) while another writer commits a one-key
-// write in a loop, as webhooks and phones would. It reports the longest
+// BenchmarkResyncWriterHold re-renders every task of one user after her
+// lead times changed (each op flips them between 1h and 2h, so every
+// reminder is rewritten), by a reload or at a start with new rendering
+// rules, while another writer commits a one-key write in a loop, as
+// webhooks and phones would. It reports the longest
 // that writer waited (max-write-wait-ms: how long the re-render held the
 // single writer at a time), its writes during the op, and the largest
 // heap in use seen meanwhile, per batch size (resyncBatch).
@@ -41,25 +42,34 @@ func BenchmarkResyncWriterHold(b *testing.B) {
 			in = nil
 		}
 	}
-	for _, batch := range []int{100, 250, 500} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			old := resyncBatch
-			resyncBatch = batch
-			defer func() { resyncBatch = old }()
-			benchResync(b, s)
-		})
+	for _, path := range []string{"reload", "rules"} {
+		for _, batch := range []int{100, 250, 500} {
+			b.Run(fmt.Sprintf("%s/batch=%d", path, batch), func(b *testing.B) {
+				old := resyncBatch
+				resyncBatch = batch
+				defer func() { resyncBatch = old }()
+				benchResync(b, s, path == "rules")
+			})
+		}
 	}
 }
 
-func benchResync(b *testing.B, s *Service) {
+// benchResync measures re-renders after a reload (rules false: the walk
+// over the changed user's objects) or after a rendering-rules upgrade
+// (rules true: RerenderIfStale's walk over every task of the source).
+func benchResync(b *testing.B, s *Service, rules bool) {
 	ctx := context.Background()
 	var maxWait time.Duration
 	var writes int
 	var peakHeap uint64
 	runtime.GC()
 	b.ResetTimer()
-	for i := range b.N {
-		lead := time.Hour * time.Duration(1+i%2)
+	for range b.N {
+		// The other lead time than now: every op rewrites every reminder.
+		lead := time.Hour
+		if cur := s.Config().User("alice").LeadTimes; len(cur) == 1 && cur[0] == time.Hour {
+			lead = 2 * time.Hour
+		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() {
@@ -82,7 +92,20 @@ func benchResync(b *testing.B, s *Service) {
 				time.Sleep(time.Millisecond)
 			}
 		})
-		s.SetConfig(ctx, withLeadTimes(s.Config(), "alice", lead))
+		next := withLeadTimes(s.Config(), "alice", lead)
+		if rules {
+			s.cfg.Store(next)
+			if err := s.st.Update(ctx, func(tx store.Tx) error { return tx.Set(renderVersionKey, "old") }); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if rules {
+			if _, err := s.RerenderIfStale(ctx); err != nil {
+				b.Error(err)
+			}
+		} else {
+			s.SetConfig(ctx, next)
+		}
 		close(stop)
 		wg.Wait()
 	}
