@@ -71,6 +71,18 @@ type TaskTx interface {
 	PutTask(t *Task) error
 	// TasksBySource lists every task of a source (deleted ones too when asked).
 	TasksBySource(source string, withDeleted bool) ([]Task, error)
+	// TasksAfter lists, ordered by id, at most limit live (not deleted)
+	// tasks of a source whose id sorts after after ("": from the first):
+	// one page of a walk over a source in bounded transactions, which
+	// the primary key (source, id) serves without a sort.
+	TasksAfter(source, after string, limit int) ([]Task, error)
+	// TaskObjectsAfter lists, ordered by name and without data, at most
+	// limit live objects of task-system tasks (Source set) in a user's
+	// collection whose name sorts after after: one page of a walk over
+	// the tasks a user sees, served by the objects' primary key
+	// (username, collection, name). The store keeps no index of tasks by
+	// assignee; a user's objects are the indexed way to their tasks.
+	TaskObjectsAfter(user, collection, after string, limit int) ([]Object, error)
 	// UserTask returns a user's state for a task, ErrNotFound if none.
 	UserTask(user, source, id string) (*UserTask, error)
 	PutUserTask(u *UserTask) error
@@ -117,6 +129,24 @@ func (tx *sqlTx) TasksBySource(source string, withDeleted bool) ([]Task, error) 
 		return nil, err
 	}
 	return collectTasks(rows)
+}
+
+func (tx *sqlTx) TasksAfter(source, after string, limit int) ([]Task, error) {
+	rows, err := tx.query(`SELECT `+taskCols+` FROM tasks WHERE source = ? AND id > ? AND deleted = 0 ORDER BY id LIMIT ?`,
+		source, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("tasks of %s after %q: %w", source, after, err)
+	}
+	return collectTasks(rows)
+}
+
+func (tx *sqlTx) TaskObjectsAfter(user, collection, after string, limit int) ([]Object, error) {
+	objs, err := tx.listObjects(false, `username = ? AND collection = ? AND name > ? AND source <> '' AND deleted = 0 ORDER BY name LIMIT ?`,
+		user, collection, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("task objects of %s/%s after %q: %w", user, collection, after, err)
+	}
+	return objs, nil
 }
 
 type scanner interface{ Scan(...any) error }
