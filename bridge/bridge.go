@@ -200,7 +200,7 @@ func (s *Service) SetConfig(ctx context.Context, c *config.Config) {
 		if len(revoked) > 0 {
 			s.hub.Publish(revoked)
 		}
-		if err := s.rerenderChanged(ctx, old, c); err != nil {
+		if err := s.rerenderStale(ctx, old, c); err != nil {
 			s.log.Error("re-render after config change", "err", err)
 		}
 	}

@@ -2,9 +2,12 @@ package bridge
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,35 +17,157 @@ import (
 	"github.com/duebridge/duebridge/store"
 )
 
-// rerenderChanged re-renders the objects of users whose rendering inputs
-// changed with a config reload (lead times, notify, time zone), and creates
-// objects for users who were added while tasks already named them.
+// kvRenderFP + user holds the fingerprint of the user's rendering inputs
+// (renderFingerprint) the user's stored objects were last rendered with.
+// The key kvRenderFP itself, with no user, records that fingerprints have
+// been kept on this store (see rerenderStale's upgrade rule); a user's
+// empty value means "no fingerprint" (a removed user: the kv has no
+// delete).
+const kvRenderFP = "render.fp."
+
+// renderFingerprint is a hash of exactly what renderSame compares: notify,
+// the time zone's name and the lead times per source. The default lead
+// times are in it once, and a source only when its lead times differ from
+// them, so adding or reordering sources without lead times of their own
+// changes nobody's fingerprint. sources is cfg.Sources in name order.
+func renderFingerprint(cfg *config.Config, sources []*config.Source, u *config.User) string {
+	def := cfg.LeadTimesFor(u, nil)
+	var b strings.Builder
+	fmt.Fprintf(&b, "notify=%s;tz=%s;lead=%v", u.Notify, u.Location.String(), def)
+	for _, src := range sources {
+		if lt := cfg.LeadTimesFor(u, src); !slices.Equal(lt, def) {
+			fmt.Fprintf(&b, ";%s=%v", src.Name, lt)
+		}
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return hex.EncodeToString(sum[:16])
+}
+
+// renderFingerprints is every user's fingerprint, in cfg.Users' order.
+func renderFingerprints(cfg *config.Config) []string {
+	sources := make([]*config.Source, len(cfg.Sources))
+	for i := range cfg.Sources {
+		sources[i] = &cfg.Sources[i]
+	}
+	slices.SortFunc(sources, func(a, b *config.Source) int { return strings.Compare(a.Name, b.Name) })
+	fps := make([]string, len(cfg.Users))
+	for i := range cfg.Users {
+		fps[i] = renderFingerprint(cfg, sources, &cfg.Users[i])
+	}
+	return fps
+}
+
+// RerenderChangedUsers brings the stored objects in step with the config
+// at start: the objects of users whose rendering inputs (lead times,
+// notify, time zone) differ from the fingerprint stored with their objects
+// are re-rendered, and users the store has no fingerprint of (added to the
+// config while duebridge was stopped) get objects for the tasks that
+// already name them. A start with nothing changed costs one read of the
+// fingerprints (one statement) and writes nothing. Run it after
+// RerenderIfStale, before the listeners open.
+func (s *Service) RerenderChangedUsers(ctx context.Context) error {
+	return s.rerenderStale(ctx, nil, s.Config())
+}
+
+type kvPair struct{ key, value string }
+
+// rerenderStale re-renders the objects of users whose rendering inputs
+// changed, and creates objects for users new to the store, then records
+// their fingerprints. It runs at start (old nil) and on a reload (old is
+// the config before it). A user is stale when the fingerprint stored with
+// the objects differs from the config's: that covers changes made while
+// duebridge was stopped and those another replica's reload already
+// recorded. On a reload the old config is compared as well: a change this
+// process's own writes (webhooks rendering with the old config) may have
+// missed is re-rendered even if another replica already recorded it.
 //
 // Users who were configured before have an object in one of their
 // reminder lists for every task they see (a hidden or cancelled task has
 // none and renders nothing), so their tasks are found through their own
 // objects, by the objects' primary key: one changed user out of a
 // million costs that user's tasks, not a walk over every task. A user new
-// to the config has no objects yet, and the store keeps no index of tasks
+// to the store has no objects yet, and the store keeps no index of tasks
 // by assignee: for them the sources' tasks are walked (in batches).
-func (s *Service) rerenderChanged(ctx context.Context, old, cfg *config.Config) error {
+//
+// Upgrade rule: a store with no render fingerprint at all (the first start
+// of a version that keeps them, on an existing store; or a fresh store)
+// gets the current fingerprints recorded without re-rendering anything
+// beyond what the old config comparison asks: until then reloads kept
+// the objects in step, and re-rendering every task at the first start
+// after an upgrade is not wanted. A fresh store has no objects to
+// re-render.
+//
+// A fingerprint is recorded only after that user's re-render committed:
+// a start that fails or is stopped half-way re-renders those users again
+// at the next start (what was already done re-renders to the same bytes
+// and writes nothing). Removed users' fingerprints are cleared, so a user
+// added back later gets the tasks that named them meanwhile. Several
+// replicas doing this at once is harmless: re-rendering is idempotent and
+// they record the same fingerprints.
+func (s *Service) rerenderStale(ctx context.Context, old, cfg *config.Config) error {
+	// Every stored fingerprint in one statement, as the scheduler's alert
+	// plans: one read per user would cost a million reads at every start.
+	stored := map[string]string{}
+	recorded := false
+	err := s.st.Read(ctx, func(tx store.Tx) error {
+		return tx.GetPrefix(kvRenderFP, func(k, v string) error {
+			if name := k[len(kvRenderFP):]; name == "" {
+				recorded = true
+			} else {
+				stored[name] = v
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("read render fingerprints: %w", err)
+	}
+	recorded = recorded || len(stored) > 0
+	fps := renderFingerprints(cfg)
 	var changed, added []string
+	var changedFP, addedFP, rest []kvPair
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
-		switch a := old.User(u.Name); {
-		case a == nil:
-			added = append(added, u.Name)
-		case !renderSame(old, cfg, a, u):
-			changed = append(changed, u.Name)
+		have := stored[u.Name]
+		p := kvPair{kvRenderFP + u.Name, fps[i]}
+		var a *config.User
+		if old != nil {
+			a = old.User(u.Name)
 		}
+		switch {
+		case (old != nil && a == nil) || (recorded && have == ""):
+			added, addedFP = append(added, u.Name), append(addedFP, p)
+		case (old != nil && !renderSame(old, cfg, a, u)) || (recorded && have != fps[i]):
+			changed, changedFP = append(changed, u.Name), append(changedFP, p)
+		case have != fps[i]:
+			rest = append(rest, p) // the upgrade rule: record, not re-render
+		}
+	}
+	if !recorded {
+		rest = append(rest, kvPair{kvRenderFP, "1"})
+	}
+	for name, v := range stored {
+		if v != "" && cfg.User(name) == nil {
+			rest = append(rest, kvPair{kvRenderFP + name, ""})
+		}
+	}
+	stored = nil
+	if len(changed)+len(added) > 0 {
+		s.log.Info("rendering inputs changed; re-rendering", "changed_users", len(changed), "added_users", len(added))
 	}
 	if len(changed)+len(added) == len(cfg.Users) && len(cfg.Users) > 0 {
 		// Everyone: one walk over the tasks reads each task once.
-		return s.Resync(ctx, nil)
+		if err := s.Resync(ctx, nil); err != nil {
+			return err
+		}
+		return s.recordRenderFingerprints(ctx, slices.Concat(changedFP, addedFP, rest))
 	}
 	if len(changed) > 0 {
 		if err := s.resyncInBatches(ctx, cfg, userWalk{users: changed}); err != nil {
 			return fmt.Errorf("re-render changed users: %w", err)
+		}
+		if err := s.recordRenderFingerprints(ctx, changedFP); err != nil {
+			return err
 		}
 	}
 	if len(added) > 0 {
@@ -50,9 +175,37 @@ func (s *Service) rerenderChanged(ctx context.Context, old, cfg *config.Config) 
 		for _, name := range added {
 			users[name] = true
 		}
-		return s.Resync(ctx, users)
+		if err := s.Resync(ctx, users); err != nil {
+			return err
+		}
+		if err := s.recordRenderFingerprints(ctx, addedFP); err != nil {
+			return err
+		}
+	}
+	return s.recordRenderFingerprints(ctx, rest)
+}
+
+// recordRenderFingerprints writes the pairs, replanBatch to a write
+// transaction.
+func (s *Service) recordRenderFingerprints(ctx context.Context, pairs []kvPair) error {
+	err := updateInBatches(ctx, s.st, pairs, replanBatch, func(p kvPair) string { return p.key }, func(tx store.Tx, p kvPair) error {
+		return tx.Set(p.key, p.value)
+	})
+	if err != nil {
+		return fmt.Errorf("record render fingerprint %w", err)
 	}
 	return nil
+}
+
+// recordAllRenderFingerprints records every user's fingerprint (after a
+// re-render of everything).
+func (s *Service) recordAllRenderFingerprints(ctx context.Context, cfg *config.Config) error {
+	fps := renderFingerprints(cfg)
+	pairs := make([]kvPair, 0, len(fps)+1)
+	for i := range cfg.Users {
+		pairs = append(pairs, kvPair{kvRenderFP + cfg.Users[i].Name, fps[i]})
+	}
+	return s.recordRenderFingerprints(ctx, append(pairs, kvPair{kvRenderFP, "1"}))
 }
 
 // renderSame reports whether a user's objects would render the same under
@@ -278,7 +431,12 @@ func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
 	// committed: a start that fails or is stopped half-way leaves the old
 	// version, and the next start re-renders everything again (the
 	// batches already done re-render to the same bytes and write nothing).
+	cfg := s.Config()
 	if err := s.Resync(ctx, nil); err != nil {
+		return false, err
+	}
+	// Every user's objects are now rendered with cfg.
+	if err := s.recordAllRenderFingerprints(ctx, cfg); err != nil {
 		return false, err
 	}
 	if err := s.st.Update(ctx, func(tx store.Tx) error { return tx.Set(renderVersionKey, render.Version) }); err != nil {

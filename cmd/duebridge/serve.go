@@ -83,6 +83,11 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	if _, err := svc.RerenderIfStale(ctx); err != nil {
 		return fmt.Errorf("re-render stored objects: %w", err)
 	}
+	// Config changes made while stopped: users whose lead times, time zone
+	// or notify changed, and users added meanwhile.
+	if err := svc.RerenderChangedUsers(ctx); err != nil {
+		return fmt.Errorf("re-render changed users: %w", err)
+	}
 	if cfg.Demo {
 		if err := seedDemo(ctx, st, svc); err != nil {
 			return fmt.Errorf("seed demo tasks: %w", err)
