@@ -28,7 +28,13 @@ type phoneServer struct {
 // startPhoneServer runs serve on a config in dir with alice and bob.
 func startPhoneServer(t *testing.T, dir string) *phoneServer {
 	t.Helper()
-	cfg, err := config.Load(writeConfig(t, dir, "alice", "bob"))
+	return startPhoneServerAt(t, writeConfig(t, dir, "alice", "bob"))
+}
+
+// startPhoneServerAt runs serve on the config file at path.
+func startPhoneServerAt(t *testing.T, path string) *phoneServer {
+	t.Helper()
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
