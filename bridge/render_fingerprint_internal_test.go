@@ -26,7 +26,8 @@ type run struct {
 	stop func()
 }
 
-// startRun opens the SQLite store in cfg.DataDir under a service with clk,
+// startRun opens the configured store (SQLite in cfg.DataDir, or
+// PostgreSQL) under a service with clk,
 // counting its transactions and single-key reads, and runs the start-up
 // re-renders serve runs before its listeners open.
 func startRun(t *testing.T, cfg *config.Config, clk *fakeclock.Clock) *run {
@@ -34,7 +35,7 @@ func startRun(t *testing.T, cfg *config.Config, clk *fakeclock.Clock) *run {
 	r := &run{gets: &getCounting{}}
 	var raw store.Store
 	s, err := New(func(o store.Options) (store.Store, error) {
-		st, err := store.Open(context.Background(), store.SQLite, cfg.DataDir, o)
+		st, err := store.Open(context.Background(), cfg.Store, cfg.StoreSource(), o)
 		if err != nil {
 			return nil, err
 		}
