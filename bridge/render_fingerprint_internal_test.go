@@ -321,3 +321,24 @@ func TestRenderFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUnchangedStartFingerprints is what a start that changed nothing
+// costs with 100,000 users: the fingerprints' one read and the comparison.
+func BenchmarkUnchangedStartFingerprints(b *testing.B) {
+	ctx := context.Background()
+	c := groupConfig(b)
+	for i := range 100000 {
+		name := fmt.Sprintf("u%06d", i)
+		c.Users = append(c.Users, config.User{Name: name, Email: name + "@example.com", Notify: config.NotifyAlarms, Location: time.UTC})
+	}
+	s := sqliteService(b, c.DataDir, c)
+	if err := s.RerenderChangedUsers(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.RerenderChangedUsers(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

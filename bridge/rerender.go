@@ -129,6 +129,7 @@ func (s *Service) rerenderStale(ctx context.Context, old, cfg *config.Config) er
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
 		have := stored[u.Name]
+		delete(stored, u.Name) // what stays is users no longer configured
 		p := kvPair{kvRenderFP + u.Name, fps[i]}
 		var a *config.User
 		if old != nil {
@@ -147,7 +148,7 @@ func (s *Service) rerenderStale(ctx context.Context, old, cfg *config.Config) er
 		rest = append(rest, kvPair{kvRenderFP, "1"})
 	}
 	for name, v := range stored {
-		if v != "" && cfg.User(name) == nil {
+		if v != "" {
 			rest = append(rest, kvPair{kvRenderFP + name, ""})
 		}
 	}
