@@ -193,7 +193,7 @@ func (s *Service) recordRenderFingerprints(ctx context.Context, pairs []kvPair) 
 		return tx.Set(p.key, p.value)
 	})
 	if err != nil {
-		return fmt.Errorf("record render fingerprint %w", err)
+		return fmt.Errorf("record render fingerprints: %w", err)
 	}
 	return nil
 }
