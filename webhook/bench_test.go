@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
@@ -51,6 +52,12 @@ func sendSigned(b *testing.B, client *http.Client, url string, body []byte) {
 // (fsync) before its 200. Reports p50/p99 request latency.
 func BenchmarkWebhookSingle(b *testing.B) {
 	srv, _ := newServer(b)
+	benchSingles(b, srv)
+}
+
+// benchSingles sends b.N one-task signed requests to srv one after another
+// and reports their p50 and p99 latency.
+func benchSingles(b *testing.B, srv *httptest.Server) {
 	client := srv.Client()
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
@@ -61,11 +68,28 @@ func BenchmarkWebhookSingle(b *testing.B) {
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()
-	reportLatency(b, lat)
-}
-
-func reportLatency(b *testing.B, lat []time.Duration) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkWebhookBatch100: 100 new tasks per request, one transaction each.
+func BenchmarkWebhookBatch100(b *testing.B) { benchBatch(b, 100) }
+
+// BenchmarkWebhookBatch1000: the contract's largest "one transaction" case.
+func BenchmarkWebhookBatch1000(b *testing.B) { benchBatch(b, 1000) }
+
+func benchBatch(b *testing.B, n int) {
+	srv, _ := newServer(b)
+	client := srv.Client()
+	bodies := make([][]byte, b.N)
+	for i := range bodies {
+		bodies[i] = benchBody(fmt.Sprintf("B%d", i), n, 1)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		sendSigned(b, client, srv.URL+"/hooks/tracker", bodies[i])
+	}
+	b.ReportMetric(float64(b.N*n)/time.Since(start).Seconds(), "tasks/s")
 }

@@ -1,7 +1,6 @@
 package webhook_test
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // walPagesPerIngest is what BenchmarkIngestWALPages measures for a new
@@ -82,36 +80,5 @@ func benchFloor(b *testing.B, sync func(*os.File) error) {
 		io.WriteString(w, `{"accepted":1,"ignored":0}`+"\n")
 	}))
 	defer srv.Close()
-	client := srv.Client()
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		body := benchBody(fmt.Sprintf("S%d", i), 1, 1)
-		start := time.Now()
-		sendSigned(b, client, srv.URL+"/hooks/tracker", body)
-		lat = append(lat, time.Since(start))
-	}
-	b.StopTimer()
-	reportLatency(b, lat)
-}
-
-// BenchmarkWebhookBatch100: 100 new tasks per request, one transaction each.
-func BenchmarkWebhookBatch100(b *testing.B) { benchBatch(b, 100) }
-
-// BenchmarkWebhookBatch1000: the contract's largest "one transaction" case.
-func BenchmarkWebhookBatch1000(b *testing.B) { benchBatch(b, 1000) }
-
-func benchBatch(b *testing.B, n int) {
-	srv, _ := newServer(b)
-	client := srv.Client()
-	bodies := make([][]byte, b.N)
-	for i := range bodies {
-		bodies[i] = benchBody(fmt.Sprintf("B%d", i), n, 1)
-	}
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		sendSigned(b, client, srv.URL+"/hooks/tracker", bodies[i])
-	}
-	b.ReportMetric(float64(b.N*n)/time.Since(start).Seconds(), "tasks/s")
+	benchSingles(b, srv)
 }
