@@ -16,11 +16,15 @@ import (
 )
 
 func benchBody(prefix string, n, version int) []byte {
+	// Due three days from now, so the tasks get their alerts planned as a
+	// live task does whatever the day the benchmark runs (a fixed date
+	// made them overdue, and cheaper, once it passed).
+	due := time.Now().Add(72 * time.Hour).UTC().Truncate(time.Hour).Format(time.RFC3339)
 	tasks := make([]map[string]any, n)
 	for i := range tasks {
 		tasks[i] = map[string]any{
 			"id": fmt.Sprintf("%s-%d", prefix, i), "title": "Benchmark task " + prefix, "project": "Bench",
-			"assignees": []string{"alice"}, "due": "2026-12-01T17:00:00Z", "priority": "normal",
+			"assignees": []string{"alice"}, "due": due, "priority": "normal",
 			"description": "A task record of realistic size with a description and a link.",
 			"url":         "https://tracker.example.com/" + prefix, "version": version,
 		}
