@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -318,6 +319,9 @@ func (s *Server) refresher(st *mailboxState) {
 // logged and counted.
 func (s *Server) refreshSafely(st *mailboxState) {
 	start := time.Now()
+	// Beside the webhook's regions in `go tool trace`: the push's read and
+	// the EXISTS it queues.
+	defer trace.StartRegion(s.ctx, "imap.refresh").End()
 	defer func() {
 		if v := recover(); v != nil {
 			s.metrics.panics.Inc()
