@@ -93,6 +93,7 @@ type options struct {
 	ToolGOGC     int
 	PhoneWorkers int
 	TLS          bool
+	TicketKeys   bool
 	TLSResume    bool
 	DevicePWs    bool
 	ColdCompare  bool
@@ -165,6 +166,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.PhoneWorkers, "phone-prep-workers", 8, "phones mode: concurrency of the untimed preparation")
 	fs.IntVar(&o.ToolGOGC, "tool-gogc", 400, "the load tool's own GC target percent (debug.SetGCPercent; 0: GOGC or Go's default): its garbage collection is not the phones' work, and it shares the server's cores; the server started with --start keeps its own (GOGC in its environment)")
 	fs.BoolVar(&o.TLS, "tls", false, "with --start: serve HTTPS with a dev CA the phones trust")
+	fs.BoolVar(&o.TicketKeys, "tls-ticket-keys", false, "with --tls: the server seals session tickets with a key file (tls.ticket_keys_file), so they survive --restart-duration's restart")
 	fs.BoolVar(&o.TLSResume, "tls-resume", true, "phones mode with --tls: each phone keeps its TLS session ticket between polls")
 	fs.BoolVar(&o.DevicePWs, "device-passwords", false, "phones mode with --start: phones log in with device passwords; the cold phase compares them with the own (--hash) password side by side")
 	fs.BoolVar(&o.ColdCompare, "cold-compare", true, "phones mode with --device-passwords: the cold phase runs half the phones on the own password for the side by side figure (false: every phone uses its device password, as in a capacity run)")
@@ -236,6 +238,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if (o.TLS || o.DevicePWs) && !o.Start {
 		return nil, errors.New("--tls and --device-passwords need --start (the load tool makes the CA and the passwords)")
+	}
+	if o.TicketKeys && !o.TLS {
+		return nil, errors.New("--tls-ticket-keys needs --tls")
 	}
 	if err := parseFloor(o); err != nil {
 		return nil, err

@@ -45,6 +45,9 @@ type phoneRun struct {
 	phones   []*phone     // those that completed their first poll
 	coldRate float64      // cold polls/s with the passwords the timed phase uses
 	floor    *floorServer // --floor: what the phones poll instead of duebridge
+	// TLS handshakes of the phones' polls and how many resumed, for the
+	// timed phases (after a restart: did the tickets survive it?).
+	handshakes, resumed atomic.Int64
 }
 
 // runPhones models the capacity target. iOS fetches a CalDAV account at
@@ -158,6 +161,14 @@ func (r *phoneRun) client(p *phone, tickets tls.ClientSessionCache) (*davClient,
 	dc := newDAVClient(e.base, newOneShot(conf, 30*time.Second), e.users[p.user], p.pw)
 	dc.hc.Timeout = 0 // oneShot's own, without http.Client's timer goroutine
 	dc.ios, dc.minimal = true, e.o.PhoneMinimal
+	if conf != nil {
+		dc.onTLS = func(cs *tls.ConnectionState) { // a connection per request
+			r.handshakes.Add(1)
+			if cs != nil && cs.DidResume {
+				r.resumed.Add(1)
+			}
+		}
+	}
 	return dc, func() {}
 }
 
@@ -471,6 +482,7 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	defer cancelRun()
 	stopChanges := r.changeLists(runCtx, upd)
 	cpu0, self0 := cpuTime(e.pid), selfCPU()
+	hand0, res0 := r.handshakes.Load(), r.resumed.Load()
 	start := time.Now()
 	offered, skipped := r.drivePolls(runCtx, d, poll, lag, hs)
 	elapsed := time.Since(start)
@@ -488,6 +500,9 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	// part of the capacity that real phones would not take.
 	if cpu := cpuPerOp(self0, selfCPU(), ps.Count); cpu > 0 {
 		e.rep.fig(label+"timed phase: load tool CPU per phone poll", cpu, "ms")
+	}
+	if n := r.handshakes.Load() - hand0; n > 0 {
+		e.rep.fig(label+"timed phase: TLS handshakes that resumed", float64(r.resumed.Load()-res0)/float64(n), "")
 	}
 	hit2, miss2 := cache()
 	if miss2+hit2 > miss1+hit1 {

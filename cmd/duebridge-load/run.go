@@ -122,6 +122,7 @@ func setup(ctx context.Context, o *options, logw io.Writer) (e *env, stop func()
 			Source: o.Source, Secret: secret, IMAP: true, Keep: o.Keep, Log: e.logf,
 			ConnsPerUser: max(20, (o.Idle+nUsers-1)/nUsers+2),
 			TLS:          o.TLS,
+			TicketKeys:   o.TicketKeys,
 			DevicePasswords: func() int {
 				if o.DevicePWs && o.Scenario == "phones" {
 					return nUsers

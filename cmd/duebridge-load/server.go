@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type serverOpts struct {
 	ConnsPerUser int
 	// TLS serves HTTPS (and IMAPS) with a dev CA made in the temp dir.
 	TLS bool
+	// TicketKeys (with TLS) gives the server a session ticket key file
+	// in the temp dir, kept across a restart.
+	TicketKeys bool
 	// DevicePasswords issues a device password to each of the first n
 	// users before the server starts (in its store, as /setup would).
 	DevicePasswords int
@@ -161,6 +165,13 @@ func writeConfig(dir string, o serverOpts, httpPort, imapPort int, tf *tlsutil.D
 		scheme = "https"
 		fmt.Fprintf(w, "tls:\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n",
 			yamlQuote(tf.ServerCertFile), yamlQuote(tf.ServerKeyFile), yamlQuote(tf.CACertFile))
+		if o.TicketKeys {
+			keys, err := writeTicketKeys(filepath.Join(dir, "certs"))
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(w, "  ticket_keys_file: %s\n", yamlQuote(keys))
+		}
 	}
 	fmt.Fprintf(w, "http:\n  listen: 127.0.0.1:%d\n  public_url: %s://127.0.0.1:%d\n", httpPort, scheme, httpPort)
 	if imapPort > 0 {
@@ -395,4 +406,16 @@ func (c *child) Stop() {
 		return
 	}
 	os.RemoveAll(c.dir)
+}
+
+// writeTicketKeys writes a session ticket key file (one base64 key of 32
+// random bytes, mode 0600) into dir and returns its path.
+func writeTicketKeys(dir string) (string, error) {
+	var key [32]byte
+	rand.Read(key[:])
+	path := filepath.Join(dir, "ticket.keys")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key[:])+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("ticket key file: %w", err)
+	}
+	return path, nil
 }
