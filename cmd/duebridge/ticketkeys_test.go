@@ -123,7 +123,10 @@ func TestTicketKeysFileRefusedAtStart(t *testing.T) {
 		}
 		os.Chmod(keys, tc.mode)
 		if tc.mode != 0o600 {
-			runCLI(t, "ticket-keys", "rotate", "--file", keys) // refused: the mode stays
+			// rotate refuses it too, rather than quietly fixing the mode
+			if _, err := runCLI(t, "ticket-keys", "rotate", "--file", keys); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("rotate of a mode %04o file: %v", tc.mode, err)
+			}
 		}
 		cfg, err := config.Load(path)
 		if err != nil {
