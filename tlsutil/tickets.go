@@ -120,7 +120,9 @@ func (k *TicketKeys) Rotate() {
 	k.current()
 }
 
-// memoryKeys returns the in-memory keys within the window.
+// memoryKeys returns the in-memory keys within the window. The slice's
+// elements are never written after it is returned (current prepends into a
+// new array, expireLocked only shortens), so it is read without the lock.
 func (k *TicketKeys) memoryKeys() []ticketKey {
 	k.mu.Lock()
 	defer k.mu.Unlock()
