@@ -77,6 +77,9 @@ type TLS struct {
 	KeyFile  string
 	// CAFile is a self-made CA (duebridge dev-cert) that the setup profile carries.
 	CAFile string
+	// TicketKeysFile holds session ticket keys shared by replicas and
+	// restarts (TLS 1.3 tickets only); "" = in-memory keys only.
+	TicketKeysFile string
 	// ACMEHosts turns on certificates from Let's Encrypt for these names.
 	ACMEHosts []string
 	ACMEEmail string

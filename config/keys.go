@@ -45,6 +45,7 @@ var keys = []key{
 	{Name: "tls.cert_file", Default: "", Restart: true, Path: true, Doc: "PEM certificate chain (re-read when it changes)", Value: func(c *Config) any { return c.TLS.CertFile }},
 	{Name: "tls.key_file", Default: "", Restart: true, Path: true, Doc: "PEM private key", Value: func(c *Config) any { return c.TLS.KeyFile }},
 	{Name: "tls.ca_file", Default: "", Path: true, Doc: "CA the setup profile installs (duebridge dev-cert)", Value: func(c *Config) any { return c.TLS.CAFile }},
+	{Name: "tls.ticket_keys_file", Default: "", Restart: true, Path: true, Doc: "session ticket keys shared by replicas and restarts, TLS 1.3 only (duebridge ticket-keys rotate; re-read when it changes)", Value: func(c *Config) any { return c.TLS.TicketKeysFile }},
 	{Name: "tls.acme_hosts", Default: []string{}, Restart: true, Doc: "host names to get Let's Encrypt certificates for", Value: func(c *Config) any { return c.TLS.ACMEHosts }},
 	{Name: "tls.acme_email", Default: "", Restart: true, Doc: "contact address for Let's Encrypt", Value: func(c *Config) any { return c.TLS.ACMEEmail }},
 	{Name: "mail.from", Default: "duebridge <tasks@duebridge.invalid>", Doc: "From: of the mail duebridge files into IMAP", Value: func(c *Config) any { return c.Mail.From }},

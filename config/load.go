@@ -45,11 +45,12 @@ type raw struct {
 		ProxyProtocol bool   `mapstructure:"proxy_protocol"`
 	} `mapstructure:"submission"`
 	TLS struct {
-		CertFile  string   `mapstructure:"cert_file"`
-		KeyFile   string   `mapstructure:"key_file"`
-		CAFile    string   `mapstructure:"ca_file"`
-		ACMEHosts []string `mapstructure:"acme_hosts"`
-		ACMEEmail string   `mapstructure:"acme_email"`
+		CertFile       string   `mapstructure:"cert_file"`
+		KeyFile        string   `mapstructure:"key_file"`
+		CAFile         string   `mapstructure:"ca_file"`
+		TicketKeysFile string   `mapstructure:"ticket_keys_file"`
+		ACMEHosts      []string `mapstructure:"acme_hosts"`
+		ACMEEmail      string   `mapstructure:"acme_email"`
 	} `mapstructure:"tls"`
 	Users   []rawUser   `mapstructure:"users"`
 	Sources []rawSource `mapstructure:"sources"`
@@ -272,6 +273,7 @@ func (r *raw) resolvePaths(dir string, origins map[string]Origin) {
 	}
 	for name, p := range map[string]*string{
 		"data_dir": &r.DataDir, "tls.cert_file": &r.TLS.CertFile, "tls.key_file": &r.TLS.KeyFile, "tls.ca_file": &r.TLS.CAFile,
+		"tls.ticket_keys_file": &r.TLS.TicketKeysFile,
 	} {
 		fix(p, origins[name])
 	}
@@ -371,7 +373,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		IMAP:        IMAP{Listen: r.IMAP.Listen, TLSListen: r.IMAP.TLSListen, ProxyProtocol: r.IMAP.ProxyProtocol},
 		Submission: Submission{Listen: r.Submission.Listen, TLSListen: r.Submission.TLSListen,
 			ProxyProtocol: r.Submission.ProxyProtocol},
-		TLS: TLS{CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile, CAFile: r.TLS.CAFile,
+		TLS: TLS{CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile, CAFile: r.TLS.CAFile, TicketKeysFile: r.TLS.TicketKeysFile,
 			ACMEHosts: r.TLS.ACMEHosts, ACMEEmail: r.TLS.ACMEEmail},
 		Mail:  Mail{From: r.Mail.From},
 		Setup: Setup{ProfilePasswords: r.Setup.ProfilePasswords, SignProfiles: r.Setup.SignProfiles},
@@ -431,12 +433,15 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
 		e.add("tls", "cert_file and key_file must be set together")
 	}
-	for k, f := range map[string]string{"tls.cert_file": r.TLS.CertFile, "tls.key_file": r.TLS.KeyFile, "tls.ca_file": r.TLS.CAFile} {
+	for k, f := range map[string]string{"tls.cert_file": r.TLS.CertFile, "tls.key_file": r.TLS.KeyFile, "tls.ca_file": r.TLS.CAFile, "tls.ticket_keys_file": r.TLS.TicketKeysFile} {
 		if f != "" {
 			if _, err := os.Stat(f); err != nil {
 				e.add(k, "%v", err)
 			}
 		}
+	}
+	if r.TLS.TicketKeysFile != "" && !c.TLS.Enabled() {
+		e.add("tls.ticket_keys_file", "needs TLS (tls.cert_file/key_file or tls.acme_hosts)")
 	}
 	if r.Setup.SignProfiles && !c.TLS.Enabled() {
 		e.add("setup.sign_profiles", "needs a server certificate (tls.cert_file/key_file or tls.acme_hosts) to sign with")

@@ -10,6 +10,10 @@
 //     keeping the previous certificate when the new files are broken.
 //   - ServerConfig builds the tls.Config both listeners (CalDAV over HTTPS and
 //     IMAP) use: TLS 1.2 or newer, AEAD cipher suites only.
+//   - TicketKeys seals and opens session tickets for every listener with
+//     in-memory rotating keys; with a TicketKeyFile (tls.ticket_keys_file,
+//     `duebridge ticket-keys rotate`) TLS 1.3 tickets use keys from a file
+//     that replicas share and restarts keep.
 //
 // The package depends on the standard library only.
 package tlsutil

@@ -1,7 +1,6 @@
 package tlsutil
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/tls"
@@ -19,7 +18,9 @@ import (
 // explicit: one set of keys for every Config it is installed on, a new key
 // every rotate interval, the previous ones kept for decryption for keep
 // intervals more. Keys live in memory only: a restart costs each phone
-// one full handshake, and a stolen disk yields no ticket key.
+// one full handshake, and a stolen disk yields no ticket key. With a
+// ticket key file (UseFile) TLS 1.3 tickets use the file's keys instead,
+// which survive restarts and are shared by replicas (see ticketfile.go).
 
 // Defaults for NewTicketKeys: a ticket is resumable for 18 to 24 hours,
 // well beyond iOS's polling intervals.
@@ -34,6 +35,9 @@ type TicketKeys struct {
 	rotate time.Duration
 	keep   int
 	now    func() time.Time
+
+	// file, when set, seals and opens TLS 1.3 tickets.
+	file *TicketKeyFile
 
 	mu    sync.Mutex
 	keys  []ticketKey // newest first
@@ -63,6 +67,11 @@ func NewTicketKeys(rotate time.Duration, keep int, now func() time.Time) *Ticket
 	return &TicketKeys{rotate: rotate, keep: keep, now: now}
 }
 
+// UseFile makes the keys of f seal TLS 1.3 tickets and open them (besides
+// the in-memory keys); TLS 1.2 tickets stay with the in-memory keys and
+// never open with f's keys. Call it before Install.
+func (k *TicketKeys) UseFile(f *TicketKeyFile) { k.file = f }
+
 // Install makes c (and Configs cloned from it afterwards) use these keys
 // for session tickets, in TLS 1.2 and 1.3.
 func (k *TicketKeys) Install(c *tls.Config) {
@@ -83,10 +92,8 @@ func (k *TicketKeys) current() ticketKey {
 		k.force = false
 		var raw [32]byte
 		rand.Read(raw[:])
-		block, _ := aes.NewCipher(raw[:]) // a 32-byte key cannot fail
-		aead, _ := cipher.NewGCM(block)
 		k.next++
-		k.keys = append([]ticketKey{{id: k.next, aead: aead, created: now}}, k.keys...)
+		k.keys = append([]ticketKey{newTicketKey(k.next, raw[:], now)}, k.keys...)
 		k.expireLocked(now)
 	}
 	return k.keys[0]
@@ -104,20 +111,8 @@ func (k *TicketKeys) expireLocked(now time.Time) {
 	}
 }
 
-func (k *TicketKeys) lookup(id uint32) (cipher.AEAD, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.expireLocked(k.now())
-	for _, key := range k.keys {
-		if key.id == id {
-			return key.aead, true
-		}
-	}
-	return nil, false
-}
-
 // Rotate makes a new key for new tickets now; the old ones still decrypt
-// within their window.
+// within their window. (It does not touch a ticket key file's keys.)
 func (k *TicketKeys) Rotate() {
 	k.mu.Lock()
 	k.force = true
@@ -125,39 +120,71 @@ func (k *TicketKeys) Rotate() {
 	k.current()
 }
 
-// ticket layout: key id (4 bytes) | GCM nonce | sealed session state.
-func (k *TicketKeys) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+// memoryKeys returns the in-memory keys within the window. The slice's
+// elements are never written after it is returned (current prepends into a
+// new array, expireLocked only shortens), so it is read without the lock.
+func (k *TicketKeys) memoryKeys() []ticketKey {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.expireLocked(k.now())
+	return k.keys
+}
+
+// ticket layout: key id (4 bytes) | GCM nonce | sealed session state. The
+// id is the additional data, followed by fileTicketAAD for a file key.
+func (k *TicketKeys) wrap(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 	state, err := ss.Bytes()
 	if err != nil {
 		return nil, err
 	}
-	key := k.current()
+	// cs.Version is the negotiated version: crypto/tls sets it from the
+	// ClientHello before either handshake calls WrapSession/UnwrapSession.
+	var key ticketKey
+	var label string
+	if k.file != nil && cs.Version == tls.VersionTLS13 {
+		key, label = k.file.keys()[0], fileTicketAAD
+	} else {
+		key = k.current()
+	}
 	out := make([]byte, 4, 4+key.aead.NonceSize()+len(state)+key.aead.Overhead())
 	binary.BigEndian.PutUint32(out, key.id)
 	nonce := make([]byte, key.aead.NonceSize())
 	rand.Read(nonce)
 	out = append(out, nonce...)
-	return key.aead.Seal(out, nonce, state, out[:4]), nil
+	return key.aead.Seal(out, nonce, state, append(out[:4:4], label...)), nil
 }
 
 // unwrap returns (nil, nil) for a ticket it cannot open (an old key, a
-// restart, garbage): crypto/tls then does a full handshake.
-func (k *TicketKeys) unwrap(ticket []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+// restart, garbage): crypto/tls then does a full handshake. A file key
+// opens only in a TLS 1.3 handshake, and only tickets sealed as such.
+func (k *TicketKeys) unwrap(ticket []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 	if len(ticket) < 4 {
 		return nil, nil
 	}
-	aead, ok := k.lookup(binary.BigEndian.Uint32(ticket))
-	if !ok || len(ticket) < 4+aead.NonceSize() {
-		return nil, nil
+	id := binary.BigEndian.Uint32(ticket)
+	// Ids of file keys and in-memory keys may collide (1 in 2^32 per
+	// pair): try every key with the id; the AEAD tells which one sealed it.
+	if k.file != nil && cs.Version == tls.VersionTLS13 {
+		if ss := open(k.file.keys(), id, ticket, fileTicketAAD); ss != nil {
+			return ss, nil
+		}
 	}
-	nonce := ticket[4 : 4+aead.NonceSize()]
-	state, err := aead.Open(nil, nonce, ticket[4+aead.NonceSize():], ticket[:4])
-	if err != nil {
-		return nil, nil
+	return open(k.memoryKeys(), id, ticket, ""), nil
+}
+
+func open(keys []ticketKey, id uint32, ticket []byte, label string) *tls.SessionState {
+	for _, key := range keys {
+		if key.id != id || len(ticket) < 4+key.aead.NonceSize() {
+			continue
+		}
+		nonce := ticket[4 : 4+key.aead.NonceSize()]
+		state, err := key.aead.Open(nil, nonce, ticket[4+key.aead.NonceSize():], append(ticket[:4:4], label...))
+		if err != nil {
+			continue
+		}
+		if ss, err := tls.ParseSessionState(state); err == nil {
+			return ss
+		}
 	}
-	ss, err := tls.ParseSessionState(state)
-	if err != nil {
-		return nil, nil
-	}
-	return ss, nil
+	return nil
 }

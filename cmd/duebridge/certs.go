@@ -9,10 +9,12 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/metricsreg"
 	"github.com/duebridge/duebridge/tlsutil"
 )
 
@@ -35,12 +37,27 @@ type certSource struct {
 }
 
 // newCertSource returns nil (and no error) when the config has no TLS.
-func newCertSource(cfg *config.Config, log *slog.Logger) (*certSource, error) {
+// reg (nil: none) gets the ticket key file's error counter.
+func newCertSource(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*certSource, error) {
 	if !cfg.TLS.Enabled() {
 		return nil, nil
 	}
 	c := &certSource{publicHost: strings.ToLower(cfg.HTTP.PublicURL.Hostname()),
 		tickets: tlsutil.NewTicketKeys(0, -1, nil)}
+	if path := cfg.TLS.TicketKeysFile; path != "" {
+		// Shared with other replicas and kept across restarts, so a
+		// phone resumes wherever its next poll lands (TLS 1.3 only).
+		errs := metricsreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "duebridge_tls_ticket_keys_file_errors_total",
+			Help: "Changes of tls.ticket_keys_file that could not be used (the previous keys stay).",
+		}))
+		f, err := tlsutil.OpenTicketKeyFile(path, tlsutil.TicketFileOptions{Logger: log,
+			OnError: func(error) { errs.Inc() }})
+		if err != nil {
+			return nil, fmt.Errorf("ticket_keys_file: %w", err)
+		}
+		c.tickets.UseFile(f)
+	}
 	if cfg.TLS.CertFile != "" {
 		r, err := tlsutil.NewReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, tlsutil.WithLogger(log))
 		if err != nil {

@@ -34,7 +34,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: false,
 	}
 	root.AddCommand(serveCmd(), checkConfigCmd(), hashPasswordCmd(), versionCmd(), devCertCmd(), feedCmd(), devicesCmd())
-	root.AddCommand(backupCmd(), restoreCmd(), healthcheckCmd())
+	root.AddCommand(backupCmd(), restoreCmd(), healthcheckCmd(), ticketKeysCmd())
 	return root
 }
 

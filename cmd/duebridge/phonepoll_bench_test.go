@@ -133,7 +133,7 @@ func (w *phoneWorld) staticFloor(tb testing.TB) *phoneWorld {
 		rw.Write(body)
 	})
 	log := slog.New(slog.DiscardHandler)
-	certs, err := newCertSource(w.svc.Config(), log)
+	certs, err := newCertSource(w.svc.Config(), log, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -106,7 +106,7 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	// TLS: certificates from files are re-read when the files change
 	// (renewal without restart), or come from ACME; every listener shares
 	// the same source. tlsConf is nil without TLS.
-	certs, err := newCertSource(cfg, log)
+	certs, err := newCertSource(cfg, log, reg)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}

@@ -350,7 +350,7 @@ func TestACMECertSource(t *testing.T) {
 	cfg.HTTP.PublicURL = mustURL(t, "https://tasks.example.com")
 	cfg.TLS = config.TLS{ACMEHosts: []string{"tasks.example.com"}, CertFile: dev.ServerCertFile, KeyFile: dev.ServerKeyFile}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := newCertSource(cfg, log)
+	c, err := newCertSource(cfg, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestACMECertSource(t *testing.T) {
 	}
 	// ACME alone refuses names outside acme_hosts without asking anyone.
 	cfg.TLS.CertFile, cfg.TLS.KeyFile = "", ""
-	c, err = newCertSource(cfg, log)
+	c, err = newCertSource(cfg, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
