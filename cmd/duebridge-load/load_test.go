@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,6 +198,27 @@ func TestLoadAgainstServer(t *testing.T) {
 		}
 		if _, ok := rep.Fig("after restart: completed home polls/s"); !ok {
 			t.Error("no verdict figures after the restart")
+		}
+	})
+
+	// A restart with and without a ticket key file: 20 phones polling
+	// once each after it (one request a poll) resume only when the
+	// server's ticket keys survived the restart.
+	t.Run("phones-restart-tickets", func(t *testing.T) {
+		for _, file := range []bool{false, true} {
+			rep := runLoad(t, "--phones", "20", "--phone-rate", "20", "--duration", "1s", "--tasks", "1", "--phone-change", "0",
+				"--tls", "--device-passwords", "--cold-compare=false", "--returning", "0", "--restart-duration", "1s",
+				"--tls-ticket-keys="+strconv.FormatBool(file))
+			before, ok1 := rep.Fig("timed phase: TLS handshakes that resumed")
+			after, ok2 := rep.Fig("after restart: timed phase: TLS handshakes that resumed")
+			if !ok1 || !ok2 || before != 1 {
+				t.Fatalf("file %v: resumed before %v (%v), after %v (%v); want every handshake before the restart", file, before, ok1, after, ok2)
+			}
+			// Without the file only a phone polling a second time after the
+			// restart could resume (the schedule gives each one poll).
+			if (file && after != 1) || (!file && after > 0.1) {
+				t.Errorf("file %v: %v of the handshakes after the restart resumed", file, after)
+			}
 		}
 	})
 
