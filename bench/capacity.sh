@@ -16,7 +16,8 @@
 #   WARM         timed phase after every phone has polled once (default 300s)
 #   COLD         after WARM: server killed (SIGKILL) and started again, then
 #                the same open-loop schedule for COLD from its cold caches
-#                (no TLS ticket keys, no remembered answers); 0 skips it
+#                (no remembered answers; TLS ticket keys only with TICKETS=1);
+#                0 skips it
 #                (default 900s)
 #   PHONE_USERS  distinct phones (users, each with 10 lists and a device
 #                password) that take turns (default 20000; seeding them
@@ -29,6 +30,10 @@
 #                answer)
 #   SERVER_GOGC  GOGC for the server (default: unset, Go's 100); the load
 #                tool sets its own with --tool-gogc (400)
+#   TICKETS      1: the server seals session tickets with a key file
+#                (tls.ticket_keys_file), so the phones resume across the
+#                restart; 0: keys in memory only, every phone's first poll
+#                after the restart is a full handshake (default 0)
 #
 # Each run starts its own server (--start) on loopback with a dev CA, and
 # prints per phase the keep-up verdict: every scheduled poll ran, ≥ 98 %
@@ -44,6 +49,7 @@ COLD=${COLD:-900s}
 PHONE_USERS=${PHONE_USERS:-20000}
 PREP=${PREP:-10m}
 PHONE_CHANGE=${PHONE_CHANGE:-0.2}
+TICKETS=${TICKETS:-0}
 WORK=$(mktemp -d /tmp/duebridge-capacity.XXXXXX)
 OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
@@ -59,8 +65,9 @@ for rate in $RATES; do
 	phones=${PHONES:-$(awk -v r="$rate" 'BEGIN { printf "%d", r * 900 }')}
 	restart=()
 	[[ $(secs "$COLD") -gt 0 ]] && restart=(--restart-duration "$COLD")
+	[[ $TICKETS == 1 ]] && restart+=(--tls-ticket-keys)
 	maxtime=$(( $(secs "$WARM") + $(secs "$COLD") + $(secs "$PREP") + 1800 ))
-	echo "=== $rate polls/s ($phones phones, $PHONE_CHANGE of polls find a change), warm $WARM, after restart $COLD, server GOGC ${SERVER_GOGC:-default}; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+	echo "=== $rate polls/s ($phones phones, $PHONE_CHANGE of polls find a change), warm $WARM, after restart $COLD, server GOGC ${SERVER_GOGC:-default}, ticket key file $TICKETS; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 	set +e
 	env ${SERVER_GOGC:+GOGC=$SERVER_GOGC} "$WORK/bin/duebridge-load" --bin "$WORK/bin/duebridge" --phones "$phones" --phone-users "$PHONE_USERS" \
 		--phone-rate "$rate" --phone-change "$PHONE_CHANGE" --duration "$WARM" "${restart[@]}" --tls --device-passwords --cold-compare=false \
