@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -263,6 +266,41 @@ func TestServerExitingAtStartIsAnError(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "exited") {
 		t.Errorf("error %q does not say the server exited", err)
+	}
+}
+
+// TestServerStartsAgainWhenAPortIsTaken: a port picked free and taken by
+// another process before duebridge binds it (tests start servers side by
+// side) made the start fail at random; the tool now starts again on
+// other ports.
+func TestServerStartsAgainWhenAPortIsTaken(t *testing.T) {
+	ctx, bin := testServer(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	real := freePort
+	t.Cleanup(func() { freePort = real })
+	calls := 0
+	freePort = func() (int, error) {
+		if calls++; calls == 1 {
+			return taken.Addr().(*net.TCPAddr).Port, nil // the HTTP port of the first attempt
+		}
+		return real()
+	}
+	var logs []string
+	c, err := startServer(ctx, serverOpts{Bin: bin, Users: []string{"u0"}, Password: "pw", Hash: "bcrypt-min",
+		Source: "tracker", IMAP: true, Log: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		t.Fatalf("start with the first port taken: %v", err)
+	}
+	defer c.Stop()
+	if strings.Contains(c.HTTPURL, fmt.Sprint(":", taken.Addr().(*net.TCPAddr).Port)) {
+		t.Errorf("serving on the taken port: %s", c.HTTPURL)
+	}
+	if !slices.ContainsFunc(logs, func(l string) bool { return strings.Contains(l, "starting again") }) {
+		t.Errorf("no second attempt logged: %q", logs)
 	}
 }
 

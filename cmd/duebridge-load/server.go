@@ -78,7 +78,8 @@ type child struct {
 	log          func(format string, a ...any)
 }
 
-func freePort() (int, error) {
+// freePort is a variable so a test can hand out a port already taken.
+var freePort = func() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -222,16 +223,6 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 		o.Secret = hex.EncodeToString(b)
 	}
 	c.secret = o.Secret
-	httpPort, err := freePort()
-	if err != nil {
-		return fail(err)
-	}
-	imapPort := 0
-	if o.IMAP {
-		if imapPort, err = freePort(); err != nil {
-			return fail(err)
-		}
-	}
 	t0 := time.Now()
 	if o.TLS {
 		if c.tlsFiles, err = tlsutil.DevCert([]string{"127.0.0.1", "localhost"}, filepath.Join(dir, "certs"), time.Time{}); err != nil {
@@ -240,28 +231,53 @@ func startServer(ctx context.Context, o serverOpts) (*child, error) {
 		c.CAs = x509.NewCertPool()
 		c.CAs.AddCert(c.tlsFiles.CA)
 	}
-	cfgPath, err := writeConfig(dir, o, httpPort, imapPort, c.tlsFiles)
-	if err != nil {
-		return fail(err)
-	}
-	o.Log("config with %d users (%s hashes) written in %v", len(o.Users), o.Hash, time.Since(t0).Round(time.Millisecond))
-	if o.DevicePasswords > 0 {
-		t1 := time.Now()
-		if c.DevicePW, err = issueDevicePasswords(ctx, cfgPath, o.Users[:min(o.DevicePasswords, len(o.Users))]); err != nil {
+	c.logPath = filepath.Join(dir, "serve.log")
+	// The ports are free when picked, but another process may take one
+	// before the server binds it (tests start servers side by side): then
+	// pick others and start again.
+	for attempt := 1; ; attempt++ {
+		httpPort, err := freePort()
+		if err != nil {
 			return fail(err)
 		}
-		o.Log("%d device passwords issued in %v", len(c.DevicePW), time.Since(t1).Round(time.Millisecond))
-	}
-	c.logPath = filepath.Join(dir, "serve.log")
-	c.bin, c.cfgPath, c.log = bin, cfgPath, o.Log
-	c.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	if c.CAs != nil {
-		c.HTTPURL = fmt.Sprintf("https://127.0.0.1:%d", httpPort)
-	}
-	if imapPort > 0 {
-		c.IMAPAddr = fmt.Sprintf("127.0.0.1:%d", imapPort)
-	}
-	if err := c.run(ctx); err != nil {
+		imapPort := 0
+		if o.IMAP {
+			if imapPort, err = freePort(); err != nil {
+				return fail(err)
+			}
+		}
+		cfgPath, err := writeConfig(dir, o, httpPort, imapPort, c.tlsFiles)
+		if err != nil {
+			return fail(err)
+		}
+		if attempt == 1 {
+			o.Log("config with %d users (%s hashes) written in %v", len(o.Users), o.Hash, time.Since(t0).Round(time.Millisecond))
+		}
+		if o.DevicePasswords > 0 && attempt == 1 {
+			t1 := time.Now()
+			if c.DevicePW, err = issueDevicePasswords(ctx, cfgPath, o.Users[:min(o.DevicePasswords, len(o.Users))]); err != nil {
+				return fail(err)
+			}
+			o.Log("%d device passwords issued in %v", len(c.DevicePW), time.Since(t1).Round(time.Millisecond))
+		}
+		c.bin, c.cfgPath, c.log = bin, cfgPath, o.Log
+		c.HTTPURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+		if c.CAs != nil {
+			c.HTTPURL = fmt.Sprintf("https://127.0.0.1:%d", httpPort)
+		}
+		c.IMAPAddr = ""
+		if imapPort > 0 {
+			c.IMAPAddr = fmt.Sprintf("127.0.0.1:%d", imapPort)
+		}
+		os.Remove(c.logPath) // this attempt's log only
+		err = c.run(ctx)
+		if err == nil {
+			break
+		}
+		if attempt < 5 && strings.Contains(tail(c.logPath, 2000), "address already in use") {
+			o.Log("a port was taken before duebridge bound it; starting again on others")
+			continue
+		}
 		return fail(err)
 	}
 	if c.IMAPAddr != "" {
