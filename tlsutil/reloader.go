@@ -35,13 +35,11 @@ const defaultSettle = 2 * time.Second
 // All methods are safe for concurrent use.
 type Reloader struct {
 	certFile, keyFile string
-	interval          time.Duration
 	settle            time.Duration
 	log               *slog.Logger
-	now               func() time.Time
+	fileCheck         // interval, clock, last check
 
-	cur       atomic.Pointer[loadedPair]
-	lastCheck atomic.Int64 // unix nanoseconds of the last check started
+	cur atomic.Pointer[loadedPair]
 
 	mu   sync.Mutex // serialises checks and loads; guards seen
 	seen fileState  // state of the files at the last completed check
@@ -85,12 +83,11 @@ func NewReloader(certFile, keyFile string, opts ...ReloaderOption) (*Reloader, e
 		return nil, errors.New("tls: both cert_file and key_file must be set")
 	}
 	r := &Reloader{
-		certFile: certFile,
-		keyFile:  keyFile,
-		interval: DefaultCheckInterval,
-		settle:   defaultSettle,
-		log:      slog.Default(),
-		now:      time.Now,
+		certFile:  certFile,
+		keyFile:   keyFile,
+		settle:    defaultSettle,
+		log:       slog.Default(),
+		fileCheck: fileCheck{interval: DefaultCheckInterval, now: time.Now},
 	}
 	for _, o := range opts {
 		o(r)
@@ -104,7 +101,7 @@ func NewReloader(certFile, keyFile string, opts ...ReloaderOption) (*Reloader, e
 	}
 	r.cur.Store(p)
 	r.seen = st
-	r.lastCheck.Store(r.now().UnixNano())
+	r.started()
 	return r, nil
 }
 
@@ -138,7 +135,7 @@ func (r *Reloader) TLSConfig() *tls.Config { return ServerConfig(r.GetCertificat
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lastCheck.Store(r.now().UnixNano())
+	r.started()
 	st := r.stat()
 	p, err := r.read(st, false)
 	r.seen = st
@@ -165,7 +162,7 @@ func (r *Reloader) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			r.mu.Lock()
-			r.lastCheck.Store(r.now().UnixNano())
+			r.started()
 			r.checkLocked()
 			r.mu.Unlock()
 		}
@@ -173,24 +170,10 @@ func (r *Reloader) Run(ctx context.Context) error {
 }
 
 func (r *Reloader) maybeCheck() {
-	if r.interval < 0 {
-		return
+	if r.lockDue(&r.mu) {
+		defer r.mu.Unlock()
+		r.checkLocked()
 	}
-	now := r.now().UnixNano()
-	if now-r.lastCheck.Load() < int64(r.interval) {
-		return
-	}
-	// One handshake does the check; concurrent ones go on with the
-	// current certificate instead of queueing behind file I/O.
-	if !r.mu.TryLock() {
-		return
-	}
-	defer r.mu.Unlock()
-	if now-r.lastCheck.Load() < int64(r.interval) {
-		return
-	}
-	r.lastCheck.Store(now)
-	r.checkLocked()
 }
 
 // checkLocked loads the files if they changed since the last check.

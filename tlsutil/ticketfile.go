@@ -76,14 +76,12 @@ type TicketFileOptions struct {
 // at most once per check interval, keeping the previous keys when the new
 // content is unusable. Safe for concurrent use.
 type TicketKeyFile struct {
-	path     string
-	interval time.Duration
-	log      *slog.Logger
-	now      func() time.Time
-	onError  func(error)
+	path      string
+	log       *slog.Logger
+	onError   func(error)
+	fileCheck // interval, clock, last check
 
-	cur       atomic.Pointer[fileKeySet]
-	lastCheck atomic.Int64 // unix nanoseconds of the last check started
+	cur atomic.Pointer[fileKeySet]
 
 	mu      sync.Mutex // serialises checks; guards seen, seenErr
 	seen    fs.FileInfo
@@ -99,7 +97,7 @@ type fileKeySet struct {
 // file (and the line), when the file is missing, unreadable, readable by
 // group or others, or holds no valid key.
 func OpenTicketKeyFile(path string, o TicketFileOptions) (*TicketKeyFile, error) {
-	f := &TicketKeyFile{path: path, interval: o.CheckInterval, log: o.Logger, now: o.Now, onError: o.OnError}
+	f := &TicketKeyFile{path: path, log: o.Logger, onError: o.OnError, fileCheck: fileCheck{interval: o.CheckInterval, now: o.Now}}
 	if f.interval == 0 {
 		f.interval = DefaultCheckInterval
 	}
@@ -121,7 +119,7 @@ func OpenTicketKeyFile(path string, o TicketFileOptions) (*TicketKeyFile, error)
 	}
 	f.cur.Store(set)
 	f.seen = fi
-	f.lastCheck.Store(f.now().UnixNano())
+	f.started()
 	f.log.Info("TLS session ticket keys loaded", "ticket_keys_file", path, "keys", len(set.keys),
 		"sealing_key_id", fmt.Sprintf("%08x", set.keys[0].id))
 	return f, nil
@@ -145,7 +143,7 @@ func (f *TicketKeyFile) IDs() []uint32 {
 func (f *TicketKeyFile) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.lastCheck.Store(f.now().UnixNano())
+	f.started()
 	fi, err := os.Stat(f.path)
 	f.seen, f.seenErr = fi, err
 	if err != nil {
@@ -167,23 +165,10 @@ func (f *TicketKeyFile) keys() []ticketKey {
 }
 
 func (f *TicketKeyFile) maybeCheck() {
-	if f.interval < 0 {
-		return
-	}
-	now := f.now().UnixNano()
-	if now-f.lastCheck.Load() < int64(f.interval) {
-		return
-	}
-	// One handshake does the check; the others go on with the current
-	// keys instead of queueing behind file I/O.
-	if !f.mu.TryLock() {
+	if !f.lockDue(&f.mu) {
 		return
 	}
 	defer f.mu.Unlock()
-	if now-f.lastCheck.Load() < int64(f.interval) {
-		return
-	}
-	f.lastCheck.Store(now)
 	fi, err := os.Stat(f.path)
 	if sameInfo(fi, f.seen) && sameErr(err, f.seenErr) {
 		return
