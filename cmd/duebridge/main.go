@@ -98,6 +98,12 @@ key, secrets masked, and where it came from: default, file or env.`,
 			if err != nil {
 				return err
 			}
+			// The TLS files are read as serve reads them at start (the
+			// certificate and key must pair, the ticket key file must parse
+			// and be private), so a refusal shows here, not at the restart.
+			if _, err := newCertSource(cfg, slog.New(slog.DiscardHandler), nil); err != nil {
+				return fmt.Errorf("%s: tls: %w", cfgPath, err)
+			}
 			out := cmd.OutOrStdout()
 			for _, w := range cfg.Warnings {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)

@@ -136,6 +136,24 @@ func TestTicketKeysFileRefusedAtStart(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), keys) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("serve: %v, want an error naming %s and %q", err, keys, tc.want)
 		}
+		// check-config refuses what serve would refuse at start.
+		if _, err := runCLI(t, "check-config", "--config", path); err == nil || !strings.Contains(err.Error(), keys) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("check-config: %v, want an error naming %s and %q", err, keys, tc.want)
+		}
+	}
+	os.Remove(keys)
+	if _, err := runCLI(t, "ticket-keys", "rotate", "--file", keys); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCLI(t, "check-config", "--config", path); err != nil || !strings.Contains(out, "OK") {
+		t.Errorf("check-config with a good ticket key file: %v\n%s", err, out)
+	}
+	// A certificate that does not pair with its key is refused as well.
+	if err := os.WriteFile(dev.ServerKeyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCLI(t, "check-config", "--config", path); err == nil || !strings.Contains(err.Error(), "tls") {
+		t.Errorf("check-config with a broken key file: %v, want a tls error", err)
 	}
 }
 
