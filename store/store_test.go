@@ -145,6 +145,7 @@ func runSuite(t *testing.T, b backend) {
 		{"Changes", testChanges},
 		{"CollectionChanges", testCollectionChanges},
 		{"Mailboxes", testMailboxes},
+		{"MailboxChanges", testMailboxChanges},
 		{"KV", testKV},
 		{"Outbox", testOutbox},
 		{"DevicePasswords", testDevicePasswords},
