@@ -142,6 +142,7 @@ func runSuite(t *testing.T, b backend) {
 		{"UserTasks", testUserTasks},
 		{"Collections", testCollections},
 		{"Objects", testObjects},
+		{"PutObjects", testPutObjects},
 		{"Changes", testChanges},
 		{"CollectionChanges", testCollectionChanges},
 		{"Mailboxes", testMailboxes},
