@@ -156,6 +156,7 @@ func runSuite(t *testing.T, b backend) {
 		{"SchemaTooNew", testSchemaTooNew},
 		{"ConcurrentOpen", testConcurrentOpen},
 		{"Deliveries", testDeliveries},
+		{"ClaimDeliveries", testClaimDeliveries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
