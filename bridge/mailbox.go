@@ -137,6 +137,11 @@ func (b imapBackend) Status(ctx context.Context, user, name string) (*imapserver
 // is gone (an expunge), the changes and the full UID list are read again
 // together in one View (changesListed), so both come from one snapshot.
 func (b imapBackend) Changes(ctx context.Context, user, name string, since imapserver.View) (*imapserver.Changes, error) {
+	if since.MailboxModSeq < 0 {
+		// A first load lists every message: in one SELECT each row would
+		// repeat the mailbox's columns.
+		return b.changesListed(ctx, user, name, since)
+	}
 	var (
 		mb      *store.Mailbox
 		changed []store.Message
@@ -168,8 +173,8 @@ func (b imapBackend) Changes(ctx context.Context, user, name string, since imaps
 	return b.changesListed(ctx, user, name, since)
 }
 
-// changesListed is Changes with the full UID list when the count differs,
-// all in one View: the mailbox, the changed messages, the count and the UIDs.
+// changesListed is Changes in one View: the mailbox, the changed messages,
+// and the count and the full UID list when the count differs.
 func (b imapBackend) changesListed(ctx context.Context, user, name string, since imapserver.View) (*imapserver.Changes, error) {
 	var out imapserver.Changes
 	err := b.s.st.View(ctx, func(tx store.Tx) error {
