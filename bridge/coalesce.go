@@ -44,11 +44,19 @@ func (p pendingFlip) is(user, source, id string) bool {
 
 func loadFlips(tx store.Tx) ([]pendingFlip, error) {
 	v, err := tx.Get(kvFlips)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && v == "") {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read waiting flip mails: %w", err)
+	}
+	return decodeFlips(v)
+}
+
+// decodeFlips decodes the stored waiting flip mails ("": none).
+func decodeFlips(v string) ([]pendingFlip, error) {
+	if v == "" {
+		return nil, nil
 	}
 	var out []pendingFlip
 	if err := json.Unmarshal([]byte(v), &out); err != nil {

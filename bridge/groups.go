@@ -115,15 +115,12 @@ func (s *Service) IngestDelivery(ctx context.Context, source string, d Delivery)
 	res, err := s.ingest(ctx, source, tasks, func(tx store.Tx) error {
 		dt := deliveryTx(tx)
 		if len(keys) > 0 {
-			seen, err := dt.DeliveriesSeen(source, keys, since)
+			fresh, err := dt.ClaimDeliveries(source, keys, since, now.UnixNano())
 			if err != nil {
 				return err
 			}
-			if len(seen) > 0 {
+			if !fresh {
 				return ErrReplayed // rolls back what was applied
-			}
-			if err := dt.RecordDeliveries(source, keys, now.UnixNano()); err != nil {
-				return err
 			}
 			if err := dt.PruneDeliveries(since, pruneDeliveries); err != nil {
 				return err

@@ -452,12 +452,20 @@ type writer struct {
 }
 
 type renderJob struct {
-	render func() ([]byte, error)
-	write  func([]byte) error
+	render func() ([][]byte, error)
+	write  func([][]byte) error
 }
 
 // do renders and writes now, or queues both in batch mode.
 func (w *writer) do(render func() ([]byte, error), write func([]byte) error) error {
+	return w.doMany(func() ([][]byte, error) {
+		data, err := render()
+		return [][]byte{data}, err
+	}, func(data [][]byte) error { return write(data[0]) })
+}
+
+// doMany is do for a render of several outputs written together.
+func (w *writer) doMany(render func() ([][]byte, error), write func([][]byte) error) error {
 	if !w.batch {
 		data, err := render()
 		if err != nil {
@@ -476,7 +484,7 @@ func (w *writer) finish() error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	out := make([][]byte, len(jobs))
+	out := make([][][]byte, len(jobs))
 	errs := make([]error, len(jobs))
 	workers := min(runtime.GOMAXPROCS(0), (len(jobs)+15)/16)
 	var next atomic.Int64
@@ -734,31 +742,57 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	}
 	src := w.cfg.Source(t.Source)
 	in := render.Input{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
-	err = w.do(func() ([]byte, error) { return render.Todo(in) }, func(todo []byte) error {
-		return w.putObject(u.Name, todoColl, store.KindTodos, t, name, render.TodoUID(t.Source, t.ID), todo, etags[todoColl])
-	})
-	if err != nil || t.Due.IsZero() {
-		return err
-	}
+	withEvent := !t.Due.IsZero()
 	evIn := in
 	evIn.Phone = render.PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
-	return w.do(func() ([]byte, error) { return render.Event(evIn) }, func(event []byte) error {
-		return w.putObject(u.Name, eventColl, store.KindEvents, t, name, render.EventUID(t.Source, t.ID), event, etags[eventColl])
+	// The VTODO and the VEVENT are rendered together and stored in one
+	// statement (store.PutObjects): one fewer in the writer's turn.
+	renderBoth := func() ([][]byte, error) {
+		todo, err := render.Todo(in)
+		if err != nil || !withEvent {
+			return [][]byte{todo}, err
+		}
+		event, err := render.Event(evIn)
+		return [][]byte{todo, event}, err
+	}
+	return w.doMany(renderBoth, func(data [][]byte) error {
+		objs := make([]*store.Object, 0, 2)
+		o, err := w.objectToPut(u.Name, todoColl, store.KindTodos, t, name, render.TodoUID(t.Source, t.ID), data[0], etags[todoColl])
+		if err != nil {
+			return err
+		}
+		if o != nil {
+			objs = append(objs, o)
+		}
+		if withEvent {
+			o, err := w.objectToPut(u.Name, eventColl, store.KindEvents, t, name, render.EventUID(t.Source, t.ID), data[1], etags[eventColl])
+			if err != nil {
+				return err
+			}
+			if o != nil {
+				objs = append(objs, o)
+			}
+		}
+		if len(objs) == 0 {
+			return nil
+		}
+		return w.tx.PutObjects(objs)
 	})
 }
 
-// putObject stores an object unless its bytes are unchanged (curETag is the
-// stored one, "" if none), so render.ETag, ctag and sync token stay still.
-func (w *writer) putObject(user, coll, kind string, t *store.Task, name, uid string, data []byte, curETag string) error {
+// objectToPut ensures an object's collection and returns the object to
+// store, or nil when its bytes are unchanged (curETag is the stored one, ""
+// if none), so render.ETag, ctag and sync token stay still.
+func (w *writer) objectToPut(user, coll, kind string, t *store.Task, name, uid string, data []byte, curETag string) (*store.Object, error) {
 	if err := w.ensureCollection(user, coll, kind, t.Project); err != nil {
-		return err
+		return nil, err
 	}
 	etag := render.ETag(data)
 	if etag == curETag {
-		return nil
+		return nil, nil
 	}
-	return w.tx.PutObject(&store.Object{User: user, Collection: coll, Name: name, UID: uid,
-		Source: t.Source, TaskID: t.ID, ETag: etag, Data: data})
+	return &store.Object{User: user, Collection: coll, Name: name, UID: uid,
+		Source: t.Source, TaskID: t.ID, ETag: etag, Data: data}, nil
 }
 
 // userCollections returns a user's collections by name.

@@ -59,6 +59,10 @@ type AlertTx interface {
 	DueAlerts(now time.Time, limit int) ([]Alert, error)
 	// NextAlert returns the earliest FireAt of any schedule.
 	NextAlert() (time.Time, bool, error)
+	// NextAlertAndValue is NextAlert and Get(key) in one statement (its
+	// own snapshot, so it runs in a Read): the scheduler's check after
+	// every commit that arms a schedule. value is "" when key is unset.
+	NextAlertAndValue(key string) (next time.Time, ok bool, value string, err error)
 	// UpdateAlert stores the scheduler's new Covered, AlertAt and FireAt of
 	// a schedule; ErrNotFound if it is gone.
 	UpdateAlert(a *Alert) error
@@ -175,6 +179,25 @@ func (tx *sqlTx) NextAlert() (time.Time, bool, error) {
 		return time.Time{}, false, fmt.Errorf("next alert: %w", err)
 	}
 	return time.Unix(0, next).UTC(), true, nil
+}
+
+// NextAlertAndValue reads both with scalar subqueries of one SELECT, each
+// served by its index (alerts_fire, kv's key): the scheduler asked them in
+// a View of two statements after every webhook.
+func (tx *sqlTx) NextAlertAndValue(key string) (time.Time, bool, string, error) {
+	var (
+		next  sql.NullInt64
+		value sql.NullString
+	)
+	err := tx.queryRow(`SELECT (SELECT fire_at FROM alerts WHERE fire_at IS NOT NULL ORDER BY fire_at LIMIT 1),
+		(SELECT value FROM kv WHERE key = ?)`, key).Scan(&next, &value)
+	if err != nil {
+		return time.Time{}, false, "", fmt.Errorf("next alert and %s: %w", key, err)
+	}
+	if !next.Valid {
+		return time.Time{}, false, value.String, nil
+	}
+	return time.Unix(0, next.Int64).UTC(), true, value.String, nil
 }
 
 func (tx *sqlTx) UpdateAlert(a *Alert) error {

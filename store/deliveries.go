@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Migration 71 (range 70-79: state shared between replicas). deliveries
@@ -31,6 +32,11 @@ type DeliveryTx interface {
 	DeliveriesSeen(source string, keys []string, since int64) (map[string]bool, error)
 	// RecordDeliveries records source's keys as seen at at.
 	RecordDeliveries(source string, keys []string, at int64) error
+	// ClaimDeliveries is DeliveriesSeen and, when none was seen,
+	// RecordDeliveries, one statement per key: it records each key not
+	// recorded at or after since as seen at at, and reports false when
+	// some key was (the caller rolls the transaction back: it is a replay).
+	ClaimDeliveries(source string, keys []string, since, at int64) (bool, error)
 	// PruneDeliveries drops up to limit records seen before before.
 	PruneDeliveries(before int64, limit int) error
 }
@@ -60,6 +66,32 @@ ON CONFLICT (source, key) DO UPDATE SET seen_at = excluded.seen_at`, source, k, 
 		}
 	}
 	return nil
+}
+
+// ClaimDeliveries checks and records each key in one upsert: a key seen
+// within the window conflicts and is left alone (the DO UPDATE's WHERE),
+// so the statement changes no row; a new or expired one is written. Every
+// signed webhook runs it, in the single writer's turn, where it replaces a
+// SELECT and an INSERT.
+func (tx *sqlTx) ClaimDeliveries(source string, keys []string, since, at int64) (bool, error) {
+	for i, k := range keys {
+		if slices.Contains(keys[:i], k) {
+			continue // claimed above: not a replay of itself
+		}
+		res, err := tx.exec(`INSERT INTO deliveries (source, key, seen_at) VALUES (?, ?, ?)
+ON CONFLICT (source, key) DO UPDATE SET seen_at = excluded.seen_at WHERE deliveries.seen_at < ?`, source, k, at, since)
+		if err != nil {
+			return false, fmt.Errorf("record delivery: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return false, fmt.Errorf("record delivery: %w", err)
+		}
+		if n == 0 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (tx *sqlTx) PruneDeliveries(before int64, limit int) error {

@@ -57,3 +57,51 @@ func testDeliveries(t *testing.T, b backend) {
 		t.Error("prune dropped a row within the window")
 	}
 }
+
+// testClaimDeliveries: ClaimDeliveries answers what DeliveriesSeen did
+// before RecordDeliveries, in one statement per key: a new key is recorded,
+// one seen within the window is a replay and stays as it was, an expired
+// one is recorded anew, a key twice in one claim is not its own replay,
+// and another source's key is another key.
+func testClaimDeliveries(t *testing.T, b backend) {
+	e := newEnv(t, b)
+	at := t0.UnixNano()
+	claim := func(source string, keys []string, since, now int64) bool {
+		t.Helper()
+		var fresh bool
+		e.update(func(tx store.Tx) (err error) {
+			fresh, err = tx.(store.DeliveryTx).ClaimDeliveries(source, keys, since, now)
+			return err
+		})
+		return fresh
+	}
+	seenAt := func(source, key string, since int64) bool {
+		t.Helper()
+		var got map[string]bool
+		e.view(func(tx store.Tx) (err error) {
+			got, err = tx.(store.DeliveryTx).DeliveriesSeen(source, []string{key}, since)
+			return err
+		})
+		return got[key]
+	}
+	if !claim("gh", []string{"d1", "d2", "d1"}, at-10, at) {
+		t.Error("new keys (one twice): claimed as a replay")
+	}
+	if !seenAt("gh", "d1", at) || !seenAt("gh", "d2", at) {
+		t.Error("claimed keys not recorded at the claim's time")
+	}
+	later := at + 100
+	if claim("gh", []string{"d3", "d2"}, at-10, later) {
+		t.Error("a key seen within the window: not a replay")
+	}
+	if seenAt("gh", "d2", at+1) {
+		t.Error("a replayed key's time moved on")
+	}
+	if !claim("gl", []string{"d2"}, at-10, later) {
+		t.Error("another source's key counted as a replay")
+	}
+	// The window has passed for d1 (since after its record): recorded anew.
+	if !claim("gh", []string{"d1"}, at+1, later) || !seenAt("gh", "d1", later) {
+		t.Error("an expired key: not claimed anew at the claim's time")
+	}
+}

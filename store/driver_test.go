@@ -28,6 +28,7 @@ type countingDriver struct {
 	queries     atomic.Int64 // runs of statements containing collectionsQuery
 	cancellable atomic.Int64 // of those, with a cancellable context
 	ctagExecs   atomic.Int64 // runs of statements containing ctagUpdate
+	objectPuts  atomic.Int64 // runs of statements containing objectInsert
 }
 
 const (
@@ -37,6 +38,8 @@ const (
 	collectionsQuery = "FROM collections WHERE username"
 	// ctagUpdate advances collections' ctags at commit.
 	ctagUpdate = "UPDATE collections SET seq"
+	// objectInsert stores objects (PutObject, PutObjects).
+	objectInsert = "INSERT INTO objects"
 )
 
 var registerCounting = sync.OnceValue(func() *countingDriver {
@@ -89,6 +92,8 @@ func (c *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stm
 		return countingStmt{Stmt: st, runs: &c.d.queries, cancellable: &c.d.cancellable}, nil
 	case strings.Contains(q, ctagUpdate):
 		return countingStmt{Stmt: st, runs: &c.d.ctagExecs}, nil
+	case strings.Contains(q, objectInsert):
+		return countingStmt{Stmt: st, runs: &c.d.objectPuts}, nil
 	}
 	return st, nil
 }

@@ -62,6 +62,13 @@ type MailTx interface {
 	ChangedMessages(user, mailbox string, since int64) ([]Message, error)
 	// MessageUIDs lists a mailbox's UIDs in ascending order.
 	MessageUIDs(user, mailbox string) ([]uint32, error)
+	// MailboxChanges reads in one statement what an open mailbox's
+	// refresh needs: the mailbox, and unless its MODSEQ is still
+	// mboxSince, the messages whose MODSEQ is above msgSince (as
+	// ChangedMessages) and the mailbox's message count (0 when
+	// unchanged). One statement is its own snapshot, so it runs in a
+	// Read. ErrNotFound if there is no such mailbox.
+	MailboxChanges(user, name string, mboxSince, msgSince int64) (*Mailbox, []Message, uint32, error)
 	// MessagesData returns the given messages with their bytes, in UID order.
 	MessagesData(user, mailbox string, uids []uint32) ([]Message, error)
 	// ChangeFlags sets, adds or removes flags message by message; it returns
@@ -359,6 +366,63 @@ func (tx *sqlTx) ChangedMessages(user, mailbox string, since int64) ([]Message, 
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// MailboxChanges is Mailbox, ChangedMessages and CountMessages in one
+// SELECT. It runs after every commit that adds a mail, once per open
+// mailbox: as three statements in a View it was, with BEGIN and ROLLBACK,
+// five round trips through database/sql and SQLite for one new row. The
+// count is an uncorrelated subquery, so both databases compute it once
+// per statement, not per row; a mailbox without changed messages comes
+// back as one row whose message columns are NULL.
+func (tx *sqlTx) MailboxChanges(user, name string, mboxSince, msgSince int64) (*Mailbox, []Message, uint32, error) {
+	rows, err := tx.query(`SELECT b.username, b.name, b.special_use, b.uid_validity, b.uid_next, b.modseq,
+		CASE WHEN b.modseq = ? THEN 0 ELSE (SELECT COUNT(*) FROM messages WHERE username = ? AND mailbox = ?) END,
+		m.uid, m.flags, m.internal_date, m.size, m.modseq
+		FROM mailboxes b LEFT JOIN messages m
+			ON b.modseq <> ? AND m.username = b.username AND m.mailbox = b.name AND m.modseq > ?
+		WHERE b.username = ? AND b.name = ? ORDER BY m.uid`,
+		mboxSince, user, name, mboxSince, msgSince, user, name)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("changes of mailbox %s/%s: %w", user, name, err)
+	}
+	defer rows.Close()
+	var (
+		mb    *Mailbox
+		msgs  []Message
+		count int64
+	)
+	for rows.Next() {
+		var (
+			b                    Mailbox
+			validity, next       int64
+			uid, date, size, mod sql.NullInt64
+			flags                sql.NullString
+		)
+		if err := rows.Scan(&b.User, &b.Name, &b.SpecialUse, &validity, &next, &b.ModSeq, &count, &uid, &flags, &date, &size, &mod); err != nil {
+			return nil, nil, 0, fmt.Errorf("changes of mailbox %s/%s: %w", user, name, err)
+		}
+		if mb == nil {
+			b.UIDValidity, b.UIDNext = uint32(validity), uint32(next)
+			mb = &b
+		}
+		if !uid.Valid {
+			continue // the mailbox's row without a changed message
+		}
+		m := Message{User: user, Mailbox: name, UID: uint32(uid.Int64), InternalDate: fromNanos(date.Int64),
+			Size: size.Int64, ModSeq: mod.Int64}
+		if flags.String != "" {
+			m.Flags = strings.Split(flags.String, " ")
+		}
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, 0, fmt.Errorf("changes of mailbox %s/%s: %w", user, name, err)
+	}
+	if mb == nil {
+		return nil, nil, 0, ErrNotFound
+	}
+	return mb, msgs, uint32(count), nil
 }
 
 // MessageUIDs lists the UIDs of a mailbox in ascending order.

@@ -142,9 +142,11 @@ func runSuite(t *testing.T, b backend) {
 		{"UserTasks", testUserTasks},
 		{"Collections", testCollections},
 		{"Objects", testObjects},
+		{"PutObjects", testPutObjects},
 		{"Changes", testChanges},
 		{"CollectionChanges", testCollectionChanges},
 		{"Mailboxes", testMailboxes},
+		{"MailboxChanges", testMailboxChanges},
 		{"KV", testKV},
 		{"Outbox", testOutbox},
 		{"DevicePasswords", testDevicePasswords},
@@ -154,6 +156,7 @@ func runSuite(t *testing.T, b backend) {
 		{"SchemaTooNew", testSchemaTooNew},
 		{"ConcurrentOpen", testConcurrentOpen},
 		{"Deliveries", testDeliveries},
+		{"ClaimDeliveries", testClaimDeliveries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

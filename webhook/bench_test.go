@@ -53,7 +53,8 @@ func sendSigned(b *testing.B, client *http.Client, url string, body []byte) {
 }
 
 // BenchmarkWebhookSingle: one new task per signed request, each durable
-// (fsync) before its 200. Reports p50/p99 request latency.
+// (fsync) before its 200. Reports p50/p99 request latency and the process's
+// CPU per request (server and client).
 func BenchmarkWebhookSingle(b *testing.B) {
 	srv, _ := newServer(b)
 	benchSingles(b, srv)
@@ -64,6 +65,7 @@ func BenchmarkWebhookSingle(b *testing.B) {
 func benchSingles(b *testing.B, srv *httptest.Server) {
 	client := srv.Client()
 	lat := make([]time.Duration, 0, b.N)
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		body := benchBody(fmt.Sprintf("S%d", i), 1, 1)
@@ -72,6 +74,7 @@ func benchSingles(b *testing.B, srv *httptest.Server) {
 		lat = append(lat, time.Since(start))
 	}
 	b.StopTimer()
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
