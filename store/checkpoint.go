@@ -24,18 +24,21 @@ import (
 // A checkpoint copies the WAL but does not shorten it: the WAL starts
 // over only when a writer begins after a checkpoint that copied all of
 // it. While writers follow each other without a pause (a bulk import, a
-// webhook storm) each begins before the last checkpoint caught up, and
-// the WAL grew without bound: 600 MB for a 150 MB database after 20 s of
-// writes. That costs disk, and after a crash much more: SQLite's recovery
-// rebuilds the WAL's index from every frame and marks none of them as
-// copied, so the first checkpoint after a restart copied the whole WAL
-// into the database again (149,254 frames: 0.5 s of recovery at open,
-// then 0.36 s of checkpoint while the phones polled). Two things bound it:
-//   - once the WAL holds more than walResetFrames, the checkpointer takes
-//     the writers' turn for a moment and truncates the WAL (resetWAL);
+// webhook storm) each began before the last checkpoint caught up, and the
+// WAL grew without bound: 300-600 MB for a 150 MB database after 20 s of
+// such writes with readers polling. That costs disk, and after a crash
+// more: SQLite's recovery rebuilds the WAL's index from every frame and
+// marks none of them as copied, so the first checkpoint after a restart
+// copied the whole WAL into the database again, while the phones polled.
+// Two things bound it:
+//   - once the WAL holds more than walResetFrames, the checkpointer holds
+//     the writers' turn for one RESTART checkpoint (it copies what they
+//     added since the PASSIVE one), so the next commit writes the WAL from
+//     its start; writers wait about one commit's time, once per
+//     walResetFrames of WAL, which only writers that never pause reach;
 //   - at open, whatever WAL a killed process left is copied and truncated
 //     before the store is handed out (checkpointAtOpen), so a restart
-//     pays it before serving, not during the first polls.
+//     pays for it before serving, not during the first polls.
 
 // checkpointDelay bounds how often the background checkpoint runs; the
 // WAL holds at most about this long's worth of commits (at 100 webhooks/s,
@@ -43,8 +46,9 @@ import (
 var checkpointDelay = 250 * time.Millisecond
 
 // walResetFrames is the WAL length (frames: one page each, 4 KiB) past
-// which the checkpointer truncates it: 64 MiB, ~60 ms of recovery after a
-// crash. A variable so tests can lower it.
+// which the checkpointer starts it over: 64 MiB, some 60 ms of recovery
+// and 50 ms of copying at the open after a crash. A variable so tests can
+// lower it.
 var walResetFrames = 16384
 
 func (s *sqlStore) startCheckpointer(log *slog.Logger) {
@@ -76,27 +80,38 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 				log.Warn("store: background WAL checkpoint failed; retrying after the next commit", "err", err)
 				continue
 			}
+			if r.busy {
+				// Another connection (or process) is checkpointing: try
+				// again after the delay, as a commit may not come soon.
+				s.pokeCheckpointer()
+				continue
+			}
 			if r.log <= resetAt {
 				continue
 			}
-			// Between the PASSIVE pass (which copied nearly all of it,
-			// writers going on) and now, only the last few commits are
-			// left to copy: the writers wait that long, once per
-			// walResetFrames of WAL.
+			// The PASSIVE pass copied nearly all of it, writers going on;
+			// with the writers held, what they added meanwhile is copied
+			// and the WAL starts over. Writers wait that long, about one
+			// commit's time, once per walResetFrames of WAL.
 			select {
 			case s.writeTurn <- struct{}{}:
 			case <-s.stopCheckpoint:
 				return
 			}
-			r, err = s.resetWAL(ctx)
+			start := time.Now()
+			r, err = s.checkpointNoWait(ctx, "RESTART")
+			held := time.Since(start)
 			<-s.writeTurn
 			switch {
 			case err != nil:
-				log.Warn("store: truncating the WAL failed; retrying after the next commit", "err", err)
+				log.Warn("store: restarting the WAL failed; retrying after the next commit", "err", err)
 			case r.busy:
 				// A reader still reads old frames (or another process
-				// writes); try again after the delay.
+				// writes): try again after the delay.
+				log.Debug("store: WAL not restarted: a reader still reads it; retrying", "frames", r.log, "writers_held", held)
 				s.pokeCheckpointer()
+			default:
+				log.Debug("store: WAL restarted", "frames", r.log, "writers_held", held)
 			}
 		}
 	}()
@@ -110,7 +125,7 @@ type checkpointResult struct {
 	log, copied int
 }
 
-// walCheckpoint runs a checkpoint in mode (PASSIVE, TRUNCATE) on q.
+// walCheckpoint runs a checkpoint in mode (PASSIVE, RESTART, TRUNCATE) on q.
 func (s *sqlStore) walCheckpoint(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, mode string) (checkpointResult, error) {
@@ -121,26 +136,26 @@ func (s *sqlStore) walCheckpoint(ctx context.Context, q interface {
 	return r, nil
 }
 
-// resetWAL copies what is left of the WAL and truncates it, on a
-// connection that waits for nobody (busy_timeout 0): a TRUNCATE checkpoint
-// otherwise waits in the busy handler, holding SQLite's write lock, for
-// every reader of old frames to finish. If one is in the way it copies
-// what it can and reports busy; the WAL then starts over with the next
-// writer or the next try. The caller keeps this process's writers out.
-func (s *sqlStore) resetWAL(ctx context.Context) (r checkpointResult, err error) {
+// checkpointNoWait runs a checkpoint in mode (RESTART, TRUNCATE) on a
+// connection that waits for nobody (busy_timeout 0): these modes otherwise
+// wait in the busy handler for every reader of old frames to finish,
+// holding SQLite's write lock meanwhile. If one is in the way it copies
+// what it can, as PASSIVE does, and reports busy. The caller keeps this
+// process's writers out.
+func (s *sqlStore) checkpointNoWait(ctx context.Context, mode string) (r checkpointResult, err error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return r, fmt.Errorf("WAL checkpoint: %w", err)
+		return r, fmt.Errorf("WAL checkpoint (%s): %w", mode, err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, `PRAGMA busy_timeout = 0`); err != nil {
-		return r, fmt.Errorf("WAL checkpoint: %w", err)
+		return r, fmt.Errorf("WAL checkpoint (%s): %w", mode, err)
 	}
-	r, err = s.walCheckpoint(ctx, conn, "TRUNCATE")
+	r, err = s.walCheckpoint(ctx, conn, mode)
 	if _, rerr := conn.ExecContext(ctx, `PRAGMA busy_timeout = `+busyTimeoutMillis); rerr != nil {
 		// The pool must not keep a connection that fails at once on a lock.
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return r, fmt.Errorf("WAL checkpoint: restore busy_timeout: %w", rerr)
+		return r, fmt.Errorf("WAL checkpoint (%s): restore busy_timeout: %w", mode, rerr)
 	}
 	return r, err
 }
@@ -159,7 +174,10 @@ func (s *sqlStore) checkpointAtOpen(ctx context.Context, walBytes int64, log *sl
 	if err != nil {
 		return err
 	}
-	reset, err := s.resetWAL(ctx)
+	// TRUNCATE, not RESTART: a WAL started over only in memory would still
+	// be recovered whole after another crash before the next write. Cutting
+	// the file costs some 45 ms for 80 MB; nobody waits for it here.
+	reset, err := s.checkpointNoWait(ctx, "TRUNCATE")
 	if err != nil {
 		return err
 	}
