@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +42,9 @@ func crashWriter(dir string) error {
 	batch, _ := strconv.Atoi(os.Getenv(crashChildEnv + "_BATCH"))
 	taskBytes, _ := strconv.Atoi(os.Getenv(crashChildEnv + "_TASK_BYTES"))
 	desc := strings.Repeat("d", taskBytes)
+	if os.Getenv(crashChildEnv+"_NO_RESTART") != "" {
+		store.SetWALResetFrames(math.MaxInt) // the WAL as it grew before the restart existed
+	}
 	ctx := context.Background()
 	s, err := store.Open(ctx, store.SQLite, dir, store.Options{})
 	if err != nil {
@@ -93,16 +97,16 @@ func crashDevice(i int) *store.DevicePassword {
 		Name: "iPhone", Hash: h[:], Created: time.Unix(1_700_000_000, 0)}
 }
 
-// killedWriter runs crashWriter in a child process on dir, kills it with
-// SIGKILL once it has acknowledged total device passwords (or after
-// killAfter acknowledgements if less), and returns how many were
-// acknowledged.
-func killedWriter(t testing.TB, dir string, total, batch, taskBytes, killAfter int, settle time.Duration) int {
+// killedWriter runs crashWriter in a child process on dir (env: more of
+// its settings), kills it with SIGKILL settle after it has acknowledged
+// killAfter device passwords, and returns how many were acknowledged.
+func killedWriter(t testing.TB, dir string, total, batch, taskBytes, killAfter int, settle time.Duration, env ...string) int {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir,
 		crashChildEnv+"_TOTAL="+strconv.Itoa(total), crashChildEnv+"_BATCH="+strconv.Itoa(batch),
 		crashChildEnv+"_TASK_BYTES="+strconv.Itoa(taskBytes))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
