@@ -168,22 +168,23 @@ func (s *sqlStore) checkpointNoWait(ctx context.Context, mode string) (r checkpo
 // TRUNCATE: with another process running, TRUNCATE would hold that
 // process's writers while it cut the file (~45 ms for 80 MB). A second
 // crash before any commit leaves the same WAL, copied again at the next
-// open.
-func (s *sqlStore) checkpointAtOpen(ctx context.Context, walBytes int64, log *slog.Logger) error {
+// open. A failure is logged, not returned: the background checkpointer
+// copies the WAL later, as it did before.
+func (s *sqlStore) checkpointAtOpen(ctx context.Context, walBytes int64, log *slog.Logger) {
 	if walBytes <= 0 {
-		return nil // closed cleanly: SQLite checkpointed and removed it
-	}
-	start := time.Now()
-	r, err := s.walCheckpoint(ctx, s.db, "PASSIVE")
-	if err != nil {
-		return err
+		return // closed cleanly: SQLite checkpointed and removed it
 	}
 	if log == nil {
 		log = slog.Default()
 	}
+	start := time.Now()
+	r, err := s.walCheckpoint(ctx, s.db, "PASSIVE")
+	if err != nil {
+		log.Warn("store: checkpointing the WAL found at open failed; the background checkpoint copies it while serving", "err", err)
+		return
+	}
 	log.Info("store: checkpointed the WAL found at open (left by a process that was killed, crashed or still has the database open)",
 		"frames", r.log, "copied", r.copied, "wal_bytes", walBytes, "took", time.Since(start).Round(time.Millisecond))
-	return nil
 }
 
 // walSize is the size of the SQLite database's WAL file, 0 if there is none.

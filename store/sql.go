@@ -124,10 +124,7 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		return nil, err
 	}
 	if dialect == SQLite {
-		if err := s.checkpointAtOpen(ctx, walBytes, o.Logger); err != nil {
-			s.db.Close()
-			return nil, err
-		}
+		s.checkpointAtOpen(ctx, walBytes, o.Logger)
 		s.startCheckpointer(o.Logger)
 	}
 	if dialect == Postgres {
