@@ -33,10 +33,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// crashWriter opens the store in dir and adds device passwords, one
-// transaction of batch each, as /setup does for each new phone, while
-// readers poll as phones do; it prints "committed N" after each commit
-// returns (the acknowledgement) and, after total, waits to be killed.
+// crashWriter opens the store in dir and adds total device passwords (as
+// /setup does for each new phone), with a task of taskBytes each if set,
+// in transactions of batch, back to back, while two readers poll as phones
+// do; it prints "committed N" after each commit returns (the
+// acknowledgement) and, after total, waits to be killed.
 func crashWriter(dir string) error {
 	total, _ := strconv.Atoi(os.Getenv(crashChildEnv + "_TOTAL"))
 	batch, _ := strconv.Atoi(os.Getenv(crashChildEnv + "_BATCH"))
