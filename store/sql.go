@@ -76,6 +76,7 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		s.writeTurn = make(chan struct{}, 1)
 	}
 	var err error
+	var walBytes int64 // SQLite: the WAL a process that did not close the store left
 	switch dialect {
 	case SQLite:
 		path := source
@@ -93,7 +94,8 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		// database file and fsyncing it) runs in the background
 		// (checkpoint.go), not inside whichever commit crosses 1,000 pages.
 		dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-			"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
+			"&_pragma=busy_timeout(" + busyTimeoutMillis + ")&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
+		walBytes = walSize(path) // before the first connection recovers it
 		s.db, err = sql.Open(sqliteDriver, dsn)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -122,6 +124,7 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		return nil, err
 	}
 	if dialect == SQLite {
+		s.checkpointAtOpen(ctx, walBytes, o.Logger)
 		s.startCheckpointer(o.Logger)
 	}
 	if dialect == Postgres {
@@ -168,6 +171,10 @@ func (s *sqlStore) connect(ctx context.Context) error {
 		delay = min(2*delay, 200*time.Millisecond)
 	}
 }
+
+// busyTimeoutMillis is how long an SQLite connection waits for a lock held
+// by another process (this process's writers queue on writeTurn).
+const busyTimeoutMillis = "10000"
 
 // sqliteBusy is SQLITE_BUSY, the primary result code (extended codes keep it
 // in the low byte).
