@@ -158,19 +158,27 @@ func (b imapBackend) Changes(ctx context.Context, user, name string, since imaps
 	if mb.ModSeq == since.MailboxModSeq {
 		return &out, nil
 	}
-	added := 0
-	out.Messages = make([]imapserver.Message, len(changed))
-	for i := range changed {
-		out.Messages[i] = toIMAPMessage(&changed[i])
-		if changed[i].UID > since.LastUID {
-			added++
-		}
-	}
+	var added int
+	out.Messages, added = toIMAPChanges(changed, since.LastUID)
 	// Without expunges the count is what the view had plus what is new.
 	if since.Count == 0 || int(count) == since.Count+added {
 		return &out, nil
 	}
 	return b.changesListed(ctx, user, name, since)
+}
+
+// toIMAPChanges converts changed messages and counts those above lastUID
+// (new since the view).
+func toIMAPChanges(changed []store.Message, lastUID uint32) ([]imapserver.Message, int) {
+	out := make([]imapserver.Message, len(changed))
+	added := 0
+	for i := range changed {
+		out[i] = toIMAPMessage(&changed[i])
+		if changed[i].UID > lastUID {
+			added++
+		}
+	}
+	return out, added
 }
 
 // changesListed is Changes in one View: the mailbox, the changed messages,
@@ -190,14 +198,8 @@ func (b imapBackend) changesListed(ctx context.Context, user, name string, since
 		if err != nil {
 			return err
 		}
-		added := 0
-		out.Messages = make([]imapserver.Message, len(changed))
-		for i := range changed {
-			out.Messages[i] = toIMAPMessage(&changed[i])
-			if changed[i].UID > since.LastUID {
-				added++
-			}
-		}
+		var added int
+		out.Messages, added = toIMAPChanges(changed, since.LastUID)
 		if since.Count == 0 {
 			return nil // nothing known, so nothing can be gone
 		}
