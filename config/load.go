@@ -194,7 +194,7 @@ func load(path string, r io.Reader) (*Config, error) {
 	// Each scalar key is bound to its own variable (not AutomaticEnv), so
 	// DUEBRIDGE_USERS cannot replace the users list with a string.
 	env, warnings := envOverrides(getenviron())
-	var users []rawUser // decoded by splitUsers, when it could (users.go)
+	var users []rawUser // decoded by scanUsers or splitUsers, when they could (usersscan.go, users.go)
 	for _, k := range keys {
 		v.SetDefault(k.Name, k.Default)
 		if err := v.BindEnv(k.Name, EnvVar(k.Name)); err != nil {
@@ -206,7 +206,7 @@ func load(path string, r io.Reader) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read config %s: %w", path, err)
 		}
-		if rest, us, ok := splitUsersIf(b); ok {
+		if rest, us, ok := fastSplit(b); ok {
 			users = us
 			if err := v.MergeConfigMap(rest); err != nil {
 				return nil, fmt.Errorf("config %s: %w", displayPath(path), err)

@@ -10,21 +10,32 @@ import (
 	"testing"
 )
 
-// loadBothWays loads y with the users list decoded directly and through
-// viper alone, and fails unless both give the same config or error.
+// loadBothWays loads y with the users list read by the scanner
+// (usersscan.go), decoded from the node tree (users.go) and through viper
+// alone, and fails unless all give the same config or error. When the
+// scanner takes y, the node path must take it too, with the same users
+// and the same rest of the document.
 func loadBothWays(t *testing.T, name string, y []byte) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "duebridge.yaml")
 	fast, fastErr := load(p, bytes.NewReader(y))
+	scanUsersOn = false
+	node, nodeErr := load(p, bytes.NewReader(y))
 	fastUsers = false
 	slow, slowErr := load(p, bytes.NewReader(y))
-	fastUsers = true
-	if fmt.Sprint(fastErr) != fmt.Sprint(slowErr) {
-		t.Errorf("%s: direct decoding says\n%v\nviper says\n%v", name, fastErr, slowErr)
+	fastUsers, scanUsersOn = true, true
+	if fmt.Sprint(fastErr) != fmt.Sprint(slowErr) || fmt.Sprint(nodeErr) != fmt.Sprint(slowErr) {
+		t.Errorf("%s: scanner says\n%v\nnode tree says\n%v\nviper says\n%v", name, fastErr, nodeErr, slowErr)
 		return
 	}
-	if !reflect.DeepEqual(fast, slow) {
-		t.Errorf("%s: direct decoding gives\n%+v\nviper gives\n%+v", name, fast, slow)
+	if !reflect.DeepEqual(fast, slow) || !reflect.DeepEqual(node, slow) {
+		t.Errorf("%s: scanner gives\n%+v\nnode tree gives\n%+v\nviper gives\n%+v", name, fast, node, slow)
+	}
+	if rest, users, ok := scanUsers(y); ok {
+		nrest, nusers, nok := splitUsers(y)
+		if !nok || !reflect.DeepEqual(rest, nrest) || !reflect.DeepEqual(users, nusers) {
+			t.Errorf("%s: the scanner took it, the node path %v:\n%+v %+v\n%+v %+v", name, nok, rest, users, nrest, nusers)
+		}
 	}
 }
 
