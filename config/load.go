@@ -183,12 +183,34 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	defer f.Close()
-	return load(path, f)
+	// Read into a buffer of the file's size: io.ReadAll's doubling would
+	// allocate about twice a large file (330 MB at a million users).
+	size := 0
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		size = int(fi.Size())
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	if _, err := buf.ReadFrom(f); err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return loadBytes(path, buf.Bytes())
 }
 
 // load is Load on content already at hand (r nil: defaults and environment only);
 // path is used in messages, to resolve relative paths, and as Config.Path.
 func load(path string, r io.Reader) (*Config, error) {
+	if r == nil {
+		return loadBytes(path, nil)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	return loadBytes(path, b)
+}
+
+// loadBytes is load on the file's bytes (nil: no file).
+func loadBytes(path string, b []byte) (*Config, error) {
 	v := viper.New() // never the global instance: reloads must not share state
 	v.SetConfigType("yaml")
 	// Each scalar key is bound to its own variable (not AutomaticEnv), so
@@ -201,11 +223,7 @@ func load(path string, r io.Reader) (*Config, error) {
 			return nil, fmt.Errorf("bind %s: %w", EnvVar(k.Name), err)
 		}
 	}
-	if r != nil {
-		b, err := io.ReadAll(r)
-		if err != nil {
-			return nil, fmt.Errorf("read config %s: %w", path, err)
-		}
+	if b != nil {
 		if rest, us, ok := fastSplit(b); ok {
 			users = us
 			if err := v.MergeConfigMap(rest); err != nil {
@@ -235,7 +253,7 @@ func load(path string, r io.Reader) (*Config, error) {
 		switch {
 		case env[k.Name] != "":
 			origins[k.Name] = FromEnv
-		case r != nil && v.InConfig(k.Name):
+		case b != nil && v.InConfig(k.Name):
 			origins[k.Name] = FromFile
 		default:
 			origins[k.Name] = FromDefault

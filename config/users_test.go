@@ -133,8 +133,9 @@ func TestArgon2idParams(t *testing.T) {
 	}
 }
 
-// FuzzFastUsersMatchViper: for any document, decoding the users list
-// directly and through viper give the same config or the same error.
+// FuzzFastUsersMatchViper: for any document, reading the users list with
+// the scanner, decoding it from the node tree and through viper give the
+// same config or the same error.
 func FuzzFastUsersMatchViper(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(testdata, "*.yaml"))
 	for _, p := range files {
@@ -143,6 +144,8 @@ func FuzzFastUsersMatchViper(f *testing.F) {
 		}
 	}
 	f.Add(bigConfig(2))
+	f.Add(loadToolConfig(2))
+	f.Add([]byte("# c\nusers:  # all\n- name: a  # x\n  password_hash: 'x''y'\n  lead_times:\n  - 15m\n  identities:\n    github: \"a\\\"b\"\n\nmail:\n  from: a@b.c\n"))
 	f.Add([]byte("users:\n  - name: a\n    password_hash: x\n    identities: {github: a}\n    quiet_hours: {start: \"22:00\", end: \"07:00\"}\n"))
 	f.Fuzz(func(t *testing.T, y []byte) {
 		loadBothWays(t, "fuzz", y)

@@ -60,6 +60,10 @@ func scanUsers(b []byte) (rest map[string]any, users []rawUser, ok bool) {
 	if !validBlock(b[start:]) {
 		return nil, nil, false
 	}
+	// Room for every line that looks like an item of the list (an upper
+	// bound), so a million users are not copied as the slice grows.
+	item := append(append([]byte{'\n'}, bytes.Repeat([]byte{' '}, indent)...), "- "...)
+	users = make([]rawUser, 0, bytes.Count(b[start:], item)+1)
 	for !s.eof && s.indent == indent && s.peekItem() == indent {
 		s.used = 0
 		n := s.node(yaml.MappingNode, "!!map")
