@@ -170,8 +170,8 @@ type userScanner struct {
 	// what it keeps.
 	nodes []*yaml.Node
 	used  int
-	// strs holds keys and the tags of plain scalars that need go-yaml's
-	// own resolution, so each is allocated or resolved once.
+	// strs holds the keys, allocated once; tags the tags of plain scalars
+	// that needed go-yaml's own resolution, resolved once.
 	strs map[string]string
 	tags map[string]string
 }
@@ -435,18 +435,12 @@ func (s *userScanner) scalar(text []byte) *yaml.Node {
 	}
 	n := s.node(yaml.ScalarNode, "!!str")
 	n.Style = style
+	n.Value = string(val)
 	if style == 0 {
-		str, ok := s.strs[string(val)]
-		if !ok {
-			str = string(val)
-		}
-		if n.Tag = s.resolve(str); n.Tag == "" {
+		if n.Tag = s.resolve(n.Value); n.Tag == "" {
 			return nil
 		}
-		n.Value = str
-		return n
 	}
-	n.Value = string(val)
 	return n
 }
 
@@ -461,15 +455,22 @@ func unescape(v []byte, q byte) []byte {
 	return out
 }
 
-// resolve gives a plain scalar's tag as go-yaml does: a string unless its
-// first character is one go-yaml looks further at (digits, signs, '.',
-// '~', '<' (a merge key) and the first letters of true, false, null, yes/no/on/off), which go
-// to go-yaml itself, once per distinct text. "" if it does not read back
-// as the same one plain scalar.
+// resolve gives a plain scalar's tag as go-yaml v3 does (resolve.go): the
+// few words of its table are booleans and nulls, other words strings;
+// what starts with a digit, a sign, '.' or '<' (numbers, timestamps,
+// .inf, the merge key) goes to go-yaml itself, once per distinct text. ""
+// if it does not read back as the same one plain scalar.
 func (s *userScanner) resolve(v string) string {
 	switch v[0] {
-	case '+', '-', '.', '~', '<', 'y', 'Y', 'n', 'N', 't', 'T', 'f', 'F', 'o', 'O',
-		'0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+	case 'y', 'Y', 'n', 'N', 't', 'T', 'f', 'F', 'o', 'O', '~':
+		switch v {
+		case "true", "True", "TRUE", "false", "False", "FALSE":
+			return "!!bool"
+		case "~", "null", "Null", "NULL":
+			return "!!null"
+		}
+		return "!!str"
+	case '+', '-', '.', '<', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 	default:
 		return "!!str"
 	}
@@ -488,7 +489,6 @@ func (s *userScanner) resolve(v string) string {
 	}
 	if len(s.tags) < 10000 {
 		s.tags[v] = tag
-		s.strs[v] = v // "true", "15m": the same few values again and again
 	}
 	return tag
 }

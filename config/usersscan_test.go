@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // loadToolConfig is a config as cmd/duebridge-load writes it: every value
@@ -121,5 +123,48 @@ func TestScanUsersDeclines(t *testing.T) {
 			t.Errorf("the scanner took\n%s", y)
 		}
 		loadBothWays(t, y, []byte(y))
+	}
+}
+
+// FuzzScanUsersMatchViper puts fuzzed keys, values and indentation into
+// the block form the scanner reads, so most inputs reach its scalar and
+// indentation rules (a free-form fuzzer mostly makes it decline early),
+// and compares the result with the node path and viper.
+func FuzzScanUsersMatchViper(f *testing.F) {
+	f.Add("email", `"a@b.c"`, "15m", "phone", uint8(2), uint8(2))
+	f.Add("notify", "both # x", "'1h'", `"mac"`, uint8(0), uint8(0))
+	f.Add("timezone", "Europe/Berlin", "2h", "x'y", uint8(4), uint8(1))
+	f.Add("admin", "true", "-1h", `"a\"b"`, uint8(1), uint8(3))
+	f.Add("digest_at", `'07:30'`, "0x10", "a: b", uint8(2), uint8(0))
+	f.Fuzz(func(t *testing.T, key, v1, v2, v3 string, ind, sub uint8) {
+		in, sb := strings.Repeat(" ", int(ind%6)), strings.Repeat(" ", int(sub%4))
+		y := scanHead + "users:\n" +
+			in + "- name: alice\n" +
+			in + "  password_hash: \"" + aliceHash + "\"\n" +
+			in + "  " + key + ": " + v1 + "\n" +
+			in + "  lead_times:\n" + in + "  " + sb + "- " + v2 + "\n" +
+			in + "  app_passwords:\n" + in + "  " + sb + "- name: " + v3 + "\n" +
+			in + "  " + sb + "  hash: \"" + argonHash + "\"\n" +
+			in + "- name: bob\n" + in + "  password_hash: '" + aliceHash + "'\n" +
+			"mail:\n  from: a@b.c\n"
+		loadBothWays(t, "fuzz", []byte(y))
+	})
+}
+
+// TestScanResolveMatchesYAML: the scanner tags a plain scalar as go-yaml
+// does, for every word in go-yaml's table, its near misses and the values
+// users hold.
+func TestScanResolveMatchesYAML(t *testing.T) {
+	s := userScanner{}
+	for _, v := range strings.Fields(`true True TRUE false False FALSE tRUE yes Yes no No on On off Off y Y n N
+		~ null Null NULL nULL nil .nan .NaN .inf -.inf +.Inf .5 1.5 1e3 0x1f 0o17 017 1_000 -1 +1 15m 1h 07:30 22:00
+		2026-12-05 2026-12-05T10:00:00Z 1:2:3 << <x both Europe/Berlin o f t ~x alice a@b.c 12abc -x +x .x`) {
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(v), &doc); err != nil {
+			t.Fatal(v, err)
+		}
+		if got, want := s.resolve(v), doc.Content[0].Tag; got != want {
+			t.Errorf("%q: scanner %s, go-yaml %s", v, got, want)
+		}
 	}
 }
