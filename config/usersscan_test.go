@@ -168,3 +168,28 @@ func TestScanResolveMatchesYAML(t *testing.T) {
 		}
 	}
 }
+
+// TestScanRunesYAMLReads: every non-ASCII rune the scanner lets through
+// (printableRune) is one go-yaml reads unchanged in a quoted scalar and
+// in a comment, so a character go-yaml refuses cannot vanish with the
+// blanked lines. Boundaries of the ranges and a sample between them.
+func TestScanRunesYAMLReads(t *testing.T) {
+	var rs []rune
+	for _, r := range []rune{0x7f, 0x80, 0x84, 0x85, 0x9f, 0xa0, 0xd7ff, 0xd800, 0xdfff, 0xe000, 0xfeff, 0xfffd, 0xfffe, 0xffff,
+		0x10000, 0x10ffff, 0x2027, 0x2028, 0x2029, 0x202a} {
+		rs = append(rs, r)
+	}
+	for r := rune(0xa0); r <= 0x10ffff; r += 211 {
+		rs = append(rs, r)
+	}
+	for _, r := range rs {
+		if !printableRune(r) {
+			continue
+		}
+		var m map[string]string
+		y := "x: \"a" + string(r) + "\" # " + string(r) + "\n"
+		if err := yaml.Unmarshal([]byte(y), &m); err != nil || m["x"] != "a"+string(r) {
+			t.Errorf("%U: go-yaml reads %q as %q, %v", r, y, m["x"], err)
+		}
+	}
+}
