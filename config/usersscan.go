@@ -132,8 +132,7 @@ func usersLine(b []byte) (start, line int) {
 // it will end, and the rest is usually short.
 func validBlock(b []byte) bool {
 	for i := 0; i < len(b); {
-		c := b[i]
-		if c == '\n' || (c >= 0x20 && c < 0x7f) {
+		if plainByte[b[i]] {
 			i++
 			continue
 		}
@@ -145,6 +144,16 @@ func validBlock(b []byte) bool {
 	}
 	return true
 }
+
+// plainByte: '\n' and printable ASCII; a table keeps validBlock's loop
+// tight (it reads the whole file).
+var plainByte = func() (t [256]bool) {
+	t['\n'] = true
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	return t
+}()
 
 // printableRune: a non-ASCII rune YAML allows in content that go-yaml does
 // not take for a line break or a byte order mark.
