@@ -28,7 +28,9 @@ func BenchmarkLoadUsers(b *testing.B) {
 
 // TestLoadUsersAllocations bounds what loading costs per user, in
 // allocations (deterministic, unlike time): through viper's generic maps
-// and mapstructure a user cost about 440, with a zone file read for each.
+// and mapstructure a user cost about 440, with a zone file read for each;
+// from go-yaml's node tree about 185; read by the scanner about 55. The
+// bound fails if the block form stops being scanned.
 func TestLoadUsersAllocations(t *testing.T) {
 	const n = 1000
 	y := bigConfig(n)
@@ -37,8 +39,8 @@ func TestLoadUsersAllocations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}) / n
-	if perUser > 300 {
-		t.Errorf("loading %d users: %.0f allocations a user, want at most 300", n, perUser)
+	if perUser > 100 {
+		t.Errorf("loading %d users: %.0f allocations a user, want at most 100", n, perUser)
 	}
 	t.Logf("%.0f allocations a user", perUser)
 }
