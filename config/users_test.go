@@ -151,3 +151,17 @@ func FuzzFastUsersMatchViper(f *testing.F) {
 		loadBothWays(t, "fuzz", y)
 	})
 }
+
+// TestEmptyKeyPartNamedStably: with several keys that have an empty part,
+// the error names the same one on every load (the first in order), not
+// whichever viper's map gave first; the fuzz target compares error texts
+// between loads and found it.
+func TestEmptyKeyPartNamedStably(t *testing.T) {
+	y := []byte(".a:\n  x: 1\n  y: 2\n  z: 3\n  w: 4\n")
+	for range 30 {
+		_, err := load("c.yaml", bytes.NewReader(y))
+		if want := `unknown key ".a.w"`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v, want one naming %s", err, want)
+		}
+	}
+}
