@@ -21,9 +21,14 @@ import (
 // fastUsers switches the direct decoding; tests turn it off to compare.
 var fastUsers = true
 
-func splitUsersIf(b []byte) (map[string]any, []rawUser, bool) {
+// fastSplit decodes the users list without viper: by the scanner if it
+// can (no node tree of the whole file), else from the node tree.
+func fastSplit(b []byte) (map[string]any, []rawUser, bool) {
 	if !fastUsers {
 		return nil, nil, false
+	}
+	if rest, users, ok := scanUsersIf(b); ok {
+		return rest, users, true
 	}
 	return splitUsers(b)
 }
@@ -31,34 +36,8 @@ func splitUsersIf(b []byte) (map[string]any, []rawUser, bool) {
 // splitUsers parses b; ok is false when the document or its users list is
 // not in the plain form described above.
 func splitUsers(b []byte) (rest map[string]any, users []rawUser, ok bool) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, nil, false
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		return nil, nil, false
-	}
-	top := doc.Content[0]
-	if top.Kind != yaml.MappingNode || !plain(top) {
-		return nil, nil, false
-	}
-	var list *yaml.Node
-	others := make([]*yaml.Node, 0, len(top.Content))
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		k, v := top.Content[i], top.Content[i+1]
-		if k.Kind != yaml.ScalarNode || k.Tag != "!!str" || !plain(k) {
-			return nil, nil, false // a merge key, a non-string key
-		}
-		if strings.EqualFold(k.Value, "users") {
-			if k.Value != "users" || list != nil {
-				return nil, nil, false // "Users:" or twice: viper's folding decides
-			}
-			list = v
-			continue
-		}
-		others = append(others, k, v)
-	}
-	if list == nil || list.Kind != yaml.SequenceNode || !plain(list) || len(list.Content) == 0 {
+	top, key, list, ok := splitTop(b)
+	if !ok || key == nil || list.Kind != yaml.SequenceNode || !plain(list) || len(list.Content) == 0 {
 		return nil, nil, false
 	}
 	users = make([]rawUser, len(list.Content))
@@ -67,15 +46,60 @@ func splitUsers(b []byte) (rest map[string]any, users []rawUser, ok bool) {
 			return nil, nil, false
 		}
 	}
-	// The rest decodes as yaml.Unmarshal into a map (what viper's codec
-	// does); it may fail (a duplicate key): then viper reports it.
-	restNode := *top
-	restNode.Content = others
-	rest = map[string]any{}
-	if err := restNode.Decode(&rest); err != nil {
+	if rest, ok = restMap(top, key); !ok {
 		return nil, nil, false
 	}
 	return rest, users, true
+}
+
+// splitTop parses b into its top-level mapping and finds the users entry in
+// it (key nil if there is none). ok is false unless the document is one
+// block mapping of plain string keys with "users" at most once, in that
+// spelling.
+func splitTop(b []byte) (top, key, list *yaml.Node, ok bool) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, nil, nil, false
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, nil, nil, false
+	}
+	top = doc.Content[0]
+	if top.Kind != yaml.MappingNode || !plain(top) || top.Style&yaml.FlowStyle != 0 {
+		return nil, nil, nil, false
+	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		k := top.Content[i]
+		if k.Kind != yaml.ScalarNode || k.Tag != "!!str" || !plain(k) {
+			return nil, nil, nil, false // a merge key, a non-string key
+		}
+		if strings.EqualFold(k.Value, "users") {
+			if k.Value != "users" || key != nil {
+				return nil, nil, nil, false // "Users:" or twice: viper's folding decides
+			}
+			key, list = k, top.Content[i+1]
+		}
+	}
+	return top, key, list, true
+}
+
+// restMap decodes top without the users entry as yaml.Unmarshal into a map
+// would (what viper's codec does); it may fail (a duplicate key): then
+// viper reports it.
+func restMap(top, key *yaml.Node) (map[string]any, bool) {
+	others := make([]*yaml.Node, 0, len(top.Content))
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i] != key {
+			others = append(others, top.Content[i], top.Content[i+1])
+		}
+	}
+	restNode := *top
+	restNode.Content = others
+	rest := map[string]any{}
+	if err := restNode.Decode(&rest); err != nil {
+		return nil, false
+	}
+	return rest, true
 }
 
 // plain: no anchor, alias or explicit tag, which viper would resolve.

@@ -28,7 +28,9 @@ func BenchmarkLoadUsers(b *testing.B) {
 
 // TestLoadUsersAllocations bounds what loading costs per user, in
 // allocations (deterministic, unlike time): through viper's generic maps
-// and mapstructure a user cost about 440, with a zone file read for each.
+// and mapstructure a user cost about 440, with a zone file read for each;
+// from go-yaml's node tree about 185; read by the scanner about 55. The
+// bound fails if the block form stops being scanned.
 func TestLoadUsersAllocations(t *testing.T) {
 	const n = 1000
 	y := bigConfig(n)
@@ -37,22 +39,22 @@ func TestLoadUsersAllocations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}) / n
-	if perUser > 300 {
-		t.Errorf("loading %d users: %.0f allocations a user, want at most 300", n, perUser)
+	if perUser > 100 {
+		t.Errorf("loading %d users: %.0f allocations a user, want at most 100", n, perUser)
 	}
 	t.Logf("%.0f allocations a user", perUser)
 }
 
-// bigConfig is a config with n users in the plain form, each with every
-// commonly used field.
+// bigConfig is a config with n users in the plain block form (the form
+// scanUsers reads), each with every commonly used field.
 func bigConfig(n int) []byte {
 	var b bytes.Buffer
 	b.WriteString("sources:\n  - name: load\n    secret: 0123456789abcdef\nusers:\n")
 	for i := range n {
 		fmt.Fprintf(&b, "  - name: \"user%07d\"\n    email: \"user%07d@example.com\"\n    password_hash: %q\n"+
 			"    app_passwords:\n      - name: phone\n        hash: %q\n    notify: both\n    timezone: Europe/Berlin\n"+
-			"    quiet_hours: {start: \"22:00\", end: \"07:00\", allow_urgent: true}\n    digest: true\n    lead_times: [15m]\n"+
-			"    identities: {github: u%d}\n", i, i, argonHash, argonHash, i)
+			"    quiet_hours:\n      start: \"22:00\"\n      end: \"07:00\"\n      allow_urgent: true\n    digest: true\n"+
+			"    lead_times:\n      - 15m\n    identities:\n      github: u%d\n", i, i, argonHash, argonHash, i)
 	}
 	return b.Bytes()
 }

@@ -10,21 +10,32 @@ import (
 	"testing"
 )
 
-// loadBothWays loads y with the users list decoded directly and through
-// viper alone, and fails unless both give the same config or error.
+// loadBothWays loads y with the users list read by the scanner
+// (usersscan.go), decoded from the node tree (users.go) and through viper
+// alone, and fails unless all give the same config or error. When the
+// scanner takes y, the node path must take it too, with the same users
+// and the same rest of the document.
 func loadBothWays(t *testing.T, name string, y []byte) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "duebridge.yaml")
 	fast, fastErr := load(p, bytes.NewReader(y))
+	scanUsersOn = false
+	node, nodeErr := load(p, bytes.NewReader(y))
 	fastUsers = false
 	slow, slowErr := load(p, bytes.NewReader(y))
-	fastUsers = true
-	if fmt.Sprint(fastErr) != fmt.Sprint(slowErr) {
-		t.Errorf("%s: direct decoding says\n%v\nviper says\n%v", name, fastErr, slowErr)
+	fastUsers, scanUsersOn = true, true
+	if fmt.Sprint(fastErr) != fmt.Sprint(slowErr) || fmt.Sprint(nodeErr) != fmt.Sprint(slowErr) {
+		t.Errorf("%s: scanner says\n%v\nnode tree says\n%v\nviper says\n%v", name, fastErr, nodeErr, slowErr)
 		return
 	}
-	if !reflect.DeepEqual(fast, slow) {
-		t.Errorf("%s: direct decoding gives\n%+v\nviper gives\n%+v", name, fast, slow)
+	if !reflect.DeepEqual(fast, slow) || !reflect.DeepEqual(node, slow) {
+		t.Errorf("%s: scanner gives\n%+v\nnode tree gives\n%+v\nviper gives\n%+v", name, fast, node, slow)
+	}
+	if rest, users, ok := scanUsers(y); ok {
+		nrest, nusers, nok := splitUsers(y)
+		if !nok || !reflect.DeepEqual(rest, nrest) || !reflect.DeepEqual(users, nusers) {
+			t.Errorf("%s: the scanner took it, the node path %v:\n%+v %+v\n%+v %+v", name, nok, rest, users, nrest, nusers)
+		}
 	}
 }
 
@@ -122,8 +133,9 @@ func TestArgon2idParams(t *testing.T) {
 	}
 }
 
-// FuzzFastUsersMatchViper: for any document, decoding the users list
-// directly and through viper give the same config or the same error.
+// FuzzFastUsersMatchViper: for any document, reading the users list with
+// the scanner, decoding it from the node tree and through viper give the
+// same config or the same error.
 func FuzzFastUsersMatchViper(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join(testdata, "*.yaml"))
 	for _, p := range files {
@@ -132,8 +144,24 @@ func FuzzFastUsersMatchViper(f *testing.F) {
 		}
 	}
 	f.Add(bigConfig(2))
+	f.Add(loadToolConfig(2))
+	f.Add([]byte("# c\nusers:  # all\n- name: a  # x\n  password_hash: 'x''y'\n  lead_times:\n  - 15m\n  identities:\n    github: \"a\\\"b\"\n\nmail:\n  from: a@b.c\n"))
 	f.Add([]byte("users:\n  - name: a\n    password_hash: x\n    identities: {github: a}\n    quiet_hours: {start: \"22:00\", end: \"07:00\"}\n"))
 	f.Fuzz(func(t *testing.T, y []byte) {
 		loadBothWays(t, "fuzz", y)
 	})
+}
+
+// TestEmptyKeyPartNamedStably: with several keys that have an empty part,
+// the error names the same one on every load (the first in order), not
+// whichever viper's map gave first; the fuzz target compares error texts
+// between loads and found it.
+func TestEmptyKeyPartNamedStably(t *testing.T) {
+	y := []byte(".a:\n  x: 1\n  y: 2\n  z: 3\n  w: 4\n")
+	for range 30 {
+		_, err := load("c.yaml", bytes.NewReader(y))
+		if want := `unknown key ".a.w"`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v, want one naming %s", err, want)
+		}
+	}
 }
