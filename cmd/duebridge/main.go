@@ -55,9 +55,10 @@ webhook source; the credentials are printed at start-up.`,
 			var err error
 			if cfgPath != "" {
 				cfg, err = config.Load(cfgPath)
-				// Reading a large users list peaks at several times what
-				// the config keeps (the YAML node tree: ~3 KB a user);
-				// hand that back now rather than hold it as RSS.
+				// Reading a large users list peaks at a few times what the
+				// config keeps (the file's bytes, and the YAML node tree
+				// when the list is not in block form: ~3 KB a user); hand
+				// that back now rather than hold it as RSS.
 				rtdebug.FreeOSMemory()
 			} else {
 				cfg, err = config.Demo(dataDir)
