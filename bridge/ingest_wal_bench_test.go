@@ -20,21 +20,14 @@ import (
 // and its growth counts every frame. "cpu-us/op" is the process's CPU time
 // (user + system, the syscalls included) per ingest, less sensitive than
 // ns/op to other work on a shared machine.
-func BenchmarkIngestWALPages(b *testing.B) { benchIngestWAL(b, 0, 0) }
+func BenchmarkIngestWALPages(b *testing.B) { benchIngestWAL(b, 0) }
 
 // BenchmarkIngestWALPagesProjects is BenchmarkIngestWALPages with tasks
 // spread over ten projects, so each user has twenty collections (the load
 // command's shape: --tasks 1000 over 100 users).
-func BenchmarkIngestWALPagesProjects(b *testing.B) { benchIngestWAL(b, 10, 0) }
+func BenchmarkIngestWALPagesProjects(b *testing.B) { benchIngestWAL(b, 10) }
 
-// BenchmarkIngestAfterReads is BenchmarkIngestWALPagesProjects with three
-// reads after each ingest, at once, as a commit sets off (the IMAP
-// refresh of open mailboxes, the scheduler's check): they take pool
-// connections, so a writer on whichever connection is free would begin on
-// one whose page cache SQLite has emptied.
-func BenchmarkIngestAfterReads(b *testing.B) { benchIngestWAL(b, 10, 3) }
-
-func benchIngestWAL(b *testing.B, projects, reads int) {
+func benchIngestWAL(b *testing.B, projects int) {
 	s := groupService(b)
 	users := []string{"alice", "bob", "carol"}
 	ingest := func(id string, i int) {
@@ -69,22 +62,8 @@ func benchIngestWAL(b *testing.B, projects, reads int) {
 	}
 	before, cpu0 := size(), cpuTime(b)
 	b.ResetTimer()
-	readErr := make(chan error, reads)
 	for i := range b.N {
 		ingest(fmt.Sprintf("B-%d", i), i)
-		for range reads {
-			go func() {
-				readErr <- s.st.View(context.Background(), func(tx store.Tx) error {
-					_, err := tx.Task("tracker", fmt.Sprintf("B-%d", i))
-					return err
-				})
-			}()
-		}
-		for range reads {
-			if err := <-readErr; err != nil {
-				b.Fatal(err)
-			}
-		}
 	}
 	b.StopTimer()
 	cpu := cpuTime(b) - cpu0

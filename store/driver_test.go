@@ -29,16 +29,6 @@ type countingDriver struct {
 	cancellable atomic.Int64 // of those, with a cancellable context
 	ctagExecs   atomic.Int64 // runs of statements containing ctagUpdate
 	objectPuts  atomic.Int64 // runs of statements containing objectInsert
-	// writeConns are the connections write transactions began on.
-	writeMu    sync.Mutex
-	writeConns map[*countingConn]bool
-}
-
-// writers is how many distinct connections write transactions began on.
-func (d *countingDriver) writers() int {
-	d.writeMu.Lock()
-	defer d.writeMu.Unlock()
-	return len(d.writeConns)
 }
 
 const (
@@ -110,14 +100,6 @@ func (c *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stm
 
 func (c *countingConn) BeginTx(ctx context.Context, o driver.TxOptions) (driver.Tx, error) {
 	c.d.begins.Add(1)
-	if !o.ReadOnly {
-		c.d.writeMu.Lock()
-		if c.d.writeConns == nil {
-			c.d.writeConns = map[*countingConn]bool{}
-		}
-		c.d.writeConns[c] = true
-		c.d.writeMu.Unlock()
-	}
 	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, o)
 }
 

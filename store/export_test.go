@@ -56,6 +56,3 @@ func CreateSQLiteSchemaAt(db *sql.DB, version int) error {
 	}
 	return nil
 }
-
-// IdleConns is the number of idle connections in s's pool.
-func IdleConns(s Store) int { return s.(*sqlStore).db.Stats().Idle }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,13 +47,6 @@ type sqlStore struct {
 	// turn to the next writer the moment the last one commits. Other
 	// processes on the same file still meet busy_timeout.
 	writeTurn chan struct{}
-	// writer (SQLite only; guarded by writeTurn) is the one connection
-	// write transactions run on. SQLite drops a connection's page cache
-	// when it finds that another connection committed since its last
-	// transaction; with the writer on whichever pool connection was free,
-	// every write began by reading its pages again. Only the writer
-	// commits, so its cache stays good from one write to the next.
-	writer *sql.Conn
 	// SQLite only: commits poke the background checkpointer (checkpoint.go)
 	// instead of checkpointing on the committing writer's time.
 	checkpoint     chan struct{}
@@ -111,9 +103,8 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		// One writer at a time is SQLite's model; readers use WAL snapshots.
 		// Connections stay open (database/sql keeps 2 idle by default) so
 		// the statements prepared on them stay prepared.
-		// Eight for readers and one held by the writer.
-		s.db.SetMaxOpenConns(9)
-		s.db.SetMaxIdleConns(9)
+		s.db.SetMaxOpenConns(8)
+		s.db.SetMaxIdleConns(8)
 		s.prepared.db = s.db
 	case Postgres:
 		s.db, err = sql.Open("pgx", source)
@@ -196,14 +187,6 @@ func (s *sqlStore) Close() error {
 	}
 	s.stopCheckpointer()
 	s.prepared.close()
-	if s.writeTurn != nil {
-		s.writeTurn <- struct{}{} // no write runs while the writer closes
-		if s.writer != nil {
-			s.writer.Close()
-			s.writer = nil
-		}
-		<-s.writeTurn
-	}
 	return s.db.Close()
 }
 
@@ -267,8 +250,6 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 		// statement; a View promises one snapshot. A read-only REPEATABLE
 		// READ transaction never fails with a serialisation error.
 		sqlTxn, err = s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
-	case s.dialect == SQLite:
-		sqlTxn, err = s.beginWrite(ctx)
 	default:
 		sqlTxn, err = s.db.BeginTx(ctx, nil)
 	}
@@ -331,27 +312,6 @@ func (s *sqlStore) run(ctx context.Context, readOnly bool, fn func(Tx) error) (e
 		s.opts.OnCommit(tx.events)
 	}
 	return nil
-}
-
-// beginWrite starts a write transaction on SQLite on the writer's own
-// connection (s.writer); the caller holds writeTurn. A connection the
-// driver or database/sql gave up on (sql.ErrConnDone) is replaced once.
-func (s *sqlStore) beginWrite(ctx context.Context) (*sql.Tx, error) {
-	for try := 0; ; try++ {
-		if s.writer == nil {
-			c, err := s.db.Conn(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("writer connection: %w", err)
-			}
-			s.writer = c
-		}
-		tx, err := s.writer.BeginTx(ctx, nil)
-		if err == nil || try > 0 || !(errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn)) {
-			return tx, err
-		}
-		s.writer.Close()
-		s.writer = nil
-	}
 }
 
 // beginDeferred starts a read transaction on SQLite without the immediate
