@@ -94,10 +94,12 @@ func New(open OpenStore, cfg *config.Config, o Options) (*Service, error) {
 	}
 	s := &Service{hub: newHub(), log: o.Logger, clock: o.Clock, metrics: newMetrics(o.Registry)}
 	s.hub.register(s)
-	st, err := open(store.Options{OnCommit: s.hub.Publish, Clock: s.clock})
+	st, err := open(store.Options{OnCommit: s.hub.Publish, Clock: s.clock,
+		WALRestartFrames: cfg.Limits.SQLiteWALMB * (1 << 20) / 4096})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	s.registerWALMetrics(st)
 	s.st = st
 	s.cfg.Store(cfg)
 	s.devices = newDevices(s)

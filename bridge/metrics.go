@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/duebridge/duebridge/internal/metricsreg"
+	"github.com/duebridge/duebridge/store"
 )
 
 // coreMetrics are the core's Prometheus collectors. Adapters register their own
@@ -63,6 +64,26 @@ func newMetrics(reg *prometheus.Registry) *coreMetrics {
 	m.Mails = metricsreg.Register(reg, m.Mails)
 	m.HashChecks = metricsreg.Register(reg, m.HashChecks)
 	return m
+}
+
+// walReporter is the SQLite store's report on its write-ahead log.
+type walReporter interface{ WALStats() store.WALStats }
+
+// registerWALMetrics exports the SQLite store's write-ahead log: its length
+// (bounded by limits.sqlite_wal_mb) and how often it was started over.
+func (s *Service) registerWALMetrics(st store.Store) {
+	w, ok := st.(walReporter)
+	if !ok {
+		return
+	}
+	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "duebridge_store_wal_bytes",
+		Help: "SQLite write-ahead log length at the last checkpoint (limits.sqlite_wal_mb bounds it).",
+	}, func() float64 { return float64(w.WALStats().Frames * 4096) }))
+	register(s, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "duebridge_store_wal_restarts_total",
+		Help: "Times the SQLite write-ahead log passed limits.sqlite_wal_mb and was started over.",
+	}, func() float64 { return float64(w.WALStats().Restarts) }))
 }
 
 // register adds c to the service's registry, or returns the collector

@@ -226,6 +226,9 @@ type Limits struct {
 	// SyncHealthUsers bounds the users whose CalDAV sync health is kept
 	// in memory (the least recently seen is forgotten past it).
 	SyncHealthUsers int
+	// SQLiteWALMB bounds SQLite's write-ahead log: past it the store starts
+	// the log over (store.Options.WALRestartFrames).
+	SQLiteWALMB int
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int
 	// OwnRemindersPerUser and OwnReminderBytesPerUser bound what one user

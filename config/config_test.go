@@ -232,7 +232,7 @@ func TestLoadValid(t *testing.T) {
 	}
 	wantLimits := Limits{
 		WebhookBodyBytes: 1 << 20, ICalObjectBytes: 64 << 10, ClientPropsBytes: 16 << 10, IMAPLiteralBytes: 2 << 20,
-		IMAPConnsPerUser: 5, ConnsPerAddress: 100, LoginFailureDelay: 2 * time.Second, LockoutFailures: 5, LockoutWindow: 30 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, SyncHealthUsers: 100000, MultigetHrefs: 1000,
+		IMAPConnsPerUser: 5, ConnsPerAddress: 100, LoginFailureDelay: 2 * time.Second, LockoutFailures: 5, LockoutWindow: 30 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, SyncHealthUsers: 100000, SQLiteWALMB: 64, MultigetHrefs: 1000,
 		IMAPKeywordsPerMessage: 50, IMAPKeywordsPerMailbox: 250, IMAPKeywordBytes: 64,
 		SubmissionAuthTimeout: time.Minute, SubmissionUnauthConns: 50, SubmissionUnauthPerAddress: 10,
 		TaskTitleBytes: 1024, TaskDescriptionBytes: 64 << 10, TaskURLBytes: 2048, TaskLabelBytes: 256, TaskLabels: 100,
@@ -349,7 +349,7 @@ func checkDefaults(t *testing.T, c *Config) {
 	}
 	want := Limits{
 		WebhookBodyBytes: 8 << 20, ICalObjectBytes: 256 << 10, ClientPropsBytes: 16 << 10, IMAPLiteralBytes: 1 << 20, IMAPConnsPerUser: 20, ConnsPerAddress: 100,
-		LoginFailureDelay: time.Second, LockoutFailures: 10, LockoutWindow: 15 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, SyncHealthUsers: 100000, MultigetHrefs: 1000,
+		LoginFailureDelay: time.Second, LockoutFailures: 10, LockoutWindow: 15 * time.Minute, DevicesPerUser: 50, DeviceCacheEntries: 1000000, DeviceCacheTTL: 20 * time.Minute, SyncHealthUsers: 100000, SQLiteWALMB: 64, MultigetHrefs: 1000,
 		IMAPKeywordsPerMessage: 50, IMAPKeywordsPerMailbox: 250, IMAPKeywordBytes: 64,
 		SubmissionAuthTimeout: time.Minute, SubmissionUnauthConns: 50, SubmissionUnauthPerAddress: 10,
 		TaskTitleBytes: 1024, TaskDescriptionBytes: 64 << 10, TaskURLBytes: 2048, TaskLabelBytes: 256, TaskLabels: 100,

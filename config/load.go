@@ -88,6 +88,7 @@ type raw struct {
 		DeviceCacheMax    int    `mapstructure:"device_cache_entries"`
 		DeviceCacheTTL    string `mapstructure:"device_cache_ttl"`
 		SyncHealthUsers   int    `mapstructure:"sync_health_users"`
+		SQLiteWALMB       int    `mapstructure:"sqlite_wal_mb"`
 
 		SubmissionAuthTimeout      string `mapstructure:"submission_auth_timeout"`
 		SubmissionUnauthConns      int    `mapstructure:"submission_unauth_conns"`
@@ -496,7 +497,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		WebhookBodyBytes: r.Limits.WebhookBodyBytes, ICalObjectBytes: r.Limits.ICalObjectBytes,
 		ClientPropsBytes: r.Limits.ClientPropsBytes, IMAPLiteralBytes: r.Limits.IMAPLiteralBytes, IMAPConnsPerUser: r.Limits.IMAPConnsPerUser,
 		LockoutFailures: r.Limits.LockoutFailures, DevicesPerUser: r.Limits.DevicesPerUser, ConnsPerAddress: r.Limits.ConnsPerAddress,
-		DeviceCacheEntries: r.Limits.DeviceCacheMax, SyncHealthUsers: r.Limits.SyncHealthUsers,
+		DeviceCacheEntries: r.Limits.DeviceCacheMax, SyncHealthUsers: r.Limits.SyncHealthUsers, SQLiteWALMB: r.Limits.SQLiteWALMB,
 		MultigetHrefs:       r.Limits.MultigetHrefs,
 		OwnRemindersPerUser: r.Limits.OwnReminders, OwnReminderBytesPerUser: r.Limits.OwnReminderBytes,
 		RecurrenceSteps: r.Limits.RecurrenceSteps, RecurrenceStepsPerRequest: r.Limits.RecurrenceStepsRq,
@@ -514,6 +515,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		"limits.devices_per_user":             int64(r.Limits.DevicesPerUser),
 		"limits.device_cache_entries":         int64(r.Limits.DeviceCacheMax),
 		"limits.sync_health_users":            int64(r.Limits.SyncHealthUsers),
+		"limits.sqlite_wal_mb":                int64(r.Limits.SQLiteWALMB),
 		"limits.conns_per_address":            int64(r.Limits.ConnsPerAddress),
 		"limits.multiget_hrefs":               int64(r.Limits.MultigetHrefs),
 		"limits.own_reminders_per_user":       int64(r.Limits.OwnReminders),

@@ -59,6 +59,9 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 	s.stopCheckpoint = make(chan struct{})
 	s.checkpointDone = make(chan struct{})
 	delay, resetAt := checkpointDelay, walResetFrames
+	if s.opts.WALRestartFrames > 0 {
+		resetAt = s.opts.WALRestartFrames
+	}
 	ctx := context.Background()
 	go func() {
 		defer close(s.checkpointDone)
@@ -80,6 +83,7 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 				log.Warn("store: background WAL checkpoint failed; retrying after the next commit", "err", err)
 				continue
 			}
+			s.walFrames.Store(int64(r.log))
 			if r.busy {
 				// Another connection (or process) is checkpointing: try
 				// again after the delay, as a commit may not come soon.
@@ -111,10 +115,17 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 				log.Debug("store: WAL not restarted: a reader still reads it; retrying", "frames", r.log, "writers_held", held)
 				s.pokeCheckpointer()
 			default:
+				s.walRestarts.Add(1)
 				log.Debug("store: WAL restarted", "frames", r.log, "writers_held", held)
 			}
 		}
 	}()
+}
+
+// WALStats reports the write-ahead log's length at the last checkpoint and
+// how often it was started over (zero on PostgreSQL).
+func (s *sqlStore) WALStats() WALStats {
+	return WALStats{Frames: s.walFrames.Load(), Restarts: s.walRestarts.Load()}
 }
 
 // checkpointResult is what PRAGMA wal_checkpoint returns: whether it could

@@ -52,6 +52,8 @@ type sqlStore struct {
 	checkpoint     chan struct{}
 	stopCheckpoint chan struct{}
 	checkpointDone chan struct{}
+	// walFrames and walRestarts are reported by WALStats.
+	walFrames, walRestarts atomic.Int64
 
 	// SQLite only: statements prepared once per pool connection (stmt).
 	prepared prepared

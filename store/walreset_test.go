@@ -37,9 +37,8 @@ func (h logSignal) Handle(_ context.Context, r slog.Record) error {
 // what it held was copied again by the first checkpoint after a crash.
 func TestWALStartsOverAfterGrowth(t *testing.T) {
 	defer store.SetCheckpointDelay(time.Millisecond)()
-	defer store.SetWALResetFrames(200)()
 	restarted := make(chan struct{}, 1)
-	s, err := store.Open(t.Context(), store.SQLite, t.TempDir(), store.Options{
+	s, err := store.Open(t.Context(), store.SQLite, t.TempDir(), store.Options{WALRestartFrames: 200, // limits.sqlite_wal_mb
 		Logger: slog.New(logSignal{msg: "store: WAL restarted", ch: restarted})})
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +68,9 @@ func TestWALStartsOverAfterGrowth(t *testing.T) {
 	case <-restarted:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the WAL was not started over after its reader finished")
+	}
+	if st := s.(interface{ WALStats() store.WALStats }).WALStats(); st.Restarts < 1 || st.Frames < 200 {
+		t.Errorf("WALStats %+v, want a restart counted and the long WAL's frames seen", st)
 	}
 	err = s.Update(t.Context(), func(tx store.Tx) error {
 		return tx.AddDevicePassword(&store.DevicePassword{ID: "d1", User: "alice", Name: "iPhone", Hash: []byte("h"), Created: time.Now()})

@@ -226,6 +226,8 @@ func TestServeEndToEnd(t *testing.T) {
 		`duebridge_webhook_tasks_total{result="accepted",source="tracker"} 1`,
 		`duebridge_http_requests_total{code="200",method="POST",route="POST /hooks/{source}"} 1`,
 		`duebridge_store_seconds_bucket`,
+		"\nduebridge_store_wal_bytes ", // SQLite's log, bounded by limits.sqlite_wal_mb
+		"\nduebridge_store_wal_restarts_total 0",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
