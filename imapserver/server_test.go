@@ -20,6 +20,13 @@ func TestLogin(t *testing.T) {
 
 	t.Run("good", func(t *testing.T) {
 		c := ts.login(t, "alice", nil)
+		// go-imap v2.0.0-beta.9's client ends a command's Wait before it
+		// records the state the command changed (completeCommand), so
+		// State right after Login can still say "not authenticated". The
+		// reader goroutine has recorded it once it reads the next reply.
+		if err := c.Noop().Wait(); err != nil {
+			t.Fatalf("NOOP after login: %v", err)
+		}
 		if c.State() != imap.ConnStateAuthenticated {
 			t.Errorf("state after login: %v", c.State())
 		}
