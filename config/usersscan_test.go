@@ -158,7 +158,7 @@ func TestScanResolveMatchesYAML(t *testing.T) {
 	s := userScanner{}
 	for _, v := range strings.Fields(`true True TRUE false False FALSE tRUE yes Yes no No on On off Off y Y n N
 		~ null Null NULL nULL nil .nan .NaN .inf -.inf +.Inf .5 1.5 1e3 0x1f 0o17 017 1_000 -1 +1 15m 1h 07:30 22:00
-		2026-12-05 2026-12-05T10:00:00Z 1:2:3 << <x both Europe/Berlin o f t ~x alice a@b.c 12abc -x +x .x`) {
+		2001-12-14 2001-12-14T21:59:43Z 1:2:3 << <x both Europe/Berlin o f t ~x alice a@b.c 12abc -x +x .x`) {
 		var doc yaml.Node
 		if err := yaml.Unmarshal([]byte(v), &doc); err != nil {
 			t.Fatal(v, err)
