@@ -95,7 +95,7 @@ func New(open OpenStore, cfg *config.Config, o Options) (*Service, error) {
 	s := &Service{hub: newHub(), log: o.Logger, clock: o.Clock, metrics: newMetrics(o.Registry)}
 	s.hub.register(s)
 	st, err := open(store.Options{OnCommit: s.hub.Publish, Clock: s.clock,
-		WALRestartFrames: cfg.Limits.SQLiteWALMB * (1 << 20) / 4096})
+		WALRestartBytes: int64(cfg.Limits.SQLiteWALMB) << 20})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -48,11 +48,6 @@ func (t *deliveryCallsTx) DeliveriesSeen(source string, keys []string, since int
 	return t.dt().DeliveriesSeen(source, keys, since)
 }
 
-func (t *deliveryCallsTx) RecordDeliveries(source string, keys []string, at int64) error {
-	t.d.note("RecordDeliveries")
-	return t.dt().RecordDeliveries(source, keys, at)
-}
-
 func (t *deliveryCallsTx) ClaimDeliveries(source string, keys []string, since, at int64) (bool, error) {
 	t.d.note("ClaimDeliveries")
 	return t.dt().ClaimDeliveries(source, keys, since, at)

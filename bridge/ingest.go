@@ -755,17 +755,15 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 		event, err := render.Event(evIn)
 		return [][]byte{todo, event}, err
 	}
+	type part struct{ coll, kind, uid string }
+	parts := []part{{todoColl, store.KindTodos, render.TodoUID(t.Source, t.ID)}}
+	if withEvent {
+		parts = append(parts, part{eventColl, store.KindEvents, render.EventUID(t.Source, t.ID)})
+	}
 	return w.doMany(renderBoth, func(data [][]byte) error {
-		objs := make([]*store.Object, 0, 2)
-		o, err := w.objectToPut(u.Name, todoColl, store.KindTodos, t, name, render.TodoUID(t.Source, t.ID), data[0], etags[todoColl])
-		if err != nil {
-			return err
-		}
-		if o != nil {
-			objs = append(objs, o)
-		}
-		if withEvent {
-			o, err := w.objectToPut(u.Name, eventColl, store.KindEvents, t, name, render.EventUID(t.Source, t.ID), data[1], etags[eventColl])
+		objs := make([]*store.Object, 0, len(parts))
+		for i, p := range parts {
+			o, err := w.objectToPut(u.Name, p.coll, p.kind, t, name, p.uid, data[i], etags[p.coll])
 			if err != nil {
 				return err
 			}

@@ -79,7 +79,7 @@ func (s *Service) registerWALMetrics(st store.Store) {
 	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "duebridge_store_wal_bytes",
 		Help: "SQLite write-ahead log length at the last checkpoint (limits.sqlite_wal_mb bounds it).",
-	}, func() float64 { return float64(w.WALStats().Frames * 4096) }))
+	}, func() float64 { return float64(w.WALStats().Bytes) }))
 	register(s, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "duebridge_store_wal_restarts_total",
 		Help: "Times the SQLite write-ahead log passed limits.sqlite_wal_mb and was started over.",

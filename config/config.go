@@ -227,7 +227,7 @@ type Limits struct {
 	// in memory (the least recently seen is forgotten past it).
 	SyncHealthUsers int
 	// SQLiteWALMB bounds SQLite's write-ahead log: past it the store starts
-	// the log over (store.Options.WALRestartFrames).
+	// the log over (store.Options.WALRestartBytes).
 	SQLiteWALMB int
 	// MultigetHrefs caps the distinct hrefs of one calendar-multiget.
 	MultigetHrefs int

@@ -274,28 +274,23 @@ func (tx *sqlTx) PutObjects(objs []*Object) error {
 	if err != nil {
 		return err
 	}
-	if len(objs) == 2 && !sameObject(objs[0], objs[1]) {
-		args := make([]any, 0, 20)
-		for _, o := range objs {
-			o.Seq, o.Modified, o.Deleted = seq, tx.now, false
-			args = append(args, o.User, o.Collection, o.Name, o.UID, o.Source, o.TaskID, o.ETag, o.Data, seq, nanos(o.Modified))
+	pair := len(objs) == 2 && !sameObject(objs[0], objs[1])
+	args := make([]any, 0, 10*len(objs))
+	for _, o := range objs {
+		o.Seq, o.Modified, o.Deleted = seq, tx.now, false
+		row := []any{o.User, o.Collection, o.Name, o.UID, o.Source, o.TaskID, o.ETag, o.Data, seq, nanos(o.Modified)}
+		if pair {
+			args = append(args, row...)
+		} else if _, err := tx.exec(putObjectSQL, row...); err != nil {
+			return fmt.Errorf("put object %s/%s/%s: %w", o.User, o.Collection, o.Name, err)
 		}
+	}
+	if pair {
 		if _, err := tx.exec(putObject2SQL, args...); err != nil {
 			return fmt.Errorf("put objects %s/%s/%s and %s/%s: %w", objs[0].User, objs[0].Collection, objs[0].Name, objs[1].Collection, objs[1].Name, err)
 		}
-		for _, o := range objs {
-			if err := tx.touchCollection(o.User, o.Collection, seq); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
 	for _, o := range objs {
-		o.Seq, o.Modified, o.Deleted = seq, tx.now, false
-		_, err = tx.exec(putObjectSQL, o.User, o.Collection, o.Name, o.UID, o.Source, o.TaskID, o.ETag, o.Data, seq, nanos(o.Modified))
-		if err != nil {
-			return fmt.Errorf("put object %s/%s/%s: %w", o.User, o.Collection, o.Name, err)
-		}
 		if err := tx.touchCollection(o.User, o.Collection, seq); err != nil {
 			return err
 		}

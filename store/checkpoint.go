@@ -31,11 +31,11 @@ import (
 // marks none of them as copied, so the first checkpoint after a restart
 // copied the whole WAL into the database again, while the phones polled.
 // Two things bound it:
-//   - once the WAL holds more than walResetFrames, the checkpointer holds
+//   - once the WAL holds more than Options.WALRestartBytes, the checkpointer holds
 //     the writers' turn for one RESTART checkpoint (it copies what they
 //     added since the PASSIVE one), so the next commit writes the WAL from
 //     its start; writers wait about one commit's time, once per
-//     walResetFrames of WAL, which only writers that never pause reach;
+//     WALRestartBytes of WAL, which only writers that never pause reach;
 //   - at open, whatever WAL a killed process left is copied before the
 //     store is handed out (checkpointAtOpen), so a restart pays for it
 //     before serving, not during the first polls.
@@ -45,11 +45,14 @@ import (
 // ~2,000 pages). A variable so tests can hold the checkpoint back.
 var checkpointDelay = 250 * time.Millisecond
 
-// walResetFrames is the WAL length (frames: one page each, 4 KiB) past
-// which the checkpointer starts it over: 64 MiB, some 60 ms of recovery
-// and 50 ms of copying at the open after a crash. A variable so tests can
-// lower it.
-var walResetFrames = 16384
+// defaultWALRestartBytes is the WAL length past which the checkpointer
+// starts it over unless Options say otherwise: some 60 ms of recovery and
+// 50 ms of copying at the open after a crash.
+const defaultWALRestartBytes = 64 << 20
+
+// walFrameBytes is one WAL frame's page: SQLite's default page size, which
+// the store never changes (the frame's 24-byte header aside).
+const walFrameBytes = 4096
 
 func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 	if log == nil {
@@ -58,9 +61,9 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 	s.checkpoint = make(chan struct{}, 1)
 	s.stopCheckpoint = make(chan struct{})
 	s.checkpointDone = make(chan struct{})
-	delay, resetAt := checkpointDelay, walResetFrames
-	if s.opts.WALRestartFrames > 0 {
-		resetAt = s.opts.WALRestartFrames
+	delay, resetAt := checkpointDelay, int64(defaultWALRestartBytes)
+	if s.opts.WALRestartBytes > 0 {
+		resetAt = s.opts.WALRestartBytes
 	}
 	ctx := context.Background()
 	go func() {
@@ -78,7 +81,7 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 				return
 			case <-time.After(delay):
 			}
-			r, err := s.walCheckpoint(ctx, s.db, "PASSIVE")
+			r, err := walCheckpoint(ctx, s.db, "PASSIVE")
 			if err != nil {
 				log.Warn("store: background WAL checkpoint failed; retrying after the next commit", "err", err)
 				continue
@@ -90,13 +93,13 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 				s.pokeCheckpointer()
 				continue
 			}
-			if r.log <= resetAt {
+			if int64(r.log)*walFrameBytes <= resetAt {
 				continue
 			}
 			// The PASSIVE pass copied nearly all of it, writers going on;
 			// with the writers held, what they added meanwhile is copied
 			// and the WAL starts over. Writers wait that long, about one
-			// commit's time, once per walResetFrames of WAL.
+			// commit's time, once per resetAt of WAL.
 			select {
 			case s.writeTurn <- struct{}{}:
 			case <-s.stopCheckpoint:
@@ -125,7 +128,7 @@ func (s *sqlStore) startCheckpointer(log *slog.Logger) {
 // WALStats reports the write-ahead log's length at the last checkpoint and
 // how often it was started over (zero on PostgreSQL).
 func (s *sqlStore) WALStats() WALStats {
-	return WALStats{Frames: s.walFrames.Load(), Restarts: s.walRestarts.Load()}
+	return WALStats{Bytes: s.walFrames.Load() * walFrameBytes, Restarts: s.walRestarts.Load()}
 }
 
 // checkpointResult is what PRAGMA wal_checkpoint returns: whether it could
@@ -137,7 +140,7 @@ type checkpointResult struct {
 }
 
 // walCheckpoint runs a checkpoint in mode (PASSIVE, RESTART) on q.
-func (s *sqlStore) walCheckpoint(ctx context.Context, q interface {
+func walCheckpoint(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, mode string) (checkpointResult, error) {
 	var r checkpointResult
@@ -162,7 +165,7 @@ func (s *sqlStore) checkpointNoWait(ctx context.Context, mode string) (r checkpo
 	if _, err := conn.ExecContext(ctx, `PRAGMA busy_timeout = 0`); err != nil {
 		return r, fmt.Errorf("WAL checkpoint (%s): %w", mode, err)
 	}
-	r, err = s.walCheckpoint(ctx, conn, mode)
+	r, err = walCheckpoint(ctx, conn, mode)
 	if _, rerr := conn.ExecContext(ctx, `PRAGMA busy_timeout = `+busyTimeoutMillis); rerr != nil {
 		// The pool must not keep a connection that fails at once on a lock.
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
@@ -189,7 +192,7 @@ func (s *sqlStore) checkpointAtOpen(ctx context.Context, walBytes int64, log *sl
 		log = slog.Default()
 	}
 	start := time.Now()
-	r, err := s.walCheckpoint(ctx, s.db, "PASSIVE")
+	r, err := walCheckpoint(ctx, s.db, "PASSIVE")
 	if err != nil {
 		log.Warn("store: checkpointing the WAL found at open failed; the background checkpoint copies it while serving", "err", err)
 		return

@@ -43,11 +43,12 @@ func crashWriter(dir string) error {
 	batch, _ := strconv.Atoi(os.Getenv(crashChildEnv + "_BATCH"))
 	taskBytes, _ := strconv.Atoi(os.Getenv(crashChildEnv + "_TASK_BYTES"))
 	desc := strings.Repeat("d", taskBytes)
+	var o store.Options
 	if os.Getenv(crashChildEnv+"_NO_RESTART") != "" {
-		store.SetWALResetFrames(math.MaxInt) // the WAL as it grew before the restart existed
+		o.WALRestartBytes = math.MaxInt64 // the WAL as it grew before the restart existed
 	}
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.SQLite, dir, store.Options{})
+	s, err := store.Open(ctx, store.SQLite, dir, o)
 	if err != nil {
 		return err
 	}

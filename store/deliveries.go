@@ -30,10 +30,8 @@ type DeliveryTx interface {
 	// DeliveriesSeen returns those of source's keys recorded at or after
 	// since (Unix nanoseconds).
 	DeliveriesSeen(source string, keys []string, since int64) (map[string]bool, error)
-	// RecordDeliveries records source's keys as seen at at.
-	RecordDeliveries(source string, keys []string, at int64) error
-	// ClaimDeliveries is DeliveriesSeen and, when none was seen,
-	// RecordDeliveries, one statement per key: it records each key not
+	// ClaimDeliveries checks and records source's keys, one statement per
+	// key: it records each key not
 	// recorded at or after since as seen at at, and reports false when
 	// some key was (the caller rolls the transaction back: it is a replay).
 	ClaimDeliveries(source string, keys []string, since, at int64) (bool, error)
@@ -55,17 +53,6 @@ func (tx *sqlTx) DeliveriesSeen(source string, keys []string, since int64) (map[
 		out[k] = true
 	}
 	return out, nil
-}
-
-func (tx *sqlTx) RecordDeliveries(source string, keys []string, at int64) error {
-	for _, k := range keys {
-		_, err := tx.exec(`INSERT INTO deliveries (source, key, seen_at) VALUES (?, ?, ?)
-ON CONFLICT (source, key) DO UPDATE SET seen_at = excluded.seen_at`, source, k, at)
-		if err != nil {
-			return fmt.Errorf("record delivery: %w", err)
-		}
-	}
-	return nil
 }
 
 // ClaimDeliveries checks and records each key in one upsert: a key seen

@@ -24,7 +24,7 @@ func testDeliveries(t *testing.T, b backend) {
 		return out
 	}
 	e.update(func(tx store.Tx) error {
-		return tx.(store.DeliveryTx).RecordDeliveries("gh", []string{"d1", "d2"}, at)
+		return tx.(store.DeliveryRecorder).RecordDeliveries("gh", []string{"d1", "d2"}, at)
 	})
 	if got := seen("gh", []string{"d1", "d3"}, at); !got["d1"] || len(got) != 1 {
 		t.Errorf("seen = %v, want only d1", got)
@@ -38,12 +38,12 @@ func testDeliveries(t *testing.T, b backend) {
 	// Recording again moves seen_at on (no conflict error).
 	later := t0.Add(time.Hour).UnixNano()
 	e.update(func(tx store.Tx) error {
-		return tx.(store.DeliveryTx).RecordDeliveries("gh", []string{"d2"}, later)
+		return tx.(store.DeliveryRecorder).RecordDeliveries("gh", []string{"d2"}, later)
 	})
 	// Pruning is bounded: one of the two old rows (d1 only: d2 moved on)
 	// goes per call of limit 1.
 	e.update(func(tx store.Tx) error {
-		return tx.(store.DeliveryTx).RecordDeliveries("gl", []string{"x"}, at)
+		return tx.(store.DeliveryRecorder).RecordDeliveries("gl", []string{"x"}, at)
 	})
 	e.update(func(tx store.Tx) error { return tx.(store.DeliveryTx).PruneDeliveries(later, 1) })
 	if got := len(seen("gh", []string{"d1"}, 0)) + len(seen("gl", []string{"x"}, 0)); got != 1 {

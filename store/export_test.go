@@ -56,3 +56,22 @@ func CreateSQLiteSchemaAt(db *sql.DB, version int) error {
 	}
 	return nil
 }
+
+// RecordDeliveries records source's keys as seen at at, whatever was
+// recorded before: the tests' way to set the record up (the server claims
+// keys with ClaimDeliveries).
+func (tx *sqlTx) RecordDeliveries(source string, keys []string, at int64) error {
+	for _, k := range keys {
+		_, err := tx.exec(`INSERT INTO deliveries (source, key, seen_at) VALUES (?, ?, ?)
+ON CONFLICT (source, key) DO UPDATE SET seen_at = excluded.seen_at`, source, k, at)
+		if err != nil {
+			return fmt.Errorf("record delivery: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeliveryRecorder is the Tx of the tests' RecordDeliveries.
+type DeliveryRecorder interface {
+	RecordDeliveries(source string, keys []string, at int64) error
+}

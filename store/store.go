@@ -109,16 +109,15 @@ type Options struct {
 	Clock clock.Clock
 	// Logger; if nil, slog.Default() is used.
 	Logger *slog.Logger
-	// WALRestartFrames (SQLite only) is the write-ahead log's length in
-	// frames (4 KiB pages) past which the store starts it over
-	// (checkpoint.go); 0 means 16,384 (64 MiB).
-	WALRestartFrames int
+	// WALRestartBytes (SQLite only) is the write-ahead log's length past
+	// which the store starts it over (checkpoint.go); 0 means 64 MiB.
+	WALRestartBytes int64
 }
 
 // WALStats is what an SQLite store reports of its write-ahead log.
 type WALStats struct {
-	// Frames is the log's length at the last checkpoint, in frames.
-	Frames int64
+	// Bytes is the log's length at the last checkpoint.
+	Bytes int64
 	// Restarts counts the times the store started an over-long log over.
 	Restarts int64
 }
