@@ -25,14 +25,8 @@ func init() {
 		slog.Error("DUEBRIDGE_BENCH_PPROF must be a loopback host:port", "addr", addr)
 		return
 	}
-	// DUEBRIDGE_BENCH_PPROF_LOCKS=0 leaves block and mutex profiling off:
-	// they cost the server ~a third more CPU per phone poll, most of it in
-	// lock-heavy code (SQLite, database/sql), which then weighs more in a
-	// CPU profile than it does without them.
-	if os.Getenv("DUEBRIDGE_BENCH_PPROF_LOCKS") != "0" {
-		runtime.SetBlockProfileRate(10000) // one sample per 10 µs blocked
-		runtime.SetMutexProfileFraction(10)
-	}
+	runtime.SetBlockProfileRate(10000) // one sample per 10 µs blocked
+	runtime.SetMutexProfileFraction(10)
 	go func() {
 		if err := http.ListenAndServe(addr, nil); err != nil {
 			slog.Error("pprof listener", "err", err)
