@@ -375,6 +375,7 @@ func (m *lastSyncMetric) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Unlock()
 	for _, h := range hs {
 		h.mu.Lock()
+		rows = slices.Grow(rows, len(h.users))
 		for u := h.head; u != nil; u = u.next {
 			var last [len(families)]stamp
 			for i := range u.devs {

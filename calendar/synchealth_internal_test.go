@@ -202,3 +202,40 @@ func BenchmarkSyncHealthPoll(b *testing.B) {
 		i++
 	}
 }
+
+// TestLastSyncSeriesAcrossServers: servers built on one registry share the
+// last-sync metric; a user both have seen is one series per client family,
+// with the later sync, and a device's time is its sync's to the second.
+func TestLastSyncSeriesAcrossServers(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	clk := fakeclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	a := newSyncHealth(reg, clk.Now, func() int { return 0 })
+	b := newSyncHealth(reg, clk.Now, func() int { return 0 })
+	a.synced("ana", phoneUA, "tasks", syncFull, 3, 1)
+	clk.Advance(90*time.Second + 400*time.Millisecond)
+	b.synced("ana", phoneUA, "tasks", syncIncremental, 4, 1)
+	b.synced("bo", phoneUA, "tasks", syncFull, 4, 1)
+	a.poll("cy", phoneUA, lists(1)...) // polled, never synced: no series
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "duebridge_caldav_last_sync_timestamp_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			got[l["user"]+"/"+l["client"]] = m.GetGauge().GetValue()
+		}
+	}
+	later := float64(clk.Now().Unix())
+	if len(got) != 2 || got["ana/ios"] != later || got["bo/ios"] != later {
+		t.Fatalf("series %v, want ana/ios and bo/ios at %v", got, later)
+	}
+}
