@@ -1,6 +1,7 @@
 package calendar
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -152,8 +153,8 @@ func newSyncHealth(reg prometheus.Registerer, now func() time.Time, limit func()
 	return h
 }
 
-// families are the values clientFamily returns: an evicted user's series
-// are deleted for each.
+// families are the values clientFamily returns; a device keeps its
+// family's index.
 var families = [...]string{"ios", "macos", "davx5", "thunderbird", "vdirsyncer", "python", "go", "other"}
 
 // familyIndex is f's index in families.
@@ -521,7 +522,11 @@ func (h *syncHealth) report(ctx context.Context, be Backend, users []string) (*s
 			ur.Devices = append(ur.Devices, dr)
 		}
 		h.mu.Unlock()
-		slices.SortFunc(ur.Devices, func(a, b deviceReport) int { return b.LastSeen.Compare(a.LastSeen) })
+		// Most recent first; times are kept to the second, so devices seen
+		// in the same second keep one order (by User-Agent).
+		slices.SortFunc(ur.Devices, func(a, b deviceReport) int {
+			return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(a.UserAgent, b.UserAgent))
+		})
 		rep.Users = append(rep.Users, ur)
 	}
 	return rep, nil
