@@ -205,8 +205,12 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	// stop at once, and their own check (devices.verify, which remembers
 	// store rows it can evict on revocation) costs no more than a lookup.
 	shaped := password.IsDevice(pw)
-	key := a.cacheKey(name, pw)
+	// The cache key (an HMAC) is made only where it is used: a device
+	// password's login that succeeds, every phone's poll, needs none; every
+	// refusal makes it once, whatever the password's shape.
+	var key [32]byte
 	if !shaped {
+		key = a.cacheKey(name, pw)
 		a.mu.Lock()
 		e, ok := a.cache[key]
 		ok = ok && now.Before(e.expires) && now.Before(e.limit) && u != nil
@@ -229,6 +233,9 @@ func (s *Service) AuthenticateFrom(ctx context.Context, protocol, name, pw, remo
 	}
 	now = s.Now() // hashing and queueing took time
 	if !ok {
+		if shaped {
+			key = a.cacheKey(name, pw)
+		}
 		return nil, a.failed(ctx, protocol, name, client, attempt(key), lim, now)
 	}
 	a.guard.success(name, client, now)

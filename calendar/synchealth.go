@@ -1,6 +1,7 @@
 package calendar
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,9 +43,9 @@ const (
 	maxDevicesPerUser = 16
 	maxUserAgentLen   = 200
 	// DefaultSyncHealthUsers is how many users' sync health is kept when
-	// Limits.SyncHealthUsers is zero: ~1.1 KB each with ten lists and one
-	// phone (0.7 KB the record, 0.4 KB its last-sync series), so ~115 MB
-	// at the bound.
+	// Limits.SyncHealthUsers is zero: ~0.5 KB each with ten lists and one
+	// phone (its last-sync series is read from the record), so ~52 MB at
+	// the bound.
 	DefaultSyncHealthUsers = 100000
 )
 
@@ -62,40 +63,44 @@ func kindIndex(kind string) uint8 {
 	return 0
 }
 
-// collSync is one device's view of one collection. Times are Unix
-// nanoseconds (0 = never), not time.Time: a third of the size, and a
-// million phones keep ten of these each.
+// stamp is a remembered time to the second: seconds after the second the
+// record started (syncHealth.epoch), plus one, so 0 means never. A quarter
+// of a time.Time, half of Unix nanoseconds: a million phones keep a dozen
+// each, and a poll's time needs no finer grain than the second.
+type stamp uint32
+
+// collSync is one device's view of one collection (32 bytes: a million
+// phones keep ten each).
 type collSync struct {
-	name     string
-	lastSync int64
-	poll     int64
-	seq      int64 // the revision the device's sync token now names
-	changes  int32
-	kind     uint8
+	name           unique.Handle[string] // interned: a project's members share its lists' names
+	seq            int64                 // the revision the device's sync token now names
+	lastSync, poll stamp
+	changes        int32
+	kind           uint8
 }
 
 type device struct {
-	ua, client                               string
-	firstSeen, lastSeen, lastSync, lastReset int64
-	lastKind                                 uint8
-	counts                                   [len(kinds)]int32
+	ua                                       unique.Handle[string] // interned: phones of one model and OS share it
 	colls                                    []collSync
+	firstSeen, lastSeen, lastSync, lastReset stamp
+	counts                                   [len(kinds)]int32
+	client                                   uint8 // index in families
+	lastKind                                 uint8
 }
 
 // coll returns d's record of name, adding it; hint is where it is
 // expected (a home poll lists collections in the same order each time), so
 // a repeated poll finds each in one comparison; mu must be held.
 func (h *syncHealth) coll(d *device, name string, hint int) *collSync {
-	if hint < len(d.colls) && d.colls[hint].name == name {
+	if hint < len(d.colls) && d.colls[hint].name.Value() == name {
 		return &d.colls[hint]
 	}
 	for i := range d.colls {
-		if d.colls[i].name == name {
+		if d.colls[i].name.Value() == name {
 			return &d.colls[i]
 		}
 	}
-	// Interned: the members of a project share its lists' names.
-	d.colls = append(d.colls, collSync{name: intern(name)})
+	d.colls = append(d.colls, collSync{name: unique.Make(name)})
 	return &d.colls[len(d.colls)-1]
 }
 
@@ -109,6 +114,7 @@ type userHealth struct {
 type syncHealth struct {
 	now     func() time.Time
 	started time.Time
+	epoch   int64 // started in Unix seconds: stamps count from it
 	// limit is the most users kept (Limits.SyncHealthUsers, read when a
 	// new user arrives, so a reload applies).
 	limit func() int
@@ -121,22 +127,21 @@ type syncHealth struct {
 
 	syncs     *prometheus.CounterVec
 	polls     prometheus.Counter // syncs{kind="poll"}, looked up once
-	lastSync  *prometheus.GaugeVec
 	kept      prometheus.Gauge
 	evictions prometheus.Counter
 }
 
 func newSyncHealth(reg prometheus.Registerer, now func() time.Time, limit func() int) *syncHealth {
-	h := &syncHealth{now: now, started: now(), limit: limit, users: map[string]*userHealth{}}
+	started := now()
+	h := &syncHealth{now: now, started: started, epoch: started.Unix(), limit: limit, users: map[string]*userHealth{}}
 	h.syncs = metricsreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_caldav_syncs_total",
 		Help: "CalDAV sync requests by kind: full, incremental, token_reset, poll, query, multiget.",
 	}, []string{"kind"}))
 	h.polls = h.syncs.WithLabelValues(syncPoll)
-	h.lastSync = metricsreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "duebridge_caldav_last_sync_timestamp_seconds",
-		Help: "When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time; only users whose sync health is kept (limits.sync_health_users).",
-	}, []string{"user", "client"}))
+	metricsreg.Register(reg, &lastSyncMetric{desc: prometheus.NewDesc("duebridge_caldav_last_sync_timestamp_seconds",
+		"When a user's devices of a client family last synced (sync-collection or calendar-query), Unix time; only users whose sync health is kept (limits.sync_health_users).",
+		[]string{"user", "client"}, nil)}).add(h)
 	h.kept = metricsreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "duebridge_caldav_sync_health_users",
 		Help: "Users whose CalDAV sync health is kept in memory (at most limits.sync_health_users).",
@@ -148,9 +153,19 @@ func newSyncHealth(reg prometheus.Registerer, now func() time.Time, limit func()
 	return h
 }
 
-// families are the values clientFamily returns: an evicted user's series
-// are deleted for each.
+// families are the values clientFamily returns; a device keeps its
+// family's index.
 var families = [...]string{"ios", "macos", "davx5", "thunderbird", "vdirsyncer", "python", "go", "other"}
+
+// familyIndex is f's index in families.
+func familyIndex(f string) uint8 {
+	for i := range families {
+		if families[i] == f {
+			return uint8(i)
+		}
+	}
+	return uint8(len(families) - 1)
+}
 
 // clientFamily keeps the metric label bounded: a few known clients, else "other".
 func clientFamily(ua string) string {
@@ -217,14 +232,10 @@ func (h *syncHealth) unlink(u *userHealth) {
 	u.prev, u.next = nil, nil
 }
 
-// evict forgets u and its metric series; mu must be held (so a sync
-// cannot set a series again between the two).
+// evict forgets u, and so its last-sync series; mu must be held.
 func (h *syncHealth) evict(u *userHealth) {
 	h.unlink(u)
 	delete(h.users, u.name)
-	for _, f := range families {
-		h.lastSync.DeleteLabelValues(u.name, f)
-	}
 	h.kept.Set(float64(len(h.users)))
 	h.evictions.Inc()
 }
@@ -237,21 +248,22 @@ func (h *syncHealth) limitNow() int {
 	return DefaultSyncHealthUsers
 }
 
-// intern returns the one shared copy of s: phones of one model and OS
-// share a User-Agent, a project's members its collection names. The
-// unique package copies s (it may be a slice of a header or a path) and
-// drops the copy when no record holds it.
-func intern(s string) string { return unique.Make(s).Value() }
+// stamp turns the clock's t into a stamp (a time before the record
+// started counts as its start).
+func (h *syncHealth) stamp(t time.Time) stamp {
+	s := t.Unix() - h.epoch
+	return stamp(min(max(s, 0), math.MaxUint32-1) + 1)
+}
 
 // device returns the record of (user, ua), creating it; mu must be held.
-func (h *syncHealth) device(user, ua string, now int64) *device {
+func (h *syncHealth) device(user, ua string, now stamp) *device {
 	if len(ua) > maxUserAgentLen {
 		ua = ua[:maxUserAgentLen]
 	}
 	u := h.user(user)
 	var d *device
 	for i := range u.devs {
-		if u.devs[i].ua == ua {
+		if u.devs[i].ua.Value() == ua {
 			d = &u.devs[i]
 			break
 		}
@@ -269,8 +281,10 @@ func (h *syncHealth) device(user, ua string, now int64) *device {
 			u.devs[oldest] = u.devs[len(u.devs)-1]
 			u.devs = u.devs[:len(u.devs)-1]
 		}
-		ua = intern(ua)
-		u.devs = append(u.devs, device{ua: ua, client: clientFamily(ua), firstSeen: now})
+		// Interned: the unique package copies ua (a slice of the request's
+		// header) once for every phone that sends it, and drops the copy
+		// when no record holds it.
+		u.devs = append(u.devs, device{ua: unique.Make(ua), client: familyIndex(clientFamily(ua)), firstSeen: now})
 		d = &u.devs[len(u.devs)-1]
 	}
 	d.lastSeen = now
@@ -284,7 +298,7 @@ func (h *syncHealth) poll(user, ua string, colls ...Collection) {
 	if len(colls) == 0 {
 		return
 	}
-	now := h.now().UnixNano()
+	now := h.stamp(h.now())
 	h.mu.Lock()
 	d := h.device(user, ua, now)
 	d.counts[kindPoll] += int32(len(colls))
@@ -302,8 +316,7 @@ func (h *syncHealth) poll(user, ua string, colls ...Collection) {
 // synced records a sync of coll ("" for the home or a multiget) that left
 // the device at revision seq with n changes reported.
 func (h *syncHealth) synced(user, ua, coll, kind string, seq int64, n int) {
-	t := h.now()
-	now := t.UnixNano()
+	now := h.stamp(h.now())
 	k := kindIndex(kind)
 	h.mu.Lock()
 	d := h.device(user, ua, now)
@@ -327,13 +340,72 @@ func (h *syncHealth) synced(user, ua, coll, kind string, seq int64, n int) {
 			cs.lastSync, cs.seq, cs.changes = now, seq, int32(min(n, math.MaxInt32))
 		}
 	}
-	if kind != syncReset {
-		// Under mu: an eviction deletes the user's series under it too,
-		// so none outlives its user.
-		h.lastSync.WithLabelValues(user, d.client).Set(float64(t.Unix()))
-	}
 	h.mu.Unlock()
 	h.syncs.WithLabelValues(kind).Inc()
+}
+
+// lastSyncMetric is duebridge_caldav_last_sync_timestamp_seconds, read
+// from the records when scraped: per user and client family the last sync
+// of its devices. A gauge series kept per user cost ~420 bytes each, more
+// than the rest of a user's record; reading the records costs only the
+// scrape. Servers built on one registry share it (metricsreg), so it
+// reads the records of each.
+type lastSyncMetric struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	hs   []*syncHealth
+}
+
+func (m *lastSyncMetric) add(h *syncHealth) {
+	m.mu.Lock()
+	m.hs = append(m.hs, h)
+	m.mu.Unlock()
+}
+
+func (m *lastSyncMetric) Describe(ch chan<- *prometheus.Desc) { ch <- m.desc }
+
+func (m *lastSyncMetric) Collect(ch chan<- prometheus.Metric) {
+	type series struct {
+		user   string
+		client uint8
+		at     int64
+	}
+	var rows []series
+	m.mu.Lock()
+	hs := slices.Clone(m.hs)
+	m.mu.Unlock()
+	for _, h := range hs {
+		h.mu.Lock()
+		rows = slices.Grow(rows, len(h.users))
+		for u := h.head; u != nil; u = u.next {
+			var last [len(families)]stamp
+			for i := range u.devs {
+				last[u.devs[i].client] = max(last[u.devs[i].client], u.devs[i].lastSync)
+			}
+			for f, s := range last {
+				if s != 0 {
+					rows = append(rows, series{u.name, uint8(f), h.at(s).Unix()})
+				}
+			}
+		}
+		h.mu.Unlock()
+	}
+	// Sent after the locks are dropped: polls do not wait for the scraper.
+	if len(hs) > 1 {
+		// One series per user and family, the latest of the servers'.
+		latest := map[[2]string]int64{}
+		for _, r := range rows {
+			k := [2]string{r.user, families[r.client]}
+			latest[k] = max(latest[k], r.at)
+		}
+		for k, t := range latest {
+			ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, float64(t), k[0], k[1])
+		}
+		return
+	}
+	for _, r := range rows {
+		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, float64(r.at), r.user, families[r.client])
+	}
 }
 
 // Report types of the admin endpoint.
@@ -386,18 +458,18 @@ type collJSON struct {
 	Poll    time.Time `json:"last_poll,omitzero"`
 }
 
-// at turns a remembered Unix-nanosecond time back into the clock's time
-// (its location too, so the JSON reads as before); 0 is the zero time.
-func (h *syncHealth) at(ns int64) time.Time {
-	if ns == 0 {
+// at turns a stamp back into the clock's time (its location too, so the
+// JSON reads as before); 0 is the zero time.
+func (h *syncHealth) at(s stamp) time.Time {
+	if s == 0 {
 		return time.Time{}
 	}
-	return time.Unix(0, ns).In(h.started.Location())
+	return time.Unix(h.epoch+int64(s)-1, 0).In(h.started.Location())
 }
 
 // json copies d for the report; h.mu must be held.
 func (h *syncHealth) json(d *device) deviceJSON {
-	j := deviceJSON{UserAgent: d.ua, Client: d.client, FirstSeen: h.at(d.firstSeen), LastSeen: h.at(d.lastSeen),
+	j := deviceJSON{UserAgent: d.ua.Value(), Client: families[d.client], FirstSeen: h.at(d.firstSeen), LastSeen: h.at(d.lastSeen),
 		LastSync: h.at(d.lastSync), LastKind: kinds[d.lastKind], LastReset: h.at(d.lastReset),
 		Counts: map[string]int{}, Collections: make(map[string]*collJSON, len(d.colls))}
 	for k, n := range d.counts {
@@ -406,7 +478,7 @@ func (h *syncHealth) json(d *device) deviceJSON {
 		}
 	}
 	for _, c := range d.colls {
-		j.Collections[c.name] = &collJSON{LastSync: h.at(c.lastSync), Kind: kinds[c.kind], Seq: c.seq,
+		j.Collections[c.name.Value()] = &collJSON{LastSync: h.at(c.lastSync), Kind: kinds[c.kind], Seq: c.seq,
 			Changes: int(c.changes), Poll: h.at(c.poll)}
 	}
 	return j
@@ -450,7 +522,11 @@ func (h *syncHealth) report(ctx context.Context, be Backend, users []string) (*s
 			ur.Devices = append(ur.Devices, dr)
 		}
 		h.mu.Unlock()
-		slices.SortFunc(ur.Devices, func(a, b deviceReport) int { return b.LastSeen.Compare(a.LastSeen) })
+		// Most recent first; times are kept to the second, so devices seen
+		// in the same second keep one order (by User-Agent).
+		slices.SortFunc(ur.Devices, func(a, b deviceReport) int {
+			return cmp.Or(b.LastSeen.Compare(a.LastSeen), strings.Compare(a.UserAgent, b.UserAgent))
+		})
 		rep.Users = append(rep.Users, ur)
 	}
 	return rep, nil

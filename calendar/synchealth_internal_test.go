@@ -34,7 +34,7 @@ func TestSyncHealthForgetsLeastRecentlySeen(t *testing.T) {
 	clk := fakeclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	limit := 3
 	h := newSyncHealth(reg, clk.Now, func() int { return limit })
-	series := func(user string) int {
+	series := func(user string) int { // "" counts every user's
 		mfs, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
@@ -46,7 +46,7 @@ func TestSyncHealthForgetsLeastRecentlySeen(t *testing.T) {
 			}
 			for _, m := range mf.GetMetric() {
 				for _, l := range m.GetLabel() {
-					if l.GetName() == "user" && l.GetValue() == user {
+					if l.GetName() == "user" && (user == "" || l.GetValue() == user) {
 						n++
 					}
 				}
@@ -96,7 +96,7 @@ func TestSyncHealthForgetsLeastRecentlySeen(t *testing.T) {
 	if got := testutil.ToFloat64(h.evictions); got != 3 {
 		t.Errorf("evictions = %v, want 3", got)
 	}
-	if got := testutil.CollectAndCount(h.lastSync); got != 2 {
+	if got := series(""); got != 2 {
 		t.Errorf("%d last-sync series, want 2 (one per kept user)", got)
 	}
 	// The recency list and the map agree.
@@ -116,13 +116,15 @@ func TestSyncHealthForgetsLeastRecentlySeen(t *testing.T) {
 // lists and one phone (a home poll, a sync of one list), its last-sync
 // series included: 2,657 bytes when times were time.Time, counts a map,
 // lists a map of pointers and every request's User-Agent and list names
-// kept; ~1,150 now (~420 of it the Prometheus series).
-const maxHealthBytesPerUser = 1300
+// kept; 1,145 with times in Unix nanoseconds and a gauge series per user
+// (~420 of it); ~516 with times in seconds after the start and the series
+// read from the records when scraped.
+const maxHealthBytesPerUser = 600
 
-// TestSyncHealthMemoryPerUser measures the heap a user's record holds,
-// over 10,000 users, each with fresh strings as requests bring them.
-func TestSyncHealthMemoryPerUser(t *testing.T) {
-	const users = 10000
+// heapPerUser is the heap the records of users users hold, each with ten
+// lists polled once and the first synced lists synced once, with fresh
+// strings as requests bring them.
+func heapPerUser(users, synced int) int64 {
 	clk := fakeclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	h := newSyncHealth(prometheus.NewRegistry(), clk.Now, func() int { return users })
 	var before, after runtime.MemStats
@@ -133,15 +135,41 @@ func TestSyncHealthMemoryPerUser(t *testing.T) {
 		// of them counts, the rest is garbage the GC below frees.
 		name, colls, ua := fmt.Sprintf("user-%06d", i), lists(10), strings.Clone(phoneUA)
 		h.poll(name, ua, colls...)
-		h.synced(name, ua, colls[0].Name, syncIncremental, 1, 0)
+		for _, c := range colls[:synced] {
+			h.synced(name, ua, c.Name, syncIncremental, 1, 0)
+		}
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	runtime.KeepAlive(h)
-	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / users
+	return (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / int64(users)
+}
+
+// TestSyncHealthMemoryPerUser measures the heap a user's record holds,
+// over 10,000 users.
+func TestSyncHealthMemoryPerUser(t *testing.T) {
+	per := heapPerUser(10000, 1)
 	t.Logf("sync health: %d heap bytes per user (10 lists, one device)", per)
 	if per > maxHealthBytesPerUser {
 		t.Fatalf("%d heap bytes per user, want at most %d", per, maxHealthBytesPerUser)
+	}
+}
+
+// BenchmarkSyncHealthMemory reports the heap bytes per user (B/user) of
+// 20,000 users with ten lists and one phone: polled once, and polled and
+// every list synced (as iOS does on its first sync).
+func BenchmarkSyncHealthMemory(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		synced int
+	}{{"polled", 0}, {"synced", 10}} {
+		b.Run(c.name, func(b *testing.B) {
+			var per int64
+			for b.Loop() {
+				per = heapPerUser(20000, c.synced)
+			}
+			b.ReportMetric(float64(per), "B/user")
+		})
 	}
 }
 
@@ -172,5 +200,42 @@ func BenchmarkSyncHealthPoll(b *testing.B) {
 	for b.Loop() {
 		h.poll(names[i%users], phoneUA, colls...)
 		i++
+	}
+}
+
+// TestLastSyncSeriesAcrossServers: servers built on one registry share the
+// last-sync metric; a user both have seen is one series per client family,
+// with the later sync, and a device's time is its sync's to the second.
+func TestLastSyncSeriesAcrossServers(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	clk := fakeclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	a := newSyncHealth(reg, clk.Now, func() int { return 0 })
+	b := newSyncHealth(reg, clk.Now, func() int { return 0 })
+	a.synced("ana", phoneUA, "tasks", syncFull, 3, 1)
+	clk.Advance(90*time.Second + 400*time.Millisecond)
+	b.synced("ana", phoneUA, "tasks", syncIncremental, 4, 1)
+	b.synced("bo", phoneUA, "tasks", syncFull, 4, 1)
+	a.poll("cy", phoneUA, lists(1)...) // polled, never synced: no series
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "duebridge_caldav_last_sync_timestamp_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			got[l["user"]+"/"+l["client"]] = m.GetGauge().GetValue()
+		}
+	}
+	later := float64(clk.Now().Unix())
+	if len(got) != 2 || got["ana/ios"] != later || got["bo/ios"] != later {
+		t.Fatalf("series %v, want ana/ios and bo/ios at %v", got, later)
 	}
 }

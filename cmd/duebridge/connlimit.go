@@ -51,7 +51,7 @@ func (l *perAddressListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		key, limited := addressKey(c.RemoteAddr())
-		if !limited || inPrefixes(peerIP(c.RemoteAddr().String()), l.exempt()) {
+		if !limited || l.isExempt(c.RemoteAddr()) {
 			return c, nil
 		}
 		l.mu.Lock()
@@ -63,8 +63,15 @@ func (l *perAddressListener) Accept() (net.Conn, error) {
 		}
 		l.count[key]++
 		l.mu.Unlock()
-		return &countedConn{Conn: c, release: func() { l.release(key) }}, nil
+		return &countedConn{Conn: c, l: l, key: key}, nil
 	}
+}
+
+// isExempt reports whether a is within the exempt prefixes; without any
+// (the usual case) the address is not formatted and parsed again.
+func (l *perAddressListener) isExempt(a net.Addr) bool {
+	ps := l.exempt()
+	return len(ps) > 0 && inPrefixes(peerIP(a.String()), ps)
 }
 
 func (l *perAddressListener) release(key string) {
@@ -89,11 +96,12 @@ func addressKey(a net.Addr) (key string, limited bool) {
 
 type countedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once sync.Once
+	l    *perAddressListener
+	key  string
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(c.release)
+	c.once.Do(func() { c.l.release(c.key) })
 	return c.Conn.Close()
 }

@@ -41,7 +41,8 @@ func inPrefixes(ip netip.Addr, ps []netip.Prefix) bool {
 // itself a trusted proxy (everything left of it could be made up by the
 // client). ok is false when the peer is not trusted or names nobody.
 func forwardedClient(r *http.Request, trusted []netip.Prefix) (netip.Addr, bool) {
-	if !inPrefixes(peerIP(r.RemoteAddr), trusted) {
+	// Without trusted proxies (the usual case) the peer is not parsed.
+	if len(trusted) == 0 || !inPrefixes(peerIP(r.RemoteAddr), trusted) {
 		return netip.Addr{}, false
 	}
 	chain := forwardedFor(r.Header.Values("Forwarded"))

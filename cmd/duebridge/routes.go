@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,12 +63,25 @@ func routes(svc *bridge.Service, log *slog.Logger, setupOpts setup.Options) http
 	mux.Handle("POST "+admin.RetryPath, adm)
 	reg := svc.Registry()
 	mux.Handle("GET /metrics", adminOrLoopback(svc, promhttp.HandlerFor(metricsreg.WithReplica(reg, replica), promhttp.HandlerOpts{Registry: reg})))
-	return instrument(mux, limitBodies(mux, svc), reg, log)
+	return instrument(limitBodies(mux, svc), reg)
 }
 
-// instrument counts requests by route pattern and status.
-// next is the mux, possibly wrapped; mux itself only names the route.
-func instrument(mux *http.ServeMux, next http.Handler, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+// methodLabels are the request methods the request metrics name; any other
+// is counted as "other". HTTP lets a client send any token as a method, and
+// each one was a new series in /metrics.
+var methodLabels = map[string]string{}
+
+func init() {
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+		"PROPFIND", "PROPPATCH", "REPORT", "MKCALENDAR", "MKCOL", "MOVE", "COPY", "LOCK", "UNLOCK", "ACL"} {
+		methodLabels[m] = m
+	}
+}
+
+// instrument counts requests by route pattern and status. next ends in
+// the mux, which names the route it chose in r.Pattern ("" when none
+// matched).
+func instrument(next http.Handler, reg *prometheus.Registry) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "duebridge_http_requests_total", Help: "HTTP requests by route and status.",
 	}, []string{"route", "method", "code"})
@@ -76,16 +90,36 @@ func instrument(mux *http.ServeMux, next http.Handler, reg *prometheus.Registry,
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	}, []string{"route"})
 	reg.MustRegister(requests, duration)
+	type key struct {
+		route, method string
+		code          int
+	}
+	type series struct {
+		requests prometheus.Counter
+		duration prometheus.Observer
+	}
+	// The series of each route, method and status, looked up once: the
+	// label lookups (hashing, the vectors' locks) are not paid per request.
+	// Bounded by routes × methodLabels × the statuses handlers answer.
+	var known sync.Map // key → series
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		_, pattern := mux.Handler(r)
-		if pattern == "" {
-			pattern = "unmatched"
-		}
 		next.ServeHTTP(sw, r)
-		requests.WithLabelValues(pattern, r.Method, strconv.Itoa(sw.code)).Inc()
-		duration.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+		k := key{route: r.Pattern, method: methodLabels[r.Method], code: sw.code}
+		if k.route == "" || r.Method == http.MethodConnect {
+			// Nothing matched (for CONNECT the mux names the path).
+			k.route = "unmatched"
+		}
+		if k.method == "" {
+			k.method = "other"
+		}
+		s, ok := known.Load(k)
+		if !ok {
+			s, _ = known.LoadOrStore(k, series{requests.WithLabelValues(k.route, k.method, strconv.Itoa(k.code)), duration.WithLabelValues(k.route)})
+		}
+		s.(series).requests.Inc()
+		s.(series).duration.Observe(time.Since(start).Seconds())
 	})
 }
 

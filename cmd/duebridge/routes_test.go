@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/duebridge/duebridge/internal/testsvc"
 	"github.com/duebridge/duebridge/render"
+	"github.com/duebridge/duebridge/setup"
 )
 
 // TestMetricsGuard: /metrics names users in its labels, so from another
@@ -200,5 +204,56 @@ func TestFeedOnSetupPage(t *testing.T) {
 	}
 	if p := page(); !strings.Contains(p, `id="no-feed"`) {
 		t.Fatalf("page after revoking:\n%s", p)
+	}
+}
+
+// TestRequestMetricsBounded: HTTP lets a client send any token as a
+// method, and each one it invented was a new duebridge_http_requests_total
+// series; now they count as method "other", and a route's requests keep
+// their route, method and status.
+func TestRequestMetricsBounded(t *testing.T) {
+	svc := testsvc.New(t, testsvc.Options{})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := httptest.NewServer(routes(svc, log, setup.Options{Logger: log}))
+	defer srv.Close()
+	do := func(method, path string) {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for i := range 40 {
+		do(fmt.Sprintf("INVENTED%d", i), "/healthz")
+	}
+	do("GET", "/healthz")
+	do("GET", "/healthz")
+	do("GET", "/nowhere")
+
+	mfs, err := svc.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "duebridge_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			got[l["route"]+" "+l["method"]+" "+l["code"]] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"GET /healthz GET 200": 2,
+		"unmatched other 405":  40,
+		"unmatched GET 404":    1,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("duebridge_http_requests_total series:\n got %v\nwant %v", got, want)
 	}
 }
