@@ -106,29 +106,40 @@ func newScheduler(s *Service, o schedulerOptions) *scheduler {
 		Name: "duebridge_scheduler_checks_total",
 		Help: "Scheduler wake-ups on a change with nothing due before its timer: one read instead of a pass (duebridge_scheduler_tick_seconds counts the passes).",
 	}))
-	count := func(armed bool) func() float64 {
-		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			var total, n int64
-			s.st.View(ctx, func(tx store.Tx) error {
-				var err error
-				total, n, err = tx.CountAlerts()
-				return err
-			})
-			if armed {
-				return float64(n)
-			}
-			return float64(total)
-		}
-	}
-	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "duebridge_alerts", Help: "Alert schedules: open tasks with a due time, per assigned user.",
-	}, count(false)))
-	register(s, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "duebridge_alerts_armed", Help: "Alert schedules with an alert mail still to come.",
-	}, count(true)))
+	register(s, &alertsCollector{st: s.st})
 	return sc
+}
+
+// alertsCollector reports duebridge_alerts and duebridge_alerts_armed
+// from one count per scrape (two gauge functions counted the table twice).
+type alertsCollector struct{ st store.Store }
+
+var (
+	alertsDesc = prometheus.NewDesc("duebridge_alerts",
+		"Alert schedules: open tasks with a due time, per assigned user.", nil, nil)
+	alertsArmedDesc = prometheus.NewDesc("duebridge_alerts_armed",
+		"Alert schedules with an alert mail still to come.", nil, nil)
+)
+
+func (c *alertsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- alertsDesc
+	ch <- alertsArmedDesc
+}
+
+func (c *alertsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var total, armed int64
+	if err := c.st.View(ctx, func(tx store.Tx) (err error) {
+		total, armed, err = tx.CountAlerts()
+		return err
+	}); err != nil {
+		// Absent rather than an invalid metric: that would fail the whole
+		// scrape, and a zero would claim there are no schedules.
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(alertsDesc, prometheus.GaugeValue, float64(total))
+	ch <- prometheus.MustNewConstMetric(alertsArmedDesc, prometheus.GaugeValue, float64(armed))
 }
 
 // Run ticks until ctx is done.

@@ -246,7 +246,15 @@ func (tx *sqlTx) AlertTasks(user string, dueBefore time.Time, limit int) ([]Task
 }
 
 func (tx *sqlTx) CountAlerts() (total, armed int64, err error) {
-	err = tx.queryRow(`SELECT COUNT(*), COUNT(fire_at) FROM alerts`).Scan(&total, &armed)
+	// On SQLite two counts beat COUNT(*), COUNT(fire_at) in one scan: a bare
+	// COUNT(*) counts the table's pages without decoding rows, and the armed
+	// ones are counted in the partial index alerts_fire. PostgreSQL scans
+	// the table for either, so there one scan counts both.
+	q := `SELECT COUNT(*), COUNT(fire_at) FROM alerts`
+	if tx.dialect == SQLite {
+		q = `SELECT (SELECT COUNT(*) FROM alerts), (SELECT COUNT(*) FROM alerts WHERE fire_at IS NOT NULL)`
+	}
+	err = tx.queryRow(q).Scan(&total, &armed)
 	if err != nil {
 		err = fmt.Errorf("count alerts: %w", err)
 	}
