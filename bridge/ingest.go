@@ -625,30 +625,40 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 		}
 		wasAssigned := old != nil && !old.Deleted && slices.Contains(old.Assignees, name)
 		isAssigned := !t.Deleted && slices.Contains(t.Assignees, name)
+		ev, mail := mailEventFor(old, t, wasAssigned, isAssigned)
+		mail = mail && name != actor
+		// The mail depends on nothing the object writes below change, so it
+		// is rendered (on another core) while they run: the render was a
+		// tenth of the single writer's turn.
+		var m *mailJob
+		if mail && !w.coalesces(ev, actor) {
+			var err error
+			if m, err = w.startMail(u, ev, t, old); err != nil {
+				return err
+			}
+		}
 		if err := w.syncObjects(u, t, isAssigned, !wasAssigned); err != nil {
 			return err
 		}
-		if name == actor {
+		if !mail {
 			continue
 		}
-		if ev, ok := mailEventFor(old, t, wasAssigned, isAssigned); ok {
-			if w.coalesces(ev, actor) {
-				if err := w.deferFlip(u, t, old); err != nil {
-					return err
-				}
-				continue
-			}
-			// Only a stored task can have a waiting flip mail (deferFlip
-			// records one for a status change): a task this transaction
-			// created skips the read of the waiting list.
-			if !w.created[[2]string{t.Source, t.ID}] {
-				if err := w.dropFlip(name, t); err != nil {
-					return err
-				}
-			}
-			if err := w.notify(u, ev, t, old); err != nil {
+		if m == nil { // coalesced
+			if err := w.deferFlip(u, t, old); err != nil {
 				return err
 			}
+			continue
+		}
+		// Only a stored task can have a waiting flip mail (deferFlip
+		// records one for a status change): a task this transaction
+		// created skips the read of the waiting list.
+		if !w.created[[2]string{t.Source, t.ID}] {
+			if err := w.dropFlip(name, t); err != nil {
+				return err
+			}
+		}
+		if err := w.sendMail(m); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -959,33 +969,79 @@ const Inbox = "INBOX"
 
 // notify stores one notification mail for a user.
 func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task) error {
-	seq, err := w.tx.Seq()
+	m, err := w.startMail(u, ev, t, old)
 	if err != nil {
 		return err
+	}
+	return w.sendMail(m)
+}
+
+// mailJob is one notification mail, rendered by startMail and stored by
+// sendMail.
+type mailJob struct {
+	u    *config.User
+	t    *store.Task
+	in   render.MailInput
+	data []byte
+	err  error
+	done chan struct{} // closed when data and err are set; nil: render at sendMail
+}
+
+// startMail fixes a mail's input (the revision and the transaction's time
+// are the ones it would have at sendMail) and, outside batch mode with a
+// spare core, starts rendering it at once. Rendering is pure, so the bytes
+// are those a render at sendMail would give; t and old must not change
+// until sendMail.
+func (w *writer) startMail(u *config.User, ev render.MailEvent, t, old *store.Task) (*mailJob, error) {
+	seq, err := w.tx.Seq()
+	if err != nil {
+		return nil, err
 	}
 	in := render.MailInput{Event: ev, Task: t, User: u, From: w.cfg.Mail.From, Host: w.cfg.HTTP.PublicURL.Hostname(),
 		Date: w.tx.Now(), Seq: seq, Urgent: render.IsUrgent(t, render.UserLocation(u), w.tx.Now())} // urgency.go
 	if old != nil {
 		in.OldDue = old.Due
 	}
-	mail := func() ([]byte, error) {
-		data, err := render.NotificationMail(in)
-		if err != nil {
-			return nil, fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
+	m := &mailJob{u: u, t: t, in: in}
+	if !w.batch && runtime.GOMAXPROCS(0) > 1 {
+		m.done = make(chan struct{})
+		go func() {
+			defer close(m.done)
+			m.data, m.err = m.render()
+		}()
+	}
+	return m, nil
+}
+
+func (m *mailJob) render() ([]byte, error) {
+	data, err := render.NotificationMail(m.in)
+	if err != nil {
+		return nil, fmt.Errorf("render %s mail for %s: %w", m.in.Event, m.u.Name, err)
+	}
+	return data, nil
+}
+
+// sendMail appends a started mail to its user's INBOX (in batch mode, at
+// finish, rendered with the batch's other jobs).
+func (w *writer) sendMail(m *mailJob) error {
+	mail := m.render
+	if m.done != nil {
+		mail = func() ([]byte, error) {
+			<-m.done
+			return m.data, m.err
 		}
-		return data, nil
 	}
 	return w.do(mail, func(data []byte) error {
 		var flags []string
-		if in.Urgent {
+		if m.in.Urgent {
 			flags = append(flags, `\Flagged`)
 		}
-		msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
-			MessageID: render.MessageID(in), Source: t.Source, TaskID: t.ID}
+		msg := &store.Message{User: m.u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
+			MessageID: render.MessageID(m.in), Source: m.t.Source, TaskID: m.t.ID}
 		if err := appendToInbox(w.tx, w.inbox, msg); err != nil {
 			return err
 		}
-		w.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
+		w.s.metrics.Mails.WithLabelValues(string(m.in.Event)).Inc()
 		return nil
 	})
 }
