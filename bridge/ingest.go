@@ -464,6 +464,29 @@ func (w *writer) do(render func() ([]byte, error), write func([]byte) error) err
 	}, func(data [][]byte) error { return write(data[0]) })
 }
 
+// start begins a render and returns what gives its result. Outside batch
+// mode, with a spare core, it runs at once on another goroutine while the
+// caller goes on with its statements: rendering is pure CPU, and on the
+// caller's goroutine it lengthened the single writer's turn, which every
+// other writer waits for. In batch mode render comes back unchanged: finish
+// renders the batch's jobs on all cores.
+func (w *writer) start(render func() ([][]byte, error)) func() ([][]byte, error) {
+	if w.batch || runtime.GOMAXPROCS(0) < 2 {
+		return render
+	}
+	var out [][]byte
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, err = render()
+	}()
+	return func() ([][]byte, error) {
+		<-done
+		return out, err
+	}
+}
+
 // doMany is do for a render of several outputs written together.
 func (w *writer) doMany(render func() ([][]byte, error), write func([][]byte) error) error {
 	if !w.batch {
@@ -628,8 +651,7 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 		ev, mail := mailEventFor(old, t, wasAssigned, isAssigned)
 		mail = mail && name != actor
 		// The mail depends on nothing the object writes below change, so it
-		// is rendered (on another core) while they run: the render was a
-		// tenth of the single writer's turn.
+		// is rendered beside them (writer.start).
 		var m *mailJob
 		if mail && !w.coalesces(ev, actor) {
 			var err error
@@ -695,15 +717,12 @@ func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (render.Mail
 // assigned: the user should see it; fresh: the assignment is new, which
 // un-hides a task the user had deleted on the phone.
 func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool) error {
-	todoColl, eventColl, err := w.collectionNames(u.Name, t.Project)
-	if err != nil {
-		return err
-	}
 	name := render.ObjectName(t.Source, t.ID)
 	// A task first seen in this transaction has no per-user state and no
 	// objects yet: skip the lookups (they dominated batch ingest).
 	isNew := w.created[[2]string{t.Source, t.ID}]
 	var ut *store.UserTask
+	var err error
 	if !isNew {
 		ut, err = w.tx.UserTask(u.Name, t.Source, t.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -717,6 +736,37 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 		}
 	}
 	visible := assigned && t.Status != "cancelled" && (ut == nil || !ut.Hidden)
+	withEvent := !t.Due.IsZero()
+	// The VTODO and the VEVENT are rendered together and stored in one
+	// statement (store.PutObjects): one fewer in the writer's turn. The
+	// render starts before the statements below (collections, the alert
+	// schedule, the old objects), which change nothing it reads, and runs
+	// beside them on another core (writer.start).
+	var objects func() ([][]byte, error)
+	if visible {
+		var phone render.PhoneState
+		if ut != nil {
+			if phone, err = render.ParsePhoneState(ut.Extra); err != nil {
+				w.s.log.Warn("ignoring unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
+			}
+		}
+		src := w.cfg.Source(t.Source)
+		in := render.Input{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
+		evIn := in
+		evIn.Phone = render.PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
+		objects = w.start(func() ([][]byte, error) {
+			todo, err := render.Todo(in)
+			if err != nil || !withEvent {
+				return [][]byte{todo}, err
+			}
+			event, err := render.Event(evIn)
+			return [][]byte{todo, event}, err
+		})
+	}
+	todoColl, eventColl, err := w.collectionNames(u.Name, t.Project)
+	if err != nil {
+		return err
+	}
 	// The deadline engine's schedule follows visibility in this same
 	// transaction (scheduler.go).
 	if err := w.syncAlert(u, t, visible); err != nil {
@@ -744,33 +794,12 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	if !visible {
 		return nil
 	}
-	var phone render.PhoneState
-	if ut != nil {
-		if phone, err = render.ParsePhoneState(ut.Extra); err != nil {
-			w.s.log.Warn("ignoring unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
-		}
-	}
-	src := w.cfg.Source(t.Source)
-	in := render.Input{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
-	withEvent := !t.Due.IsZero()
-	evIn := in
-	evIn.Phone = render.PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
-	// The VTODO and the VEVENT are rendered together and stored in one
-	// statement (store.PutObjects): one fewer in the writer's turn.
-	renderBoth := func() ([][]byte, error) {
-		todo, err := render.Todo(in)
-		if err != nil || !withEvent {
-			return [][]byte{todo}, err
-		}
-		event, err := render.Event(evIn)
-		return [][]byte{todo, event}, err
-	}
 	type part struct{ coll, kind, uid string }
 	parts := []part{{todoColl, store.KindTodos, render.TodoUID(t.Source, t.ID)}}
 	if withEvent {
 		parts = append(parts, part{eventColl, store.KindEvents, render.EventUID(t.Source, t.ID)})
 	}
-	return w.doMany(renderBoth, func(data [][]byte) error {
+	return w.doMany(objects, func(data [][]byte) error {
 		objs := make([]*store.Object, 0, len(parts))
 		for i, p := range parts {
 			o, err := w.objectToPut(u.Name, p.coll, p.kind, t, name, p.uid, data[i], etags[p.coll])
@@ -976,22 +1005,19 @@ func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task)
 	return w.sendMail(m)
 }
 
-// mailJob is one notification mail, rendered by startMail and stored by
+// mailJob is one notification mail, started by startMail and stored by
 // sendMail.
 type mailJob struct {
 	u    *config.User
 	t    *store.Task
 	in   render.MailInput
-	data []byte
-	err  error
-	done chan struct{} // closed when data and err are set; nil: render at sendMail
+	data func() ([][]byte, error) // the rendered mail (writer.start)
 }
 
 // startMail fixes a mail's input (the revision and the transaction's time
-// are the ones it would have at sendMail) and, outside batch mode with a
-// spare core, starts rendering it at once. Rendering is pure, so the bytes
-// are those a render at sendMail would give; t and old must not change
-// until sendMail.
+// are the ones it would have at sendMail) and starts rendering it
+// (writer.start). Rendering is pure, so the bytes are those a render at
+// sendMail would give; t and old must not change until sendMail.
 func (w *writer) startMail(u *config.User, ev render.MailEvent, t, old *store.Task) (*mailJob, error) {
 	seq, err := w.tx.Seq()
 	if err != nil {
@@ -1003,40 +1029,24 @@ func (w *writer) startMail(u *config.User, ev render.MailEvent, t, old *store.Ta
 		in.OldDue = old.Due
 	}
 	m := &mailJob{u: u, t: t, in: in}
-	if !w.batch && runtime.GOMAXPROCS(0) > 1 {
-		m.done = make(chan struct{})
-		go func() {
-			defer close(m.done)
-			m.data, m.err = m.render()
-		}()
-	}
+	m.data = w.start(func() ([][]byte, error) {
+		data, err := render.NotificationMail(in)
+		if err != nil {
+			return nil, fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
+		}
+		return [][]byte{data}, nil
+	})
 	return m, nil
 }
 
-func (m *mailJob) render() ([]byte, error) {
-	data, err := render.NotificationMail(m.in)
-	if err != nil {
-		return nil, fmt.Errorf("render %s mail for %s: %w", m.in.Event, m.u.Name, err)
-	}
-	return data, nil
-}
-
-// sendMail appends a started mail to its user's INBOX (in batch mode, at
-// finish, rendered with the batch's other jobs).
+// sendMail appends a started mail to its user's INBOX.
 func (w *writer) sendMail(m *mailJob) error {
-	mail := m.render
-	if m.done != nil {
-		mail = func() ([]byte, error) {
-			<-m.done
-			return m.data, m.err
-		}
-	}
-	return w.do(mail, func(data []byte) error {
+	return w.doMany(m.data, func(data [][]byte) error {
 		var flags []string
 		if m.in.Urgent {
 			flags = append(flags, `\Flagged`)
 		}
-		msg := &store.Message{User: m.u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
+		msg := &store.Message{User: m.u.Name, Mailbox: Inbox, Data: data[0], Flags: flags, InternalDate: w.tx.Now(),
 			MessageID: render.MessageID(m.in), Source: m.t.Source, TaskID: m.t.ID}
 		if err := appendToInbox(w.tx, w.inbox, msg); err != nil {
 			return err
