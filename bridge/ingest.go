@@ -465,23 +465,32 @@ func (w *writer) do(render func() ([]byte, error), write func([]byte) error) err
 }
 
 // start begins a render and returns what gives its result. Outside batch
-// mode, with a spare core, it runs at once on another goroutine while the
+// mode, with a spare core, it is offered to another goroutine while the
 // caller goes on with its statements: rendering is pure CPU, and on the
 // caller's goroutine it lengthened the single writer's turn, which every
-// other writer waits for. In batch mode render comes back unchanged: finish
-// renders the batch's jobs on all cores.
+// other writer waits for. Whoever comes first renders: when the caller
+// needs the result before that goroutine has started (no core was free),
+// the caller renders it itself, so a busy machine never makes the writer
+// wait for a goroutine to be scheduled. In batch mode render comes back
+// unchanged: finish renders the batch's jobs on all cores.
 func (w *writer) start(render func() ([][]byte, error)) func() ([][]byte, error) {
 	if w.batch || runtime.GOMAXPROCS(0) < 2 {
 		return render
 	}
 	var out [][]byte
 	var err error
+	var taken atomic.Bool
 	done := make(chan struct{})
 	go func() {
-		defer close(done)
-		out, err = render()
+		if taken.CompareAndSwap(false, true) {
+			out, err = render()
+			close(done)
+		}
 	}()
 	return func() ([][]byte, error) {
+		if taken.CompareAndSwap(false, true) {
+			return render()
+		}
 		<-done
 		return out, err
 	}
