@@ -29,7 +29,6 @@ type countingDriver struct {
 	cancellable atomic.Int64 // of those, with a cancellable context
 	ctagExecs   atomic.Int64 // runs of statements containing ctagUpdate
 	objectPuts  atomic.Int64 // runs of statements containing objectInsert
-	returning   atomic.Int64 // runs of statements containing returning
 }
 
 const (
@@ -41,8 +40,6 @@ const (
 	ctagUpdate = "UPDATE collections SET seq"
 	// objectInsert stores objects (PutObject, PutObjects).
 	objectInsert = "INSERT INTO objects"
-	// returning: SQLite runs each such statement through an ephemeral table.
-	returning = "RETURNING"
 )
 
 var registerCounting = sync.OnceValue(func() *countingDriver {
@@ -97,8 +94,6 @@ func (c *countingConn) PrepareContext(ctx context.Context, q string) (driver.Stm
 		return countingStmt{Stmt: st, runs: &c.d.ctagExecs}, nil
 	case strings.Contains(q, objectInsert):
 		return countingStmt{Stmt: st, runs: &c.d.objectPuts}, nil
-	case strings.Contains(q, returning):
-		return countingStmt{Stmt: st, runs: &c.d.returning}, nil
 	}
 	return st, nil
 }

@@ -135,30 +135,14 @@ func (tx *sqlTx) EnsureMailbox(user, name, specialUse string) (*Mailbox, error) 
 	return &Mailbox{User: user, Name: name, SpecialUse: specialUse, UIDValidity: validity, UIDNext: 1}, nil
 }
 
-// allocUIDs takes n UIDs of a mailbox and stamps it with modseq; it
-// returns the first (sql.ErrNoRows: no such mailbox). On SQLite it is a read
-// and a plain UPDATE, for the reason Seq gives (no ephemeral table per
-// RETURNING; the write lock held since BEGIN keeps the pair atomic).
-func (tx *sqlTx) allocUIDs(user, mailbox string, n, modseq int64) (int64, error) {
-	var first int64
-	if tx.dialect == Postgres {
-		err := tx.queryRow(`UPDATE mailboxes SET uid_next = uid_next + ?, modseq = ? WHERE username = ? AND name = ? RETURNING uid_next - ?`,
-			n, modseq, user, mailbox, n).Scan(&first)
-		return first, err
-	}
-	if err := tx.queryRow(`SELECT uid_next FROM mailboxes WHERE username = ? AND name = ?`, user, mailbox).Scan(&first); err != nil {
-		return 0, err
-	}
-	_, err := tx.exec(`UPDATE mailboxes SET uid_next = ?, modseq = ? WHERE username = ? AND name = ?`, first+n, modseq, user, mailbox)
-	return first, err
-}
-
 func (tx *sqlTx) AppendMessage(m *Message) error {
 	seq, err := tx.Seq()
 	if err != nil {
 		return err
 	}
-	next, err := tx.allocUIDs(m.User, m.Mailbox, 1, seq)
+	var next int64
+	err = tx.queryRow(`UPDATE mailboxes SET uid_next = uid_next + 1, modseq = ? WHERE username = ? AND name = ? RETURNING uid_next - 1`,
+		seq, m.User, m.Mailbox).Scan(&next)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("append to %s/%s: %w", m.User, m.Mailbox, ErrNotFound)
 	}
@@ -626,7 +610,9 @@ func (tx *sqlTx) CopyMessages(user, from, to string, uids []uint32, move bool) (
 		return nil, nil, err
 	}
 	// One UID allocation for the whole batch: UIDs stay dense and ascending.
-	first, err := tx.allocUIDs(user, to, int64(len(src)), seq)
+	var first int64
+	err = tx.queryRow(`UPDATE mailboxes SET uid_next = uid_next + ?, modseq = ? WHERE username = ? AND name = ? RETURNING uid_next - ?`,
+		int64(len(src)), seq, user, to, int64(len(src))).Scan(&first)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, fmt.Errorf("copy to %s/%s: %w", user, to, ErrNotFound)
 	}

@@ -434,26 +434,9 @@ func (tx *sqlTx) Seq() (int64, error) {
 	}
 	// One row, updated by every transaction that writes: on PostgreSQL its
 	// lock, taken when the transaction began, orders writers (see run).
-	if tx.dialect == Postgres {
-		if err := tx.queryRow(`UPDATE revision SET seq = seq + 1 WHERE id = 1 RETURNING seq`).Scan(&tx.seq); err != nil {
-			return 0, fmt.Errorf("allocate revision: %w", err)
-		}
-		return tx.seq, nil
-	}
-	// SQLite: a read and a plain UPDATE. Every write transaction holds the
-	// database's write lock from BEGIN (IMMEDIATE), so nothing changes the
-	// row between the two. UPDATE ... RETURNING costs more there: SQLite
-	// gathers RETURNING rows in an ephemeral table and opens a pager and
-	// page cache for it on every run, which made the revision bump the
-	// dearest statement of a webhook's turn.
-	var seq int64
-	if err := tx.queryRow(`SELECT seq FROM revision WHERE id = 1`).Scan(&seq); err != nil {
+	if err := tx.queryRow(`UPDATE revision SET seq = seq + 1 WHERE id = 1 RETURNING seq`).Scan(&tx.seq); err != nil {
 		return 0, fmt.Errorf("allocate revision: %w", err)
 	}
-	if _, err := tx.exec(`UPDATE revision SET seq = ? WHERE id = 1`, seq+1); err != nil {
-		return 0, fmt.Errorf("allocate revision: %w", err)
-	}
-	tx.seq = seq + 1
 	return tx.seq, nil
 }
 
