@@ -273,6 +273,10 @@ type ingestGroup struct {
 	mu      sync.Mutex
 	pending []*ingestJob
 	leading bool
+	// rendersInline makes writer.start render on the writer's goroutine,
+	// as before it existed; set by a benchmark that compares the two in one
+	// process, op by op.
+	rendersInline atomic.Bool
 }
 
 // do returns once job is committed (or failed). The first caller to find
@@ -474,7 +478,7 @@ func (w *writer) do(render func() ([]byte, error), write func([]byte) error) err
 // wait for a goroutine to be scheduled. In batch mode render comes back
 // unchanged: finish renders the batch's jobs on all cores.
 func (w *writer) start(render func() ([][]byte, error)) func() ([][]byte, error) {
-	if w.batch || runtime.GOMAXPROCS(0) < 2 {
+	if w.batch || runtime.GOMAXPROCS(0) < 2 || w.s.ingests.rendersInline.Load() {
 		return render
 	}
 	var out [][]byte

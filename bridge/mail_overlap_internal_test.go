@@ -76,7 +76,7 @@ func TestStartRendersOnce(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("start renders inline with one core")
 	}
-	w := &writer{}
+	w := &writer{s: &Service{}}
 	var runs atomic.Int64
 	for i := range 2000 {
 		want := []byte{byte(i)}
