@@ -273,10 +273,6 @@ type ingestGroup struct {
 	mu      sync.Mutex
 	pending []*ingestJob
 	leading bool
-	// rendersInline makes writer.start render on the writer's goroutine,
-	// as before it existed; set by a benchmark that compares the two in one
-	// process, op by op.
-	rendersInline atomic.Bool
 }
 
 // do returns once job is committed (or failed). The first caller to find
@@ -468,38 +464,6 @@ func (w *writer) do(render func() ([]byte, error), write func([]byte) error) err
 	}, func(data [][]byte) error { return write(data[0]) })
 }
 
-// start begins a render and returns what gives its result. Outside batch
-// mode, with a spare core, it is offered to another goroutine while the
-// caller goes on with its statements: rendering is pure CPU, and on the
-// caller's goroutine it lengthened the single writer's turn, which every
-// other writer waits for. Whoever comes first renders: when the caller
-// needs the result before that goroutine has started (no core was free),
-// the caller renders it itself, so a busy machine never makes the writer
-// wait for a goroutine to be scheduled. In batch mode render comes back
-// unchanged: finish renders the batch's jobs on all cores.
-func (w *writer) start(render func() ([][]byte, error)) func() ([][]byte, error) {
-	if w.batch || runtime.GOMAXPROCS(0) < 2 || w.s.ingests.rendersInline.Load() {
-		return render
-	}
-	var out [][]byte
-	var err error
-	var taken atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		if taken.CompareAndSwap(false, true) {
-			out, err = render()
-			close(done)
-		}
-	}()
-	return func() ([][]byte, error) {
-		if taken.CompareAndSwap(false, true) {
-			return render()
-		}
-		<-done
-		return out, err
-	}
-}
-
 // doMany is do for a render of several outputs written together.
 func (w *writer) doMany(render func() ([][]byte, error), write func([][]byte) error) error {
 	if !w.batch {
@@ -661,39 +625,30 @@ func (w *writer) syncTask(old, t *store.Task, actor string) error {
 		}
 		wasAssigned := old != nil && !old.Deleted && slices.Contains(old.Assignees, name)
 		isAssigned := !t.Deleted && slices.Contains(t.Assignees, name)
-		ev, mail := mailEventFor(old, t, wasAssigned, isAssigned)
-		mail = mail && name != actor
-		// The mail depends on nothing the object writes below change, so it
-		// is rendered beside them (writer.start).
-		var m *mailJob
-		if mail && !w.coalesces(ev, actor) {
-			var err error
-			if m, err = w.startMail(u, ev, t, old); err != nil {
-				return err
-			}
-		}
 		if err := w.syncObjects(u, t, isAssigned, !wasAssigned); err != nil {
 			return err
 		}
-		if !mail {
+		if name == actor {
 			continue
 		}
-		if m == nil { // coalesced
-			if err := w.deferFlip(u, t, old); err != nil {
+		if ev, ok := mailEventFor(old, t, wasAssigned, isAssigned); ok {
+			if w.coalesces(ev, actor) {
+				if err := w.deferFlip(u, t, old); err != nil {
+					return err
+				}
+				continue
+			}
+			// Only a stored task can have a waiting flip mail (deferFlip
+			// records one for a status change): a task this transaction
+			// created skips the read of the waiting list.
+			if !w.created[[2]string{t.Source, t.ID}] {
+				if err := w.dropFlip(name, t); err != nil {
+					return err
+				}
+			}
+			if err := w.notify(u, ev, t, old); err != nil {
 				return err
 			}
-			continue
-		}
-		// Only a stored task can have a waiting flip mail (deferFlip
-		// records one for a status change): a task this transaction
-		// created skips the read of the waiting list.
-		if !w.created[[2]string{t.Source, t.ID}] {
-			if err := w.dropFlip(name, t); err != nil {
-				return err
-			}
-		}
-		if err := w.sendMail(m); err != nil {
-			return err
 		}
 	}
 	return nil
@@ -730,12 +685,15 @@ func mailEventFor(old, t *store.Task, wasAssigned, isAssigned bool) (render.Mail
 // assigned: the user should see it; fresh: the assignment is new, which
 // un-hides a task the user had deleted on the phone.
 func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool) error {
+	todoColl, eventColl, err := w.collectionNames(u.Name, t.Project)
+	if err != nil {
+		return err
+	}
 	name := render.ObjectName(t.Source, t.ID)
 	// A task first seen in this transaction has no per-user state and no
 	// objects yet: skip the lookups (they dominated batch ingest).
 	isNew := w.created[[2]string{t.Source, t.ID}]
 	var ut *store.UserTask
-	var err error
 	if !isNew {
 		ut, err = w.tx.UserTask(u.Name, t.Source, t.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -749,37 +707,6 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 		}
 	}
 	visible := assigned && t.Status != "cancelled" && (ut == nil || !ut.Hidden)
-	withEvent := !t.Due.IsZero()
-	// The VTODO and the VEVENT are rendered together and stored in one
-	// statement (store.PutObjects): one fewer in the writer's turn. The
-	// render starts before the statements below (collections, the alert
-	// schedule, the old objects), which change nothing it reads, and runs
-	// beside them on another core (writer.start).
-	var objects func() ([][]byte, error)
-	if visible {
-		var phone render.PhoneState
-		if ut != nil {
-			if phone, err = render.ParsePhoneState(ut.Extra); err != nil {
-				w.s.log.Warn("ignoring unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
-			}
-		}
-		src := w.cfg.Source(t.Source)
-		in := render.Input{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
-		evIn := in
-		evIn.Phone = render.PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
-		objects = w.start(func() ([][]byte, error) {
-			todo, err := render.Todo(in)
-			if err != nil || !withEvent {
-				return [][]byte{todo}, err
-			}
-			event, err := render.Event(evIn)
-			return [][]byte{todo, event}, err
-		})
-	}
-	todoColl, eventColl, err := w.collectionNames(u.Name, t.Project)
-	if err != nil {
-		return err
-	}
 	// The deadline engine's schedule follows visibility in this same
 	// transaction (scheduler.go).
 	if err := w.syncAlert(u, t, visible); err != nil {
@@ -807,12 +734,33 @@ func (w *writer) syncObjects(u *config.User, t *store.Task, assigned, fresh bool
 	if !visible {
 		return nil
 	}
+	var phone render.PhoneState
+	if ut != nil {
+		if phone, err = render.ParsePhoneState(ut.Extra); err != nil {
+			w.s.log.Warn("ignoring unreadable phone state", "user", u.Name, "task", t.Source+"/"+t.ID, "err", err)
+		}
+	}
+	src := w.cfg.Source(t.Source)
+	in := render.Input{Task: t, User: u, LeadTimes: w.cfg.LeadTimesFor(u, src), Phone: phone}
+	withEvent := !t.Due.IsZero()
+	evIn := in
+	evIn.Phone = render.PhoneState{Bumps: phone.Bumps} // phone alarms belong to the reminder only
+	// The VTODO and the VEVENT are rendered together and stored in one
+	// statement (store.PutObjects): one fewer in the writer's turn.
+	renderBoth := func() ([][]byte, error) {
+		todo, err := render.Todo(in)
+		if err != nil || !withEvent {
+			return [][]byte{todo}, err
+		}
+		event, err := render.Event(evIn)
+		return [][]byte{todo, event}, err
+	}
 	type part struct{ coll, kind, uid string }
 	parts := []part{{todoColl, store.KindTodos, render.TodoUID(t.Source, t.ID)}}
 	if withEvent {
 		parts = append(parts, part{eventColl, store.KindEvents, render.EventUID(t.Source, t.ID)})
 	}
-	return w.doMany(objects, func(data [][]byte) error {
+	return w.doMany(renderBoth, func(data [][]byte) error {
 		objs := make([]*store.Object, 0, len(parts))
 		for i, p := range parts {
 			o, err := w.objectToPut(u.Name, p.coll, p.kind, t, name, p.uid, data[i], etags[p.coll])
@@ -1011,60 +959,33 @@ const Inbox = "INBOX"
 
 // notify stores one notification mail for a user.
 func (w *writer) notify(u *config.User, ev render.MailEvent, t, old *store.Task) error {
-	m, err := w.startMail(u, ev, t, old)
-	if err != nil {
-		return err
-	}
-	return w.sendMail(m)
-}
-
-// mailJob is one notification mail, started by startMail and stored by
-// sendMail.
-type mailJob struct {
-	u    *config.User
-	t    *store.Task
-	in   render.MailInput
-	data func() ([][]byte, error) // the rendered mail (writer.start)
-}
-
-// startMail fixes a mail's input (the revision and the transaction's time
-// are the ones it would have at sendMail) and starts rendering it
-// (writer.start). Rendering is pure, so the bytes are those a render at
-// sendMail would give; t and old must not change until sendMail.
-func (w *writer) startMail(u *config.User, ev render.MailEvent, t, old *store.Task) (*mailJob, error) {
 	seq, err := w.tx.Seq()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	in := render.MailInput{Event: ev, Task: t, User: u, From: w.cfg.Mail.From, Host: w.cfg.HTTP.PublicURL.Hostname(),
 		Date: w.tx.Now(), Seq: seq, Urgent: render.IsUrgent(t, render.UserLocation(u), w.tx.Now())} // urgency.go
 	if old != nil {
 		in.OldDue = old.Due
 	}
-	m := &mailJob{u: u, t: t, in: in}
-	m.data = w.start(func() ([][]byte, error) {
+	mail := func() ([]byte, error) {
 		data, err := render.NotificationMail(in)
 		if err != nil {
 			return nil, fmt.Errorf("render %s mail for %s: %w", ev, u.Name, err)
 		}
-		return [][]byte{data}, nil
-	})
-	return m, nil
-}
-
-// sendMail appends a started mail to its user's INBOX.
-func (w *writer) sendMail(m *mailJob) error {
-	return w.doMany(m.data, func(data [][]byte) error {
+		return data, nil
+	}
+	return w.do(mail, func(data []byte) error {
 		var flags []string
-		if m.in.Urgent {
+		if in.Urgent {
 			flags = append(flags, `\Flagged`)
 		}
-		msg := &store.Message{User: m.u.Name, Mailbox: Inbox, Data: data[0], Flags: flags, InternalDate: w.tx.Now(),
-			MessageID: render.MessageID(m.in), Source: m.t.Source, TaskID: m.t.ID}
+		msg := &store.Message{User: u.Name, Mailbox: Inbox, Data: data, Flags: flags, InternalDate: w.tx.Now(),
+			MessageID: render.MessageID(in), Source: t.Source, TaskID: t.ID}
 		if err := appendToInbox(w.tx, w.inbox, msg); err != nil {
 			return err
 		}
-		w.s.metrics.Mails.WithLabelValues(string(m.in.Event)).Inc()
+		w.s.metrics.Mails.WithLabelValues(string(ev)).Inc()
 		return nil
 	})
 }

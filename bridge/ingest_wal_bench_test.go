@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -85,50 +84,4 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// BenchmarkIngestRenderBeside: new-task webhooks one after another (as
-// BenchmarkIngestWALPagesProjects), alternating op by op between rendering
-// the objects and the mail beside the statements (writer.start) and on the
-// writer's goroutine, so load from elsewhere on a shared machine falls on
-// both alike. Reports each way's median and p90 time per ingest (the
-// single writer's turn: nothing else writes) and CPU per ingest.
-func BenchmarkIngestRenderBeside(b *testing.B) {
-	s := groupService(b)
-	users := []string{"alice", "bob", "carol"}
-	ingest := func(id string, i int) {
-		in := groupTask(id, users[i%3])
-		in.Project = fmt.Sprintf("Project %d", (i/3)%10)
-		if _, err := s.Ingest(context.Background(), "tracker", []TaskInput{in}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for i := range 300 {
-		ingest(fmt.Sprintf("warm-%d", i), i)
-	}
-	var wall [2][]time.Duration
-	var cpu [2]time.Duration
-	b.ResetTimer()
-	for i := range b.N {
-		inline := i%2 == 1
-		s.ingests.rendersInline.Store(inline)
-		k := 0
-		if inline {
-			k = 1
-		}
-		c0, t0 := cpuTime(b), time.Now()
-		ingest(fmt.Sprintf("B-%d", i), i)
-		wall[k] = append(wall[k], time.Since(t0))
-		cpu[k] += cpuTime(b) - c0
-	}
-	b.StopTimer()
-	for k, name := range []string{"beside", "inline"} {
-		if len(wall[k]) == 0 {
-			continue
-		}
-		slices.Sort(wall[k])
-		b.ReportMetric(float64(wall[k][len(wall[k])/2].Microseconds()), name+"-p50-us")
-		b.ReportMetric(float64(wall[k][len(wall[k])*9/10].Microseconds()), name+"-p90-us")
-		b.ReportMetric(float64(cpu[k].Microseconds())/float64(len(wall[k])), name+"-cpu-us/op")
-	}
 }

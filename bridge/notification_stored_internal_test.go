@@ -3,8 +3,6 @@ package bridge
 import (
 	"bytes"
 	"context"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,12 +10,12 @@ import (
 	"github.com/duebridge/duebridge/store"
 )
 
-// TestMailRenderedBesideObjectsIsTheSameMail: a single webhook's
-// notification is rendered while the task's objects are written
-// (startMail); what is stored is byte for byte what render.NotificationMail
-// gives for the task as stored, at the transaction's time and revision,
-// for a new task (assigned) and a moved due date.
-func TestMailRenderedBesideObjectsIsTheSameMail(t *testing.T) {
+// TestNotificationIsARenderOfTheStoredTask: a webhook's notification is
+// byte for byte what render.NotificationMail gives for the task as stored,
+// at the transaction's time and revision, for a moved due date (after the
+// assignment's mail). It pins what any change to where or when the mail is
+// rendered in the ingest must keep.
+func TestNotificationIsARenderOfTheStoredTask(t *testing.T) {
 	ctx := context.Background()
 	c := groupConfig(t)
 	s := sqliteService(t, c.DataDir, c)
@@ -66,44 +64,5 @@ func TestMailRenderedBesideObjectsIsTheSameMail(t *testing.T) {
 	}
 	if !bytes.Contains(msgs[0].Data, []byte("X-Duebridge-Event: "+string(render.MailAssigned))) {
 		t.Errorf("first mail is not the assignment:\n%s", msgs[0].Data)
-	}
-}
-
-// TestStartRendersOnce: a started render runs exactly once, on the helper
-// goroutine or, when that has not begun, on the caller's, and the caller
-// gets its result either way; in batch mode it is the render itself.
-func TestStartRendersOnce(t *testing.T) {
-	if runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("start renders inline with one core")
-	}
-	w := &writer{s: &Service{}}
-	var runs atomic.Int64
-	for i := range 2000 {
-		want := []byte{byte(i)}
-		get := w.start(func() ([][]byte, error) {
-			runs.Add(1)
-			return [][]byte{want}, nil
-		})
-		if i%2 == 1 {
-			runtime.Gosched() // give the helper a chance to take it
-		}
-		out, err := get()
-		if err != nil || len(out) != 1 || !bytes.Equal(out[0], want) {
-			t.Fatalf("render %d: got %v, %v", i, out, err)
-		}
-	}
-	// Whoever rendered did so before get returned.
-	if n := runs.Load(); n != 2000 {
-		t.Errorf("2000 renders ran %d times", n)
-	}
-	w.batch = true
-	calls := 0
-	get := w.start(func() ([][]byte, error) { calls++; return nil, nil })
-	if calls != 0 {
-		t.Error("batch mode rendered at start")
-	}
-	get()
-	if calls != 1 {
-		t.Errorf("batch mode: %d renders, want 1", calls)
 	}
 }
