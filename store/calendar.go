@@ -30,41 +30,6 @@ DROP INDEX IF EXISTS alerts_user_due;
 	return 0
 }()
 
-// Migration 74: objects_uid indexes a UID by what follows its first "-"
-// (uidKey) instead of the whole UID. A task's VTODO and VEVENT UIDs,
-// "task-<source>-<id>@duebridge" and "deadline-<source>-<id>@duebridge",
-// sorted apart, so a new task wrote two leaf pages of the index (2.4 pages
-// per commit, the most of any b-tree); with the prefix left out both land
-// on one. Look-ups by UID search the key and then compare the whole UID.
-// objects_own is made again after it: SQLite (no statistics) weighs the
-// newest index first, and between two equal searches by user it kept the
-// newer one; the quota count must stay on objects_own
-// (TestLiveObjectQueriesUseTheirIndexes).
-var _ = func() int {
-	migrations = append(migrations, migration{74, `
-DROP INDEX IF EXISTS objects_uid;
-CREATE INDEX objects_uid ON objects (username, {{uidkey}});
-{{sqlite}} DROP INDEX IF EXISTS objects_own;
-{{sqlite}} CREATE INDEX objects_own ON objects (username) WHERE source = '' AND deleted = 0;
-`})
-	return 0
-}()
-
-// uidKeyExpr is objects_uid's key expression over the column uid: the
-// text after the first "-" (all of it without one). Queries must write it
-// exactly so for the databases to use the index.
-func uidKeyExpr(dialect string) string {
-	if dialect == Postgres {
-		return "substr(uid, strpos(uid, '-') + 1)"
-	}
-	return "substr(uid, instr(uid, '-') + 1)"
-}
-
-// uidKey is uidKeyExpr's value for a UID. SQLite and PostgreSQL count
-// characters where Go counts bytes, but "-" is one byte, so the text after
-// it is the same.
-func uidKey(uid string) string { return uid[strings.IndexByte(uid, '-')+1:] }
-
 // Collection kinds.
 const (
 	KindEvents = "events" // VEVENT deadlines, read-only for the user
@@ -429,8 +394,8 @@ func (tx *sqlTx) ObjectsByName(user, collection string, names []string) ([]Objec
 }
 
 func (tx *sqlTx) ObjectByUID(user, uid string) (*Object, error) {
-	o, err := scanObject(tx.queryRow(`SELECT `+objCols+`, data FROM objects WHERE username = ? AND `+uidKeyExpr(tx.dialect)+` = ? AND uid = ? AND deleted = 0 LIMIT 1`,
-		user, uidKey(uid), uid), true)
+	o, err := scanObject(tx.queryRow(`SELECT `+objCols+`, data FROM objects WHERE username = ? AND uid = ? AND deleted = 0 LIMIT 1`,
+		user, uid), true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -466,24 +431,13 @@ func (tx *sqlTx) ObjectsForTaskUser(source, id, user string, uids []string) ([]O
 	if len(uids) == 0 {
 		return nil, nil
 	}
-	// A task's UIDs share their key (uidKey): one index range, then the
-	// UIDs themselves.
-	var keys []string
-	for _, u := range uids {
-		if k := uidKey(u); !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
-	args := make([]any, 0, len(keys)+len(uids)+3)
+	args := make([]any, 0, len(uids)+3)
 	args = append(args, user)
-	for _, k := range keys {
-		args = append(args, k)
-	}
 	for _, u := range uids {
 		args = append(args, u)
 	}
 	args = append(args, source, id)
-	return tx.listObjects(false, `username = ? AND `+uidKeyExpr(tx.dialect)+` IN (`+inList(len(keys))+`) AND uid IN (`+inList(len(uids))+`) AND source = ? AND task_id = ? AND deleted = 0`, args...)
+	return tx.listObjects(false, `username = ? AND uid IN (`+inList(len(uids))+`) AND source = ? AND task_id = ? AND deleted = 0`, args...)
 }
 
 func (tx *sqlTx) ObjectsOfUser(user string) ([]Object, error) {

@@ -207,7 +207,7 @@ func ddl(dialect, s string) string {
 	if dialect == Postgres {
 		blob, autoid = "BYTEA", "BIGSERIAL PRIMARY KEY"
 	}
-	return strings.NewReplacer("{{blob}}", blob, "{{autoid}}", autoid, "{{uidkey}}", uidKeyExpr(dialect)).Replace(s)
+	return strings.NewReplacer("{{blob}}", blob, "{{autoid}}", autoid).Replace(s)
 }
 
 // SchemaVersion is the newest schema this binary knows.
