@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,9 @@ type Service struct {
 	devices *devices
 	metrics *coreMetrics
 	ingests ingestGroup // group commit of concurrent ingests (ingest.go)
+	// rerenderMu serialises the re-renders of the store's objects: the
+	// start's and each reload's (rerender.go).
+	rerenderMu sync.Mutex
 
 	// The background loops Run starts.
 	sched     *scheduler
@@ -202,9 +206,7 @@ func (s *Service) SetConfig(ctx context.Context, c *config.Config) {
 		if len(revoked) > 0 {
 			s.hub.Publish(revoked)
 		}
-		if err := s.rerenderStale(ctx, old, c); err != nil {
-			s.log.Error("re-render after config change", "err", err)
-		}
+		s.rerenderAfterReload(ctx, old, c)
 	}
 }
 
