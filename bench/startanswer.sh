@@ -10,7 +10,9 @@
 # (every user's rendering inputs changed while stopped). Each reports, from
 # exec: when the log says "duebridge serving", when the first authenticated
 # CalDAV request was answered (PROPFIND Depth 0 on u0000000's home with its
-# password, 207; tried every 50 ms, each try a new connection), the
+# password, 207; tried every 50 ms until a connection is accepted, then
+# waited for: a try abandoned after a few seconds would leave its
+# argon2id check running and queue the next one behind it), the
 # process's CPU (utime+stime) and RSS then, and when the start's re-render
 # checks were done (old: before "serving"; new: "start re-render checks
 # done").
@@ -53,7 +55,7 @@ logged() { # logged LOG PATTERN: the epoch time of the first line matching, from
 	date -d "$(grep -m1 "$2" "$1" | sed 's/.*"time":"\([^"]*\)".*/\1/')" +%s.%N
 }
 answered() {
-	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X PROPFIND -H 'Depth: 0' \
+	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 300 -X PROPFIND -H 'Depth: 0' \
 		-u "u0000000:$pw" "http://127.0.0.1:$port/dav/u0000000/")" = 207 ]
 }
 post_tasks() { # post_tasks N USERS: N tasks, 500 to a request, one random assignee each
