@@ -78,6 +78,10 @@ type authenticator struct {
 	mu      sync.Mutex
 	cache   map[[32]byte]cacheEntry
 	dummies map[string]string // hash "shape" → dummy hash of that shape
+
+	planMu  sync.Mutex
+	planCfg *config.Config // the config plan was made for
+	plan    []planStep
 }
 
 type cacheEntry struct {
@@ -295,7 +299,7 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 			own[password.Shape(ap.Hash)] = append(own[password.Shape(ap.Hash)], ap.Hash)
 		}
 	}
-	for _, step := range refusalPlan(cfg) {
+	for _, step := range a.refusalPlan(cfg) {
 		mine := own[step.shape]
 		for i := range step.n {
 			a.s.metrics.HashChecks.Inc()
@@ -309,6 +313,20 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 		}
 	}
 	return false, nil
+}
+
+// refusalPlan is refusalPlan(cfg), made once per config. It walks every
+// user's hashes: made for every hash check, as it was, each cold login
+// cost that walk, 10-40 s at a million users, so after a restart the
+// first polls waited that long and the node kept up with a few cold
+// logins a second. SetConfig makes it for a new config up front.
+func (a *authenticator) refusalPlan(cfg *config.Config) []planStep {
+	a.planMu.Lock()
+	defer a.planMu.Unlock()
+	if a.planCfg != cfg {
+		a.plan, a.planCfg = refusalPlan(cfg), cfg
+	}
+	return a.plan
 }
 
 // planStep is n checks against hashes of one shape.
