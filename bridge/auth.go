@@ -78,6 +78,10 @@ type authenticator struct {
 	mu      sync.Mutex
 	cache   map[[32]byte]cacheEntry
 	dummies map[string]string // hash "shape" → dummy hash of that shape
+
+	planMu  sync.Mutex
+	planCfg *config.Config // the config plan was made for
+	plan    []planStep
 }
 
 type cacheEntry struct {
@@ -302,7 +306,7 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 			own[password.Shape(ap.Hash)] = append(own[password.Shape(ap.Hash)], ap.Hash)
 		}
 	}
-	for _, step := range refusalPlan(cfg) {
+	for _, step := range a.refusalPlan(cfg) {
 		mine := own[step.shape]
 		for i := range step.n {
 			a.s.metrics.HashChecks.Inc()
@@ -318,6 +322,61 @@ func (a *authenticator) verify(ctx context.Context, cfg *config.Config, u *confi
 	return false, nil
 }
 
+// refusalPlan is refusalPlan(cfg), made once per config. It walks every
+// user's hashes: made for every hash check, as it was, each cold login
+// cost that walk, 10-40 s at a million users, so after a restart the
+// first polls waited that long and the node kept up with a few cold
+// logins a second. SetConfig makes it for a new config up front.
+func (a *authenticator) refusalPlan(cfg *config.Config) []planStep {
+	a.planMu.Lock()
+	defer a.planMu.Unlock()
+	if a.planCfg != cfg {
+		a.plan, a.planCfg = refusalPlan(cfg), cfg
+	}
+	return a.plan
+}
+
+// shapeMemo is password.Shape for a config's hashes, parsed once per
+// parameter prefix ("$argon2id$v=19$m=65536,t=3,p=4$", "$2a$10$") rather
+// than once per hash: a million users' hashes share a few. A malformed
+// hash behind a known prefix (Load refuses those) can get its prefix's
+// shape here; it can match no password anyway, and every refusal still
+// runs the same plan.
+type shapeMemo map[string]string
+
+func (m shapeMemo) of(hash string) string {
+	var prefix string
+	switch {
+	case strings.HasPrefix(hash, "$argon2id$"):
+		if i := nthIndex(hash, '$', 4); i > 0 {
+			prefix = hash[:i+1]
+		}
+	case strings.HasPrefix(hash, "$2") && len(hash) >= 7:
+		prefix = hash[:7]
+	}
+	if prefix == "" {
+		return password.Shape(hash)
+	}
+	sh, ok := m[prefix]
+	if !ok {
+		sh = password.Shape(hash)
+		m[prefix] = sh
+	}
+	return sh
+}
+
+// nthIndex is the index of the n-th (1-based) c in s, or -1.
+func nthIndex(s string, c byte, n int) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			if n--; n == 0 {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
 // planStep is n checks against hashes of one shape.
 type planStep struct {
 	shape string
@@ -330,14 +389,24 @@ type planStep struct {
 // it, so no user's refusal is cheaper than an unknown name's.
 func refusalPlan(cfg *config.Config) []planStep {
 	most := map[string]int{}
+	shapes := shapeMemo{}
+	var count []planStep // this user's credentials by shape, reused
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
-		count := map[string]int{password.Shape(u.PasswordHash): 1}
+		count = append(count[:0], planStep{shapes.of(u.PasswordHash), 1})
+	next:
 		for _, ap := range u.AppPasswords {
-			count[password.Shape(ap.Hash)]++
+			sh := shapes.of(ap.Hash)
+			for j := range count {
+				if count[j].shape == sh {
+					count[j].n++
+					continue next
+				}
+			}
+			count = append(count, planStep{sh, 1})
 		}
-		for shape, n := range count {
-			most[shape] = max(most[shape], n)
+		for _, c := range count {
+			most[c.shape] = max(most[c.shape], c.n)
 		}
 	}
 	if len(most) == 0 {

@@ -94,3 +94,35 @@ func TestRefusalCostIsTheSameSequence(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalPlanMadeOncePerConfig: a hash check does not walk every
+// user's hashes. It did (refusalPlan for every check): at a million users
+// each cold login cost 10-40 s of that walk. Allocations are the
+// deterministic measure: the walk made a map and shapes for every user.
+func TestRefusalPlanMadeOncePerConfig(t *testing.T) {
+	h := cheapBcrypt(t, "pw", 4)
+	cfg := &config.Config{Users: make([]config.User, 5000)}
+	for i := range cfg.Users {
+		cfg.Users[i] = config.User{Name: fmt.Sprintf("u%d", i), PasswordHash: h,
+			AppPasswords: []config.AppPassword{{Name: "phone", Hash: h}}}
+	}
+	s := &Service{metrics: newMetrics(nil)}
+	a := newAuthenticator(s)
+	login := func() {
+		if ok, err := a.verify(context.Background(), cfg, cfg.User("u7"), "pw"); !ok || err != nil {
+			t.Fatalf("u7's login = %v, %v", ok, err)
+		}
+	}
+	login() // the plan for cfg is made here, once
+	if perLogin := testing.AllocsPerRun(5, login); perLogin > 500 {
+		t.Errorf("a login with %d users costs %.0f allocations; a walk over the users is ≥ %d", len(cfg.Users), perLogin, len(cfg.Users))
+	}
+	// A new config gets its own plan: a user with more app passwords than
+	// anyone before makes every refusal cost one check more.
+	cfg2 := *cfg
+	cfg2.Users = slices.Clone(cfg.Users)
+	cfg2.Users[0].AppPasswords = append(slices.Clone(cfg2.Users[0].AppPasswords), config.AppPassword{Name: "pad", Hash: h})
+	if got, want := a.refusalPlan(&cfg2), refusalPlan(&cfg2); !slices.Equal(got, want) || got[0].n != 3 {
+		t.Errorf("plan for the new config = %v, want %v (3 checks)", got, want)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,9 @@ type Service struct {
 	devices *devices
 	metrics *coreMetrics
 	ingests ingestGroup // group commit of concurrent ingests (ingest.go)
+	// rerenderMu serialises the re-renders of the store's objects: the
+	// start's and each reload's (rerender.go).
+	rerenderMu sync.Mutex
 
 	// The background loops Run starts.
 	sched     *scheduler
@@ -125,6 +129,9 @@ func (s *Service) Run(ctx context.Context) error {
 		{"retention", s.ret.Run},
 		{"callbacks", s.callbacks.Run},
 		{"devices", s.runDevices},
+		// The refusal plan of the config started with, made before the
+		// first cold login needs it (seconds at a million users).
+		{"refusal plan", func(context.Context) error { s.auth.refusalPlan(s.Config()); return nil }},
 	}
 	errc := make(chan error, len(loops))
 	for _, l := range loops {
@@ -189,6 +196,7 @@ func (s *Service) Config() *config.Config { return s.cfg.Load() }
 func (s *Service) SetConfig(ctx context.Context, c *config.Config) {
 	old := s.cfg.Swap(c)
 	s.auth.reset()
+	s.auth.refusalPlan(c) // before the next cold login needs it
 	if old != nil {
 		// Sessions opened with credentials that are gone (a revoked app
 		// password, a changed password, a removed user) must end now, not
@@ -202,9 +210,7 @@ func (s *Service) SetConfig(ctx context.Context, c *config.Config) {
 		if len(revoked) > 0 {
 			s.hub.Publish(revoked)
 		}
-		if err := s.rerenderStale(ctx, old, c); err != nil {
-			s.log.Error("re-render after config change", "err", err)
-		}
+		s.rerenderAfterReload(ctx, old, c)
 	}
 }
 

@@ -192,24 +192,37 @@ func (d *devices) serverKey(ctx context.Context) ([]byte, error) {
 	if d.key != nil {
 		return d.key, nil
 	}
-	var key []byte
-	err := d.s.st.Update(ctx, func(tx store.Tx) error {
-		v, err := tx.Get(deviceKeyName)
-		if errors.Is(err, store.ErrNotFound) {
-			k := make([]byte, 32)
-			rand.Read(k)
-			v = hex.EncodeToString(k)
-			err = tx.Set(deviceKeyName, v)
+	// Read first: the key exists after the first start, and the first
+	// login after a restart should not queue for the writer (behind the
+	// start's re-render batches or the scheduler's replan).
+	var v string
+	err := d.s.st.View(ctx, func(tx store.Tx) error {
+		var err error
+		if v, err = tx.Get(deviceKeyName); errors.Is(err, store.ErrNotFound) {
+			return nil
 		}
-		if err != nil {
+		return err
+	})
+	if err == nil && v == "" {
+		err = d.s.st.Update(ctx, func(tx store.Tx) error {
+			var err error
+			v, err = tx.Get(deviceKeyName)
+			if errors.Is(err, store.ErrNotFound) {
+				k := make([]byte, 32)
+				rand.Read(k)
+				v = hex.EncodeToString(k)
+				err = tx.Set(deviceKeyName, v)
+			}
 			return err
-		}
+		})
+	}
+	var key []byte
+	if err == nil {
 		key, err = hex.DecodeString(v)
 		if err == nil && len(key) < 32 {
 			err = errors.New("key too short")
 		}
-		return err
-	})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load device password key: %w", err)
 	}

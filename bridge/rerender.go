@@ -64,9 +64,61 @@ func renderFingerprints(cfg *config.Config) []string {
 // config while duebridge was stopped) get objects for the tasks that
 // already name them. A start with nothing changed costs one read of the
 // fingerprints (one statement) and writes nothing. Run it after
-// RerenderIfStale, before the listeners open.
+// RerenderIfStale; StartRerender runs both.
 func (s *Service) RerenderChangedUsers(ctx context.Context) error {
+	s.rerenderMu.Lock()
+	defer s.rerenderMu.Unlock()
 	return s.rerenderStale(ctx, nil, s.Config())
+}
+
+// StartRerender takes the re-render lock for the start's checks and
+// returns them to run, in the background once the listeners are up: the
+// rendering rules (RerenderIfStale), then every user's rendering inputs
+// (RerenderChangedUsers), each logged with its duration. A reload's
+// re-render (SetConfig) waits until run has returned: the two never run at
+// once, and the reload's, which compares with the config before it, comes
+// after the start's and is not lost. Call run exactly once.
+//
+// Why serving meanwhile is correct: a phone polling before run is done
+// reads what the store holds, the objects as the last run left them (none
+// yet for a user new to the store), which is a consistent state; each
+// object the re-render then rewrites gets a new ETag and moves its
+// collection's sync token, so the phone's next poll fetches the change as
+// it fetches any other. A webhook or a phone write meanwhile renders with
+// the current config under the store's writer; the re-render commits in
+// batches between other writers and re-rendering is idempotent (Resync),
+// so the objects end as a re-render before listening would have left
+// them. A reload meanwhile swaps the config at once (logins use it) and
+// re-renders what it changed after run.
+func (s *Service) StartRerender() (run func(context.Context) error) {
+	s.rerenderMu.Lock()
+	return func(ctx context.Context) error {
+		defer s.rerenderMu.Unlock()
+		start := time.Now()
+		if _, err := s.rerenderIfStale(ctx); err != nil {
+			return fmt.Errorf("re-render stored objects: %w", err)
+		}
+		rules := time.Since(start)
+		// Config changes made while stopped: users whose lead times, time
+		// zone or notify changed, and users added meanwhile.
+		if err := s.rerenderStale(ctx, nil, s.Config()); err != nil {
+			return fmt.Errorf("re-render changed users: %w", err)
+		}
+		s.log.Info("start re-render checks done", "rules_took", rules.Round(time.Millisecond),
+			"users_took", (time.Since(start) - rules).Round(time.Millisecond),
+			"took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+}
+
+// rerenderAfterReload re-renders what a reload from old to cfg changed,
+// after any re-render under way (the start's, or an earlier reload's).
+func (s *Service) rerenderAfterReload(ctx context.Context, old, cfg *config.Config) {
+	s.rerenderMu.Lock()
+	defer s.rerenderMu.Unlock()
+	if err := s.rerenderStale(ctx, old, cfg); err != nil {
+		s.log.Error("re-render after config change", "err", err)
+	}
 }
 
 type kvPair struct{ key, value string }
@@ -158,7 +210,7 @@ func (s *Service) rerenderStale(ctx context.Context, old, cfg *config.Config) er
 	}
 	if len(changed)+len(added) == len(cfg.Users) && len(cfg.Users) > 0 {
 		// Everyone: one walk over the tasks reads each task once.
-		if err := s.Resync(ctx, nil); err != nil {
+		if err := s.resyncWith(ctx, cfg, nil); err != nil {
 			return err
 		}
 		return s.recordRenderFingerprints(ctx, slices.Concat(changedFP, addedFP, rest))
@@ -176,7 +228,7 @@ func (s *Service) rerenderStale(ctx context.Context, old, cfg *config.Config) er
 		for _, name := range added {
 			users[name] = true
 		}
-		if err := s.Resync(ctx, users); err != nil {
+		if err := s.resyncWith(ctx, cfg, users); err != nil {
 			return err
 		}
 		if err := s.recordRenderFingerprints(ctx, addedFP); err != nil {
@@ -248,7 +300,13 @@ var resyncBetweenBatches func()
 // On an error, or when ctx ends, Resync stops after the last committed
 // batch and returns the error; what was committed stays.
 func (s *Service) Resync(ctx context.Context, users map[string]bool) error {
-	cfg := s.Config()
+	return s.resyncWith(ctx, s.Config(), users)
+}
+
+// resyncWith is Resync rendering with cfg: a re-render records cfg's
+// fingerprints afterwards, so it renders with cfg even if a reload swapped
+// the service's config meanwhile (that reload's own re-render follows).
+func (s *Service) resyncWith(ctx context.Context, cfg *config.Config, users map[string]bool) error {
 	walk := sourceWalk{users: users}
 	for i := range cfg.Sources {
 		walk.sources = append(walk.sources, cfg.Sources[i].Name)
@@ -412,6 +470,13 @@ const renderVersionKey = "render_version"
 // records the version. It reports whether it re-rendered. Several processes
 // starting at once may each re-render; the result is the same.
 func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
+	s.rerenderMu.Lock()
+	defer s.rerenderMu.Unlock()
+	return s.rerenderIfStale(ctx)
+}
+
+// rerenderIfStale is RerenderIfStale with rerenderMu held.
+func (s *Service) rerenderIfStale(ctx context.Context) (bool, error) {
 	var have string
 	err := s.st.View(ctx, func(tx store.Tx) error {
 		v, err := tx.Get(renderVersionKey)
@@ -433,7 +498,7 @@ func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
 	// version, and the next start re-renders everything again (the
 	// batches already done re-render to the same bytes and write nothing).
 	cfg := s.Config()
-	if err := s.Resync(ctx, nil); err != nil {
+	if err := s.resyncWith(ctx, cfg, nil); err != nil {
 		return false, err
 	}
 	// Every user's objects are now rendered with cfg.

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -555,16 +554,18 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 	zones := map[string]*time.Location{} // nil: unknown
 	c.Users = make([]User, 0, len(r.Users))
 	for i, ru := range r.Users {
-		key := fmt.Sprintf("users[%d]", i)
+		// The keys are built only for an error: a Sprintf a user was a
+		// tenth of validating a million users.
+		key := func() string { return "users[" + strconv.Itoa(i) + "]" }
 		u := User{Name: ru.Name, PasswordHash: ru.PasswordHash, Digest: ru.Digest, Identities: ru.Identities, Admin: ru.Admin}
 		switch {
 		case ru.Name == "":
-			e.add(key+".name", "required")
-		case !nameRE.MatchString(ru.Name):
-			e.add(key+".name", "%q: use letters, digits and . _ @ + - (at most 64)", ru.Name)
+			e.add(key()+".name", "required")
+		case !validName(ru.Name):
+			e.add(key()+".name", "%q: use letters, digits and . _ @ + - (at most 64)", ru.Name)
 		default:
 			if j, dup := seenUser[strings.ToLower(ru.Name)]; dup {
-				e.add(key+".name", "duplicate user %q (also users[%d])", ru.Name, j)
+				e.add(key()+".name", "duplicate user %q (also users[%d])", ru.Name, j)
 			}
 			seenUser[strings.ToLower(ru.Name)] = i
 		}
@@ -572,38 +573,39 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 			// `"Alice" <alice@example.com>` is accepted: the address and
 			// the display name are kept apart, since the address alone
 			// goes into To:, the profile and CalDAV's email-address-set.
-			if a, err := mail.ParseAddress(ru.Email); err != nil {
-				e.add(key+".email", "not a mail address: %q", ru.Email)
+			a, err := parseAddress(ru.Email)
+			if err != nil {
+				e.add(key()+".email", "not a mail address: %q", ru.Email)
 			} else if j, dup := seenEmail[strings.ToLower(a.Address)]; dup {
-				e.add(key+".email", "duplicate email %q (also users[%d])", a.Address, j)
+				e.add(key()+".email", "duplicate email %q (also users[%d])", a.Address, j)
 			} else {
 				seenEmail[strings.ToLower(a.Address)] = i
 				u.Email, u.EmailName = a.Address, a.Name
 			}
 		}
 		if ru.Password != "" {
-			e.add(key+".password", "plain passwords are not accepted; put the output of `duebridge hash-password` in password_hash")
+			e.add(key()+".password", "plain passwords are not accepted; put the output of `duebridge hash-password` in password_hash")
 		}
 		switch {
 		case ru.PasswordHash == "":
-			e.add(key+".password_hash", "required (make one with `duebridge hash-password`)")
+			e.add(key()+".password_hash", "required (make one with `duebridge hash-password`)")
 		case !looksLikeHash(ru.PasswordHash):
-			e.add(key+".password_hash", "not a bcrypt or argon2id hash; a plain password does not belong here (use `duebridge hash-password`)")
+			e.add(key()+".password_hash", "not a bcrypt or argon2id hash; a plain password does not belong here (use `duebridge hash-password`)")
 		default:
 			if p := hashProblem(ru.PasswordHash); p != "" {
-				e.add(key+".password_hash", "%s; no password can match it (make a new one with `duebridge hash-password`)", p)
+				e.add(key()+".password_hash", "%s; no password can match it (make a new one with `duebridge hash-password`)", p)
 			}
 		}
 		for j, ap := range ru.AppPasswords {
-			ak := fmt.Sprintf("%s.app_passwords[%d]", key, j)
+			ak := func() string { return key() + ".app_passwords[" + strconv.Itoa(j) + "]" }
 			if ap.Name == "" {
-				e.add(ak+".name", "required")
+				e.add(ak()+".name", "required")
 			} else if slices.ContainsFunc(ru.AppPasswords[:j], func(o rawAppPassword) bool { return o.Name == ap.Name }) {
 				// A user has a few: a scan, not a map for every user.
-				e.add(ak+".name", "duplicate app password %q", ap.Name)
+				e.add(ak()+".name", "duplicate app password %q", ap.Name)
 			}
 			if p := hashProblem(ap.Hash); p != "" {
-				e.add(ak+".hash", "%s", p)
+				e.add(ak()+".hash", "%s", p)
 			}
 			u.AppPasswords = append(u.AppPasswords, AppPassword{Name: ap.Name, Hash: ap.Hash})
 		}
@@ -613,7 +615,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 		case NotifyAlarms, NotifyMail, NotifyBoth:
 			u.Notify = Notify(ru.Notify)
 		default:
-			e.add(key+".notify", "unknown value %q (want alarms, mail or both)", ru.Notify)
+			e.add(key()+".notify", "unknown value %q (want alarms, mail or both)", ru.Notify)
 		}
 		u.Location = time.UTC
 		if ru.TimeZone != "" {
@@ -625,33 +627,33 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 				zones[ru.TimeZone] = loc
 			}
 			if loc == nil {
-				e.add(key+".timezone", "unknown time zone %q", ru.TimeZone)
+				e.add(key()+".timezone", "unknown time zone %q", ru.TimeZone)
 			} else {
 				u.Location = loc
 			}
 		}
 		if ru.QuietHours != nil {
-			s, okS := clock(&e, key+".quiet_hours.start", ru.QuietHours.Start)
-			en, okE := clock(&e, key+".quiet_hours.end", ru.QuietHours.End)
+			s, okS := clock(&e, key()+".quiet_hours.start", ru.QuietHours.Start)
+			en, okE := clock(&e, key()+".quiet_hours.end", ru.QuietHours.End)
 			if okS && okE {
 				if s == en {
-					e.add(key+".quiet_hours", "start and end are equal")
+					e.add(key()+".quiet_hours", "start and end are equal")
 				}
 				u.QuietHours = &QuietHours{Start: s, End: en, AllowUrgent: ru.QuietHours.AllowUrgent}
 			}
 		}
 		u.DigestAt = 8 * time.Hour
 		if ru.DigestAt != "" {
-			if d, ok := clock(&e, key+".digest_at", ru.DigestAt); ok {
+			if d, ok := clock(&e, key()+".digest_at", ru.DigestAt); ok {
 				u.DigestAt = d
 			}
 		}
 		if ru.LeadTimes != nil {
-			u.LeadTimes = durations(&e, key+".lead_times", ru.LeadTimes)
+			u.LeadTimes = durations(&e, key()+".lead_times", ru.LeadTimes)
 		}
 		for _, kind := range slices.Sorted(maps.Keys(ru.Identities)) {
 			if !IsTrackerKind(kind) {
-				e.add(key+".identities."+kind, "unknown tracker kind (want %s)", kindList(TrackerKinds...))
+				e.add(key()+".identities."+kind, "unknown tracker kind (want %s)", kindList(TrackerKinds...))
 				continue
 			}
 			// The adapters match identities case-insensitively and give a
@@ -662,7 +664,7 @@ func (r *raw) validate(env map[string]string) (*Config, error) {
 				continue
 			}
 			if j, dup := seenIdentity[kind+"\x00"+id]; dup && j != i {
-				e.add(key+".identities."+kind, "%q is also users[%d]'s", ru.Identities[kind], j)
+				e.add(key()+".identities."+kind, "%q is also users[%d]'s", ru.Identities[kind], j)
 				continue
 			}
 			seenIdentity[kind+"\x00"+id] = i
@@ -935,10 +937,21 @@ func hashProblem(s string) string {
 
 // argon2idProblem checks the PHC form the login check parses
 // ($argon2id$v=19$m=M,t=T,p=P$salt$key), so a hash that could never match
-// is refused at load rather than failing every login in silence.
+// is refused at load rather than failing every login in silence. A hash
+// that is fine costs no allocation and no decoding: a Split and two
+// decodes a hash, two hashes a user, were most of what a million-user
+// file spent checking hashes.
 func argon2idProblem(s string) string {
-	parts := strings.Split(s, "$")
-	if len(parts) != 6 || parts[2] != "v=19" {
+	if strings.Count(s, "$") != 5 {
+		return "not an argon2id hash: want $argon2id$v=19$m=M,t=T,p=P$SALT$KEY"
+	}
+	var parts [6]string // as strings.Split, without its slice
+	rest := s
+	for i := range 5 {
+		parts[i], rest, _ = strings.Cut(rest, "$")
+	}
+	parts[5] = rest
+	if parts[2] != "v=19" {
 		return "not an argon2id hash: want $argon2id$v=19$m=M,t=T,p=P$SALT$KEY"
 	}
 	m, t, p, ok := argon2idParams(parts[3])
@@ -953,16 +966,88 @@ func argon2idProblem(s string) string {
 	case t == 0 || t > maxArgonTime:
 		return fmt.Sprintf("argon2id t=%d out of range (1 to %d)", t, maxArgonTime)
 	}
-	b64 := base64.RawStdEncoding
-	salt, err1 := b64.DecodeString(parts[4])
-	key, err2 := b64.DecodeString(parts[5])
+	saltLen, ok1 := b64Len(parts[4])
+	keyLen, ok2 := b64Len(parts[5])
 	switch {
-	case err1 != nil || len(salt) < 8:
+	case !ok1 || saltLen < 8:
 		return "argon2id salt is not unpadded base64 of at least 8 bytes"
-	case err2 != nil || len(key) < 4 || len(key) > 128:
+	case !ok2 || keyLen < 4 || keyLen > 128:
 		return "argon2id key is not unpadded base64 of 4 to 128 bytes"
 	}
 	return ""
+}
+
+// b64Len is the length base64.RawStdEncoding.DecodeString(s) would
+// return, and whether it would fail, without decoding: that decoder skips
+// '\r' and '\n', refuses any other byte outside the alphabet ('=' too),
+// and a lone character at the end; n characters make n*6/8 bytes
+// (TestB64LenMatchesDecode).
+func b64Len(s string) (int, bool) {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\r' || c == '\n':
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '+', c == '/':
+			n++
+		default:
+			return 0, false
+		}
+	}
+	if n%4 == 1 {
+		return 0, false
+	}
+	return n * 6 / 8, true
+}
+
+// validName is nameRE.MatchString(s) without the regexp machinery, which a
+// million users notice: an ASCII letter or digit, then up to 63 of them or
+// . _ @ + - (TestValidNameMatchesRE).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 || !isAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && !strings.ContainsRune("._@+-", rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9'
+}
+
+// parseAddress is mail.ParseAddress with a shortcut for the plain
+// local@domain most configs hold (each side ASCII letters, digits and
+// _ + - in dot-separated parts), which ParseAddress returns unchanged and
+// without a name; anything else goes to ParseAddress
+// (TestParseAddressMatchesNetMail).
+func parseAddress(s string) (mail.Address, error) {
+	if local, domain, ok := strings.Cut(s, "@"); ok && plainDotAtom(local) && plainDotAtom(domain) {
+		return mail.Address{Address: s}, nil
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return mail.Address{}, err
+	}
+	return *a, nil
+}
+
+// plainDotAtom: non-empty parts of [A-Za-z0-9_+-] joined by single dots.
+func plainDotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case isAlnum(c), c == '_', c == '+', c == '-':
+		case c == '.' && s[i-1] != '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // argon2idParams reads "m=M,t=T,p=P", each a decimal as strconv.FormatUint
@@ -970,13 +1055,15 @@ func argon2idProblem(s string) string {
 // and `duebridge hash-password` writes. (fmt.Sscanf did this at a few
 // microseconds a hash, which a million users notice.)
 func argon2idParams(s string) (m, t, p uint64, ok bool) {
-	fields := strings.Split(s, ",")
-	if len(fields) != 3 {
+	if strings.Count(s, ",") != 2 {
 		return 0, 0, 0, false
 	}
 	var vals [3]uint64
-	for i, name := range []string{"m=", "t=", "p="} {
-		d, found := strings.CutPrefix(fields[i], name)
+	rest := s
+	for i, name := range [3]string{"m=", "t=", "p="} {
+		var field string
+		field, rest, _ = strings.Cut(rest, ",")
+		d, found := strings.CutPrefix(field, name)
 		v, err := strconv.ParseUint(d, 10, 64)
 		if !found || err != nil || strconv.FormatUint(v, 10) != d {
 			return 0, 0, 0, false

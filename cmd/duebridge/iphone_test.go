@@ -43,9 +43,11 @@ func startPhoneServerAt(t *testing.T, path string) *phoneServer {
 	done := make(chan error, 1)
 	o := serveOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Ready: func(a Addrs, _ *bridge.Service) { ready <- a }}
+	rerendered := untilRerendered(&o)
 	go func() { done <- serve(ctx, cfg, o) }()
 	select {
 	case a := <-ready:
+		rerendered(t) // the scenarios read what a restart re-renders
 		ps := &phoneServer{base: "http://" + a.HTTP.String(), imap: a.IMAP.String()}
 		var once bool
 		ps.stop = func() {

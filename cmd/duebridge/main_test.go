@@ -112,9 +112,11 @@ func startWith(t testing.TB, cfgPath string, o serveOptions) *running {
 	o.Ready = func(a Addrs, svc *bridge.Service) {
 		ready <- &running{base: scheme + "://" + a.HTTP.String(), svc: svc}
 	}
+	rerendered := untilRerendered(&o)
 	go func() { done <- serve(ctx, cfg, o) }()
 	select {
 	case r := <-ready:
+		rerendered(t) // tests read what the start re-renders
 		r.stop = func() {
 			cancel()
 			if err := <-done; err != nil {

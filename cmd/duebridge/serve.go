@@ -40,8 +40,13 @@ type Addrs struct {
 type serveOptions struct {
 	// Logger; if nil, slog.Default().
 	Logger *slog.Logger
-	// Ready is called once every listener is bound and serving.
+	// Ready is called once every listener is bound and serving. The
+	// start's re-render checks may still be running then (Rerendered).
 	Ready func(Addrs, *bridge.Service)
+	// Rerendered, if set, is called once the start's re-render checks
+	// (bridge.Service.StartRerender) have ended, with their error (nil
+	// when done; the context's error when serve stopped first).
+	Rerendered func(error)
 	// Clock is the one clock of the service and its store; nil = the wall
 	// clock.
 	Clock clock.Clock
@@ -79,14 +84,6 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 	}()
 	if o.Opened != nil {
 		o.Opened(svc, st)
-	}
-	if _, err := svc.RerenderIfStale(ctx); err != nil {
-		return fmt.Errorf("re-render stored objects: %w", err)
-	}
-	// Config changes made while stopped: users whose lead times, time zone
-	// or notify changed, and users added meanwhile.
-	if err := svc.RerenderChangedUsers(ctx); err != nil {
-		return fmt.Errorf("re-render changed users: %w", err)
 	}
 	if cfg.Demo {
 		if err := seedDemo(ctx, st, svc); err != nil {
@@ -152,6 +149,25 @@ func serve(ctx context.Context, cfg *config.Config, o serveOptions) error {
 			return err
 		}
 		return nil
+	})
+	// The start's re-render checks (new rendering rules, config changed
+	// while stopped) run while the listeners serve: at a million users
+	// they take seconds to minutes, and every second before the listener
+	// is bound refuses a second's polls. Polls meanwhile see the last
+	// run's objects, then the changes through ETags and sync tokens (see
+	// StartRerender). The lock is taken here, before the config watch
+	// starts, so a reload's re-render always comes after this one. A
+	// failure stops the server, as it stopped the start before.
+	rerender := svc.StartRerender()
+	goRun("start re-render", func() error {
+		err := rerender(runCtx)
+		if o.Rerendered != nil {
+			o.Rerendered(err)
+		}
+		if runCtx.Err() != nil {
+			return nil // stopping: the next start checks again
+		}
+		return err
 	})
 	// The scheduler, retention, completion callbacks and device upkeep.
 	goRun("core", func() error { return svc.Run(runCtx) })

@@ -50,9 +50,11 @@ func serveReady(t *testing.T, cfg *config.Config, o serveOptions) (Addrs, *bridg
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	rerendered := untilRerendered(&o)
 	go func() { done <- serve(ctx, cfg, o) }()
 	select {
 	case u := <-ready:
+		rerendered(t) // tests read what the start re-renders
 		t.Cleanup(func() {
 			cancel()
 			if err := <-done; err != nil {
