@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/mail"
@@ -193,24 +192,13 @@ func Load(path string) (*Config, error) {
 	if _, err := buf.ReadFrom(f); err != nil {
 		return nil, fmt.Errorf("read config %s: %w", path, err)
 	}
-	return loadBytes(path, buf.Bytes())
+	return load(path, buf.Bytes())
 }
 
-// load is Load on content already at hand (r nil: defaults and environment only);
-// path is used in messages, to resolve relative paths, and as Config.Path.
-func load(path string, r io.Reader) (*Config, error) {
-	if r == nil {
-		return loadBytes(path, nil)
-	}
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read config %s: %w", path, err)
-	}
-	return loadBytes(path, b)
-}
-
-// loadBytes is load on the file's bytes (nil: no file).
-func loadBytes(path string, b []byte) (*Config, error) {
+// load is Load on the file's bytes (nil: no file, defaults and environment
+// only); path is used in messages, to resolve relative paths, and as
+// Config.Path.
+func load(path string, b []byte) (*Config, error) {
 	v := viper.New() // never the global instance: reloads must not share state
 	v.SetConfigType("yaml")
 	// Each scalar key is bound to its own variable (not AutomaticEnv), so

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -257,7 +256,7 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte("users:\n  - name: a\n    email: '\"A\" <a@example.com>'\n    password_hash: \"" + aliceHash + "\"\nsources:\n  - name: s\n    secret: fuzz-secret-1\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := load("", bytes.NewReader(b))
+		c, err := load("", b)
 		if err != nil {
 			if c != nil {
 				t.Fatal("a config and an error")

@@ -15,7 +15,7 @@ func BenchmarkLoadUsers(b *testing.B) {
 	b.SetBytes(int64(len(y)))
 	b.ReportAllocs()
 	for b.Loop() {
-		c, err := load("bench.yaml", bytes.NewReader(y))
+		c, err := load("bench.yaml", y)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func TestLoadUsersAllocations(t *testing.T) {
 	const n = 1000
 	y := bigConfig(n)
 	perUser := testing.AllocsPerRun(3, func() {
-		if _, err := load("allocs.yaml", bytes.NewReader(y)); err != nil {
+		if _, err := load("allocs.yaml", y); err != nil {
 			t.Fatal(err)
 		}
 	}) / n
@@ -62,7 +62,7 @@ func bigConfig(n int) []byte {
 // BenchmarkUserByName looks up the last of 10,000 loaded users: every login
 // and request does this, and a reload once per user of both configs.
 func BenchmarkUserByName(b *testing.B) {
-	c, err := load("bench.yaml", bytes.NewReader(bigConfig(10000)))
+	c, err := load("bench.yaml", bigConfig(10000))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func BenchmarkUserByName(b *testing.B) {
 // TestUserByName: the index Load builds answers like a scan, also for a
 // copy whose users were replaced or extended by hand.
 func TestUserByName(t *testing.T) {
-	c, err := load("t.yaml", bytes.NewReader(bigConfig(3)))
+	c, err := load("t.yaml", bigConfig(3))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,11 +17,11 @@ import (
 func loadBothWays(t *testing.T, name string, y []byte) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "duebridge.yaml")
-	fast, fastErr := load(p, bytes.NewReader(y))
+	fast, fastErr := load(p, y)
 	scanUsersOn = false
-	node, nodeErr := load(p, bytes.NewReader(y))
+	node, nodeErr := load(p, y)
 	fastUsers = false
-	slow, slowErr := load(p, bytes.NewReader(y))
+	slow, slowErr := load(p, y)
 	fastUsers, scanUsersOn = true, true
 	if fmt.Sprint(fastErr) != fmt.Sprint(slowErr) || fmt.Sprint(nodeErr) != fmt.Sprint(slowErr) {
 		t.Errorf("%s: scanner says\n%v\nnode tree says\n%v\nviper says\n%v", name, fastErr, nodeErr, slowErr)
@@ -159,7 +158,7 @@ func FuzzFastUsersMatchViper(f *testing.F) {
 func TestEmptyKeyPartNamedStably(t *testing.T) {
 	y := []byte(".a:\n  x: 1\n  y: 2\n  z: 3\n  w: 4\n")
 	for range 30 {
-		_, err := load("c.yaml", bytes.NewReader(y))
+		_, err := load("c.yaml", y)
 		if want := `unknown key ".a.w"`; err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("error %v, want one naming %s", err, want)
 		}

@@ -116,7 +116,7 @@ func Watch(ctx context.Context, path string, o WatchOptions, onChange func(*Conf
 			last = h
 			// Load exactly the bytes we hashed, so last always describes
 			// what the caller was told about.
-			c, err := loadBytes(path, b)
+			c, err := load(path, b)
 			if err != nil {
 				onError(err)
 				continue
