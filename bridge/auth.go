@@ -336,47 +336,6 @@ func (a *authenticator) refusalPlan(cfg *config.Config) []planStep {
 	return a.plan
 }
 
-// shapeMemo is password.Shape for a config's hashes, parsed once per
-// parameter prefix ("$argon2id$v=19$m=65536,t=3,p=4$", "$2a$10$") rather
-// than once per hash: a million users' hashes share a few. A malformed
-// hash behind a known prefix (Load refuses those) can get its prefix's
-// shape here; it can match no password anyway, and every refusal still
-// runs the same plan.
-type shapeMemo map[string]string
-
-func (m shapeMemo) of(hash string) string {
-	var prefix string
-	switch {
-	case strings.HasPrefix(hash, "$argon2id$"):
-		if i := nthIndex(hash, '$', 4); i > 0 {
-			prefix = hash[:i+1]
-		}
-	case strings.HasPrefix(hash, "$2") && len(hash) >= 7:
-		prefix = hash[:7]
-	}
-	if prefix == "" {
-		return password.Shape(hash)
-	}
-	sh, ok := m[prefix]
-	if !ok {
-		sh = password.Shape(hash)
-		m[prefix] = sh
-	}
-	return sh
-}
-
-// nthIndex is the index of the n-th (1-based) c in s, or -1.
-func nthIndex(s string, c byte, n int) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			if n--; n == 0 {
-				return i
-			}
-		}
-	}
-	return -1
-}
-
 // planStep is n checks against hashes of one shape.
 type planStep struct {
 	shape string
@@ -389,14 +348,14 @@ type planStep struct {
 // it, so no user's refusal is cheaper than an unknown name's.
 func refusalPlan(cfg *config.Config) []planStep {
 	most := map[string]int{}
-	shapes := shapeMemo{}
+	shapes := password.ShapeMemo{}
 	var count []planStep // this user's credentials by shape, reused
 	for i := range cfg.Users {
 		u := &cfg.Users[i]
-		count = append(count[:0], planStep{shapes.of(u.PasswordHash), 1})
+		count = append(count[:0], planStep{shapes.Of(u.PasswordHash), 1})
 	next:
 		for _, ap := range u.AppPasswords {
-			sh := shapes.of(ap.Hash)
+			sh := shapes.Of(ap.Hash)
 			for j := range count {
 				if count[j].shape == sh {
 					count[j].n++

@@ -149,6 +149,47 @@ func Shape(hash string) string {
 	return DefaultShape
 }
 
+// ShapeMemo is Shape for many hashes (a config's), parsed once per
+// parameter prefix ("$argon2id$v=19$m=65536,t=3,p=4$", "$2a$10$") rather
+// than once per hash: a million users' hashes share a few. A malformed
+// hash behind a known prefix (config.Load refuses those) can get its
+// prefix's shape here; it can match no password anyway.
+type ShapeMemo map[string]string
+
+// Of is Shape(hash).
+func (m ShapeMemo) Of(hash string) string {
+	var prefix string
+	switch {
+	case strings.HasPrefix(hash, "$argon2id$"):
+		if i := nthIndex(hash, '$', 4); i > 0 {
+			prefix = hash[:i+1]
+		}
+	case strings.HasPrefix(hash, "$2") && len(hash) >= 7:
+		prefix = hash[:7]
+	}
+	if prefix == "" {
+		return Shape(hash)
+	}
+	sh, ok := m[prefix]
+	if !ok {
+		sh = Shape(hash)
+		m[prefix] = sh
+	}
+	return sh
+}
+
+// nthIndex is the index of the n-th (1-based) c in s, or -1.
+func nthIndex(s string, c byte, n int) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			if n--; n == 0 {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
 // Dummy returns a hash of a random password with the given shape: checking
 // a password against it costs what checking against a real hash of that
 // shape costs, so a refusal for an unknown user takes as long as one for a
