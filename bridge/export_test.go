@@ -15,3 +15,19 @@ func PollRevocations(ctx context.Context, s *Service) error { return s.publishRe
 // revocation log (tests lengthen it to see only announced revocations).
 // Call it before Run.
 func SetDeviceRevocationPoll(s *Service, d time.Duration) { s.devices.poll = d }
+
+// RerenderIfStale is the start's first re-render check alone
+// (rerenderIfStale, under the re-render lock).
+func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
+	s.rerenderMu.Lock()
+	defer s.rerenderMu.Unlock()
+	return s.rerenderIfStale(ctx)
+}
+
+// RerenderChangedUsers is the start's second re-render check alone
+// (rerenderStale against no old config, under the re-render lock).
+func (s *Service) RerenderChangedUsers(ctx context.Context) error {
+	s.rerenderMu.Lock()
+	defer s.rerenderMu.Unlock()
+	return s.rerenderStale(ctx, nil, s.Config())
+}

@@ -57,24 +57,14 @@ func renderFingerprints(cfg *config.Config) []string {
 	return fps
 }
 
-// RerenderChangedUsers brings the stored objects in step with the config
-// at start: the objects of users whose rendering inputs (lead times,
-// notify, time zone) differ from the fingerprint stored with their objects
-// are re-rendered, and users the store has no fingerprint of (added to the
-// config while duebridge was stopped) get objects for the tasks that
-// already name them. A start with nothing changed costs one read of the
-// fingerprints (one statement) and writes nothing. Run it after
-// RerenderIfStale; StartRerender runs both.
-func (s *Service) RerenderChangedUsers(ctx context.Context) error {
-	s.rerenderMu.Lock()
-	defer s.rerenderMu.Unlock()
-	return s.rerenderStale(ctx, nil, s.Config())
-}
-
 // StartRerender takes the re-render lock for the start's checks and
 // returns them to run, in the background once the listeners are up: the
-// rendering rules (RerenderIfStale), then every user's rendering inputs
-// (RerenderChangedUsers), each logged with its duration. A reload's
+// rendering rules (rerenderIfStale), then every user's rendering inputs
+// (rerenderStale against no old config: users whose lead times, notify or
+// time zone differ from the fingerprint stored with their objects are
+// re-rendered, users the store has no fingerprint of get objects for the
+// tasks that already name them; with nothing changed, one read and no
+// write), each logged with its duration. A reload's
 // re-render (SetConfig) waits until run has returned: the two never run at
 // once, and the reload's, which compares with the config before it, comes
 // after the start's and is not lost. Call run exactly once.
@@ -465,17 +455,11 @@ func (c userWalk) batch(w *writer, limit int) (resyncWalk, int, bool, error) {
 // objects were made with.
 const renderVersionKey = "render_version"
 
-// RerenderIfStale re-renders every user's objects once when the store's
+// rerenderIfStale re-renders every user's objects once when the store's
 // objects were made by other rendering rules than render.Version, and then
 // records the version. It reports whether it re-rendered. Several processes
-// starting at once may each re-render; the result is the same.
-func (s *Service) RerenderIfStale(ctx context.Context) (bool, error) {
-	s.rerenderMu.Lock()
-	defer s.rerenderMu.Unlock()
-	return s.rerenderIfStale(ctx)
-}
-
-// rerenderIfStale is RerenderIfStale with rerenderMu held.
+// starting at once may each re-render; the result is the same. rerenderMu
+// must be held.
 func (s *Service) rerenderIfStale(ctx context.Context) (bool, error) {
 	var have string
 	err := s.st.View(ctx, func(tx store.Tx) error {

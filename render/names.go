@@ -42,8 +42,8 @@ func IsTaskUID(uid string) bool {
 // Version names the rendering rules of stored objects. Change it with
 // any change that renders existing tasks differently (it was raised for
 // PRIORITY following iOS's marks, alarms on the reminder only, and
-// collision-free list names); RerenderIfStale then brings stored objects
-// up to date at the next start.
+// collision-free list names); the bridge then re-renders stored objects
+// at the next start (bridge.Service.StartRerender).
 const Version = "2"
 
 // UserLocation is the zone of a user's local times (UTC if unset).
