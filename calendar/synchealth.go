@@ -390,19 +390,14 @@ func (m *lastSyncMetric) Collect(ch chan<- prometheus.Metric) {
 		}
 		h.mu.Unlock()
 	}
-	// Sent after the locks are dropped: polls do not wait for the scraper.
 	if len(hs) > 1 {
-		// One series per user and family, the latest of the servers'.
-		latest := map[[2]string]int64{}
-		for _, r := range rows {
-			k := [2]string{r.user, families[r.client]}
-			latest[k] = max(latest[k], r.at)
-		}
-		for k, t := range latest {
-			ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, float64(t), k[0], k[1])
-		}
-		return
+		// One series per user and family: the latest of the servers'.
+		slices.SortFunc(rows, func(a, b series) int {
+			return cmp.Or(strings.Compare(a.user, b.user), cmp.Compare(a.client, b.client), cmp.Compare(b.at, a.at))
+		})
+		rows = slices.CompactFunc(rows, func(a, b series) bool { return a.user == b.user && a.client == b.client })
 	}
+	// Sent after the locks are dropped: polls do not wait for the scraper.
 	for _, r := range rows {
 		ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, float64(r.at), r.user, families[r.client])
 	}
