@@ -14,22 +14,7 @@ pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 tck=$(getconf CLK_TCK)
 
-gen() { # gen N FILE
-	python3 - "$1" "$2" <<'EOF'
-import base64, os, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-b64 = lambda k: base64.b64encode(os.urandom(k)).decode().rstrip("=")
-h = '"$argon2id$v=19$m=65536,t=3,p=4$%s$%s"'
-with open(path, "w") as f:
-    f.write('data_dir: "%s"\nstore: sqlite\nhttp:\n  listen: 127.0.0.1:0\n  public_url: http://127.0.0.1:8080\n'
-            'sources:\n  - name: "load"\n    secret: "0123456789abcdef"\nusers:\n' % os.path.join(os.path.dirname(path), "data"))
-    for i in range(n):
-        u = "u%07d" % i
-        f.write('  - name: "%s"\n    email: "%s@load.test"\n    password_hash: %s\n'
-                '    app_passwords:\n      - name: "prep"\n        hash: %s\n'
-                % (u, u, h % (b64(16), b64(32)), h % (b64(16), b64(32))))
-EOF
-}
+gen() { python3 "$(dirname "$0")/bigconfig.py" "$1" "$2"; } # gen N FILE
 cpu() { awk -v t="$tck" '{printf "%.1f", ($14+$15)/t}' "/proc/$1/stat"; }
 mem() { awk '/^Vm(RSS|HWM)/{printf "%s %d MB  ", $1, $2/1024}' "/proc/$1/status"; }
 waitlog() { # waitlog FILE PATTERN COUNT

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/startanswer.sh OLD_BIN NEW_BIN N... — how long a start with N users in
 # the config keeps phones waiting, for two duebridge binaries run one after
-# the other on the same file (the form bench/bigusers.sh writes, ~330 bytes
+# the other on the same file (written by bench/bigconfig.py, ~330 bytes
 # a user; user u0000000 has a real argon2id hash of a known password).
 #
 # For each binary, three starts: a first start on an empty data directory,
@@ -30,23 +30,8 @@ pw=bench-start-pw
 hash=$(printf '%s' "$pw" | "$new" hash-password)
 
 gen() { # gen N FILE
-	python3 - "$1" "$2" "$hash" "$port" <<'EOF'
-import base64, os, sys
-n, path, real, port = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-b64 = lambda k: base64.b64encode(os.urandom(k)).decode().rstrip("=")
-h = '"$argon2id$v=19$m=65536,t=3,p=4$%s$%s"'
-with open(path, "w") as f:
-    f.write('data_dir: "%s"\nstore: sqlite\nhttp:\n  listen: 127.0.0.1:%s\n  public_url: http://127.0.0.1:%s\n'
-            'imap:\n  listen: 127.0.0.1:0\nnotifications:\n  lead_times: [24h, 1h]\n'
-            'sources:\n  - name: "load"\n    secret: "0123456789abcdef"\nusers:\n'
-            % (os.path.join(os.path.dirname(path), "data"), port, port))
-    for i in range(n):
-        u = "u%07d" % i
-        ph = '"%s"' % real if i == 0 else h % (b64(16), b64(32))
-        f.write('  - name: "%s"\n    email: "%s@load.test"\n    password_hash: %s\n'
-                '    app_passwords:\n      - name: "prep"\n        hash: %s\n'
-                % (u, u, ph, h % (b64(16), b64(32))))
-EOF
+	python3 "$(dirname "$0")/bigconfig.py" "$1" "$2" "$port" "$hash" \
+		$'imap:\n  listen: 127.0.0.1:0\nnotifications:\n  lead_times: [24h, 1h]\n'
 }
 cpu() { awk -v t="$tck" '{printf "%.1f", ($14+$15)/t}' "/proc/$1/stat"; }
 rss() { awk '/^VmRSS/{printf "%d MB", $2/1024}' "/proc/$1/status"; }
