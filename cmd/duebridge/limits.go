@@ -100,11 +100,14 @@ func bodyCap(c *config.Config) int64 {
 // by cutting the body off (http.MaxBytesReader) when it is sent chunked.
 // Handlers keep their own tighter limits (the webhook's, the iCalendar
 // object size) and their own error bodies; this is the backstop for every
-// route, including ones that never expect a body.
-func limitBodies(next http.Handler, svc *bridge.Service) http.Handler {
+// route, including ones that never expect a body. A refusal is counted
+// under the route the request was for: the mux is asked for its pattern,
+// which instrument reads from the same request.
+func limitBodies(mux *http.ServeMux, svc *bridge.Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit := bodyCap(svc.Config())
 		if r.ContentLength > limit {
+			_, r.Pattern = mux.Handler(r)
 			msg := fmt.Sprintf("request body larger than %d bytes", limit)
 			if strings.HasPrefix(r.URL.Path, "/hooks/") {
 				// The webhook contract answers errors in JSON.
@@ -121,6 +124,6 @@ func limitBodies(next http.Handler, svc *bridge.Service) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = http.MaxBytesReader(w, r.Body, limit)
 		}
-		next.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r)
 	})
 }

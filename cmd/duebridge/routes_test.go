@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -210,7 +212,8 @@ func TestFeedOnSetupPage(t *testing.T) {
 // TestRequestMetricsBounded: HTTP lets a client send any token as a
 // method, and each one it invented was a new duebridge_http_requests_total
 // series; now they count as method "other", and a route's requests keep
-// their route, method and status.
+// their route, method and status, including a body refused by its size
+// before the mux ran (it was counted as "unmatched").
 func TestRequestMetricsBounded(t *testing.T) {
 	svc := testsvc.New(t, testsvc.Options{})
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -230,6 +233,22 @@ func TestRequestMetricsBounded(t *testing.T) {
 	do("GET", "/healthz")
 	do("GET", "/healthz")
 	do("GET", "/nowhere")
+	// Content-Length alone says it is too large: refused before routing,
+	// before any of the body is sent.
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /hooks/demo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", int64(1)<<40)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized webhook: %s, want 413", resp.Status)
+	}
 
 	mfs, err := svc.Registry().Gather()
 	if err != nil {
@@ -249,9 +268,10 @@ func TestRequestMetricsBounded(t *testing.T) {
 		}
 	}
 	want := map[string]float64{
-		"GET /healthz GET 200": 2,
-		"unmatched other 405":  40,
-		"unmatched GET 404":    1,
+		"GET /healthz GET 200":          2,
+		"unmatched other 405":           40,
+		"unmatched GET 404":             1,
+		"POST /hooks/{source} POST 413": 1,
 	}
 	if !maps.Equal(got, want) {
 		t.Fatalf("duebridge_http_requests_total series:\n got %v\nwant %v", got, want)
