@@ -13,6 +13,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -226,6 +227,51 @@ func BenchmarkPollView(b *testing.B) {
 				cols, err := tx.Collections("anna")
 				if err == nil && len(cols) != 10 {
 					err = fmt.Errorf("%d collections, want 10", len(cols))
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkPollCollectionsMany is the same read among 40,000 users, a
+// random one each time, whose lists were made as a server makes them: a
+// project's lists for all its members at once, project after project, so
+// one user's lists were made far apart. On SQLite that spread a user's rows
+// over ten pages of a rowid table until collections was keyed by the user
+// (migration 75).
+func BenchmarkPollCollectionsMany(b *testing.B) {
+	const users = 40000
+	benchBackends(b, func(b *testing.B, be backend) {
+		s := openBench(b, be)
+		for p := range 5 {
+			for _, kind := range []string{store.KindTodos, store.KindEvents} {
+				err := s.Update(b.Context(), func(tx store.Tx) error {
+					for u := range users {
+						c := store.Collection{User: fmt.Sprintf("user-%06d", u), Name: fmt.Sprintf("project-%d-%s", p, kind),
+							Project: fmt.Sprintf("Project %d", p), Kind: kind}
+						if _, err := tx.EnsureCollection(&c); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		r := rand.New(rand.NewPCG(1, 2))
+		b.ReportAllocs()
+		for b.Loop() {
+			user := fmt.Sprintf("user-%06d", r.IntN(users))
+			err := s.Read(b.Context(), func(tx store.Tx) error {
+				cols, err := tx.Collections(user)
+				if err == nil && len(cols) != 10 {
+					err = fmt.Errorf("%d collections of %s, want 10", len(cols), user)
 				}
 				return err
 			})

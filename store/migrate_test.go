@@ -350,9 +350,10 @@ func TestOpenErrors(t *testing.T) {
 }
 
 // TestIngestPathSchema: the tables every new-task webhook writes carry no
-// index that no query reads, and alerts is one b-tree, not a table plus
-// its key's index (migration 72). Each b-tree cost a WAL page per webhook
-// inside the single writer's turn.
+// index that no query reads, and alerts and collections are one b-tree
+// each, not a table plus its key's index (migrations 72 and 75). Each
+// b-tree cost a WAL page per webhook inside the single writer's turn, and
+// a user's collections, read at every poll, were spread over the rows.
 func TestIngestPathSchema(t *testing.T) {
 	t.Parallel()
 	b := sqliteBackend()
@@ -375,12 +376,55 @@ func TestIngestPathSchema(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
+	for _, table := range []string{"alerts", "collections"} {
+		var stmt string
+		if err := db.QueryRowContext(context.Background(), `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?`, table).Scan(&stmt); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(stmt, "WITHOUT ROWID") {
+			t.Errorf("%s is a rowid table (a second b-tree for its key): %s", table, stmt)
+		}
+	}
+}
+
+// TestSQLiteCollectionsUpgrade75: a store at schema 73 keeps its
+// collections, with everything a phone sees of them, through migration
+// 75's rebuild of the table, and ends up keyed by user and name.
+func TestSQLiteCollectionsUpgrade75(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend()
+	src := b.newSource(t)
+	db := b.raw(t, src)
+	if err := store.CreateSQLiteSchemaAt(db, 73); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO collections (username, name, project, kind, display_name, color, sort_order, seq, min_seq) VALUES
+		('alice', 'web-tasks', 'web', 'todos', 'Web', '#FF2968', 2, 41, 7),
+		('bob', 'web-tasks', 'web', 'todos', 'Web', '#FF2968', 1, 40, 0),
+		('alice', 'api-deadlines', 'api', 'events', 'API deadlines', '', 1, 39, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	e := openEnv(t, b, src)
+	e.view(func(tx store.Tx) error {
+		got, err := tx.Collections("alice")
+		if err != nil {
+			return err
+		}
+		want := []store.Collection{
+			{User: "alice", Name: "api-deadlines", Project: "api", Kind: store.KindEvents, DisplayName: "API deadlines", Order: 1, Seq: 39},
+			{User: "alice", Name: "web-tasks", Project: "web", Kind: store.KindTodos, DisplayName: "Web", Color: "#FF2968", Order: 2, Seq: 41, MinSeq: 7},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("alice's collections after the upgrade:\n got %+v\nwant %+v", got, want)
+		}
+		return nil
+	})
 	var stmt string
-	if err := db.QueryRowContext(context.Background(), `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'alerts'`).Scan(&stmt); err != nil {
+	if err := db.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'collections'`).Scan(&stmt); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasSuffix(stmt, "WITHOUT ROWID") {
-		t.Errorf("alerts is a rowid table (a second b-tree for its key): %s", stmt)
+		t.Errorf("collections after the upgrade: %s", stmt)
 	}
 }
 
