@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
+	"time"
 )
 
 // migration is one schema step. Versions are applied in ascending order, each
@@ -226,21 +228,38 @@ const migrateLock = 0x64756562
 // IMMEDIATE, via _txlock; PostgreSQL: an advisory transaction lock) and only
 // then reads the version, so exactly one process applies each step and the
 // others find it done.
-func migrate(ctx context.Context, db *sql.DB, dialect string) error {
+//
+// When it applied anything it logs one line with the versions and the time
+// taken: a few steps rebuild a table, which at a million users holds the
+// first start after an upgrade for tens of seconds before the server listens.
+func migrate(ctx context.Context, db *sql.DB, dialect string, log *slog.Logger) error {
+	start, from, to := time.Now(), -1, -1
 	for {
-		done, err := migrateStep(ctx, db, dialect)
-		if err != nil || done {
+		current, applied, err := migrateStep(ctx, db, dialect)
+		if err != nil {
 			return err
 		}
+		if applied == 0 {
+			if to >= 0 {
+				log.Info("schema migrated", "from", from, "to", to, "took", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if from < 0 {
+			from = current
+		}
+		to = applied
 	}
 }
 
-// migrateStep applies the next migration, if any; done reports that the
-// schema is current.
-func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, err error) {
+// migrateStep applies the next migration, if any: current is the version
+// it found, applied the one it brought the schema to (0 when the schema was
+// already current).
+func migrateStep(ctx context.Context, db *sql.DB, dialect string) (current, applied int, err error) {
+	done := false
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return false, fmt.Errorf("migrate: %w", err)
+		return 0, 0, fmt.Errorf("migrate: %w", err)
 	}
 	defer func() {
 		if err != nil || done {
@@ -249,28 +268,28 @@ func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, er
 	}()
 	if dialect == Postgres {
 		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, migrateLock); err != nil {
-			return false, fmt.Errorf("migrate: lock: %w", err)
+			return 0, 0, fmt.Errorf("migrate: lock: %w", err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return false, fmt.Errorf("migrate: %w", err)
+		return 0, 0, fmt.Errorf("migrate: %w", err)
 	}
-	var current int
 	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&current)
 	switch {
 	case err == sql.ErrNoRows:
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
-			return false, fmt.Errorf("migrate: %w", err)
+			return 0, 0, fmt.Errorf("migrate: %w", err)
 		}
 	case err != nil:
-		return false, fmt.Errorf("read schema version: %w", err)
+		return 0, 0, fmt.Errorf("read schema version: %w", err)
 	}
 	if current > SchemaVersion() {
-		return false, fmt.Errorf("the database has schema version %d, newer than this binary's %d: upgrade duebridge", current, SchemaVersion())
+		return 0, 0, fmt.Errorf("the database has schema version %d, newer than this binary's %d: upgrade duebridge", current, SchemaVersion())
 	}
 	i := sort.Search(len(migrations), func(i int) bool { return migrations[i].version > current })
 	if i == len(migrations) {
-		return true, nil
+		done = true
+		return current, 0, nil
 	}
 	m := migrations[i]
 	for _, stmt := range splitSQL(ddl(dialect, m.sql)) {
@@ -281,7 +300,7 @@ func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, er
 			stmt = strings.TrimSpace(rest)
 		}
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return false, fmt.Errorf("migrate to %d: %q: %w", m.version, firstLine(stmt), err)
+			return 0, 0, fmt.Errorf("migrate to %d: %q: %w", m.version, firstLine(stmt), err)
 		}
 	}
 	q := `UPDATE schema_version SET version = ?`
@@ -289,12 +308,12 @@ func migrateStep(ctx context.Context, db *sql.DB, dialect string) (done bool, er
 		q = rebindDollar(q)
 	}
 	if _, err := tx.ExecContext(ctx, q, m.version); err != nil {
-		return false, fmt.Errorf("migrate to %d: %w", m.version, err)
+		return 0, 0, fmt.Errorf("migrate to %d: %w", m.version, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("migrate to %d: %w", m.version, err)
+		return 0, 0, fmt.Errorf("migrate to %d: %w", m.version, err)
 	}
-	return false, nil
+	return current, m.version, nil
 }
 
 // sqliteOnly starts a migration statement that only SQLite runs.

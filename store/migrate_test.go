@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -468,5 +469,34 @@ func TestSQLiteAlertsUpgrade72(t *testing.T) {
 	fresh := b.raw(t, openEnv(t, b, b.newSource(t)).src)
 	if got, want := sqliteSchema(t, db), sqliteSchema(t, fresh); !slices.Equal(got, want) {
 		t.Errorf("schema of the upgraded database differs from a new one:\nupgraded: %q\n     new: %q", got, want)
+	}
+}
+
+// TestMigrationLogsOnce: a start that migrates says so once, with the
+// versions and the time taken (a rebuild can hold a large store's first
+// start after an upgrade); a start with nothing to do says nothing.
+func TestMigrationLogsOnce(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend()
+	src := b.newSource(t)
+	db := b.raw(t, src)
+	if err := store.CreateSQLiteSchemaAt(db, 73); err != nil {
+		t.Fatal(err)
+	}
+	open := func() string {
+		var buf bytes.Buffer
+		s, err := store.Open(t.Context(), store.SQLite, src, store.Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		return buf.String()
+	}
+	want := fmt.Sprintf(`msg="schema migrated" from=73 to=%d took=`, store.SchemaVersion())
+	if got := open(); strings.Count(got, "schema migrated") != 1 || !strings.Contains(got, want) {
+		t.Errorf("first open logged:\n%s\nwant one line with %q", got, want)
+	}
+	if got := open(); strings.Contains(got, "schema migrated") {
+		t.Errorf("second open logged a migration:\n%s", got)
 	}
 }

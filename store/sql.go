@@ -121,7 +121,11 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		s.db.Close()
 		return nil, fmt.Errorf("connect to %s store: %w", dialect, err)
 	}
-	if err := migrate(ctx, s.db, dialect); err != nil {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := migrate(ctx, s.db, dialect, log); err != nil {
 		s.db.Close()
 		return nil, err
 	}
