@@ -393,12 +393,7 @@ func TestIngestPathSchema(t *testing.T) {
 // 75's rebuild of the table, and ends up keyed by user and name.
 func TestSQLiteCollectionsUpgrade75(t *testing.T) {
 	t.Parallel()
-	b := sqliteBackend()
-	src := b.newSource(t)
-	db := b.raw(t, src)
-	if err := store.CreateSQLiteSchemaAt(db, 73); err != nil {
-		t.Fatal(err)
-	}
+	b, src, db := sqliteStoreAt(t, 73)
 	if _, err := db.Exec(`INSERT INTO collections (username, name, project, kind, display_name, color, sort_order, seq, min_seq) VALUES
 		('alice', 'web-tasks', 'web', 'todos', 'Web', '#FF2968', 2, 41, 7),
 		('bob', 'web-tasks', 'web', 'todos', 'Web', '#FF2968', 1, 40, 0),
@@ -420,13 +415,23 @@ func TestSQLiteCollectionsUpgrade75(t *testing.T) {
 		}
 		return nil
 	})
-	var stmt string
-	if err := db.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'collections'`).Scan(&stmt); err != nil {
+	fresh := b.raw(t, openEnv(t, b, b.newSource(t)).src)
+	if got, want := sqliteSchema(t, db), sqliteSchema(t, fresh); !slices.Equal(got, want) {
+		t.Errorf("schema of the upgraded database differs from a new one:\nupgraded: %q\n     new: %q", got, want)
+	}
+}
+
+// sqliteStoreAt makes an SQLite database at schema version, as a binary of
+// that version left it, and returns it unopened by the store.
+func sqliteStoreAt(t *testing.T, version int) (backend, string, *sql.DB) {
+	t.Helper()
+	b := sqliteBackend()
+	src := b.newSource(t)
+	db := b.raw(t, src)
+	if err := store.CreateSQLiteSchemaAt(db, version); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(stmt, "WITHOUT ROWID") {
-		t.Errorf("collections after the upgrade: %s", stmt)
-	}
+	return b, src, db
 }
 
 // TestSQLiteAlertsUpgrade72: a store at schema 71 keeps its alert
@@ -434,12 +439,7 @@ func TestSQLiteCollectionsUpgrade75(t *testing.T) {
 // schema of a new store.
 func TestSQLiteAlertsUpgrade72(t *testing.T) {
 	t.Parallel()
-	b := sqliteBackend()
-	src := b.newSource(t)
-	db := b.raw(t, src)
-	if err := store.CreateSQLiteSchemaAt(db, 71); err != nil {
-		t.Fatal(err)
-	}
+	b, src, db := sqliteStoreAt(t, 71)
 	due, fire := time.Now().Add(48*time.Hour).UTC().Truncate(time.Second), time.Now().Add(47*time.Hour).UTC().Truncate(time.Second)
 	if _, err := db.Exec(`INSERT INTO alerts (username, source, task_id, due_at, all_day, covered, alert_at, fire_at) VALUES
 		('alice', 'tracker', 'T-1', ?, 0, 5, ?, ?), ('bob', 'tracker', 'T-2', ?, 1, 6, NULL, NULL)`,
@@ -477,12 +477,7 @@ func TestSQLiteAlertsUpgrade72(t *testing.T) {
 // start after an upgrade); a start with nothing to do says nothing.
 func TestMigrationLogsOnce(t *testing.T) {
 	t.Parallel()
-	b := sqliteBackend()
-	src := b.newSource(t)
-	db := b.raw(t, src)
-	if err := store.CreateSQLiteSchemaAt(db, 73); err != nil {
-		t.Fatal(err)
-	}
+	_, src, _ := sqliteStoreAt(t, 73)
 	open := func() string {
 		var buf bytes.Buffer
 		s, err := store.Open(t.Context(), store.SQLite, src, store.Options{Logger: slog.New(slog.NewTextHandler(&buf, nil))})
