@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
 )
@@ -348,5 +349,88 @@ func TestCodeDefaultsMatchConfig(t *testing.T) {
 	got, want := limitsOf(&config.Config{}), limitsOf(loaded)
 	if got.devices != want.devices || got.deviceRows != want.deviceRows || got.deviceRowTTL != want.deviceRowTTL {
 		t.Errorf("defaults for a config built in code %+v, configuration's %+v", got, want)
+	}
+}
+
+// TestDeviceLastUseToTheHour: a use is written only when the stored last
+// use is an hour old or more, so a phone polling every few minutes costs a
+// row write an hour, not one every flush; and a flush writes its rows
+// deviceFlushChunk to a transaction, so it never holds the writer for long.
+func TestDeviceLastUseToTheHour(t *testing.T) {
+	ctx := context.Background()
+	clk := fakeclock.New(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
+	var cs *countingStore
+	dir := t.TempDir()
+	s, err := New(func(o store.Options) (store.Store, error) {
+		st, err := store.Open(ctx, store.SQLite, dir, o)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { st.Close() })
+		cs = &countingStore{Store: st}
+		return cs, nil
+	}, &config.Config{Users: []config.User{{Name: "alice", PasswordHash: cheapArgon(t, "alice-pw", 64)}}},
+		Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := issue(t, s, "alice", "phone")
+	id, _, _ := password.ParseDevice(pw)
+	stored := func() time.Time {
+		var at time.Time
+		s.st.View(ctx, func(tx store.Tx) error {
+			d, err := tx.DevicePassword(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = d.LastUsed
+			return nil
+		})
+		return at
+	}
+	login := func() {
+		t.Helper()
+		if !s.devices.verify(ctx, "alice", pw) {
+			t.Fatal("device password refused")
+		}
+	}
+	flush := func() int64 {
+		t.Helper()
+		before := cs.updates.Load()
+		if err := s.flushDeviceUses(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return cs.updates.Load() - before
+	}
+
+	first := clk.Now()
+	login()
+	if n := flush(); n != 1 || !stored().Equal(first) {
+		t.Fatalf("first use: %d writes, stored %v; want 1 write of %v", n, stored(), first)
+	}
+	for range 59 {
+		clk.Advance(time.Minute)
+		login()
+	}
+	if n := flush(); n != 0 || !stored().Equal(first) {
+		t.Fatalf("uses within the hour: %d writes, stored %v; want none, %v kept", n, stored(), first)
+	}
+	clk.Advance(time.Minute)
+	login()
+	if n := flush(); n != 1 || !stored().Equal(clk.Now()) {
+		t.Fatalf("a use an hour later: %d writes, stored %v; want 1 write of %v", n, stored(), clk.Now())
+	}
+
+	// 1,001 uses to write: three transactions.
+	s.devices.mu.Lock()
+	for i := range 2*deviceFlushChunk + 1 {
+		s.devices.pending[fmt.Sprintf("%016x", i)] = clk.Now()
+	}
+	s.devices.mu.Unlock()
+	if n := flush(); n != 3 {
+		t.Fatalf("%d uses written in %d transactions, want 3", 2*deviceFlushChunk+1, n)
+	}
+	if n := len(s.devices.pending); n != 0 {
+		t.Fatalf("%d uses left after the flush", n)
 	}
 }
