@@ -23,16 +23,25 @@ func TestRestartRendersConfigChangedWhileStopped(t *testing.T) {
 	wantAlertsAt(t, phone, "Ship release", now, due.Add(time.Hour), due.Add(-24*time.Hour), due.Add(-time.Hour))
 	first.stop()
 
-	writeConfig(t, dir, "alice", "bob")
-	yaml, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAtomic(t, cfgPath, string(yaml)+"notifications:\n  lead_times: [3h]\n")
+	addBobAndLeadTimes3h(t, dir, cfgPath)
 	second := startPhoneServerAt(t, cfgPath)
 	for _, user := range []string{"alice", "bob"} {
 		p := newPhone(t, second, user)
 		syncPhone(t, p)
 		wantAlertsAt(t, p, "Ship release", now, due.Add(time.Hour), due.Add(-3*time.Hour))
 	}
+}
+
+// addBobAndLeadTimes3h rewrites the config with bob beside alice and every
+// lead time changed to 3h, so a restart after it has users to re-render;
+// it returns the config without the lead times, for a later change.
+func addBobAndLeadTimes3h(t *testing.T, dir, cfgPath string) string {
+	t.Helper()
+	writeConfig(t, dir, "alice", "bob")
+	yaml, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAtomic(t, cfgPath, string(yaml)+"notifications:\n  lead_times: [3h]\n")
+	return string(yaml)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -62,12 +61,7 @@ func TestServesWhileStartRerenders(t *testing.T) {
 	syncPhone(t, newPhone(t, first, "alice")) // alice's phone was in use before
 	first.stop()
 
-	writeConfig(t, dir, "alice", "bob")
-	base, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAtomic(t, cfgPath, string(base)+"notifications:\n  lead_times: [3h]\n")
+	base := addBobAndLeadTimes3h(t, dir, cfgPath)
 	cfg := loadConfig(t, cfgPath)
 
 	// Hold the store's single writer from before the re-render starts.
@@ -131,7 +125,7 @@ func TestServesWhileStartRerenders(t *testing.T) {
 
 	// A reload meanwhile swaps the config now and re-renders after the
 	// start's re-render.
-	writeAtomic(t, cfgPath, string(base)+"notifications:\n  lead_times: [5h]\n")
+	writeAtomic(t, cfgPath, base+"notifications:\n  lead_times: [5h]\n")
 	waitFor(t, 30*time.Second, "the reload's config swapped in", func() bool { return svc.Config() != cfg })
 	letGo()
 	select {
