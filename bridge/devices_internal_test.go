@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/duebridge/duebridge/config"
+	"github.com/duebridge/duebridge/internal/clock"
 	"github.com/duebridge/duebridge/internal/fakeclock"
 	"github.com/duebridge/duebridge/internal/password"
 	"github.com/duebridge/duebridge/store"
@@ -26,6 +27,12 @@ func deviceService(t testing.TB, dir string, users []config.User) *Service {
 // the test; wrap, if given, wraps the store the service sees.
 func sqliteService(t testing.TB, dir string, cfg *config.Config, wrap ...func(store.Store) store.Store) *Service {
 	t.Helper()
+	return sqliteServiceAt(t, dir, cfg, nil, wrap...)
+}
+
+// sqliteServiceAt is sqliteService on clk (the system clock if nil).
+func sqliteServiceAt(t testing.TB, dir string, cfg *config.Config, clk clock.Clock, wrap ...func(store.Store) store.Store) *Service {
+	t.Helper()
 	s, err := New(func(o store.Options) (store.Store, error) {
 		st, err := store.Open(context.Background(), store.SQLite, dir, o)
 		if err != nil {
@@ -36,7 +43,7 @@ func sqliteService(t testing.TB, dir string, cfg *config.Config, wrap ...func(st
 			st = w(st)
 		}
 		return st, nil
-	}, cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}, cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,20 +367,11 @@ func TestDeviceLastUseToTheHour(t *testing.T) {
 	ctx := context.Background()
 	clk := fakeclock.New(time.Date(2030, 1, 2, 9, 0, 0, 0, time.UTC))
 	var cs *countingStore
-	dir := t.TempDir()
-	s, err := New(func(o store.Options) (store.Store, error) {
-		st, err := store.Open(ctx, store.SQLite, dir, o)
-		if err != nil {
-			return nil, err
-		}
-		t.Cleanup(func() { st.Close() })
-		cs = &countingStore{Store: st}
-		return cs, nil
-	}, &config.Config{Users: []config.User{{Name: "alice", PasswordHash: cheapArgon(t, "alice-pw", 64)}}},
-		Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := sqliteServiceAt(t, t.TempDir(), &config.Config{Users: []config.User{{Name: "alice", PasswordHash: cheapArgon(t, "alice-pw", 64)}}},
+		clk, func(st store.Store) store.Store {
+			cs = &countingStore{Store: st}
+			return cs
+		})
 	pw := issue(t, s, "alice", "phone")
 	id, _, _ := password.ParseDevice(pw)
 	stored := func() time.Time {
