@@ -111,10 +111,11 @@ type options struct {
 	SeedICS      string
 	DAVUser      string
 
-	JSON    string
-	Label   string
-	Quiet   bool
-	MaxTime time.Duration
+	JSON       string
+	Label      string
+	Quiet      bool
+	MaxTime    time.Duration
+	CPUProfile string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -188,6 +189,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.Label, "label", "", "name of the target in the report (duebridge, radicale, ...)")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress lines")
 	fs.DurationVar(&o.MaxTime, "max-time", 30*time.Minute, "hard bound on the whole run")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "phones mode: write the load tool's own CPU profile of the first timed phase to this file (what the phones cost the shared cores)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,7 @@ type phoneRun struct {
 	// TLS handshakes of the phones' polls and how many resumed, for the
 	// timed phases (after a restart: did the tickets survive it?).
 	handshakes, resumed atomic.Int64
+	profiled            bool // --cpuprofile taken (first timed phase only)
 }
 
 // runPhones models the capacity target. iOS fetches a CalDAV account at
@@ -481,11 +483,20 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	runCtx, cancelRun := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancelRun()
 	stopChanges := r.changeLists(runCtx, upd)
+	stopProfile, err := r.profileOnce()
+	if err != nil {
+		return err
+	}
 	cpu0, self0 := cpuTime(e.pid), selfCPU()
 	hand0, res0 := r.handshakes.Load(), r.resumed.Load()
 	start := time.Now()
-	offered, skipped := r.drivePolls(runCtx, d, poll, lag, hs)
+	tl := newTimeline(ctx, e.pid, start)
+	offered, skipped := r.drivePolls(runCtx, d, poll, lag, hs, tl)
 	elapsed := time.Since(start)
+	if err := stopProfile(); err != nil {
+		return err
+	}
+	e.rep.minutes(label, tl.minutes(e.o.SLO))
 	stopChanges()
 	stop()
 	ps := e.rep.op(poll, elapsed)
@@ -510,6 +521,31 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	}
 	r.verdict(label, d, ps, ls, offered, skipped)
 	return ctx.Err()
+}
+
+// profileOnce starts the --cpuprofile of the load tool for the first timed
+// phase; the returned function stops it (a no-op for later phases).
+func (r *phoneRun) profileOnce() (stop func() error, err error) {
+	path := r.e.o.CPUProfile
+	if path == "" || r.profiled {
+		return func() error { return nil }, nil
+	}
+	r.profiled = true
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // changeLists sends webhook updates that change a share of the polled
@@ -555,13 +591,14 @@ func (r *phoneRun) changeLists(ctx context.Context, upd *Hist) func() {
 
 // drivePolls starts one poll per interval for --duration (cycling over the
 // phones), skipping when --max-inflight polls are running; it returns the
-// polls offered and skipped once all started ones finished.
+// polls offered and skipped once all started ones finished. Every poll is
+// also put on tl, by the minute it was due.
 //
 // The polls run on a pool of worker goroutines (at most --max-inflight,
 // started as the load needs them), not a goroutine each: a new one began
 // each poll on a small stack that the TLS handshake grew by copying, CPU
 // of the load tool that no phone spends on the server's cores.
-func (r *phoneRun) drivePolls(ctx context.Context, d time.Duration, poll, lag *Hist, hs *loadHists) (offered int, skipped int64) {
+func (r *phoneRun) drivePolls(ctx context.Context, d time.Duration, poll, lag *Hist, hs *loadHists, tl *timeline) (offered int, skipped int64) {
 	o := r.e.o
 	interval := time.Duration(float64(time.Second) / r.rate)
 	var inflight atomic.Int64
@@ -577,10 +614,13 @@ func (r *phoneRun) drivePolls(ctx context.Context, d time.Duration, poll, lag *H
 		if err := r.phonePoll(ctx, j.p, hs); err != nil {
 			if ctx.Err() == nil {
 				poll.Err()
+				tl.add(j.due, 0, true)
 			}
 			return
 		}
-		poll.Add(time.Since(t1))
+		took := time.Since(t1)
+		poll.Add(took)
+		tl.add(j.due, took, false)
 	}
 	// Unbuffered: a send succeeds only when a worker is idle, so a due
 	// poll never waits in a queue behind running ones.

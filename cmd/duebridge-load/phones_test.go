@@ -84,7 +84,9 @@ func benchPhoneClient(b *testing.B, bin string, minimal, openLoop bool) {
 		r.rate = 400
 		poll, lag := newHist("poll"), newHist("lag")
 		hs := &loadHists{propfind: newHist("propfind"), sync: newHist("sync"), multiget: newHist("multiget")}
-		_, skipped := r.drivePolls(ctx, time.Duration(float64(b.N)/r.rate*float64(time.Second)), poll, lag, hs)
+		tl := newTimeline(ctx, e.pid, time.Now())
+		_, skipped := r.drivePolls(ctx, time.Duration(float64(b.N)/r.rate*float64(time.Second)), poll, lag, hs, tl)
+		tl.minutes(time.Second)
 		s := poll.Summarize(time.Second)
 		if s.Errors > 0 || s.Count == 0 {
 			b.Fatalf("%d polls completed, %d failed", s.Count, s.Errors)
@@ -193,9 +195,13 @@ func TestDrivePollsBoundAndCount(t *testing.T) {
 		}
 		poll, lag := newHist("poll"), newHist("lag")
 		hs := &loadHists{propfind: newHist("propfind"), sync: newHist("sync"), multiget: newHist("multiget")}
-		offered, skipped := r.drivePolls(context.Background(), 100*time.Millisecond, poll, lag, hs)
+		tl := &timeline{start: time.Now()} // no CPU sampling: the polls only
+		offered, skipped := r.drivePolls(context.Background(), 100*time.Millisecond, poll, lag, hs, tl)
 		srv.Close()
 		s := poll.Summarize(time.Second)
+		if len(tl.lat) != 1 || len(tl.lat[0]) != int(s.Count) {
+			t.Errorf("max-inflight %d: timeline holds %v; want the %d completed polls in minute 1", maxInflight, tl.lat, s.Count)
+		}
 		if offered != 40 || s.Errors != 0 || s.Count+skipped != int64(offered) || s.Count == 0 {
 			t.Errorf("max-inflight %d: offered %d, completed %d, skipped %d, errors %d; want 40 offered, each completed or skipped",
 				maxInflight, offered, s.Count, skipped, s.Errors)

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,6 +39,9 @@ type Report struct {
 	Figures  []Figure       `json:"figures"`
 	Targets  []Target       `json:"targets"`
 	Notes    []string       `json:"notes,omitempty"`
+	// Minutes of each timed phones phase, by the phase's label ("" for the
+	// first).
+	Minutes map[string][]Minute `json:"minutes,omitempty"`
 }
 
 func newReport(o *options) *Report {
@@ -57,6 +62,16 @@ func (r *Report) fig(name string, v float64, unit string) {
 
 func (r *Report) target(name, want, got string, met bool) {
 	r.Targets = append(r.Targets, Target{name, want, got, met})
+}
+
+func (r *Report) minutes(label string, ms []Minute) {
+	if len(ms) == 0 {
+		return
+	}
+	if r.Minutes == nil {
+		r.Minutes = map[string][]Minute{}
+	}
+	r.Minutes[label] = ms
 }
 
 func (r *Report) note(format string, a ...any) {
@@ -103,6 +118,9 @@ func (r *Report) print(w io.Writer) {
 		for _, f := range r.Figures {
 			fmt.Fprintf(w, "  %-52s %14s %s\n", f.Name, fmtNum(f.Value), f.Unit)
 		}
+	}
+	for _, label := range slices.Sorted(maps.Keys(r.Minutes)) {
+		printMinutes(w, label, r.Minutes[label])
 	}
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(w, "\ntargets (issue #8):")
