@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
+	"unsafe"
 )
 
 // Minute is one minute of a timed phones phase: what the phones saw and
@@ -27,10 +30,20 @@ type Minute struct {
 	ServerCPU float64 `json:"server_cpu"` // cores the server used in the minute (wall clock)
 	ToolCPU   float64 `json:"tool_cpu"`   // cores the load tool used
 	Busy      float64 `json:"busy"`       // share of the machine's CPUs not idle, all processes and the kernel
+	// Speed is the minute's median of a fixed loop's work per thread
+	// CPU-second, as a share of the phase's fastest minute. The CPU time a
+	// process is charged can grow without more work: a host that takes
+	// the virtual CPU away is not seen by the guest (no steal is reported
+	// here), so its time is charged to whatever ran. A slow minute with a
+	// lower Speed got less machine; one at full Speed did more work.
+	Speed float64 `json:"speed"`
+	// ProbeRate is that median itself (loop steps per CPU-nanosecond), to
+	// compare phases and runs.
+	ProbeRate float64 `json:"probe_steps_per_cpu_ns"`
 }
 
-// timeline buckets a phase's polls by minute and samples the processes'
-// CPU at each minute's end.
+// timeline buckets a phase's polls by minute, samples the processes' CPU
+// at each minute's end and probes the CPU's speed every second.
 type timeline struct {
 	start time.Time
 	pid   int
@@ -38,8 +51,10 @@ type timeline struct {
 	lat   [][]time.Duration
 	errs  []int
 	cpu   []minuteCPU
-	stop  context.CancelFunc
-	done  chan struct{}
+	// speeds are speedProbe's results by minute.
+	speeds [][]float64
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
 type minuteCPU struct{ server, tool, busy float64 }
@@ -47,8 +62,79 @@ type minuteCPU struct{ server, tool, busy float64 }
 func newTimeline(ctx context.Context, pid int, start time.Time) *timeline {
 	ctx, cancel := context.WithCancel(ctx)
 	t := &timeline{start: start, pid: pid, stop: cancel, done: make(chan struct{})}
-	go t.sample(ctx)
+	probed := make(chan struct{})
+	go t.probe(ctx, probed)
+	go func() {
+		t.sample(ctx)
+		<-probed
+		close(t.done)
+	}()
 	return t
+}
+
+// probe runs speedProbe once a second on a thread of its own until ctx
+// ends (~2 ms of CPU a second: 0.1 % of the machine).
+func (t *timeline) probe(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			v, ok := speedProbe()
+			if !ok {
+				continue
+			}
+			m := max(0, int(now.Sub(t.start)/time.Minute))
+			t.mu.Lock()
+			for len(t.speeds) <= m {
+				t.speeds = append(t.speeds, nil)
+			}
+			t.speeds[m] = append(t.speeds[m], v)
+			t.mu.Unlock()
+		}
+	}
+}
+
+// probeSink keeps the probe's loop from being optimized away.
+var probeSink uint64
+
+// speedProbe runs a fixed chain of dependent multiplications and returns
+// its rate in iterations per nanosecond of this thread's CPU time (the
+// caller locks the thread).
+func speedProbe() (float64, bool) {
+	t0, ok := threadCPU()
+	if !ok {
+		return 0, false
+	}
+	x := uint64(88172645463325252)
+	const n = 1 << 20
+	for range n {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		x *= 0x9E3779B97F4A7C15
+	}
+	probeSink += x
+	t1, ok := threadCPU()
+	if !ok || t1 <= t0 {
+		return 0, false
+	}
+	return float64(n) / float64(t1-t0), true
+}
+
+// threadCPU is the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID).
+func threadCPU() (time.Duration, bool) {
+	var ts syscall.Timespec
+	const clockThreadCPUTimeID = 3
+	if _, _, e := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTimeID, uintptr(unsafe.Pointer(&ts)), 0); e != 0 {
+		return 0, false
+	}
+	return time.Duration(ts.Nano()), true
 }
 
 // add records a poll due at due that took d (err: it failed).
@@ -70,7 +156,6 @@ func (t *timeline) add(due time.Time, d time.Duration, failed bool) {
 // sample reads the CPU of both processes and of the machine at every
 // minute's end, until ctx ends.
 func (t *timeline) sample(ctx context.Context) {
-	defer close(t.done)
 	srv, self := cpuTime(t.pid), selfCPU()
 	busy, total := machineCPU()
 	for m := 1; ; m++ {
@@ -99,15 +184,29 @@ func (t *timeline) minutes(slo time.Duration) []Minute {
 	<-t.done
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return summarizeMinutes(t.lat, t.errs, t.cpu, slo)
+	return summarizeMinutes(t.lat, t.errs, t.cpu, t.speeds, slo)
 }
 
 // summarizeMinutes is one Minute per sampled minute: lat and errs are the
-// polls by minute, cpu the samples at each minute's end.
-func summarizeMinutes(lat [][]time.Duration, errs []int, cpu []minuteCPU, slo time.Duration) []Minute {
+// polls by minute, cpu the samples at each minute's end, speeds the
+// probes' results by minute.
+func summarizeMinutes(lat [][]time.Duration, errs []int, cpu []minuteCPU, speeds [][]float64, slo time.Duration) []Minute {
 	var out []Minute
+	medians := make([]float64, len(cpu))
+	fastest := 0.0
+	for i := range cpu {
+		if i < len(speeds) && len(speeds[i]) > 0 {
+			v := slices.Clone(speeds[i])
+			slices.Sort(v)
+			medians[i] = v[len(v)/2]
+			fastest = max(fastest, medians[i])
+		}
+	}
 	for i, c := range cpu {
 		m := Minute{Minute: i + 1, ServerCPU: c.server, ToolCPU: c.tool, Busy: c.busy}
+		if fastest > 0 {
+			m.Speed, m.ProbeRate = medians[i]/fastest, medians[i]
+		}
 		if i < len(lat) {
 			d := lat[i]
 			slices.Sort(d)
@@ -155,10 +254,10 @@ func machineCPU() (busy, total int64) {
 func printMinutes(w io.Writer, label string, ms []Minute) {
 	fmt.Fprintf(w, "\n%sby minute (polls by due time; CPU in cores of the minute):\n", label)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "minute\tpolls\terrors\tover SLO\tp99 ms\tmax ms\tserver CPU\ttool CPU\tmachine busy\t")
+	fmt.Fprintln(tw, "minute\tpolls\terrors\tover SLO\tp99 ms\tmax ms\tserver CPU\ttool CPU\tmachine busy\tCPU speed\t")
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f %%\t\n",
-			m.Minute, m.Polls, m.Errors, m.Slow, m.P99MS, m.MaxMS, m.ServerCPU, m.ToolCPU, 100*m.Busy)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f %%\t%.0f %%\t\n",
+			m.Minute, m.Polls, m.Errors, m.Slow, m.P99MS, m.MaxMS, m.ServerCPU, m.ToolCPU, 100*m.Busy, 100*m.Speed)
 	}
 	tw.Flush()
 }
