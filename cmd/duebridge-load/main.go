@@ -241,6 +241,9 @@ func parseFlags(args []string) (*options, error) {
 	if (o.TLS || o.DevicePWs) && !o.Start {
 		return nil, errors.New("--tls and --device-passwords need --start (the load tool makes the CA and the passwords)")
 	}
+	if o.CPUProfile != "" && o.Scenario != "phones" {
+		return nil, errors.New("--cpuprofile is for phones mode (--phones)")
+	}
 	if o.TicketKeys && !o.TLS {
 		return nil, errors.New("--tls-ticket-keys needs --tls")
 	}

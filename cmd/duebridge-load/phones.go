@@ -482,23 +482,25 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	stop := e.progress(ctx, strings.TrimSuffix(label+"phones", ": "), poll, hs.propfind, hs.sync, upd)
 	runCtx, cancelRun := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancelRun()
-	stopChanges := r.changeLists(runCtx, upd)
 	stopProfile, err := r.profileOnce()
 	if err != nil {
+		stop()
 		return err
 	}
+	stopChanges := r.changeLists(runCtx, upd)
 	cpu0, self0 := cpuTime(e.pid), selfCPU()
 	hand0, res0 := r.handshakes.Load(), r.resumed.Load()
 	start := time.Now()
 	tl := newTimeline(ctx, e.pid, start)
 	offered, skipped := r.drivePolls(runCtx, d, poll, lag, hs, tl)
 	elapsed := time.Since(start)
-	if err := stopProfile(); err != nil {
-		return err
-	}
+	profErr := stopProfile()
 	e.rep.minutes(label, tl.minutes(e.o.SLO))
 	stopChanges()
 	stop()
+	if profErr != nil {
+		return profErr
+	}
 	ps := e.rep.op(poll, elapsed)
 	for _, h := range []*Hist{hs.propfind, hs.sync, hs.multiget, upd} {
 		e.rep.op(h, elapsed)

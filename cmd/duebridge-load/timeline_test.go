@@ -59,3 +59,14 @@ func TestSpeedProbe(t *testing.T) {
 		t.Fatalf("speedProbe = %v, %v; want a rate of steps per CPU-nanosecond", v, ok)
 	}
 }
+
+// TestCPUProfileFlagIsPhonesOnly checks that --cpuprofile, which covers a
+// phones timed phase, is refused where it would profile nothing.
+func TestCPUProfileFlagIsPhonesOnly(t *testing.T) {
+	if _, err := parseFlags([]string{"--cpuprofile", "/tmp/x.prof", "--duration", "1s"}); err == nil {
+		t.Error("--cpuprofile accepted in load mode")
+	}
+	if _, err := parseFlags([]string{"--cpuprofile", "/tmp/x.prof", "--phones", "4"}); err != nil {
+		t.Errorf("--cpuprofile refused in phones mode: %v", err)
+	}
+}
