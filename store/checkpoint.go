@@ -55,9 +55,6 @@ const defaultWALRestartBytes = 64 << 20
 const walFrameBytes = 4096
 
 func (s *sqlStore) startCheckpointer(log *slog.Logger) {
-	if log == nil {
-		log = slog.Default()
-	}
 	s.checkpoint = make(chan struct{}, 1)
 	s.stopCheckpoint = make(chan struct{})
 	s.checkpointDone = make(chan struct{})
@@ -187,9 +184,6 @@ func (s *sqlStore) checkpointNoWait(ctx context.Context, mode string) (r checkpo
 func (s *sqlStore) checkpointAtOpen(ctx context.Context, walBytes int64, log *slog.Logger) {
 	if walBytes <= 0 {
 		return // closed cleanly: SQLite checkpointed and removed it
-	}
-	if log == nil {
-		log = slog.Default()
 	}
 	start := time.Now()
 	r, err := walCheckpoint(ctx, s.db, "PASSIVE")

@@ -121,6 +121,8 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		s.db.Close()
 		return nil, fmt.Errorf("connect to %s store: %w", dialect, err)
 	}
+	// Migration, the checkpointer and the listener all log: the default
+	// is taken once, here.
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
@@ -130,8 +132,8 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		return nil, err
 	}
 	if dialect == SQLite {
-		s.checkpointAtOpen(ctx, walBytes, o.Logger)
-		s.startCheckpointer(o.Logger)
+		s.checkpointAtOpen(ctx, walBytes, log)
+		s.startCheckpointer(log)
 	}
 	if dialect == Postgres {
 		if s.channel, err = channelFor(ctx, s.db); err != nil {
@@ -142,10 +144,6 @@ func Open(ctx context.Context, dialect, source string, o Options) (Store, error)
 		if o.OnCommit != nil {
 			lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			s.stopListen, s.listenerDone = cancel, make(chan struct{})
-			log := o.Logger
-			if log == nil {
-				log = slog.Default()
-			}
 			go func() {
 				defer close(s.listenerDone)
 				s.listen(lctx, source, log)
