@@ -49,7 +49,6 @@ type phoneRun struct {
 	// TLS handshakes of the phones' polls and how many resumed, for the
 	// timed phases (after a restart: did the tickets survive it?).
 	handshakes, resumed atomic.Int64
-	profiled            bool // --cpuprofile taken (first timed phase only)
 }
 
 // runPhones models the capacity target. iOS fetches a CalDAV account at
@@ -442,14 +441,23 @@ func (r *phoneRun) pollHomeResumed(ctx context.Context, p *phone, tickets tls.Cl
 	return r.checkedHome(ctx, dc, p)
 }
 
-// timed runs the timed phase (warm: every phone has polled before) and,
+// timed runs the timed phase (warm: every phone has polled before; the
+// one --cpuprofile covers) and,
 // with --restart-duration, kills the server, starts it again and runs
 // the open-loop schedule once more from its cold caches: no login state,
 // no TLS ticket keys (every phone's first handshake after the restart is
 // full), no remembered answers.
 func (r *phoneRun) timed(ctx context.Context) error {
 	e, o := r.e, r.e.o
-	if err := r.timedPhase(ctx, floorLabel(o), o.Duration); err != nil || o.RestartFor <= 0 {
+	stopProfile, err := startProfile(o.CPUProfile)
+	if err != nil {
+		return err
+	}
+	err = r.timedPhase(ctx, floorLabel(o), o.Duration)
+	if perr := stopProfile(); err == nil {
+		err = perr
+	}
+	if err != nil || o.RestartFor <= 0 {
 		return err
 	}
 	if e.child == nil {
@@ -482,11 +490,6 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	stop := e.progress(ctx, strings.TrimSuffix(label+"phones", ": "), poll, hs.propfind, hs.sync, upd)
 	runCtx, cancelRun := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancelRun()
-	stopProfile, err := r.profileOnce()
-	if err != nil {
-		stop()
-		return err
-	}
 	stopChanges := r.changeLists(runCtx, upd)
 	cpu0, self0 := cpuTime(e.pid), selfCPU()
 	hand0, res0 := r.handshakes.Load(), r.resumed.Load()
@@ -494,13 +497,9 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	tl := newTimeline(ctx, e.pid, start)
 	offered, skipped := r.drivePolls(runCtx, d, poll, lag, hs, tl)
 	elapsed := time.Since(start)
-	profErr := stopProfile()
 	e.rep.minutes(label, tl.minutes(e.o.SLO))
 	stopChanges()
 	stop()
-	if profErr != nil {
-		return profErr
-	}
 	ps := e.rep.op(poll, elapsed)
 	for _, h := range []*Hist{hs.propfind, hs.sync, hs.multiget, upd} {
 		e.rep.op(h, elapsed)
@@ -525,14 +524,12 @@ func (r *phoneRun) timedPhase(ctx context.Context, label string, d time.Duration
 	return ctx.Err()
 }
 
-// profileOnce starts the --cpuprofile of the load tool for the first timed
-// phase; the returned function stops it (a no-op for later phases).
-func (r *phoneRun) profileOnce() (stop func() error, err error) {
-	path := r.e.o.CPUProfile
-	if path == "" || r.profiled {
+// startProfile starts the load tool's CPU profile into path (none when
+// path is empty); the returned function stops it.
+func startProfile(path string) (stop func() error, err error) {
+	if path == "" {
 		return func() error { return nil }, nil
 	}
-	r.profiled = true
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("cpu profile: %w", err)

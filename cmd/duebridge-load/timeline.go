@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,11 +90,9 @@ func (t *timeline) probe(ctx context.Context, done chan<- struct{}) {
 			if !ok {
 				continue
 			}
-			m := max(0, int(now.Sub(t.start)/time.Minute))
+			m := t.minuteOf(now)
 			t.mu.Lock()
-			for len(t.speeds) <= m {
-				t.speeds = append(t.speeds, nil)
-			}
+			t.speeds = upTo(t.speeds, m)
 			t.speeds[m] = append(t.speeds[m], v)
 			t.mu.Unlock()
 		}
@@ -137,20 +136,30 @@ func threadCPU() (time.Duration, bool) {
 	return time.Duration(ts.Nano()), true
 }
 
-// add records a poll due at due that took d (err: it failed).
+// add records a poll due at due that took d (or failed).
 func (t *timeline) add(due time.Time, d time.Duration, failed bool) {
-	m := max(0, int(due.Sub(t.start)/time.Minute))
+	m := t.minuteOf(due)
 	t.mu.Lock()
-	for len(t.lat) <= m {
-		t.lat = append(t.lat, nil)
-		t.errs = append(t.errs, 0)
-	}
+	t.lat, t.errs = upTo(t.lat, m), upTo(t.errs, m)
 	if failed {
 		t.errs[m]++
 	} else {
 		t.lat[m] = append(t.lat[m], d)
 	}
 	t.mu.Unlock()
+}
+
+// minuteOf is the phase's minute (0-based) that at falls in.
+func (t *timeline) minuteOf(at time.Time) int {
+	return max(0, int(at.Sub(t.start)/time.Minute))
+}
+
+// upTo extends s with zero values so that s[i] exists.
+func upTo[T any](s []T, i int) []T {
+	if n := i + 1 - len(s); n > 0 {
+		s = append(s, make([]T, n)...)
+	}
+	return s
 }
 
 // sample reads the CPU of both processes and of the machine at every
@@ -212,22 +221,11 @@ func summarizeMinutes(lat [][]time.Duration, errs []int, cpu []minuteCPU, speeds
 			slices.Sort(d)
 			m.Polls, m.Errors = len(d), errs[i]
 			m.P99MS, m.MaxMS = ms(pct(d, 0.99)), ms(pct(d, 1))
-			m.Slow = len(d) - sortSearchAbove(d, slo)
+			m.Slow = len(d) - sort.Search(len(d), func(j int) bool { return d[j] > slo })
 		}
 		out = append(out, m)
 	}
 	return out
-}
-
-// sortSearchAbove is the number of sorted durations at most bound.
-func sortSearchAbove(sorted []time.Duration, bound time.Duration) int {
-	i, _ := slices.BinarySearchFunc(sorted, bound, func(d, b time.Duration) int {
-		if d <= b {
-			return -1
-		}
-		return 1
-	})
-	return i
 }
 
 // machineCPU is the machine's busy and total CPU ticks from /proc/stat
